@@ -1,0 +1,116 @@
+package link
+
+import (
+	"errors"
+	"net"
+)
+
+// ErrClosed is returned by ReadBatch and WriteBatch once the link is closed.
+var ErrClosed = errors.New("link: closed")
+
+// Virtio-net header flags (include/uapi/linux/virtio_net.h).
+const (
+	VNetNeedsCsum uint8 = 1 // checksum is partial: fill it from CsumStart, store at CsumStart+CsumOffset
+	VNetDataValid uint8 = 2 // checksum already verified (by the sender's kernel or hardware)
+)
+
+// Virtio-net GSO types.
+const (
+	GSONone  uint8 = 0
+	GSOTCPv4 uint8 = 1
+	GSOUDP   uint8 = 3 // UFO, IP fragmentation; not used by us
+	GSOTCPv6 uint8 = 4
+	GSOUDPL4 uint8 = 5 // UDP segmentation offload: one datagram per GSOSize bytes of payload
+	GSOECN   uint8 = 0x80
+)
+
+// VNetHdrLen is the size of struct virtio_net_hdr on the wire of an
+// AF_PACKET socket with PACKET_VNET_HDR.
+const VNetHdrLen = 10
+
+// VNetHdr is the metadata the kernel carries beside a frame when a socket
+// uses PACKET_VNET_HDR: checksum state and GSO segmentation instructions.
+// The zero value means "complete frame, checksums present, not verified".
+type VNetHdr struct {
+	Flags      uint8
+	GSOType    uint8
+	HdrLen     uint16 // Ethernet+IP+L4 header length for GSO frames
+	GSOSize    uint16 // payload bytes per segment
+	CsumStart  uint16 // offset from the Ethernet header where checksumming starts
+	CsumOffset uint16 // offset from CsumStart where the checksum is stored
+}
+
+// Decode fills h from b, which holds at least VNetHdrLen bytes in the
+// host's byte order (little-endian on every platform we run on).
+func (h *VNetHdr) Decode(b []byte) {
+	_ = b[9]
+	h.Flags = b[0]
+	h.GSOType = b[1]
+	h.HdrLen = uint16(b[2]) | uint16(b[3])<<8
+	h.GSOSize = uint16(b[4]) | uint16(b[5])<<8
+	h.CsumStart = uint16(b[6]) | uint16(b[7])<<8
+	h.CsumOffset = uint16(b[8]) | uint16(b[9])<<8
+}
+
+// Encode writes h into b[:VNetHdrLen].
+func (h *VNetHdr) Encode(b []byte) {
+	_ = b[9]
+	b[0] = h.Flags
+	b[1] = h.GSOType
+	b[2], b[3] = byte(h.HdrLen), byte(h.HdrLen>>8)
+	b[4], b[5] = byte(h.GSOSize), byte(h.GSOSize>>8)
+	b[6], b[7] = byte(h.CsumStart), byte(h.CsumStart>>8)
+	b[8], b[9] = byte(h.CsumOffset), byte(h.CsumOffset>>8)
+}
+
+// Frame is one Ethernet frame (destination MAC first, no FCS) and its
+// offload metadata.
+type Frame struct {
+	Buf  []byte
+	VNet VNetHdr
+}
+
+// Caps are the offloads a link offers.
+type Caps uint32
+
+const (
+	// CapVNetHdr: frames carry a meaningful VNetHdr both ways. Received
+	// frames may be NEEDS_CSUM (partial checksum) or DATA_VALID; transmitted
+	// frames may ask the kernel to finish their checksum.
+	CapVNetHdr Caps = 1 << iota
+	// CapGSO: the link accepts and may deliver GSO super-frames (up to
+	// MaxFrame bytes) with GSOTCPv4 or GSOUDPL4.
+	CapGSO
+)
+
+// Link moves Ethernet frames in batches.
+//
+// Contracts:
+//   - ReadBatch blocks until at least one frame is available, the link is
+//     closed (ErrClosed) or it fails. It fills frames[:n] and returns n >= 1.
+//     frames[i].Buf points into memory the link owns (e.g. a mapped ring);
+//     it stays valid only until the next ReadBatch call on the same link,
+//     so the caller copies whatever it keeps. Only one goroutine may call
+//     ReadBatch at a time.
+//   - WriteBatch transmits frames[:n] in order and returns how many were
+//     handed to the medium. The link does not retain any frames[i].Buf after
+//     it returns: the caller may reuse the buffers at once. WriteBatch is
+//     safe for concurrent use. A frame longer than MaxFrame is an error for
+//     that frame and all after it.
+//   - Close unblocks a pending ReadBatch and makes further calls return
+//     ErrClosed.
+type Link interface {
+	ReadBatch(frames []Frame) (n int, err error)
+	WriteBatch(frames []Frame) (n int, err error)
+	// MTU is the largest IP packet (without Ethernet header) one
+	// non-GSO frame may carry.
+	MTU() int
+	// MaxFrame is the largest frame, Ethernet header included, that
+	// ReadBatch may deliver and WriteBatch accepts (above MTU+14 only with
+	// CapGSO).
+	MaxFrame() int
+	// HardwareAddr is the link's own MAC address.
+	HardwareAddr() net.HardwareAddr
+	Caps() Caps
+	Close() error
+}
