@@ -1,0 +1,149 @@
+package spec
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+)
+
+// Kind is what a node is: which peripheral runs in its namespace.
+type Kind string
+
+// The kinds of node a topology may hold.
+const (
+	KindCPU     Kind = "cpu"
+	KindDisk    Kind = "disk"
+	KindDisplay Kind = "display"
+)
+
+// Kinds lists every known kind in the order error messages name them.
+var Kinds = []Kind{KindCPU, KindDisk, KindDisplay}
+
+// Valid reports whether k is one of Kinds.
+func (k Kind) Valid() bool { return slices.Contains(Kinds, k) }
+
+// Defaults that Resolve fills in.
+const (
+	// DefaultSegment is the segment a topology without a segments list has.
+	DefaultSegment = "lan"
+	// DefaultDiskSize is the size of a disk node without disk.size: 256 MiB.
+	DefaultDiskSize int64 = 256 << 20
+	// DefaultDisplayWidth, DefaultDisplayHeight and DefaultDisplayFormat are
+	// a display node's frame buffer when its display block leaves them out.
+	DefaultDisplayWidth  = 1280
+	DefaultDisplayHeight = 720
+	DefaultDisplayFormat = "rgba"
+	// MaxDisplaySide bounds width and height so that the largest frame
+	// buffer (8192 x 8192 x 4 bytes) stays at 256 MiB.
+	MaxDisplaySide = 8192
+	// FirstNodeHost is the host number (offset in the subnet) from which
+	// Resolve hands out node addresses; lower ones are left for people.
+	FirstNodeHost = 10
+)
+
+// DisplayFormats lists the pixel formats a display node may declare.
+var DisplayFormats = []string{"rgba", "bgra", "rgb"}
+
+// Topology is one testbed as the topology file describes it. Parse and
+// Load return it validated but with defaults unfilled; Resolve fills them.
+type Topology struct {
+	Name       string       // testbed name; prefixes kernel object names
+	Subnet     netip.Prefix // IPv4 subnet of every segment; zero until Resolve when the file has none
+	HostAccess *HostAccess  // nil: the host's namespace is left alone
+	Segments   []Segment    // empty until Resolve when the file has none
+	Nodes      []Node
+	Source     string // file name used in messages
+
+	// src remembers where each field came from so that Validate can name
+	// the line of the exact key; nil for topologies built in code.
+	src *sourceInfo
+}
+
+// HostAccess asks for a veth into the host's namespace so the host's own
+// tools reach the peripherals.
+type HostAccess struct {
+	IP      netip.Addr // zero: Resolve picks the last usable address (.254 in a /24)
+	Segment string     // empty: the only segment
+}
+
+// Segment is one layer-2 broadcast domain: a bridge in the fabric.
+type Segment struct {
+	Name string
+}
+
+// Node is one peripheral with its own namespace, veth port and stack.
+type Node struct {
+	Name    string
+	Kind    Kind
+	IP      netip.Addr       // zero: Resolve assigns one
+	MAC     net.HardwareAddr // nil: Resolve derives one from (testbed, node) names
+	Segment string           // empty: the only segment
+	Link    LinkParams
+	Disk    *DiskParams    // only for KindDisk
+	Display *DisplayParams // only for KindDisplay
+	Line    int            // line of the node in the file; 0 when built in code
+}
+
+// LinkParams shapes the node's port.
+type LinkParams struct {
+	RateBits uint64 // egress rate limit in bit/s; 0: unlimited
+}
+
+// DiskParams configures a disk node.
+type DiskParams struct {
+	SizeBytes int64 // 0: DefaultDiskSize
+}
+
+// DisplayParams configures a display node's frame buffer. Zero fields take
+// the defaults.
+type DisplayParams struct {
+	Width, Height int
+	Format        string
+}
+
+// sourceInfo maps field paths such as "nodes[2].ip" to the line of their
+// key, and records fields whose value could not be decoded at all so that
+// Validate does not report follow-on problems for them.
+type sourceInfo struct {
+	lines  map[string]int
+	broken map[string]bool
+}
+
+// Clone returns a deep copy of t.
+func (t *Topology) Clone() *Topology {
+	c := *t
+	if t.HostAccess != nil {
+		h := *t.HostAccess
+		c.HostAccess = &h
+	}
+	c.Segments = slices.Clone(t.Segments)
+	c.Nodes = make([]Node, len(t.Nodes))
+	for i, n := range t.Nodes {
+		if n.MAC != nil {
+			n.MAC = slices.Clone(n.MAC)
+		}
+		if n.Disk != nil {
+			d := *n.Disk
+			n.Disk = &d
+		}
+		if n.Display != nil {
+			d := *n.Display
+			n.Display = &d
+		}
+		c.Nodes[i] = n
+	}
+	if t.Nodes == nil {
+		c.Nodes = nil
+	}
+	return &c
+}
+
+// Node returns the node called name, or nil.
+func (t *Topology) Node(name string) *Node {
+	for i := range t.Nodes {
+		if t.Nodes[i].Name == name {
+			return &t.Nodes[i]
+		}
+	}
+	return nil
+}

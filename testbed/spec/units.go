@@ -1,0 +1,178 @@
+package spec
+
+import (
+	"fmt"
+	"math/big"
+	"strings"
+)
+
+type unit struct {
+	name string
+	mult uint64
+}
+
+// rateUnits are tc's decimal bit-rate units, largest first for FormatRate.
+var rateUnits = []unit{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}}
+
+// sizeUnits are the size units, largest first within each family.
+var (
+	binarySizeUnits  = []unit{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
+	decimalSizeUnits = []unit{{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+)
+
+// MinRateBits is the smallest rate ParseRate accepts: one byte per second,
+// the unit the kernel's tbf counts in.
+const MinRateBits = 8
+
+// ParseRate parses a bit rate the way tc writes it: a decimal number and
+// one of bit, kbit, mbit, gbit (decimal multiples, case-insensitive). A
+// bare number is bit/s, as in tc. Fractions are accepted when the result
+// is a whole number of bits ("1.5mbit").
+func ParseRate(s string) (uint64, error) {
+	num, u := splitNumber(s)
+	if num == "" {
+		return 0, badValue(ErrInvalid, "rate %q: want a number and a unit (bit, kbit, mbit, gbit)", s)
+	}
+	mult := uint64(1)
+	if u != "" {
+		lu := strings.ToLower(u)
+		found := false
+		for _, r := range rateUnits {
+			if lu == r.name {
+				mult, found = r.mult, true
+			}
+		}
+		if !found {
+			hint := ""
+			if strings.HasSuffix(lu, "bps") || strings.HasSuffix(lu, "b/s") {
+				hint = "; tc's bps means bytes per second, so write the rate in bits"
+			}
+			return 0, badValue(ErrUnit, "rate %q: unit %q is not one of bit, kbit, mbit, gbit%s", s, u, hint)
+		}
+	}
+	v, err := scale(num, mult, 1<<64-1)
+	if err != nil {
+		return 0, fmt.Errorf("rate %q: %w", s, err)
+	}
+	if v < MinRateBits {
+		return 0, badValue(ErrInvalid, "rate %q: below %dbit (one byte per second)", s, MinRateBits)
+	}
+	return v, nil
+}
+
+// ParseSize parses a byte size: a decimal number and one of B, KiB, MiB,
+// GiB, TiB (binary) or KB, MB, GB, TB (decimal). A bare number is bytes.
+// Units are case-sensitive so that "Gb" cannot be mistaken for gigabits.
+func ParseSize(s string) (int64, error) {
+	num, u := splitNumber(s)
+	if num == "" {
+		return 0, badValue(ErrInvalid, "size %q: want a number and a unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	}
+	mult := uint64(1)
+	if u != "" {
+		found := false
+		hint := ""
+		for _, list := range [][]unit{binarySizeUnits, decimalSizeUnits} {
+			for _, r := range list {
+				if u == r.name {
+					mult, found = r.mult, true
+				} else if strings.EqualFold(u, r.name) {
+					hint = fmt.Sprintf(" (did you mean %s?)", r.name)
+				}
+			}
+		}
+		if !found {
+			return 0, badValue(ErrUnit, "size %q: unit %q is not one of B, KiB, MiB, GiB, TiB, KB, MB, GB, TB%s", s, u, hint)
+		}
+	}
+	v, err := scale(num, mult, 1<<63-1)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	if v == 0 {
+		return 0, badValue(ErrInvalid, "size %q: must be positive", s)
+	}
+	return int64(v), nil
+}
+
+// FormatRate writes bits in the largest rate unit that keeps it whole, so
+// that ParseRate(FormatRate(r)) == r.
+func FormatRate(bits uint64) string {
+	for _, u := range rateUnits {
+		if bits != 0 && bits%u.mult == 0 {
+			return fmt.Sprintf("%d%s", bits/u.mult, u.name)
+		}
+	}
+	return fmt.Sprintf("%dbit", bits)
+}
+
+// FormatSize writes bytes in the exact form with the smallest number,
+// preferring binary units on a tie (64000000 is "64MB", 268435456 is
+// "256MiB"), so that ParseSize(FormatSize(n)) == n.
+func FormatSize(bytes int64) string {
+	if bytes <= 0 {
+		return fmt.Sprintf("%dB", bytes)
+	}
+	best, bestUnit := uint64(bytes), "B"
+	for _, list := range [][]unit{binarySizeUnits, decimalSizeUnits} {
+		for _, u := range list {
+			if v := uint64(bytes); v%u.mult == 0 && v/u.mult < best {
+				best, bestUnit = v/u.mult, u.name
+			}
+		}
+	}
+	return fmt.Sprintf("%d%s", best, bestUnit)
+}
+
+// splitNumber splits "1.5 GiB" into "1.5" and "GiB". num is empty when s
+// does not start with a well-formed decimal number.
+func splitNumber(s string) (num, unit string) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
+		i++
+	}
+	num, unit = s[:i], strings.TrimSpace(s[i:])
+	intPart, frac, hasDot := strings.Cut(num, ".")
+	if intPart == "" || (hasDot && frac == "") || strings.Contains(frac, ".") {
+		return "", unit
+	}
+	return num, unit
+}
+
+// scale returns num*mult exactly, failing when the product is not whole or
+// exceeds max.
+func scale(num string, mult, max uint64) (uint64, error) {
+	if len(num) > 64 {
+		return 0, badValue(ErrInvalid, "number too long")
+	}
+	intPart, frac, _ := strings.Cut(num, ".")
+	n, ok := new(big.Int).SetString(intPart+frac, 10)
+	if !ok {
+		return 0, badValue(ErrInvalid, "not a decimal number")
+	}
+	n.Mul(n, new(big.Int).SetUint64(mult))
+	den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil)
+	q, r := new(big.Int).QuoRem(n, den, new(big.Int))
+	if r.Sign() != 0 {
+		return 0, badValue(ErrInvalid, "not a whole number of the base unit")
+	}
+	if !q.IsUint64() || q.Uint64() > max {
+		return 0, badValue(ErrInvalid, "too large")
+	}
+	return q.Uint64(), nil
+}
+
+// valueError is a bad-value message that wraps its sentinel without
+// repeating the sentinel's text.
+type valueError struct {
+	err error
+	msg string
+}
+
+func badValue(sentinel error, format string, args ...any) error {
+	return &valueError{err: sentinel, msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *valueError) Error() string { return e.msg }
+func (e *valueError) Unwrap() error { return e.err }
