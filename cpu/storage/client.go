@@ -1,0 +1,702 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
+)
+
+// Errors of the client. Refusals wrap both ErrRefused and the server's
+// diskproto.Code, so errors.Is(err, diskproto.CodeRange) works.
+var (
+	// ErrTimeout: a request got no reply after every retransmission while
+	// the disk kept answering other requests.
+	ErrTimeout = errors.New("storage: request timed out")
+	// ErrDiskGone: a request got no reply and neither did anything else
+	// sent since it started (or the connection failed): the disk is down
+	// or unreachable.
+	ErrDiskGone = errors.New("storage: disk gone")
+	// ErrRefused: the disk answered with an error code.
+	ErrRefused = errors.New("storage: request refused")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("storage: client closed")
+	// ErrBadOptions: Dial's options or the server's INFO are unusable.
+	ErrBadOptions = errors.New("storage: bad options")
+)
+
+// Defaults of Options' zero fields.
+const (
+	DefaultInitialRTO = 50 * time.Millisecond
+	DefaultMinRTO     = 5 * time.Millisecond
+	DefaultMaxRTO     = time.Second
+	DefaultMaxRetries = 12
+)
+
+// Options tune a Client. The zero value is usable.
+type Options struct {
+	// Window caps outstanding requests; 0 or more than the server
+	// advertises means the server's window.
+	Window int
+	// MaxRequest caps the data of one request; 0 or more than the
+	// server's MaxIO means MaxIO. Small requests suit lossy paths: a
+	// datagram larger than the MTU travels as IP fragments and is lost
+	// when any fragment is; 1344 fits a request in a 1500-byte packet.
+	MaxRequest int
+	// Capability is sent in every request; all zero for a disk in open
+	// mode.
+	Capability [diskproto.CapabilitySize]byte
+	// InitialRTO is the timeout before the first RTT sample; MinRTO and
+	// MaxRTO clamp the computed one (RFC 6298 with its 1 s floor lowered:
+	// this is a LAN protocol).
+	InitialRTO, MinRTO, MaxRTO time.Duration
+	// MaxRetries is how often one request is retransmitted before it
+	// fails with ErrTimeout or ErrDiskGone.
+	MaxRetries int
+}
+
+// Info describes the remote disk, from its INFO reply.
+type Info struct {
+	Size       int64
+	BlockSize  int
+	Window     int // the server's window
+	MaxIO      int // the server's largest request
+	OpenAccess bool
+	Epoch      uint64 // the server instance; changes when it restarts
+}
+
+// Stats are a client's counters.
+type Stats struct {
+	Requests     uint64        `json:"requests"`      // first transmissions
+	Retransmits  uint64        `json:"retransmits"`   // later ones
+	Timeouts     uint64        `json:"timeouts"`      // requests given up
+	Refused      uint64        `json:"refused"`       // error replies ending a request
+	LateReplies  uint64        `json:"late_replies"`  // replies for no outstanding request (duplicates)
+	BadReplies   uint64        `json:"bad_replies"`   // unparsable or corrupt replies
+	Reopens      uint64        `json:"reopens"`       // sessions reopened after the disk restarted
+	BytesRead    uint64        `json:"bytes_read"`    // READ data received
+	BytesWritten uint64        `json:"bytes_written"` // WRITE data acknowledged
+	SRTT         time.Duration `json:"srtt_ns"`
+	RTTVar       time.Duration `json:"rttvar_ns"`
+	RTO          time.Duration `json:"rto_ns"`
+}
+
+// Client is a connection to one disk. See the package comment.
+type Client struct {
+	pc      net.PacketConn
+	server  net.Addr
+	opts    Options
+	session uint64
+	window  uint64
+	maxReq  int
+	calls   sync.Pool // *call, each with its buffer, timer and done channel
+
+	mu        sync.Mutex
+	info      Info
+	epoch     uint64
+	slots     []*call       // indexed by request id modulo window
+	next, low uint64        // next request id; lowest one outstanding (or next)
+	changed   chan struct{} // closed and replaced when a slot frees, if waiters > 0
+	waiters   int
+	tag       uint32
+	lastReply time.Time
+	infoSeen  chan struct{} // closed and replaced on every INFO reply
+	reopening bool
+	closed    bool
+	readerErr error
+	srtt      time.Duration
+	rttvar    time.Duration
+	rto       time.Duration
+
+	readerDone chan struct{}
+	st         struct {
+		requests, retransmits, timeouts, refused, late, bad, reopens, bytesRead, bytesWritten atomic.Uint64
+	}
+}
+
+// call is one outstanding request. Calls are pooled with their buffer,
+// timer and done channel, so steady-state I/O does not allocate them.
+type call struct {
+	op       diskproto.Op
+	reqID    uint64
+	off      int64
+	buf      []byte // marshalled request; buf[:n] is sent
+	n        int
+	dst      []byte // READ destination
+	sendMu   sync.Mutex
+	sends    [4]transmission // the latest transmissions, for RTT samples
+	nsend    int
+	first    time.Time
+	timer    *time.Timer   // fires expire; reused across incarnations
+	deadline time.Time     // when the current arming of timer is due; zero when unarmed
+	done     chan struct{} // receives one value when settled
+	err      error
+	settled  bool
+}
+
+type transmission struct {
+	tag uint32
+	at  time.Time
+}
+
+// Dial opens a session with the disk at server over pc: it sends INFO,
+// retransmitting as any request, and returns once the disk answered. The
+// Client owns pc from the call on: Close closes it, and so does a failed
+// Dial.
+func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
+	if opts.InitialRTO <= 0 {
+		opts.InitialRTO = DefaultInitialRTO
+	}
+	if opts.MinRTO <= 0 {
+		opts.MinRTO = DefaultMinRTO
+	}
+	if opts.MaxRTO <= 0 {
+		opts.MaxRTO = DefaultMaxRTO
+	}
+	if opts.MaxRetries <= 0 {
+		opts.MaxRetries = DefaultMaxRetries
+	}
+	if opts.Window < 0 || opts.MaxRequest < 0 || opts.MinRTO > opts.MaxRTO {
+		return nil, fmt.Errorf("%w: negative window or request size, or MinRTO > MaxRTO", ErrBadOptions)
+	}
+	var r [8]byte
+	rand.Read(r[:])
+	c := &Client{
+		pc:         pc,
+		server:     server,
+		opts:       opts,
+		session:    binary.BigEndian.Uint64(r[:]) | 1,
+		tag:        binary.BigEndian.Uint32(r[2:]),
+		changed:    make(chan struct{}),
+		infoSeen:   make(chan struct{}),
+		rto:        opts.InitialRTO,
+		readerDone: make(chan struct{}),
+	}
+	go c.reader()
+	if err := c.hello(context.Background()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.mu.Lock()
+	info := c.info
+	c.mu.Unlock()
+	c.window = uint64(info.Window)
+	if opts.Window > 0 && opts.Window < info.Window {
+		c.window = uint64(opts.Window)
+	}
+	c.maxReq = info.MaxIO
+	if opts.MaxRequest > 0 && opts.MaxRequest < info.MaxIO {
+		c.maxReq = opts.MaxRequest
+	}
+	c.mu.Lock()
+	c.slots = make([]*call, c.window)
+	c.mu.Unlock()
+	size := diskproto.RequestHeaderSize + c.maxReq
+	c.calls.New = func() any {
+		cl := &call{buf: make([]byte, size), done: make(chan struct{}, 1)}
+		cl.timer = time.AfterFunc(time.Hour, func() { c.expire(cl) })
+		cl.timer.Stop()
+		return cl
+	}
+	return c, nil
+}
+
+// hello sends INFO until the disk answers, then returns. It opens the
+// session at Dial and reopens it after the disk restarted.
+func (c *Client) hello(ctx context.Context) error {
+	var b [diskproto.RequestHeaderSize]byte
+	start := time.Now()
+	for try := 0; try <= c.opts.MaxRetries; try++ {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		seen := c.infoSeen
+		req := diskproto.Request{Op: diskproto.OpInfo, Tag: c.nextTag(), Session: c.session,
+			Low: c.low, Capability: c.opts.Capability}
+		wait := backoff(c.rto, try, c.opts.MaxRTO)
+		c.mu.Unlock()
+		n, _ := req.Marshal(b[:])
+		if _, err := c.pc.WriteTo(b[:n], c.server); err != nil && errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("%w: %w", ErrDiskGone, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-seen:
+			t.Stop()
+			c.mu.Lock()
+			err := c.readerErr
+			if err == nil && c.info.MaxIO == 0 {
+				err = fmt.Errorf("%w: INFO refused", ErrRefused)
+			}
+			c.mu.Unlock()
+			return err
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-c.readerDone:
+			t.Stop()
+			return c.failure()
+		}
+	}
+	return fmt.Errorf("%w: no INFO reply from %v in %v", ErrDiskGone, c.server, time.Since(start).Round(time.Millisecond))
+}
+
+func (c *Client) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readerErr != nil {
+		return c.readerErr
+	}
+	return ErrClosed
+}
+
+// nextTag returns a fresh tag. Called with mu held.
+func (c *Client) nextTag() uint32 {
+	c.tag++
+	return c.tag
+}
+
+// Info describes the disk, as its latest INFO reply did.
+func (c *Client) Info() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.info
+}
+
+// Stats returns a snapshot of the client's counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	srtt, rttvar, rto := c.srtt, c.rttvar, c.rto
+	c.mu.Unlock()
+	return Stats{
+		Requests: c.st.requests.Load(), Retransmits: c.st.retransmits.Load(), Timeouts: c.st.timeouts.Load(),
+		Refused: c.st.refused.Load(), LateReplies: c.st.late.Load(), BadReplies: c.st.bad.Load(),
+		Reopens: c.st.reopens.Load(), BytesRead: c.st.bytesRead.Load(), BytesWritten: c.st.bytesWritten.Load(),
+		SRTT: srtt, RTTVar: rttvar, RTO: rto,
+	}
+}
+
+// Close fails every outstanding request with ErrClosed, stops the reader
+// and closes the PacketConn.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.closed = true
+	var pending []*call
+	for _, cl := range c.slots {
+		if cl != nil {
+			pending = append(pending, cl)
+		}
+	}
+	for _, cl := range pending {
+		c.settle(cl, ErrClosed)
+	}
+	c.mu.Unlock()
+	err := c.pc.Close()
+	<-c.readerDone
+	return err
+}
+
+// ReadAt reads len(p) bytes at off. It returns the number of bytes read
+// before the first failed request and that request's error.
+func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return c.do(ctx, diskproto.OpRead, p, off, int64(len(p)), 0)
+}
+
+// WriteAt writes p at off. With fua the data is on stable storage when
+// WriteAt returns without error; otherwise after a later Flush.
+func (c *Client) WriteAt(ctx context.Context, p []byte, off int64, fua bool) (int, error) {
+	var f diskproto.Flags
+	if fua {
+		f = diskproto.FlagFUA
+	}
+	return c.do(ctx, diskproto.OpWrite, p, off, int64(len(p)), f)
+}
+
+// Flush returns once every write acknowledged before it was called is on
+// stable storage.
+func (c *Client) Flush(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cl, err := c.start(ctx, diskproto.OpFlush, 0, 0, 0, nil, nil)
+	if err != nil {
+		return err
+	}
+	return c.wait(ctx, cl)
+}
+
+// Trim discards n bytes at off; they read back as zeros.
+func (c *Client) Trim(ctx context.Context, off, n int64) error {
+	_, err := c.do(ctx, diskproto.OpTrim, nil, off, n, 0)
+	return err
+}
+
+// do splits one I/O into requests, pipelines them and waits for all.
+func (c *Client) do(ctx context.Context, op diskproto.Op, p []byte, off, n int64, flags diskproto.Flags) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	size := c.info.Size
+	c.mu.Unlock()
+	if off < 0 || n < 0 || off > size || n > size-off {
+		return 0, fmt.Errorf("storage: %v of %d bytes at %d: %w (disk size %d)", op, n, off, diskproto.CodeRange, size)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	chunk := int64(c.maxReq)
+	calls := make([]*call, 0, (n+chunk-1)/chunk)
+	var err error
+	for pos := int64(0); pos < n; pos += chunk {
+		l := min(chunk, n-pos)
+		var payload, dst []byte
+		switch op {
+		case diskproto.OpWrite:
+			payload = p[pos : pos+l]
+		case diskproto.OpRead:
+			dst = p[pos : pos+l]
+		}
+		cl, e := c.start(ctx, op, off+pos, uint32(l), flags, payload, dst)
+		if e != nil {
+			err = e
+			break
+		}
+		calls = append(calls, cl)
+	}
+	done, failed := 0, false
+	for i, cl := range calls {
+		e := c.wait(ctx, cl)
+		if e != nil && err == nil {
+			err = e
+		}
+		if e != nil {
+			failed = true
+		}
+		if !failed {
+			done += int(min(chunk, n-int64(i)*chunk))
+		}
+	}
+	if op == diskproto.OpRead {
+		c.st.bytesRead.Add(uint64(done))
+	} else if op == diskproto.OpWrite {
+		c.st.bytesWritten.Add(uint64(done))
+	}
+	return done, err
+}
+
+// start waits for room in the window, then sends one request.
+func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length uint32, flags diskproto.Flags, payload, dst []byte) (*call, error) {
+	cl := c.calls.Get().(*call)
+	req := diskproto.Request{Op: op, Flags: flags, Length: length, Session: c.session,
+		Offset: uint64(off), Capability: c.opts.Capability, Payload: payload}
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			c.calls.Put(cl)
+			return nil, ErrClosed
+		}
+		if c.next < c.low+c.window {
+			break
+		}
+		ch := c.changed
+		c.waiters++
+		c.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		c.mu.Lock()
+		c.waiters--
+		c.mu.Unlock()
+		if err != nil {
+			c.calls.Put(cl)
+			return nil, err
+		}
+	}
+	// Reset under mu: an expire of the call's previous incarnation may
+	// still be waiting for mu (it will find no armed deadline and leave).
+	cl.op, cl.off, cl.dst, cl.nsend, cl.err, cl.settled, cl.deadline = op, off, dst, 0, nil, false, time.Time{}
+	cl.reqID = c.next
+	c.next++
+	c.slots[cl.reqID%c.window] = cl
+	req.ReqID = cl.reqID
+	n, err := req.Marshal(cl.buf)
+	if err != nil {
+		c.settle(cl, fmt.Errorf("storage: %w", err))
+		c.mu.Unlock()
+		return cl, nil
+	}
+	cl.n = n
+	cl.first = time.Now()
+	c.mu.Unlock()
+	c.st.requests.Add(1)
+	c.transmit(cl)
+	return cl, nil
+}
+
+// transmit (re)sends cl with a fresh tag and the current low-water mark
+// and epoch, and arms its retransmission timer.
+func (c *Client) transmit(cl *call) {
+	cl.sendMu.Lock()
+	defer cl.sendMu.Unlock()
+	c.mu.Lock()
+	if cl.settled {
+		c.mu.Unlock()
+		return
+	}
+	tag := c.nextTag()
+	diskproto.RewriteRequest(cl.buf[:cl.n], tag, c.low, c.epoch)
+	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
+	cl.nsend++
+	rto := backoff(c.rto, cl.nsend-1, c.opts.MaxRTO)
+	cl.deadline = time.Now().Add(rto)
+	cl.timer.Reset(rto)
+	c.mu.Unlock()
+	if _, err := c.pc.WriteTo(cl.buf[:cl.n], c.server); err != nil && errors.Is(err, net.ErrClosed) {
+		c.mu.Lock()
+		c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
+		c.mu.Unlock()
+	}
+	// Other send errors (ENOBUFS, unreachable) count as a lost datagram.
+}
+
+// expire runs when cl's timer fires: retransmit, or give up. A firing
+// that is not due — left over from an earlier arming or an earlier
+// incarnation of the pooled call — does nothing.
+func (c *Client) expire(cl *call) {
+	c.mu.Lock()
+	if cl.settled || cl.deadline.IsZero() || time.Now().Before(cl.deadline) {
+		c.mu.Unlock()
+		return
+	}
+	if cl.nsend > c.opts.MaxRetries {
+		c.st.timeouts.Add(1)
+		kind := ErrTimeout
+		if !c.lastReply.After(cl.first) {
+			kind = ErrDiskGone
+		}
+		c.settle(cl, fmt.Errorf("%w: %v at offset %d: no reply to %d transmissions in %v",
+			kind, cl.op, cl.off, cl.nsend, time.Since(cl.first).Round(time.Millisecond)))
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.st.retransmits.Add(1)
+	c.transmit(cl)
+}
+
+// settle ends cl with err and frees its window slot. Called with mu held.
+func (c *Client) settle(cl *call, err error) {
+	if cl.settled {
+		return
+	}
+	cl.settled = true
+	cl.err = err
+	cl.deadline = time.Time{}
+	cl.timer.Stop()
+	if i := cl.reqID % uint64(max(len(c.slots), 1)); len(c.slots) > 0 && c.slots[i] == cl {
+		c.slots[i] = nil
+	}
+	for c.low < c.next && c.slots[c.low%c.window] == nil {
+		c.low++
+	}
+	cl.done <- struct{}{}
+	if c.waiters > 0 {
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// wait waits for cl; on ctx's end it abandons cl (the disk may still run it).
+func (c *Client) wait(ctx context.Context, cl *call) error {
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		c.mu.Lock()
+		c.settle(cl, ctx.Err())
+		c.mu.Unlock()
+		<-cl.done
+	}
+	// A concurrent retransmission may still be in WriteTo with the buffer.
+	cl.sendMu.Lock()
+	cl.sendMu.Unlock()
+	c.mu.Lock()
+	err := cl.err
+	cl.dst = nil
+	c.mu.Unlock()
+	c.calls.Put(cl)
+	return err
+}
+
+// reader receives and dispatches replies until the PacketConn fails.
+func (c *Client) reader() {
+	defer close(c.readerDone)
+	buf := make([]byte, diskproto.MaxDatagram+1)
+	for {
+		n, _, err := c.pc.ReadFrom(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			c.mu.Lock()
+			if !c.closed {
+				c.readerErr = fmt.Errorf("%w: receive: %w", ErrDiskGone, err)
+				for _, cl := range c.slots {
+					if cl != nil {
+						c.settle(cl, c.readerErr)
+					}
+				}
+				c.closed = true
+			}
+			c.mu.Unlock()
+			return
+		}
+		rep, err := diskproto.ParseReply(buf[:n])
+		if err != nil || rep.Session != c.session {
+			c.st.bad.Add(1)
+			continue
+		}
+		c.dispatch(&rep)
+	}
+}
+
+func (c *Client) dispatch(rep *diskproto.Reply) {
+	now := time.Now()
+	c.mu.Lock()
+	c.lastReply = now
+	if rep.Op == diskproto.OpInfo {
+		c.onInfo(rep)
+		return // onInfo unlocks
+	}
+	var cl *call
+	if len(c.slots) > 0 && rep.ReqID >= c.low && rep.ReqID < c.next {
+		cl = c.slots[rep.ReqID%c.window]
+	}
+	if cl == nil || cl.reqID != rep.ReqID || cl.op != rep.Op {
+		c.mu.Unlock()
+		c.st.late.Add(1)
+		return
+	}
+	for _, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
+		if s.tag == rep.Tag {
+			c.sample(now.Sub(s.at))
+			break
+		}
+	}
+	switch rep.Status {
+	case diskproto.CodeOK:
+		if cl.op == diskproto.OpRead {
+			if len(rep.Payload) != len(cl.dst) {
+				c.mu.Unlock()
+				c.st.bad.Add(1)
+				return
+			}
+			copy(cl.dst, rep.Payload)
+		}
+		c.settle(cl, nil)
+		c.mu.Unlock()
+	case diskproto.CodeNoSession:
+		// The disk restarted (or evicted us): reopen, then retransmit.
+		reopen := !c.reopening && !c.closed
+		c.reopening = true
+		c.mu.Unlock()
+		if reopen {
+			go c.reopen()
+		}
+	case diskproto.CodeChecksum:
+		c.mu.Unlock() // corrupted on the way: send it again now
+		c.st.retransmits.Add(1)
+		c.transmit(cl)
+	default:
+		c.st.refused.Add(1)
+		c.settle(cl, fmt.Errorf("%w: %v at offset %d: %w", ErrRefused, cl.op, cl.off, rep.Status))
+		c.mu.Unlock()
+	}
+}
+
+// onInfo handles an INFO reply; called with mu held, returns with it free.
+func (c *Client) onInfo(rep *diskproto.Reply) {
+	var info diskproto.InfoPayload
+	var err error
+	if rep.Status == diskproto.CodeOK {
+		info, err = diskproto.ParseInfo(rep.Payload)
+	} else {
+		err = fmt.Errorf("%w: INFO: %w", ErrRefused, rep.Status)
+	}
+	if err != nil && c.info.MaxIO == 0 {
+		c.readerErr = err // Dial reports it
+	}
+	var resend []*call
+	if err == nil {
+		if c.epoch != 0 && c.epoch != rep.Epoch {
+			c.st.reopens.Add(1)
+			for _, cl := range c.slots {
+				if cl != nil {
+					resend = append(resend, cl)
+				}
+			}
+		}
+		c.epoch = rep.Epoch
+		c.info = Info{Size: int64(info.Size), BlockSize: int(info.BlockSize), Window: int(info.Window),
+			MaxIO: int(info.MaxIO), OpenAccess: info.Features&diskproto.FeatureOpenAccess != 0, Epoch: rep.Epoch}
+		c.reopening = false
+	}
+	close(c.infoSeen)
+	c.infoSeen = make(chan struct{})
+	c.mu.Unlock()
+	for _, cl := range resend {
+		c.st.retransmits.Add(1)
+		c.transmit(cl)
+	}
+}
+
+func (c *Client) reopen() {
+	err := c.hello(context.Background())
+	c.mu.Lock()
+	c.reopening = false
+	c.mu.Unlock()
+	_ = err // outstanding requests time out on their own if the disk stays away
+}
+
+// sample feeds one RTT measurement to the RFC 6298 estimator. Called with
+// mu held.
+func (c *Client) sample(r time.Duration) {
+	if c.srtt == 0 {
+		c.srtt, c.rttvar = r, r/2
+	} else {
+		d := c.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		c.rttvar = (3*c.rttvar + d) / 4
+		c.srtt = (7*c.srtt + r) / 8
+	}
+	c.rto = min(max(c.srtt+4*c.rttvar, c.opts.MinRTO), c.opts.MaxRTO)
+}
+
+// backoff is rto doubled n times, capped at limit.
+func backoff(rto time.Duration, n int, limit time.Duration) time.Duration {
+	for ; n > 0 && rto < limit; n-- {
+		rto *= 2
+	}
+	return min(rto, limit)
+}

@@ -1,0 +1,386 @@
+package diskproto
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// Wire constants. The layouts are tabled in docs/protocols/disk.md.
+const (
+	Magic   = 0x4E44 // "ND": netstation disk
+	Version = 1
+
+	// RequestHeaderSize is the fixed size of a request header, capability
+	// included; a WRITE's data follows it.
+	RequestHeaderSize = 128
+	// ReplyHeaderSize is the fixed size of a reply header; a READ's data or
+	// an INFO's InfoPayload follows it.
+	ReplyHeaderSize = 48
+	// CapabilitySize is the size of the capability field of every request.
+	CapabilitySize = 64
+	// InfoPayloadSize is the size of an INFO reply's payload.
+	InfoPayloadSize = 24
+
+	// MaxDatagram is the largest UDP payload over IPv4.
+	MaxDatagram = 65507
+	// MaxPayload is the most data one request or reply can carry: the
+	// request header is the larger of the two. Servers advertise a MaxIO
+	// no larger than this (usually a block multiple below it).
+	MaxPayload = MaxDatagram - RequestHeaderSize
+
+	// MaxWindow bounds the window a server may advertise, so a client's
+	// per-window tables stay small whatever a server claims.
+	MaxWindow = 1 << 16
+
+	replyBit = 0x80
+)
+
+// Op is a request's operation.
+type Op uint8
+
+// The operations.
+const (
+	OpInfo  Op = 1 // size, block size, window, largest I/O; opens a session
+	OpRead  Op = 2
+	OpWrite Op = 3
+	OpFlush Op = 4 // every write acknowledged before it is durable when it is answered
+	OpTrim  Op = 5 // the range reads back as zeros
+)
+
+// NumOps bounds Op values, for tables indexed by Op.
+const NumOps = 6
+
+var opNames = [NumOps]string{"unknown", "info", "read", "write", "flush", "trim"}
+
+func (o Op) String() string {
+	if o > 0 && int(o) < NumOps {
+		return opNames[o]
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Valid reports whether o is a defined operation.
+func (o Op) Valid() bool { return o >= OpInfo && o <= OpTrim }
+
+// Flags modify a request.
+type Flags uint16
+
+// FlagFUA (force unit access) makes a WRITE durable before it is answered.
+// It is valid on WRITE only.
+const FlagFUA Flags = 1 << 0
+
+// Features are advertised by the server in INFO.
+type Features uint32
+
+// The features.
+const (
+	// FeatureOpenAccess: the server runs in open mode and accepts the
+	// all-zero capability.
+	FeatureOpenAccess Features = 1 << 0
+	FeatureTrim       Features = 1 << 1
+	FeatureFUA        Features = 1 << 2
+)
+
+// Code is the status of a reply. Codes other than CodeOK are errors.
+type Code uint16
+
+// The status codes; docs/protocols/disk.md says which ends retry which.
+const (
+	CodeOK         Code = 0
+	CodeBadRequest Code = 1  // malformed: length does not match, bad flags or reserved bits
+	CodeBadOp      Code = 2  // unknown operation
+	CodeChecksum   Code = 3  // the payload's CRC32C does not match: retransmit
+	CodeInvalid    Code = 4  // length 0 where data is required
+	CodeTooBig     Code = 5  // length above the advertised MaxIO
+	CodeRange      Code = 6  // offset+length beyond the end of the disk
+	CodeIO         Code = 7  // the backing store failed
+	CodeNoSession  Code = 8  // unknown session or old epoch: send INFO, then retransmit
+	CodeWindow     Code = 9  // request id outside the session's window
+	CodeDenied     Code = 10 // the capability does not allow the request
+	NumCodes            = 11
+)
+
+var codeNames = [NumCodes]string{"ok", "bad request", "unknown operation", "payload checksum",
+	"invalid length", "too big", "out of range", "i/o error", "no session", "outside window", "access denied"}
+
+func (c Code) String() string {
+	if int(c) < NumCodes {
+		return codeNames[c]
+	}
+	return fmt.Sprintf("code(%d)", uint16(c))
+}
+
+// Error makes a Code usable as an error, so errors.Is(err, CodeRange) works
+// on the client's errors.
+func (c Code) Error() string { return "disk: " + c.String() }
+
+// Parse errors. ReplyCode tells which of them still allow an error reply.
+var (
+	ErrShort           = errors.New("diskproto: datagram shorter than a header")
+	ErrMagic           = errors.New("diskproto: bad magic")
+	ErrVersion         = errors.New("diskproto: unsupported version")
+	ErrHeaderChecksum  = errors.New("diskproto: header checksum mismatch")
+	ErrNotReply        = errors.New("diskproto: not a reply")
+	ErrNotRequest      = errors.New("diskproto: not a request")
+	ErrUnknownOp       = errors.New("diskproto: unknown operation")
+	ErrFlags           = errors.New("diskproto: bad flags or reserved bits")
+	ErrLength          = errors.New("diskproto: length field does not match the datagram")
+	ErrPayloadChecksum = errors.New("diskproto: payload checksum mismatch")
+	ErrBuffer          = errors.New("diskproto: buffer too small")
+	ErrPayloadSize     = errors.New("diskproto: payload too large for one datagram")
+)
+
+// ReplyCode returns the code a server answers a request that failed
+// ParseRequest with err. ok is false when the header cannot be trusted
+// (short, bad magic, version or header checksum): such a datagram is
+// dropped and counted, never answered.
+func ReplyCode(err error) (c Code, ok bool) {
+	switch {
+	case errors.Is(err, ErrUnknownOp):
+		return CodeBadOp, true
+	case errors.Is(err, ErrFlags), errors.Is(err, ErrLength):
+		return CodeBadRequest, true
+	case errors.Is(err, ErrPayloadChecksum):
+		return CodeChecksum, true
+	}
+	return 0, false
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Checksum is the CRC32C (Castagnoli) of p, the checksum of every payload.
+func Checksum(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
+
+var be = binary.BigEndian
+
+// Request is a decoded request. Payload aliases the parsed datagram.
+type Request struct {
+	Op         Op
+	Flags      Flags
+	Tag        uint32 // fresh per transmission; echoed in the reply
+	Length     uint32 // bytes to read, write or trim
+	Session    uint64 // the client's random session id
+	ReqID      uint64 // stable across retransmissions of one operation
+	Low        uint64 // every request id below it is finished at the client
+	Epoch      uint64 // the server's boot epoch from INFO; 0 in INFO
+	Offset     uint64
+	Capability [CapabilitySize]byte
+	Payload    []byte // WRITE data; Length == len(Payload)
+}
+
+// Marshal writes r (header and payload) into b and returns the datagram's
+// length. For a WRITE, Length is taken from len(Payload).
+func (r *Request) Marshal(b []byte) (int, error) {
+	if len(r.Payload) > MaxPayload {
+		return 0, ErrPayloadSize
+	}
+	n := RequestHeaderSize + len(r.Payload)
+	if len(b) < n {
+		return 0, ErrBuffer
+	}
+	length := r.Length
+	if r.Op == OpWrite || len(r.Payload) > 0 {
+		length = uint32(len(r.Payload))
+	}
+	be.PutUint16(b[0:], Magic)
+	b[2] = Version
+	b[3] = byte(r.Op)
+	be.PutUint16(b[4:], uint16(r.Flags))
+	be.PutUint16(b[6:], 0)
+	be.PutUint32(b[8:], r.Tag)
+	be.PutUint32(b[12:], length)
+	be.PutUint64(b[16:], r.Session)
+	be.PutUint64(b[24:], r.ReqID)
+	be.PutUint64(b[32:], r.Low)
+	be.PutUint64(b[40:], r.Epoch)
+	be.PutUint64(b[48:], r.Offset)
+	be.PutUint32(b[56:], Checksum(r.Payload))
+	copy(b[64:RequestHeaderSize], r.Capability[:])
+	copy(b[RequestHeaderSize:], r.Payload)
+	be.PutUint32(b[60:], requestHeaderCRC(b))
+	return n, nil
+}
+
+// RewriteRequest updates the tag, low-water mark and epoch of a marshalled
+// request in place and re-seals its header: what a retransmission changes.
+func RewriteRequest(b []byte, tag uint32, low, epoch uint64) {
+	be.PutUint32(b[8:], tag)
+	be.PutUint64(b[32:], low)
+	be.PutUint64(b[40:], epoch)
+	be.PutUint32(b[60:], requestHeaderCRC(b))
+}
+
+func requestHeaderCRC(b []byte) uint32 {
+	c := crc32.Update(0, castagnoli, b[:60])
+	return crc32.Update(c, castagnoli, b[64:RequestHeaderSize])
+}
+
+// ParseRequest decodes and validates a request datagram. On errors that
+// ReplyCode accepts, r holds the trustworthy header fields (so an error
+// reply can echo them); on the others r is zero.
+func ParseRequest(b []byte) (r Request, err error) {
+	if len(b) < RequestHeaderSize {
+		return Request{}, ErrShort
+	}
+	if be.Uint16(b[0:]) != Magic {
+		return Request{}, ErrMagic
+	}
+	if b[2] != Version {
+		return Request{}, ErrVersion
+	}
+	if be.Uint32(b[60:]) != requestHeaderCRC(b) {
+		return Request{}, ErrHeaderChecksum
+	}
+	if b[3]&replyBit != 0 {
+		return Request{}, ErrNotRequest
+	}
+	r = Request{
+		Op:      Op(b[3]),
+		Flags:   Flags(be.Uint16(b[4:])),
+		Tag:     be.Uint32(b[8:]),
+		Length:  be.Uint32(b[12:]),
+		Session: be.Uint64(b[16:]),
+		ReqID:   be.Uint64(b[24:]),
+		Low:     be.Uint64(b[32:]),
+		Epoch:   be.Uint64(b[40:]),
+		Offset:  be.Uint64(b[48:]),
+	}
+	copy(r.Capability[:], b[64:RequestHeaderSize])
+	payload := b[RequestHeaderSize:]
+	switch {
+	case !r.Op.Valid():
+		return r, ErrUnknownOp
+	case be.Uint16(b[6:]) != 0, r.Flags&^FlagFUA != 0, r.Flags&FlagFUA != 0 && r.Op != OpWrite:
+		return r, ErrFlags
+	case r.Op == OpWrite && uint64(len(payload)) != uint64(r.Length),
+		r.Op != OpWrite && len(payload) != 0:
+		return r, ErrLength
+	case be.Uint32(b[56:]) != Checksum(payload):
+		return r, ErrPayloadChecksum
+	}
+	r.Payload = payload
+	return r, nil
+}
+
+// Reply is a decoded reply. Payload aliases the parsed datagram.
+type Reply struct {
+	Op      Op // the request's operation
+	Status  Code
+	Tag     uint32 // the tag of the transmission being answered
+	Session uint64
+	ReqID   uint64
+	Epoch   uint64 // the server's boot epoch
+	Payload []byte // READ data or an InfoPayload
+}
+
+// Marshal writes r (header and payload) into b and returns the datagram's
+// length.
+func (r *Reply) Marshal(b []byte) (int, error) {
+	if len(r.Payload) > MaxDatagram-ReplyHeaderSize {
+		return 0, ErrPayloadSize
+	}
+	n := ReplyHeaderSize + len(r.Payload)
+	if len(b) < n {
+		return 0, ErrBuffer
+	}
+	copy(b[ReplyHeaderSize:], r.Payload)
+	r.MarshalHeader(b)
+	return n, nil
+}
+
+// MarshalHeader writes r's header into b[:ReplyHeaderSize] for a payload
+// already in place at b[ReplyHeaderSize:ReplyHeaderSize+len(r.Payload)].
+// Servers read straight into that space and so avoid a copy.
+func (r *Reply) MarshalHeader(b []byte) {
+	be.PutUint16(b[0:], Magic)
+	b[2] = Version
+	b[3] = byte(r.Op) | replyBit
+	be.PutUint16(b[4:], uint16(r.Status))
+	be.PutUint16(b[6:], 0)
+	be.PutUint32(b[8:], r.Tag)
+	be.PutUint32(b[12:], uint32(len(r.Payload)))
+	be.PutUint64(b[16:], r.Session)
+	be.PutUint64(b[24:], r.ReqID)
+	be.PutUint64(b[32:], r.Epoch)
+	be.PutUint32(b[40:], Checksum(b[ReplyHeaderSize:ReplyHeaderSize+len(r.Payload)]))
+	be.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+}
+
+// ParseReply decodes and validates a reply datagram.
+func ParseReply(b []byte) (Reply, error) {
+	if len(b) < ReplyHeaderSize {
+		return Reply{}, ErrShort
+	}
+	if be.Uint16(b[0:]) != Magic {
+		return Reply{}, ErrMagic
+	}
+	if b[2] != Version {
+		return Reply{}, ErrVersion
+	}
+	if be.Uint32(b[44:]) != crc32.Checksum(b[:44], castagnoli) {
+		return Reply{}, ErrHeaderChecksum
+	}
+	if b[3]&replyBit == 0 {
+		return Reply{}, ErrNotReply
+	}
+	if be.Uint16(b[6:]) != 0 {
+		return Reply{}, ErrFlags
+	}
+	payload := b[ReplyHeaderSize:]
+	if uint64(len(payload)) != uint64(be.Uint32(b[12:])) {
+		return Reply{}, ErrLength
+	}
+	if be.Uint32(b[40:]) != Checksum(payload) {
+		return Reply{}, ErrPayloadChecksum
+	}
+	return Reply{
+		Op:      Op(b[3] &^ replyBit),
+		Status:  Code(be.Uint16(b[4:])),
+		Tag:     be.Uint32(b[8:]),
+		Session: be.Uint64(b[16:]),
+		ReqID:   be.Uint64(b[24:]),
+		Epoch:   be.Uint64(b[32:]),
+		Payload: payload,
+	}, nil
+}
+
+// InfoPayload is the payload of a successful INFO reply.
+type InfoPayload struct {
+	Size      uint64 // bytes
+	BlockSize uint32 // the unit of atomicity and of TRIM's preference
+	Window    uint32 // requests a session may have outstanding
+	MaxIO     uint32 // the largest READ/WRITE/TRIM length of one request
+	Features  Features
+}
+
+// Marshal returns p's wire form.
+func (p InfoPayload) Marshal() []byte {
+	b := make([]byte, InfoPayloadSize)
+	be.PutUint64(b[0:], p.Size)
+	be.PutUint32(b[8:], p.BlockSize)
+	be.PutUint32(b[12:], p.Window)
+	be.PutUint32(b[16:], p.MaxIO)
+	be.PutUint32(b[20:], uint32(p.Features))
+	return b
+}
+
+// ParseInfo decodes an INFO reply's payload and checks it is usable.
+func ParseInfo(b []byte) (InfoPayload, error) {
+	if len(b) != InfoPayloadSize {
+		return InfoPayload{}, ErrLength
+	}
+	p := InfoPayload{
+		Size:      be.Uint64(b[0:]),
+		BlockSize: be.Uint32(b[8:]),
+		Window:    be.Uint32(b[12:]),
+		MaxIO:     be.Uint32(b[16:]),
+		Features:  Features(be.Uint32(b[20:])),
+	}
+	if p.BlockSize == 0 || p.Window == 0 || p.Window > MaxWindow || p.MaxIO == 0 || p.MaxIO > MaxPayload {
+		return InfoPayload{}, fmt.Errorf("%w: block size %d, window %d, max I/O %d",
+			ErrLength, p.BlockSize, p.Window, p.MaxIO)
+	}
+	return p, nil
+}

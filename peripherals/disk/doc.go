@@ -1,0 +1,18 @@
+// Package disk is netstation's disk peripheral: a block device served over
+// UDP with the storage protocol of docs/protocols/disk.md (wire format in
+// the diskproto sub-package).
+//
+// A Server keeps the device in a sparse backing file, so its data survives
+// restarts, and serves any number of net.PacketConn — kernel UDP sockets in
+// tests and the "--stack kernel" demo, the user-level stack's UDP sockets
+// in a testbed. Its promises are NBD's: a WRITE with FUA and every WRITE
+// acknowledged before a FLUSH are on stable storage (fdatasync) before the
+// FUA write or the FLUSH is answered. A duplicate-request cache answers
+// retransmitted non-idempotent requests with their original reply, and a
+// per-session window with a client-advanced low-water mark keeps a stale
+// replayed WRITE from overwriting newer data.
+//
+// Every request passes an Authorizer. Until NASD-style capabilities land,
+// OpenAccess is the explicit "open" mode: it accepts the all-zero
+// capability and refuses any other.
+package disk

@@ -1,0 +1,267 @@
+package disk_test
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
+)
+
+// rawClient speaks the protocol by hand, to send what a Client never would.
+type rawClient struct {
+	t    *testing.T
+	pc   *net.UDPConn
+	srv  net.Addr
+	sess uint64
+	ep   uint64
+	buf  []byte
+}
+
+func setup(t *testing.T, size int64) (*disk.Server, *rawClient) {
+	t.Helper()
+	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(t.TempDir(), "d.img"), Size: size,
+		Authorizer: disk.OpenAccess{}, Window: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spc.SetReadBuffer(4 << 20)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(spc) }()
+	cpc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		spc.Close()
+		cpc.Close()
+	})
+	return srv, &rawClient{t: t, pc: cpc, srv: spc.LocalAddr(), sess: 42, buf: make([]byte, 70000)}
+}
+
+func (c *rawClient) send(b []byte) {
+	if _, err := c.pc.WriteTo(b, c.srv); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawClient) marshal(r diskproto.Request) []byte {
+	r.Session = c.sess
+	if r.Op != diskproto.OpInfo && r.Epoch == 0 {
+		r.Epoch = c.ep
+	}
+	b := make([]byte, diskproto.RequestHeaderSize+len(r.Payload))
+	if _, err := r.Marshal(b); err != nil {
+		c.t.Fatal(err)
+	}
+	return b
+}
+
+// recv returns the next reply, or ok=false after a short wait.
+func (c *rawClient) recv(wait time.Duration) (diskproto.Reply, bool) {
+	c.pc.SetReadDeadline(time.Now().Add(wait))
+	n, _, err := c.pc.ReadFrom(c.buf)
+	if err != nil {
+		return diskproto.Reply{}, false
+	}
+	rep, err := diskproto.ParseReply(c.buf[:n])
+	if err != nil {
+		c.t.Fatalf("server sent an unparsable reply: %v", err)
+	}
+	return rep, true
+}
+
+func (c *rawClient) do(r diskproto.Request) diskproto.Reply {
+	c.t.Helper()
+	c.send(c.marshal(r))
+	rep, ok := c.recv(2 * time.Second)
+	if !ok {
+		c.t.Fatalf("no reply to %v", r.Op)
+	}
+	if rep.Tag != r.Tag || rep.ReqID != r.ReqID || rep.Op != r.Op {
+		c.t.Fatalf("reply %+v does not echo request tag %d id %d op %v", rep, r.Tag, r.ReqID, r.Op)
+	}
+	return rep
+}
+
+func (c *rawClient) hello() {
+	rep := c.do(diskproto.Request{Op: diskproto.OpInfo, Tag: 1})
+	if rep.Status != diskproto.CodeOK {
+		c.t.Fatalf("INFO: %v", rep.Status)
+	}
+	c.ep = rep.Epoch
+}
+
+func (c *rawClient) read(id, low uint64, off uint64, n uint32) []byte {
+	rep := c.do(diskproto.Request{Op: diskproto.OpRead, Tag: uint32(1000 + id), ReqID: id, Low: low, Offset: off, Length: n})
+	if rep.Status != diskproto.CodeOK {
+		c.t.Fatalf("READ: %v", rep.Status)
+	}
+	return append([]byte(nil), rep.Payload...)
+}
+
+// TestReplayedWriteCannotOverwrite replays an older WRITE after a newer
+// one to the same block, both while the old one is still inside the
+// window (the duplicate cache answers it) and after the client's
+// low-water mark passed it (the server drops it as stale).
+func TestReplayedWriteCannotOverwrite(t *testing.T) {
+	srv, c := setup(t, 1<<20)
+	c.hello()
+	a, b := bytes.Repeat([]byte{'A'}, 4096), bytes.Repeat([]byte{'B'}, 4096)
+	oldWrite := c.marshal(diskproto.Request{Op: diskproto.OpWrite, Tag: 10, ReqID: 0, Low: 0, Payload: a})
+	c.send(oldWrite)
+	if rep, _ := c.recv(time.Second); rep.Status != diskproto.CodeOK {
+		t.Fatalf("first write: %v", rep.Status)
+	}
+	if rep := c.do(diskproto.Request{Op: diskproto.OpWrite, Tag: 11, ReqID: 1, Low: 0, Payload: b}); rep.Status != diskproto.CodeOK {
+		t.Fatal(rep.Status)
+	}
+
+	// In window: the cached reply comes back, the data stays B.
+	c.send(oldWrite)
+	rep, ok := c.recv(time.Second)
+	if !ok || rep.Status != diskproto.CodeOK || rep.ReqID != 0 {
+		t.Fatalf("replay in window: reply %+v %v, want the cached OK", rep, ok)
+	}
+	if srv.Stats().Duplicates != 1 {
+		t.Fatalf("duplicates = %d, want 1", srv.Stats().Duplicates)
+	}
+	if got := c.read(2, 0, 0, 4096); !bytes.Equal(got, b) {
+		t.Fatal("replayed WRITE inside the window overwrote newer data")
+	}
+
+	// Below the low-water mark: dropped unanswered, counted stale.
+	c.read(3, 3, 0, 1) // tells the server ids < 3 are finished
+	c.send(oldWrite)
+	if rep, ok := c.recv(100 * time.Millisecond); ok {
+		t.Fatalf("stale replay answered: %+v", rep)
+	}
+	if got := c.read(4, 4, 0, 4096); !bytes.Equal(got, b) {
+		t.Fatal("stale replayed WRITE overwrote newer data")
+	}
+	if d := srv.Stats().Drops["stale"]; d != 1 {
+		t.Fatalf("stale drops = %d, want 1 (%+v)", d, srv.Stats())
+	}
+
+	// A replay from before a restart carries an old epoch.
+	c.ep++
+	if rep := c.do(diskproto.Request{Op: diskproto.OpRead, Tag: 50, ReqID: 5, Low: 5, Length: 1}); rep.Status != diskproto.CodeNoSession {
+		t.Fatalf("old epoch: %v, want no session", rep.Status)
+	}
+}
+
+func TestHostileRequests(t *testing.T) {
+	const size = 1 << 20
+	srv, c := setup(t, size)
+	c.hello()
+	code := func(name string, r diskproto.Request, want diskproto.Code) {
+		t.Helper()
+		if rep := c.do(r); rep.Status != want {
+			t.Errorf("%s: status %v, want %v", name, rep.Status, want)
+		}
+	}
+	code("offset past end", diskproto.Request{Op: diskproto.OpRead, Tag: 2, Offset: size, Length: 1}, diskproto.CodeRange)
+	code("length past end", diskproto.Request{Op: diskproto.OpRead, Tag: 3, Offset: size - 10, Length: 11}, diskproto.CodeRange)
+	code("offset overflow", diskproto.Request{Op: diskproto.OpTrim, Tag: 4, Offset: ^uint64(0) - 5, Length: 10}, diskproto.CodeRange)
+	code("length 0", diskproto.Request{Op: diskproto.OpRead, Tag: 5}, diskproto.CodeInvalid)
+	code("huge", diskproto.Request{Op: diskproto.OpRead, Tag: 6, Length: 1 << 30}, diskproto.CodeTooBig)
+	code("no session", diskproto.Request{Op: diskproto.OpRead, Tag: 7, Length: 1, Epoch: c.ep + 1}, diskproto.CodeNoSession)
+	code("outside window", diskproto.Request{Op: diskproto.OpRead, Tag: 8, ReqID: 4, Length: 1}, diskproto.CodeWindow)
+	code("capability in open mode", diskproto.Request{Op: diskproto.OpRead, Tag: 9, Length: 1, Capability: [64]byte{1}}, diskproto.CodeDenied)
+	code("flush with a range", diskproto.Request{Op: diskproto.OpFlush, Tag: 10, Length: 1}, diskproto.CodeBadRequest)
+
+	// Corruptions that leave the header trustworthy get an error reply.
+	w := c.marshal(diskproto.Request{Op: diskproto.OpWrite, Tag: 20, Payload: []byte("payload")})
+	w[len(w)-1] ^= 1
+	c.send(w)
+	if rep, ok := c.recv(time.Second); !ok || rep.Status != diskproto.CodeChecksum {
+		t.Errorf("bad payload CRC: %+v %v, want checksum error", rep, ok)
+	}
+	u := c.marshal(diskproto.Request{Op: 99, Tag: 21})
+	c.send(u)
+	if rep, ok := c.recv(time.Second); !ok || rep.Status != diskproto.CodeBadOp {
+		t.Errorf("unknown opcode: %+v %v, want bad op", rep, ok)
+	}
+	// Those that do not are dropped and counted.
+	h := c.marshal(diskproto.Request{Op: diskproto.OpRead, Tag: 22, Length: 1})
+	h[30] ^= 1
+	c.send(h)
+	c.send(h[:50])
+	c.send(nil)
+	if rep, ok := c.recv(100 * time.Millisecond); ok {
+		t.Errorf("answered an untrustworthy header: %+v", rep)
+	}
+
+	// A flood of garbage and mutated requests, then the disk still works.
+	r := rand.New(rand.NewPCG(1, 2))
+	valid := c.marshal(diskproto.Request{Op: diskproto.OpWrite, Tag: 30, ReqID: 1, Payload: make([]byte, 512)})
+	for i := range 20000 {
+		var b []byte
+		if i%2 == 0 {
+			b = make([]byte, r.IntN(300))
+			for j := range b {
+				b[j] = byte(r.Uint32())
+			}
+		} else {
+			b = append([]byte(nil), valid...)
+			b[r.IntN(len(b))] ^= byte(1 + r.IntN(255))
+		}
+		c.pc.WriteTo(b, c.srv)
+	}
+	for { // drain the error replies
+		if _, ok := c.recv(200 * time.Millisecond); !ok {
+			break
+		}
+	}
+	if got := c.read(2, 0, 0, 16); len(got) != 16 {
+		t.Fatal("disk does not answer after the flood")
+	}
+	st := srv.Stats()
+	t.Logf("stats after hostile requests: %+v", st)
+	if st.Drops["short"] == 0 || st.Drops["header_checksum"] == 0 || st.Errors["out_of_range"] < 3 ||
+		st.Errors["payload_checksum"] == 0 || st.Errors["unknown_operation"] == 0 {
+		t.Errorf("drops and errors not counted: %+v", st)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for name, cfg := range map[string]disk.Config{
+		"no authorizer":  {Path: filepath.Join(dir, "a"), Size: 4096},
+		"unaligned size": {Path: filepath.Join(dir, "b"), Size: 1000, Authorizer: disk.OpenAccess{}},
+		"no size":        {Path: filepath.Join(dir, "c"), Authorizer: disk.OpenAccess{}},
+		"huge max I/O":   {Path: filepath.Join(dir, "d"), Size: 4096, MaxIO: 1 << 20, Authorizer: disk.OpenAccess{}},
+	} {
+		if _, err := disk.NewServer(cfg); !errors.Is(err, disk.ErrConfig) {
+			t.Errorf("%s: %v, want ErrConfig", name, err)
+		}
+	}
+	// Data survives a restart; a smaller configured size is refused.
+	p := filepath.Join(dir, "keep")
+	s, err := disk.NewServer(disk.Config{Path: p, Size: 8192, Authorizer: disk.OpenAccess{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := disk.NewServer(disk.Config{Path: p, Size: 4096, Authorizer: disk.OpenAccess{}}); !errors.Is(err, disk.ErrConfig) {
+		t.Errorf("shrinking: %v, want ErrConfig", err)
+	}
+	s, err = disk.NewServer(disk.Config{Path: p, Authorizer: disk.OpenAccess{}})
+	if err != nil || s.Info().Size != 8192 {
+		t.Fatalf("reopen with size 0: %v", err)
+	}
+	s.Close()
+}

@@ -1,0 +1,102 @@
+package disk
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
+)
+
+// Reasons a datagram is dropped without a reply.
+const (
+	dropShort          = iota // shorter than a request header
+	dropMagic                 // not our protocol
+	dropVersion               // another protocol version
+	dropHeaderChecksum        // the header cannot be trusted, so neither can the tag
+	dropNotRequest            // a reply sent to the server
+	dropOversize              // larger than any UDP datagram
+	dropStale                 // request id below the session's low-water mark
+	dropInProgress            // a retransmission of a request still running
+	dropQueueFull             // every worker busy and the queue full
+	dropSendFailed            // the reply could not be sent
+	numDrops
+)
+
+var dropNames = [numDrops]string{"short", "magic", "version", "header_checksum", "not_request",
+	"oversize", "stale", "in_progress", "queue_full", "send_failed"}
+
+func dropReasonOf(err error) int {
+	switch {
+	case errors.Is(err, diskproto.ErrShort):
+		return dropShort
+	case errors.Is(err, diskproto.ErrMagic):
+		return dropMagic
+	case errors.Is(err, diskproto.ErrVersion):
+		return dropVersion
+	case errors.Is(err, diskproto.ErrNotRequest):
+		return dropNotRequest
+	}
+	return dropHeaderChecksum
+}
+
+type counters struct {
+	requests     [diskproto.NumOps]atomic.Uint64
+	errors       [diskproto.NumCodes]atomic.Uint64
+	drops        [numDrops]atomic.Uint64
+	duplicates   atomic.Uint64
+	evictions    atomic.Uint64
+	syncs        atomic.Uint64
+	bytesRead    atomic.Uint64
+	bytesWritten atomic.Uint64
+}
+
+func (c *counters) drop(reason int) { c.drops[reason].Add(1) }
+
+// Stats are a server's counters since NewServer. Maps are keyed by
+// operation name, error-code name (spaces as underscores: "out_of_range")
+// and drop reason; zero entries are left out.
+type Stats struct {
+	Requests     map[string]uint64 `json:"requests"`      // well-formed requests by operation
+	Errors       map[string]uint64 `json:"errors"`        // error replies by code
+	Drops        map[string]uint64 `json:"drops"`         // datagrams dropped unanswered, by reason
+	Duplicates   uint64            `json:"duplicates"`    // retransmissions answered from the duplicate cache
+	Evictions    uint64            `json:"evictions"`     // sessions evicted from a full table
+	Syncs        uint64            `json:"syncs"`         // fdatasync calls (FLUSH and FUA)
+	BytesRead    uint64            `json:"bytes_read"`    // READ data sent
+	BytesWritten uint64            `json:"bytes_written"` // WRITE data stored
+	Sessions     int               `json:"sessions"`      // sessions open now
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Requests:     map[string]uint64{},
+		Errors:       map[string]uint64{},
+		Drops:        map[string]uint64{},
+		Duplicates:   s.stats.duplicates.Load(),
+		Evictions:    s.stats.evictions.Load(),
+		Syncs:        s.stats.syncs.Load(),
+		BytesRead:    s.stats.bytesRead.Load(),
+		BytesWritten: s.stats.bytesWritten.Load(),
+	}
+	for i := range s.stats.requests {
+		if v := s.stats.requests[i].Load(); v != 0 {
+			st.Requests[diskproto.Op(i).String()] = v
+		}
+	}
+	for i := range s.stats.errors {
+		if v := s.stats.errors[i].Load(); v != 0 {
+			st.Errors[strings.ReplaceAll(diskproto.Code(i).String(), " ", "_")] = v
+		}
+	}
+	for i := range s.stats.drops {
+		if v := s.stats.drops[i].Load(); v != 0 {
+			st.Drops[dropNames[i]] = v
+		}
+	}
+	s.mu.Lock()
+	st.Sessions = len(s.sessions)
+	s.mu.Unlock()
+	return st
+}
