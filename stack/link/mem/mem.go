@@ -19,16 +19,25 @@ type Options struct {
 	Drop func(f *link.Frame) bool
 }
 
+// memFrame carries the pool handle with the frame, so recycling the
+// buffer does not allocate.
+type memFrame struct {
+	f  link.Frame
+	bp *[]byte
+}
+
 // Link is one end of a pair.
 type Link struct {
-	opts  Options
-	mac   net.HardwareAddr
-	tx    chan<- link.Frame
-	rx    <-chan link.Frame
-	rxBuf []byte // frame returned by the last ReadBatch, recycled on the next
-	done  chan struct{}
-	close *sync.Once // shared by both ends
-	pool  *sync.Pool
+	opts Options
+	mac  net.HardwareAddr
+	tx   chan<- memFrame
+	rx   <-chan memFrame
+	// rxBufs are the buffers of the frames the last ReadBatch returned,
+	// recycled on the next call.
+	rxBufs []*[]byte
+	done   chan struct{}
+	close  *sync.Once // shared by both ends
+	pool   *sync.Pool
 
 	// Dropped counts frames Options.Drop discarded on writes from this end.
 	Dropped atomic.Uint64
@@ -50,8 +59,8 @@ func Pair(macA, macB net.HardwareAddr, o Options) (*Link, *Link) {
 	if o.Depth == 0 {
 		o.Depth = 1024
 	}
-	ab := make(chan link.Frame, o.Depth)
-	ba := make(chan link.Frame, o.Depth)
+	ab := make(chan memFrame, o.Depth)
+	ba := make(chan memFrame, o.Depth)
 	done := make(chan struct{})
 	pool := &sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 	once := new(sync.Once)
@@ -66,31 +75,52 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if len(frames) == 0 {
 		return 0, nil
 	}
-	var f link.Frame
+	select {
+	case <-l.done:
+		return 0, link.ErrClosed
+	default:
+	}
+	var f memFrame
 	select {
 	case f = <-l.rx:
 	case <-l.done:
 		return 0, link.ErrClosed
 	}
-	frames[0] = f
+	frames[0] = f.f
+	l.rxBufs = append(l.rxBufs, f.bp)
 	n := 1
-	l.rxBuf = f.Buf
-	// Only one frame per batch keeps the ownership rule simple: the buffer
-	// is recycled on the next call.
+	// Drain what is already queued, up to the batch size, without
+	// blocking: a true batch, like a ring that holds several frames.
+	for n < len(frames) {
+		select {
+		case f = <-l.rx:
+		default:
+			return n, nil
+		}
+		frames[n] = f.f
+		l.rxBufs = append(l.rxBufs, f.bp)
+		n++
+	}
 	return n, nil
 }
 
 func (l *Link) recycle() {
-	if l.rxBuf != nil {
-		b := l.rxBuf[:0]
-		l.pool.Put(&b)
-		l.rxBuf = nil
+	for i, bp := range l.rxBufs {
+		*bp = (*bp)[:0]
+		l.pool.Put(bp)
+		l.rxBufs[i] = nil
 	}
+	l.rxBufs = l.rxBufs[:0]
 }
 
 // WriteBatch implements link.Link. Frames are copied.
 func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 	for i := range frames {
+		select {
+		case <-l.done: // a ready channel must not win over Close
+			return i, link.ErrClosed
+		default:
+		}
 		f := &frames[i]
 		if len(f.Buf) > l.opts.MaxFrame {
 			return i, errFrameTooBig
@@ -100,9 +130,9 @@ func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 			continue
 		}
 		bp := l.pool.Get().(*[]byte)
-		b := append((*bp)[:0], f.Buf...)
+		*bp = append((*bp)[:0], f.Buf...)
 		select {
-		case l.tx <- link.Frame{Buf: b, VNet: f.VNet}:
+		case l.tx <- memFrame{link.Frame{Buf: *bp, VNet: f.VNet}, bp}:
 		case <-l.done:
 			return i, link.ErrClosed
 		}

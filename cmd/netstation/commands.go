@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/testbed"
+	"github.com/netstation/netstation/testbed/spec"
+	"github.com/spf13/cobra"
+)
+
+// loadTopology reads -f, or the embedded default testbed when empty.
+func loadTopology(file string) (*spec.Topology, error) {
+	if file == "" {
+		return spec.Default(), nil
+	}
+	return spec.Load(file)
+}
+
+// pickTestbed resolves the testbed a command acts on: the flag, else the
+// only testbed that is up, else "default".
+func pickTestbed(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	names, err := testbed.List()
+	if err != nil {
+		return "", err
+	}
+	switch len(names) {
+	case 0:
+		return "", errors.New("no testbed is up (run `netstation up`)")
+	case 1:
+		return names[0], nil
+	}
+	for _, n := range names {
+		if n == "default" {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("several testbeds are up (%s): choose one with --testbed", strings.Join(names, ", "))
+}
+
+func newUpCmd() *cobra.Command {
+	var file string
+	var timeout time.Duration
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "up [-f topology.yaml]",
+		Short: "Bring a testbed up (the embedded default testbed without -f)",
+		Long: `Bring a testbed up: one network namespace per peripheral, a bridge fabric in a
+namespace of its own, and one supervised peripheral process per node. Without
+-f, the embedded default testbed (cpu0, disk0, display0) comes up. Running up
+again on a testbed that is up is a no-op.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := loadTopology(file)
+			if err != nil {
+				return err
+			}
+			t0 := time.Now()
+			plan, err := testbed.Up(cmd.Context(), t, testbed.UpOptions{Timeout: timeout})
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Printf("testbed %s up: %d peripherals on %s in %.2fs\n", plan.Testbed, len(plan.Nodes), plan.Subnet, time.Since(t0).Seconds())
+				for _, n := range plan.Nodes {
+					fmt.Printf("  %-12s %-8s %-15s %s\n", n.Name, n.Kind, n.Addr.Addr(), n.MAC)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "file", "f", "", "topology file (YAML)")
+	c.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up if the testbed is not ready by then")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success")
+	return c
+}
+
+func newDownCmd() *cobra.Command {
+	var all bool
+	c := &cobra.Command{
+		Use:   "down [NAME] | --all",
+		Short: "Remove a testbed (or every testbed) completely",
+		Long: `Remove a testbed: its processes, namespaces, links and state. Works after a
+crash or kill -9 of any part, from the state journal and the testbed's name
+prefix.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all {
+				if len(args) > 0 {
+					return errors.New("give a NAME or --all, not both")
+				}
+				names, err := testbed.DownAll(cmd.Context())
+				for _, n := range names {
+					fmt.Printf("testbed %s down\n", n)
+				}
+				return err
+			}
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			name, err := pickTestbed(name)
+			if err != nil {
+				return err
+			}
+			if err := testbed.Down(cmd.Context(), name); err != nil {
+				return err
+			}
+			fmt.Printf("testbed %s down\n", name)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&all, "all", false, "remove every testbed")
+	return c
+}
+
+func newStatusCmd() *cobra.Command {
+	var name, output string
+	c := &cobra.Command{
+		Use:   "status [-t NAME] [-o table|json]",
+		Short: "Show the peripherals of a testbed with their state and counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			names := []string{name}
+			if name == "" {
+				var err error
+				if names, err = testbed.List(); err != nil {
+					return err
+				}
+				if len(names) == 0 {
+					return errors.New("no testbed is up (run `netstation up`)")
+				}
+			}
+			var all []testbed.Status
+			for _, n := range names {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+				st, err := testbed.GetStatus(ctx, n)
+				cancel()
+				if err != nil {
+					return err
+				}
+				all = append(all, st)
+			}
+			switch output {
+			case "json":
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				if name != "" {
+					return enc.Encode(all[0])
+				}
+				return enc.Encode(all)
+			case "table", "":
+				for i, st := range all {
+					if i > 0 {
+						fmt.Println()
+					}
+					printStatus(os.Stdout, st)
+				}
+				return nil
+			}
+			return fmt.Errorf("unknown output format %q (table or json)", output)
+		},
+	}
+	c.Flags().StringVarP(&name, "testbed", "t", "", "testbed name (default: all)")
+	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return c
+}
+
+func printStatus(w io.Writer, st testbed.Status) {
+	fmt.Fprintf(w, "testbed %s (%s): %s", st.Name, st.Subnet, st.Phase)
+	if st.Error != "" {
+		fmt.Fprintf(w, ": %s", st.Error)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tKIND\tIP\tMAC\tPID\tSTATE\tRESTARTS\tRX\tTX\tDROPS\tSERVICES")
+	for _, n := range st.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", n.Name, n.Kind, n.IP, n.MAC, n.PID,
+			n.State, n.Restarts, n.RX, n.TX, n.Drops, strings.Join(n.Services, ","))
+	}
+	tw.Flush()
+}
+
+func newExecCmd() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "exec NODE -- CMD [ARGS...]",
+		Short: "Run a command inside a peripheral's network namespace",
+		Long: `Run a command inside a peripheral's network namespace, with this terminal's
+standard input and output. Note that the peripheral's IP address belongs to
+its user-level stack, not to the kernel: kernel tools in the namespace see
+the veth with no address.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tb, err := pickTestbed(name)
+			if err != nil {
+				return err
+			}
+			x := exec.Command(args[1], args[2:]...)
+			x.Stdin, x.Stdout, x.Stderr = os.Stdin, os.Stdout, os.Stderr
+			if err := testbed.Exec(tb, args[0], x); err != nil {
+				return err
+			}
+			// Forward interrupts to the child; it decides.
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sig)
+			go func() {
+				for s := range sig {
+					_ = x.Process.Signal(s)
+				}
+			}()
+			err = x.Wait()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return exitError{ee.ExitCode()}
+			}
+			return err
+		},
+	}
+	c.Flags().StringVarP(&name, "testbed", "t", "", "testbed name")
+	return c
+}
+
+func newLogsCmd() *cobra.Command {
+	var name string
+	var follow bool
+	c := &cobra.Command{
+		Use:   "logs NODE|supervisor",
+		Short: "Print a peripheral's (or the supervisor's) log",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tb, err := pickTestbed(name)
+			if err != nil {
+				return err
+			}
+			path := testbed.NodeLog(testbed.Dir(tb), args[0])
+			if args[0] == "supervisor" {
+				path = testbed.Dir(tb) + "/supervisor.log"
+			} else if plan, err := testbed.LoadPlan(testbed.Dir(tb)); err == nil {
+				if _, err := plan.Node(args[0]); err != nil {
+					return err
+				}
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				return fmt.Errorf("no log for %s in testbed %s", args[0], tb)
+			}
+			defer f.Close()
+			for {
+				if _, err := io.Copy(os.Stdout, f); err != nil {
+					return err
+				}
+				if !follow {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		},
+	}
+	c.Flags().StringVarP(&name, "testbed", "t", "", "testbed name")
+	c.Flags().BoolVarP(&follow, "follow", "F", false, "keep printing as the log grows")
+	return c
+}
+
+func newPingCmd() *cobra.Command {
+	var name string
+	var args peripherals.PingArgs
+	c := &cobra.Command{
+		Use:   "ping A B",
+		Short: "Ping peripheral B (name or IP) from peripheral A over their user-level stacks",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			tb, err := pickTestbed(name)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("PING %s -> %s (user-level stacks), %d data bytes\n", a[0], a[1], args.Size)
+			sum, err := testbed.Ping(cmd.Context(), tb, a[0], a[1], args, func(r peripherals.PingReply) {
+				if r.Error != "" {
+					fmt.Printf("seq=%d %s\n", r.Seq, r.Error)
+				} else {
+					fmt.Printf("seq=%d time=%.1f us\n", r.Seq, r.RTTus)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			loss := 100.0
+			if sum.Sent > 0 {
+				loss = 100 * float64(sum.Sent-sum.Received) / float64(sum.Sent)
+			}
+			fmt.Printf("%d sent, %d received, %.0f%% loss, rtt min/avg/max = %.1f/%.1f/%.1f us\n",
+				sum.Sent, sum.Received, loss, sum.MinUs, sum.AvgUs, sum.MaxUs)
+			if sum.Received == 0 {
+				return fmt.Errorf("%s did not answer", a[1])
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&name, "testbed", "t", "", "testbed name")
+	c.Flags().IntVarP(&args.Count, "count", "c", 3, "echo requests to send")
+	c.Flags().IntVarP(&args.Size, "size", "s", 56, "payload bytes")
+	c.Flags().DurationVarP(&args.Interval, "interval", "i", 200*time.Millisecond, "between requests")
+	c.Flags().DurationVarP(&args.Timeout, "wait", "W", time.Second, "time to wait for each reply")
+	return c
+}
+
+func newGraphCmd() *cobra.Command {
+	var file, format string
+	c := &cobra.Command{
+		Use:   "graph [-f topology.yaml] [--format dot|mermaid]",
+		Short: "Draw a topology as Graphviz DOT or Mermaid",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := loadTopology(file)
+			if err != nil {
+				return err
+			}
+			if err := t.Resolve(defaultGraphSubnet(t)); err != nil {
+				return err
+			}
+			switch format {
+			case "dot":
+				fmt.Print(t.DOT())
+			case "mermaid":
+				fmt.Print(t.Mermaid())
+			default:
+				return fmt.Errorf("unknown format %q (dot or mermaid)", format)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "file", "f", "", "topology file (default: the embedded default testbed)")
+	c.Flags().StringVar(&format, "format", "dot", "dot or mermaid")
+	return c
+}
+
+func newValidateCmd() *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:   "validate -f topology.yaml",
+		Short: "Check a topology file without creating anything",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("validate needs -f FILE")
+			}
+			t, err := spec.Load(file)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: ok (testbed %s, %d nodes, %d segments)\n", file, t.Name, len(t.Nodes), max(len(t.Segments), 1))
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "file", "f", "", "topology file")
+	return c
+}
+
+func newSuperviseCmd() *cobra.Command {
+	var dir string
+	return hidden(&cobra.Command{
+		Use:   "supervise --state DIR",
+		Short: "Run a testbed's supervisor (started by up)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return testbed.RunSupervisor(cmd.Context(), dir, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		},
+	}, &dir)
+}
+
+func newNodeCmd() *cobra.Command {
+	node := &cobra.Command{Use: "node", Short: "Peripheral processes (started by the supervisor)", Hidden: true}
+	var dir, name string
+	run := &cobra.Command{
+		Use:   "run --state DIR --name NODE",
+		Short: "Run one peripheral inside its namespace",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return testbed.RunNode(cmd.Context(), dir, name, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		},
+	}
+	run.Flags().StringVar(&dir, "state", "", "testbed state directory")
+	run.Flags().StringVar(&name, "name", "", "node name")
+	node.AddCommand(run)
+	return node
+}
+
+func hidden(c *cobra.Command, dir *string) *cobra.Command {
+	c.Hidden = true
+	c.Flags().StringVar(dir, "state", "", "testbed state directory")
+	return c
+}

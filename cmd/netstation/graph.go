@@ -1,0 +1,17 @@
+package main
+
+import (
+	"net/netip"
+
+	"github.com/netstation/netstation/testbed/spec"
+)
+
+// defaultGraphSubnet is the subnet drawn for a topology that names none:
+// graphs do not look at the host's routes.
+func defaultGraphSubnet(t *spec.Topology) netip.Prefix {
+	if t.Subnet.IsValid() {
+		return netip.Prefix{}
+	}
+	p, _ := spec.PickSubnet(nil)
+	return p
+}

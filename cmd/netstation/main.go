@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a process exit status out of a command (exec).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	root := newRoot()
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "netstation:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "netstation",
+		Short: "Testbeds of IP-addressed peripherals, each with its own user-level IP stack",
+		Long: `netstation builds testbeds of virtual peripherals (cpu, disk, display). Each
+peripheral is a process in its own network namespace running its own
+user-level IPv4 stack on a veth port of a bridge fabric; peripherals talk to
+each other directly over IP.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newUpCmd(), newDownCmd(), newStatusCmd(), newExecCmd(), newLogsCmd(),
+		newPingCmd(), newGraphCmd(), newValidateCmd(),
+		newSuperviseCmd(), newNodeCmd(),
+	)
+	return root
+}

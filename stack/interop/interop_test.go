@@ -1,0 +1,239 @@
+package interop
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/internal/nstest"
+	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/vishvananda/netlink"
+)
+
+var (
+	kernelAddr = netip.MustParsePrefix("10.99.0.1/24")
+	userAddr   = netip.MustParsePrefix("10.99.0.2/24")
+	user2Addr  = netip.MustParsePrefix("10.99.0.3/24")
+)
+
+// world is a kernel namespace and a user-stack namespace joined either by
+// a veth pair or through a bridge in a third namespace.
+type world struct {
+	kernel, user *nstest.NS
+	userIf       netlink.Link
+	st           *stack.Stack
+}
+
+func newWorld(t *testing.T, bridged bool) *world {
+	privtest.Tool(t, "ip", "ping")
+	w := &world{kernel: nstest.New(t, "k"), user: nstest.New(t, "u")}
+	var kIf netlink.Link
+	if bridged {
+		br := nstest.New(t, "br")
+		b := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := br.Handle.LinkAdd(b); err != nil {
+			t.Fatal(err)
+		}
+		bl, _ := br.Handle.LinkByName("br0")
+		br.Handle.LinkSetUp(bl)
+		kIf, _ = nstest.Veth(t, w.kernel, "k0", br, "pk", 1500)
+		w.userIf, _ = nstest.Veth(t, w.user, "u0", br, "pu", 1500)
+		for _, n := range []string{"pk", "pu"} {
+			l, _ := br.Handle.LinkByName(n)
+			if err := br.Handle.LinkSetMaster(l, bl); err != nil {
+				t.Fatal(err)
+			}
+		}
+	} else {
+		kIf, w.userIf = nstest.Veth(t, w.kernel, "k0", w.user, "u0", 1500)
+	}
+	w.kernel.AddrAdd(t, kIf, kernelAddr.String())
+	if out, err := w.user.Run(t, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.u0.disable_ipv6=1"); err != nil {
+		t.Fatalf("disable ipv6: %v %s", err, out)
+	}
+	w.st = startStack(t, w.user, "u0", w.userIf.Attrs().HardwareAddr, userAddr)
+	return w
+}
+
+func startStack(t *testing.T, ns *nstest.NS, ifname string, mac net.HardwareAddr, addr netip.Prefix) *stack.Stack {
+	t.Helper()
+	var st *stack.Stack
+	err := ns.Do(func() error {
+		l, err := afpacket.Open(ifname, afpacket.Options{})
+		if err != nil {
+			return err
+		}
+		st, err = stack.New(l, stack.Config{MAC: mac, Addr: addr, MTU: 1500})
+		if err != nil {
+			l.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("start stack in %s: %v", ns.Name, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// kernelCsumErrors reads InCsumErrors (IP and UDP) of the kernel namespace.
+func kernelCsumErrors(t *testing.T, ns *nstest.NS) int {
+	out, err := ns.Run(t, 5*time.Second, "cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out, "\n")
+	total := 0
+	for i := 0; i+1 < len(lines); i++ {
+		h, v := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(h) == 0 || len(h) != len(v) || h[0] != v[0] {
+			continue
+		}
+		for j := range h {
+			if h[j] == "InCsumErrors" {
+				n, _ := strconv.Atoi(v[j])
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+func forBoth(t *testing.T, f func(t *testing.T, bridged bool)) {
+	t.Run("veth", func(t *testing.T) { f(t, false) })
+	t.Run("bridge", func(t *testing.T) { f(t, true) })
+}
+
+func TestKernelPingsUs(t *testing.T) {
+	forBoth(t, func(t *testing.T, bridged bool) {
+		w := newWorld(t, bridged)
+		for _, size := range []string{"56", "1472", "8000"} {
+			out, err := w.kernel.Run(t, 10*time.Second, "ping", "-c", "3", "-i", "0.05", "-W", "2", "-s", size, userAddr.Addr().String())
+			if err != nil || !strings.Contains(out, " 0% packet loss") {
+				t.Errorf("kernel ping -s %s: %v\n%s", size, err, out)
+			}
+		}
+		if n := kernelCsumErrors(t, w.kernel); n != 0 {
+			t.Errorf("kernel InCsumErrors = %d", n)
+		}
+	})
+}
+
+func TestWePingKernel(t *testing.T) {
+	forBoth(t, func(t *testing.T, bridged bool) {
+		w := newWorld(t, bridged)
+		for _, size := range []int{56, 1472, 8000} {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			rtt, err := w.st.Ping(ctx, kernelAddr.Addr(), size)
+			cancel()
+			if err != nil {
+				t.Errorf("ping %d bytes: %v", size, err)
+			} else {
+				t.Logf("ping %d bytes: %v", size, rtt)
+			}
+		}
+	})
+}
+
+// TestUDPWithKernel sends datagrams of 1, 1472, 9000 (fragmented) and 65507
+// bytes both ways between a kernel socket and ours, verifying content.
+func TestUDPWithKernel(t *testing.T) {
+	forBoth(t, func(t *testing.T, bridged bool) {
+		w := newWorld(t, bridged)
+		var kc *net.UDPConn
+		if err := w.kernel.Do(func() error {
+			var err error
+			kc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: kernelAddr.Addr().AsSlice(), Port: 7000})
+			if err == nil {
+				kc.SetReadBuffer(4 << 20)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer kc.Close()
+		uc, err := w.st.ListenUDP(netip.AddrPortFrom(userAddr.Addr(), 7001))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		kAP := net.UDPAddrFromAddrPort(netip.AddrPortFrom(kernelAddr.Addr(), 7000))
+		uAP := net.UDPAddrFromAddrPort(netip.AddrPortFrom(userAddr.Addr(), 7001))
+		buf := make([]byte, 70000)
+		for _, size := range []int{1, 1472, 9000, 65507} {
+			msg := make([]byte, size)
+			rand.Read(msg)
+			// kernel -> us
+			if _, err := kc.WriteTo(msg, uAP); err != nil {
+				t.Fatalf("kernel send %d: %v", size, err)
+			}
+			uc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, from, err := uc.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("we receive %d: %v", size, err)
+			}
+			if !bytes.Equal(buf[:n], msg) || from.String() != kAP.String() {
+				t.Fatalf("we received %d bytes from %v, want %d from %v", n, from, size, kAP)
+			}
+			// us -> kernel
+			if _, err := uc.WriteTo(msg, kAP); err != nil {
+				t.Fatalf("we send %d: %v", size, err)
+			}
+			kc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, kfrom, err := kc.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("kernel receive %d: %v", size, err)
+			}
+			if !bytes.Equal(buf[:n], msg) || kfrom.String() != uAP.String() {
+				t.Fatalf("kernel received %d bytes from %v, want %d from %v", n, kfrom, size, uAP)
+			}
+		}
+		if n := kernelCsumErrors(t, w.kernel); n != 0 {
+			t.Errorf("kernel InCsumErrors = %d", n)
+		}
+	})
+}
+
+// TestStackToStackVeth runs two of our stacks on a real veth pair.
+func TestStackToStackVeth(t *testing.T) {
+	privtest.Root(t)
+	a, b := nstest.New(t, "a"), nstest.New(t, "b")
+	la, lb := nstest.Veth(t, a, "a0", b, "b0", 1500)
+	sa := startStack(t, a, "a0", la.Attrs().HardwareAddr, userAddr)
+	sb := startStack(t, b, "b0", lb.Attrs().HardwareAddr, user2Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := sa.Ping(ctx, user2Addr.Addr(), 56); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	ub, err := sb.ListenUDP(netip.AddrPortFrom(user2Addr.Addr(), 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua, err := sa.ListenUDP(netip.AddrPortFrom(userAddr.Addr(), 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(user2Addr.Addr(), 9))
+	buf := make([]byte, 70000)
+	for _, size := range []int{1, 1472, 9000, 65507} {
+		msg := make([]byte, size)
+		rand.Read(msg)
+		if _, err := ua.WriteTo(msg, to); err != nil {
+			t.Fatal(err)
+		}
+		ub.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, _, err := ub.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("size %d: got %d bytes, err %v", size, n, err)
+		}
+	}
+}

@@ -1,0 +1,331 @@
+package afpacket
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/netstation/netstation/stack/checksum"
+	"github.com/netstation/netstation/stack/link"
+)
+
+func TestOptionsRejected(t *testing.T) {
+	for _, o := range []Options{
+		{BlockSize: 100 << 10},
+		{BlockSize: 64 << 10},
+		{Blocks: 1},
+		{BusyPoll: -1},
+		{Tx: TxMode(7)},
+		{BlockTimeout: -time.Second},
+	} {
+		if _, err := Open("lo", o); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("Open(%+v) = %v, want ErrBadOptions", o, err)
+		}
+	}
+}
+
+// TestFramesCross sends 60, 1514 and 65000-byte (UDP_L4 GSO) frames between
+// two links over a veth pair in both directions, with each transmit path
+// and receive mode, and checks bytes and virtio-net header on arrival.
+func TestFramesCross(t *testing.T) {
+	modes := []struct {
+		name string
+		o    Options
+	}{
+		{"sendmmsg", Options{}},
+		{"ring", Options{Tx: TxRing}},
+		{"busypoll", Options{BusyPoll: 50 * time.Microsecond}},
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			w := newWorld(t, 1500)
+			la := open(t, w.a, "vA", m.o)
+			lb := open(t, w.b, "vB", m.o)
+			if la.MTU() != 1500 || la.MaxFrame() != 65550 || la.Caps() != link.CapVNetHdr|link.CapGSO {
+				t.Fatalf("MTU %d MaxFrame %d Caps %v", la.MTU(), la.MaxFrame(), la.Caps())
+			}
+			if !bytes.Equal(la.HardwareAddr(), w.macA) {
+				t.Fatalf("HardwareAddr %v, want %v", la.HardwareAddr(), w.macA)
+			}
+			ca, cb := collect(t, la), collect(t, lb)
+			for dir, x := range []struct {
+				from, to *Link
+				c        *collector
+			}{{la, lb, cb}, {lb, la, ca}} {
+				src, dst := x.from.HardwareAddr(), x.to.HardwareAddr()
+				var want []link.Frame
+				for i, size := range []int{60, 1514, 60, 1514} {
+					want = append(want, link.Frame{Buf: testFrame(dst, src, size, uint32(dir*100+i))})
+				}
+				payload := pattern(65000-42, byte(dir))
+				gso := udpFrame(dst, src, [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 1000, 2000, payload, true, 1472)
+				want = append(want, gso)
+				n, err := x.from.WriteBatch(want)
+				if err != nil || n != len(want) {
+					t.Fatalf("WriteBatch = %d, %v", n, err)
+				}
+				for i, f := range want {
+					match := isTest
+					if i == len(want)-1 {
+						match = func(r received) bool { return len(r.buf) > 34 && r.buf[23] == 17 }
+					}
+					r := x.c.next(t, 2*time.Second, match)
+					if !bytes.Equal(r.buf, f.Buf) {
+						t.Fatalf("dir %d frame %d: got %d bytes, want %d (content differs: %v)", dir, i, len(r.buf), len(f.Buf), len(r.buf) == len(f.Buf))
+					}
+					if i == len(want)-1 {
+						if r.vnet.GSOType != link.GSOUDPL4 || r.vnet.GSOSize != 1472 || r.vnet.Flags&link.VNetNeedsCsum == 0 || r.vnet.CsumStart != 34 || r.vnet.CsumOffset != 6 {
+							t.Fatalf("GSO frame arrived with vnet header %+v", r.vnet)
+						}
+					}
+				}
+			}
+			st := lb.Stats()
+			if st.RxFrames < 5 || st.TxFrames != 5 || st.TxBytes != 60+1514+60+1514+65000 {
+				t.Errorf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// TestManyFrames checks order and completeness across block boundaries:
+// more frames than one block holds, read while the kernel is still filling
+// blocks.
+func TestManyFrames(t *testing.T) {
+	for _, o := range []Options{{}, {Tx: TxRing, TxRingFrames: 64}} {
+		t.Run(o.Tx.String(), func(t *testing.T) {
+			w := newWorld(t, 1500)
+			la := open(t, w.a, "vA", o)
+			lb := open(t, w.b, "vB", Options{})
+			cb := collect(t, lb)
+			const total = 20000 // about 16 MB: the 1 MiB ring wraps many times
+			const window = 500  // frames in flight: the ring (~1200 frames) never overflows
+			batch := make([]link.Frame, 50)
+			sent, verified := 0, 0
+			verify := func(upTo int) {
+				for ; verified < upTo; verified++ {
+					r := cb.next(t, 2*time.Second, isTest)
+					if seq := binary.BigEndian.Uint32(r.buf[14:]); seq != uint32(verified) {
+						t.Fatalf("frame %d: got seq %d (drops %d)", verified, seq, lb.Stats().RingDrops)
+					}
+					if want := testFrame(lb.HardwareAddr(), la.HardwareAddr(), 60+verified%1400, uint32(verified)); !bytes.Equal(r.buf, want) {
+						t.Fatalf("frame %d corrupted", verified)
+					}
+				}
+			}
+			for sent < total {
+				for i := range batch {
+					size := 60 + (sent+i)%1400
+					batch[i].Buf = testFrame(lb.HardwareAddr(), la.HardwareAddr(), size, uint32(sent+i))
+				}
+				n, err := la.WriteBatch(batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent += n
+				if sent-verified > window {
+					verify(sent - window/2)
+				}
+			}
+			verify(total)
+			if st := lb.Stats(); st.RingDrops != 0 || st.RxFrames != total {
+				t.Fatalf("receiver stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestBadFrames(t *testing.T) {
+	w := newWorld(t, 1500)
+	la := open(t, w.a, "vA", Options{})
+	good := link.Frame{Buf: testFrame(w.macB, w.macA, 60, 1)}
+	for _, c := range []struct {
+		bad  link.Frame
+		want error
+	}{
+		{link.Frame{Buf: make([]byte, 10)}, ErrFrameTooShort},
+		{link.Frame{Buf: make([]byte, 1515)}, ErrNotGSO},
+		{link.Frame{Buf: make([]byte, 70000), VNet: link.VNetHdr{GSOType: link.GSOUDPL4}}, ErrFrameTooLong},
+	} {
+		n, err := la.WriteBatch([]link.Frame{good, good, c.bad, good})
+		if n != 2 || !errors.Is(err, c.want) {
+			t.Errorf("WriteBatch with %d-byte frame = %d, %v; want 2, %v", len(c.bad.Buf), n, err, c.want)
+		}
+	}
+}
+
+// TestKernelToLink: a kernel UDP socket in a sends to an address whose MAC
+// is our link's (static neighbour entry); our link in b, which has no
+// kernel address, receives the frame with a partial checksum (NEEDS_CSUM,
+// as veth hands it over) that completes to a valid one.
+func TestKernelToLink(t *testing.T) {
+	w := newWorld(t, 1500)
+	lb := open(t, w.b, "vB", Options{})
+	cb := collect(t, lb)
+	va, _ := w.a.Handle.LinkByIndex(w.va)
+	w.a.AddrAdd(t, va, "10.77.0.1/24")
+	if err := w.a.Handle.NeighAdd(&netlink.Neigh{LinkIndex: w.va, State: netlink.NUD_PERMANENT, IP: net.IPv4(10, 77, 0, 2), HardwareAddr: w.macB}); err != nil {
+		t.Fatal(err)
+	}
+	var conn *net.UDPConn
+	if err := w.a.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 4000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	payload := pattern(1000, 0x5a)
+	if _, err := conn.WriteToUDP(payload, &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	r := cb.next(t, 2*time.Second, func(r received) bool {
+		return len(r.buf) >= 42 && binary.BigEndian.Uint16(r.buf[12:]) == 0x0800 && r.buf[23] == 17 && binary.BigEndian.Uint16(r.buf[36:]) == 5000
+	})
+	if !bytes.Equal(r.buf[0:6], w.macB) || !bytes.Equal(r.buf[6:12], w.macA) || !bytes.Equal(r.buf[42:], payload) {
+		t.Fatalf("frame content wrong: % x", r.buf[:42])
+	}
+	if r.vnet.Flags&link.VNetNeedsCsum == 0 {
+		t.Fatalf("vnet header %+v: want NEEDS_CSUM from veth", r.vnet)
+	}
+	// Finish the checksum the way the header says and verify it.
+	cs, co := int(r.vnet.CsumStart), int(r.vnet.CsumOffset)
+	if cs != 34 || co != 6 {
+		t.Fatalf("csum_start %d csum_offset %d", cs, co)
+	}
+	binary.BigEndian.PutUint16(r.buf[cs+co:], checksum.Checksum(r.buf[cs:], 0))
+	ph := checksum.PseudoHeader([4]byte{10, 77, 0, 1}, [4]byte{10, 77, 0, 2}, 17, uint16(len(r.buf)-34))
+	if got := checksum.Partial(r.buf[34:], ph); got != 0xffff {
+		t.Fatalf("completed UDP checksum does not verify: sum %#04x", got)
+	}
+}
+
+// TestLinkToKernel: our link in b writes an ARP request (the kernel in a
+// answers it) and hand-built UDP datagrams, one with a complete checksum
+// and one NEEDS_CSUM; a kernel UDP socket in a receives both.
+func TestLinkToKernel(t *testing.T) {
+	w := newWorld(t, 1500)
+	lb := open(t, w.b, "vB", Options{})
+	cb := collect(t, lb)
+	va, _ := w.a.Handle.LinkByIndex(w.va)
+	w.a.AddrAdd(t, va, "10.77.0.1/24")
+	if err := w.a.Handle.NeighAdd(&netlink.Neigh{LinkIndex: w.va, State: netlink.NUD_PERMANENT, IP: net.IPv4(10, 77, 0, 2), HardwareAddr: w.macB}); err != nil {
+		t.Fatal(err)
+	}
+	// ARP who-has 10.77.0.1 tell 10.77.0.2.
+	arp := make([]byte, 42)
+	copy(arp[0:], net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(arp[6:], w.macB)
+	binary.BigEndian.PutUint16(arp[12:], 0x0806)
+	copy(arp[14:], []byte{0, 1, 8, 0, 6, 4, 0, 1})
+	copy(arp[22:], w.macB)
+	copy(arp[28:], []byte{10, 77, 0, 2})
+	copy(arp[38:], []byte{10, 77, 0, 1})
+	if _, err := lb.WriteBatch([]link.Frame{{Buf: arp}}); err != nil {
+		t.Fatal(err)
+	}
+	reply := cb.next(t, 2*time.Second, func(r received) bool {
+		return len(r.buf) >= 42 && binary.BigEndian.Uint16(r.buf[12:]) == 0x0806 && binary.BigEndian.Uint16(r.buf[20:]) == 2
+	})
+	if !bytes.Equal(reply.buf[22:28], w.macA) || !bytes.Equal(reply.buf[28:32], []byte{10, 77, 0, 1}) {
+		t.Fatalf("ARP reply % x", reply.buf[:42])
+	}
+
+	var conn *net.UDPConn
+	if err := w.a.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 4001})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, partial := range []bool{false, true} {
+		payload := pattern(1200, map[bool]byte{false: 1, true: 2}[partial])
+		f := udpFrame(w.macA, w.macB, [4]byte{10, 77, 0, 2}, [4]byte{10, 77, 0, 1}, 6000, 4001, payload, partial, 0)
+		if _, err := lb.WriteBatch([]link.Frame{f}); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 2000)
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("partial=%v: kernel socket: %v", partial, err)
+		}
+		if !bytes.Equal(buf[:n], payload) || from != netip.MustParseAddrPort("10.77.0.2:6000") {
+			t.Fatalf("partial=%v: got %d bytes from %v", partial, n, from)
+		}
+	}
+}
+
+// TestLatencyIndependentOfBlockTimeout: with a 1 s block timeout, single
+// frames still arrive at once, with and without busy-polling.
+func TestLatencyIndependentOfBlockTimeout(t *testing.T) {
+	for _, o := range []Options{{BlockTimeout: time.Second}, {BlockTimeout: time.Second, BusyPoll: 20 * time.Microsecond}} {
+		t.Run(fmt.Sprint(o.BusyPoll), func(t *testing.T) {
+			w := newWorld(t, 1500)
+			la := open(t, w.a, "vA", Options{})
+			lb := open(t, w.b, "vB", o)
+			cb := collect(t, lb)
+			for i := 0; i < 20; i++ {
+				start := time.Now()
+				if _, err := la.WriteBatch([]link.Frame{{Buf: testFrame(w.macB, w.macA, 60, uint32(i))}}); err != nil {
+					t.Fatal(err)
+				}
+				cb.next(t, 2*time.Second, isTest)
+				if d := time.Since(start); d > 200*time.Millisecond {
+					t.Fatalf("frame %d took %v with a 1 s block timeout", i, d)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestCloseUnblocksRead(t *testing.T) {
+	w := newWorld(t, 1500)
+	before := runtime.NumGoroutine()
+	lb := open(t, w.b, "vB", Options{})
+	errc := make(chan error, 1)
+	go func() {
+		frames := make([]link.Frame, 8)
+		for {
+			if _, err := lb.ReadBatch(frames); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, link.ErrClosed) {
+			t.Fatalf("ReadBatch after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock ReadBatch")
+	}
+	if _, err := lb.WriteBatch([]link.Frame{{Buf: make([]byte, 60)}}); !errors.Is(err, link.ErrClosed) {
+		t.Fatalf("WriteBatch after Close: %v", err)
+	}
+	if _, err := lb.ReadBatch(make([]link.Frame, 1)); !errors.Is(err, link.ErrClosed) {
+		t.Fatalf("ReadBatch after Close: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before {
+		t.Fatalf("%d goroutines after Close, %d before Open", g, before)
+	}
+}

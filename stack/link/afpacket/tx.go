@@ -1,0 +1,289 @@
+package afpacket
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netstation/netstation/stack/link"
+)
+
+// Transmit-ring layout: TPACKET_V3 transmit rings are frame based; a frame's
+// data starts right after the 48-byte tpacket3_hdr (tp_hdrlen minus
+// sizeof(struct sockaddr_ll)).
+const (
+	txFrameSize      = 2048
+	txBlockSize      = 64 << 10
+	txFramesPerBlock = txBlockSize / txFrameSize
+	txDataOff        = phSize
+	txMaxData        = txFrameSize - txDataOff // virtio-net header + frame
+
+	tpStatusAvailable   = 0
+	tpStatusSendRequest = 1
+	tpStatusSending     = 2
+)
+
+// txState is the transmit side's scratch space, guarded by Link.txMu.
+type txState struct {
+	msgs []unix.Mmsghdr
+	iovs []unix.Iovec
+	hdrs []byte
+
+	ring       []byte
+	ringFrames int
+	head       int
+}
+
+func (t *txState) init(batch int) {
+	t.msgs = make([]unix.Mmsghdr, batch)
+	t.iovs = make([]unix.Iovec, 2*batch)
+	t.hdrs = make([]byte, link.VNetHdrLen*batch)
+	for i := range t.msgs {
+		t.iovs[2*i].Base = &t.hdrs[link.VNetHdrLen*i]
+		t.iovs[2*i].SetLen(link.VNetHdrLen)
+		t.msgs[i].Hdr.Iov = &t.iovs[2*i]
+		t.msgs[i].Hdr.SetIovlen(2)
+	}
+}
+
+// check validates frames and returns how many leading frames are valid and
+// why the next one is not.
+func (l *Link) check(frames []link.Frame) (int, error) {
+	for i := range frames {
+		f := &frames[i]
+		switch n := len(f.Buf); {
+		case n < 14:
+			return i, fmt.Errorf("frame %d: %w", i, ErrFrameTooShort)
+		case n > maxFrameGSO:
+			return i, fmt.Errorf("frame %d (%d bytes): %w", i, n, ErrFrameTooLong)
+		case n > l.mtu+14 && f.VNet.GSOType&^link.GSOECN == link.GSONone:
+			return i, fmt.Errorf("frame %d (%d bytes, MTU %d): %w", i, n, l.mtu, ErrNotGSO)
+		}
+	}
+	return len(frames), nil
+}
+
+// WriteBatch transmits frames in order and returns how many the kernel
+// accepted. It validates every frame first: a frame shorter than 14 bytes,
+// longer than MaxFrame, or longer than MTU+14 without a GSO type stops the
+// batch before that frame. It is safe for concurrent use.
+func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
+	valid, verr := l.check(frames)
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	if l.closed.Load() {
+		return 0, link.ErrClosed
+	}
+	var n int
+	var err error
+	if l.opts.Tx == TxRing {
+		n, err = l.writeRing(frames[:valid])
+	} else {
+		n, err = l.writeMmsg(frames[:valid])
+	}
+	if err == nil {
+		err = verr
+	}
+	return n, err
+}
+
+// backoff waits a little longer on each call after a refused transmit.
+type backoff struct {
+	start time.Time
+	tries int
+}
+
+func (l *Link) wait(b *backoff) error {
+	l.txRetry.Add(1)
+	if b.tries == 0 {
+		b.start = time.Now()
+	} else if time.Since(b.start) > l.opts.TxRetryBudget {
+		return ErrTxStalled
+	}
+	b.tries++
+	if b.tries <= 4 {
+		runtime.Gosched()
+		return nil
+	}
+	d := time.Duration(1<<min(b.tries-4, 10)) * 10 * time.Microsecond // up to ~10 ms
+	time.Sleep(d)
+	return nil
+}
+
+func (l *Link) writeMmsg(frames []link.Frame) (int, error) {
+	t := &l.tx
+	done := 0
+	for done < len(frames) {
+		k := min(len(frames)-done, len(t.msgs))
+		var bytes uint64
+		for i := 0; i < k; i++ {
+			f := &frames[done+i]
+			f.VNet.Encode(t.hdrs[link.VNetHdrLen*i:])
+			iov := &t.iovs[2*i+1]
+			iov.Base = &f.Buf[0]
+			iov.SetLen(len(f.Buf))
+			bytes += uint64(len(f.Buf))
+		}
+		sent, err := l.sendmmsg(t.msgs[:k])
+		for i := 0; i < k; i++ {
+			t.iovs[2*i+1].Base = nil // do not keep the caller's buffers alive
+		}
+		if sent < k {
+			bytes = 0
+			for i := 0; i < sent; i++ {
+				bytes += uint64(len(frames[done+i].Buf))
+			}
+		}
+		l.txFrames.Add(uint64(sent))
+		l.txBytes.Add(bytes)
+		done += sent
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// sendmmsg sends msgs, retrying refused messages with back-off.
+func (l *Link) sendmmsg(msgs []unix.Mmsghdr) (int, error) {
+	sent := 0
+	var b backoff
+	for sent < len(msgs) {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(l.sendFd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(msgs)-sent), 0, 0, 0)
+		switch e {
+		case 0:
+			sent += int(r)
+			b = backoff{}
+		case unix.EINTR:
+		case unix.ENOBUFS, unix.EAGAIN:
+			if err := l.wait(&b); err != nil {
+				return sent, err
+			}
+		default:
+			return sent, fmt.Errorf("afpacket: sendmmsg: %w", e)
+		}
+	}
+	return sent, nil
+}
+
+func (t *txState) slot(i int) int {
+	return (i/txFramesPerBlock)*txBlockSize + (i%txFramesPerBlock)*txFrameSize
+}
+
+func (t *txState) status(off int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&t.ring[off+phStatus]))
+}
+
+func (l *Link) writeRing(frames []link.Frame) (int, error) {
+	t := &l.tx
+	queued, done := 0, 0
+	var bytes uint64
+	flush := func() error {
+		if queued == 0 {
+			return nil
+		}
+		if err := l.flushRing(); err != nil {
+			return err
+		}
+		done += queued
+		l.txFrames.Add(uint64(queued))
+		l.txBytes.Add(bytes)
+		queued, bytes = 0, 0
+		return nil
+	}
+	for i := range frames {
+		f := &frames[i]
+		if link.VNetHdrLen+len(f.Buf) > txMaxData {
+			// A GSO super-frame: does not fit a slot.
+			if err := flush(); err != nil {
+				return done, err
+			}
+			f.VNet.Encode(t.hdrs)
+			t.iovs[1].Base = &f.Buf[0]
+			t.iovs[1].SetLen(len(f.Buf))
+			sent, err := l.sendmmsg(t.msgs[:1])
+			t.iovs[1].Base = nil
+			if sent == 1 {
+				done++
+				l.txFrames.Add(1)
+				l.txBytes.Add(uint64(len(f.Buf)))
+			}
+			if err != nil {
+				return done, err
+			}
+			continue
+		}
+		off := t.slot(t.head)
+		if st := atomic.LoadUint32(t.status(off)); st != tpStatusAvailable {
+			if st&(tpStatusSendRequest|tpStatusSending) != 0 {
+				if err := flush(); err != nil {
+					return done, err
+				}
+				if err := l.waitSlot(off); err != nil {
+					return done, err
+				}
+			}
+			// TP_STATUS_WRONG_FORMAT is left only by frames we validated;
+			// reuse the slot.
+		}
+		*(*uint32)(unsafe.Pointer(&t.ring[off+phNextOffset])) = 0
+		*(*uint32)(unsafe.Pointer(&t.ring[off+phLen])) = uint32(link.VNetHdrLen + len(f.Buf))
+		f.VNet.Encode(t.ring[off+txDataOff:])
+		copy(t.ring[off+txDataOff+link.VNetHdrLen:], f.Buf)
+		atomic.StoreUint32(t.status(off), tpStatusSendRequest)
+		t.head++
+		if t.head == t.ringFrames {
+			t.head = 0
+		}
+		queued++
+		bytes += uint64(len(f.Buf))
+	}
+	if err := flush(); err != nil {
+		return done, err
+	}
+	return done, nil
+}
+
+// flushRing asks the kernel to send every frame marked SEND_REQUEST and
+// waits until it did, retrying with back-off while it refuses.
+func (l *Link) flushRing() error {
+	var b backoff
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(l.fd), 0, 0, 0, 0, 0)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+		case unix.ENOBUFS, unix.EAGAIN:
+			if err := l.wait(&b); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("afpacket: send (tx ring): %w", e)
+		}
+	}
+}
+
+// waitSlot waits until the kernel has finished with the slot at off.
+func (l *Link) waitSlot(off int) error {
+	var b backoff
+	for {
+		st := atomic.LoadUint32(l.tx.status(off))
+		if st&(tpStatusSendRequest|tpStatusSending) == 0 {
+			return nil
+		}
+		if err := l.flushRing(); err != nil {
+			return err
+		}
+		if st = atomic.LoadUint32(l.tx.status(off)); st&(tpStatusSendRequest|tpStatusSending) == 0 {
+			return nil
+		}
+		if err := l.wait(&b); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,519 @@
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	ebpflink "github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/netstation/netstation/stack/link"
+	"github.com/netstation/netstation/stack/link/afpacket"
+)
+
+// Errors returned by Open and WriteBatch.
+var (
+	ErrBadOptions    = errors.New("afxdp: bad options")
+	ErrFrameTooLong  = errors.New("afxdp: frame longer than MaxFrame")
+	ErrFrameTooShort = errors.New("afxdp: frame shorter than 14 bytes")
+	// ErrNoOffload: a frame asks for checksum offload or GSO, which an XSK
+	// cannot transmit.
+	ErrNoOffload = errors.New("afxdp: frame needs a virtio-net header the XSK cannot carry")
+	// ErrTxStalled: the kernel kept the transmit ring full for longer than
+	// Options.TxRetryBudget.
+	ErrTxStalled = errors.New("afxdp: transmit stalled")
+)
+
+// RxMode selects the receive path.
+type RxMode int
+
+const (
+	// RxAFPacket receives through an afpacket.Link (the mixed link). The
+	// default: XSK transmit + AF_PACKET receive measured fastest here.
+	RxAFPacket RxMode = iota
+	// RxXSK receives through the XSK, fed by an XDP program in driver mode.
+	RxXSK
+)
+
+func (m RxMode) String() string {
+	switch m {
+	case RxAFPacket:
+		return "afpacket"
+	case RxXSK:
+		return "xsk"
+	}
+	return fmt.Sprintf("RxMode(%d)", int(m))
+}
+
+// Options shape a link. The zero value gives the defaults.
+type Options struct {
+	Rx RxMode
+	// Queue is the interface queue the XSK binds to (veth: 0).
+	Queue int
+	// FrameSize is the UMEM chunk size: 2048 or 4096 (default 4096 with
+	// RxXSK, 2048 otherwise).
+	FrameSize int
+	// TxFrames is the number of UMEM frames (and transmit/completion ring
+	// entries) for transmission, a power of two (default 2048).
+	TxFrames int
+	// RxFrames is the number of UMEM frames (and fill/receive ring
+	// entries) for reception with RxXSK, a power of two (default 2048).
+	RxFrames int
+	// TxRetryBudget bounds how long WriteBatch waits for room in the
+	// transmit ring (default 1 s).
+	TxRetryBudget time.Duration
+	// AFPacket configures the receive half of the mixed link.
+	AFPacket afpacket.Options
+}
+
+func pow2(n int) bool { return n > 0 && n&(n-1) == 0 }
+
+func (o *Options) fill() error {
+	if o.FrameSize == 0 {
+		o.FrameSize = 2048
+		if o.Rx == RxXSK {
+			o.FrameSize = 4096
+		}
+	}
+	if o.TxFrames == 0 {
+		o.TxFrames = 2048
+	}
+	if o.RxFrames == 0 {
+		o.RxFrames = 2048
+	}
+	if o.TxRetryBudget == 0 {
+		o.TxRetryBudget = time.Second
+	}
+	switch {
+	case o.Rx != RxAFPacket && o.Rx != RxXSK:
+		return fmt.Errorf("%w: Rx %v", ErrBadOptions, o.Rx)
+	case o.FrameSize != 2048 && o.FrameSize != 4096:
+		return fmt.Errorf("%w: FrameSize %d", ErrBadOptions, o.FrameSize)
+	case !pow2(o.TxFrames) || o.TxFrames > 1<<16:
+		return fmt.Errorf("%w: TxFrames %d", ErrBadOptions, o.TxFrames)
+	case !pow2(o.RxFrames) || o.RxFrames > 1<<16:
+		return fmt.Errorf("%w: RxFrames %d", ErrBadOptions, o.RxFrames)
+	case o.Queue < 0 || o.TxRetryBudget < 0:
+		return fmt.Errorf("%w: Queue %d TxRetryBudget %v", ErrBadOptions, o.Queue, o.TxRetryBudget)
+	}
+	return nil
+}
+
+// Stats are a link's counters since Open.
+type Stats struct {
+	RxFrames, RxBytes uint64
+	TxFrames, TxBytes uint64
+	// TxRetries counts waits for room in the transmit ring and send calls
+	// the kernel refused (EBUSY/ENOBUFS).
+	TxRetries uint64
+	// RxOversize counts frames the mixed link's receive half dropped
+	// because they exceed MaxFrame (GSO super-frames from a kernel peer).
+	RxOversize uint64
+	// XSK drop counters (XDP_STATISTICS).
+	RxDropped, RxRingFull, RxFillEmpty, TxInvalid uint64
+	// AFPacket holds the mixed link's receive-half counters.
+	AFPacket afpacket.Stats
+}
+
+// Link is a link.Link with XSK transmission and either XSK or AF_PACKET
+// reception. ReadBatch must not be called concurrently; WriteBatch, Stats
+// and Close may be called from any goroutine.
+type Link struct {
+	opts   Options
+	x      *xsk
+	ap     *afpacket.Link
+	xsks   *ebpf.Map
+	prog   *ebpf.Program
+	attach ebpflink.Link
+	evfd   int
+	mtu    int
+	mac    net.HardwareAddr
+	closed atomic.Bool
+
+	txMu   sync.Mutex
+	txFree []uint64 // UMEM addresses free for transmission
+
+	rxMu   sync.Mutex
+	rxHeld []uint64 // addresses delivered by the last ReadBatch
+
+	rxFrames, rxBytes, rxOversize atomic.Uint64
+	txFrames, txBytes, txRetry    atomic.Uint64
+}
+
+var _ link.Link = (*Link)(nil)
+
+// Open opens a link on the interface ifname of the calling thread's network
+// namespace.
+func Open(ifname string, opts Options) (*Link, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: %w", err)
+	}
+	if ifi.MTU+14 > opts.FrameSize {
+		return nil, fmt.Errorf("%w: MTU %d does not fit FrameSize %d", ErrBadOptions, ifi.MTU, opts.FrameSize)
+	}
+	l := &Link{opts: opts, evfd: -1, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...)}
+	if err := l.open(ifi.Index, ifname); err != nil {
+		l.release()
+		return nil, fmt.Errorf("afxdp: open %s: %w", ifname, err)
+	}
+	return l, nil
+}
+
+func (l *Link) open(ifindex int, ifname string) error {
+	o := &l.opts
+	if o.Rx == RxAFPacket {
+		ap, err := afpacket.Open(ifname, o.AFPacket)
+		if err != nil {
+			return err
+		}
+		l.ap = ap
+	}
+	frames, rxFrames := o.TxFrames, 0
+	fillSize, rxSize := uint32(64), uint32(0) // a UMEM needs a fill ring even if unused
+	if o.Rx == RxXSK {
+		rxFrames = o.RxFrames
+		frames += rxFrames
+		fillSize, rxSize = uint32(rxFrames), uint32(rxFrames)
+	}
+	x, err := newXSK(ifindex, o.Queue, frames, o.FrameSize, fillSize, uint32(o.TxFrames), rxSize, uint32(o.TxFrames))
+	if err != nil {
+		return err
+	}
+	l.x = x
+	l.txFree = make([]uint64, 0, o.TxFrames)
+	for i := rxFrames; i < frames; i++ {
+		l.txFree = append(l.txFree, uint64(i*o.FrameSize))
+	}
+	if o.Rx == RxXSK {
+		for i := 0; i < rxFrames; i++ {
+			*x.fill.addr(*x.fill.prod + uint32(i)) = uint64(i * o.FrameSize)
+		}
+		x.fill.publish(uint32(rxFrames))
+		l.rxHeld = make([]uint64, 0, rxFrames)
+		if err := l.attachXDP(ifindex); err != nil {
+			return err
+		}
+		evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("eventfd: %w", err)
+		}
+		l.evfd = evfd
+	}
+	return nil
+}
+
+func (l *Link) attachXDP(ifindex int) error {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: uint32(l.opts.Queue + 1)})
+	if err != nil {
+		return fmt.Errorf("create XSKMAP: %w", err)
+	}
+	l.xsks = m
+	if err := m.Put(uint32(l.opts.Queue), uint32(l.x.fd)); err != nil {
+		return fmt.Errorf("XSKMAP put: %w", err)
+	}
+	if l.prog, err = newRedirectProgram(m); err != nil {
+		return err
+	}
+	l.attach, err = ebpflink.AttachXDP(ebpflink.XDPOptions{Program: l.prog, Interface: ifindex, Flags: ebpflink.XDPDriverMode})
+	if err != nil {
+		return fmt.Errorf("attach XDP (driver mode): %w", err)
+	}
+	return nil
+}
+
+func (l *Link) release() {
+	if l.attach != nil {
+		_ = l.attach.Close()
+		l.attach = nil
+	}
+	if l.prog != nil {
+		_ = l.prog.Close()
+		l.prog = nil
+	}
+	if l.xsks != nil {
+		_ = l.xsks.Close()
+		l.xsks = nil
+	}
+	if l.x != nil {
+		l.x.close()
+		l.x = nil
+	}
+	if l.ap != nil {
+		_ = l.ap.Close()
+	}
+	if l.evfd >= 0 {
+		_ = unix.Close(l.evfd)
+		l.evfd = -1
+	}
+}
+
+// MTU is the interface's MTU at Open.
+func (l *Link) MTU() int { return l.mtu }
+
+// MaxFrame is MTU+14: the XSK transmit path has no GSO.
+func (l *Link) MaxFrame() int { return l.mtu + 14 }
+
+// HardwareAddr is the interface's MAC address at Open.
+func (l *Link) HardwareAddr() net.HardwareAddr { return l.mac }
+
+// Caps is 0: an XSK transmits neither partial checksums nor GSO frames.
+func (l *Link) Caps() link.Caps { return 0 }
+
+// Options returns the options the link runs with, defaults filled in.
+func (l *Link) Options() Options { return l.opts }
+
+// Stats returns the link's counters.
+func (l *Link) Stats() Stats {
+	s := Stats{
+		RxFrames: l.rxFrames.Load(), RxBytes: l.rxBytes.Load(),
+		TxFrames: l.txFrames.Load(), TxBytes: l.txBytes.Load(),
+		TxRetries: l.txRetry.Load(), RxOversize: l.rxOversize.Load(),
+	}
+	if l.ap != nil {
+		s.AFPacket = l.ap.Stats()
+		s.RxFrames += s.AFPacket.RxFrames
+		s.RxBytes += s.AFPacket.RxBytes
+	}
+	l.txMu.Lock()
+	if x := l.x; x != nil && !l.closed.Load() {
+		var st unix.XDPStatistics
+		n := uint32(unsafeSizeofStats)
+		if getsockopt(x.fd, unix.XDP_STATISTICS, &st, &n) == nil {
+			s.RxDropped, s.RxRingFull, s.RxFillEmpty, s.TxInvalid = st.Rx_dropped, st.Rx_ring_full, st.Rx_fill_ring_empty_descs, st.Tx_invalid_descs
+		}
+	}
+	l.txMu.Unlock()
+	return s
+}
+
+// Close wakes a pending ReadBatch, waits for it and any WriteBatch in
+// progress, detaches the XDP program and releases everything.
+func (l *Link) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	if l.ap != nil {
+		_ = l.ap.Close() // wakes a ReadBatch sleeping in the afpacket half
+	}
+	if l.evfd >= 0 {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.evfd, one[:])
+	}
+	l.rxMu.Lock()
+	l.txMu.Lock()
+	l.release()
+	l.txMu.Unlock()
+	l.rxMu.Unlock()
+	return nil
+}
+
+func (l *Link) check(frames []link.Frame) (int, error) {
+	for i := range frames {
+		f := &frames[i]
+		switch n := len(f.Buf); {
+		case n < 14:
+			return i, fmt.Errorf("frame %d: %w", i, ErrFrameTooShort)
+		case n > l.mtu+14:
+			return i, fmt.Errorf("frame %d (%d bytes): %w", i, n, ErrFrameTooLong)
+		case f.VNet.Flags&link.VNetNeedsCsum != 0 || f.VNet.GSOType != link.GSONone:
+			return i, fmt.Errorf("frame %d: %w", i, ErrNoOffload)
+		}
+	}
+	return len(frames), nil
+}
+
+// WriteBatch copies frames into UMEM, queues them on the transmit ring and
+// has the kernel send them; it returns once the kernel has taken them all.
+// Safe for concurrent use.
+func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
+	valid, verr := l.check(frames)
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	if l.closed.Load() {
+		return 0, link.ErrClosed
+	}
+	x := l.x
+	done := 0
+	var bo backoff
+	for done < valid {
+		l.reclaim()
+		k := min(valid-done, len(l.txFree), int(x.tx.free()))
+		if k == 0 {
+			if err := l.kick(); err != nil {
+				return done, err
+			}
+			l.reclaim()
+			if len(l.txFree) == 0 || x.tx.free() == 0 {
+				if err := l.wait(&bo); err != nil {
+					return done, err
+				}
+			}
+			continue
+		}
+		prod := *x.tx.prod
+		var bytes uint64
+		for i := 0; i < k; i++ {
+			f := &frames[done+i]
+			addr := l.txFree[len(l.txFree)-1]
+			l.txFree = l.txFree[:len(l.txFree)-1]
+			copy(x.umem[addr:addr+uint64(len(f.Buf))], f.Buf)
+			d := x.tx.xdpDesc(prod + uint32(i))
+			d.Addr, d.Len, d.Options = addr, uint32(len(f.Buf)), 0
+			bytes += uint64(len(f.Buf))
+		}
+		x.tx.publish(uint32(k))
+		if err := l.kick(); err != nil {
+			return done, err
+		}
+		done += k
+		l.txFrames.Add(uint64(k))
+		l.txBytes.Add(bytes)
+	}
+	if verr != nil {
+		return done, verr
+	}
+	return done, nil
+}
+
+// reclaim moves completed transmit frames back to the free list.
+func (l *Link) reclaim() {
+	c := &l.x.comp
+	n := c.ready()
+	cons := *c.cons
+	for i := uint32(0); i < n; i++ {
+		l.txFree = append(l.txFree, *c.addr(cons + i))
+	}
+	c.consume(n)
+}
+
+// kick asks the kernel to transmit until it has taken every queued
+// descriptor. In copy mode each send call moves a limited budget.
+func (l *Link) kick() error {
+	x := l.x
+	var bo backoff
+	for atomic.LoadUint32(x.tx.cons) != *x.tx.prod {
+		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0, unix.EINTR, unix.EAGAIN:
+			// EAGAIN: budget used up, more to send.
+		case unix.EBUSY, unix.ENOBUFS:
+			if err := l.wait(&bo); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("afxdp: sendto: %w", e)
+		}
+	}
+	return nil
+}
+
+type backoff struct {
+	start time.Time
+	tries int
+}
+
+func (l *Link) wait(b *backoff) error {
+	l.txRetry.Add(1)
+	if b.tries == 0 {
+		b.start = time.Now()
+	} else if time.Since(b.start) > l.opts.TxRetryBudget {
+		return ErrTxStalled
+	}
+	b.tries++
+	if b.tries <= 4 {
+		runtime.Gosched()
+		return nil
+	}
+	time.Sleep(time.Duration(1<<min(b.tries-4, 10)) * 10 * time.Microsecond)
+	return nil
+}
+
+// ReadBatch blocks until at least one frame has arrived and fills
+// frames[:n]. Frames point into UMEM (or the mixed link's AF_PACKET ring)
+// and stay valid until the next ReadBatch or Close.
+func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	if l.ap != nil {
+		return l.readAFPacket(frames)
+	}
+	l.rxMu.Lock()
+	defer l.rxMu.Unlock()
+	if l.closed.Load() {
+		return 0, link.ErrClosed
+	}
+	x := l.x
+	// Frames of the last call go back to the fill ring: it always has
+	// room, since it and the receive ring share RxFrames addresses.
+	if n := len(l.rxHeld); n > 0 {
+		prod := *x.fill.prod
+		for i, a := range l.rxHeld {
+			*x.fill.addr(prod + uint32(i)) = a
+		}
+		x.fill.publish(uint32(n))
+		l.rxHeld = l.rxHeld[:0]
+	}
+	pfd := []unix.PollFd{{Fd: int32(x.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}}
+	for {
+		n := int(min(x.rx.ready(), uint32(len(frames))))
+		if n > 0 {
+			cons := *x.rx.cons
+			var bytes uint64
+			for i := 0; i < n; i++ {
+				d := x.rx.xdpDesc(cons + uint32(i))
+				// Copy mode: addresses are chunk-aligned, the frame
+				// sits at Addr (which includes the headroom).
+				f := &frames[i]
+				f.Buf = x.umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]
+				f.VNet = link.VNetHdr{}
+				l.rxHeld = append(l.rxHeld, d.Addr&^uint64(l.opts.FrameSize-1))
+				bytes += uint64(d.Len)
+			}
+			x.rx.consume(uint32(n))
+			l.rxFrames.Add(uint64(n))
+			l.rxBytes.Add(bytes)
+			return n, nil
+		}
+		if l.closed.Load() {
+			return 0, link.ErrClosed
+		}
+		pfd[0].Revents, pfd[1].Revents = 0, 0
+		if _, err := unix.Poll(pfd, -1); err != nil && !errors.Is(err, unix.EINTR) {
+			return 0, err
+		}
+	}
+}
+
+func (l *Link) readAFPacket(frames []link.Frame) (int, error) {
+	for {
+		n, err := l.ap.ReadBatch(frames)
+		if err != nil {
+			return 0, err
+		}
+		// Drop frames above MaxFrame (GSO super-frames from a kernel
+		// peer): this link promises MaxFrame = MTU+14.
+		k := 0
+		for i := 0; i < n; i++ {
+			if len(frames[i].Buf) > l.mtu+14 {
+				l.rxOversize.Add(1)
+				continue
+			}
+			frames[k] = frames[i]
+			k++
+		}
+		if k > 0 {
+			return k, nil
+		}
+	}
+}

@@ -1,0 +1,567 @@
+package stack
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netstation/netstation/stack/checksum"
+	"github.com/netstation/netstation/stack/engine"
+	"github.com/netstation/netstation/stack/header"
+	"github.com/netstation/netstation/stack/ipv4"
+	"github.com/netstation/netstation/stack/link"
+)
+
+// Message is one datagram in a batch.
+//
+// For ReadBatch the caller owns Buf (it is never retained); the stack
+// copies the datagram into it, sets N to the bytes copied (a datagram
+// longer than Buf is truncated, like recvmmsg) and Addr to the sender.
+// For WriteBatch the payload is all of Buf, Addr the destination (ignored
+// on a connected socket) and N is set to the bytes sent; Buf may be reused
+// as soon as WriteBatch returns.
+type Message struct {
+	Buf  []byte
+	N    int
+	Addr netip.AddrPort
+}
+
+// UDPConn is a UDP socket. It satisfies net.PacketConn, and net.Conn when
+// it was made by DialUDP. Reads and writes are safe for concurrent use.
+type UDPConn struct {
+	s      *Stack
+	key    engine.FlowKey
+	laddr  netip.AddrPort
+	raddr  netip.AddrPort // valid when connected
+	q      rxQueue
+	rmu    sync.Mutex // serialises readers
+	rtimer *time.Timer
+	tx     txState
+
+	readDeadline  atomic.Int64 // unix nanoseconds; 0 = none
+	writeDeadline atomic.Int64
+	done          chan struct{}
+	closeOnce     sync.Once
+
+	// Receive counters belong to the receive goroutine, transmit counters
+	// to the senders: separate cache lines.
+	_                             [64]byte
+	rxDatagrams, rxBytes, rxDrops atomic.Uint64
+	_                             [64]byte
+	txDatagrams, txBytes          atomic.Uint64
+	_                             [64]byte
+}
+
+var (
+	_ net.PacketConn = (*UDPConn)(nil)
+	_ net.Conn       = (*UDPConn)(nil)
+)
+
+// ListenUDP opens a socket bound to laddr. An unspecified (or invalid)
+// address binds the wildcard, which receives for our address and
+// broadcasts; port 0 picks an ephemeral port.
+func (s *Stack) ListenUDP(laddr netip.AddrPort) (*UDPConn, error) {
+	return s.openUDP(laddr, netip.AddrPort{})
+}
+
+// DialUDP opens a socket connected to raddr: it receives only from raddr
+// and writes go there. laddr may be the zero value.
+func (s *Stack) DialUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
+	if !raddr.Addr().Is4() || raddr.Port() == 0 {
+		return nil, fmt.Errorf("%w: remote %v", ErrAddr, raddr)
+	}
+	return s.openUDP(laddr, raddr)
+}
+
+func (s *Stack) openUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	k := engine.FlowKey{Proto: header.ProtocolUDP, LocalPort: laddr.Port()}
+	a := laddr.Addr()
+	switch {
+	case !a.IsValid() || a.IsUnspecified():
+		if raddr.IsValid() {
+			k.LocalAddr = s.addr // a connected socket sends from our address
+		}
+	case a.Is4() && a.As4() == s.addr:
+		k.LocalAddr = s.addr
+	default:
+		return nil, fmt.Errorf("%w: local %v is not %v", ErrAddr, a, s.Addr())
+	}
+	if raddr.IsValid() {
+		k.RemoteAddr, k.RemotePort = raddr.Addr().As4(), raddr.Port()
+	}
+	c := &UDPConn{s: s, raddr: raddr, done: make(chan struct{})}
+	c.q.init(s.cfg.UDPQueueLen, s.cfg.UDPQueueBytes)
+	for try := 0; ; try++ {
+		if laddr.Port() == 0 {
+			p, err := s.ephemeralPort()
+			if err != nil {
+				return nil, err
+			}
+			k.LocalPort = p
+		}
+		err := s.udp.Insert(k, c)
+		if err == nil {
+			break
+		}
+		if laddr.Port() != 0 || try > 16 {
+			return nil, err
+		}
+	}
+	c.key = k
+	c.laddr = netip.AddrPortFrom(netip.AddrFrom4(k.LocalAddr), k.LocalPort)
+	c.tx.init(s, engine.Template{SrcMAC: s.mac, SrcAddr: s.addr, SrcPort: k.LocalPort, Proto: header.ProtocolUDP}, DefaultTxBatch)
+	s.socksMu.Lock()
+	s.socks[c] = struct{}{}
+	s.socksMu.Unlock()
+	if s.closed() { // raced with Stack.Close
+		c.Close()
+		return nil, ErrClosed
+	}
+	return c, nil
+}
+
+// Close unregisters the socket and unblocks its readers.
+func (c *UDPConn) Close() error {
+	err := ErrClosed
+	c.closeOnce.Do(func() {
+		err = nil
+		c.s.udp.Remove(c.key)
+		c.s.socksMu.Lock()
+		delete(c.s.socks, c)
+		c.s.socksMu.Unlock()
+		close(c.done)
+	})
+	return err
+}
+
+func (c *UDPConn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// LocalAddr returns the bound address (0.0.0.0 for a wildcard).
+func (c *UDPConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.laddr) }
+
+// RemoteAddr returns the connected peer, or nil.
+func (c *UDPConn) RemoteAddr() net.Addr {
+	if !c.raddr.IsValid() {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(c.raddr)
+}
+
+// SetDeadline sets both deadlines.
+func (c *UDPConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline makes pending and future reads fail with
+// os.ErrDeadlineExceeded once t has passed; the zero time clears it.
+func (c *UDPConn) SetReadDeadline(t time.Time) error {
+	c.readDeadline.Store(unixNano(t))
+	c.q.kick() // a blocked reader re-evaluates its deadline
+	return nil
+}
+
+// SetWriteDeadline makes writes fail with os.ErrDeadlineExceeded once t
+// has passed. Writes block only while the link pushes back.
+func (c *UDPConn) SetWriteDeadline(t time.Time) error {
+	c.writeDeadline.Store(unixNano(t))
+	return nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// ReadBatch receives up to len(msgs) datagrams, blocking until at least
+// one is queued, the read deadline passes or the socket closes.
+func (c *UDPConn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if n := c.q.pop(msgs); n > 0 {
+			return n, nil
+		}
+		if c.isClosed() {
+			return 0, ErrClosed
+		}
+		dl := c.readDeadline.Load()
+		var wait time.Duration
+		if dl != 0 {
+			wait = time.Duration(dl - time.Now().UnixNano())
+			if wait <= 0 {
+				return 0, os.ErrDeadlineExceeded
+			}
+		}
+		if !c.q.arm() {
+			continue // data arrived while arming
+		}
+		if dl == 0 {
+			select {
+			case <-c.q.notify:
+			case <-c.done:
+			}
+			continue
+		}
+		if c.rtimer == nil {
+			c.rtimer = time.NewTimer(wait)
+		} else {
+			c.rtimer.Reset(wait)
+		}
+		select {
+		case <-c.q.notify:
+		case <-c.done:
+		case <-c.rtimer.C:
+		}
+		c.rtimer.Stop()
+	}
+}
+
+// ReadFromUDPAddrPort reads one datagram into b. It does not allocate.
+func (c *UDPConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	m := [1]Message{{Buf: b}}
+	if _, err := c.ReadBatch(m[:]); err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	return m[0].N, m[0].Addr, nil
+}
+
+// ReadFrom implements net.PacketConn.
+func (c *UDPConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return 0, nil, c.opError("read", err)
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+// Read implements net.Conn.
+func (c *UDPConn) Read(b []byte) (int, error) {
+	n, _, err := c.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return 0, c.opError("read", err)
+	}
+	return n, nil
+}
+
+// WriteBatch sends msgs in order and returns how many were sent. With a
+// GSO link, runs of equal-sized datagrams to one peer leave as UDP_L4
+// super-frames. Datagrams larger than the MTU are IP-fragmented.
+func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
+	if c.isClosed() {
+		return 0, ErrClosed
+	}
+	if dl := c.writeDeadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+		return 0, os.ErrDeadlineExceeded
+	}
+	t := &c.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for i := 0; i < len(msgs); {
+		dst := msgs[i].Addr
+		if c.raddr.IsValid() {
+			dst = c.raddr
+		}
+		if !dst.Addr().Is4() || dst.Port() == 0 {
+			t.flush()
+			return i, fmt.Errorf("%w: destination %v", ErrAddr, dst)
+		}
+		seg := len(msgs[i].Buf)
+		if seg > header.UDPMaximumPayload {
+			t.flush()
+			return i, fmt.Errorf("%w: %d bytes", ErrMessageTooLong, seg)
+		}
+		j := i + 1
+		if c.s.gso && seg > 0 && seg+header.IPv4MinimumSize+header.UDPMinimumSize <= c.s.mtu {
+			for j < len(msgs) && j-i < maxGSOSegments && len(msgs[j].Buf) == seg &&
+				(j-i+1)*seg <= header.UDPMaximumPayload && (c.raddr.IsValid() || msgs[j].Addr == dst) {
+				j++
+			}
+		}
+		var err error
+		if j-i >= 2 {
+			err = c.sendGSO(msgs[i:j], dst, now)
+		} else {
+			err = c.sendOne(msgs[i].Buf, dst, now)
+		}
+		if err != nil {
+			t.flush()
+			return i, err
+		}
+		for k := i; k < j; k++ {
+			msgs[k].N = len(msgs[k].Buf)
+			c.txBytes.Add(uint64(msgs[k].N))
+		}
+		c.txDatagrams.Add(uint64(j - i))
+		i = j
+	}
+	if err := t.flush(); err != nil {
+		return 0, err
+	}
+	return len(msgs), nil
+}
+
+func (c *UDPConn) udpFields(dst [4]byte, dport uint16, payloadLen int) (header.EthernetFields, header.IPv4Fields, header.UDPFields) {
+	s := c.s
+	return header.EthernetFields{Src: s.mac, Type: header.EtherTypeIPv4},
+		header.IPv4Fields{
+			TotalLength: uint16(header.IPv4MinimumSize + header.UDPMinimumSize + payloadLen),
+			ID:          s.newID(),
+			TTL:         s.cfg.TTL,
+			Protocol:    header.ProtocolUDP,
+			Src:         s.addr,
+			Dst:         dst,
+		},
+		header.UDPFields{SrcPort: c.key.LocalPort, DstPort: dport, Length: uint16(header.UDPMinimumSize + payloadLen)}
+}
+
+// sendOne sends one datagram: one frame, or IP fragments. Holds tx.mu.
+func (c *UDPConn) sendOne(p []byte, dst netip.AddrPort, now time.Time) error {
+	s, t := c.s, &c.tx
+	d4 := dst.Addr().As4()
+	mac, ok, hop, err := s.nextHop(d4, now)
+	if err != nil {
+		return err
+	}
+	eth, ip, udp := c.udpFields(d4, dst.Port(), len(p))
+	eth.Dst = mac
+	pseudo := s.pseudo(d4, udp.Length)
+	if udpFrameHeaders+len(p) <= header.EthernetMinimumSize+s.mtu {
+		b, err := t.next()
+		if err != nil {
+			return err
+		}
+		header.Ethernet(b).Encode(&eth)
+		header.IPv4(b[header.EthernetMinimumSize:]).Encode(&ip)
+		header.UDP(b[gsoUDPCsumStart:]).Encode(&udp)
+		b = b[:udpFrameHeaders+copy(b[udpFrameHeaders:], p)]
+		var v link.VNetHdr
+		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, pseudo, s.offload, &v)
+		t.push(b, v, ok, hop, now)
+		return nil
+	}
+	// Too big for one frame: the checksum must cover the whole datagram,
+	// so it is computed here before the datagram is cut into fragments.
+	big, err := t.bigBuf()
+	if err != nil {
+		return err
+	}
+	dgram := big[:header.UDPMinimumSize+len(p)]
+	header.UDP(dgram).Encode(&udp)
+	copy(dgram[header.UDPMinimumSize:], p)
+	var v link.VNetHdr
+	engine.SetL4Checksum(dgram, 0, 6, pseudo, false, &v)
+	for off := 0; off < len(dgram); {
+		b, err := t.next()
+		if err != nil {
+			return err
+		}
+		header.Ethernet(b).Encode(&eth)
+		var n int
+		n, off = ipv4.WriteFragment(b[header.EthernetMinimumSize:], &ip, dgram, off, s.mtu)
+		t.push(b[:header.EthernetMinimumSize+n], link.VNetHdr{}, ok, hop, now)
+		s.st.fragmentsOut.Add(1)
+	}
+	return nil
+}
+
+// sendGSO sends msgs (all the same length, at least two) to dst as one
+// UDP_L4 super-frame. Holds tx.mu.
+func (c *UDPConn) sendGSO(msgs []Message, dst netip.AddrPort, now time.Time) error {
+	s, t := c.s, &c.tx
+	d4 := dst.Addr().As4()
+	mac, ok, hop, err := s.nextHop(d4, now)
+	if err != nil {
+		return err
+	}
+	seg := len(msgs[0].Buf)
+	total := seg * len(msgs)
+	eth, ip, udp := c.udpFields(d4, dst.Port(), total)
+	eth.Dst = mac
+	b, err := t.bigBuf()
+	if err != nil {
+		return err
+	}
+	header.Ethernet(b).Encode(&eth)
+	header.IPv4(b[header.EthernetMinimumSize:]).Encode(&ip)
+	header.UDP(b[gsoUDPCsumStart:]).Encode(&udp)
+	off := udpFrameHeaders
+	for i := range msgs {
+		off += copy(b[off:], msgs[i].Buf)
+	}
+	b = b[:off]
+	// The kernel segments the super-frame and fixes each segment's UDP
+	// length and checksum from the pseudo-header sum over the total length.
+	v := link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(seg), HdrLen: udpFrameHeaders}
+	engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
+	t.push(b, v, ok, hop, now)
+	s.st.gsoFramesOut.Add(1)
+	return t.flush() // big is reused by the next super-frame
+}
+
+// WriteToUDPAddrPort sends b to addr. It does not allocate.
+func (c *UDPConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	if c.raddr.IsValid() {
+		return 0, ErrWriteToConnected
+	}
+	m := [1]Message{{Buf: b, Addr: addr}}
+	if _, err := c.WriteBatch(m[:]); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// WriteTo implements net.PacketConn.
+func (c *UDPConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	var ap netip.AddrPort
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	default:
+		return 0, c.opError("write", fmt.Errorf("%w: %v", ErrAddr, addr))
+	}
+	n, err := c.WriteToUDPAddrPort(b, ap)
+	if err != nil {
+		return 0, c.opError("write", err)
+	}
+	return n, nil
+}
+
+// Write implements net.Conn on a connected socket.
+func (c *UDPConn) Write(b []byte) (int, error) {
+	if !c.raddr.IsValid() {
+		return 0, c.opError("write", ErrNotConnected)
+	}
+	m := [1]Message{{Buf: b}}
+	if _, err := c.WriteBatch(m[:]); err != nil {
+		return 0, c.opError("write", err)
+	}
+	return len(b), nil
+}
+
+func (c *UDPConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "udp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+func (s *Stack) pseudo(dst [4]byte, length uint16) uint16 {
+	return checksum.PseudoHeader(s.addr, dst, header.ProtocolUDP, length)
+}
+
+// rxQueue is a socket's receive ring: a descriptor ring and a byte arena,
+// filled by the single receive goroutine and drained by readers (who
+// serialise on UDPConn.rmu). Head and tail are atomics, so the producer
+// never takes a lock; a reader about to sleep sets waiting, and the
+// producer wakes it through a one-slot channel without allocating.
+type rxQueue struct {
+	descs  []rxDesc
+	arena  []byte
+	notify chan struct{}
+	_      [64]byte
+	// Written by readers.
+	head atomic.Uint64 // next descriptor to read
+	rpos atomic.Uint64 // arena position up to which readers released
+	_    [64]byte
+	// Written by the producer.
+	tail    atomic.Uint64 // next descriptor to write
+	wpos    uint64        // producer's arena position (monotonic)
+	waiting atomic.Bool   // written by both, rarely: only around sleeps
+	_       [64]byte
+}
+
+type rxDesc struct {
+	off, n uint32
+	end    uint64 // arena position after this datagram
+	from   netip.AddrPort
+}
+
+func (q *rxQueue) init(n, bytes int) {
+	q.descs = make([]rxDesc, n)
+	q.arena = make([]byte, bytes)
+	q.notify = make(chan struct{}, 1)
+}
+
+// push copies p into the ring; false means the ring is full.
+func (q *rxQueue) push(p []byte, from netip.AddrPort) bool {
+	t := q.tail.Load()
+	if t-q.head.Load() >= uint64(len(q.descs)) {
+		return false
+	}
+	size := uint64(len(q.arena))
+	pos := q.wpos
+	off := pos % size
+	if off+uint64(len(p)) > size { // wrap: skip the arena's tail
+		pos += size - off
+		off = 0
+	}
+	end := pos + uint64(len(p))
+	if end-q.rpos.Load() > size {
+		return false
+	}
+	copy(q.arena[off:], p)
+	q.descs[t%uint64(len(q.descs))] = rxDesc{uint32(off), uint32(len(p)), end, from}
+	q.wpos = end
+	q.tail.Store(t + 1)
+	return true
+}
+
+// wake rouses a sleeping reader, if any.
+func (q *rxQueue) wake() {
+	if q.waiting.Load() && q.waiting.CompareAndSwap(true, false) {
+		q.kick()
+	}
+}
+
+func (q *rxQueue) kick() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// arm announces a reader about to sleep; false means data is already
+// there and the reader must not sleep.
+func (q *rxQueue) arm() bool {
+	q.waiting.Store(true)
+	if q.tail.Load() != q.head.Load() {
+		q.waiting.Store(false)
+		return false
+	}
+	return true
+}
+
+// pop copies up to len(msgs) datagrams out. Callers serialise.
+func (q *rxQueue) pop(msgs []Message) int {
+	h := q.head.Load()
+	avail := q.tail.Load() - h
+	n := min(uint64(len(msgs)), avail)
+	for i := range n {
+		d := &q.descs[(h+i)%uint64(len(q.descs))]
+		m := &msgs[i]
+		m.N = copy(m.Buf, q.arena[d.off:d.off+d.n])
+		m.Addr = d.from
+		q.rpos.Store(d.end)
+	}
+	q.head.Store(h + n)
+	return int(n)
+}

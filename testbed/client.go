@@ -1,0 +1,295 @@
+package testbed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"reflect"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/netstation/netstation/fabric"
+	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/testbed/spec"
+	"github.com/vishvananda/netlink"
+)
+
+// ErrRunning: the testbed is already up with a different topology.
+var ErrRunning = errors.New("testbed already up with a different topology")
+
+// UpOptions tune Up.
+type UpOptions struct {
+	Timeout  time.Duration // for the whole bring-up; default 60 s
+	Progress func(Status)  // called as the supervisor reports progress
+}
+
+// hostPrefixes lists every IPv4 prefix routed or addressed in the host's
+// namespace plus the subnets of other testbeds, for picking a free subnet.
+func hostPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	if routes, err := netlink.RouteList(nil, netlink.FAMILY_V4); err == nil {
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if p, err := netip.ParsePrefix(r.Dst.String()); err == nil {
+				out = append(out, p)
+			}
+		}
+	}
+	if addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.IPNet.String()); err == nil {
+				out = append(out, p.Masked())
+			}
+		}
+	}
+	names, _ := List()
+	for _, n := range names {
+		if p, err := LoadPlan(Dir(n)); err == nil {
+			out = append(out, p.Subnet)
+		}
+	}
+	return out
+}
+
+// Prepare validates and resolves t (picking a subnet clear of the host's
+// routes when the file names none) and returns its plan. Nothing is
+// created.
+func Prepare(t *spec.Topology) (*Plan, error) {
+	var subnet netip.Prefix
+	if !t.Subnet.IsValid() {
+		p, err := spec.PickSubnet(hostPrefixes())
+		if err != nil {
+			return nil, err
+		}
+		subnet = p
+	}
+	if err := t.Resolve(subnet); err != nil {
+		return nil, err
+	}
+	return NewPlan(t)
+}
+
+// supervisorAlive reports whether the testbed's supervisor answers.
+func supervisorAlive(dir string) (Status, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var st Status
+	err := ctl.Call(ctx, supervisorSock(dir), "status", nil, &st, nil)
+	return st, err == nil
+}
+
+// Up brings the testbed described by t up and returns when every
+// peripheral answers. It is idempotent: if the same testbed is already up
+// with the same plan, it returns at once; if a previous one crashed, its
+// remains are removed first.
+func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
+	if opt.Timeout == 0 {
+		opt.Timeout = 60 * time.Second
+	}
+	dir := Dir(t.Name)
+	if old, err := LoadPlan(dir); err == nil {
+		if _, alive := supervisorAlive(dir); alive {
+			if !t.Subnet.IsValid() {
+				t.Subnet = old.Subnet // keep the subnet it was given
+			}
+			plan, err := Prepare(t)
+			if err != nil {
+				return nil, err
+			}
+			plan.Source = old.Source
+			if !reflect.DeepEqual(plan, old) {
+				return nil, fmt.Errorf("%w: %s (run `netstation down %s` first)", ErrRunning, t.Name, t.Name)
+			}
+			return old, waitReady(ctx, dir, opt)
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		// A crashed or half-built testbed: clean it before starting anew.
+		if err := Down(ctx, t.Name); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("clean up the previous %s: %w", t.Name, err)
+		}
+	}
+	plan, err := Prepare(t)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir+"/nodes", 0o755); err != nil {
+		return nil, err
+	}
+	if err := plan.save(dir); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(supervisorLog(dir), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(Executable, "supervise", "--state", dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives the CLI
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start supervisor: %w", err)
+	}
+	j, err := openJournal(dir)
+	if err == nil {
+		_ = j.record(entry{Kind: entryProc, Name: "supervisor", PID: cmd.Process.Pid, Start: procStartTime(cmd.Process.Pid)})
+		j.Close()
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(ctx, opt.Timeout)
+	defer cancel()
+	werr := make(chan error, 1)
+	go func() { werr <- waitReady(ctx, dir, opt) }()
+	select {
+	case err = <-werr:
+	case e := <-exited:
+		err = fmt.Errorf("supervisor exited during bring-up (%v): %s", e, tail(supervisorLog(dir), 5))
+	}
+	if err != nil {
+		_ = Down(context.Background(), t.Name)
+		return nil, err
+	}
+	return plan, nil
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func waitReady(ctx context.Context, dir string, opt UpOptions) error {
+	for {
+		st, alive := supervisorAlive(dir)
+		if alive {
+			if opt.Progress != nil {
+				opt.Progress(st)
+			}
+			switch st.Phase {
+			case PhaseReady:
+				return nil
+			case PhaseFailed:
+				return fmt.Errorf("testbed %s failed: %s", st.Name, st.Error)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testbed did not come up: %w", ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// Down removes the named testbed: through its supervisor when it answers,
+// and in any case by sweeping the journal, the processes and the prefix.
+func Down(ctx context.Context, name string) error {
+	dir := Dir(name)
+	plan, _ := LoadPlan(dir)
+	_, statErr := os.Stat(dir)
+	left, _ := fabric.ListNetns(Prefix(name))
+	if statErr != nil && len(left) == 0 {
+		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if _, alive := supervisorAlive(dir); alive {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_ = ctl.Call(cctx, supervisorSock(dir), "down", nil, nil, nil)
+		cancel()
+	}
+	err := teardown(dir, plan, slog.Default())
+	if rerr := os.RemoveAll(dir); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	if left, _ := fabric.ListNetns(Prefix(name)); len(left) > 0 {
+		err = errors.Join(err, fmt.Errorf("namespaces left behind: %s", strings.Join(left, " ")))
+	}
+	return err
+}
+
+// DownAll removes every testbed in the state root.
+func DownAll(ctx context.Context) ([]string, error) {
+	names, err := List()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := Down(ctx, n); err != nil && !errors.Is(err, ErrNotFound) {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return names, errors.Join(errs...)
+}
+
+// GetStatus asks the testbed's supervisor for its status.
+func GetStatus(ctx context.Context, name string) (Status, error) {
+	dir := Dir(name)
+	if _, err := os.Stat(dir); err != nil {
+		return Status{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	var st Status
+	if err := ctl.Call(ctx, supervisorSock(dir), "status", nil, &st, nil); err != nil {
+		return Status{}, fmt.Errorf("testbed %s: supervisor not answering (%v); `netstation down %s` cleans up", name, err, name)
+	}
+	return st, nil
+}
+
+// Ping makes node from ping node to (by name or IPv4 address) over their
+// user-level stacks. Each reply is passed to each as it arrives.
+func Ping(ctx context.Context, testbed, from, to string, args peripherals.PingArgs, each func(peripherals.PingReply)) (*peripherals.PingSummary, error) {
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	if _, err := plan.Node(from); err != nil {
+		return nil, err
+	}
+	if a, err := netip.ParseAddr(to); err == nil {
+		args.Dst = a
+	} else {
+		n, err := plan.Node(to)
+		if err != nil {
+			return nil, err
+		}
+		args.Dst = n.Addr.Addr()
+	}
+	var sum peripherals.PingSummary
+	err = ctl.Call(ctx, NodeSock(dir, from), "ping", args, &sum, func(m json.RawMessage) error {
+		var r peripherals.PingReply
+		if err := json.Unmarshal(m, &r); err == nil && each != nil {
+			each(r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ping from %s: %w", from, err)
+	}
+	return &sum, nil
+}
+
+// ExecCommand prepares argv to run inside node's namespace; the caller sets
+// its I/O and calls StartIn via Exec.
+func Exec(testbed, node string, cmd *exec.Cmd) error {
+	plan, err := LoadPlan(Dir(testbed))
+	if err != nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	n, err := plan.Node(node)
+	if err != nil {
+		return err
+	}
+	return fabric.StartIn(n.NS, cmd)
+}

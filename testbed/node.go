@@ -1,0 +1,41 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/netstation/netstation/peripherals"
+)
+
+// RunNode is the body of `netstation node run`: the process is already in
+// the node's namespace (the supervisor started it there); it brings up the
+// peripheral and serves until ctx ends or a shutdown is requested.
+func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return err
+	}
+	n, err := plan.Node(name)
+	if err != nil {
+		return err
+	}
+	mac, err := net.ParseMAC(n.MAC)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", name, err)
+	}
+	p, err := peripherals.Start(peripherals.Config{
+		Name: n.Name, Kind: string(n.Kind), IfName: n.IfName, MAC: mac, Addr: n.Addr,
+		MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Shaped: n.RateBits > 0, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-p.Done():
+	}
+	log.Info("peripheral stopping", "node", name)
+	return p.Close()
+}

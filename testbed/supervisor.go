@@ -1,0 +1,407 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/netstation/netstation/fabric"
+	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/peripherals"
+)
+
+// Executable is the netstation binary the supervisor re-executes for each
+// peripheral (and Up for the supervisor). Tests point it at a freshly built
+// binary.
+var Executable = func() string {
+	p, err := os.Executable()
+	if err != nil {
+		return "netstation"
+	}
+	return p
+}()
+
+// Phases of a testbed, as reported by status.
+const (
+	PhaseBuilding = "building"
+	PhaseStarting = "starting"
+	PhaseReady    = "ready"
+	PhaseFailed   = "failed"
+	PhaseStopping = "stopping"
+)
+
+// Node states.
+const (
+	StateStarting   = "starting"
+	StateRunning    = "running"
+	StateRestarting = "restarting"
+	StateStopped    = "stopped"
+)
+
+// NodeStatus is one row of `netstation status`.
+type NodeStatus struct {
+	Name     string   `json:"name"`
+	Kind     string   `json:"kind"`
+	IP       string   `json:"ip"`
+	MAC      string   `json:"mac"`
+	PID      int      `json:"pid"`
+	State    string   `json:"state"`
+	Restarts int      `json:"restarts"`
+	RX       uint64   `json:"rx"`
+	TX       uint64   `json:"tx"`
+	Drops    uint64   `json:"drops"`
+	Services []string `json:"services"`
+	LastExit string   `json:"last_exit,omitempty"`
+	// DropReasons breaks Drops down by the engine's reason names.
+	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
+}
+
+// Status is the state of a whole testbed.
+type Status struct {
+	Name   string       `json:"name"`
+	Subnet string       `json:"subnet"`
+	Phase  string       `json:"phase"`
+	Error  string       `json:"error,omitempty"`
+	PID    int          `json:"supervisor_pid"`
+	Nodes  []NodeStatus `json:"nodes"`
+}
+
+type nodeProc struct {
+	plan     *NodePlan
+	pid      int
+	state    string
+	restarts int
+	lastExit string
+}
+
+// supervisor owns one testbed while it is up.
+type supervisor struct {
+	dir  string
+	plan *Plan
+	j    *journal
+	log  *slog.Logger
+	fab  *fabric.Session // one set of netlink handles for the whole build
+
+	mu    sync.Mutex
+	phase string
+	err   string
+	nodes map[string]*nodeProc
+
+	stopping chan struct{}
+	stopOnce sync.Once
+	downDone chan struct{}
+	wg       sync.WaitGroup
+}
+
+// RunSupervisor builds the testbed whose plan is in dir and supervises it
+// until it is told to go down (control socket op "down") or gets SIGTERM;
+// then it removes everything. It is the body of `netstation supervise`.
+func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return err
+	}
+	j, err := openJournal(dir)
+	if err != nil {
+		return err
+	}
+	s := &supervisor{
+		dir: dir, plan: plan, j: j, log: log,
+		phase: PhaseBuilding, nodes: map[string]*nodeProc{},
+		stopping: make(chan struct{}), downDone: make(chan struct{}),
+	}
+	for i := range plan.Nodes {
+		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], state: StateStarting}
+	}
+	srv, err := ctl.Listen(supervisorSock(dir), s.handle)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	fab, err := fabric.NewSession()
+	if err != nil {
+		return err
+	}
+	s.fab = fab
+	err = s.buildFabric()
+	// The session's handles would keep the namespaces alive: let go now.
+	fab.Close()
+	if err != nil {
+		s.setPhase(PhaseFailed, err.Error())
+		log.Error("fabric", "err", err)
+	} else {
+		log.Info("fabric built", "nodes", len(plan.Nodes), "took", time.Since(t0))
+		s.setPhase(PhaseStarting, "")
+		for _, n := range s.nodes {
+			s.wg.Add(1)
+			go s.superviseNode(n)
+		}
+		go s.waitReady()
+	}
+	select {
+	case <-ctx.Done():
+	case <-s.stopping:
+	}
+	s.stop()
+	s.setPhase(PhaseStopping, "")
+	s.wg.Wait()
+	terr := teardown(dir, plan, log)
+	j.Close()
+	close(s.downDone)
+	// Give the "down" caller a moment to read its answer before the socket goes.
+	time.Sleep(50 * time.Millisecond)
+	srv.Close()
+	if terr == nil {
+		terr = os.RemoveAll(dir)
+	}
+	return terr
+}
+
+func (s *supervisor) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+func (s *supervisor) setPhase(p, err string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == PhaseFailed && p != PhaseStopping {
+		return
+	}
+	s.phase, s.err = p, err
+}
+
+// buildFabric creates the fabric namespace, bridges, optional host access
+// and every node's namespace and veth, journalling each before creating it.
+func (s *supervisor) buildFabric() error {
+	p := s.plan
+	if err := s.j.record(entry{Kind: entryNetns, Name: p.FabricNS}); err != nil {
+		return err
+	}
+	if err := s.fab.CreateNetns(p.FabricNS); err != nil {
+		return err
+	}
+	for _, seg := range p.Segments {
+		if err := s.fab.CreateBridge(p.FabricNS, seg.Bridge, p.MTU); err != nil {
+			return err
+		}
+	}
+	if h := p.Host; h != nil {
+		if err := s.j.record(entry{Kind: entryHostLink, Name: h.IfName}); err != nil {
+			return err
+		}
+		if err := s.fab.CreateVeth(fabric.VethSpec{
+			NameA: h.Port, NamespaceA: p.FabricNS, MasterA: h.Bridge,
+			NameB: h.IfName, NamespaceB: "", MTU: p.MTU,
+		}); err != nil {
+			return err
+		}
+		if err := s.fab.SetAddr("", h.IfName, h.Addr); err != nil {
+			return err
+		}
+	}
+	// Nodes one after another through one Session: measured faster than
+	// parallel workers, which contend on the kernel's rtnl lock.
+	for i := range p.Nodes {
+		if err := s.buildNode(&p.Nodes[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *supervisor) buildNode(n *NodePlan) error {
+	if err := s.j.record(entry{Kind: entryNetns, Name: n.NS}); err != nil {
+		return err
+	}
+	if err := s.fab.CreateNetns(n.NS); err != nil {
+		return err
+	}
+	mac, err := net.ParseMAC(n.MAC)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if err := s.fab.CreateVeth(fabric.VethSpec{
+		NameA: n.Port, NamespaceA: s.plan.FabricNS, MasterA: n.Bridge,
+		NameB: n.IfName, NamespaceB: n.NS, MACB: mac, MTU: s.plan.MTU,
+	}); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if err := s.fab.SetLinkState(n.NS, "lo", true); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if n.RateBits > 0 {
+		// Shape both directions: toward the node on the fabric port, from
+		// the node on its own port (the node's link then keeps the qdisc).
+		if err := s.fab.SetRate(s.plan.FabricNS, n.Port, n.RateBits); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		if err := s.fab.SetRate(n.NS, n.IfName, n.RateBits); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// superviseNode keeps one peripheral process running, restarting it with
+// exponential back-off (100 ms doubling to 5 s, reset after 30 s of health).
+func (s *supervisor) superviseNode(n *nodeProc) {
+	defer s.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		logf, err := os.OpenFile(NodeLog(s.dir, n.plan.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			s.log.Error("node log", "node", n.plan.Name, "err", err)
+			return
+		}
+		cmd := exec.Command(Executable, "node", "run", "--state", s.dir, "--name", n.plan.Name)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		started := time.Now()
+		err = fabric.StartIn(n.plan.NS, cmd)
+		logf.Close()
+		if err == nil {
+			_ = s.j.record(entry{Kind: entryProc, Name: n.plan.Name, PID: cmd.Process.Pid, Start: procStartTime(cmd.Process.Pid)})
+			s.mu.Lock()
+			n.pid = cmd.Process.Pid
+			if n.state != StateStarting {
+				n.state = StateRunning
+			}
+			s.mu.Unlock()
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err = <-exited:
+			case <-s.stopping:
+				stopProcess(cmd.Process, exited)
+				s.mu.Lock()
+				n.state, n.pid = StateStopped, 0
+				s.mu.Unlock()
+				return
+			}
+		}
+		select {
+		case <-s.stopping:
+			return
+		default:
+		}
+		msg := "exited"
+		if err != nil {
+			msg = err.Error()
+		}
+		s.log.Warn("peripheral exited; restarting", "node", n.plan.Name, "err", msg, "backoff", backoff)
+		s.mu.Lock()
+		n.state, n.pid, n.lastExit = StateRestarting, 0, msg
+		n.restarts++
+		s.mu.Unlock()
+		if time.Since(started) > 30*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-time.After(backoff):
+		case <-s.stopping:
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// stopProcess asks a peripheral to stop (SIGTERM) and kills it if it has
+// not within two seconds.
+func stopProcess(p *os.Process, exited <-chan error) {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Second):
+		_ = p.Kill()
+		<-exited
+	}
+}
+
+// waitReady marks the testbed ready when every peripheral answers on its
+// control socket; node states follow.
+func (s *supervisor) waitReady() {
+	deadline := time.Now().Add(60 * time.Second)
+	pending := map[string]bool{}
+	for name := range s.nodes {
+		pending[name] = true
+	}
+	for len(pending) > 0 {
+		for name := range pending {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			err := ctl.Call(ctx, NodeSock(s.dir, name), "status", nil, nil, nil)
+			cancel()
+			if err == nil {
+				delete(pending, name)
+				s.mu.Lock()
+				s.nodes[name].state = StateRunning
+				s.mu.Unlock()
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.setPhase(PhaseFailed, fmt.Sprintf("%d peripherals did not come up within 60 s (see netstation logs)", len(pending)))
+			return
+		}
+		select {
+		case <-s.stopping:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	s.setPhase(PhaseReady, "")
+	s.log.Info("testbed ready")
+}
+
+func (s *supervisor) handle(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
+	switch req.Op {
+	case "status":
+		return s.status(ctx), nil
+	case "down":
+		s.stop()
+		select {
+		case <-s.downDone:
+			return "down", nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, fmt.Errorf("unknown op %q", req.Op)
+}
+
+func (s *supervisor) status(ctx context.Context) Status {
+	s.mu.Lock()
+	st := Status{Name: s.plan.Testbed, Subnet: s.plan.Subnet.String(), Phase: s.phase, Error: s.err, PID: os.Getpid()}
+	for _, np := range s.plan.Nodes {
+		n := s.nodes[np.Name]
+		st.Nodes = append(st.Nodes, NodeStatus{
+			Name: np.Name, Kind: string(np.Kind), IP: np.Addr.Addr().String(), MAC: np.MAC,
+			PID: n.pid, State: n.state, Restarts: n.restarts, LastExit: n.lastExit,
+		})
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for i := range st.Nodes {
+		if st.Nodes[i].PID == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(ns *NodeStatus) {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			var ps peripherals.Status
+			if err := ctl.Call(cctx, NodeSock(s.dir, ns.Name), "status", nil, &ps, nil); err == nil {
+				ns.RX, ns.TX, ns.Drops, ns.Services, ns.DropReasons = ps.RX, ps.TX, ps.Drops, ps.Services, ps.DropReasons
+			}
+		}(&st.Nodes[i])
+	}
+	wg.Wait()
+	return st
+}
