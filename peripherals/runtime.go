@@ -16,6 +16,7 @@ import (
 	"github.com/netstation/netstation/stack/engine"
 	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/netstation/netstation/stack/link/impair"
 )
 
 // Config describes one peripheral process.
@@ -48,6 +49,9 @@ type Status struct {
 	// DropReasons names every non-zero drop counter of the engine.
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
 	Stack       stack.Stats       `json:"stack"`
+	// Impair is the link-layer impairment in force and what it did.
+	Impair         impair.Params   `json:"impair"`
+	ImpairCounters impair.Counters `json:"impair_counters"`
 }
 
 // PingArgs ask a peripheral to ping an address over its own stack.
@@ -79,7 +83,11 @@ type PingSummary struct {
 type Peripheral struct {
 	cfg      Config
 	link     link.Link
+	impair   *impair.Link
 	stack    *stack.Stack
+	kernel   kernelState
+	opsMu    sync.Mutex
+	ops      map[string]ctl.Handler
 	ctl      *ctl.Server
 	started  time.Time
 	services []string
@@ -101,12 +109,14 @@ func Start(cfg Config) (*Peripheral, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open link %s: %w", cfg.IfName, err)
 	}
-	st, err := stack.New(l, stack.Config{MAC: cfg.MAC, Addr: cfg.Addr, MTU: cfg.MTU})
+	il := impair.Wrap(l)
+	st, err := stack.New(il, stack.Config{MAC: cfg.MAC, Addr: cfg.Addr, MTU: cfg.MTU})
 	if err != nil {
-		l.Close()
+		il.Close()
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
-	p := &Peripheral{cfg: cfg, link: l, stack: st, started: time.Now(), log: cfg.Logger, stop: make(chan struct{})}
+	p := &Peripheral{cfg: cfg, link: il, impair: il, stack: st, started: time.Now(), log: cfg.Logger,
+		stop: make(chan struct{}), ops: map[string]ctl.Handler{}}
 	srv, err := ctl.Listen(cfg.ControlPath, p.handle)
 	if err != nil {
 		st.Close()
@@ -122,7 +132,21 @@ func Start(cfg Config) (*Peripheral, error) {
 func (p *Peripheral) Stack() *stack.Stack { return p.stack }
 
 // AddService records a running service for status.
-func (p *Peripheral) AddService(name string) { p.services = append(p.services, name) }
+func (p *Peripheral) AddService(name string) {
+	p.opsMu.Lock()
+	p.services = append(p.services, name)
+	p.opsMu.Unlock()
+}
+
+// Handle adds a control-socket operation (a service's own requests).
+func (p *Peripheral) Handle(op string, h ctl.Handler) {
+	p.opsMu.Lock()
+	p.ops[op] = h
+	p.opsMu.Unlock()
+}
+
+// Config returns the peripheral's configuration.
+func (p *Peripheral) Config() Config { return p.cfg }
 
 // Done is closed when a shutdown was requested over the control socket.
 func (p *Peripheral) Done() <-chan struct{} { return p.stop }
@@ -130,6 +154,7 @@ func (p *Peripheral) Done() <-chan struct{} { return p.stop }
 // Close stops everything.
 func (p *Peripheral) Close() error {
 	p.stopOnce.Do(func() { close(p.stop) })
+	p.setKernel(false)
 	errs := []error{p.ctl.Close(), p.stack.Close(), p.link.Close()}
 	_ = os.Remove(p.cfg.ControlPath)
 	return errors.Join(errs...)
@@ -141,10 +166,14 @@ func (p *Peripheral) Status() Status {
 	st := Status{
 		Node: p.cfg.Name, Kind: p.cfg.Kind, PID: os.Getpid(),
 		Addr: p.cfg.Addr.String(), MAC: p.cfg.MAC.String(),
-		Uptime:   time.Since(p.started).Seconds(),
-		Services: append([]string{"ping"}, p.services...),
-		Stack:    s,
+		Uptime:         time.Since(p.started).Seconds(),
+		Stack:          s,
+		Impair:         p.impair.Params(),
+		ImpairCounters: p.impair.Counters(),
 	}
+	p.opsMu.Lock()
+	st.Services = append([]string{"ping"}, p.services...)
+	p.opsMu.Unlock()
 	st.RX, st.TX, st.Drops = s.RxFrames, s.TxFrames, s.TotalDrops()
 	for r, n := range s.Drops {
 		if n > 0 {
@@ -170,6 +199,28 @@ func (p *Peripheral) handle(ctx context.Context, req ctl.Request, s *ctl.Stream)
 	case "shutdown":
 		p.stopOnce.Do(func() { close(p.stop) })
 		return nil, nil
+	case "impair":
+		var a impair.Params
+		if err := req.Decode(&a); err != nil {
+			return nil, err
+		}
+		p.impair.Set(a)
+		return p.impair.Params(), nil
+	case "kernel":
+		var on bool
+		if err := req.Decode(&on); err != nil {
+			return nil, err
+		}
+		if err := p.setKernel(on); err != nil {
+			return nil, err
+		}
+		return KernelAddr(p.cfg.Addr), nil
+	}
+	p.opsMu.Lock()
+	h := p.ops[req.Op]
+	p.opsMu.Unlock()
+	if h != nil {
+		return h(ctx, req, s)
 	}
 	return nil, fmt.Errorf("unknown op %q", req.Op)
 }

@@ -6,7 +6,11 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/netstation/netstation/cpu"
+	"github.com/netstation/netstation/cpu/workload"
+	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/testbed/spec"
 )
 
 // RunNode is the body of `netstation node run`: the process is already in
@@ -31,6 +35,24 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 	})
 	if err != nil {
 		return err
+	}
+	switch n.Kind {
+	case spec.KindDisk:
+		d, err := peripherals.StartDisk(p, NodeDisk(dir, n.Name), n.DiskSize)
+		if err != nil {
+			p.Close()
+			return err
+		}
+		defer d.Close()
+	case spec.KindCPU:
+		p.Handle("storage", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+			var a cpu.StorageArgs
+			if err := req.Decode(&a); err != nil {
+				return nil, err
+			}
+			return cpu.RunStorage(ctx, p.Stack(), a, func(pr workload.Progress) { _ = s.Send(pr) })
+		})
+		p.AddService("storage-client")
 	}
 	select {
 	case <-ctx.Done():

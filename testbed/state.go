@@ -60,3 +60,7 @@ func NodeSock(dir, node string) string { return filepath.Join(dir, "nodes", node
 
 // NodeLog is the log file of a peripheral.
 func NodeLog(dir, node string) string { return filepath.Join(dir, "nodes", node+".log") }
+
+// NodeDisk is the backing file of a disk peripheral: kept across restarts
+// of the peripheral, removed with the testbed.
+func NodeDisk(dir, node string) string { return filepath.Join(dir, "nodes", node+".img") }

@@ -345,6 +345,17 @@ func (s *supervisor) waitReady() {
 		if len(pending) == 0 {
 			break
 		}
+		// A peripheral that keeps dying before it ever answered will not
+		// come up by waiting: fail now, with its own words.
+		for name := range pending {
+			s.mu.Lock()
+			r := s.nodes[name].restarts
+			s.mu.Unlock()
+			if r >= 3 {
+				s.setPhase(PhaseFailed, fmt.Sprintf("peripheral %s exits at start (%d tries): %s", name, r+1, tail(NodeLog(s.dir, name), 1)))
+				return
+			}
+		}
 		if time.Now().After(deadline) {
 			s.setPhase(PhaseFailed, fmt.Sprintf("%d peripherals did not come up within 60 s (see netstation logs)", len(pending)))
 			return

@@ -44,7 +44,7 @@ each other directly over IP.`,
 	}
 	root.AddCommand(
 		newUpCmd(), newDownCmd(), newStatusCmd(), newExecCmd(), newLogsCmd(),
-		newPingCmd(), newGraphCmd(), newValidateCmd(),
+		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(),
 		newSuperviseCmd(), newNodeCmd(),
 	)
 	return root

@@ -12,6 +12,9 @@ const (
 	Magic   = 0x4E44 // "ND": netstation disk
 	Version = 1
 
+	// Port is the UDP port a disk peripheral serves on.
+	Port = 10810
+
 	// RequestHeaderSize is the fixed size of a request header, capability
 	// included; a WRITE's data follows it.
 	RequestHeaderSize = 128

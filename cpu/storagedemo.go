@@ -1,0 +1,78 @@
+package cpu
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/cpu/workload"
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/stack"
+)
+
+// StorageArgs ask the processor to run the storage demo against a disk.
+type StorageArgs struct {
+	Disk       netip.Addr `json:"disk"`  // the disk's address on the chosen stack
+	Local      netip.Addr `json:"local"` // our address on the chosen stack
+	Stack      string     `json:"stack"` // "user" or "kernel"
+	Size       int64      `json:"size"`
+	BlockSize  int        `json:"bs"`
+	QueueDepth int        `json:"qd"`
+	Seed       uint64     `json:"seed"`
+	// MaxRequest caps one protocol request's data (0: the disk's maximum).
+	// On lossy paths small requests avoid IP fragmentation, where losing
+	// any fragment loses the datagram.
+	MaxRequest int `json:"max_request"`
+}
+
+// StorageResult is the demo's outcome.
+type StorageResult struct {
+	Report workload.StorageReport `json:"report"`
+	Client storage.Stats          `json:"client"`
+}
+
+// RunStorage runs the storage demo from this processor: it opens a UDP
+// socket on the user-level stack st (or on the kernel's, for the
+// baseline), dials the disk and runs workload.RunStorage. progress may be
+// nil.
+func RunStorage(ctx context.Context, st *stack.Stack, a StorageArgs, progress func(workload.Progress)) (*StorageResult, error) {
+	var pc net.PacketConn
+	var err error
+	switch a.Stack {
+	case "user", "":
+		a.Stack = "user"
+		pc, err = st.ListenUDP(netip.AddrPortFrom(st.Addr(), 0))
+	case "kernel":
+		var kc *net.UDPConn
+		kc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Local, 0)))
+		if err == nil {
+			_ = kc.SetReadBuffer(8 << 20)
+			_ = kc.SetWriteBuffer(8 << 20)
+			pc = kc
+		}
+	default:
+		return nil, fmt.Errorf("unknown stack %q (user or kernel)", a.Stack)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage demo: socket: %w", err)
+	}
+	c, err := storage.Dial(pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Disk, diskproto.Port)), storage.Options{MaxRequest: a.MaxRequest})
+	if err != nil {
+		return nil, fmt.Errorf("storage demo: disk %v: %w", a.Disk, err)
+	}
+	defer c.Close()
+	if a.Size > c.Info().Size {
+		return nil, fmt.Errorf("storage demo: %d bytes do not fit the disk's %d", a.Size, c.Info().Size)
+	}
+	rep, err := workload.RunStorage(ctx, c, workload.StorageOptions{
+		Size: a.Size, BlockSize: a.BlockSize, QueueDepth: a.QueueDepth, Seed: a.Seed, Progress: progress,
+	})
+	res := &StorageResult{Client: c.Stats()}
+	if rep != nil {
+		rep.Stack = a.Stack
+		res.Report = *rep
+	}
+	return res, err
+}
