@@ -68,7 +68,9 @@ The default testbed is brought up if no testbed is up.`,
 			if err != nil {
 				return err
 			}
-			quiet := output == "json"
+			// The bar redraws one line: only on a terminal, never in JSON mode.
+			fi, _ := os.Stderr.Stat()
+			quiet := output == "json" || fi == nil || fi.Mode()&os.ModeCharDevice == 0
 			var bar progressBar
 			res, err := testbed.StorageDemo(cmd.Context(), name, testbed.StorageDemoArgs{
 				CPU: from, Disk: to, LossPPM: lossPPM,
