@@ -32,13 +32,18 @@ var (
 type TxMode int
 
 const (
-	// TxSendmmsg sends each batch with one sendmmsg call (one message per
-	// frame: virtio-net header + frame). Measured fastest here; the default.
-	TxSendmmsg TxMode = iota
 	// TxRing copies frames into a TPACKET_V3 transmit ring mapped beside
-	// the receive ring and flushes it with one send call per batch. Frames
-	// that do not fit a ring slot (GSO super-frames) go out by sendmsg.
-	TxRing
+	// the receive ring (256 x 2 KiB slots by default) and flushes it with
+	// one send call per batch. Frames that do not fit a slot (GSO
+	// super-frames) go out by sendmsg on a second, ring-less socket. The
+	// default: it measured faster than sendmmsg here (about 490k vs 250k
+	// pps at 60 B, 460k vs 230k at 1514 B, same run, shared machine).
+	// A frame the kernel rejects (a virtio-net header it finds invalid) is
+	// skipped without an error; TxSendmmsg reports it.
+	TxRing TxMode = iota
+	// TxSendmmsg sends each batch with one sendmmsg call (one message per
+	// frame: virtio-net header + frame) and maps no transmit ring.
+	TxSendmmsg
 )
 
 func (m TxMode) String() string {
@@ -75,9 +80,14 @@ type Options struct {
 	// ReadBatch waits for a frame that has already arrived.
 	BlockTimeout time.Duration
 	// BusyPoll, if positive, makes ReadBatch spin this long on the ring
-	// before sleeping in poll(). It buys latency with CPU time.
+	// before sleeping in poll(). It buys latency with CPU time: a 60-byte
+	// round trip between two links measured p50 3.8 us with 50 us of
+	// busy-polling versus 15 us without. Off by default: a host runs many
+	// links on few cores. Without the doorbell (NoDoorbell) busy-polling
+	// does not help request/response traffic: once both ends have slept,
+	// each waits for a block timeout (measured p50 1 ms).
 	BusyPoll time.Duration
-	// Tx picks the transmit path (default TxSendmmsg).
+	// Tx picks the transmit path (default TxRing).
 	Tx TxMode
 	// TxRingFrames is the number of 2 KiB slots of the TxRing transmit ring
 	// (rounded up to a multiple of 32).
@@ -221,6 +231,15 @@ func (l *Link) open() error {
 	}
 	if !l.opts.NoQdiscBypass {
 		if err := set("PACKET_QDISC_BYPASS", unix.PACKET_QDISC_BYPASS, 1); err != nil {
+			return err
+		}
+	}
+	if l.opts.Tx == TxRing {
+		// Without PACKET_LOSS a transmit slot the kernel rejects (e.g. a
+		// bad virtio-net header) stays TP_STATUS_WRONG_FORMAT and stops the
+		// kernel's walk of the ring for good; with it, the kernel skips the
+		// slot. Must be set before any ring exists.
+		if err := set("PACKET_LOSS", unix.PACKET_LOSS, 1); err != nil {
 			return err
 		}
 	}

@@ -80,40 +80,48 @@ func BenchmarkTx(b *testing.B) {
 // goroutine transmits as fast as it can from the peer namespace.
 func BenchmarkRx(b *testing.B) {
 	for _, size := range []int{60, 1514} {
-		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			w := newWorld(b, 1500)
-			la := open(b, w.a, "vA", Options{})
-			lb := open(b, w.b, "vB", Options{})
-			batch := benchFrames(w, size)
-			var stop atomic.Bool
-			sdone := make(chan struct{})
-			go func() {
-				defer close(sdone)
-				for !stop.Load() {
-					if _, err := la.WriteBatch(batch); err != nil {
-						return
-					}
-				}
-			}()
-			frames := make([]link.Frame, 64)
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			start := time.Now()
-			for got := 0; got < b.N; {
-				n, err := lb.ReadBatch(frames)
-				if err != nil {
-					b.Fatal(err)
-				}
-				got += n
+		for _, bell := range []bool{true, false} {
+			name := fmt.Sprintf("%d/doorbell", size)
+			if !bell {
+				name = fmt.Sprintf("%d/nodoorbell", size)
 			}
-			el := time.Since(start)
-			b.StopTimer()
-			stop.Store(true)
-			<-sdone
-			b.ReportMetric(float64(b.N)/el.Seconds(), "pps")
-			b.ReportMetric(float64(lb.Stats().RingDrops), "rxdrops")
-		})
+			b.Run(name, func(b *testing.B) { benchRx(b, size, Options{NoDoorbell: !bell}) })
+		}
 	}
+}
+
+func benchRx(b *testing.B, size int, o Options) {
+	w := newWorld(b, 1500)
+	la := open(b, w.a, "vA", Options{})
+	lb := open(b, w.b, "vB", o)
+	batch := benchFrames(w, size)
+	var stop atomic.Bool
+	sdone := make(chan struct{})
+	go func() {
+		defer close(sdone)
+		for !stop.Load() {
+			if _, err := la.WriteBatch(batch); err != nil {
+				return
+			}
+		}
+	}()
+	frames := make([]link.Frame, 64)
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	start := time.Now()
+	for got := 0; got < b.N; {
+		n, err := lb.ReadBatch(frames)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got += n
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	stop.Store(true)
+	<-sdone
+	b.ReportMetric(float64(b.N)/el.Seconds(), "pps")
+	b.ReportMetric(float64(lb.Stats().RingDrops), "rxdrops")
 }
 
 // BenchmarkPingPong measures the round trip of a 60-byte frame between two

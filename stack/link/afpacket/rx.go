@@ -47,6 +47,8 @@ type rxRing struct {
 	// release lists blocks whose packets were all delivered by the last
 	// ReadBatch: they go back to the kernel at the start of the next one.
 	release []int
+
+	pfd [3]unix.PollFd // poll set, kept here so sleeping does not allocate
 }
 
 func (r *rxRing) init(mem []byte, blockSize, blocks int) {
@@ -207,6 +209,7 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if l.closed.Load() {
 		return 0, link.ErrClosed
 	}
+	r := &l.rx
 	l.giveBackAll()
 	if n := l.try(frames); n > 0 {
 		return n, nil
@@ -227,7 +230,8 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 			}
 		}
 	}
-	pfd := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}, {Fd: int32(l.bell), Events: unix.POLLIN}}
+	r.pfd = [3]unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}, {Fd: int32(l.bell), Events: unix.POLLIN}}
+	pfd := r.pfd[:]
 	if l.bell < 0 {
 		pfd = pfd[:2]
 	}

@@ -412,3 +412,32 @@ func BenchmarkPingPong(b *testing.B) {
 		})
 	}
 }
+
+// TestNoAllocs: steady-state XSK WriteBatch and XSK ReadBatch allocate
+// nothing per call.
+func TestNoAllocs(t *testing.T) {
+	w := newWorld(t)
+	la := openXDP(t, w.a, "vA", Options{Rx: RxXSK})
+	lb := openXDP(t, w.b, "vB", Options{Rx: RxXSK})
+	batch := make([]link.Frame, 16)
+	for i := range batch {
+		batch[i].Buf = testFrame(w.macB, w.macA, 60+i*90, uint32(i))
+	}
+	frames := make([]link.Frame, 64)
+	round := func() {
+		if _, err := la.WriteBatch(batch); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(batch); {
+			n, err := lb.ReadBatch(frames)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	round()
+	if a := testing.AllocsPerRun(200, round); a != 0 {
+		t.Fatalf("%v allocations per write+read round", a)
+	}
+}

@@ -68,7 +68,9 @@ type Options struct {
 	// TxRetryBudget bounds how long WriteBatch waits for room in the
 	// transmit ring (default 1 s).
 	TxRetryBudget time.Duration
-	// AFPacket configures the receive half of the mixed link.
+	// AFPacket configures the receive half of the mixed link (its Tx is
+	// forced to TxSendmmsg: that half never transmits, so it maps no
+	// transmit ring).
 	AFPacket afpacket.Options
 }
 
@@ -141,6 +143,7 @@ type Link struct {
 
 	rxMu   sync.Mutex
 	rxHeld []uint64 // addresses delivered by the last ReadBatch
+	pfd    [2]unix.PollFd
 
 	rxFrames, rxBytes, rxOversize atomic.Uint64
 	txFrames, txBytes, txRetry    atomic.Uint64
@@ -172,6 +175,8 @@ func Open(ifname string, opts Options) (*Link, error) {
 func (l *Link) open(ifindex int, ifname string) error {
 	o := &l.opts
 	if o.Rx == RxAFPacket {
+		// The XSK transmits: the AF_PACKET half needs no transmit ring.
+		o.AFPacket.Tx = afpacket.TxSendmmsg
 		ap, err := afpacket.Open(ifname, o.AFPacket)
 		if err != nil {
 			return err
@@ -464,7 +469,8 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 		x.fill.publish(uint32(n))
 		l.rxHeld = l.rxHeld[:0]
 	}
-	pfd := []unix.PollFd{{Fd: int32(x.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}}
+	l.pfd = [2]unix.PollFd{{Fd: int32(x.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}}
+	pfd := l.pfd[:]
 	for {
 		n := int(min(x.rx.ready(), uint32(len(frames))))
 		if n > 0 {
