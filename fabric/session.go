@@ -17,7 +17,18 @@ import (
 )
 
 // NetnsDir is where named namespaces are bind-mounted, as with `ip netns`.
-const NetnsDir = "/run/netns"
+// A rootless testbed's supervisor, which cannot write /run/netns, points it
+// at its own state directory with SetNetnsDir before any other call.
+var NetnsDir = "/run/netns"
+
+// SetNetnsDir moves the named-namespace directory (see NetnsDir). Call it
+// once, before anything else in this package runs.
+func SetNetnsDir(dir string) {
+	netnsDirState.Lock()
+	defer netnsDirState.Unlock()
+	NetnsDir = dir
+	netnsDirState.ready = false
+}
 
 // netlinkTimeout bounds every netlink request so a lost reply becomes an
 // error, not a hang.

@@ -105,7 +105,7 @@ func Start(cfg Config) (*Peripheral, error) {
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
 	}
-	l, err := afpacket.Open(cfg.IfName, afpacket.Options{NoQdiscBypass: cfg.Shaped})
+	l, err := afpacket.Open(cfg.IfName, afpacket.Options{NoQdiscBypass: cfg.Shaped, Accept: cfg.Addr})
 	if err != nil {
 		return nil, fmt.Errorf("open link %s: %w", cfg.IfName, err)
 	}
@@ -124,6 +124,7 @@ func Start(cfg Config) (*Peripheral, error) {
 		return nil, err
 	}
 	p.ctl = srv
+	p.registerBench()
 	p.log.Info("peripheral up", "node", cfg.Name, "kind", cfg.Kind, "addr", cfg.Addr, "mac", cfg.MAC.String())
 	return p, nil
 }

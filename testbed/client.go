@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -122,6 +123,9 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if plan.Rootless && plan.Host != nil {
+		return nil, fmt.Errorf("%s: host_access needs root (a rootless testbed cannot add links to the host's namespace)", t.Source)
+	}
 	if err := os.MkdirAll(dir+"/nodes", 0o755); err != nil {
 		return nil, err
 	}
@@ -136,7 +140,21 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	cmd := exec.Command(Executable, "supervise", "--state", dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives the CLI
+	if plan.Rootless {
+		// The supervisor gets a user namespace of its own, where this user
+		// is root, a mount namespace for the namespace bind mounts, and a
+		// network namespace (owned by that user namespace, so its threads
+		// can return to it after visiting a node's): everything it creates
+		// lives and dies with it.
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
+	}
 	if err := cmd.Start(); err != nil {
+		if plan.Rootless {
+			return nil, fmt.Errorf("start supervisor in a user namespace (rootless mode; are unprivileged user namespaces enabled?): %w", err)
+		}
 		return nil, fmt.Errorf("start supervisor: %w", err)
 	}
 	j, err := openJournal(dir)
@@ -199,7 +217,10 @@ func Down(ctx context.Context, name string) error {
 	dir := Dir(name)
 	plan, _ := LoadPlan(dir)
 	_, statErr := os.Stat(dir)
-	left, _ := fabric.ListNetns(Prefix(name))
+	var left []string
+	if os.Geteuid() == 0 {
+		left, _ = fabric.ListNetns(Prefix(name))
+	}
 	if statErr != nil && len(left) == 0 {
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
@@ -212,8 +233,10 @@ func Down(ctx context.Context, name string) error {
 	if rerr := os.RemoveAll(dir); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
-	if left, _ := fabric.ListNetns(Prefix(name)); len(left) > 0 {
-		err = errors.Join(err, fmt.Errorf("namespaces left behind: %s", strings.Join(left, " ")))
+	if plan == nil || !plan.Rootless {
+		if left, _ := fabric.ListNetns(Prefix(name)); len(left) > 0 {
+			err = errors.Join(err, fmt.Errorf("namespaces left behind: %s", strings.Join(left, " ")))
+		}
 	}
 	return err
 }
@@ -291,5 +314,31 @@ func Exec(testbed, node string, cmd *exec.Cmd) error {
 	if err != nil {
 		return err
 	}
+	if plan.Rootless {
+		return execRootless(testbed, n, cmd)
+	}
 	return fabric.StartIn(n.NS, cmd)
+}
+
+// execRootless starts cmd in a node of a rootless testbed. The node's
+// namespace is bind-mounted only inside the supervisor's mount namespace,
+// and a multi-threaded Go process cannot join a user namespace, so the
+// single-threaded nsenter(1) does the joining: first the supervisor's user
+// and mount namespaces, then the node's network namespace.
+func execRootless(testbed string, n *NodePlan, cmd *exec.Cmd) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := GetStatus(ctx, testbed)
+	if err != nil {
+		return err
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return fmt.Errorf("exec in a rootless testbed needs nsenter (util-linux): %w", err)
+	}
+	args := []string{"nsenter", "-t", fmt.Sprint(st.PID), "-U", "-m", "--preserve-credentials", "--",
+		nsenter, "--net=" + filepath.Join(Dir(testbed), "netns", n.NS), "--", cmd.Path}
+	cmd.Args = append(args, cmd.Args[1:]...)
+	cmd.Path = nsenter
+	return cmd.Start()
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/netstation/netstation/testbed/spec"
 )
@@ -25,6 +26,9 @@ type Plan struct {
 	Nodes    []NodePlan    `json:"nodes"`
 	Host     *HostPlan     `json:"host,omitempty"`
 	Source   string        `json:"source"`
+	// Rootless: the testbed lives in a user namespace of its own (the
+	// supervisor's), because up ran without root.
+	Rootless bool `json:"rootless,omitempty"`
 }
 
 // SegmentPlan is one bridge in the fabric namespace.
@@ -46,10 +50,15 @@ type NodePlan struct {
 	MAC      string       `json:"mac"`
 	Addr     netip.Prefix `json:"addr"`
 	RateBits uint64       `json:"rate_bits,omitempty"`
-	DiskSize int64        `json:"disk_size,omitempty"`
-	Width    int          `json:"width,omitempty"`
-	Height   int          `json:"height,omitempty"`
-	Format   string       `json:"format,omitempty"`
+	// Link impairments declared in the topology (see LinkParams).
+	LossPPM    uint32        `json:"loss_ppm,omitempty"`
+	CorruptPPM uint32        `json:"corrupt_ppm,omitempty"`
+	Delay      time.Duration `json:"delay,omitempty"`
+	Seed       uint64        `json:"seed,omitempty"`
+	DiskSize   int64         `json:"disk_size,omitempty"`
+	Width      int           `json:"width,omitempty"`
+	Height     int           `json:"height,omitempty"`
+	Format     string        `json:"format,omitempty"`
 }
 
 // HostPlan is the optional veth into the host's namespace.
@@ -68,6 +77,7 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 		FabricNS: Prefix(t.Name) + "fabric",
 		MTU:      1500,
 		Source:   t.Source,
+		Rootless: os.Geteuid() != 0,
 	}
 	bridges := map[string]string{}
 	for i, s := range t.Segments {
@@ -93,6 +103,11 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 			MAC:      n.MAC.String(),
 			Addr:     netip.PrefixFrom(n.IP, t.Subnet.Bits()),
 			RateBits: n.Link.RateBits,
+
+			LossPPM:    n.Link.LossPPM,
+			CorruptPPM: n.Link.CorruptPPM,
+			Delay:      n.Link.Delay,
+			Seed:       n.Link.Seed,
 		}
 		if n.Disk != nil {
 			np.DiskSize = n.Disk.SizeBytes

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/netstation/netstation/fabric"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"golang.org/x/sys/unix"
 )
 
 // Executable is the netstation binary the supervisor re-executes for each
@@ -60,6 +62,7 @@ type NodeStatus struct {
 	LastExit string   `json:"last_exit,omitempty"`
 	// DropReasons breaks Drops down by the engine's reason names.
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
+	Link        *LinkStatus       `json:"link,omitempty"` // see link.go
 }
 
 // Status is the state of a whole testbed.
@@ -70,6 +73,8 @@ type Status struct {
 	Error  string       `json:"error,omitempty"`
 	PID    int          `json:"supervisor_pid"`
 	Nodes  []NodeStatus `json:"nodes"`
+	// Templates is TemplatesOn, or "off: <reason>" (link.go).
+	Templates string `json:"templates"`
 }
 
 type nodeProc struct {
@@ -87,6 +92,8 @@ type supervisor struct {
 	j    *journal
 	log  *slog.Logger
 	fab  *fabric.Session // one set of netlink handles for the whole build
+
+	links linkManager // link.go
 
 	mu    sync.Mutex
 	phase string
@@ -106,6 +113,11 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	plan, err := LoadPlan(dir)
 	if err != nil {
 		return err
+	}
+	if plan.Rootless {
+		if err := rootlessMounts(dir); err != nil {
+			return err
+		}
 	}
 	j, err := openJournal(dir)
 	if err != nil {
@@ -157,10 +169,25 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	// Give the "down" caller a moment to read its answer before the socket goes.
 	time.Sleep(50 * time.Millisecond)
 	srv.Close()
+	if plan.Rootless {
+		_ = unix.Unmount(fabric.NetnsDir, unix.MNT_DETACH)
+	}
 	if terr == nil {
 		terr = os.RemoveAll(dir)
 	}
 	return terr
+}
+
+// rootlessMounts prepares the supervisor's own mount namespace: nothing it
+// mounts propagates back to the host, and named network namespaces are
+// bind-mounted under the state directory instead of /run/netns, which an
+// ordinary user cannot write.
+func rootlessMounts(dir string) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("rootless: make mounts private: %w", err)
+	}
+	fabric.SetNetnsDir(filepath.Join(dir, "netns"))
+	return nil
 }
 
 func (s *supervisor) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
@@ -243,7 +270,7 @@ func (s *supervisor) buildNode(n *NodePlan) error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
-	return nil
+	return s.setupLink(n)
 }
 
 // superviseNode keeps one peripheral process running, restarting it with
@@ -374,6 +401,10 @@ func (s *supervisor) handle(ctx context.Context, req ctl.Request, _ *ctl.Stream)
 	switch req.Op {
 	case "status":
 		return s.status(ctx), nil
+	case "link", "link-show":
+		return s.handleLink(ctx, req)
+	case "metrics":
+		return s.metrics(ctx), nil
 	case "down":
 		s.stop()
 		select {
@@ -414,5 +445,6 @@ func (s *supervisor) status(ctx context.Context) Status {
 		}(&st.Nodes[i])
 	}
 	wg.Wait()
+	s.fillLinks(ctx, &st)
 	return st
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/fabric"
+	"github.com/netstation/netstation/fabric/tcbpf"
 )
 
 // procStartTime returns field 22 of /proc/<pid>/stat (start time in clock
@@ -94,6 +95,12 @@ func killAll(dir string, ents []entry) {
 func teardown(dir string, plan *Plan, log *slog.Logger) error {
 	ents, _ := readJournal(dir)
 	killAll(dir, ents)
+	if (plan != nil && plan.Rootless && os.Geteuid() != 0) || (plan == nil && os.Geteuid() != 0) {
+		// A rootless testbed's namespaces and links live inside its
+		// supervisor's user, mount and network namespaces: they went with
+		// its processes, and from out here there is nothing to delete.
+		return nil
+	}
 	var errs []error
 	for i := len(ents) - 1; i >= 0; i-- {
 		e := ents[i]
@@ -120,6 +127,11 @@ func teardown(dir string, plan *Plan, log *slog.Logger) error {
 		}
 	}
 	if fabricNS != "" {
+		// Pins of the fabric's ports (templates, impairments) would keep
+		// their programs and maps in memory after the namespace is gone.
+		if err := tcbpf.DetachAll(fabricNS); err != nil {
+			errs = append(errs, err)
+		}
 		if err := fabric.DeleteNetns(fabricNS); err != nil {
 			errs = append(errs, err)
 		}

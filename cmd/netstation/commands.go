@@ -187,6 +187,9 @@ func printStatus(w io.Writer, st testbed.Status) {
 		fmt.Fprintf(w, ": %s", st.Error)
 	}
 	fmt.Fprintln(w)
+	if st.Templates != "" && st.Templates != testbed.TemplatesOn {
+		fmt.Fprintf(w, "kernel transmit templates %s\n", st.Templates)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tKIND\tIP\tMAC\tPID\tSTATE\tRESTARTS\tRX\tTX\tDROPS\tSERVICES")
 	for _, n := range st.Nodes {

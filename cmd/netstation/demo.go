@@ -17,6 +17,7 @@ import (
 func newDemoCmd() *cobra.Command {
 	demo := &cobra.Command{Use: "demo", Short: "Run a demo on a testbed"}
 	demo.AddCommand(newStorageDemoCmd())
+	demo.AddCommand(newDisplayDemoCmd())
 	return demo
 }
 

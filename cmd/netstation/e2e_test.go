@@ -23,15 +23,15 @@ import (
 // once, then run `netstation up/status/ping/down` against testbeds named
 // uniquely per test, with a state root of the test's own.
 
-var binary string
+var nsBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "netstation-e2e")
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "netstation")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	nsBinary = filepath.Join(dir, "netstation")
+	out, err := exec.Command("go", "build", "-o", nsBinary, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
@@ -46,6 +46,9 @@ type bed struct {
 	t     testing.TB
 	state string
 	name  string
+	// uid, when non-zero, runs every command as that user (via setpriv):
+	// the rootless mode of issue #9.
+	uid int
 }
 
 func newBed(t testing.TB) *bed {
@@ -64,18 +67,27 @@ func newBed(t testing.TB) *bed {
 	return bd
 }
 
+func (b *bed) argv(args ...string) []string {
+	if b.uid == 0 {
+		return append([]string{nsBinary}, args...)
+	}
+	return append([]string{"setpriv", fmt.Sprintf("--reuid=%d", b.uid), fmt.Sprintf("--regid=%d", b.uid),
+		"--clear-groups", "--inh-caps=-all", nsBinary}, args...)
+}
+
 func (b *bed) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(binary, args...)
-	c.Env = append(os.Environ(), "NETSTATION_STATE_DIR="+b.state)
+	a := b.argv(args...)
+	c := exec.Command(a[0], a[1:]...)
+	c.Env = append(os.Environ(), "NETSTATION_STATE_DIR="+b.state, "HOME="+b.state)
 	return c
 }
 
 func (b *bed) run(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c := b.cmd(args...)
-	c = exec.CommandContext(ctx, c.Path, c.Args[1:]...)
-	c.Env = append(os.Environ(), "NETSTATION_STATE_DIR="+b.state)
+	a := b.argv(args...)
+	c := exec.CommandContext(ctx, a[0], a[1:]...)
+	c.Env = append(os.Environ(), "NETSTATION_STATE_DIR="+b.state, "HOME="+b.state)
 	out, err := c.CombinedOutput()
 	return string(out), err
 }
@@ -91,10 +103,12 @@ func (b *bed) must(args ...string) string {
 
 // topo writes a topology file for this bed and returns its path.
 func (b *bed) topo(name, body string) string {
-	p := filepath.Join(b.t.TempDir(), "topo.yaml")
+	dir := b.t.TempDir()
+	p := filepath.Join(dir, "topo.yaml")
 	if err := os.WriteFile(p, []byte("name: "+name+"\n"+body), 0o644); err != nil {
 		b.t.Fatal(err)
 	}
+	os.Chmod(dir, 0o755) // readable by the unprivileged user of rootless beds
 	return p
 }
 

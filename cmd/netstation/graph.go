@@ -15,3 +15,6 @@ func defaultGraphSubnet(t *spec.Topology) netip.Prefix {
 	p, _ := spec.PickSubnet(nil)
 	return p
 }
+
+// specParseRate is spec.ParseRate, named for the bench flag.
+var specParseRate = spec.ParseRate

@@ -44,8 +44,10 @@ each other directly over IP.`,
 	}
 	root.AddCommand(
 		newUpCmd(), newDownCmd(), newStatusCmd(), newExecCmd(), newLogsCmd(),
-		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(),
+		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(), newBenchCmd(),
 		newSuperviseCmd(), newNodeCmd(),
+		newDisplayCmd(), newViewCmd(),
 	)
+	addObservability(root) // link, capture, metrics, status -w (link.go)
 	return root
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -17,6 +18,9 @@ const MaxLine = 1 << 20
 
 // ErrRemote wraps an error reported by the far end.
 var ErrRemote = errors.New("remote error")
+
+// ErrPanic: a handler panicked; the request failed, the server lives on.
+var ErrPanic = errors.New("handler panicked")
 
 // Request is one call.
 type Request struct {
@@ -115,7 +119,7 @@ func (s *Server) serve(c net.Conn) {
 		cancel()
 	}()
 	st := &Stream{enc: enc}
-	v, err := s.handler(ctx, req, st)
+	v, err := s.call(ctx, req, st)
 	resp := Response{OK: err == nil, Done: true}
 	if err != nil {
 		resp.Error = err.Error()
@@ -130,6 +134,17 @@ func (s *Server) serve(c net.Conn) {
 	st.mu.Lock()
 	_ = enc.Encode(resp)
 	st.mu.Unlock()
+}
+
+// call runs the handler; a panic in it fails that request (with the
+// stack, so the bug is visible) instead of killing the whole process.
+func (s *Server) call(ctx context.Context, req Request, st *Stream) (v any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v\n%s", ErrPanic, req.Op, r, debug.Stack())
+		}
+	}()
+	return s.handler(ctx, req, st)
 }
 
 func readLine(r *bufio.Reader) ([]byte, error) {

@@ -161,7 +161,7 @@ func describe(n *yaml.Node) string {
 var (
 	reservedTopKeys  = []string{"hosts"}
 	reservedNodeKeys = []string{"host", "capabilities"}
-	reservedLinkKeys = []string{"loss", "delay", "jitter", "corrupt", "duplicate", "reorder"}
+	reservedLinkKeys = []string{"jitter", "duplicate", "reorder"}
 )
 
 // decoder turns the node tree into a Topology, reporting shape problems
@@ -356,7 +356,7 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 		n.Segment, _ = d.scalar(v, path+".segment")
 	}
 	if v := f["link"]; v != nil {
-		lf := d.fields(v, path+".link", []string{"rate"}, reservedLinkKeys)
+		lf := d.fields(v, path+".link", []string{"rate", "loss", "corrupt", "delay", "seed"}, reservedLinkKeys)
 		if v := lf["rate"]; v != nil {
 			field := path + ".link.rate"
 			if s, ok := d.scalar(v, field); ok {
@@ -365,6 +365,41 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 					d.fail(v, field, err)
 				}
 				n.Link.RateBits = r
+			}
+		}
+		for _, k := range []struct {
+			key string
+			dst *uint32
+		}{{"loss", &n.Link.LossPPM}, {"corrupt", &n.Link.CorruptPPM}} {
+			if v := lf[k.key]; v != nil {
+				field := path + ".link." + k.key
+				if s, ok := d.scalar(v, field); ok {
+					r, err := ParsePercent(s)
+					if err != nil {
+						d.fail(v, field, err)
+					}
+					*k.dst = r
+				}
+			}
+		}
+		if v := lf["delay"]; v != nil {
+			field := path + ".link.delay"
+			if s, ok := d.scalar(v, field); ok {
+				r, err := ParseDelay(s)
+				if err != nil {
+					d.fail(v, field, err)
+				}
+				n.Link.Delay = r
+			}
+		}
+		if v := lf["seed"]; v != nil {
+			field := path + ".link.seed"
+			if s, ok := d.scalar(v, field); ok {
+				r, err := strconv.ParseUint(s, 10, 64)
+				if err != nil {
+					d.fail(v, field, badValue(ErrInvalid, "seed %q: want a whole number from 0 to %d", s, uint64(1<<64-1)))
+				}
+				n.Link.Seed = r
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // Kind is what a node is: which peripheral runs in its namespace.
@@ -84,9 +85,14 @@ type Node struct {
 	Line    int            // line of the node in the file; 0 when built in code
 }
 
-// LinkParams shapes the node's port.
+// LinkParams shapes and impairs the node's port. Rates apply to both
+// directions of the link (to and from the node).
 type LinkParams struct {
-	RateBits uint64 // egress rate limit in bit/s; 0: unlimited
+	RateBits   uint64        // rate limit in bit/s; 0: unlimited
+	LossPPM    uint32        // frames lost per million, each direction
+	CorruptPPM uint32        // frames corrupted per million, each direction
+	Delay      time.Duration // added to every frame the node sends (its link layer)
+	Seed       uint64        // makes loss and corruption reproducible; 0: random
 }
 
 // DiskParams configures a disk node.

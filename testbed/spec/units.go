@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"time"
 )
 
 type unit struct {
@@ -176,3 +177,53 @@ func badValue(sentinel error, format string, args ...any) error {
 
 func (e *valueError) Error() string { return e.msg }
 func (e *valueError) Unwrap() error { return e.err }
+
+// PPM is the denominator of ParsePercent's result: 1% is 10,000 ppm.
+const PPM = 1_000_000
+
+// MaxDelay bounds a link's added delay: longer delays hold more frames than
+// a link-layer delay line keeps (see stack/link/impair).
+const MaxDelay = 10 * time.Second
+
+// ParsePercent parses a probability written as a percentage ("1%",
+// "0.1%", "100%"; the % sign is required so that "1" cannot mean 1% to one
+// reader and 100% to another) and returns it in parts per million. The
+// result must be a whole number of ppm (at most four decimals).
+func ParsePercent(s string) (uint32, error) {
+	t := strings.TrimSpace(s)
+	num, ok := strings.CutSuffix(t, "%")
+	if !ok {
+		return 0, badValue(ErrUnit, "percentage %q: want a number and %% (e.g. 1%% or 0.1%%)", s)
+	}
+	n, rest := splitNumber(num)
+	if n == "" || rest != "" {
+		return 0, badValue(ErrInvalid, "percentage %q: want a decimal number before %%", s)
+	}
+	v, err := scale(n, PPM/100, PPM)
+	if err != nil {
+		return 0, fmt.Errorf("percentage %q: %w", s, badValue(ErrInvalid, "%v (from 0%% to 100%%, in steps of 0.0001%%)", err))
+	}
+	return uint32(v), nil
+}
+
+// FormatPercent writes ppm parts per million as ParsePercent reads it.
+func FormatPercent(ppm uint32) string {
+	whole, frac := ppm/(PPM/100), ppm%(PPM/100)
+	if frac == 0 {
+		return fmt.Sprintf("%d%%", whole)
+	}
+	return strings.TrimRight(fmt.Sprintf("%d.%04d", whole, frac), "0") + "%"
+}
+
+// ParseDelay parses a Go duration ("5ms", "1.5s", "250us") from 0 to
+// MaxDelay.
+func ParseDelay(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, badValue(ErrInvalid, "delay %q: want a duration such as 5ms or 250us", s)
+	}
+	if d < 0 || d > MaxDelay {
+		return 0, badValue(ErrInvalid, "delay %q: must be from 0 to %v", s, MaxDelay)
+	}
+	return d, nil
+}

@@ -218,6 +218,15 @@ func (t *Topology) validate(ps *problems) {
 		if n.Link.RateBits != 0 && n.Link.RateBits < MinRateBits {
 			ps.add(line("link"), path+".link.rate", ErrInvalid, "%d bit/s is below %dbit", n.Link.RateBits, MinRateBits)
 		}
+		if n.Link.LossPPM > PPM {
+			ps.add(line("link"), path+".link.loss", ErrInvalid, "%d ppm is above 100%%", n.Link.LossPPM)
+		}
+		if n.Link.CorruptPPM > PPM {
+			ps.add(line("link"), path+".link.corrupt", ErrInvalid, "%d ppm is above 100%%", n.Link.CorruptPPM)
+		}
+		if n.Link.Delay < 0 || n.Link.Delay > MaxDelay {
+			ps.add(line("link"), path+".link.delay", ErrInvalid, "%v is not from 0 to %v", n.Link.Delay, MaxDelay)
+		}
 
 		if n.Disk != nil {
 			if n.Kind.Valid() && n.Kind != KindDisk {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,13 @@ type Options struct {
 	// TxRetryBudget is how long WriteBatch keeps retrying a frame the
 	// kernel refuses with ENOBUFS/EAGAIN before giving up with ErrTxStalled.
 	TxRetryBudget time.Duration
+	// Accept, when valid, attaches a classic BPF filter to the sockets so
+	// the kernel hands over only ARP asking for Accept's address and IPv4
+	// to that address or a broadcast (limited, or Accept's subnet's): the
+	// first step of the fast path, done where the frame already is. Frames
+	// for other addresses on the same veth (a kernel stack sharing it, as
+	// the kernel baselines do) then cost the user-level stack nothing.
+	Accept netip.Prefix
 }
 
 func (o *Options) fill() error {
@@ -288,6 +296,11 @@ func (l *Link) open() error {
 			return err
 		}
 	}
+	if l.opts.Accept.IsValid() {
+		if err := attachFilter(fd, acceptFilter(l.opts.Accept, 0x40000)); err != nil {
+			return fmt.Errorf("accept filter: %w", err)
+		}
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}
@@ -319,7 +332,10 @@ func (l *Link) openDoorbell(sa *unix.SockaddrLinklayer) error {
 	}
 	l.bell = fd
 	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 1}}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
+	if l.opts.Accept.IsValid() {
+		prog = acceptFilter(l.opts.Accept, 1)
+	}
+	if err := attachFilter(fd, prog); err != nil {
 		return fmt.Errorf("doorbell filter: %w", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1); err != nil {
@@ -437,4 +453,39 @@ func (l *Link) Close() error {
 	l.txMu.Unlock()
 	l.rxMu.Unlock()
 	return nil
+}
+
+func attachFilter(fd int, prog []unix.SockFilter) error {
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+}
+
+// acceptFilter is a classic BPF program keeping (snap bytes of) ARP whose
+// target is p's address and IPv4 to p's address, 255.255.255.255 or p's
+// subnet broadcast; it drops everything else.
+func acceptFilter(p netip.Prefix, snap uint32) []unix.SockFilter {
+	a := p.Addr().As4()
+	ip := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	bcast := ip | (1<<(32-p.Bits()) - 1)
+	if p.Bits() == 32 {
+		bcast = 0xffffffff
+	}
+	const (
+		ldh = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
+		ldw = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		ret = unix.BPF_RET | unix.BPF_K
+	)
+	return []unix.SockFilter{
+		/* 0 */ {Code: ldh, K: 12}, // EtherType
+		/* 1 */ {Code: jeq, K: 0x0806, Jt: 0, Jf: 2}, // ARP -> 2, else -> 4
+		/* 2 */ {Code: ldw, K: 14 + 24}, // ARP target protocol address
+		/* 3 */ {Code: jeq, K: ip, Jt: 6, Jf: 5}, // -> 10 accept / 9 drop
+		/* 4 */ {Code: jeq, K: 0x0800, Jt: 0, Jf: 4}, // IPv4 -> 5, else -> 9 drop
+		/* 5 */ {Code: ldw, K: 14 + 16}, // IPv4 destination
+		/* 6 */ {Code: jeq, K: ip, Jt: 3, Jf: 0},
+		/* 7 */ {Code: jeq, K: 0xffffffff, Jt: 2, Jf: 0},
+		/* 8 */ {Code: jeq, K: bcast, Jt: 1, Jf: 0},
+		/* 9 */ {Code: ret, K: 0},
+		/* 10 */ {Code: ret, K: snap},
+	}
 }

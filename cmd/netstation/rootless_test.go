@@ -1,0 +1,91 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/testbed"
+)
+
+// nobody is the unprivileged user the rootless tests run the CLI as.
+const nobody = 65534
+
+// newRootlessBed is a bed whose commands run as an ordinary user. The test
+// itself needs root only to become that user (setpriv); everything the
+// CLI does then happens without privileges.
+func newRootlessBed(t *testing.T) *bed {
+	privtest.Tool(t, "setpriv", "nsenter")
+	b := newBed(t)
+	b.uid = nobody
+	for _, p := range []string{b.state, filepath.Dir(nsBinary)} {
+		if err := os.Chown(p, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, 0o755)
+	}
+	os.Chmod(nsBinary, 0o755)
+	os.Chmod(filepath.Dir(b.state), 0o755) // the test's temp root: traversable
+	return b
+}
+
+// TestRootless runs the whole user path as an ordinary user: up, every
+// pair pings over the user-level stacks, exec, the storage demo, and a down
+// that leaves no process or state behind.
+func TestRootless(t *testing.T) {
+	b := newRootlessBed(t)
+	b.must("up", "-f", b.topo(b.name, threeNodes))
+	st := b.status(b.name)
+	if st.Phase != testbed.PhaseReady {
+		t.Fatalf("status: %+v", st)
+	}
+	pingAll(t, b, b.name, []string{"cpu0", "disk0", "display0"})
+	out := b.must("exec", "-t", b.name, "disk0", "--", "ip", "-o", "link", "show", "eth0")
+	if !strings.Contains(out, "eth0") {
+		t.Errorf("exec: %s", out)
+	}
+	out = b.must("demo", "storage", "-t", b.name, "--size", "16MiB", "-o", "json")
+	if !strings.Contains(out, `"match": true`) {
+		t.Errorf("storage demo: %s", out)
+	}
+	// host access needs root: a one-line explanation, not EPERM.
+	out, err := b.run("up", "-f", b.topo(b.name+"h", "host_access: {ip: 10.99.1.254}\nsubnet: 10.99.1.0/24\n"+threeNodes))
+	if err == nil || !strings.Contains(out, "needs root") || strings.Contains(out, "operation not permitted") {
+		t.Errorf("host access rootless: %v %s", err, out)
+	}
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
+
+// TestRootlessKill9: kill -9 of a peripheral restarts it; kill -9 of the
+// supervisor still lets down clean up.
+func TestRootlessKill9(t *testing.T) {
+	b := newRootlessBed(t)
+	b.must("up", "-f", b.topo(b.name, threeNodes))
+	st := b.status(b.name)
+	victim := st.Nodes[0]
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n := b.status(b.name).Nodes[0]
+		if n.Restarts >= 1 && n.State == testbed.StateRunning && n.PID != victim.PID && n.PID != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not restarted: %+v", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pingAll(t, b, b.name, []string{"cpu0", "disk0"})
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}

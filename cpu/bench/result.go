@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"net/netip"
+	"os"
+	"time"
+)
+
+var errDeadline = os.ErrDeadlineExceeded
+
+// Role says which side of a test a Result describes.
+type Role string
+
+// The roles.
+const (
+	RoleSender   Role = "sender"
+	RoleReceiver Role = "receiver"
+)
+
+// Totals are the figures of one stream, or of all streams, over a span of
+// a test. Start and End are offsets from Result.Started.
+type Totals struct {
+	Stream  int // stream id; -1 in a sum
+	Start   time.Duration
+	End     time.Duration
+	Bytes   uint64 // payload bytes sent or received
+	Packets uint64 // datagrams sent or received (a receiver's duplicates included)
+	// Receiver only.
+	Lost       uint64        // datagrams missing by sequence number (and the FIN's count)
+	OutOfOrder uint64        // datagrams that arrived after a later one
+	Jitter     time.Duration // RFC 3550 interarrival jitter (a sum: mean of the streams)
+}
+
+// Seconds is the span's length in seconds.
+func (t Totals) Seconds() float64 { return (t.End - t.Start).Seconds() }
+
+// BitsPerSecond is the payload throughput over the span; zero for an
+// empty span.
+func (t Totals) BitsPerSecond() float64 {
+	if s := t.Seconds(); s > 0 {
+		return float64(t.Bytes) * 8 / s
+	}
+	return 0
+}
+
+// PacketsPerSecond is the datagram rate over the span.
+func (t Totals) PacketsPerSecond() float64 {
+	if s := t.Seconds(); s > 0 {
+		return float64(t.Packets) / s
+	}
+	return 0
+}
+
+// Expected is the datagrams the sender sent as far as the receiver can
+// tell: received plus lost. iperf3 calls it the total datagrams.
+func (t Totals) Expected() uint64 { return t.Packets + t.Lost }
+
+// LostPercent is Lost as a percentage of Expected.
+func (t Totals) LostPercent() float64 {
+	if e := t.Expected(); e > 0 {
+		return 100 * float64(t.Lost) / float64(e)
+	}
+	return 0
+}
+
+// Interval is one reporting period: every stream and their sum.
+type Interval struct {
+	Streams []Totals
+	Sum     Totals
+}
+
+// Result is what one side measured.
+type Result struct {
+	Role     Role
+	Stack    string // label of the stack measured, e.g. "user" or "kernel"
+	Local    netip.AddrPort
+	Remote   netip.AddrPort // the peer (the sender's address for a receiver)
+	Test     uint32         // id shared by both sides of one run
+	Started  time.Time      // first datagram sent or received
+	Size     int            // datagram payload size (a receiver: the largest seen)
+	Parallel int            // streams
+	Duration time.Duration  // asked for (sender); zero for a receiver
+	Rate     float64        // target bits/s, 0 = unlimited (sender)
+
+	Streams   []Totals
+	Intervals []Interval
+	Sum       Totals
+
+	// WriteErrors counts failed writes a sender retried (for example
+	// ENOBUFS from a full queue); they are not in the totals.
+	WriteErrors uint64
+	// Reached reports that the receiver answered the sender's probe
+	// before the test started.
+	Reached bool
+	// FINAcked reports that the receiver acknowledged every stream's end.
+	FINAcked bool
+	// Ignored counts datagrams a receiver discarded: not ours, another
+	// test's, or a stream id out of range.
+	Ignored uint64
+}
+
+// sumOf adds up stream totals; jitter is their mean, as iperf3 does.
+func sumOf(streams []Totals, start, end time.Duration) Totals {
+	s := Totals{Stream: -1, Start: start, End: end}
+	var jit time.Duration
+	for _, t := range streams {
+		s.Bytes += t.Bytes
+		s.Packets += t.Packets
+		s.Lost += t.Lost
+		s.OutOfOrder += t.OutOfOrder
+		jit += t.Jitter
+	}
+	if len(streams) > 0 {
+		s.Jitter = jit / time.Duration(len(streams))
+	}
+	return s
+}

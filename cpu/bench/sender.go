@@ -1,0 +1,368 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of SenderOptions, ReceiverOptions and RTTOptions.
+const (
+	DefaultSize       = 1472 // fills a 1500-byte MTU
+	DefaultDuration   = 10 * time.Second
+	DefaultInterval   = time.Second
+	DefaultFINTimeout = 100 * time.Millisecond
+	DefaultFINRetries = 10
+	// maxWriteErrors in a row, with nothing sent, end a stream with an error.
+	maxWriteErrors = 10000
+)
+
+// ErrOptions is wrapped by errors about invalid options.
+var ErrOptions = errors.New("bench: invalid options")
+
+// SenderOptions shape a sending run. Zero values take the defaults.
+type SenderOptions struct {
+	Stack    string        // label for the results, e.g. "user" or "kernel"
+	Size     int           // datagram payload bytes, HeaderLen..MaxSize; default 1472
+	Duration time.Duration // how long to send; default 10 s, unless Count is set
+	Count    uint64        // datagrams per stream; 0 = no limit (then Duration applies)
+	Rate     float64       // target payload bits/s over all streams; 0 = as fast as possible
+	Batch    int           // datagrams per write, 1..64; default 64
+	Parallel int           // streams, 1..MaxStreams; default 1
+	Interval time.Duration // reporting period; default 1 s
+	// OnInterval, if set, is called with each interval as it completes
+	// (from a goroutine of the run; it should not block for long).
+	OnInterval func(Interval)
+	// FINTimeout and FINRetries bound the end-of-test handshake.
+	FINTimeout time.Duration
+	FINRetries int
+}
+
+func (o *SenderOptions) setDefaults() error {
+	if o.Size == 0 {
+		o.Size = DefaultSize
+	}
+	if o.Size < HeaderLen || o.Size > MaxSize {
+		return fmt.Errorf("%w: size %d not in %d..%d", ErrOptions, o.Size, HeaderLen, MaxSize)
+	}
+	if o.Duration == 0 && o.Count == 0 {
+		o.Duration = DefaultDuration
+	}
+	if o.Duration < 0 || o.Rate < 0 {
+		return fmt.Errorf("%w: negative duration or rate", ErrOptions)
+	}
+	if o.Batch == 0 {
+		o.Batch = MaxBatch
+	}
+	if o.Batch < 1 || o.Batch > MaxBatch {
+		return fmt.Errorf("%w: batch %d not in 1..%d", ErrOptions, o.Batch, MaxBatch)
+	}
+	if o.Parallel == 0 {
+		o.Parallel = 1
+	}
+	if o.Parallel < 1 || o.Parallel > MaxStreams {
+		return fmt.Errorf("%w: parallel %d not in 1..%d", ErrOptions, o.Parallel, MaxStreams)
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.FINTimeout <= 0 {
+		o.FINTimeout = DefaultFINTimeout
+	}
+	if o.FINRetries <= 0 {
+		o.FINRetries = DefaultFINRetries
+	}
+	return nil
+}
+
+// RunSender sends to dst over conn until the duration or count is reached
+// or ctx ends, and returns what it sent. With Parallel > 1 the streams
+// share conn (each has its own stream id); RunSenderStreams gives each
+// stream its own socket, as iperf3 does.
+func RunSender(ctx context.Context, conn Conn, dst netip.AddrPort, opts SenderOptions) (*Result, error) {
+	if opts.Parallel <= 0 {
+		opts.Parallel = 1
+	}
+	if opts.Parallel > MaxStreams {
+		return nil, fmt.Errorf("%w: parallel %d > %d", ErrOptions, opts.Parallel, MaxStreams)
+	}
+	conns := make([]Conn, opts.Parallel)
+	for i := range conns {
+		conns[i] = conn
+	}
+	return RunSenderStreams(ctx, conns, dst, opts)
+}
+
+// RunSenderStreams runs one stream per conn (opts.Parallel is set to
+// len(conns)). The end-of-test handshake runs over conns[0].
+func RunSenderStreams(ctx context.Context, conns []Conn, dst netip.AddrPort, opts SenderOptions) (*Result, error) {
+	opts.Parallel = len(conns)
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if !dst.IsValid() || dst.Port() == 0 {
+		return nil, fmt.Errorf("%w: destination %v", ErrOptions, dst)
+	}
+	res := &Result{
+		Role: RoleSender, Stack: opts.Stack, Remote: dst, Test: rand.Uint32(),
+		Size: opts.Size, Parallel: opts.Parallel, Duration: opts.Duration, Rate: opts.Rate,
+	}
+	if ua, ok := conns[0].LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
+		res.Local = ua.AddrPort()
+	}
+	streams := make([]*sendStream, len(conns))
+	for i := range streams {
+		streams[i] = newSendStream(res, i, opts, dst)
+	}
+	pps := 0.0
+	if opts.Rate > 0 {
+		pps = opts.Rate / 8 / float64(opts.Size) / float64(len(streams))
+	}
+
+	// Probe first, as iperf3's control connection does: it finds out that
+	// a receiver is there and resolves the peer's link address, so the
+	// first batch is not lost in a neighbour queue.
+	res.Reached = probe(ctx, conns[0], dst, res.Test, opts)
+
+	res.Started = time.Now()
+	var deadline time.Time
+	if opts.Duration > 0 {
+		deadline = res.Started.Add(opts.Duration)
+	}
+	// The watchdog unblocks writers stuck past the end (a lost wake-up
+	// must not hang the run): it expires the write deadlines.
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		var timeout <-chan time.Time
+		if !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline) + time.Second)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-stopWatch:
+			return
+		case <-ctx.Done():
+		case <-timeout:
+		}
+		for _, c := range conns {
+			c.SetWriteDeadline(time.Now())
+		}
+	}()
+
+	rep := newReporter(res.Started, opts.Interval, opts.OnInterval, func() []Totals {
+		t := make([]Totals, len(streams))
+		for i, s := range streams {
+			t[i] = Totals{Stream: i, Packets: s.packets.Load(), Bytes: s.bytes.Load()}
+		}
+		return t
+	})
+	errs := make([]error, len(streams))
+	var wg sync.WaitGroup
+	for i, s := range streams {
+		wg.Go(func() { errs[i] = s.run(ctx, conns[i], res.Started, deadline, pps) })
+	}
+	wg.Wait()
+	end := time.Since(res.Started)
+	rep.stop(end)
+	close(stopWatch)
+	<-watchDone
+	for _, c := range conns {
+		c.SetWriteDeadline(time.Time{})
+	}
+
+	res.Intervals = rep.list
+	for i, s := range streams {
+		res.Streams = append(res.Streams, Totals{Stream: i, End: end, Packets: s.packets.Load(), Bytes: s.bytes.Load()})
+		res.WriteErrors += s.writeErrors
+	}
+	res.Sum = sumOf(res.Streams, 0, end)
+	res.FINAcked = finish(conns[0], dst, res, opts)
+	return res, errors.Join(errs...)
+}
+
+// sendStream is one stream's sending loop and its counters, which the
+// reporter reads while it runs.
+type sendStream struct {
+	id          int
+	hdr         header
+	msgs        []Message
+	count       uint64
+	batch       int
+	writeErrors uint64
+	_           [64]byte
+	packets     atomic.Uint64
+	bytes       atomic.Uint64
+}
+
+func newSendStream(res *Result, id int, o SenderOptions, dst netip.AddrPort) *sendStream {
+	s := &sendStream{
+		id:    id,
+		hdr:   header{Kind: kindData, Stream: uint16(id), Streams: uint16(o.Parallel), Test: res.Test},
+		msgs:  make([]Message, o.Batch),
+		count: o.Count,
+		batch: o.Batch,
+	}
+	for i := range s.msgs {
+		s.msgs[i] = Message{Buf: make([]byte, o.Size), Addr: dst}
+	}
+	return s
+}
+
+func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time, pps float64) error {
+	var sent uint64
+	failures := 0
+	for ctx.Err() == nil {
+		now := time.Now()
+		if !deadline.IsZero() && !now.Before(deadline) {
+			break
+		}
+		n := uint64(s.batch)
+		if s.count > 0 {
+			n = min(n, s.count-sent)
+			if n == 0 {
+				break
+			}
+		}
+		if pps > 0 {
+			due := uint64(now.Sub(start).Seconds()*pps) + 1
+			if due <= sent {
+				next := start.Add(time.Duration(float64(sent) / pps * float64(time.Second)))
+				if !deadline.IsZero() && next.After(deadline) {
+					next = deadline
+				}
+				sleepCtx(ctx, time.Until(next))
+				continue
+			}
+			n = min(n, due-sent)
+		}
+		ts := now.UnixNano()
+		for i := range n {
+			h := s.hdr
+			h.Seq, h.Sent = sent+i, ts
+			h.encode(s.msgs[i].Buf)
+		}
+		w, err := c.WriteBatch(s.msgs[:n])
+		if w > 0 {
+			sent += uint64(w)
+			s.packets.Add(uint64(w))
+			s.bytes.Add(uint64(w * len(s.msgs[0].Buf)))
+		}
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if isClosed(err) || ctx.Err() != nil {
+			return nil
+		}
+		if isTimeout(err) && !deadline.IsZero() && !time.Now().Before(deadline) {
+			return nil // the watchdog ended a blocked write
+		}
+		s.writeErrors++
+		if w == 0 {
+			failures++
+			if failures >= maxWriteErrors {
+				return fmt.Errorf("bench: stream %d: %d writes failed in a row: %w", s.id, failures, err)
+			}
+			time.Sleep(20 * time.Microsecond) // let a full queue drain (ENOBUFS)
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// probe pings the receiver until it answers or the retries run out.
+func probe(ctx context.Context, c Conn, dst netip.AddrPort, test uint32, o SenderOptions) bool {
+	out := []Message{{Buf: make([]byte, HeaderLen), Addr: dst}}
+	in := make([]Message, 8)
+	for i := range in {
+		in[i].Buf = make([]byte, 256)
+	}
+	defer c.SetReadDeadline(time.Time{})
+	for try := 0; try < o.FINRetries && ctx.Err() == nil; try++ {
+		h := header{Kind: kindPing, Attempt: uint8(try), Streams: uint16(o.Parallel), Test: test, Sent: time.Now().UnixNano()}
+		h.encode(out[0].Buf)
+		c.WriteBatch(out)
+		c.SetReadDeadline(time.Now().Add(o.FINTimeout))
+		for {
+			n, err := c.ReadBatch(in)
+			for _, m := range in[:n] {
+				var p header
+				if parseHeader(m.Buf[:m.N], &p) == nil && p.Kind == kindPong && p.Test == test {
+					return true
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	return false
+}
+
+// finish sends every stream's FIN (holding the datagrams it sent) until
+// the receiver acknowledges them all or the retries run out.
+func finish(c Conn, dst netip.AddrPort, res *Result, o SenderOptions) bool {
+	acked := make([]bool, len(res.Streams))
+	left := len(acked)
+	out := make([]Message, 0, len(acked))
+	in := make([]Message, MaxBatch)
+	for i := range in {
+		in[i].Buf = make([]byte, 256)
+	}
+	defer c.SetReadDeadline(time.Time{})
+	for try := 0; try < o.FINRetries && left > 0; try++ {
+		out = out[:0]
+		for i, t := range res.Streams {
+			if acked[i] {
+				continue
+			}
+			b := make([]byte, HeaderLen)
+			h := header{Kind: kindFIN, Stream: uint16(i), Streams: uint16(len(acked)), Test: res.Test, Seq: t.Packets, Sent: time.Now().UnixNano()}
+			h.encode(b)
+			out = append(out, Message{Buf: b, Addr: dst})
+		}
+		for len(out) > 0 {
+			n, err := c.WriteBatch(out)
+			if err != nil && n == 0 {
+				break
+			}
+			out = out[n:]
+		}
+		c.SetReadDeadline(time.Now().Add(o.FINTimeout))
+		for left > 0 {
+			n, err := c.ReadBatch(in)
+			for _, m := range in[:n] {
+				var h header
+				if parseHeader(m.Buf[:m.N], &h) != nil || h.Kind != kindFINAck || h.Test != res.Test ||
+					int(h.Stream) >= len(acked) || acked[h.Stream] {
+					continue
+				}
+				acked[h.Stream] = true
+				left--
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	return left == 0
+}

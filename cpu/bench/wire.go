@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// HeaderLen is the size of the header at the start of every bench
+// datagram; it is also the smallest datagram size a test can use.
+const HeaderLen = 32
+
+// MaxSize is the largest UDP payload over IPv4.
+const MaxSize = 65507
+
+// MaxStreams bounds --parallel: stream ids index a table.
+const MaxStreams = 128
+
+// MaxBatch is the largest number of datagrams moved per batch call.
+const MaxBatch = 64
+
+const headerMagic = 0x6e736231 // "nsb1"
+
+// kind says what a datagram is for.
+type kind uint8
+
+const (
+	kindData   kind = 1 // a measured datagram
+	kindFIN    kind = 2 // end of a stream; Seq holds the datagrams sent
+	kindFINAck kind = 3 // the receiver saw a FIN; Seq holds those received
+	kindPing   kind = 4 // RTT request
+	kindPong   kind = 5 // RTT answer: the ping with its kind changed
+)
+
+// header is the fixed prefix of every bench datagram, big-endian:
+//
+//	0  magic   uint32
+//	4  kind    uint8
+//	5  attempt uint8   RTT retransmission count
+//	6  stream  uint16
+//	8  streams uint16  streams in the test
+//	10 size    uint16  (unused, zero)
+//	12 test    uint32  random id of one run
+//	16 seq     uint64
+//	24 sent    int64   sender's clock, unix nanoseconds
+type header struct {
+	Kind    kind
+	Attempt uint8
+	Stream  uint16
+	Streams uint16
+	Test    uint32
+	Seq     uint64
+	Sent    int64
+}
+
+// errBadHeader is wrapped by parseHeader's errors.
+var errBadHeader = errors.New("bench: not a bench datagram")
+
+func (h *header) encode(b []byte) {
+	_ = b[HeaderLen-1]
+	binary.BigEndian.PutUint32(b[0:], headerMagic)
+	b[4] = byte(h.Kind)
+	b[5] = h.Attempt
+	binary.BigEndian.PutUint16(b[6:], h.Stream)
+	binary.BigEndian.PutUint16(b[8:], h.Streams)
+	binary.BigEndian.PutUint16(b[10:], 0)
+	binary.BigEndian.PutUint32(b[12:], h.Test)
+	binary.BigEndian.PutUint64(b[16:], h.Seq)
+	binary.BigEndian.PutUint64(b[24:], uint64(h.Sent))
+}
+
+// parseHeader decodes b's header. Datagrams that are too short, carry
+// another magic or an unknown kind are rejected.
+func parseHeader(b []byte, h *header) error {
+	if len(b) < HeaderLen {
+		return fmt.Errorf("%w: %d bytes", errBadHeader, len(b))
+	}
+	if binary.BigEndian.Uint32(b[0:]) != headerMagic {
+		return fmt.Errorf("%w: bad magic", errBadHeader)
+	}
+	k := kind(b[4])
+	if k < kindData || k > kindPong {
+		return fmt.Errorf("%w: kind %d", errBadHeader, k)
+	}
+	*h = header{
+		Kind:    k,
+		Attempt: b[5],
+		Stream:  binary.BigEndian.Uint16(b[6:]),
+		Streams: binary.BigEndian.Uint16(b[8:]),
+		Test:    binary.BigEndian.Uint32(b[12:]),
+		Seq:     binary.BigEndian.Uint64(b[16:]),
+		Sent:    int64(binary.BigEndian.Uint64(b[24:])),
+	}
+	return nil
+}

@@ -1,0 +1,338 @@
+package display
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/stack"
+)
+
+// Drop reasons, the keys of Stats.Drops.
+const (
+	DropShort       = "short"
+	DropMagic       = "bad_magic"
+	DropVersion     = "bad_version"
+	DropChecksum    = "bad_checksum"
+	DropUnsupported = "unsupported"
+	DropMalformed   = "malformed"
+	DropOutside     = "outside_framebuffer"
+	DropStale       = "stale_frame"
+)
+
+// ErrOutside: a tile's rectangle does not lie inside the framebuffer.
+var ErrOutside = errors.New("display: tile outside the framebuffer")
+
+// ErrStale: a datagram for a frame older than the one being received, or
+// for a frame already presented.
+var ErrStale = errors.New("display: stale frame")
+
+// Config sizes a display.
+type Config struct {
+	Width, Height int
+	Format        string // declared pixel format (rgba, bgra, rgb); the buffers are RGBA
+}
+
+// Stats are a display's counters.
+type Stats struct {
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	Format string `json:"format"`
+	// Datagrams and Bytes count everything received, good or bad.
+	Datagrams uint64 `json:"datagrams"`
+	Bytes     uint64 `json:"bytes"`
+	// Tiles were drawn; TilesLost were announced (a frame's tile count)
+	// but never arrived before the frame was presented.
+	Tiles     uint64 `json:"tiles"`
+	TilesLost uint64 `json:"tiles_lost"`
+	// Frames were presented; Implicit of them by the arrival of a newer
+	// frame rather than by their PRESENT.
+	Frames   uint64 `json:"frames"`
+	Implicit uint64 `json:"implicit_presents"`
+	// Frame and Stream identify the frame on screen.
+	Frame  uint32 `json:"frame"`
+	Stream uint32 `json:"stream"`
+	// FPS is the present rate over the last second or so; AvgFPS over the
+	// current stream.
+	FPS    float64           `json:"fps"`
+	AvgFPS float64           `json:"avg_fps"`
+	Drops  map[string]uint64 `json:"drops,omitempty"`
+}
+
+// Display is a framebuffer and the protocol state that feeds it. Its
+// methods are safe for concurrent use.
+type Display struct {
+	cfg Config
+
+	mu       sync.Mutex // guards everything below except front
+	back     *image.RGBA
+	scratch  []byte
+	st       Stats
+	started  bool
+	stream   uint32
+	cur      uint32
+	received uint32
+	expected uint32
+	shown    bool // cur is presented
+	first    time.Time
+	firstN   uint64
+	times    [64]time.Time // recent present times, a ring
+	wake     chan struct{} // closed and replaced at every present
+
+	frontMu sync.RWMutex
+	front   *image.RGBA
+}
+
+// New makes a display, black until the first frame is presented.
+func New(cfg Config) (*Display, error) {
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > 1<<15 || cfg.Height > 1<<15 {
+		return nil, fmt.Errorf("display: bad size %dx%d", cfg.Width, cfg.Height)
+	}
+	if cfg.Format == "" {
+		cfg.Format = "rgba"
+	}
+	if _, err := tileproto.ParseFormat(cfg.Format); err != nil {
+		return nil, err
+	}
+	r := image.Rect(0, 0, cfg.Width, cfg.Height)
+	d := &Display{cfg: cfg, back: image.NewRGBA(r), front: image.NewRGBA(r),
+		scratch: make([]byte, tileproto.MaxTileBytes), wake: make(chan struct{})}
+	for _, im := range []*image.RGBA{d.back, d.front} {
+		for i := 3; i < len(im.Pix); i += 4 {
+			im.Pix[i] = 0xff // opaque black
+		}
+	}
+	d.st = Stats{Width: cfg.Width, Height: cfg.Height, Format: cfg.Format, Drops: map[string]uint64{}}
+	return d, nil
+}
+
+// dropReason maps a decoding error to its counter.
+func dropReason(err error) string {
+	switch {
+	case errors.Is(err, tileproto.ErrShort):
+		return DropShort
+	case errors.Is(err, tileproto.ErrMagic):
+		return DropMagic
+	case errors.Is(err, tileproto.ErrVersion):
+		return DropVersion
+	case errors.Is(err, tileproto.ErrChecksum):
+		return DropChecksum
+	case errors.Is(err, tileproto.ErrUnsupported):
+		return DropUnsupported
+	case errors.Is(err, ErrOutside):
+		return DropOutside
+	case errors.Is(err, ErrStale):
+		return DropStale
+	}
+	return DropMalformed
+}
+
+// Apply handles one datagram. An error means it was dropped (and counted).
+func (d *Display) Apply(b []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.Datagrams++
+	d.st.Bytes += uint64(len(b))
+	err := d.apply(b)
+	if err != nil {
+		d.st.Drops[dropReason(err)]++
+	}
+	return err
+}
+
+func (d *Display) apply(b []byte) error {
+	h, payload, err := tileproto.Parse(b)
+	if err != nil {
+		return err
+	}
+	if h.Type == tileproto.TypeTile {
+		// Check the rectangle before the tile can move the frame on: a
+		// hostile tile must not present anything.
+		if int(h.X)+int(h.W) > d.cfg.Width || int(h.Y)+int(h.H) > d.cfg.Height {
+			return fmt.Errorf("%w: %dx%d at (%d,%d)", ErrOutside, h.W, h.H, h.X, h.Y)
+		}
+	}
+	switch {
+	case !d.started || h.Stream != d.stream:
+		d.presentPending()
+		d.started, d.stream = true, h.Stream
+		d.begin(h.Frame, h.Tiles)
+	default:
+		diff := int32(h.Frame - d.cur)
+		switch {
+		case diff < 0:
+			return fmt.Errorf("%w: frame %d while receiving %d", ErrStale, h.Frame, d.cur)
+		case diff > 0:
+			d.presentPending()
+			d.begin(h.Frame, h.Tiles)
+		case d.shown:
+			return fmt.Errorf("%w: frame %d already presented", ErrStale, h.Frame)
+		}
+	}
+	if h.Type == tileproto.TypePresent {
+		d.expected = h.Tiles
+		d.present(false)
+		return nil
+	}
+	pix, err := tileproto.DecodePixels(d.scratch, &h, payload)
+	if err != nil {
+		return err
+	}
+	d.draw(&h, pix)
+	d.received++
+	d.st.Tiles++
+	return nil
+}
+
+func (d *Display) begin(frame, tiles uint32) {
+	d.cur, d.expected, d.received, d.shown = frame, tiles, 0, false
+}
+
+// presentPending presents the frame being received, if any tile of it
+// arrived: the rule for a frame whose PRESENT was lost.
+func (d *Display) presentPending() {
+	if d.started && !d.shown && d.received > 0 {
+		d.present(true)
+	}
+}
+
+// draw converts pix (h.W x h.H in h.Format) into the back buffer.
+func (d *Display) draw(h *tileproto.Header, pix []byte) {
+	w, bpp := int(h.W), h.Format.BytesPerPixel()
+	for row := 0; row < int(h.H); row++ {
+		src := pix[row*w*bpp : (row+1)*w*bpp]
+		o := d.back.PixOffset(int(h.X), int(h.Y)+row)
+		dst := d.back.Pix[o : o+w*4]
+		switch h.Format {
+		case tileproto.FormatRGBA:
+			copy(dst, src)
+		case tileproto.FormatBGRA:
+			for i := 0; i < len(dst); i += 4 {
+				dst[i], dst[i+1], dst[i+2], dst[i+3] = src[i+2], src[i+1], src[i], src[i+3]
+			}
+		case tileproto.FormatRGB:
+			for i, j := 0, 0; i < len(dst); i, j = i+4, j+3 {
+				dst[i], dst[i+1], dst[i+2], dst[i+3] = src[j], src[j+1], src[j+2], 0xff
+			}
+		}
+	}
+}
+
+func (d *Display) present(implicit bool) {
+	if d.expected > d.received {
+		d.st.TilesLost += uint64(d.expected - d.received)
+	}
+	d.frontMu.Lock()
+	d.front, d.back = d.back, d.front
+	d.frontMu.Unlock()
+	// Tiles only update rectangles: the next frame starts from this one.
+	copy(d.back.Pix, d.front.Pix)
+	d.shown = true
+	now := time.Now()
+	if d.st.Frames == 0 || d.st.Stream != d.stream {
+		d.first, d.firstN = now, d.st.Frames
+	}
+	d.times[d.st.Frames%uint64(len(d.times))] = now
+	d.st.Frames++
+	if implicit {
+		d.st.Implicit++
+	}
+	d.st.Frame, d.st.Stream = d.cur, d.stream
+	close(d.wake)
+	d.wake = make(chan struct{})
+}
+
+// Stats returns a copy of the counters.
+func (d *Display) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.st
+	s.Drops = make(map[string]uint64, len(d.st.Drops))
+	for k, v := range d.st.Drops {
+		if v > 0 {
+			s.Drops[k] = v
+		}
+	}
+	if n := s.Frames - d.firstN; n > 1 {
+		last := d.times[(s.Frames-1)%uint64(len(d.times))]
+		if el := last.Sub(d.first).Seconds(); el > 0 {
+			s.AvgFPS = float64(n-1) / el
+		}
+		// Presents within the last second (as far as the ring reaches).
+		now := time.Now()
+		var k int
+		for i := uint64(0); i < min(n, uint64(len(d.times))); i++ {
+			if now.Sub(d.times[(s.Frames-1-i)%uint64(len(d.times))]) <= time.Second {
+				k++
+			}
+		}
+		s.FPS = float64(k)
+	}
+	return s
+}
+
+// Snapshot returns a copy of the frame on screen and how many frames had
+// been presented when it was taken.
+func (d *Display) Snapshot() (*image.RGBA, uint64) {
+	d.mu.Lock()
+	n := d.st.Frames
+	d.frontMu.RLock()
+	d.mu.Unlock()
+	defer d.frontMu.RUnlock()
+	im := image.NewRGBA(d.front.Rect)
+	copy(im.Pix, d.front.Pix)
+	return im, n
+}
+
+// Wait blocks until more than after frames have been presented, or ctx
+// ends, and returns the number presented.
+func (d *Display) Wait(ctx context.Context, after uint64) (uint64, error) {
+	for {
+		d.mu.Lock()
+		n, w := d.st.Frames, d.wake
+		d.mu.Unlock()
+		if n > after {
+			return n, nil
+		}
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return n, ctx.Err()
+		}
+	}
+}
+
+// Serve applies every datagram read from pc until pc is closed. It reads
+// in batches from the user-level stack's sockets.
+func (d *Display) Serve(pc net.PacketConn) error {
+	if uc, ok := pc.(*stack.UDPConn); ok {
+		msgs := make([]stack.Message, 32)
+		for i := range msgs {
+			msgs[i].Buf = make([]byte, tileproto.MaxDatagram)
+		}
+		for {
+			n, err := uc.ReadBatch(msgs)
+			for i := 0; i < n; i++ {
+				_ = d.Apply(msgs[i].Buf[:msgs[i].N])
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	buf := make([]byte, tileproto.MaxDatagram)
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if n > 0 {
+			_ = d.Apply(buf[:n])
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
