@@ -21,7 +21,7 @@ demo: build
 	$(SUDO) ./scripts/demo.sh $(BIN)
 
 bench:
-	./scripts/bench.sh
+	$(SUDO) ./scripts/bench.sh
 
 clean:
 	rm -rf bin

@@ -25,6 +25,9 @@ type StorageArgs struct {
 	// On lossy paths small requests avoid IP fragmentation, where losing
 	// any fragment loses the datagram.
 	MaxRequest int `json:"max_request"`
+	// Pattern: "seq" (write, flush, read back, compare digests) or
+	// "randread" (fill, flush, random reads each checked).
+	Pattern string `json:"pattern"`
 }
 
 // StorageResult is the demo's outcome.
@@ -66,9 +69,16 @@ func RunStorage(ctx context.Context, st *stack.Stack, a StorageArgs, progress fu
 	if a.Size > c.Info().Size {
 		return nil, fmt.Errorf("storage demo: %d bytes do not fit the disk's %d", a.Size, c.Info().Size)
 	}
-	rep, err := workload.RunStorage(ctx, c, workload.StorageOptions{
-		Size: a.Size, BlockSize: a.BlockSize, QueueDepth: a.QueueDepth, Seed: a.Seed, Progress: progress,
-	})
+	o := workload.StorageOptions{Size: a.Size, BlockSize: a.BlockSize, QueueDepth: a.QueueDepth, Seed: a.Seed, Progress: progress}
+	var rep *workload.StorageReport
+	switch a.Pattern {
+	case "seq", "":
+		rep, err = workload.RunStorage(ctx, c, o)
+	case "randread":
+		rep, err = workload.RunRandRead(ctx, c, o)
+	default:
+		return nil, fmt.Errorf("unknown pattern %q (seq or randread)", a.Pattern)
+	}
 	res := &StorageResult{Client: c.Stats()}
 	if rep != nil {
 		rep.Stack = a.Stack

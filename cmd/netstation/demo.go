@@ -32,9 +32,9 @@ func parsePercent(s string) (uint32, error) {
 
 func newStorageDemoCmd() *cobra.Command {
 	var (
-		tb, size, bs, loss, stackName, output, from, to string
-		qd                                              int
-		seed                                            uint64
+		tb, size, bs, loss, stackName, output, from, to, rw string
+		qd                                                  int
+		seed                                                uint64
 	)
 	c := &cobra.Command{
 		Use:   "storage [--size 256MiB] [--bs 1MiB] [--qd 16] [--loss 0] [--stack user|kernel] [-o json]",
@@ -75,7 +75,7 @@ The default testbed is brought up if no testbed is up.`,
 			var bar progressBar
 			res, err := testbed.StorageDemo(cmd.Context(), name, testbed.StorageDemoArgs{
 				CPU: from, Disk: to, LossPPM: lossPPM,
-				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed},
+				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed, Pattern: rw},
 			}, func(p workload.Progress) {
 				if !quiet {
 					bar.show(p)
@@ -110,6 +110,7 @@ The default testbed is brought up if no testbed is up.`,
 	f.Uint64Var(&seed, "seed", 1, "seed of the data and of the loss pattern")
 	f.StringVar(&from, "cpu", "cpu0", "the processor")
 	f.StringVar(&to, "disk", "disk0", "the disk")
+	f.StringVar(&rw, "rw", "seq", "seq (write, flush, read back, compare SHA-256) or randread (fill, then random reads, each block checked)")
 	return c
 }
 
