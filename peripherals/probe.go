@@ -11,6 +11,7 @@ import (
 
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/link/afpacket"
 	"github.com/netstation/netstation/stack/link/impair"
 )
 
@@ -21,7 +22,7 @@ const ProbePort = 5301
 // to Dst over its user-level stack, one per write (no GSO batching, so
 // every datagram is one frame on the wire) at Rate datagrams per second
 // (0: as fast as it can), or, with Duration set, batches of 64 for that
-// long (a bulk flow; Count is then ignored).
+// long (a bulk flow, paced to Rate when set; Count is then ignored).
 type ProbeSendArgs struct {
 	Dst      netip.AddrPort `json:"dst"`
 	Count    int            `json:"count,omitempty"`
@@ -53,6 +54,23 @@ type ProbeRecvResult struct {
 	// Distinct counts different sequence numbers (the first 8 bytes of
 	// each datagram), so a duplicate would not hide a loss.
 	Distinct int `json:"distinct"`
+	// SocketDrops counts datagrams that crossed the link but found the
+	// probe socket's receive ring full (a receiver too slow, not a lossy
+	// link).
+	SocketDrops uint64 `json:"socket_drops"`
+	// RingDrops counts frames the kernel dropped during the probe because
+	// the peripheral's receive ring was full (its reader was descheduled
+	// for longer than the ring holds), whatever their socket.
+	RingDrops uint64 `json:"ring_drops"`
+}
+
+// ringDrops reads the receive-ring drop counter of the link under the
+// impairment wrapper, when the link keeps one (AF_PACKET).
+func (p *Peripheral) ringDrops() uint64 {
+	if l, ok := p.impair.Link.(interface{ Stats() afpacket.Stats }); ok {
+		return l.Stats().RingDrops
+	}
+	return 0
 }
 
 // SetImpairment sets the peripheral's link-layer impairment (as the
@@ -67,7 +85,12 @@ func RegisterProbe(p *Peripheral) {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		return probeRecv(ctx, p.stack, a, func() { _ = s.Send(BenchReady{Ready: true}) })
+		ring0 := p.ringDrops()
+		res, err := probeRecv(ctx, p.stack, a, func() { _ = s.Send(BenchReady{Ready: true}) })
+		if res != nil {
+			res.RingDrops = p.ringDrops() - ring0
+		}
+		return res, err
 	})
 	p.Handle("probe-send", func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
 		var a ProbeSendArgs
@@ -128,6 +151,12 @@ func probeRecv(ctx context.Context, st *stack.Stack, a ProbeRecvArgs, ready func
 		}
 	}
 	res.Distinct = len(seen)
+	local := netip.AddrPortFrom(st.Addr(), a.Port)
+	for _, u := range st.Stats().UDP {
+		if u.Local == local {
+			res.SocketDrops = u.RxDrops
+		}
+	}
 	if !first.IsZero() {
 		res.Seconds = last.Sub(first).Seconds()
 	}
@@ -155,6 +184,12 @@ func probeSend(ctx context.Context, st *stack.Stack, a ProbeSendArgs) (*ProbeSen
 			msgs[i] = stack.Message{Buf: make([]byte, a.Size), Addr: a.Dst}
 		}
 		for time.Since(start) < a.Duration && ctx.Err() == nil {
+			if a.Rate > 0 {
+				due := start.Add(time.Duration(float64(res.Sent) / a.Rate * float64(time.Second)))
+				if d := time.Until(due); d > 0 {
+					time.Sleep(d)
+				}
+			}
 			for i := range msgs {
 				binary.BigEndian.PutUint64(msgs[i].Buf, seq)
 				seq++

@@ -50,6 +50,7 @@ type Status struct {
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
 	Stack       stack.Stats       `json:"stack"`
 	// Impair is the link-layer impairment in force and what it did.
+	Link           afpacket.Stats  `json:"link"` // the AF_PACKET rings: ring drops show here
 	Impair         impair.Params   `json:"impair"`
 	ImpairCounters impair.Counters `json:"impair_counters"`
 }
@@ -84,6 +85,7 @@ type Peripheral struct {
 	cfg      Config
 	link     link.Link
 	impair   *impair.Link
+	raw      *afpacket.Link
 	stack    *stack.Stack
 	kernel   kernelState
 	opsMu    sync.Mutex
@@ -115,7 +117,7 @@ func Start(cfg Config) (*Peripheral, error) {
 		il.Close()
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
-	p := &Peripheral{cfg: cfg, link: il, impair: il, stack: st, started: time.Now(), log: cfg.Logger,
+	p := &Peripheral{cfg: cfg, link: il, impair: il, raw: l, stack: st, started: time.Now(), log: cfg.Logger,
 		stop: make(chan struct{}), ops: map[string]ctl.Handler{}}
 	srv, err := ctl.Listen(cfg.ControlPath, p.handle)
 	if err != nil {

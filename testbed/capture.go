@@ -18,22 +18,32 @@ const CaptureFabric = "fabric"
 // the calling process, which must be allowed into the fabric's namespace
 // (root).
 func Capture(ctx context.Context, testbed, target string, w io.Writer, opts capture.Options) (capture.Stats, error) {
-	plan, err := LoadPlan(Dir(testbed))
+	ns, port, err := CapturePoint(testbed, target)
 	if err != nil {
-		return capture.Stats{}, fmt.Errorf("%w: %s", ErrNotFound, testbed)
-	}
-	port := ""
-	if target != CaptureFabric {
-		n, err := plan.Node(target)
-		if err != nil {
-			return capture.Stats{}, err
-		}
-		port = n.Port
+		return capture.Stats{}, err
 	}
 	if opts.Filter != "" {
 		if _, err := capture.ParseFilter(opts.Filter); err != nil {
 			return capture.Stats{}, err
 		}
 	}
-	return capture.Run(ctx, plan.FabricNS, port, w, opts)
+	return capture.Run(ctx, ns, port, w, opts)
+}
+
+// CapturePoint resolves a capture target of the named testbed (a node, or
+// CaptureFabric) to the fabric's namespace and the node's fabric-side port
+// ("" for the whole fabric).
+func CapturePoint(testbed, target string) (ns, port string, err error) {
+	plan, err := LoadPlan(Dir(testbed))
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	if target != CaptureFabric {
+		n, err := plan.Node(target)
+		if err != nil {
+			return "", "", err
+		}
+		port = n.Port
+	}
+	return plan.FabricNS, port, nil
 }

@@ -136,10 +136,17 @@ func (f linkFile) kernelParams() tcbpf.Params {
 // linkManager is the supervisor's share of link state. Its zero value is
 // ready: BPF availability is learnt at the first template attach.
 type linkManager struct {
+	// change serialises link changes (held across a peripheral restart).
+	change sync.Mutex
+
 	mu sync.Mutex
 	// bpfOff is empty while BPF works, else a one-line reason.
 	bpfOff   string
 	bpfTried bool
+	failed   int // ports whose template failed although BPF works
+
+	workers chan struct{}  // bounds concurrent template attaches
+	pending sync.WaitGroup // template attaches in flight
 }
 
 // TemplatesOn is the Status.Templates value when every port is guarded.
@@ -153,6 +160,8 @@ func (m *linkManager) templates() string {
 		return "off: not attached yet"
 	case m.bpfOff != "":
 		return "off: " + m.bpfOff
+	case m.failed > 0:
+		return fmt.Sprintf("partial: %d ports failed (see the supervisor's log)", m.failed)
 	}
 	return TemplatesOn
 }
@@ -180,36 +189,66 @@ func bpfReason(err error) string {
 // Rates are applied by buildNode itself. Only a failure to record state
 // fails the build: without BPF the testbed comes up without templates and
 // impairs in the link layer instead.
+//
+// The first node's template is attached at once, to learn whether BPF
+// works; the others' (a program load and verification each, ~10-20 ms)
+// are attached by two workers while the build goes on, and the last
+// node's setupLink waits for them, so every port is guarded before any
+// peripheral starts. They count in the supervisor's WaitGroup, which
+// RunSupervisor waits on before teardown.
 func (s *supervisor) setupLink(n *NodePlan) error {
 	m := &s.links
 	f := linkFile{LinkParams: LinkParams{
 		RateBits: n.RateBits, LossPPM: n.LossPPM, CorruptPPM: n.CorruptPPM, Delay: n.Delay, Seed: n.Seed,
 	}, Shaped: n.RateBits > 0}
+	mac, err := net.ParseMAC(n.MAC)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
 	m.mu.Lock()
 	if !m.bpfTried && os.Getenv("NETSTATION_TCBPF") == "off" {
 		// A switch for tests and for hosts where BPF misbehaves.
 		m.bpfTried, m.bpfOff = true, "disabled by NETSTATION_TCBPF=off"
 	}
-	tryBPF := !m.bpfTried || m.bpfOff == ""
+	first := !m.bpfTried
 	m.mu.Unlock()
-	if tryBPF {
-		mac, err := net.ParseMAC(n.MAC)
-		if err != nil {
-			return fmt.Errorf("node %s: %w", n.Name, err)
-		}
+	attach := func() error {
 		t, err := tcbpf.AttachTemplate(s.plan.FabricNS, n.Port, mac, n.Addr.Addr())
 		if err == nil {
 			t.Close()
 		}
+		return err
+	}
+	switch {
+	case first:
+		err := attach()
 		m.mu.Lock()
-		if !m.bpfTried || m.bpfOff == "" {
-			m.bpfTried = true
-			if err != nil {
-				m.bpfOff = bpfReason(err)
-				s.log.Warn("kernel transmit templates off", "node", n.Name, "err", err)
-			}
+		m.bpfTried = true
+		if err != nil {
+			m.bpfOff = bpfReason(err)
+			s.log.Warn("kernel transmit templates off", "node", n.Name, "err", err)
 		}
 		m.mu.Unlock()
+	case m.bpf():
+		m.mu.Lock()
+		if m.workers == nil {
+			m.workers = make(chan struct{}, 2)
+		}
+		m.mu.Unlock()
+		m.pending.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer m.pending.Done()
+			m.workers <- struct{}{}
+			defer func() { <-m.workers }()
+			if err := attach(); err != nil {
+				s.log.Error("kernel transmit template", "node", n.Name, "err", err)
+				m.mu.Lock()
+				m.failed++
+				m.mu.Unlock()
+			}
+		}()
 	}
 	f.Kernel = m.bpf()
 	if f.Kernel && f.kernelParams() != (tcbpf.Params{}) {
@@ -218,7 +257,13 @@ func (s *supervisor) setupLink(n *NodePlan) error {
 			f.Kernel = false
 		}
 	}
-	return writeLinkFile(s.dir, n.Name, f)
+	if err := writeLinkFile(s.dir, n.Name, f); err != nil {
+		return err
+	}
+	if n == &s.plan.Nodes[len(s.plan.Nodes)-1] {
+		m.pending.Wait()
+	}
+	return nil
 }
 
 // setKernelImpairment sets p on the port's tc BPF impairment, attaching it
@@ -265,9 +310,6 @@ func (s *supervisor) handleLink(ctx context.Context, req ctl.Request) (any, erro
 	return nil, fmt.Errorf("unknown op %q", req.Op)
 }
 
-// linkMu serialises link changes of one supervisor process.
-var linkMu sync.Mutex
-
 func (s *supervisor) changeLink(ctx context.Context, c LinkChange) (*LinkStatus, error) {
 	n, err := s.plan.Node(c.Node)
 	if err != nil {
@@ -282,8 +324,8 @@ func (s *supervisor) changeLink(ctx context.Context, c LinkChange) (*LinkStatus,
 	if c.Delay != nil && (*c.Delay < 0 || *c.Delay > 10*time.Second) {
 		return nil, fmt.Errorf("link %s: delay %v is not from 0 to 10s", n.Name, *c.Delay)
 	}
-	linkMu.Lock()
-	defer linkMu.Unlock()
+	s.links.change.Lock()
+	defer s.links.change.Unlock()
 	f, err := readLinkFile(s.dir, n.Name)
 	if err != nil {
 		return nil, fmt.Errorf("link %s: %w", n.Name, err)
@@ -417,12 +459,20 @@ func (s *supervisor) linkStatus(ctx context.Context, n *NodePlan) LinkStatus {
 // fillLinks adds the link of every node and the template state to st.
 func (s *supervisor) fillLinks(ctx context.Context, st *Status) {
 	st.Templates = s.links.templates()
+	var wg sync.WaitGroup
 	for i := range st.Nodes {
-		if n, err := s.plan.Node(st.Nodes[i].Name); err == nil {
-			ls := s.linkStatus(ctx, n)
-			st.Nodes[i].Link = &ls
+		n, err := s.plan.Node(st.Nodes[i].Name)
+		if err != nil {
+			continue
 		}
+		wg.Add(1)
+		go func(ns *NodeStatus) {
+			defer wg.Done()
+			ls := s.linkStatus(ctx, n)
+			ns.Link = &ls
+		}(&st.Nodes[i])
 	}
+	wg.Wait()
 }
 
 // startNodeLink is RunNode's link step, run before the peripheral starts:
@@ -459,6 +509,11 @@ func startNodeLink(dir string, plan *Plan, n *NodePlan) (shaped bool, apply func
 // SetLink changes the link of a node of the named testbed (through its
 // supervisor) and returns what is in force afterwards.
 func SetLink(ctx context.Context, testbed string, c LinkChange) (*LinkStatus, error) {
+	if plan, err := LoadPlan(Dir(testbed)); err == nil {
+		if _, err := plan.Node(c.Node); err != nil {
+			return nil, err
+		}
+	}
 	var ls LinkStatus
 	if err := supervisorCall(ctx, testbed, "link", c, &ls); err != nil {
 		return nil, err

@@ -286,7 +286,7 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 		}
 		cmd := exec.Command(Executable, "node", "run", "--state", s.dir, "--name", n.plan.Name)
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		started := time.Now()
 		err = fabric.StartIn(n.plan.NS, cmd)
@@ -447,4 +447,14 @@ func (s *supervisor) status(ctx context.Context) Status {
 	wg.Wait()
 	s.fillLinks(ctx, &st)
 	return st
+}
+
+// nodeGOMAXPROCS is the Go scheduler width of each peripheral:
+// $NETSTATION_NODE_GOMAXPROCS, else 2 (the receive loop and the services
+// each get a core; more only adds cross-CPU wake-ups, see FACTS.md).
+func nodeGOMAXPROCS() string {
+	if v := os.Getenv("NETSTATION_NODE_GOMAXPROCS"); v != "" {
+		return v
+	}
+	return "2"
 }

@@ -45,6 +45,18 @@ written. -w - writes to standard output.`,
 			if err != nil {
 				return err
 			}
+			if os.Geteuid() != 0 {
+				return errors.New("capture needs root: it opens a packet socket inside the fabric's namespace")
+			}
+			// Check everything before creating the file.
+			if _, _, err := testbed.CapturePoint(tb, args[0]); err != nil {
+				return err
+			}
+			if filter != "" {
+				if _, err := capture.ParseFilter(filter); err != nil {
+					return err
+				}
+			}
 			var w io.Writer
 			var f *os.File
 			if out == "-" {

@@ -144,7 +144,7 @@ The default testbed is brought up if no testbed is up.`,
 			s := res.Sent
 			fmt.Printf("%s -> %s: %d frames of %dx%d %s in %.2fs: %.1f frames/s, %.1f Mbit/s (%d tiles, %d RLE; rendering %.2fs)\n",
 				from, to, s.Frames, res.Display.Width, res.Display.Height, a.Pattern, s.Elapsed.Seconds(), s.FPS, s.Mbps, s.Tiles, s.RLETiles, s.Render.Seconds())
-			fmt.Printf("%s: %d frames presented, %d tiles drawn, %d lost, drops %s\n", to, res.Presented, res.Tiles, res.TilesLost, formatDrops(res.Display.Drops))
+			fmt.Printf("%s: %d frames presented (%.1f frames/s), %d tiles drawn, %d lost, drops %s\n", to, res.Presented, res.Display.AvgFPS, res.Tiles, res.TilesLost, formatDrops(res.Display.Drops))
 			return nil
 		},
 	}

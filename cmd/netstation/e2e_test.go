@@ -211,27 +211,34 @@ func TestUpPingDown(t *testing.T) {
 	b.assertGone(b.name)
 }
 
-func TestKilledPeripheralRestarts(t *testing.T) {
-	b := newBed(t)
-	b.must("up", "-f", b.topo(b.name, threeNodes))
+// killAndWaitRestart kill -9s node i and waits until the supervisor has
+// restarted it.
+func (b *bed) killAndWaitRestart(i int) testbed.Status {
+	b.t.Helper()
 	st := b.status(b.name)
-	victim := st.Nodes[1]
+	victim := st.Nodes[i]
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		st = b.status(b.name)
-		n := st.Nodes[1]
+		n := st.Nodes[i]
 		if n.Restarts >= 1 && n.State == testbed.StateRunning && n.PID != victim.PID && n.PID != 0 {
-			break
+			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("peripheral not restarted: %+v", n)
+			b.t.Fatalf("peripheral not restarted: %+v", n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	pingAll(t, b, b.name, []string{"cpu0", victim.Name})
+}
+
+func TestKilledPeripheralRestarts(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, threeNodes))
+	st := b.killAndWaitRestart(1)
+	pingAll(t, b, b.name, []string{"cpu0", st.Nodes[1].Name})
 	// kill -9 the supervisor too: down must still remove everything.
 	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

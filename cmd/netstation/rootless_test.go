@@ -6,7 +6,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/netstation/netstation/internal/privtest"
 	"github.com/netstation/netstation/testbed"
@@ -66,22 +65,7 @@ func TestRootless(t *testing.T) {
 func TestRootlessKill9(t *testing.T) {
 	b := newRootlessBed(t)
 	b.must("up", "-f", b.topo(b.name, threeNodes))
-	st := b.status(b.name)
-	victim := st.Nodes[0]
-	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		n := b.status(b.name).Nodes[0]
-		if n.Restarts >= 1 && n.State == testbed.StateRunning && n.PID != victim.PID && n.PID != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not restarted: %+v", n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	st := b.killAndWaitRestart(0)
 	pingAll(t, b, b.name, []string{"cpu0", "disk0"})
 	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -61,7 +61,9 @@ func (Bars) Draw(im *image.RGBA, n int) {
 	}
 }
 
-// Mandelbrot zooms into the Seahorse valley, 2 % per frame.
+// Mandelbrot zooms into the Seahorse valley, 2 % per frame. It is
+// computed at half resolution (each 2x2 block one colour) so that a cpu
+// peripheral renders 1280x720 at tens of frames per second.
 type Mandelbrot struct{}
 
 // Draw implements Pattern; rows are shared among the CPUs.
@@ -69,33 +71,40 @@ func (Mandelbrot) Draw(im *image.RGBA, n int) {
 	w, h := im.Rect.Dx(), im.Rect.Dy()
 	const cx, cy = -0.743643887037151, 0.131825904205330
 	scale := 3.0 / float64(max(w, 1)) * math.Pow(0.98, float64(n%600))
-	const maxIter = 96
+	const maxIter = 64
 	workers := runtime.GOMAXPROCS(0)
 	var wg sync.WaitGroup
 	for k := 0; k < workers; k++ {
 		wg.Add(1)
 		go func(k int) {
 			defer wg.Done()
-			for y := k; y < h; y += workers {
+			for y := 2 * k; y < h; y += 2 * workers {
 				ci := cy + (float64(y)-float64(h)/2)*scale
 				o := im.PixOffset(im.Rect.Min.X, im.Rect.Min.Y+y)
-				for x := 0; x < w; x++ {
+				row := im.Pix[o : o+w*4]
+				for x := 0; x < w; x += 2 {
 					cr := cx + (float64(x)-float64(w)/2)*scale
 					zr, zi := 0.0, 0.0
 					i := 0
 					for ; i < maxIter && zr*zr+zi*zi <= 4; i++ {
 						zr, zi = zr*zr-zi*zi+cr, 2*zr*zi+ci
 					}
-					p := im.Pix[o+x*4 : o+x*4+4]
-					if i == maxIter {
-						p[0], p[1], p[2] = 0, 0, 0
-					} else {
+					var c [4]byte
+					c[3] = 0xff
+					if i < maxIter {
 						t := float64(i) / maxIter
-						p[0] = byte(9 * (1 - t) * t * t * t * 255)
-						p[1] = byte(15 * (1 - t) * (1 - t) * t * t * 255)
-						p[2] = byte(8.5 * (1 - t) * (1 - t) * (1 - t) * t * 255)
+						c[0] = byte(9 * (1 - t) * t * t * t * 255)
+						c[1] = byte(15 * (1 - t) * (1 - t) * t * t * 255)
+						c[2] = byte(8.5 * (1 - t) * (1 - t) * (1 - t) * t * 255)
 					}
-					p[3] = 0xff
+					copy(row[x*4:], c[:])
+					if x+1 < w {
+						copy(row[x*4+4:], c[:])
+					}
+				}
+				if y+1 < h {
+					o2 := im.PixOffset(im.Rect.Min.X, im.Rect.Min.Y+y+1)
+					copy(im.Pix[o2:o2+w*4], row)
 				}
 			}
 		}(k)

@@ -35,7 +35,7 @@ var (
 // Defaults of Options' zero fields.
 const (
 	DefaultInitialRTO = 50 * time.Millisecond
-	DefaultMinRTO     = 5 * time.Millisecond
+	DefaultMinRTO     = 20 * time.Millisecond // 5 ms retransmitted spuriously when peripherals share two busy cores
 	DefaultMaxRTO     = time.Second
 	DefaultMaxRetries = 12
 )
@@ -154,11 +154,12 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 	if opts.InitialRTO <= 0 {
 		opts.InitialRTO = DefaultInitialRTO
 	}
-	if opts.MinRTO <= 0 {
-		opts.MinRTO = DefaultMinRTO
-	}
 	if opts.MaxRTO <= 0 {
 		opts.MaxRTO = DefaultMaxRTO
+	}
+	if opts.MinRTO <= 0 {
+		// The default floor, but never above a ceiling the caller chose.
+		opts.MinRTO = min(DefaultMinRTO, opts.MaxRTO)
 	}
 	if opts.MaxRetries <= 0 {
 		opts.MaxRetries = DefaultMaxRetries

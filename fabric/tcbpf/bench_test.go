@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/netstation/netstation/internal/privtest"
 )
 
 // benchProgram reports the kernel's own per-run time of p on frame
@@ -41,26 +40,9 @@ func BenchmarkImpairProgram(b *testing.B) {
 }
 
 func BenchmarkTemplateProgram(b *testing.B) {
-	privtest.Root(b)
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
 	ip := netip.MustParseAddr("10.0.0.1")
-	val, _ := templateValue(mac, ip)
-	params, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: tplParamsSize, MaxEntries: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer params.Close()
-	params.Put(uint32(0), val)
-	counters, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: tplSlots})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer counters.Close()
-	p, err := loadProgram("ns_tpl_bench", templateInstructions(params, counters))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
+	p := newTemplateObjs(b, mac, ip).prog
 	benchProgram(b, p, udpFrame(mac, ip, 1400))
 }
 

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -157,18 +155,11 @@ func Attach(ns, ifname string) (*Impairment, error) {
 }
 
 func attach(ns, ifname string) (_ *Impairment, err error) {
-	dir, err := portDir(ns, ifname)
+	dir, links, err := preparePort(ns, ifname, pinImpIngress, pinImpEgress)
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(); err != nil {
-		return nil, err
-	}
-	ifindex, err := ifindexIn(ns, ifname)
-	if err != nil {
-		return nil, err
-	}
-	if links, ok := livePinnedLinks(dir, ifindex, pinImpIngress, pinImpEgress); ok {
+	if links != nil {
 		imp, err := Open(ns, ifname)
 		if err != nil {
 			for _, l := range links {
@@ -232,23 +223,11 @@ func attach(ns, ifname string) (_ *Impairment, err error) {
 // Open opens the impairment attached (by any process) to ifname in ns.
 // It returns an error wrapping [ErrNotFound] when there is none.
 func Open(ns, ifname string) (*Impairment, error) {
-	dir, err := portDir(ns, ifname)
-	if err != nil {
-		return nil, fmt.Errorf("tcbpf: %w", err)
-	}
 	imp := &Impairment{ns: ns, ifname: ifname}
-	for _, m := range []struct {
-		dst  **ebpf.Map
-		name string
-	}{{&imp.params, pinImpParams}, {&imp.seq, pinImpSeq}, {&imp.counters, pinImpCounters}} {
-		*m.dst, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), nil)
-		if err != nil {
-			imp.Close()
-			if errors.Is(err, os.ErrNotExist) {
-				err = errors.Join(ErrNotFound, err)
-			}
-			return nil, fmt.Errorf("tcbpf: open impairment of %s in %s: %w", ifname, nsLabel(ns), err)
-		}
+	err := openPinnedMaps(ns, ifname, "impairment",
+		pinnedMap{&imp.params, pinImpParams}, pinnedMap{&imp.seq, pinImpSeq}, pinnedMap{&imp.counters, pinImpCounters})
+	if err != nil {
+		return nil, err
 	}
 	return imp, nil
 }
@@ -256,14 +235,7 @@ func Open(ns, ifname string) (*Impairment, error) {
 // Detach removes the impairment of ifname in ns, if any. Its programs
 // leave the port once no process holds them open.
 func Detach(ns, ifname string) error {
-	dir, err := portDir(ns, ifname)
-	if err != nil {
-		return fmt.Errorf("tcbpf: %w", err)
-	}
-	if err := removePins(dir, impairPins...); err != nil {
-		return fmt.Errorf("tcbpf: detach impairment of %s in %s: %w", ifname, nsLabel(ns), err)
-	}
-	return nil
+	return detachPins(ns, ifname, "impairment", impairPins...)
 }
 
 // Set replaces the parameters and restarts both directions' sequences, so
@@ -327,12 +299,7 @@ func (imp *Impairment) Close() error {
 		errs = append(errs, l.Close())
 	}
 	imp.links = nil
-	for _, m := range []**ebpf.Map{&imp.params, &imp.seq, &imp.counters} {
-		if *m != nil {
-			errs = append(errs, (*m).Close())
-			*m = nil
-		}
-	}
+	errs = append(errs, closeMaps(&imp.params, &imp.seq, &imp.counters)...)
 	return errors.Join(errs...)
 }
 

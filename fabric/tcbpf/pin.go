@@ -195,3 +195,78 @@ func livePinnedLinks(dir string, ifindex int, names ...string) ([]link.Link, boo
 	}
 	return links, true
 }
+
+// preparePort does what every attach does first: it finds the port's pin
+// directory, mounts the BPF filesystem if needed and looks the port up. When
+// the links pinned as linkPins are all still attached to the port it
+// returns them (live) for the caller to reuse.
+func preparePort(ns, ifname string, linkPins ...string) (dir string, live []link.Link, err error) {
+	if dir, err = portDir(ns, ifname); err != nil {
+		return "", nil, err
+	}
+	if err := ensureBPFFS(); err != nil {
+		return "", nil, err
+	}
+	ifindex, err := ifindexIn(ns, ifname)
+	if err != nil {
+		return "", nil, err
+	}
+	live, _ = livePinnedLinks(dir, ifindex, linkPins...)
+	return dir, live, nil
+}
+
+// pinnedMap is a handle's map field and the name its map is pinned under.
+type pinnedMap struct {
+	dst  **ebpf.Map
+	name string
+}
+
+// openPinnedMaps fills the fields of maps from the pins of ifname in ns,
+// in order; what names the handle in errors ("impairment"). On failure it
+// closes the maps it loaded and the error wraps [ErrNotFound] when a pin is
+// missing.
+func openPinnedMaps(ns, ifname, what string, maps ...pinnedMap) error {
+	dir, err := portDir(ns, ifname)
+	if err != nil {
+		return fmt.Errorf("tcbpf: %w", err)
+	}
+	for _, m := range maps {
+		*m.dst, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), nil)
+		if err != nil {
+			for _, m := range maps {
+				closeMaps(m.dst)
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				err = errors.Join(ErrNotFound, err)
+			}
+			return fmt.Errorf("tcbpf: open %s of %s in %s: %w", what, ifname, nsLabel(ns), err)
+		}
+	}
+	return nil
+}
+
+// detachPins removes the pins (names) of the what ("template") of ifname
+// in ns.
+func detachPins(ns, ifname, what string, names ...string) error {
+	dir, err := portDir(ns, ifname)
+	if err != nil {
+		return fmt.Errorf("tcbpf: %w", err)
+	}
+	if err := removePins(dir, names...); err != nil {
+		return fmt.Errorf("tcbpf: detach %s of %s in %s: %w", what, ifname, nsLabel(ns), err)
+	}
+	return nil
+}
+
+// closeMaps closes the maps that are open, sets them to nil and returns
+// the errors of closing them.
+func closeMaps(maps ...**ebpf.Map) []error {
+	var errs []error
+	for _, m := range maps {
+		if *m != nil {
+			errs = append(errs, (*m).Close())
+			*m = nil
+		}
+	}
+	return errs
+}

@@ -59,21 +59,37 @@ func (l *labels) next(prefix string) string {
 	return fmt.Sprintf("%s_%d", prefix, l.n)
 }
 
+// lookup emits R0 = bpf_map_lookup_elem(m, &key), with the u32 key stored
+// at R10+stackOff, and a jump to miss when R0 is NULL. It clobbers R0-R5.
+func lookup(m *ebpf.Map, stackOff int16, key int64, miss string) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.R10, stackOff, key, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, int32(stackOff)),
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, miss),
+	}
+}
+
+// loadParams emits the start every program shares: R6 = the skb (R1 on
+// entry) and R7 = params[0], or a jump to miss when the lookup fails (it
+// cannot for an array map). It uses the stack word at -4.
+func loadParams(params *ebpf.Map, miss string) asm.Instructions {
+	ins := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	ins = append(ins, lookup(params, -4, 0, miss)...)
+	return append(ins, asm.Mov.Reg(asm.R7, asm.R0))
+}
+
 // count emits: counters[key] += 1 (an atomic add; on a per-CPU map it is
 // uncontended). It clobbers R0-R5 and the stack word at -32.
 func count(lb *labels, counters *ebpf.Map, key int32) asm.Instructions {
 	skip := lb.next("count_done")
-	return asm.Instructions{
-		asm.StoreImm(asm.R10, -32, int64(key), asm.Word),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -32),
-		asm.LoadMapPtr(asm.R1, counters.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, skip),
+	return append(lookup(counters, -32, int64(key), skip),
 		asm.Mov.Imm(asm.R1, 1),
 		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol(skip),
-	}
+	)
 }
 
 // verdict emits a labelled block that counts key and returns ret.
@@ -116,15 +132,8 @@ func loadBytes(off int32, offReg asm.Register, stackOff int16, n int32, fail str
 func impairInstructions(dir int, params, seq, counters *ebpf.Map) asm.Instructions {
 	lb := &labels{}
 	key := func(kind int) int32 { return int32(dir*counterKind + kind) }
-	ins := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.StoreImm(asm.R10, -4, 0, asm.Word),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, params.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
-		asm.Mov.Reg(asm.R7, asm.R0),
+	ins := loadParams(params, "pass")
+	ins = append(ins,
 		asm.LoadMem(asm.R1, asm.R7, offFlags, asm.Word),
 		asm.JSet.Imm(asm.R1, flagDown, "blocked"),
 		asm.LoadMem(asm.R2, asm.R7, offLossPPM, asm.Word),
@@ -139,13 +148,12 @@ func impairInstructions(dir int, params, seq, counters *ebpf.Map) asm.Instructio
 		asm.FnGetPrandomU32.Call(),
 		asm.Or.Reg(asm.R8, asm.R0),
 		asm.Ja.Label("draw"),
-		// Seeded: n = seq[dir]++ (atomic), z = mix(seed + salt + (n+1)*golden).
-		asm.StoreImm(asm.R10, -8, int64(dir), asm.Word).WithSymbol("seeded"),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -8),
-		asm.LoadMapPtr(asm.R1, seq.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+	)
+	// Seeded: n = seq[dir]++ (atomic), z = mix(seed + salt + (n+1)*golden).
+	seeded := lookup(seq, -8, int64(dir), "pass")
+	seeded[0] = seeded[0].WithSymbol("seeded")
+	ins = append(ins, seeded...)
+	ins = append(ins,
 		asm.Mov.Imm(asm.R1, 1),
 		fetchAdd64(asm.R0, asm.R1),
 		asm.Add.Imm(asm.R1, 1),
@@ -183,7 +191,7 @@ func impairInstructions(dir int, params, seq, counters *ebpf.Map) asm.Instructio
 		asm.RSh.Imm(asm.R1, 32),
 		asm.JLT.Reg(asm.R1, asm.R3, "corrupt"),
 		asm.Ja.Label("pass"),
-	}
+	)
 	// Corrupt: ethertype, version/IHL, TOS, total length at 12..17.
 	ins = append(ins, asm.Mov.Imm(asm.R0, 0).WithSymbol("corrupt"))
 	ins = append(ins, loadBytes(12, asm.R0, -16, 6, "pass")...)
@@ -249,64 +257,29 @@ const (
 // and counted by reason.
 func templateInstructions(params, counters *ebpf.Map) asm.Instructions {
 	lb := &labels{}
-	ins := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.StoreImm(asm.R10, -4, 0, asm.Word),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, params.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "badtype"), // cannot happen (array map); fail closed
-		asm.Mov.Reg(asm.R7, asm.R0),
+	ins := loadParams(params, "badtype") // a failed lookup cannot happen (array map); fail closed
+	ins = append(ins,
 		asm.LoadMem(asm.R1, asm.R6, offVlanPresent, asm.Word),
 		asm.JNE.Imm(asm.R1, 0, "badtype"),
-	}
+	)
 	// Source MAC (6..11) and ethertype (12..13) at -16..-9.
 	ins = append(ins, loadBytes(6, asm.R0, -16, 8, "runt")...)
+	ins = append(ins, jumpUnlessOwnMAC(-16, "badmac")...)
 	ins = append(ins,
-		asm.LoadMem(asm.R1, asm.R10, -16, asm.Word),
-		asm.LoadMem(asm.R2, asm.R7, offTplMAC, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, "badmac"),
-		asm.LoadMem(asm.R1, asm.R10, -12, asm.Half),
-		asm.LoadMem(asm.R2, asm.R7, offTplMAC+4, asm.Half),
-		asm.JNE.Reg(asm.R1, asm.R2, "badmac"),
 		asm.LoadMem(asm.R1, asm.R10, -10, asm.Half),
 		asm.JEq.Imm(asm.R1, 0x0008, "ipv4"), // 0x0800 read little-endian
 		asm.JEq.Imm(asm.R1, 0x0608, "arp"),  // 0x0806
 		asm.Ja.Label("badtype"),
 	)
 	// IPv4 source address at 26..29.
-	ins = append(ins,
-		asm.LoadMem(asm.R1, asm.R7, offTplFlags, asm.Word).WithSymbol("ipv4"),
-		asm.JEq.Imm(asm.R1, 0, "pass"),
-	)
-	ins = append(ins, loadBytes(26, asm.R0, -24, 4, "runt")...)
-	ins = append(ins,
-		asm.LoadMem(asm.R1, asm.R10, -24, asm.Word),
-		asm.LoadMem(asm.R2, asm.R7, offTplIP, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, "badip"),
-		asm.Ja.Label("pass"),
-	)
+	ipv4 := passIfOwnIP(26, "badip")
+	ipv4[0] = ipv4[0].WithSymbol("ipv4")
+	ins = append(ins, ipv4...)
 	// ARP sender hardware address at 22..27, sender protocol address at 28..31.
 	ins = append(ins, asm.Mov.Imm(asm.R0, 0).WithSymbol("arp"))
 	ins = append(ins, loadBytes(22, asm.R0, -16, 6, "runt")...)
-	ins = append(ins,
-		asm.LoadMem(asm.R1, asm.R10, -16, asm.Word),
-		asm.LoadMem(asm.R2, asm.R7, offTplMAC, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, "badarp"),
-		asm.LoadMem(asm.R1, asm.R10, -12, asm.Half),
-		asm.LoadMem(asm.R2, asm.R7, offTplMAC+4, asm.Half),
-		asm.JNE.Reg(asm.R1, asm.R2, "badarp"),
-		asm.LoadMem(asm.R1, asm.R7, offTplFlags, asm.Word),
-		asm.JEq.Imm(asm.R1, 0, "pass"),
-	)
-	ins = append(ins, loadBytes(28, asm.R0, -24, 4, "runt")...)
-	ins = append(ins,
-		asm.LoadMem(asm.R1, asm.R10, -24, asm.Word),
-		asm.LoadMem(asm.R2, asm.R7, offTplIP, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, "badarp"),
-		asm.Ja.Label("pass"),
-	)
+	ins = append(ins, jumpUnlessOwnMAC(-16, "badarp")...)
+	ins = append(ins, passIfOwnIP(28, "badarp")...)
 	ins = append(ins, verdict(lb, "pass", counters, tplPassed, tcxNext)...)
 	ins = append(ins, verdict(lb, "badmac", counters, tplBadMAC, tcxDrop)...)
 	ins = append(ins, verdict(lb, "badip", counters, tplBadIP, tcxDrop)...)
@@ -314,6 +287,36 @@ func templateInstructions(params, counters *ebpf.Map) asm.Instructions {
 	ins = append(ins, verdict(lb, "badtype", counters, tplBadType, tcxDrop)...)
 	ins = append(ins, verdict(lb, "runt", counters, tplRunt, tcxDrop)...)
 	return ins
+}
+
+// jumpIfDiffers emits: if the size-wide value at R10+stackOff differs from
+// the one at R7+paramOff (the parameter value), goto fail.
+func jumpIfDiffers(stackOff, paramOff int16, size asm.Size, fail string) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R10, stackOff, size),
+		asm.LoadMem(asm.R2, asm.R7, paramOff, size),
+		asm.JNE.Reg(asm.R1, asm.R2, fail),
+	}
+}
+
+// jumpUnlessOwnMAC emits a jump to fail unless the 6 bytes at
+// R10+stackOff are the template's MAC.
+func jumpUnlessOwnMAC(stackOff int16, fail string) asm.Instructions {
+	return append(jumpIfDiffers(stackOff, offTplMAC, asm.Word, fail),
+		jumpIfDiffers(stackOff+4, offTplMAC+4, asm.Half, fail)...)
+}
+
+// passIfOwnIP emits the template's address check of the IPv4 address at
+// frame offset off: pass when the template checks no address or it is the
+// template's, goto fail when it is not, runt when the frame is too short.
+func passIfOwnIP(off int32, fail string) asm.Instructions {
+	ins := asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R7, offTplFlags, asm.Word),
+		asm.JEq.Imm(asm.R1, 0, "pass"),
+	}
+	ins = append(ins, loadBytes(off, asm.R0, -24, 4, "runt")...)
+	ins = append(ins, jumpIfDiffers(-24, offTplIP, asm.Word, fail)...)
+	return append(ins, asm.Ja.Label("pass"))
 }
 
 // loadProgram loads a SCHED_CLS program.

@@ -88,6 +88,42 @@ func newImpairObjs(t testing.TB) *impairObjs {
 	return o
 }
 
+type templateObjs struct {
+	params, counters *ebpf.Map
+	prog             *ebpf.Program
+}
+
+// newTemplateObjs loads a template program for mac and ip with maps of its
+// own, all closed when t ends.
+func newTemplateObjs(t testing.TB, mac net.HardwareAddr, ip netip.Addr) *templateObjs {
+	t.Helper()
+	privtest.Root(t)
+	val, err := templateValue(mac, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &templateObjs{}
+	o.params, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: tplParamsSize, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.params.Close() })
+	if err := o.params.Put(uint32(0), val); err != nil {
+		t.Fatal(err)
+	}
+	o.counters, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: tplSlots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.counters.Close() })
+	o.prog, err = loadProgram("ns_tpl_test", templateInstructions(o.params, o.counters))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.prog.Close() })
+	return o
+}
+
 // runOnce runs prog on frame and returns its verdict and output frame.
 func runOnce(t *testing.T, p *ebpf.Program, frame []byte) (int32, []byte) {
 	t.Helper()
@@ -255,26 +291,8 @@ func TestTemplateProgram(t *testing.T) {
 	other := net.HardwareAddr{2, 0, 0, 0, 0, 9}
 	ip := netip.MustParseAddr("10.0.0.1")
 	bad := netip.MustParseAddr("10.0.0.66")
-	val, err := templateValue(mac, ip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	params, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: tplParamsSize, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer params.Close()
-	params.Put(uint32(0), val)
-	counters, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: tplSlots})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer counters.Close()
-	p, err := loadProgram("ns_tpl_test", templateInstructions(params, counters))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	o := newTemplateObjs(t, mac, ip)
+	params, counters, p := o.params, o.counters, o.prog
 	ipv6 := udpFrame(mac, ip, 40) // test_run wants a full IPv6 header
 	binary.BigEndian.PutUint16(ipv6[12:], 0x86dd)
 	cases := []struct {
@@ -301,7 +319,7 @@ func TestTemplateProgram(t *testing.T) {
 		}
 	}
 	// MAC-only template: any source IP passes.
-	val, _ = templateValue(mac, netip.Addr{})
+	val, _ := templateValue(mac, netip.Addr{})
 	params.Put(uint32(0), val)
 	if ret, _ := runOnce(t, p, udpFrame(mac, bad, 10)); ret != tcxNext {
 		t.Errorf("MAC-only template dropped a frame from its MAC: %d", ret)

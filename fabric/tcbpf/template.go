@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -82,18 +80,11 @@ func attachTemplate(ns, ifname string, mac net.HardwareAddr, ip netip.Addr) (_ *
 	if err != nil {
 		return nil, err
 	}
-	dir, err := portDir(ns, ifname)
+	dir, links, err := preparePort(ns, ifname, pinTplLink)
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(); err != nil {
-		return nil, err
-	}
-	ifindex, err := ifindexIn(ns, ifname)
-	if err != nil {
-		return nil, err
-	}
-	if links, ok := livePinnedLinks(dir, ifindex, pinTplLink); ok {
+	if links != nil {
 		t, err := OpenTemplate(ns, ifname)
 		if err != nil {
 			links[0].Close()
@@ -129,7 +120,7 @@ func attachTemplate(ns, ifname string, mac net.HardwareAddr, ip netip.Addr) (_ *
 		return nil, err
 	}
 	defer p.Close()
-	links, err := attachTCX(ns, ifname, []*ebpf.Program{p}, []ebpf.AttachType{ebpf.AttachTCXIngress}, link.Head())
+	links, err = attachTCX(ns, ifname, []*ebpf.Program{p}, []ebpf.AttachType{ebpf.AttachTCXIngress}, link.Head())
 	if err != nil {
 		return nil, err
 	}
@@ -146,37 +137,17 @@ func attachTemplate(ns, ifname string, mac net.HardwareAddr, ip netip.Addr) (_ *
 // OpenTemplate opens the template attached (by any process) to ifname in
 // ns; the error wraps [ErrNotFound] when there is none.
 func OpenTemplate(ns, ifname string) (*Template, error) {
-	dir, err := portDir(ns, ifname)
-	if err != nil {
-		return nil, fmt.Errorf("tcbpf: %w", err)
-	}
 	t := &Template{}
-	for _, m := range []struct {
-		dst  **ebpf.Map
-		name string
-	}{{&t.params, pinTplParams}, {&t.counters, pinTplCounters}} {
-		*m.dst, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), nil)
-		if err != nil {
-			t.Close()
-			if errors.Is(err, os.ErrNotExist) {
-				err = errors.Join(ErrNotFound, err)
-			}
-			return nil, fmt.Errorf("tcbpf: open template of %s in %s: %w", ifname, nsLabel(ns), err)
-		}
+	err := openPinnedMaps(ns, ifname, "template", pinnedMap{&t.params, pinTplParams}, pinnedMap{&t.counters, pinTplCounters})
+	if err != nil {
+		return nil, err
 	}
 	return t, nil
 }
 
 // DetachTemplate removes the template of ifname in ns, if any.
 func DetachTemplate(ns, ifname string) error {
-	dir, err := portDir(ns, ifname)
-	if err != nil {
-		return fmt.Errorf("tcbpf: %w", err)
-	}
-	if err := removePins(dir, templatePins...); err != nil {
-		return fmt.Errorf("tcbpf: detach template of %s in %s: %w", ifname, nsLabel(ns), err)
-	}
-	return nil
+	return detachPins(ns, ifname, "template", templatePins...)
 }
 
 // Set changes the peripheral's MAC and address without reattaching.
@@ -217,11 +188,6 @@ func (t *Template) Close() error {
 		errs = append(errs, t.link.Close())
 		t.link = nil
 	}
-	for _, m := range []**ebpf.Map{&t.params, &t.counters} {
-		if *m != nil {
-			errs = append(errs, (*m).Close())
-			*m = nil
-		}
-	}
+	errs = append(errs, closeMaps(&t.params, &t.counters)...)
 	return errors.Join(errs...)
 }

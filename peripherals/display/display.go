@@ -32,6 +32,11 @@ var ErrOutside = errors.New("display: tile outside the framebuffer")
 // for a frame already presented.
 var ErrStale = errors.New("display: stale frame")
 
+// ResyncAfter is how many stale datagrams in a row make the display give
+// up the frame it is on and follow the sender back: one stray datagram
+// with a far-ahead frame number must not blank a stream for good.
+const ResyncAfter = 1024
+
 // Config sizes a display.
 type Config struct {
 	Width, Height int
@@ -54,6 +59,9 @@ type Stats struct {
 	// frame rather than by their PRESENT.
 	Frames   uint64 `json:"frames"`
 	Implicit uint64 `json:"implicit_presents"`
+	// Resyncs counts jumps back to an older frame after ResyncAfter
+	// stale datagrams in a row.
+	Resyncs uint64 `json:"resyncs"`
 	// Frame and Stream identify the frame on screen.
 	Frame  uint32 `json:"frame"`
 	Stream uint32 `json:"stream"`
@@ -79,6 +87,7 @@ type Display struct {
 	received uint32
 	expected uint32
 	shown    bool // cur is presented
+	staleRun int  // stale datagrams in a row
 	first    time.Time
 	firstN   uint64
 	times    [64]time.Time // recent present times, a ring
@@ -165,15 +174,23 @@ func (d *Display) apply(b []byte) error {
 	default:
 		diff := int32(h.Frame - d.cur)
 		switch {
+		case diff < 0 && d.staleRun >= ResyncAfter:
+			// The sender is evidently behind us (or we jumped ahead on
+			// a stray datagram): follow it rather than go dark.
+			d.st.Resyncs++
+			d.begin(h.Frame, h.Tiles)
 		case diff < 0:
+			d.staleRun++
 			return fmt.Errorf("%w: frame %d while receiving %d", ErrStale, h.Frame, d.cur)
 		case diff > 0:
 			d.presentPending()
 			d.begin(h.Frame, h.Tiles)
 		case d.shown:
+			d.staleRun++
 			return fmt.Errorf("%w: frame %d already presented", ErrStale, h.Frame)
 		}
 	}
+	d.staleRun = 0
 	if h.Type == tileproto.TypePresent {
 		d.expected = h.Tiles
 		d.present(false)

@@ -293,3 +293,69 @@ func BenchmarkEncodeApply(b *testing.B) {
 		}
 	}
 }
+
+// TestResyncAfterStrayFrame: a stray datagram from far ahead in the same
+// stream stalls the display only for ResyncAfter datagrams.
+func TestResyncAfterStrayFrame(t *testing.T) {
+	d := newDisplay(t)
+	e := &render.Encoder{TileW: 8, TileH: 6, Encoding: "rle", Stream: 1}
+	send(t, d, e, frame(render.Bars{}, 0), 0, nil)
+	stray := e.Frame(frame(render.Bars{}, 1), 1<<30)[0]
+	if err := d.Apply(stray); err != nil {
+		t.Fatal(err)
+	}
+	var n uint32 = 1
+	for d.Stats().Resyncs == 0 {
+		if n > 10 {
+			t.Fatalf("no resync after %d frames: %+v", n, d.Stats())
+		}
+		for _, b := range e.Frame(frame(render.Bars{}, int(n)), n) {
+			d.Apply(b)
+		}
+		n++
+	}
+	f := frame(render.Bars{}, 99)
+	send(t, d, e, f, n, nil)
+	snap, _ := d.Snapshot()
+	mustEqual(t, snap, f)
+	if st := d.Stats(); st.Drops[display.DropStale] != display.ResyncAfter {
+		t.Errorf("stale drops %d, want %d", st.Drops[display.DropStale], display.ResyncAfter)
+	}
+}
+
+// BenchmarkApply1280x720 measures the display's side alone: whole raw
+// frames of 20x18 tiles (2560 datagrams and a PRESENT each) applied and
+// presented. Two pre-encoded streams alternate so that every frame is new.
+func BenchmarkApply1280x720(b *testing.B) {
+	for _, enc := range []string{"raw", "rle"} {
+		b.Run(enc, func(b *testing.B) {
+			d, err := display.New(display.Config{Width: 1280, Height: 720})
+			if err != nil {
+				b.Fatal(err)
+			}
+			im := image.NewRGBA(image.Rect(0, 0, 1280, 720))
+			render.Bars{}.Draw(im, 0)
+			var frames [2][][]byte
+			var size int64
+			for i := range frames {
+				e := &render.Encoder{TileW: 20, TileH: 18, Encoding: enc, Stream: uint32(i + 1)}
+				for _, x := range e.Frame(im, 0) {
+					frames[i] = append(frames[i], append([]byte(nil), x...))
+					size += int64(len(x))
+				}
+			}
+			b.SetBytes(size / 2)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for _, x := range frames[i%2] {
+					if err := d.Apply(x); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+			b.ReportMetric(float64(b.N*len(frames[0]))/b.Elapsed().Seconds(), "datagrams/s")
+		})
+	}
+}

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -79,4 +80,14 @@ func FuzzParsePercent(f *testing.F) {
 			t.Fatalf("round trip of %q: %d -> %q -> %d, %v", s, v, FormatPercent(v), back, err)
 		}
 	})
+}
+
+func ExampleParsePercent() {
+	ppm, _ := ParsePercent("0.1%")
+	fmt.Println(ppm, FormatPercent(ppm))
+	_, err := ParsePercent("5")
+	fmt.Println(err)
+	// Output:
+	// 1000 0.1%
+	// percentage "5": want a number and % (e.g. 1% or 0.1%)
 }

@@ -60,10 +60,13 @@ func decodeRLE(dst, src []byte, bpp int) error {
 		if bpp > len(src) || o+reps*bpp > len(dst) {
 			return fmt.Errorf("%w: RLE run overruns", ErrMalformed)
 		}
-		p := src[:bpp]
-		for r := 0; r < reps; r++ {
-			o += copy(dst[o:], p)
+		// Fill by doubling: one pixel, then copies of what is filled.
+		run := dst[o : o+reps*bpp]
+		k := copy(run, src[:bpp])
+		for k < len(run) {
+			k += copy(run[k:], run[:k])
 		}
+		o += len(run)
 		src = src[bpp:]
 	}
 	if o != len(dst) {

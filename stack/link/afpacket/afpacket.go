@@ -14,19 +14,20 @@ import (
 	"github.com/netstation/netstation/stack/link"
 )
 
-// Errors returned by Open and WriteBatch.
+// Errors returned by Open and WriteBatch. The frame and transmit errors are
+// the link package's, shared with the other links.
 var (
 	// ErrBadOptions: an Options field is out of range.
 	ErrBadOptions = errors.New("afpacket: bad options")
 	// ErrFrameTooLong: a frame exceeds MaxFrame.
-	ErrFrameTooLong = errors.New("afpacket: frame longer than MaxFrame")
+	ErrFrameTooLong = link.ErrFrameTooLong
 	// ErrFrameTooShort: a frame is shorter than an Ethernet header.
-	ErrFrameTooShort = errors.New("afpacket: frame shorter than 14 bytes")
+	ErrFrameTooShort = link.ErrFrameTooShort
 	// ErrNotGSO: a frame longer than MTU+14 lacks a GSO type in its VNetHdr.
-	ErrNotGSO = errors.New("afpacket: frame longer than MTU+14 without GSO")
+	ErrNotGSO = link.ErrNotGSO
 	// ErrTxStalled: the kernel kept refusing frames (ENOBUFS/EAGAIN) for
 	// longer than Options.TxRetryBudget.
-	ErrTxStalled = errors.New("afpacket: transmit stalled")
+	ErrTxStalled = link.ErrTxStalled
 )
 
 // TxMode selects how WriteBatch hands frames to the kernel.

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/netstation/netstation/internal/linktest"
 	"github.com/netstation/netstation/stack/checksum"
 	"github.com/netstation/netstation/stack/link"
 )
@@ -47,14 +47,14 @@ func TestFramesCross(t *testing.T) {
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			w := newWorld(t, 1500)
-			la := open(t, w.a, "vA", m.o)
-			lb := open(t, w.b, "vB", m.o)
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", m.o)
+			lb := open(t, w.B, "vB", m.o)
 			if la.MTU() != 1500 || la.MaxFrame() != 65550 || la.Caps() != link.CapVNetHdr|link.CapGSO {
 				t.Fatalf("MTU %d MaxFrame %d Caps %v", la.MTU(), la.MaxFrame(), la.Caps())
 			}
-			if !bytes.Equal(la.HardwareAddr(), w.macA) {
-				t.Fatalf("HardwareAddr %v, want %v", la.HardwareAddr(), w.macA)
+			if !bytes.Equal(la.HardwareAddr(), w.MACA) {
+				t.Fatalf("HardwareAddr %v, want %v", la.HardwareAddr(), w.MACA)
 			}
 			ca, cb := collect(t, la), collect(t, lb)
 			for dir, x := range []struct {
@@ -64,10 +64,10 @@ func TestFramesCross(t *testing.T) {
 				src, dst := x.from.HardwareAddr(), x.to.HardwareAddr()
 				var want []link.Frame
 				for i, size := range []int{60, 1514, 60, 1514} {
-					want = append(want, link.Frame{Buf: testFrame(dst, src, size, uint32(dir*100+i))})
+					want = append(want, link.Frame{Buf: linktest.Frame(dst, src, size, uint32(dir*100+i))})
 				}
-				payload := pattern(65000-42, byte(dir))
-				gso := udpFrame(dst, src, [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 1000, 2000, payload, true, 1472)
+				payload := linktest.Pattern(65000-42, byte(dir))
+				gso := linktest.UDPFrame(dst, src, [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 1000, 2000, payload, true, 1472)
 				want = append(want, gso)
 				n, err := x.from.WriteBatch(want)
 				if err != nil || n != len(want) {
@@ -103,9 +103,9 @@ func TestFramesCross(t *testing.T) {
 func TestManyFrames(t *testing.T) {
 	for _, o := range []Options{{Tx: TxSendmmsg}, {TxRingFrames: 64}} {
 		t.Run(o.Tx.String(), func(t *testing.T) {
-			w := newWorld(t, 1500)
-			la := open(t, w.a, "vA", o)
-			lb := open(t, w.b, "vB", Options{})
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", o)
+			lb := open(t, w.B, "vB", Options{})
 			cb := collect(t, lb)
 			const total = 20000 // about 16 MB: the 1 MiB ring wraps many times
 			const window = 500  // frames in flight: the ring (~1200 frames) never overflows
@@ -117,7 +117,7 @@ func TestManyFrames(t *testing.T) {
 					if seq := binary.BigEndian.Uint32(r.buf[14:]); seq != uint32(verified) {
 						t.Fatalf("frame %d: got seq %d (drops %d)", verified, seq, lb.Stats().RingDrops)
 					}
-					if want := testFrame(lb.HardwareAddr(), la.HardwareAddr(), 60+verified%1400, uint32(verified)); !bytes.Equal(r.buf, want) {
+					if want := linktest.Frame(lb.HardwareAddr(), la.HardwareAddr(), 60+verified%1400, uint32(verified)); !bytes.Equal(r.buf, want) {
 						t.Fatalf("frame %d corrupted", verified)
 					}
 				}
@@ -125,7 +125,7 @@ func TestManyFrames(t *testing.T) {
 			for sent < total {
 				for i := range batch {
 					size := 60 + (sent+i)%1400
-					batch[i].Buf = testFrame(lb.HardwareAddr(), la.HardwareAddr(), size, uint32(sent+i))
+					batch[i].Buf = linktest.Frame(lb.HardwareAddr(), la.HardwareAddr(), size, uint32(sent+i))
 				}
 				n, err := la.WriteBatch(batch)
 				if err != nil {
@@ -145,9 +145,9 @@ func TestManyFrames(t *testing.T) {
 }
 
 func TestBadFrames(t *testing.T) {
-	w := newWorld(t, 1500)
-	la := open(t, w.a, "vA", Options{})
-	good := link.Frame{Buf: testFrame(w.macB, w.macA, 60, 1)}
+	w := linktest.NewPair(t, 1500)
+	la := open(t, w.A, "vA", Options{})
+	good := link.Frame{Buf: linktest.Frame(w.MACB, w.MACA, 60, 1)}
 	for _, c := range []struct {
 		bad  link.Frame
 		want error
@@ -168,30 +168,18 @@ func TestBadFrames(t *testing.T) {
 // kernel address, receives the frame with a partial checksum (NEEDS_CSUM,
 // as veth hands it over) that completes to a valid one.
 func TestKernelToLink(t *testing.T) {
-	w := newWorld(t, 1500)
-	lb := open(t, w.b, "vB", Options{})
+	w := linktest.NewPair(t, 1500)
+	lb := open(t, w.B, "vB", Options{})
 	cb := collect(t, lb)
-	va, _ := w.a.Handle.LinkByIndex(w.va)
-	w.a.AddrAdd(t, va, "10.77.0.1/24")
-	if err := w.a.Handle.NeighAdd(&netlink.Neigh{LinkIndex: w.va, State: netlink.NUD_PERMANENT, IP: net.IPv4(10, 77, 0, 2), HardwareAddr: w.macB}); err != nil {
-		t.Fatal(err)
-	}
-	var conn *net.UDPConn
-	if err := w.a.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 4000})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	payload := pattern(1000, 0x5a)
+	conn := w.KernelUDP(t, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParseAddr("10.77.0.2"), 4000)
+	payload := linktest.Pattern(1000, 0x5a)
 	if _, err := conn.WriteToUDP(payload, &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 5000}); err != nil {
 		t.Fatal(err)
 	}
 	r := cb.next(t, 2*time.Second, func(r received) bool {
 		return len(r.buf) >= 42 && binary.BigEndian.Uint16(r.buf[12:]) == 0x0800 && r.buf[23] == 17 && binary.BigEndian.Uint16(r.buf[36:]) == 5000
 	})
-	if !bytes.Equal(r.buf[0:6], w.macB) || !bytes.Equal(r.buf[6:12], w.macA) || !bytes.Equal(r.buf[42:], payload) {
+	if !bytes.Equal(r.buf[0:6], w.MACB) || !bytes.Equal(r.buf[6:12], w.MACA) || !bytes.Equal(r.buf[42:], payload) {
 		t.Fatalf("frame content wrong: % x", r.buf[:42])
 	}
 	if r.vnet.Flags&link.VNetNeedsCsum == 0 {
@@ -213,21 +201,17 @@ func TestKernelToLink(t *testing.T) {
 // answers it) and hand-built UDP datagrams, one with a complete checksum
 // and one NEEDS_CSUM; a kernel UDP socket in a receives both.
 func TestLinkToKernel(t *testing.T) {
-	w := newWorld(t, 1500)
-	lb := open(t, w.b, "vB", Options{})
+	w := linktest.NewPair(t, 1500)
+	lb := open(t, w.B, "vB", Options{})
 	cb := collect(t, lb)
-	va, _ := w.a.Handle.LinkByIndex(w.va)
-	w.a.AddrAdd(t, va, "10.77.0.1/24")
-	if err := w.a.Handle.NeighAdd(&netlink.Neigh{LinkIndex: w.va, State: netlink.NUD_PERMANENT, IP: net.IPv4(10, 77, 0, 2), HardwareAddr: w.macB}); err != nil {
-		t.Fatal(err)
-	}
+	conn := w.KernelUDP(t, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParseAddr("10.77.0.2"), 4001)
 	// ARP who-has 10.77.0.1 tell 10.77.0.2.
 	arp := make([]byte, 42)
 	copy(arp[0:], net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(arp[6:], w.macB)
+	copy(arp[6:], w.MACB)
 	binary.BigEndian.PutUint16(arp[12:], 0x0806)
 	copy(arp[14:], []byte{0, 1, 8, 0, 6, 4, 0, 1})
-	copy(arp[22:], w.macB)
+	copy(arp[22:], w.MACB)
 	copy(arp[28:], []byte{10, 77, 0, 2})
 	copy(arp[38:], []byte{10, 77, 0, 1})
 	if _, err := lb.WriteBatch([]link.Frame{{Buf: arp}}); err != nil {
@@ -236,21 +220,13 @@ func TestLinkToKernel(t *testing.T) {
 	reply := cb.next(t, 2*time.Second, func(r received) bool {
 		return len(r.buf) >= 42 && binary.BigEndian.Uint16(r.buf[12:]) == 0x0806 && binary.BigEndian.Uint16(r.buf[20:]) == 2
 	})
-	if !bytes.Equal(reply.buf[22:28], w.macA) || !bytes.Equal(reply.buf[28:32], []byte{10, 77, 0, 1}) {
+	if !bytes.Equal(reply.buf[22:28], w.MACA) || !bytes.Equal(reply.buf[28:32], []byte{10, 77, 0, 1}) {
 		t.Fatalf("ARP reply % x", reply.buf[:42])
 	}
 
-	var conn *net.UDPConn
-	if err := w.a.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 4001})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	for _, partial := range []bool{false, true} {
-		payload := pattern(1200, map[bool]byte{false: 1, true: 2}[partial])
-		f := udpFrame(w.macA, w.macB, [4]byte{10, 77, 0, 2}, [4]byte{10, 77, 0, 1}, 6000, 4001, payload, partial, 0)
+		payload := linktest.Pattern(1200, map[bool]byte{false: 1, true: 2}[partial])
+		f := linktest.UDPFrame(w.MACA, w.MACB, [4]byte{10, 77, 0, 2}, [4]byte{10, 77, 0, 1}, 6000, 4001, payload, partial, 0)
 		if _, err := lb.WriteBatch([]link.Frame{f}); err != nil {
 			t.Fatal(err)
 		}
@@ -271,13 +247,13 @@ func TestLinkToKernel(t *testing.T) {
 func TestLatencyIndependentOfBlockTimeout(t *testing.T) {
 	for _, o := range []Options{{BlockTimeout: time.Second}, {BlockTimeout: time.Second, BusyPoll: 20 * time.Microsecond}} {
 		t.Run(fmt.Sprint(o.BusyPoll), func(t *testing.T) {
-			w := newWorld(t, 1500)
-			la := open(t, w.a, "vA", Options{})
-			lb := open(t, w.b, "vB", o)
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", Options{})
+			lb := open(t, w.B, "vB", o)
 			cb := collect(t, lb)
 			for i := 0; i < 20; i++ {
 				start := time.Now()
-				if _, err := la.WriteBatch([]link.Frame{{Buf: testFrame(w.macB, w.macA, 60, uint32(i))}}); err != nil {
+				if _, err := la.WriteBatch([]link.Frame{{Buf: linktest.Frame(w.MACB, w.MACA, 60, uint32(i))}}); err != nil {
 					t.Fatal(err)
 				}
 				cb.next(t, 2*time.Second, isTest)
@@ -291,44 +267,9 @@ func TestLatencyIndependentOfBlockTimeout(t *testing.T) {
 }
 
 func TestCloseUnblocksRead(t *testing.T) {
-	w := newWorld(t, 1500)
+	w := linktest.NewPair(t, 1500)
 	before := runtime.NumGoroutine()
-	lb := open(t, w.b, "vB", Options{})
-	errc := make(chan error, 1)
-	go func() {
-		frames := make([]link.Frame, 8)
-		for {
-			if _, err := lb.ReadBatch(frames); err != nil {
-				errc <- err
-				return
-			}
-		}
-	}()
-	time.Sleep(50 * time.Millisecond)
-	if err := lb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, link.ErrClosed) {
-			t.Fatalf("ReadBatch after Close: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not unblock ReadBatch")
-	}
-	if _, err := lb.WriteBatch([]link.Frame{{Buf: make([]byte, 60)}}); !errors.Is(err, link.ErrClosed) {
-		t.Fatalf("WriteBatch after Close: %v", err)
-	}
-	if _, err := lb.ReadBatch(make([]link.Frame, 1)); !errors.Is(err, link.ErrClosed) {
-		t.Fatalf("ReadBatch after Close: %v", err)
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if g := runtime.NumGoroutine(); g > before {
-		t.Fatalf("%d goroutines after Close, %d before Open", g, before)
-	}
+	linktest.CheckCloseUnblocksRead(t, open(t, w.B, "vB", Options{}), before)
 }
 
 // TestNoAllocs: steady-state WriteBatch (both transmit paths) and
@@ -336,30 +277,10 @@ func TestCloseUnblocksRead(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	for _, mode := range []TxMode{TxRing, TxSendmmsg} {
 		t.Run(mode.String(), func(t *testing.T) {
-			w := newWorld(t, 1500)
-			la := open(t, w.a, "vA", Options{Tx: mode})
-			lb := open(t, w.b, "vB", Options{})
-			batch := make([]link.Frame, 16)
-			for i := range batch {
-				batch[i].Buf = testFrame(w.macB, w.macA, 60+i*90, uint32(i))
-			}
-			frames := make([]link.Frame, 64)
-			round := func() {
-				if _, err := la.WriteBatch(batch); err != nil {
-					t.Fatal(err)
-				}
-				for got := 0; got < len(batch); {
-					n, err := lb.ReadBatch(frames)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got += n
-				}
-			}
-			round()
-			if a := testing.AllocsPerRun(200, round); a != 0 {
-				t.Fatalf("%v allocations per write+read round", a)
-			}
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", Options{Tx: mode})
+			lb := open(t, w.B, "vB", Options{})
+			linktest.CheckNoAllocs(t, la, lb, w.MACB, w.MACA)
 		})
 	}
 }
@@ -370,13 +291,13 @@ func TestNoAllocs(t *testing.T) {
 func TestKernelRejectsFrame(t *testing.T) {
 	for _, mode := range []TxMode{TxRing, TxSendmmsg} {
 		t.Run(mode.String(), func(t *testing.T) {
-			w := newWorld(t, 1500)
-			la := open(t, w.a, "vA", Options{Tx: mode})
-			lb := open(t, w.b, "vB", Options{})
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", Options{Tx: mode})
+			lb := open(t, w.B, "vB", Options{})
 			cb := collect(t, lb)
-			bad := link.Frame{Buf: testFrame(w.macB, w.macA, 100, 999), VNet: link.VNetHdr{GSOType: link.GSOTCPv4}}
+			bad := link.Frame{Buf: linktest.Frame(w.MACB, w.MACA, 100, 999), VNet: link.VNetHdr{GSOType: link.GSOTCPv4}}
 			for i := 0; i < 3; i++ {
-				good := link.Frame{Buf: testFrame(w.macB, w.macA, 60, uint32(i))}
+				good := link.Frame{Buf: linktest.Frame(w.MACB, w.MACA, 60, uint32(i))}
 				n, err := la.WriteBatch([]link.Frame{bad, good})
 				t.Logf("round %d: WriteBatch = %d, %v", i, n, err)
 				if n == 0 {
@@ -398,22 +319,10 @@ func TestKernelRejectsFrame(t *testing.T) {
 // 14000-byte payload; our link receives it whole, as one UDP_L4 GSO
 // super-frame (veth does not segment), and its payload is intact.
 func TestKernelGSOToLink(t *testing.T) {
-	w := newWorld(t, 1500)
-	lb := open(t, w.b, "vB", Options{})
+	w := linktest.NewPair(t, 1500)
+	lb := open(t, w.B, "vB", Options{})
 	cb := collect(t, lb)
-	va, _ := w.a.Handle.LinkByIndex(w.va)
-	w.a.AddrAdd(t, va, "10.77.0.1/24")
-	if err := w.a.Handle.NeighAdd(&netlink.Neigh{LinkIndex: w.va, State: netlink.NUD_PERMANENT, IP: net.IPv4(10, 77, 0, 2), HardwareAddr: w.macB}); err != nil {
-		t.Fatal(err)
-	}
-	var conn *net.UDPConn
-	if err := w.a.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 4003})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := w.KernelUDP(t, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParseAddr("10.77.0.2"), 4003)
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -423,7 +332,7 @@ func TestKernelGSOToLink(t *testing.T) {
 	if serr != nil {
 		t.Fatalf("UDP_SEGMENT: %v", serr)
 	}
-	payload := pattern(14000, 0x33)
+	payload := linktest.Pattern(14000, 0x33)
 	if _, err := conn.WriteToUDP(payload, &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 5003}); err != nil {
 		t.Fatal(err)
 	}

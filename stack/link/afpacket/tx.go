@@ -2,9 +2,7 @@ package afpacket
 
 import (
 	"fmt"
-	"runtime"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -50,29 +48,12 @@ func (t *txState) init(batch int) {
 	}
 }
 
-// check validates frames and returns how many leading frames are valid and
-// why the next one is not.
-func (l *Link) check(frames []link.Frame) (int, error) {
-	for i := range frames {
-		f := &frames[i]
-		switch n := len(f.Buf); {
-		case n < 14:
-			return i, fmt.Errorf("frame %d: %w", i, ErrFrameTooShort)
-		case n > maxFrameGSO:
-			return i, fmt.Errorf("frame %d (%d bytes): %w", i, n, ErrFrameTooLong)
-		case n > l.mtu+14 && f.VNet.GSOType&^link.GSOECN == link.GSONone:
-			return i, fmt.Errorf("frame %d (%d bytes, MTU %d): %w", i, n, l.mtu, ErrNotGSO)
-		}
-	}
-	return len(frames), nil
-}
-
 // WriteBatch transmits frames in order and returns how many the kernel
 // accepted. It validates every frame first: a frame shorter than 14 bytes,
 // longer than MaxFrame, or longer than MTU+14 without a GSO type stops the
 // batch before that frame. It is safe for concurrent use.
 func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
-	valid, verr := l.check(frames)
+	valid, verr := link.CheckFrames(frames, l.mtu, maxFrameGSO, l.Caps())
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
 	if l.closed.Load() {
@@ -91,27 +72,9 @@ func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 	return n, err
 }
 
-// backoff waits a little longer on each call after a refused transmit.
-type backoff struct {
-	start time.Time
-	tries int
-}
-
-func (l *Link) wait(b *backoff) error {
-	l.txRetry.Add(1)
-	if b.tries == 0 {
-		b.start = time.Now()
-	} else if time.Since(b.start) > l.opts.TxRetryBudget {
-		return ErrTxStalled
-	}
-	b.tries++
-	if b.tries <= 4 {
-		runtime.Gosched()
-		return nil
-	}
-	d := time.Duration(1<<min(b.tries-4, 10)) * 10 * time.Microsecond // up to ~10 ms
-	time.Sleep(d)
-	return nil
+// backoff returns the pacing of one transmit operation's retries.
+func (l *Link) backoff() link.TxBackoff {
+	return link.NewTxBackoff(l.opts.TxRetryBudget, &l.txRetry)
 }
 
 func (l *Link) writeMmsg(frames []link.Frame) (int, error) {
@@ -151,16 +114,16 @@ func (l *Link) writeMmsg(frames []link.Frame) (int, error) {
 // sendmmsg sends msgs, retrying refused messages with back-off.
 func (l *Link) sendmmsg(msgs []unix.Mmsghdr) (int, error) {
 	sent := 0
-	var b backoff
+	b := l.backoff()
 	for sent < len(msgs) {
 		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(l.sendFd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(msgs)-sent), 0, 0, 0)
 		switch e {
 		case 0:
 			sent += int(r)
-			b = backoff{}
+			b.Reset()
 		case unix.EINTR:
 		case unix.ENOBUFS, unix.EAGAIN:
-			if err := l.wait(&b); err != nil {
+			if err := b.Wait(); err != nil {
 				return sent, err
 			}
 		default:
@@ -251,7 +214,7 @@ func (l *Link) writeRing(frames []link.Frame) (int, error) {
 // flushRing asks the kernel to send every frame marked SEND_REQUEST and
 // waits until it did, retrying with back-off while it refuses.
 func (l *Link) flushRing() error {
-	var b backoff
+	b := l.backoff()
 	for {
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(l.fd), 0, 0, 0, 0, 0)
 		switch e {
@@ -259,7 +222,7 @@ func (l *Link) flushRing() error {
 			return nil
 		case unix.EINTR:
 		case unix.ENOBUFS, unix.EAGAIN:
-			if err := l.wait(&b); err != nil {
+			if err := b.Wait(); err != nil {
 				return err
 			}
 		default:
@@ -270,7 +233,7 @@ func (l *Link) flushRing() error {
 
 // waitSlot waits until the kernel has finished with the slot at off.
 func (l *Link) waitSlot(off int) error {
-	var b backoff
+	b := l.backoff()
 	for {
 		st := atomic.LoadUint32(l.tx.status(off))
 		if st&(tpStatusSendRequest|tpStatusSending) == 0 {
@@ -282,7 +245,7 @@ func (l *Link) waitSlot(off int) error {
 		if st = atomic.LoadUint32(l.tx.status(off)); st&(tpStatusSendRequest|tpStatusSending) == 0 {
 			return nil
 		}
-		if err := l.wait(&b); err != nil {
+		if err := b.Wait(); err != nil {
 			return err
 		}
 	}

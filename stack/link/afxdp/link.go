@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,17 +16,18 @@ import (
 	"github.com/netstation/netstation/stack/link/afpacket"
 )
 
-// Errors returned by Open and WriteBatch.
+// Errors returned by Open and WriteBatch. The frame and transmit errors are
+// the link package's, shared with the other links.
 var (
 	ErrBadOptions    = errors.New("afxdp: bad options")
-	ErrFrameTooLong  = errors.New("afxdp: frame longer than MaxFrame")
-	ErrFrameTooShort = errors.New("afxdp: frame shorter than 14 bytes")
+	ErrFrameTooLong  = link.ErrFrameTooLong
+	ErrFrameTooShort = link.ErrFrameTooShort
 	// ErrNoOffload: a frame asks for checksum offload or GSO, which an XSK
 	// cannot transmit.
-	ErrNoOffload = errors.New("afxdp: frame needs a virtio-net header the XSK cannot carry")
+	ErrNoOffload = link.ErrNoOffload
 	// ErrTxStalled: the kernel kept the transmit ring full for longer than
 	// Options.TxRetryBudget.
-	ErrTxStalled = errors.New("afxdp: transmit stalled")
+	ErrTxStalled = link.ErrTxStalled
 )
 
 // RxMode selects the receive path.
@@ -322,26 +322,11 @@ func (l *Link) Close() error {
 	return nil
 }
 
-func (l *Link) check(frames []link.Frame) (int, error) {
-	for i := range frames {
-		f := &frames[i]
-		switch n := len(f.Buf); {
-		case n < 14:
-			return i, fmt.Errorf("frame %d: %w", i, ErrFrameTooShort)
-		case n > l.mtu+14:
-			return i, fmt.Errorf("frame %d (%d bytes): %w", i, n, ErrFrameTooLong)
-		case f.VNet.Flags&link.VNetNeedsCsum != 0 || f.VNet.GSOType != link.GSONone:
-			return i, fmt.Errorf("frame %d: %w", i, ErrNoOffload)
-		}
-	}
-	return len(frames), nil
-}
-
 // WriteBatch copies frames into UMEM, queues them on the transmit ring and
 // has the kernel send them; it returns once the kernel has taken them all.
 // Safe for concurrent use.
 func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
-	valid, verr := l.check(frames)
+	valid, verr := link.CheckFrames(frames, l.mtu, l.MaxFrame(), l.Caps())
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
 	if l.closed.Load() {
@@ -349,7 +334,7 @@ func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 	}
 	x := l.x
 	done := 0
-	var bo backoff
+	bo := l.backoff()
 	for done < valid {
 		l.reclaim()
 		k := min(valid-done, len(l.txFree), int(x.tx.free()))
@@ -359,7 +344,7 @@ func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 			}
 			l.reclaim()
 			if len(l.txFree) == 0 || x.tx.free() == 0 {
-				if err := l.wait(&bo); err != nil {
+				if err := bo.Wait(); err != nil {
 					return done, err
 				}
 			}
@@ -405,14 +390,14 @@ func (l *Link) reclaim() {
 // descriptor. In copy mode each send call moves a limited budget.
 func (l *Link) kick() error {
 	x := l.x
-	var bo backoff
+	bo := l.backoff()
 	for atomic.LoadUint32(x.tx.cons) != *x.tx.prod {
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0, unix.EINTR, unix.EAGAIN:
 			// EAGAIN: budget used up, more to send.
 		case unix.EBUSY, unix.ENOBUFS:
-			if err := l.wait(&bo); err != nil {
+			if err := bo.Wait(); err != nil {
 				return err
 			}
 		default:
@@ -422,25 +407,9 @@ func (l *Link) kick() error {
 	return nil
 }
 
-type backoff struct {
-	start time.Time
-	tries int
-}
-
-func (l *Link) wait(b *backoff) error {
-	l.txRetry.Add(1)
-	if b.tries == 0 {
-		b.start = time.Now()
-	} else if time.Since(b.start) > l.opts.TxRetryBudget {
-		return ErrTxStalled
-	}
-	b.tries++
-	if b.tries <= 4 {
-		runtime.Gosched()
-		return nil
-	}
-	time.Sleep(time.Duration(1<<min(b.tries-4, 10)) * 10 * time.Microsecond)
-	return nil
+// backoff returns the pacing of one transmit operation's retries.
+func (l *Link) backoff() link.TxBackoff {
+	return link.NewTxBackoff(l.opts.TxRetryBudget, &l.txRetry)
 }
 
 // ReadBatch blocks until at least one frame has arrived and fills
