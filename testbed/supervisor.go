@@ -295,12 +295,16 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 			_ = s.j.record(entry{Kind: entryProc, Name: n.plan.Name, PID: cmd.Process.Pid, Start: procStartTime(cmd.Process.Pid)})
 			s.mu.Lock()
 			n.pid = cmd.Process.Pid
-			if n.state != StateStarting {
-				n.state = StateRunning
-			}
+			restarted := n.state != StateStarting
 			s.mu.Unlock()
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
+			if restarted {
+				// "running" once it answers on its control socket, as at
+				// first start (waitReady), so status never advertises a
+				// peripheral that cannot yet be talked to.
+				go s.markRunningWhenReady(n, cmd.Process.Pid)
+			}
 			select {
 			case err = <-exited:
 			case <-s.stopping:
@@ -334,6 +338,31 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 			return
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// markRunningWhenReady sets a restarted peripheral's state to running
+// when its control socket answers, unless it has been replaced meanwhile.
+func (s *supervisor) markRunningWhenReady(n *nodeProc, pid int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := ctl.Call(ctx, NodeSock(s.dir, n.plan.Name), "status", nil, nil, nil)
+		cancel()
+		s.mu.Lock()
+		current := n.pid == pid
+		if err == nil && current {
+			n.state = StateRunning
+		}
+		s.mu.Unlock()
+		if err == nil || !current {
+			return
+		}
+		select {
+		case <-s.stopping:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
