@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -125,6 +126,16 @@ func (f linkFile) linkLayerParams() impair.Params {
 	p := impair.Params{Delay: f.Delay}
 	if !f.Kernel {
 		p.LossPPM, p.CorruptPPM, p.Seed, p.Down = f.LossPPM, f.CorruptPPM, f.Seed, f.Down
+	}
+	return p
+}
+
+// seeded returns p ready for the link layer, whose generator is always
+// seeded: an unseeded link (Seed 0) gets a random seed, as the kernel's
+// unseeded draws are random.
+func seeded(p impair.Params) impair.Params {
+	if p.Seed == 0 && (p.LossPPM > 0 || p.CorruptPPM > 0) {
+		p.Seed = rand.Uint64() | 1
 	}
 	return p
 }
@@ -378,7 +389,7 @@ func (s *supervisor) changeLink(ctx context.Context, c LinkChange) (*LinkStatus,
 	} else if f.linkLayerParams() != old.linkLayerParams() {
 		// A peripheral that is restarting applies the file at start.
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := ctl.Call(cctx, NodeSock(s.dir, n.Name), "impair", f.linkLayerParams(), nil, nil)
+		err := ctl.Call(cctx, NodeSock(s.dir, n.Name), "impair", seeded(f.linkLayerParams()), nil, nil)
 		cancel()
 		if err != nil && s.nodeRunning(n.Name) {
 			return nil, fmt.Errorf("link %s: %w", n.Name, err)
@@ -485,7 +496,7 @@ func startNodeLink(dir string, plan *Plan, n *NodePlan) (shaped bool, apply func
 	shaped = n.RateBits > 0 || (err == nil && f.Shaped)
 	return shaped, func(p *peripherals.Peripheral) {
 		if err == nil {
-			p.SetImpairment(f.linkLayerParams())
+			p.SetImpairment(seeded(f.linkLayerParams()))
 		}
 		mac, merr := net.ParseMAC(n.MAC)
 		if merr != nil {

@@ -70,3 +70,17 @@ func TestTemplatesState(t *testing.T) {
 		t.Errorf("EPERM: %q, bpf %v", s, m.bpf())
 	}
 }
+
+func TestSeeded(t *testing.T) {
+	p := impair.Params{LossPPM: 1}
+	a, b := seeded(p), seeded(p)
+	if a.Seed == 0 || a.Seed == b.Seed {
+		t.Errorf("unseeded loss got seeds %d, %d: want random, non-zero", a.Seed, b.Seed)
+	}
+	if got := seeded(impair.Params{LossPPM: 1, Seed: 7}); got.Seed != 7 {
+		t.Errorf("a given seed changed to %d", got.Seed)
+	}
+	if got := seeded(impair.Params{Delay: time.Millisecond}); got.Seed != 0 {
+		t.Errorf("a delay-only link got seed %d", got.Seed)
+	}
+}

@@ -426,12 +426,14 @@ func (s *supervisor) waitReady() {
 	s.log.Info("testbed ready")
 }
 
-func (s *supervisor) handle(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
+func (s *supervisor) handle(ctx context.Context, req ctl.Request, stream *ctl.Stream) (any, error) {
 	switch req.Op {
 	case "status":
 		return s.status(ctx), nil
 	case "link", "link-show":
 		return s.handleLink(ctx, req)
+	case "capture", "capture-stop":
+		return s.handleCapture(ctx, req, stream)
 	case "metrics":
 		return s.metrics(ctx), nil
 	case "down":

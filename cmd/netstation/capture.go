@@ -45,9 +45,6 @@ written. -w - writes to standard output.`,
 			if err != nil {
 				return err
 			}
-			if os.Geteuid() != 0 {
-				return errors.New("capture needs root: it opens a packet socket inside the fabric's namespace")
-			}
 			// Check everything before creating the file.
 			if _, _, err := testbed.CapturePoint(tb, args[0]); err != nil {
 				return err

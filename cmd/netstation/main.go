@@ -48,6 +48,7 @@ each other directly over IP.`,
 		newSuperviseCmd(), newNodeCmd(),
 		newDisplayCmd(), newViewCmd(),
 	)
+	root.AddCommand(newGendocCmd(root))
 	addObservability(root) // link, capture, metrics, status -w (link.go)
 	return root
 }
