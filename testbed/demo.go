@@ -11,7 +11,6 @@ import (
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
-	"github.com/netstation/netstation/stack/link/impair"
 )
 
 // StorageDemoArgs choose the peripherals and shape of the storage demo.
@@ -51,11 +50,19 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 	if cn.Kind != "cpu" || dn.Kind != "disk" {
 		return nil, fmt.Errorf("storage demo needs a cpu and a disk (got %s %s, %s %s)", cn.Name, cn.Kind, dn.Name, dn.Kind)
 	}
-	// Always leave the peripherals as we found them.
+	// Always leave the peripherals as we found them: the disk's link
+	// settings (which `link set` may have chosen) and the kernel baseline.
+	links, err := ShowLinks(ctx, testbed, dn.Name)
+	if err != nil || len(links) != 1 {
+		return nil, fmt.Errorf("storage demo: read %s's link settings: %v", dn.Name, err)
+	}
+	before := links[0].Params
 	cleanup := func() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = call(c, dir, dn.Name, "impair", impair.Params{}, nil)
+		if a.LossPPM > 0 {
+			_, _ = SetLink(c, testbed, LinkChange{Node: dn.Name, LossPPM: &before.LossPPM, Seed: &before.Seed})
+		}
 		if a.Args.Stack == "kernel" {
 			_ = call(c, dir, cn.Name, "kernel", false, nil)
 			_ = call(c, dir, dn.Name, "kernel", false, nil)
@@ -63,7 +70,10 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 	}
 	defer cleanup()
 	if a.LossPPM > 0 {
-		if err := call(ctx, dir, dn.Name, "impair", impair.Params{LossPPM: a.LossPPM, Seed: a.Args.Seed}, nil); err != nil {
+		// The fabric's loss injection (tc BPF on the disk's port when BPF
+		// is available, the peripheral's link layer otherwise).
+		seed := a.Args.Seed
+		if _, err := SetLink(ctx, testbed, LinkChange{Node: dn.Name, LossPPM: &a.LossPPM, Seed: &seed}); err != nil {
 			return nil, err
 		}
 		if a.Args.MaxRequest == 0 {
