@@ -58,6 +58,38 @@ func (m TxMode) String() string {
 	return fmt.Sprintf("TxMode(%d)", int(m))
 }
 
+// RxMode selects how ReadBatch takes frames from the kernel.
+type RxMode int
+
+const (
+	// RxRecvmmsg reads a ring-less packet socket with recvmmsg, up to 64
+	// frames per call, each into a buffer of its own sized for a 64 KiB GSO
+	// frame (pages the kernel never wrote stay untouched), and waits in the
+	// Go netpoller. Every frame is delivered as soon as the kernel queued
+	// it, complete: the socket queue hands over whole skbs, so no reading
+	// can race the kernel's copy. The default: correct by construction,
+	// immediate (60-byte round trip p50 about 20-30 us here), at the price
+	// of one more copy than the ring.
+	RxRecvmmsg RxMode = iota
+	// RxRing maps a TPACKET_V3 receive ring and reads only blocks the
+	// kernel has retired (TP_STATUS_USER on the block, which the kernel
+	// publishes after a write barrier): the only packets the ABI
+	// guarantees complete. A block is retired when full or after
+	// BlockTimeout, so a lone frame waits up to BlockTimeout (1 ms by
+	// default) unless BusyPoll catches the retirement. For bulk receive.
+	RxRing
+)
+
+func (m RxMode) String() string {
+	switch m {
+	case RxRecvmmsg:
+		return "recvmmsg"
+	case RxRing:
+		return "ring"
+	}
+	return fmt.Sprintf("RxMode(%d)", int(m))
+}
+
 // Defaults of Options. A link's receive ring costs BlockSize*Blocks bytes of
 // locked kernel memory, so the default is modest (4 MiB): a host runs about
 // 100 links.
@@ -72,8 +104,11 @@ const (
 
 // Options shape a link. The zero value gives the defaults.
 type Options struct {
+	// Rx picks the receive path (default RxRecvmmsg).
+	Rx RxMode
 	// BlockSize is the size of one receive-ring block: a power of two, at
-	// least 128 KiB so a 64 KiB GSO frame fits one block.
+	// least 128 KiB so a 64 KiB GSO frame fits one block. With RxRecvmmsg,
+	// BlockSize*Blocks is the socket's receive buffer (SO_RCVBUFFORCE).
 	BlockSize int
 	// Blocks is the number of receive-ring blocks (>= 2).
 	Blocks int
@@ -81,22 +116,19 @@ type Options struct {
 	// rounded up to whole milliseconds. It bounds how long a sleeping
 	// ReadBatch waits for a frame that has already arrived.
 	BlockTimeout time.Duration
-	// BusyPoll, if positive, makes ReadBatch spin this long on the ring
-	// before sleeping in poll(). It buys latency with CPU time: a 60-byte
-	// round trip between two links measured p50 3.8 us with 50 us of
-	// busy-polling versus 15 us without. Off by default: a host runs many
-	// links on few cores. Without the doorbell (NoDoorbell) busy-polling
-	// does not help request/response traffic: once both ends have slept,
-	// each waits for a block timeout (measured p50 1 ms).
+	// BusyPoll, if positive, makes ReadBatch poll the socket (RxRecvmmsg)
+	// or the ring (RxRing) without sleeping for this long before it
+	// sleeps. It buys latency with CPU time. Off by default: a host runs
+	// many links on few cores. With RxRing it catches only retired blocks.
 	BusyPoll time.Duration
 	// Tx picks the transmit path (default TxRing).
 	Tx TxMode
 	// TxRingFrames is the number of 2 KiB slots of the TxRing transmit ring
 	// (rounded up to a multiple of 32).
 	TxRingFrames int
-	// NoDoorbell turns off the doorbell socket (see the package comment):
-	// a sleeping ReadBatch then wakes only when a block is retired, so a
-	// lone frame waits up to BlockTimeout unless BusyPoll catches it.
+	// NoDoorbell has no effect; it is kept so older callers compile. (The
+	// doorbell woke ReadBatch to read packets from a block the kernel was
+	// still filling, which is not safe: see the package comment.)
 	NoDoorbell bool
 	// NoQdiscBypass keeps the interface's qdisc on the transmit path
 	// (PACKET_QDISC_BYPASS is set by default).
@@ -138,6 +170,8 @@ func (o *Options) fill() error {
 		return fmt.Errorf("%w: BlockTimeout %v", ErrBadOptions, o.BlockTimeout)
 	case o.BusyPoll < 0:
 		return fmt.Errorf("%w: BusyPoll %v", ErrBadOptions, o.BusyPoll)
+	case o.Rx != RxRecvmmsg && o.Rx != RxRing:
+		return fmt.Errorf("%w: Rx %v", ErrBadOptions, o.Rx)
 	case o.Tx != TxSendmmsg && o.Tx != TxRing:
 		return fmt.Errorf("%w: Tx %v", ErrBadOptions, o.Tx)
 	case o.TxRingFrames < 0 || o.TxRingFrames > 1<<16:
@@ -155,12 +189,17 @@ type Stats struct {
 	// ENOBUFS/EAGAIN and that were retried after a back-off.
 	TxRetries uint64
 	// RingDrops counts frames the kernel dropped because the receive ring
-	// was full (PACKET_STATISTICS tp_drops).
+	// (RxRing) or the receive buffer (RxRecvmmsg) was full
+	// (PACKET_STATISTICS tp_drops).
 	RingDrops uint64
 	// RxTruncated counts received frames not delivered because they were
-	// cut short (did not fit a ring block) or their ring header was
-	// inconsistent.
+	// cut short (did not fit a ring block or a receive buffer) or their
+	// ring header was inconsistent.
 	RxTruncated uint64
+	// RxResyncs counts times the RxRing reader found the ring readable
+	// but its next block still the kernel's, and skipped ahead to the
+	// first retired block (a lost position; expected to stay 0).
+	RxResyncs uint64
 }
 
 // maxFrameGSO is the largest GSO frame: a 64 KiB IP packet plus Ethernet
@@ -171,10 +210,10 @@ const maxFrameGSO = 65550
 // concurrently; WriteBatch, Stats and Close may be called from any
 // goroutine.
 type Link struct {
-	fd     int
-	bell   int // doorbell socket: readable as soon as a frame arrived
+	fd     int // RxRing: receive (and TxRing) socket; RxRecvmmsg: TxRing socket or -1
 	sendFd int // socket for sendmmsg: fd, or with TxRing a ring-less one
-	evfd   int // eventfd that wakes a sleeping ReadBatch on Close
+	evfd   int // RxRing: eventfd that wakes a sleeping ReadBatch on Close
+	rs     rxSock
 	mmap   []byte
 	mtu    int
 	mac    net.HardwareAddr
@@ -189,6 +228,7 @@ type Link struct {
 	tx   txState
 
 	rxFrames, rxBytes, rxTrunc atomic.Uint64
+	rxResync                   atomic.Uint64
 	txFrames, txBytes, txRetry atomic.Uint64
 
 	statMu    sync.Mutex
@@ -207,7 +247,7 @@ func Open(ifname string, opts Options) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("afpacket: %w", err)
 	}
-	l := &Link{fd: -1, bell: -1, sendFd: -1, evfd: -1, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...), ifidx: ifi.Index, opts: opts}
+	l := &Link{fd: -1, sendFd: -1, evfd: -1, rs: rxSock{fd: -1}, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...), ifidx: ifi.Index, opts: opts}
 	if err := l.open(); err != nil {
 		l.release()
 		return nil, fmt.Errorf("afpacket: open %s: %w", ifname, err)
@@ -218,6 +258,40 @@ func Open(ifname string, opts Options) (*Link, error) {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func (l *Link) open() error {
+	ringRx, ringTx := l.opts.Rx == RxRing, l.opts.Tx == TxRing
+	if ringRx || ringTx {
+		if err := l.openRings(ringRx, ringTx); err != nil {
+			return err
+		}
+	}
+	if ringTx || !ringRx {
+		// With a transmit ring, every send on the ring socket transmits the
+		// ring: frames too big for a slot need a socket of their own. With
+		// RxRecvmmsg the receive socket is non-blocking and stays out of
+		// the transmit path.
+		if err := l.openSender(); err != nil {
+			return err
+		}
+	} else {
+		l.sendFd = l.fd
+	}
+	if ringRx {
+		evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("eventfd: %w", err)
+		}
+		l.evfd = evfd
+	} else if err := l.rs.open(l.ifidx, l.opts); err != nil {
+		return err
+	}
+	l.tx.init(DefaultTxBatch)
+	return nil
+}
+
+// openRings opens the TPACKET_V3 socket l.fd with a receive ring (RxRing),
+// a transmit ring (TxRing) or both, and maps them. Without a receive ring
+// it binds to no protocol, so it receives nothing.
+func (l *Link) openRings(ringRx, ringTx bool) error {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
@@ -243,7 +317,7 @@ func (l *Link) open() error {
 			return err
 		}
 	}
-	if l.opts.Tx == TxRing {
+	if ringTx {
 		// Without PACKET_LOSS a transmit slot the kernel rejects (e.g. a
 		// bad virtio-net header) stays TP_STATUS_WRONG_FORMAT and stops the
 		// kernel's walk of the ring for good; with it, the kernel skips the
@@ -252,20 +326,23 @@ func (l *Link) open() error {
 			return err
 		}
 	}
-	tov := uint32((l.opts.BlockTimeout + time.Millisecond - 1) / time.Millisecond)
-	rreq := unix.TpacketReq3{
-		Block_size:     uint32(l.opts.BlockSize),
-		Block_nr:       uint32(l.opts.Blocks),
-		Frame_size:     rxFrameSize,
-		Frame_nr:       uint32(l.opts.BlockSize / rxFrameSize * l.opts.Blocks),
-		Retire_blk_tov: tov,
+	size := 0
+	if ringRx {
+		tov := uint32((l.opts.BlockTimeout + time.Millisecond - 1) / time.Millisecond)
+		rreq := unix.TpacketReq3{
+			Block_size:     uint32(l.opts.BlockSize),
+			Block_nr:       uint32(l.opts.Blocks),
+			Frame_size:     rxFrameSize,
+			Frame_nr:       uint32(l.opts.BlockSize / rxFrameSize * l.opts.Blocks),
+			Retire_blk_tov: tov,
+		}
+		if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &rreq); err != nil {
+			return fmt.Errorf("PACKET_RX_RING: %w", err)
+		}
+		size = l.opts.BlockSize * l.opts.Blocks
 	}
-	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &rreq); err != nil {
-		return fmt.Errorf("PACKET_RX_RING: %w", err)
-	}
-	size := l.opts.BlockSize * l.opts.Blocks
 	rxSize := size
-	if l.opts.Tx == TxRing {
+	if ringTx {
 		blocks := l.opts.TxRingFrames / txFramesPerBlock
 		treq := unix.TpacketReq3{
 			Block_size: txBlockSize,
@@ -283,70 +360,22 @@ func (l *Link) open() error {
 		return fmt.Errorf("mmap %d bytes: %w", size, err)
 	}
 	l.mmap = m
-	l.rx.init(m[:rxSize], l.opts.BlockSize, l.opts.Blocks)
-	if l.opts.Tx == TxRing {
+	if ringTx {
 		l.tx.ring = m[rxSize:]
 		l.tx.ringFrames = l.opts.TxRingFrames
 	}
-	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l.ifidx}
-	if !l.opts.NoDoorbell {
-		// Bound before the ring socket: the kernel hands a frame to the
-		// most recently bound packet socket first, so the ring holds a
-		// frame by the time the doorbell rings for it.
-		if err := l.openDoorbell(sa); err != nil {
-			return err
+	sa := &unix.SockaddrLinklayer{Ifindex: l.ifidx}
+	if ringRx {
+		l.rx.init(m[:rxSize], l.opts.BlockSize, l.opts.Blocks)
+		if l.opts.Accept.IsValid() {
+			if err := attachFilter(fd, acceptFilter(l.opts.Accept, 0x40000)); err != nil {
+				return fmt.Errorf("accept filter: %w", err)
+			}
 		}
-	}
-	if l.opts.Accept.IsValid() {
-		if err := attachFilter(fd, acceptFilter(l.opts.Accept, 0x40000)); err != nil {
-			return fmt.Errorf("accept filter: %w", err)
-		}
+		sa.Protocol = htons(unix.ETH_P_ALL)
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fmt.Errorf("bind: %w", err)
-	}
-	l.sendFd = fd
-	if l.opts.Tx == TxRing {
-		// With a transmit ring, every send on the ring socket transmits the
-		// ring: frames too big for a slot need a socket of their own.
-		if err := l.openSender(); err != nil {
-			return err
-		}
-	}
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		return fmt.Errorf("eventfd: %w", err)
-	}
-	l.evfd = evfd
-	l.tx.init(DefaultTxBatch)
-	return nil
-}
-
-// openDoorbell opens a ring-less packet socket whose filter keeps one byte
-// of each frame and whose receive buffer holds only a few: it becomes
-// readable when a frame arrives, and costs the kernel little more than a
-// counted drop while ReadBatch is busy anyway.
-func (l *Link) openDoorbell(sa *unix.SockaddrLinklayer) error {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return fmt.Errorf("doorbell socket: %w", err)
-	}
-	l.bell = fd
-	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 1}}
-	if l.opts.Accept.IsValid() {
-		prog = acceptFilter(l.opts.Accept, 1)
-	}
-	if err := attachFilter(fd, prog); err != nil {
-		return fmt.Errorf("doorbell filter: %w", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1); err != nil {
-		return fmt.Errorf("doorbell SO_RCVBUF: %w", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
-		return fmt.Errorf("doorbell PACKET_IGNORE_OUTGOING: %w", err)
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return fmt.Errorf("doorbell bind: %w", err)
 	}
 	return nil
 }
@@ -386,10 +415,7 @@ func (l *Link) release() {
 		_ = unix.Close(l.fd)
 		l.fd = -1
 	}
-	if l.bell >= 0 {
-		_ = unix.Close(l.bell)
-		l.bell = -1
-	}
+	l.rs.close()
 	if l.evfd >= 0 {
 		_ = unix.Close(l.evfd)
 		l.evfd = -1
@@ -424,13 +450,23 @@ func (l *Link) Stats() Stats {
 		RxFrames: l.rxFrames.Load(), RxBytes: l.rxBytes.Load(),
 		TxFrames: l.txFrames.Load(), TxBytes: l.txBytes.Load(),
 		TxRetries: l.txRetry.Load(), RingDrops: drops, RxTruncated: l.rxTrunc.Load(),
+		RxResyncs: l.rxResync.Load(),
 	}
 }
 
 // pollDrops adds the kernel's drop counter (reset by each read) to
 // l.ringDrops. statMu must be held.
 func (l *Link) pollDrops() {
-	st, err := unix.GetsockoptTpacketStatsV3(l.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	fd := l.fd
+	if l.opts.Rx == RxRecvmmsg {
+		fd = l.rs.fd
+	}
+	if fd < 0 {
+		return
+	}
+	// Without a ring the kernel copies a struct tpacket_stats, a prefix
+	// of tpacket_stats_v3.
+	st, err := unix.GetsockoptTpacketStatsV3(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err == nil {
 		l.ringDrops += uint64(st.Drops)
 	}
@@ -443,8 +479,16 @@ func (l *Link) Close() error {
 	if l.closed.Swap(true) {
 		return nil
 	}
-	var one = [8]byte{1}
-	_, _ = unix.Write(l.evfd, one[:])
+	if l.evfd >= 0 {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.evfd, one[:])
+	}
+	// Closing the receive socket's os.File wakes a ReadBatch waiting in
+	// the netpoller (and waits for it to leave the socket).
+	l.statMu.Lock()
+	l.pollDrops()
+	l.rs.close()
+	l.statMu.Unlock()
 	l.rxMu.Lock()
 	l.txMu.Lock()
 	l.statMu.Lock()

@@ -25,6 +25,7 @@ func TestOptionsRejected(t *testing.T) {
 		{Blocks: 1},
 		{BusyPoll: -1},
 		{Tx: TxMode(7)},
+		{Rx: RxMode(7)},
 		{BlockTimeout: -time.Second},
 	} {
 		if _, err := Open("lo", o); !errors.Is(err, ErrBadOptions) {
@@ -41,9 +42,12 @@ func TestFramesCross(t *testing.T) {
 		name string
 		o    Options
 	}{
-		{"ring", Options{}},
+		{"default", Options{}},
 		{"sendmmsg", Options{Tx: TxSendmmsg}},
 		{"busypoll", Options{BusyPoll: 50 * time.Microsecond}},
+		{"rxring", Options{Rx: RxRing}},
+		{"rxring+sendmmsg", Options{Rx: RxRing, Tx: TxSendmmsg}},
+		{"rxring+busypoll", Options{Rx: RxRing, BusyPoll: 50 * time.Microsecond}},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -97,15 +101,20 @@ func TestFramesCross(t *testing.T) {
 	}
 }
 
-// TestManyFrames checks order and completeness across block boundaries:
-// more frames than one block holds, read while the kernel is still filling
-// blocks.
+// TestManyFrames checks order and completeness of many frames with each
+// receive mode; with RxRing, across block boundaries (more frames than one
+// block holds).
 func TestManyFrames(t *testing.T) {
-	for _, o := range []Options{{Tx: TxSendmmsg}, {TxRingFrames: 64}} {
-		t.Run(o.Tx.String(), func(t *testing.T) {
+	for _, c := range []struct{ tx, rx Options }{
+		{Options{Tx: TxSendmmsg}, Options{}},
+		{Options{TxRingFrames: 64}, Options{}},
+		{Options{Tx: TxSendmmsg}, Options{Rx: RxRing}},
+		{Options{TxRingFrames: 64}, Options{Rx: RxRing}},
+	} {
+		t.Run(c.tx.Tx.String()+"/"+c.rx.Rx.String(), func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
-			la := open(t, w.A, "vA", o)
-			lb := open(t, w.B, "vB", Options{})
+			la := open(t, w.A, "vA", c.tx)
+			lb := open(t, w.B, "vB", c.rx)
 			cb := collect(t, lb)
 			const total = 20000 // about 16 MB: the 1 MiB ring wraps many times
 			const window = 500  // frames in flight: the ring (~1200 frames) never overflows
@@ -243,7 +252,8 @@ func TestLinkToKernel(t *testing.T) {
 }
 
 // TestLatencyIndependentOfBlockTimeout: with a 1 s block timeout, single
-// frames still arrive at once, with and without busy-polling.
+// frames still arrive at once in the default receive mode, with and
+// without busy-polling.
 func TestLatencyIndependentOfBlockTimeout(t *testing.T) {
 	for _, o := range []Options{{BlockTimeout: time.Second}, {BlockTimeout: time.Second, BusyPoll: 20 * time.Microsecond}} {
 		t.Run(fmt.Sprint(o.BusyPoll), func(t *testing.T) {
@@ -267,19 +277,26 @@ func TestLatencyIndependentOfBlockTimeout(t *testing.T) {
 }
 
 func TestCloseUnblocksRead(t *testing.T) {
-	w := linktest.NewPair(t, 1500)
-	before := runtime.NumGoroutine()
-	linktest.CheckCloseUnblocksRead(t, open(t, w.B, "vB", Options{}), before)
+	for _, o := range []Options{{}, {BusyPoll: time.Millisecond}, {Rx: RxRing}} {
+		t.Run(fmt.Sprint(o.Rx, o.BusyPoll), func(t *testing.T) {
+			w := linktest.NewPair(t, 1500)
+			before := runtime.NumGoroutine()
+			linktest.CheckCloseUnblocksRead(t, open(t, w.B, "vB", o), before)
+		})
+	}
 }
 
 // TestNoAllocs: steady-state WriteBatch (both transmit paths) and
 // ReadBatch allocate nothing per call.
 func TestNoAllocs(t *testing.T) {
-	for _, mode := range []TxMode{TxRing, TxSendmmsg} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		tx TxMode
+		rx RxMode
+	}{{TxRing, RxRecvmmsg}, {TxSendmmsg, RxRecvmmsg}, {TxRing, RxRing}} {
+		t.Run(c.tx.String()+"/"+c.rx.String(), func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
-			la := open(t, w.A, "vA", Options{Tx: mode})
-			lb := open(t, w.B, "vB", Options{})
+			la := open(t, w.A, "vA", Options{Tx: c.tx})
+			lb := open(t, w.B, "vB", Options{Rx: c.rx})
 			linktest.CheckNoAllocs(t, la, lb, w.MACB, w.MACA)
 		})
 	}

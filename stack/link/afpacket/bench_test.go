@@ -38,19 +38,16 @@ func BenchmarkTx(b *testing.B) {
 	}
 }
 
-// BenchmarkRx measures receive rate (one b.N = one frame read) while a
-// goroutine transmits as fast as it can from the peer namespace.
+// BenchmarkRx measures receive rate (one b.N = one frame read) with each
+// receive mode while a goroutine transmits as fast as it can from the peer
+// namespace; 65000 is a UDP_L4 GSO super-frame.
 func BenchmarkRx(b *testing.B) {
-	for _, size := range []int{60, 1514} {
-		for _, bell := range []bool{true, false} {
-			name := fmt.Sprintf("%d/doorbell", size)
-			if !bell {
-				name = fmt.Sprintf("%d/nodoorbell", size)
-			}
-			b.Run(name, func(b *testing.B) {
+	for _, rx := range []RxMode{RxRecvmmsg, RxRing} {
+		for _, size := range []int{60, 1514, 65000} {
+			b.Run(fmt.Sprintf("%v/%d", rx, size), func(b *testing.B) {
 				w := linktest.NewPair(b, 1500)
 				la := open(b, w.A, "vA", Options{})
-				lb := open(b, w.B, "vB", Options{NoDoorbell: !bell})
+				lb := open(b, w.B, "vB", Options{Rx: rx})
 				linktest.BenchRx(b, la, lb, benchFrames(w, size), size, func() uint64 { return lb.Stats().RingDrops })
 			})
 		}
@@ -58,18 +55,19 @@ func BenchmarkRx(b *testing.B) {
 }
 
 // BenchmarkPingPong measures the round trip of a 60-byte frame between two
-// links (one b.N = one round trip): an echo goroutine answers on the far
-// link. Reported: p50 and p99 in microseconds. Goroutines are not pinned;
-// with GOMAXPROCS=2 the two sides usually run on different CPUs.
+// links (one b.N = one round trip) with each receive mode: an echo
+// goroutine answers on the far link. Reported: p50 and p99 in
+// microseconds. Goroutines are not pinned; with GOMAXPROCS=2 the two sides
+// may run on different CPUs.
 func BenchmarkPingPong(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		o    Options
 	}{
-		{"doorbell", Options{}},
-		{"doorbell+busypoll50us", Options{BusyPoll: 50 * time.Microsecond}},
-		{"busypoll50us", Options{BusyPoll: 50 * time.Microsecond, NoDoorbell: true}},
-		{"blocktimeout1ms", Options{NoDoorbell: true}},
+		{"recvmmsg", Options{}},
+		{"recvmmsg+busypoll50us", Options{BusyPoll: 50 * time.Microsecond}},
+		{"ring", Options{Rx: RxRing}},
+		{"ring+busypoll50us", Options{Rx: RxRing, BusyPoll: 50 * time.Microsecond}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			w := linktest.NewPair(b, 1500)

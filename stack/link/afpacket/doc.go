@@ -1,31 +1,35 @@
-// Package afpacket implements link.Link on a Linux network interface with an
-// AF_PACKET socket: a TPACKET_V3 receive ring, and a TPACKET_V3 transmit
-// ring (or sendmmsg) for transmission, all with PACKET_VNET_HDR so checksum
-// offload and 64 KiB GSO super-frames cross a veth unsegmented.
+// Package afpacket implements link.Link on a Linux network interface with
+// AF_PACKET sockets: recvmmsg (or a TPACKET_V3 receive ring) to receive, a
+// TPACKET_V3 transmit ring (or sendmmsg) to transmit, all with
+// PACKET_VNET_HDR so checksum offload and 64 KiB GSO super-frames cross a
+// veth unsegmented.
 //
-// # The TPACKET_V3 latency trap
+// # Receive modes
 //
-// The kernel hands a TPACKET_V3 block to user space only when the block is
-// full or its retire timer (millisecond granularity) fires, and it wakes
-// poll() only then. A request/response exchange of a few small frames would
-// wait for the timer on every hop. This package does not wait for the block:
-// the kernel fills a packet's header (tp_status, tp_len, tp_mac, ...) after
-// copying its bytes, and every block is wiped before it is given back, so a
-// packet whose header fields are all non-zero in the block the kernel is
-// still filling is complete and may be read at once. What remains is the
-// wake-up: poll() on the ring fires only when a block is retired. So each
-// link also binds a "doorbell": a ring-less packet socket whose filter keeps
-// one byte of every frame and whose receive buffer holds only a few. It
-// becomes readable as soon as a frame arrives; ReadBatch empties it, looks
-// at the ring once more, and sleeps in poll() on ring, doorbell and an
-// eventfd that Close rings. While frames keep coming the doorbell's queue is
-// full and the kernel drops its copies cheaply, though not for free: receive
-// rate measured 5-10 % lower than without the doorbell (Options.NoDoorbell),
-// e.g. 440-460k vs 490-530k pps at 60 B. Measured here: a 60-byte
-// round trip between two links p50 15 us / p99 70 us with the doorbell
-// (kernel UDP ping-pong, FACTS.md: p50 21 us), 1 ms without it (the block
-// timeout). Options.BusyPoll adds a spin on the ring before sleeping (p50
-// 3.8 us at the cost of a busy core).
+// The default receive path (RxRecvmmsg) reads a ring-less packet socket
+// with recvmmsg, up to 64 frames per call into buffers sized for 64 KiB
+// GSO frames, and waits in the Go netpoller, so the woken reader runs on
+// the P that polled. The socket queue hands over complete skbs: nothing
+// can be read half-written, and a frame is delivered as soon as it is
+// queued. It costs one copy more than a ring.
+//
+// RxRing maps a TPACKET_V3 receive ring. The kernel hands a block to user
+// space only when it is full or its retire timer (millisecond granularity)
+// fires, and only a retired block (TP_STATUS_USER on the block, stored
+// after smp_wmb in prb_close_block) guarantees its packets are complete:
+// in tpacket_rcv, several CPUs fill one block at once (the lock is dropped
+// before the copy) and a packet's header fields are stored after
+// skb_copy_bits with no write barrier, while x86 fast-string stores are not
+// ordered with later stores. So RxRing reads retired blocks only, and a
+// lone frame waits up to BlockTimeout; it is for bulk receive. (Earlier
+// versions read the block still being filled, woken by a "doorbell"
+// socket; that is outside the kernel's ABI and was removed.)
+//
+// A ring reader must also never wrap onto a block it finished in the same
+// batch: that block is still TP_STATUS_USER until the next ReadBatch hands
+// it back, and reading it again re-delivers old frames ("datagrams from
+// the past") and leaves the reader behind the kernel. The stress test
+// (linktest.Stress) reproduced exactly that with a 2-block ring.
 //
 // # Namespaces
 //

@@ -3,8 +3,12 @@ package afpacket
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.org/x/net/bpf"
+
+	"github.com/netstation/netstation/internal/linktest"
+	"github.com/netstation/netstation/stack/link"
 )
 
 // TestAcceptFilter runs the accept filter in x/net/bpf's interpreter, an
@@ -56,4 +60,28 @@ func mustDisassemble(t *testing.T, raw []bpf.RawInstruction) []bpf.Instruction {
 		t.Fatal("filter does not disassemble")
 	}
 	return out
+}
+
+// TestAcceptFilterLive: with Accept set, a link in either receive mode
+// delivers IPv4 to its address and nothing addressed elsewhere.
+func TestAcceptFilterLive(t *testing.T) {
+	for _, rx := range []RxMode{RxRecvmmsg, RxRing} {
+		t.Run(rx.String(), func(t *testing.T) {
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", Options{})
+			lb := open(t, w.B, "vB", Options{Rx: rx, Accept: netip.MustParsePrefix("10.9.0.2/24")})
+			cb := collect(t, lb)
+			udp := func(dst byte, port uint16) link.Frame {
+				return linktest.UDPFrame(w.MACB, w.MACA, [4]byte{10, 9, 0, 1}, [4]byte{10, 9, 0, dst}, port, port, make([]byte, 20), false, 0)
+			}
+			other := []link.Frame{{Buf: linktest.Frame(w.MACB, w.MACA, 60, 1)}, udp(3, 7001)}
+			if _, err := la.WriteBatch(append(other, udp(2, 7002))); err != nil {
+				t.Fatal(err)
+			}
+			r := cb.next(t, 2*time.Second, func(received) bool { return true })
+			if len(r.buf) < 42 || r.buf[33] != 2 || r.buf[37] != 7002&0xff {
+				t.Fatalf("first delivered frame is not the one for 10.9.0.2: % x", r.buf[:min(len(r.buf), 42)])
+			}
+		})
+	}
 }

@@ -48,7 +48,7 @@ type rxRing struct {
 	// ReadBatch: they go back to the kernel at the start of the next one.
 	release []int
 
-	pfd [3]unix.PollFd // poll set, kept here so sleeping does not allocate
+	pfd [2]unix.PollFd // poll set, kept here so sleeping does not allocate
 }
 
 func (r *rxRing) init(mem []byte, blockSize, blocks int) {
@@ -61,62 +61,41 @@ func (r *rxRing) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.mem[o
 
 func (r *rxRing) u16(off int) uint16 { return *(*uint16)(unsafe.Pointer(&r.mem[off])) }
 
-// giveBack wipes the packet area the kernel used in block b, so stale packet
-// headers can never look complete when the block is filled again, and hands
-// the block back to the kernel.
+// giveBack hands block b back to the kernel.
 func (r *rxRing) giveBack(b int) {
-	base := b * r.blockSize
-	used := int(*r.u32(base + bdBlkLen))
-	if used > r.blockSize || used < bdSize {
-		used = r.blockSize
-	}
-	clear(r.mem[base+bdSize : base+used])
-	atomic.StoreUint32(r.u32(base+bdStatus), 0)
+	atomic.StoreUint32(r.u32(b*r.blockSize+bdStatus), 0)
 }
 
-// packetReady reports whether the packet header at abs (absolute offset)
-// in a block the kernel may still be filling describes a complete packet.
-// The kernel writes the header fields after the packet's bytes, in an order
-// the compiler chose, so each field must be non-zero and consistent (the
-// block was wiped before the kernel got it back).
-func (r *rxRing) packetReady(abs int) bool {
-	if atomic.LoadUint32(r.u32(abs+phStatus)) == 0 {
-		return false
-	}
-	snap := atomic.LoadUint32(r.u32(abs + phSnaplen))
-	macnet := atomic.LoadUint32(r.u32(abs + phMac)) // tp_mac | tp_net<<16
-	return snap != 0 && snap == atomic.LoadUint32(r.u32(abs+phLen)) &&
-		macnet&0xffff != 0 && macnet>>16 != 0 &&
-		atomic.LoadUint32(r.u32(abs+phNextOffset)) != 0
-}
-
-// harvest fills frames from the ring without blocking and returns how many
-// it filled.
+// harvest fills frames from retired blocks without blocking and returns
+// how many it filled. A block the kernel still owns is never read: its
+// packets' headers may be written before their bytes are visible (the
+// kernel copies with no barrier before the header stores, and several CPUs
+// fill one block at once), so only TP_STATUS_USER on the block, stored
+// after a write barrier when the kernel retires it, proves them complete.
 func (l *Link) harvest(frames []link.Frame) int {
 	r := &l.rx
 	n := 0
 	for n < len(frames) {
+		if len(r.release) > 0 && r.cur == r.release[0] {
+			// Wrapped onto a block this batch finished but the caller may
+			// still be reading: it is still TP_STATUS_USER, yet its
+			// packets were delivered already.
+			return n
+		}
 		base := r.cur * r.blockSize
-		closed := atomic.LoadUint32(r.u32(base+bdStatus))&unix.TP_STATUS_USER != 0
-		num := int(^uint32(0) >> 1)
-		if closed {
-			num = int(*r.u32(base + bdNumPkts))
-			if r.seen == 0 {
-				r.off = int(*r.u32(base + bdFirstPkt))
-			}
+		if atomic.LoadUint32(r.u32(base+bdStatus))&unix.TP_STATUS_USER == 0 {
+			return n
+		}
+		num := int(*r.u32(base + bdNumPkts))
+		if r.seen == 0 {
+			r.off = int(*r.u32(base + bdFirstPkt))
 		}
 		for r.seen < num && n < len(frames) {
 			abs := base + r.off
-			if r.off%tpacketAlign != 0 || r.off+phSize > r.blockSize {
+			if r.off%tpacketAlign != 0 || r.off < bdSize || r.off+phSize > r.blockSize {
 				// A corrupt offset: give the rest of the block up.
 				l.rxTrunc.Add(1)
 				r.seen = num
-				if !closed {
-					return n // wait for the kernel to close it, then skip it
-				}
-				break
-			}
-			if !closed && !r.packetReady(abs) {
 				break
 			}
 			next := int(*r.u32(abs + phNextOffset))
@@ -125,17 +104,12 @@ func (l *Link) harvest(frames []link.Frame) int {
 			}
 			r.seen++
 			if next == 0 {
-				if !closed {
-					// Unknown position of the next packet: wait for the
-					// kernel to close the block.
-					return n
-				}
 				r.seen = num
 				break
 			}
 			r.off += next
 		}
-		if !closed || r.seen < num {
+		if r.seen < num {
 			return n
 		}
 		r.release = append(r.release, r.cur)
@@ -146,6 +120,26 @@ func (l *Link) harvest(frames []link.Frame) int {
 		r.seen, r.off = 0, bdSize
 	}
 	return n
+}
+
+// resync moves the reader to the first retired block after cur when cur
+// is the kernel's but poll() reported the ring readable: the kernel
+// retires blocks in ring order, so that means the reader lost its place,
+// and waiting on cur would spin forever. It reports whether it moved.
+func (l *Link) resync() bool {
+	r := &l.rx
+	if r.seen != 0 || atomic.LoadUint32(r.u32(r.cur*r.blockSize+bdStatus))&unix.TP_STATUS_USER != 0 {
+		return false
+	}
+	for i := 1; i < r.blocks; i++ {
+		b := (r.cur + i) % r.blocks
+		if atomic.LoadUint32(r.u32(b*r.blockSize+bdStatus))&unix.TP_STATUS_USER != 0 {
+			r.cur, r.off = b, bdSize
+			l.rxResync.Add(1)
+			return true
+		}
+	}
+	return false
 }
 
 // deliver points f at the packet whose header is at abs and reports whether
@@ -165,17 +159,6 @@ func (l *Link) deliver(f *link.Frame, abs, base int) bool {
 	l.rxFrames.Add(1)
 	l.rxBytes.Add(uint64(snap))
 	return true
-}
-
-// drainBell empties the doorbell socket's queue.
-func (l *Link) drainBell() {
-	var b [1]byte
-	for {
-		_, _, err := unix.Recvfrom(l.bell, b[:], unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		if err != nil && err != unix.EINTR {
-			return
-		}
-	}
 }
 
 func (l *Link) giveBackAll() {
@@ -198,8 +181,9 @@ func (l *Link) try(frames []link.Frame) int {
 }
 
 // ReadBatch blocks until at least one frame has arrived and fills
-// frames[:n]. The frames point into the receive ring and stay valid until
-// the next ReadBatch or Close.
+// frames[:n]. The frames point into the receive ring (RxRing) or the
+// link's receive buffers (RxRecvmmsg) and stay valid until the next
+// ReadBatch or Close.
 func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if len(frames) == 0 {
 		return 0, nil
@@ -209,6 +193,14 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if l.closed.Load() {
 		return 0, link.ErrClosed
 	}
+	if l.opts.Rx == RxRecvmmsg {
+		return l.readSock(frames)
+	}
+	return l.readRing(frames)
+}
+
+// readRing is ReadBatch for RxRing; l.rxMu is held.
+func (l *Link) readRing(frames []link.Frame) (int, error) {
 	r := &l.rx
 	l.giveBackAll()
 	if n := l.try(frames); n > 0 {
@@ -230,35 +222,28 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 			}
 		}
 	}
-	r.pfd = [3]unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}, {Fd: int32(l.bell), Events: unix.POLLIN}}
-	pfd := r.pfd[:]
-	if l.bell < 0 {
-		pfd = pfd[:2]
-	}
+	r.pfd = [2]unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}}
 	for {
 		if l.closed.Load() {
 			return 0, link.ErrClosed
 		}
-		if l.bell >= 0 {
-			// Silence the doorbell, then look again: a frame that arrives
-			// after this look rings it and ends the poll below.
-			l.drainBell()
-			if n := l.try(frames); n > 0 {
-				return n, nil
-			}
+		for i := range r.pfd {
+			r.pfd[i].Revents = 0
 		}
-		for i := range pfd {
-			pfd[i].Revents = 0
-		}
-		_, err := unix.Poll(pfd, -1)
+		_, err := unix.Poll(r.pfd[:], -1)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return 0, err
 		}
 		if n := l.try(frames); n > 0 {
 			return n, nil
 		}
-		if pfd[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+		if r.pfd[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
 			return 0, unix.EIO
+		}
+		if r.pfd[0].Revents&unix.POLLIN != 0 && l.resync() {
+			if n := l.try(frames); n > 0 {
+				return n, nil
+			}
 		}
 	}
 }

@@ -17,9 +17,11 @@ func TestStress(t *testing.T) {
 		o    Options
 	}{
 		{"default", Options{}},
-		{"busypoll", Options{BusyPoll: 50 * time.Microsecond}},
-		{"smallring", Options{Blocks: 2, BlockSize: 128 << 10}},
-		{"smallring+busypoll", Options{Blocks: 2, BlockSize: 128 << 10, BusyPoll: 50 * time.Microsecond}},
+		{"recvmmsg/smallbuf", Options{Blocks: 2, BlockSize: 128 << 10}},
+		{"recvmmsg/busypoll", Options{BusyPoll: 50 * time.Microsecond}},
+		{"ring", Options{Rx: RxRing}},
+		{"ring/small", Options{Rx: RxRing, Blocks: 2, BlockSize: 128 << 10}},
+		{"ring/small/busypoll", Options{Rx: RxRing, Blocks: 2, BlockSize: 128 << 10, BusyPoll: 50 * time.Microsecond}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
@@ -27,7 +29,7 @@ func TestStress(t *testing.T) {
 			lb := open(t, w.B, "vB", c.o)
 			res := linktest.Stress(t, la, lb, w.MACB, w.MACA, 3*time.Second, 500*time.Millisecond)
 			st := lb.Stats()
-			t.Logf("sent %d received %d (GSO %d) drops %d truncated %d", res.Sent, res.Received, res.GSOReceived, st.RingDrops, st.RxTruncated)
+			t.Logf("sent %d received %d (GSO %d) drops %d truncated %d resyncs %d", res.Sent, res.Received, res.GSOReceived, st.RingDrops, st.RxTruncated, st.RxResyncs)
 		})
 	}
 }
