@@ -26,6 +26,8 @@ type BenchArgs struct {
 	Parallel int            `json:"parallel,omitempty"`
 	Rate     float64        `json:"rate,omitempty"`
 	Count    int            `json:"count,omitempty"` // rtt pings
+	// NoGSO sends every datagram as a frame of its own (user stack).
+	NoGSO bool `json:"no_gso,omitempty"`
 }
 
 // BenchReady is the first message a receiving or echoing side streams:
@@ -37,7 +39,7 @@ type BenchReady struct {
 
 // benchConn opens a socket on the chosen stack: the user-level one, or
 // the kernel's on the baseline address (which must be on).
-func (p *Peripheral) benchConn(stackName string, port uint16) (bench.Conn, netip.AddrPort, error) {
+func (p *Peripheral) benchConn(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
 	case "user", "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
@@ -45,6 +47,7 @@ func (p *Peripheral) benchConn(stackName string, port uint16) (bench.Conn, netip
 		if err != nil {
 			return nil, ap, err
 		}
+		c.SetGSO(!noGSO)
 		return bench.User(c), netip.AddrPortFrom(ap.Addr(), uint16(c.LocalAddr().(*net.UDPAddr).Port)), nil
 	case "kernel":
 		p.kernel.mu.Lock()
@@ -76,7 +79,7 @@ func (p *Peripheral) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, local, err := p.benchConn(a.Stack, BenchPort)
+		c, local, err := p.benchConn(a.Stack, BenchPort, a.NoGSO)
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +100,7 @@ func (p *Peripheral) registerBench() {
 			}
 		}()
 		for i := 0; i < n; i++ {
-			c, _, err := p.benchConn(a.Stack, 0)
+			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO)
 			if err != nil {
 				return nil, err
 			}
@@ -113,7 +116,7 @@ func (p *Peripheral) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, local, err := p.benchConn(a.Stack, EchoPort)
+		c, local, err := p.benchConn(a.Stack, EchoPort, a.NoGSO)
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +133,7 @@ func (p *Peripheral) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, _, err := p.benchConn(a.Stack, 0)
+		c, _, err := p.benchConn(a.Stack, 0, a.NoGSO)
 		if err != nil {
 			return nil, err
 		}

@@ -44,6 +44,11 @@ $ns bench --from cpu0 --to disk0 --size 64,512,1472,8972,32768,65507 --time 5s -
   --plot docs/bench/udp-size.png 2>/dev/null | code
 echo >>"$out"
 echo '![throughput against datagram size](bench/udp-size.png)' >>"$out"
+echo >>"$out"
+echo "The same without UDP segmentation offload (\`--no-gso\`): every datagram a frame of its own on the user-level side too, as the kernel baseline's sockets send." >>"$out"
+$ns bench --from cpu0 --to disk0 --size 64,512,1472,8972 --time 5s --rtt 3000 --no-gso \
+  --plot docs/bench/udp-size-nogso.png 2>/dev/null | code
+echo '![throughput against datagram size, no GSO](bench/udp-size-nogso.png)' >>"$out"
 $ns bench --from cpu0 --to disk0 --size 1472 --time 5s --rtt 3000 -J >docs/bench/udp-1472.json 2>/dev/null
 echo >>"$out"
 echo "iperf3-shaped JSON of the 1472 B runs: [bench/udp-1472.json](bench/udp-1472.json)." >>"$out"
@@ -56,7 +61,7 @@ done
 section "Storage, 4 KiB random reads at queue depth 32"
 for st in user kernel; do
   echo "### $st stack" >>"$out"
-  $ns demo storage --size 64MiB --bs 4KiB --qd 32 --rw randread --stack $st 2>/dev/null | code
+  $ns demo storage --size 32MiB --bs 4KiB --qd 32 --rw randread --stack $st 2>/dev/null | code
 done
 $ns down default >/dev/null
 

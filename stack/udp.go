@@ -44,6 +44,7 @@ type UDPConn struct {
 
 	readDeadline  atomic.Int64 // unix nanoseconds; 0 = none
 	writeDeadline atomic.Int64
+	noGSO         atomic.Bool // SetGSO(false): one frame per datagram
 	done          chan struct{}
 	closeOnce     sync.Once
 
@@ -126,6 +127,12 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
 	}
 	return c, nil
 }
+
+// SetGSO turns UDP segmentation offload on (the default, where the link
+// offers it) or off for this socket's batches. Off, every datagram leaves
+// as a frame of its own, as a kernel socket without UDP_SEGMENT sends:
+// benchmarks use it to compare like with like.
+func (c *UDPConn) SetGSO(on bool) { c.noGSO.Store(!on) }
 
 // Close unregisters the socket and unblocks its readers.
 func (c *UDPConn) Close() error {
@@ -292,7 +299,7 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 			return i, fmt.Errorf("%w: %d bytes", ErrMessageTooLong, seg)
 		}
 		j := i + 1
-		if c.s.gso && seg > 0 && seg+header.IPv4MinimumSize+header.UDPMinimumSize <= c.s.mtu {
+		if c.s.gso && !c.noGSO.Load() && seg > 0 && seg+header.IPv4MinimumSize+header.UDPMinimumSize <= c.s.mtu {
 			for j < len(msgs) && j-i < maxGSOSegments && len(msgs[j].Buf) == seg &&
 				(j-i+1)*seg <= header.UDPMaximumPayload && (c.raddr.IsValid() || msgs[j].Addr == dst) {
 				j++

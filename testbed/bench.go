@@ -23,6 +23,8 @@ type BenchArgs struct {
 	Rate     float64 // bits/s, 0 = as fast as possible
 	// RTTCount pings measure the round trip after the bulk run (0: none).
 	RTTCount int
+	// NoGSO: the user-level stack sends one frame per datagram.
+	NoGSO bool
 }
 
 // Bench runs one test from a.From to a.To: a receiver on To, a sender on
@@ -62,7 +64,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 		}
 		dst = peripherals.KernelAddr(to.Addr).Addr()
 	}
-	args := peripherals.BenchArgs{Stack: a.Stack, Size: a.Size, Duration: a.Duration, Parallel: a.Parallel, Rate: a.Rate}
+	args := peripherals.BenchArgs{Stack: a.Stack, Size: a.Size, Duration: a.Duration, Parallel: a.Parallel, Rate: a.Rate, NoGSO: a.NoGSO}
 
 	// Receiver first; the sender starts once its socket is open.
 	var recv bench.Result

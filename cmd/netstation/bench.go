@@ -56,7 +56,7 @@ func newBenchCmd() *cobra.Command {
 		dur                                   time.Duration
 		parallel, rttCount                    int
 		rate                                  string
-		jsonOut, matrix                       bool
+		jsonOut, matrix, noGSO                bool
 	)
 	c := &cobra.Command{
 		Use:   "bench [--from A --to B | --matrix] [--size 64..65507] [--time 10s] [--parallel N] [--stack user|kernel|both] [-J] [--plot out.png]",
@@ -135,7 +135,7 @@ size for both stacks.`,
 						}
 						rep, err := testbed.Bench(cmd.Context(), name, testbed.BenchArgs{
 							From: pr[0], To: pr[1], Stack: st, Size: size, Duration: dur, Parallel: parallel,
-							Rate: bps, RTTCount: rttCount,
+							Rate: bps, RTTCount: rttCount, NoGSO: noGSO,
 						}, func(iv bench.Interval) {
 							if live {
 								bench.WriteInterval(os.Stderr, iv, true)
@@ -196,6 +196,7 @@ size for both stacks.`,
 	f.StringVarP(&rate, "bitrate", "b", "", "target rate per run, e.g. 500mbit (default: as fast as possible)")
 	f.IntVar(&rttCount, "rtt", 2000, "request/response pings after each run for RTT percentiles (0: none)")
 	f.BoolVarP(&jsonOut, "json", "J", false, "JSON with iperf3's field names")
+	f.BoolVar(&noGSO, "no-gso", false, "user-level stack: one frame per datagram (no UDP segmentation offload), like the kernel baseline's sockets")
 	f.StringVar(&plotPath, "plot", "", "draw throughput against datagram size into this PNG")
 	return c
 }
