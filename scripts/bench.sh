@@ -38,7 +38,18 @@ wake-ups (see ../shared/FACTS.md).
 HDR
 
 section "Peer-to-peer UDP between two peripherals (netstation bench)"
-echo "Default testbed, cpu0 -> disk0 through the fabric bridge, 5 s per point, RTT from 3000 ping-pongs of 64 B." >>"$out"
+cat >>"$out" <<'TXT'
+Default testbed, cpu0 -> disk0 through the fabric bridge, 5 s per point, unpaced senders, RTT
+from 3000 ping-pongs of 64 B after each run. Throughput is what the receiver got.
+
+How to read it: with GSO (the default where the link offers it) a batch of equal-sized datagrams
+to one peer leaves the user-level stack as one UDP_L4 super-frame and the receiving stack splits
+it back into datagrams, so the fabric carries few, large frames; the kernel baseline's sockets send
+plain sendmmsg batches without UDP_SEGMENT. The `--no-gso` table below compares like with like.
+Datagrams above the MTU (8972 B and up) are IP-fragmented by both stacks; there the user-level
+stack's fragmentation and reassembly path is the slower one. User-side loss is the receiver's
+queues overflowing under an unpaced sender.
+TXT
 $ns up -q
 $ns bench --from cpu0 --to disk0 --size 64,512,1472,8972,32768,65507 --time 5s --rtt 3000 \
   --plot docs/bench/udp-size.png 2>/dev/null | code
@@ -80,7 +91,12 @@ $ns bench --from cpu0 --to disk0 --size 64,1472 --time 5s --rtt 3000 2>/dev/null
 $ns down default >/dev/null
 
 section "Testbed scale: 100 peripherals up and down"
-echo "Mininet 2.3.0 on this machine kind: 100 bare hosts build+start+stop in 4.67 s (FACTS.md)." >>"$out"
+cat >>"$out" <<'TXT'
+Mininet 2.3.0 on this machine kind: 100 bare hosts build+start+stop in 4.67 s (FACTS.md).
+Each peripheral here is a full process with its own stack, control socket and kernel template.
+`rss` counts the netstation binary's text (shared by all peripherals) in full; `pss` divides
+shared pages among their users and is what one more peripheral costs.
+TXT
 gobench ./cmd/netstation BenchmarkScale100 | code
 
 section "Hot paths (go test -bench)"
