@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -400,6 +402,14 @@ func newNodeCmd() *cobra.Command {
 		Short: "Run one peripheral inside its namespace",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// $NETSTATION_CPUPROFILE_DIR: each peripheral writes a CPU
+			// profile there when it stops (for `go tool pprof`).
+			if pd := os.Getenv("NETSTATION_CPUPROFILE_DIR"); pd != "" {
+				f, err := os.Create(filepath.Join(pd, name+".pprof"))
+				if err == nil && pprof.StartCPUProfile(f) == nil {
+					defer func() { pprof.StopCPUProfile(); f.Close() }()
+				}
+			}
 			return testbed.RunNode(cmd.Context(), dir, name, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		},
 	}
