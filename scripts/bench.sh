@@ -32,7 +32,7 @@ puts the user-level stack beside the kernel's, measured in the same run over the
 | memory | $(free -g | awk '/Mem:/{print $2}') GiB |
 | Go | $(go version | cut -d' ' -f3) |
 
-Peripherals run with GOMAXPROCS=2 and are not pinned to CPUs; the sender and receiver of a
+Peripherals run with GOMAXPROCS=1 (see testbed.nodeGOMAXPROCS) and are not pinned to CPUs; the sender and receiver of a
 test share the machine's two cores. Latency figures in this VM are dominated by cross-CPU
 wake-ups (see ../shared/FACTS.md).
 HDR

@@ -481,11 +481,14 @@ func (s *supervisor) status(ctx context.Context) Status {
 }
 
 // nodeGOMAXPROCS is the Go scheduler width of each peripheral:
-// $NETSTATION_NODE_GOMAXPROCS, else 2 (the receive loop and the services
-// each get a core; more only adds cross-CPU wake-ups, see FACTS.md).
+// $NETSTATION_NODE_GOMAXPROCS, else 1. The receive loop waits in the
+// netpoller, so with one P the reader it wakes runs on the same CPU right
+// after it; with two, the wake-up often crosses CPUs, which costs 10-20 us
+// in this VM (same-run bench, 2-core VM: RTT p50 50-56 us with 1 vs
+// 65-67 us with 2; packet rate and storage goodput equal or better).
 func nodeGOMAXPROCS() string {
 	if v := os.Getenv("NETSTATION_NODE_GOMAXPROCS"); v != "" {
 		return v
 	}
-	return "2"
+	return "1"
 }
