@@ -417,15 +417,12 @@ func (s *supervisor) restartNode(ctx context.Context, name string) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		s.mu.Lock()
-		pid := s.nodes[name].pid
+		pid, state := s.nodes[name].pid, s.nodes[name].state
 		s.mu.Unlock()
-		if pid != 0 && pid != oldPID {
-			cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-			err := ctl.Call(cctx, NodeSock(s.dir, name), "status", nil, nil, nil)
-			cancel()
-			if err == nil {
-				return nil
-			}
+		// markRunningWhenReady flips the state once the new process
+		// answers on its control socket.
+		if pid != 0 && pid != oldPID && state == StateRunning {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
