@@ -209,6 +209,17 @@ func TestUpPingDown(t *testing.T) {
 			t.Errorf("kernel has an address on %s's port: %s", n.Name, out)
 		}
 	}
+	// Nor on the fabric side: the bridge and every port in the fabric
+	// namespace carry no address either.
+	if out, err := exec.Command("ip", "netns", "exec", testbed.Prefix(b.name)+"fabric", "ip", "-o", "addr", "show").CombinedOutput(); err != nil {
+		t.Errorf("fabric namespace: %v %s", err, out)
+	} else {
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if strings.Contains(l, "inet") && !strings.Contains(l, " lo ") {
+				t.Errorf("kernel address on a fabric port: %s", l)
+			}
+		}
+	}
 	pingAll(t, b, b.name, names)
 	// A second up is a no-op.
 	b.must("up", "-f", f)
