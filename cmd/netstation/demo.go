@@ -33,7 +33,7 @@ func parsePercent(s string) (uint32, error) {
 func newStorageDemoCmd() *cobra.Command {
 	var (
 		tb, size, bs, loss, stackName, output, from, to, rw string
-		qd                                                  int
+		qd, maxReq                                          int
 		seed                                                uint64
 	)
 	c := &cobra.Command{
@@ -75,7 +75,7 @@ The default testbed is brought up if no testbed is up.`,
 			var bar progressBar
 			res, err := testbed.StorageDemo(cmd.Context(), name, testbed.StorageDemoArgs{
 				CPU: from, Disk: to, LossPPM: lossPPM,
-				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed, Pattern: rw},
+				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed, Pattern: rw, MaxRequest: maxReq},
 			}, func(p workload.Progress) {
 				if !quiet {
 					bar.show(p)
@@ -110,6 +110,7 @@ The default testbed is brought up if no testbed is up.`,
 	f.Uint64Var(&seed, "seed", 1, "seed of the data and of the loss pattern")
 	f.StringVar(&from, "cpu", "cpu0", "the processor")
 	f.StringVar(&to, "disk", "disk0", "the disk")
+	f.IntVar(&maxReq, "max-request", 0, "largest data of one protocol request in bytes (0: the disk's maximum, 60 KiB; smaller avoids IP fragmentation)")
 	f.StringVar(&rw, "rw", "seq", "seq (write, flush, read back, compare SHA-256) or randread (fill, then random reads, each block checked)")
 	return c
 }
