@@ -25,6 +25,10 @@ import (
 // ErrRunning: the testbed is already up with a different topology.
 var ErrRunning = errors.New("testbed already up with a different topology")
 
+// ErrNameTaken: kernel objects with the testbed's name prefix exist that no
+// testbed in this state root owns.
+var ErrNameTaken = errors.New("testbed name taken")
+
 // UpOptions tune Up.
 type UpOptions struct {
 	Timeout  time.Duration // for the whole bring-up; default 60 s
@@ -122,6 +126,15 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	plan, err := Prepare(t)
 	if err != nil {
 		return nil, err
+	}
+	if !plan.Rootless {
+		// Kernel objects carry only the testbed's name: refuse to adopt
+		// namespaces that another state root's testbed of the same name
+		// (or an older crash) owns.
+		if left, _ := fabric.ListNetns(Prefix(t.Name)); len(left) > 0 {
+			return nil, fmt.Errorf("%w: namespaces %s* exist but no testbed %q is recorded in %s (another NETSTATION_STATE_DIR, or remains of a crash: `netstation down %s` removes them)",
+				ErrNameTaken, Prefix(t.Name), t.Name, StateRoot(), t.Name)
+		}
 	}
 	if plan.Rootless && plan.Host != nil {
 		return nil, fmt.Errorf("%s: host_access needs root (a rootless testbed cannot add links to the host's namespace)", t.Source)

@@ -329,3 +329,23 @@ func TestBrokenTopologyCreatesNothing(t *testing.T) {
 		t.Errorf("a broken file created state: %v", ents)
 	}
 }
+
+// TestNameTakenElsewhere: a testbed whose kernel names are in use by a
+// testbed of another state root is refused, not adopted.
+func TestNameTakenElsewhere(t *testing.T) {
+	b := newBed(t)
+	f := b.topo(b.name, threeNodes)
+	b.must("up", "-f", f)
+	other := &bed{t: t, state: t.TempDir(), name: b.name}
+	out, err := other.run("up", "-f", f)
+	if err == nil || !strings.Contains(out, "exist but no testbed") {
+		t.Fatalf("second state root's up: %v\n%s", err, out)
+	}
+	st := b.status(b.name)
+	if st.Phase != testbed.PhaseReady {
+		t.Errorf("first testbed disturbed: %+v", st)
+	}
+	pingAll(t, b, b.name, []string{"cpu0", "disk0"})
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
