@@ -70,12 +70,25 @@ func (b *bed) probe(from, to string, send peripherals.ProbeSendArgs) (peripheral
 	send.Dst = netip.AddrPortFrom(dst.Addr.Addr(), peripherals.ProbePort)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	wait := b.startProbeRecv(ctx, to, 3*time.Second)
+	var sent peripherals.ProbeSendResult
+	if err := b.nodeCall(ctx, from, "probe-send", send, &sent, nil); err != nil {
+		b.t.Fatalf("probe-send on %s: %v", from, err)
+	}
+	return sent, wait()
+}
+
+// startProbeRecv starts a probe receiver on node and returns once its
+// socket is open; the function it returns waits for the receiver's count
+// (the receiver ends after idle without a datagram).
+func (b *bed) startProbeRecv(ctx context.Context, node string, idle time.Duration) func() peripherals.ProbeRecvResult {
+	b.t.Helper()
 	ready := make(chan struct{})
 	var recv peripherals.ProbeRecvResult
 	done := make(chan error, 1)
 	go func() {
 		once := false
-		done <- b.nodeCall(ctx, to, "probe-recv", peripherals.ProbeRecvArgs{Idle: 3 * time.Second}, &recv, func(json.RawMessage) error {
+		done <- b.nodeCall(ctx, node, "probe-recv", peripherals.ProbeRecvArgs{Idle: idle}, &recv, func(json.RawMessage) error {
 			if !once {
 				once = true
 				close(ready)
@@ -86,16 +99,15 @@ func (b *bed) probe(from, to string, send peripherals.ProbeSendArgs) (peripheral
 	select {
 	case <-ready:
 	case err := <-done:
-		b.t.Fatalf("probe-recv on %s: %v", to, err)
+		b.t.Fatalf("probe-recv on %s: %v", node, err)
 	}
-	var sent peripherals.ProbeSendResult
-	if err := b.nodeCall(ctx, from, "probe-send", send, &sent, nil); err != nil {
-		b.t.Fatalf("probe-send on %s: %v", from, err)
+	return func() peripherals.ProbeRecvResult {
+		b.t.Helper()
+		if err := <-done; err != nil {
+			b.t.Fatalf("probe-recv on %s: %v", node, err)
+		}
+		return recv
 	}
-	if err := <-done; err != nil {
-		b.t.Fatalf("probe-recv on %s: %v", to, err)
-	}
-	return sent, recv
 }
 
 func (b *bed) pingOK(from, to string) bool {
@@ -272,20 +284,7 @@ func TestSpoofBlocked(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ready := make(chan struct{})
-	var recv peripherals.ProbeRecvResult
-	done := make(chan error, 1)
-	go func() {
-		once := false
-		done <- b.nodeCall(ctx, "b", "probe-recv", peripherals.ProbeRecvArgs{Idle: time.Second}, &recv, func(json.RawMessage) error {
-			if !once {
-				once = true
-				close(ready)
-			}
-			return nil
-		})
-	}()
-	<-ready
+	wait := b.startProbeRecv(ctx, "b", time.Second)
 	before := b.links("a").TemplateDrops
 	err := fabric.Do(a.NS, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
@@ -310,9 +309,7 @@ func TestSpoofBlocked(t *testing.T) {
 	if err != nil {
 		t.Fatalf("send from %s's namespace: %v", a.NS, err)
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	recv := wait()
 	if recv.Distinct != each {
 		t.Errorf("b received %d distinct datagrams, want exactly the %d genuine ones", recv.Distinct, each)
 	}
