@@ -269,17 +269,27 @@ func TestKilledPeripheralRestarts(t *testing.T) {
 	b.assertGone(b.name)
 }
 
+// TestKillCLIDuringUp kill -9s the CLI at several points of a bring-up
+// (which takes about 100 ms here, so some of these land mid-way and some
+// after the supervisor took over); down must remove everything each time.
 func TestKillCLIDuringUp(t *testing.T) {
 	b := newBed(t)
-	c := b.cmd("up", "-f", b.topo(b.name, threeNodes))
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
+	f := b.topo(b.name, threeNodes)
+	for _, d := range []time.Duration{2 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 60 * time.Millisecond} {
+		c := b.cmd("up", "-f", f)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(d)
+		c.Process.Kill()
+		c.Wait()
+		// Killed before it created anything, down has nothing to remove
+		// and says so; otherwise it must succeed.
+		if out, err := b.run("down", b.name); err != nil && !strings.Contains(out, "no such testbed") {
+			t.Fatalf("down after kill at %v: %v\n%s", d, err, out)
+		}
+		b.assertGone(b.name)
 	}
-	time.Sleep(60 * time.Millisecond)
-	c.Process.Kill()
-	c.Wait()
-	b.must("down", b.name)
-	b.assertGone(b.name)
 }
 
 func TestTwoTestbedsDownAll(t *testing.T) {
