@@ -12,7 +12,7 @@
 // per-session window with a client-advanced low-water mark keeps a stale
 // replayed WRITE from overwriting newer data.
 //
-// Every request passes an Authorizer. Until NASD-style capabilities land,
+// Every request passes an Authorizer. Until the testbed hands capability keys over at up (peripherals/disk/capability and CapabilityAuthorizer exist),
 // OpenAccess is the explicit "open" mode: it accepts the all-zero
 // capability and refuses any other.
 package disk
