@@ -126,10 +126,6 @@ type Options struct {
 	// TxRingFrames is the number of 2 KiB slots of the TxRing transmit ring
 	// (rounded up to a multiple of 32).
 	TxRingFrames int
-	// NoDoorbell has no effect; it is kept so older callers compile. (The
-	// doorbell woke ReadBatch to read packets from a block the kernel was
-	// still filling, which is not safe: see the package comment.)
-	NoDoorbell bool
 	// NoQdiscBypass keeps the interface's qdisc on the transmit path
 	// (PACKET_QDISC_BYPASS is set by default).
 	NoQdiscBypass bool
