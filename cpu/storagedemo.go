@@ -8,8 +8,10 @@ import (
 
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/cpu/workload"
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/header"
 )
 
 // StorageArgs ask the processor to run the storage demo against a disk.
@@ -25,6 +27,9 @@ type StorageArgs struct {
 	// On lossy paths small requests avoid IP fragmentation, where losing
 	// any fragment loses the datagram.
 	MaxRequest int `json:"max_request"`
+	// Datagram is the size requests and replies are cut to (0: the MTU
+	// less the IP and UDP headers, so nothing is IP-fragmented).
+	Datagram int `json:"datagram"`
 	// Pattern: "seq" (write, flush, read back, compare digests) or
 	// "randread" (fill, flush, random reads each checked).
 	Pattern string `json:"pattern"`
@@ -51,8 +56,7 @@ func RunStorage(ctx context.Context, st *stack.Stack, a StorageArgs, progress fu
 		var kc *net.UDPConn
 		kc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Local, 0)))
 		if err == nil {
-			_ = kc.SetReadBuffer(8 << 20)
-			_ = kc.SetWriteBuffer(8 << 20)
+			dgram.SetKernelBuffers(kc, 8<<20)
 			pc = kc
 		}
 	default:
@@ -61,7 +65,11 @@ func RunStorage(ctx context.Context, st *stack.Stack, a StorageArgs, progress fu
 	if err != nil {
 		return nil, fmt.Errorf("storage demo: socket: %w", err)
 	}
-	c, err := storage.Dial(pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Disk, diskproto.Port)), storage.Options{MaxRequest: a.MaxRequest})
+	opts := storage.Options{MaxRequest: a.MaxRequest, Datagram: a.Datagram}
+	if opts.Datagram == 0 {
+		opts.Datagram = st.MTU() - header.IPv4MinimumSize - header.UDPMinimumSize
+	}
+	c, err := storage.Dial(pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Disk, diskproto.Port)), opts)
 	if err != nil {
 		return nil, fmt.Errorf("storage demo: disk %v: %w", a.Disk, err)
 	}

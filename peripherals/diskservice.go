@@ -8,8 +8,10 @@ import (
 	"sync"
 
 	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/disk"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/stack/header"
 )
 
 // DiskService is a disk peripheral's storage server, on the user-level
@@ -24,7 +26,10 @@ type DiskService struct {
 // backed by the file at path (created sparse with size bytes; kept across
 // restarts of the peripheral).
 func StartDisk(p *Peripheral, path string, size int64) (*DiskService, error) {
-	srv, err := disk.NewServer(disk.Config{Path: path, Size: size, Authorizer: disk.OpenAccess{}, Logger: p.log})
+	// Replies are cut to the MTU, the kernel baseline's as well as ours:
+	// both stacks carry the same protocol.
+	srv, err := disk.NewServer(disk.Config{Path: path, Size: size, Authorizer: disk.OpenAccess{}, Logger: p.log,
+		Datagram: p.Stack().MTU() - header.IPv4MinimumSize - header.UDPMinimumSize})
 	if err != nil {
 		return nil, err
 	}
@@ -50,8 +55,7 @@ func StartDisk(p *Peripheral, path string, size int64) (*DiskService, error) {
 			p.log.Error("disk: kernel baseline listen", "err", err)
 			return
 		}
-		_ = kpc.SetReadBuffer(8 << 20)
-		_ = kpc.SetWriteBuffer(8 << 20)
+		dgram.SetKernelBuffers(kpc, 8<<20)
 		d.kpc = kpc
 		go srv.Serve(kpc)
 	})

@@ -222,6 +222,9 @@ func (s *Stack) Addr() netip.Addr { return netip.AddrFrom4(s.addr) }
 // MAC returns the stack's Ethernet address.
 func (s *Stack) MAC() net.HardwareAddr { return net.HardwareAddr(s.mac[:]) }
 
+// MTU is the largest IP packet the stack sends in one frame.
+func (s *Stack) MTU() int { return s.mtu }
+
 // Close stops the stack's goroutines, closes the link and every socket
 // (unblocking their readers) and waits until all of it is done.
 func (s *Stack) Close() error {

@@ -128,6 +128,10 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
 	return c, nil
 }
 
+// ReceiveBuffer is the socket's receive queue: payload bytes and datagrams
+// it holds before dropping. Protocols size their windows from it.
+func (c *UDPConn) ReceiveBuffer() (bytes, datagrams int) { return len(c.q.arena), len(c.q.descs) }
+
 // SetGSO turns UDP segmentation offload on (the default, where the link
 // offers it) or off for this socket's batches. Off, every datagram leaves
 // as a frame of its own, as a kernel socket without UDP_SEGMENT sends:

@@ -33,7 +33,7 @@ func parsePercent(s string) (uint32, error) {
 func newStorageDemoCmd() *cobra.Command {
 	var (
 		tb, size, bs, loss, stackName, output, from, to, rw string
-		qd, maxReq                                          int
+		qd, maxReq, dgramSize                               int
 		seed                                                uint64
 	)
 	c := &cobra.Command{
@@ -75,7 +75,7 @@ The default testbed is brought up if no testbed is up.`,
 			var bar progressBar
 			res, err := testbed.StorageDemo(cmd.Context(), name, testbed.StorageDemoArgs{
 				CPU: from, Disk: to, LossPPM: lossPPM,
-				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed, Pattern: rw, MaxRequest: maxReq},
+				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed, Pattern: rw, MaxRequest: maxReq, Datagram: dgramSize},
 			}, func(p workload.Progress) {
 				if !quiet {
 					bar.show(p)
@@ -110,7 +110,8 @@ The default testbed is brought up if no testbed is up.`,
 	f.Uint64Var(&seed, "seed", 1, "seed of the data and of the loss pattern")
 	f.StringVar(&from, "cpu", "cpu0", "the processor")
 	f.StringVar(&to, "disk", "disk0", "the disk")
-	f.IntVar(&maxReq, "max-request", 0, "largest data of one protocol request in bytes (0: the disk's maximum, 60 KiB; smaller avoids IP fragmentation)")
+	f.IntVar(&maxReq, "max-request", 0, "largest data of one protocol request in bytes (0: the disk's maximum, 256 KiB)")
+	f.IntVar(&dgramSize, "datagram", 0, "size requests and replies are cut to (0: the MTU less IP and UDP headers; 65507: up to 64 KiB per datagram, IP-fragmented)")
 	f.StringVar(&rw, "rw", "seq", "seq (write, flush, read back, compare SHA-256) or randread (fill, then random reads, each block checked)")
 	return c
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
 )
 
@@ -60,16 +62,28 @@ type Options struct {
 	// MaxRetries is how often one request is retransmitted before it
 	// fails with ErrTimeout or ErrDiskGone.
 	MaxRetries int
+	// Datagram is the size WRITE requests and READ replies are cut to
+	// (header and data segments): the path MTU less the IP and UDP
+	// headers. Default diskproto.DefaultDatagram; diskproto.MaxDatagram
+	// sends up to 64 KiB of data per datagram, which the stacks fragment.
+	Datagram int
+	// WindowBytes caps the READ and WRITE data outstanding; 0 or more
+	// than the server advertises means the server's. Our own receive
+	// queue must hold a window of READ replies.
+	WindowBytes int
 }
 
 // Info describes the remote disk, from its INFO reply.
 type Info struct {
-	Size       int64
-	BlockSize  int
-	Window     int // the server's window
-	MaxIO      int // the server's largest request
-	OpenAccess bool
-	Epoch      uint64 // the server instance; changes when it restarts
+	Size      int64
+	BlockSize int
+	Window    int // the server's window
+	MaxIO     int // the server's largest request
+	// WindowBytes is the READ and WRITE data the server lets a session
+	// have in flight.
+	WindowBytes int
+	OpenAccess  bool
+	Epoch       uint64 // the server instance; changes when it restarts
 }
 
 // Stats are a client's counters.
@@ -90,19 +104,21 @@ type Stats struct {
 
 // Client is a connection to one disk. See the package comment.
 type Client struct {
-	pc      net.PacketConn
-	server  net.Addr
-	opts    Options
-	session uint64
-	window  uint64
-	maxReq  int
-	calls   sync.Pool // *call, each with its buffer, timer and done channel
+	pc       dgram.Conn
+	server   netip.AddrPort
+	opts     Options
+	session  uint64
+	window   uint64
+	winBytes int64
+	maxReq   int
+	calls    sync.Pool // *call, each with its buffer, timer and done channel
 
 	mu        sync.Mutex
 	info      Info
 	epoch     uint64
 	slots     []*call       // indexed by request id modulo window
 	next, low uint64        // next request id; lowest one outstanding (or next)
+	inflight  int64         // READ and WRITE data outstanding
 	changed   chan struct{} // closed and replaced when a slot frees, if waiters > 0
 	waiters   int
 	tag       uint32
@@ -127,9 +143,12 @@ type call struct {
 	op       diskproto.Op
 	reqID    uint64
 	off      int64
-	buf      []byte // marshalled request; buf[:n] is sent
-	n        int
-	dst      []byte // READ destination
+	length   int64           // data, counted against the byte window
+	buf      []byte          // the laid-out request (header and segments)
+	msgs     []dgram.Message // its datagrams, in buf
+	dst      []byte          // READ destination
+	track    diskproto.Assembly
+	crc      uint32 // a segmented READ reply's PayloadCRC, from its header
 	sendMu   sync.Mutex
 	sends    [4]transmission // the latest transmissions, for RTT samples
 	nsend    int
@@ -151,6 +170,16 @@ type transmission struct {
 // Client owns pc from the call on: Close closes it, and so does a failed
 // Dial.
 func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
+	ua, ok := server.(*net.UDPAddr)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("%w: server address %v is not a UDP address", ErrBadOptions, server)
+	}
+	srv := ua.AddrPort()
+	srv = netip.AddrPortFrom(srv.Addr().Unmap(), srv.Port())
+	if opts.Datagram == 0 {
+		opts.Datagram = diskproto.DefaultDatagram
+	}
 	if opts.InitialRTO <= 0 {
 		opts.InitialRTO = DefaultInitialRTO
 	}
@@ -164,14 +193,17 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 	if opts.MaxRetries <= 0 {
 		opts.MaxRetries = DefaultMaxRetries
 	}
-	if opts.Window < 0 || opts.MaxRequest < 0 || opts.MinRTO > opts.MaxRTO {
-		return nil, fmt.Errorf("%w: negative window or request size, or MinRTO > MaxRTO", ErrBadOptions)
+	if opts.Window < 0 || opts.MaxRequest < 0 || opts.WindowBytes < 0 || opts.MinRTO > opts.MaxRTO ||
+		opts.Datagram < diskproto.MinDatagram || opts.Datagram > diskproto.MaxDatagram {
+		pc.Close()
+		return nil, fmt.Errorf("%w: negative window or request size, MinRTO > MaxRTO, or datagram size %d not in [%d, %d]",
+			ErrBadOptions, opts.Datagram, diskproto.MinDatagram, diskproto.MaxDatagram)
 	}
 	var r [8]byte
 	rand.Read(r[:])
 	c := &Client{
-		pc:         pc,
-		server:     server,
+		pc:         dgram.Of(pc),
+		server:     srv,
 		opts:       opts,
 		session:    binary.BigEndian.Uint64(r[:]) | 1,
 		tag:        binary.BigEndian.Uint32(r[2:]),
@@ -196,12 +228,27 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 	if opts.MaxRequest > 0 && opts.MaxRequest < info.MaxIO {
 		c.maxReq = opts.MaxRequest
 	}
+	c.winBytes = int64(info.WindowBytes)
+	if opts.WindowBytes > 0 && int64(opts.WindowBytes) < c.winBytes {
+		c.winBytes = int64(opts.WindowBytes)
+	}
+	// READ replies land in our own receive queue: keep a window of them
+	// to half of it, and no request larger than the window, since a
+	// burst the queue cannot hold loses the same tail every time.
+	if rb := dgram.ReceiveBuffer(c.pc, opts.Datagram); rb > 0 {
+		c.winBytes = min(c.winBytes, int64(max(rb/2, diskproto.MinDatagram)))
+	}
+	if int64(c.maxReq) > c.winBytes {
+		c.maxReq = int(c.winBytes)
+		if c.maxReq >= info.BlockSize {
+			c.maxReq -= c.maxReq % info.BlockSize
+		}
+	}
 	c.mu.Lock()
 	c.slots = make([]*call, c.window)
 	c.mu.Unlock()
-	size := diskproto.RequestHeaderSize + c.maxReq
 	c.calls.New = func() any {
-		cl := &call{buf: make([]byte, size), done: make(chan struct{}, 1)}
+		cl := &call{buf: make([]byte, diskproto.RequestHeaderSize), done: make(chan struct{}, 1)}
 		cl.timer = time.AfterFunc(time.Hour, func() { c.expire(cl) })
 		cl.timer.Stop()
 		return cl
@@ -226,7 +273,8 @@ func (c *Client) hello(ctx context.Context) error {
 		wait := backoff(c.rto, try, c.opts.MaxRTO)
 		c.mu.Unlock()
 		n, _ := req.Marshal(b[:])
-		if _, err := c.pc.WriteTo(b[:n], c.server); err != nil && errors.Is(err, net.ErrClosed) {
+		m := [1]dgram.Message{{Buf: b[:n], Addr: c.server}}
+		if _, err := c.pc.WriteBatch(m[:]); err != nil && errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("%w: %w", ErrDiskGone, err)
 		}
 		t := time.NewTimer(wait)
@@ -404,7 +452,8 @@ func (c *Client) do(ctx context.Context, op diskproto.Op, p []byte, off, n int64
 func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length uint32, flags diskproto.Flags, payload, dst []byte) (*call, error) {
 	cl := c.calls.Get().(*call)
 	req := diskproto.Request{Op: op, Flags: flags, Length: length, Session: c.session,
-		Offset: uint64(off), Capability: c.opts.Capability, Payload: payload}
+		ReplyDatagram: uint16(c.opts.Datagram),
+		Offset:        uint64(off), Capability: c.opts.Capability, Payload: payload}
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -412,7 +461,8 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 			c.calls.Put(cl)
 			return nil, ErrClosed
 		}
-		if c.next < c.low+c.window {
+		// One request larger than the byte window still goes, alone.
+		if c.next < c.low+c.window && (c.inflight+int64(length) <= c.winBytes || c.inflight == 0) {
 			break
 		}
 		ch := c.changed
@@ -439,15 +489,17 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	c.next++
 	c.slots[cl.reqID%c.window] = cl
 	req.ReqID = cl.reqID
-	n, err := req.Marshal(cl.buf)
-	if err != nil {
-		c.settle(cl, fmt.Errorf("storage: %w", err))
-		c.mu.Unlock()
-		return cl, nil
+	cl.length = 0
+	if op == diskproto.OpRead || op == diskproto.OpWrite {
+		cl.length = int64(length)
+		c.inflight += cl.length
 	}
-	cl.n = n
+	if op == diskproto.OpRead {
+		cl.track.Reset(length)
+	}
 	cl.first = time.Now()
 	c.mu.Unlock()
+	c.layOut(cl, &req)
 	c.st.requests.Add(1)
 	c.transmit(cl)
 	return cl, nil
@@ -464,19 +516,58 @@ func (c *Client) transmit(cl *call) {
 		return
 	}
 	tag := c.nextTag()
-	diskproto.RewriteRequest(cl.buf[:cl.n], tag, c.low, c.epoch)
+	diskproto.RewriteRequest(cl.buf[:diskproto.RequestHeaderSize], tag, c.low, c.epoch)
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
 	rto := backoff(c.rto, cl.nsend-1, c.opts.MaxRTO)
 	cl.deadline = time.Now().Add(rto)
 	cl.timer.Reset(rto)
 	c.mu.Unlock()
-	if _, err := c.pc.WriteTo(cl.buf[:cl.n], c.server); err != nil && errors.Is(err, net.ErrClosed) {
-		c.mu.Lock()
-		c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
-		c.mu.Unlock()
+	for msgs := cl.msgs; len(msgs) > 0; {
+		n, err := c.pc.WriteBatch(msgs)
+		if err != nil && errors.Is(err, net.ErrClosed) {
+			c.mu.Lock()
+			c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
+			c.mu.Unlock()
+			return
+		}
+		if err != nil || n <= 0 {
+			// Other send errors (ENOBUFS, unreachable) count as lost
+			// datagrams: the retransmission timer is armed.
+			return
+		}
+		msgs = msgs[n:]
 	}
-	// Other send errors (ENOBUFS, unreachable) count as a lost datagram.
+}
+
+// layOut marshals req into cl.buf: the header alone, or for a WRITE the
+// header's datagram and the data segments (diskproto.Layout), and points
+// cl.msgs at the datagrams. The data is copied once, here; every
+// retransmission resends these bytes with a fresh tag in the header.
+func (c *Client) layOut(cl *call, req *diskproto.Request) {
+	payload := req.Payload
+	req.Payload = nil
+	if req.Op == diskproto.OpWrite {
+		req.Length = uint32(len(payload))
+	}
+	req.PayloadCRC = diskproto.Checksum(payload)
+	l := diskproto.Layout{Header: diskproto.RequestHeaderSize, Length: len(payload), Datagram: c.opts.Datagram}
+	size, count := l.Size(), l.Count()
+	if cap(cl.buf) < size {
+		cl.buf = make([]byte, size)
+	}
+	cl.buf = cl.buf[:size]
+	req.MarshalHeader(cl.buf)
+	cl.msgs = cl.msgs[:0]
+	for i := range count {
+		a, b := l.Span(i)
+		da, db, off := l.Data(i)
+		if i > 0 {
+			diskproto.PutSegmentHeader(cl.buf[a:], false, uint16(i), uint32(off), req.Session, req.ReqID)
+		}
+		copy(cl.buf[da:db], payload[off:])
+		cl.msgs = append(cl.msgs, dgram.Message{Buf: cl.buf[a:b], Addr: c.server})
+	}
 }
 
 // expire runs when cl's timer fires: retransmit, or give up. A firing
@@ -512,6 +603,8 @@ func (c *Client) settle(cl *call, err error) {
 	cl.settled = true
 	cl.err = err
 	cl.deadline = time.Time{}
+	c.inflight -= cl.length
+	cl.length = 0
 	cl.timer.Stop()
 	if i := cl.reqID % uint64(max(len(c.slots), 1)); len(c.slots) > 0 && c.slots[i] == cl {
 		c.slots[i] = nil
@@ -547,13 +640,18 @@ func (c *Client) wait(ctx context.Context, cl *call) error {
 	return err
 }
 
-// reader receives and dispatches replies until the PacketConn fails.
+// reader receives and dispatches replies and READ data segments until
+// the PacketConn fails. It reads in batches.
 func (c *Client) reader() {
 	defer close(c.readerDone)
-	buf := make([]byte, diskproto.MaxDatagram+1)
+	const batch = 64
+	msgs := make([]dgram.Message, batch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, diskproto.MaxDatagram+1)
+	}
 	for {
-		n, _, err := c.pc.ReadFrom(buf)
-		if err != nil {
+		n, err := c.pc.ReadBatch(msgs)
+		if err != nil && n <= 0 {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
@@ -571,13 +669,80 @@ func (c *Client) reader() {
 			c.mu.Unlock()
 			return
 		}
-		rep, err := diskproto.ParseReply(buf[:n])
-		if err != nil || rep.Session != c.session {
-			c.st.bad.Add(1)
-			continue
+		for i := range msgs[:n] {
+			b := msgs[i].Buf[:min(msgs[i].N, len(msgs[i].Buf))]
+			if diskproto.IsSegment(b) {
+				c.segment(b)
+				continue
+			}
+			rep, err := diskproto.ParseReply(b)
+			if err != nil || rep.Session != c.session {
+				c.st.bad.Add(1)
+				continue
+			}
+			c.dispatch(&rep)
 		}
-		c.dispatch(&rep)
 	}
+}
+
+// segment places one data segment of a READ reply into its call's
+// destination.
+func (c *Client) segment(b []byte) {
+	seg, err := diskproto.ParseSegment(b)
+	if err != nil || !seg.Reply || seg.Session != c.session {
+		c.st.bad.Add(1)
+		return
+	}
+	c.mu.Lock()
+	cl := c.outstanding(seg.ReqID, diskproto.OpRead)
+	if cl == nil {
+		c.mu.Unlock()
+		c.st.late.Add(1)
+		return
+	}
+	fresh, err := cl.track.Add(int(seg.Index), seg.Offset, len(seg.Data))
+	if err != nil {
+		c.mu.Unlock()
+		c.st.bad.Add(1)
+		return
+	}
+	if fresh {
+		copy(cl.dst[seg.Offset:], seg.Data)
+	}
+	c.readDone(cl) // unlocks
+}
+
+// outstanding returns the outstanding call with request id reqID and
+// operation op, or nil. Called with mu held.
+func (c *Client) outstanding(reqID uint64, op diskproto.Op) *call {
+	if len(c.slots) == 0 || reqID < c.low || reqID >= c.next {
+		return nil
+	}
+	cl := c.slots[reqID%c.window]
+	if cl == nil || cl.reqID != reqID || cl.op != op || cl.settled {
+		return nil
+	}
+	return cl
+}
+
+// readDone settles a segmented READ once all of its reply has arrived and
+// checks out; a reply that arrived whole but corrupt is asked for again.
+// Called with mu held; returns with it free.
+func (c *Client) readDone(cl *call) {
+	if !cl.track.Complete() {
+		c.mu.Unlock()
+		return
+	}
+	if diskproto.Checksum(cl.dst) != cl.crc {
+		cl.track.Reset(uint32(len(cl.dst)))
+		c.mu.Unlock()
+		c.st.bad.Add(1)
+		c.st.retransmits.Add(1)
+		c.transmit(cl)
+		return
+	}
+	c.settle(cl, nil)
+	c.mu.Unlock()
 }
 
 func (c *Client) dispatch(rep *diskproto.Reply) {
@@ -588,11 +753,8 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 		c.onInfo(rep)
 		return // onInfo unlocks
 	}
-	var cl *call
-	if len(c.slots) > 0 && rep.ReqID >= c.low && rep.ReqID < c.next {
-		cl = c.slots[rep.ReqID%c.window]
-	}
-	if cl == nil || cl.reqID != rep.ReqID || cl.op != rep.Op {
+	cl := c.outstanding(rep.ReqID, rep.Op)
+	if cl == nil {
 		c.mu.Unlock()
 		c.st.late.Add(1)
 		return
@@ -606,12 +768,23 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 	switch rep.Status {
 	case diskproto.CodeOK:
 		if cl.op == diskproto.OpRead {
-			if len(rep.Payload) != len(cl.dst) {
+			if int(rep.Length) != len(cl.dst) {
 				c.mu.Unlock()
 				c.st.bad.Add(1)
 				return
 			}
-			copy(cl.dst, rep.Payload)
+			fresh, err := cl.track.Add(0, 0, len(rep.Payload))
+			if err != nil {
+				c.mu.Unlock()
+				c.st.bad.Add(1)
+				return
+			}
+			if fresh {
+				copy(cl.dst, rep.Payload)
+				cl.crc = rep.PayloadCRC
+			}
+			c.readDone(cl) // unlocks
+			return
 		}
 		c.settle(cl, nil)
 		c.mu.Unlock()
@@ -658,7 +831,8 @@ func (c *Client) onInfo(rep *diskproto.Reply) {
 		}
 		c.epoch = rep.Epoch
 		c.info = Info{Size: int64(info.Size), BlockSize: int(info.BlockSize), Window: int(info.Window),
-			MaxIO: int(info.MaxIO), OpenAccess: info.Features&diskproto.FeatureOpenAccess != 0, Epoch: rep.Epoch}
+			MaxIO: int(info.MaxIO), OpenAccess: info.Features&diskproto.FeatureOpenAccess != 0, Epoch: rep.Epoch,
+			WindowBytes: int(info.WindowBytes)}
 		c.reopening = false
 	}
 	close(c.infoSeen)

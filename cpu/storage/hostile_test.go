@@ -42,7 +42,7 @@ func reply(r diskproto.Reply) []byte {
 }
 
 func TestHostileServer(t *testing.T) {
-	goodInfo := diskproto.InfoPayload{Size: 1 << 20, BlockSize: 4096, Window: 8, MaxIO: 4096}
+	goodInfo := diskproto.InfoPayload{Size: 1 << 20, BlockSize: 4096, Window: 8, MaxIO: 4096, WindowBytes: 1 << 20}
 	badInfo := goodInfo
 	badInfo.Window = diskproto.MaxWindow + 1
 

@@ -80,13 +80,22 @@ type StorageReport struct {
 // ErrMismatch: the data read back differs from the data written.
 var ErrMismatch = errors.New("data read back differs from data written")
 
-// fill writes block i's seeded content into b.
+// fill writes block i's seeded content into b: a PCG stream keyed by the
+// seed and the block number. Not cryptographic, and need not be: it has to
+// be reproducible and incompressible, and cheap, since it runs in the
+// write phase's critical path (ChaCha8 cost a fifth of the processor's
+// time there).
 func fill(b []byte, seed uint64, i int64) {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[:], seed)
-	binary.LittleEndian.PutUint64(key[8:], uint64(i))
-	r := rand.NewChaCha8(key)
-	_, _ = r.Read(b)
+	r := rand.NewPCG(seed, uint64(i)^0x9e3779b97f4a7c15)
+	for len(b) >= 8 {
+		binary.LittleEndian.PutUint64(b, r.Uint64())
+		b = b[8:]
+	}
+	if len(b) > 0 {
+		var t [8]byte
+		binary.LittleEndian.PutUint64(t[:], r.Uint64())
+		copy(b, t[:])
+	}
 }
 
 // RunStorage writes Size bytes of seeded data in BlockSize I/Os with

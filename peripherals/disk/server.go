@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
 )
 
@@ -23,10 +23,19 @@ import (
 const (
 	DefaultBlockSize   = 4096
 	DefaultWindow      = 32
-	DefaultMaxIO       = 15 * 4096 // the largest block multiple that fits one datagram
+	DefaultMaxIO       = 256 << 10 // one request's data; larger ones travel in segments
 	DefaultWorkers     = 8
 	DefaultQueue       = 256
 	DefaultMaxSessions = 1024
+	// DefaultWindowBytes is the READ and WRITE data a session may have in
+	// flight: half the user-level stack's default socket queue (4 MiB), so
+	// a full window of segments never overflows it.
+	DefaultWindowBytes = 2 << 20
+	// DefaultMaxAssembly bounds the memory of partly arrived WRITEs over
+	// all sessions.
+	DefaultMaxAssembly = 64 << 20
+	// rxBatch is the number of datagrams one receive call may return.
+	rxBatch = 64
 )
 
 // Errors of NewServer and Serve.
@@ -49,8 +58,18 @@ type Config struct {
 	// have, advertised in INFO; also the size of its duplicate cache.
 	Window int
 	// MaxIO is the largest READ/WRITE/TRIM of one request, advertised in
-	// INFO; at most diskproto.MaxPayload.
+	// INFO; at most diskproto.MaxIOLimit.
 	MaxIO int
+	// WindowBytes is advertised in INFO: the data a session may have in
+	// flight (default DefaultWindowBytes).
+	WindowBytes int
+	// Datagram is the size READ replies are cut to (header and segments):
+	// the path MTU less the IP and UDP headers. Default
+	// diskproto.DefaultDatagram.
+	Datagram int
+	// MaxAssembly bounds the bytes of WRITEs whose segments are still
+	// arriving, over all sessions (default DefaultMaxAssembly).
+	MaxAssembly int
 	// Workers bound the concurrency of backing-file I/O; Queue bounds the
 	// requests waiting for a worker (more are dropped and counted).
 	Workers, Queue int
@@ -75,7 +94,9 @@ type Server struct {
 
 	jobs    chan job
 	workers sync.WaitGroup
-	bufs    sync.Pool
+	bufs    sync.Pool // receive buffers: one datagram
+	big     sync.Pool // assembled WRITE data: MaxIO bytes
+	outs    sync.Pool // laid-out READ replies
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*session
@@ -84,27 +105,40 @@ type Server struct {
 	closing  atomic.Bool // closed, readable without mu on every datagram
 	serving  sync.WaitGroup
 	clock    uint64 // LRU ticks
+	asmBytes int    // data buffers held by assemblies
 
 	stats counters
 }
 
 type sessionKey struct {
-	id   uint64
-	ap   netip.AddrPort // UDP peers: no allocation per lookup
-	addr string         // other net.Addr kinds
+	id uint64
+	ap netip.AddrPort
 }
 
+// keyOf is the session key of a request from addr; addresses other than
+// UDP ones (test doubles) map to the zero AddrPort.
 func keyOf(id uint64, addr net.Addr) sessionKey {
+	var ap netip.AddrPort
 	if ua, ok := addr.(*net.UDPAddr); ok {
-		return sessionKey{id: id, ap: ua.AddrPort()}
+		ap = ua.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	return sessionKey{id: id, addr: addr.Network() + " " + addr.String()}
+	return sessionKey{id, ap}
 }
 
 type session struct {
 	low     uint64
 	lastUse uint64
 	slots   []slot
+	asm     []*assembly // WRITEs whose segments are arriving, by request id modulo the window
+}
+
+// assembly is a WRITE whose data is still arriving in segments.
+type assembly struct {
+	req   diskproto.Request // the latest header; Payload unset
+	buf   *[]byte           // the data so far, from Server.big
+	track diskproto.Assembly
+	born  time.Time
 }
 
 // slot is one entry of a session's duplicate-request cache, indexed by
@@ -118,10 +152,11 @@ type slot struct {
 }
 
 type job struct {
-	pc   net.PacketConn
-	addr net.Addr
+	pc   dgram.Conn
+	addr netip.AddrPort
 	req  diskproto.Request
-	buf  *[]byte
+	buf  *[]byte    // holds req.Payload; nil when the request has no data
+	pool *sync.Pool // buf's pool
 	sess *session
 }
 
@@ -144,11 +179,19 @@ func NewServer(cfg Config) (*Server, error) {
 	def(&cfg.Workers, DefaultWorkers)
 	def(&cfg.Queue, DefaultQueue)
 	def(&cfg.MaxSessions, DefaultMaxSessions)
+	def(&cfg.WindowBytes, DefaultWindowBytes)
+	def(&cfg.Datagram, diskproto.DefaultDatagram)
+	def(&cfg.MaxAssembly, DefaultMaxAssembly)
 	switch {
 	case cfg.BlockSize < 512 || cfg.BlockSize&(cfg.BlockSize-1) != 0:
 		return nil, fmt.Errorf("%w: block size %d is not a power of two >= 512", ErrConfig, cfg.BlockSize)
-	case cfg.MaxIO < 1 || cfg.MaxIO > diskproto.MaxPayload:
-		return nil, fmt.Errorf("%w: max I/O %d not in [1, %d]", ErrConfig, cfg.MaxIO, diskproto.MaxPayload)
+	case cfg.MaxIO < 1 || cfg.MaxIO > diskproto.MaxIOLimit:
+		return nil, fmt.Errorf("%w: max I/O %d not in [1, %d]", ErrConfig, cfg.MaxIO, diskproto.MaxIOLimit)
+	case cfg.Datagram < diskproto.MinDatagram || cfg.Datagram > diskproto.MaxDatagram:
+		return nil, fmt.Errorf("%w: datagram size %d not in [%d, %d]", ErrConfig, cfg.Datagram, diskproto.MinDatagram, diskproto.MaxDatagram)
+	case cfg.WindowBytes < diskproto.MinDatagram || cfg.MaxAssembly < cfg.MaxIO:
+		return nil, fmt.Errorf("%w: window bytes %d below %d or assembly memory %d below max I/O %d",
+			ErrConfig, cfg.WindowBytes, diskproto.MinDatagram, cfg.MaxAssembly, cfg.MaxIO)
 	case cfg.Window < 1 || cfg.Window > diskproto.MaxWindow || cfg.Workers < 1 || cfg.Queue < 1 || cfg.MaxSessions < 1:
 		return nil, fmt.Errorf("%w: window, workers, queue and sessions must be positive (window <= %d)", ErrConfig, diskproto.MaxWindow)
 	case cfg.Size < 0 || cfg.Size%int64(cfg.BlockSize) != 0:
@@ -203,6 +246,10 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	_, s.open = cfg.Authorizer.(OpenAccess)
 	s.bufs.New = func() any { b := make([]byte, diskproto.MaxDatagram+1); return &b }
+	s.big.New = func() any { b := make([]byte, cfg.MaxIO); return &b }
+	// The largest reply layout: the smallest datagram a client may ask for.
+	out := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: cfg.MaxIO, Datagram: diskproto.MinDatagram}.Size()
+	s.outs.New = func() any { b := make([]byte, out); return &b }
 	for range cfg.Workers {
 		s.workers.Add(1)
 		go s.worker()
@@ -218,6 +265,8 @@ func (s *Server) Info() diskproto.InfoPayload {
 		Window:    uint32(s.cfg.Window),
 		MaxIO:     uint32(s.cfg.MaxIO),
 		Features:  diskproto.FeatureTrim | diskproto.FeatureFUA,
+
+		WindowBytes: uint32(s.cfg.WindowBytes),
 	}
 	if s.open {
 		p.Features |= diskproto.FeatureOpenAccess
@@ -233,7 +282,8 @@ func (s *Server) Epoch() uint64 { return s.epoch }
 // or until reading pc fails (a read deadline set by the caller counts as a
 // failure). Several PacketConns may be served at once. Serve does not
 // close pc: it clears pc's read deadline on entry, and Close unblocks it by
-// setting one in the past.
+// setting one in the past. It reads in batches (dgram.Of): the user-level
+// stack's socket directly, a kernel socket with recvmmsg.
 func (s *Server) Serve(pc net.PacketConn) error {
 	s.mu.Lock()
 	if s.closed {
@@ -244,66 +294,88 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	s.serving.Add(1)
 	pc.SetReadDeadline(time.Time{}) // one left by an earlier server's Close
 	s.mu.Unlock()
+	bc := dgram.Of(pc)
+	msgs := make([]dgram.Message, rxBatch)
+	bufs := make([]*[]byte, rxBatch)
+	for i := range msgs {
+		bufs[i] = s.bufs.Get().(*[]byte)
+		msgs[i].Buf = *bufs[i]
+	}
 	defer func() {
+		for _, b := range bufs {
+			s.bufs.Put(b)
+		}
 		s.mu.Lock()
 		delete(s.conns, pc)
 		s.mu.Unlock()
 		s.serving.Done()
 	}()
-	buf := s.bufs.Get().(*[]byte)
 	for {
-		n, addr, err := pc.ReadFrom(*buf)
+		n, err := bc.ReadBatch(msgs)
 		if s.closing.Load() {
-			s.bufs.Put(buf)
 			return nil
 		}
-		if err != nil {
-			s.bufs.Put(buf)
+		if err != nil && n == 0 {
 			return fmt.Errorf("disk: serve: read: %w", err)
 		}
-		if n > diskproto.MaxDatagram {
-			s.stats.drop(dropOversize)
-			continue
-		}
-		if s.handle(pc, buf, n, addr) {
-			buf = s.bufs.Get().(*[]byte) // the job owns the old one
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			if m.N > diskproto.MaxDatagram {
+				s.stats.drop(dropOversize)
+				continue
+			}
+			if s.handle(bc, bufs[i], m.N, m.Addr) {
+				bufs[i] = s.bufs.Get().(*[]byte) // the job owns the old one
+				m.Buf = *bufs[i]
+			}
 		}
 	}
 }
 
-// handle parses one datagram and answers it, drops it or hands it to a
-// worker; it reports whether a worker took buf.
-func (s *Server) handle(pc net.PacketConn, buf *[]byte, n int, addr net.Addr) bool {
-	req, err := diskproto.ParseRequest((*buf)[:n])
+// handle parses one datagram and answers it, drops it, adds it to a WRITE
+// being assembled or hands it to a worker; it reports whether a worker
+// took buf.
+func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) bool {
+	b := (*buf)[:n]
+	if diskproto.IsSegment(b) {
+		s.segment(pc, b, from)
+		return false
+	}
+	req, err := diskproto.ParseRequest(b)
 	if err != nil {
 		code, ok := diskproto.ReplyCode(err)
 		if !ok {
 			s.stats.drop(dropReasonOf(err))
 			return false
 		}
-		s.reply(pc, addr, &req, code, nil)
+		s.reply(pc, from, &req, code, nil)
 		return false
 	}
 	s.stats.requests[req.Op].Add(1)
-	if err := s.cfg.Authorizer.Authorize(&req, addr); err != nil {
-		s.reply(pc, addr, &req, diskproto.CodeDenied, nil)
+	if err := s.cfg.Authorizer.Authorize(&req, net.UDPAddrFromAddrPort(from)); err != nil {
+		s.reply(pc, from, &req, diskproto.CodeDenied, nil)
 		return false
 	}
 	if req.Op == diskproto.OpInfo {
-		s.openSession(&req, addr)
-		s.reply(pc, addr, &req, diskproto.CodeOK, s.Info().Marshal())
+		s.openSession(&req, from)
+		info := s.Info()
+		// Never more in flight than half of what this socket queues.
+		if rb := dgram.ReceiveBuffer(pc, s.cfg.Datagram); rb > 0 {
+			info.WindowBytes = uint32(max(min(s.cfg.WindowBytes, rb/2), diskproto.MinDatagram))
+		}
+		s.reply(pc, from, &req, diskproto.CodeOK, info.Marshal())
 		return false
 	}
 	if code := s.check(&req); code != diskproto.CodeOK {
-		s.reply(pc, addr, &req, code, nil)
+		s.reply(pc, from, &req, code, nil)
 		return false
 	}
 
 	s.mu.Lock()
-	sess := s.sessions[keyOf(req.Session, addr)]
+	sess := s.sessions[sessionKey{req.Session, from}]
 	if sess == nil || req.Epoch != s.epoch {
 		s.mu.Unlock()
-		s.reply(pc, addr, &req, diskproto.CodeNoSession, nil)
+		s.reply(pc, from, &req, diskproto.CodeNoSession, nil)
 		return false
 	}
 	s.clock++
@@ -319,7 +391,7 @@ func (s *Server) handle(pc net.PacketConn, buf *[]byte, n int, addr net.Addr) bo
 	}
 	if req.ReqID-sess.low >= w {
 		s.mu.Unlock()
-		s.reply(pc, addr, &req, diskproto.CodeWindow, nil)
+		s.reply(pc, from, &req, diskproto.CodeWindow, nil)
 		return false
 	}
 	sl := &sess.slots[req.ReqID%w]
@@ -333,25 +405,200 @@ func (s *Server) handle(pc net.PacketConn, buf *[]byte, n int, addr net.Addr) bo
 			status := sl.status
 			s.mu.Unlock()
 			s.stats.duplicates.Add(1)
-			s.reply(pc, addr, &req, status, nil)
+			s.reply(pc, from, &req, status, nil)
 			return false
 		}
 		// A finished READ: idempotent, run it again.
 	}
-	*sl = slot{reqID: req.ReqID, valid: true}
-	s.mu.Unlock()
+	if req.Partial() {
+		a := s.assemble(sess, &req)
+		s.mu.Unlock()
+		if a != nil {
+			s.assembled(pc, sess, a, from)
+		}
+		return false
+	}
+	j := job{pc: pc, addr: from, req: req, sess: sess}
+	if req.Op == diskproto.OpWrite {
+		j.buf, j.pool = buf, &s.bufs
+	} else {
+		j.req.Payload = nil
+	}
+	return s.enqueue(j)
+}
 
+// enqueue claims the request's duplicate-cache slot and hands it to a
+// worker. Called with mu held; returns with it free. It reports whether a
+// worker took j.buf.
+func (s *Server) enqueue(j job) bool {
+	w := uint64(len(j.sess.slots))
+	sl := &j.sess.slots[j.req.ReqID%w]
+	*sl = slot{reqID: j.req.ReqID, valid: true}
+	s.mu.Unlock()
 	select {
-	case s.jobs <- job{pc: pc, addr: addr, req: req, buf: buf, sess: sess}:
-		return true
+	case s.jobs <- j:
+		return j.buf != nil
 	default:
 		s.mu.Lock()
-		if sl.reqID == req.ReqID {
+		if sl.reqID == j.req.ReqID {
 			sl.valid = false // let the retransmission run it
 		}
 		s.mu.Unlock()
 		s.stats.drop(dropQueueFull)
 		return false
+	}
+}
+
+// assemble starts or continues the WRITE whose header req arrived without
+// all of its data, and returns it if that completed it. Called with mu held.
+func (s *Server) assemble(sess *session, req *diskproto.Request) *assembly {
+	i := req.ReqID % uint64(len(sess.asm))
+	a := sess.asm[i]
+	if a != nil && (a.req.ReqID != req.ReqID || a.req.Length != req.Length || a.req.Offset != req.Offset) {
+		s.freeAssembly(sess, i) // the slot has moved on
+		a = nil
+	}
+	if a == nil {
+		if s.asmBytes+s.cfg.MaxIO > s.cfg.MaxAssembly {
+			s.sweepAssemblies()
+		}
+		if s.asmBytes+s.cfg.MaxIO > s.cfg.MaxAssembly {
+			s.stats.drop(dropAssemblyFull)
+			return nil
+		}
+		a = &assembly{buf: s.big.Get().(*[]byte), born: time.Now()}
+		a.track.Reset(req.Length)
+		s.asmBytes += s.cfg.MaxIO
+		sess.asm[i] = a
+	}
+	inline := req.Payload
+	a.req = *req // the latest transmission's tag and low-water mark
+	a.req.Payload = nil
+	fresh, err := a.track.Add(0, 0, len(inline))
+	if err != nil {
+		s.stats.drop(dropBadSegment)
+		return nil
+	}
+	if !fresh {
+		s.stats.dupSegments.Add(1)
+		return nil
+	}
+	copy(*a.buf, inline)
+	s.stats.segments.Add(1)
+	return s.detachIfComplete(sess, i)
+}
+
+// detachIfComplete takes session slot i's assembly out of the table when
+// all of its data has arrived. Called with mu held.
+func (s *Server) detachIfComplete(sess *session, i uint64) *assembly {
+	a := sess.asm[i]
+	if !a.track.Complete() {
+		return nil
+	}
+	sess.asm[i] = nil
+	s.asmBytes -= s.cfg.MaxIO
+	return a
+}
+
+// freeAssembly drops session slot i's assembly. Called with mu held.
+func (s *Server) freeAssembly(sess *session, i uint64) {
+	if a := sess.asm[i]; a != nil {
+		sess.asm[i] = nil
+		s.asmBytes -= s.cfg.MaxIO
+		s.big.Put(a.buf)
+		s.stats.drop(dropAbandoned)
+	}
+}
+
+// sweepAssemblies frees the assemblies that can no longer complete (their
+// request is below the session's low-water mark) or that have waited
+// longer than any retransmission would (a client that went away). Called
+// with mu held when assembly memory runs out.
+func (s *Server) sweepAssemblies() {
+	old := time.Now().Add(-2 * time.Second)
+	for _, sess := range s.sessions {
+		for i, a := range sess.asm {
+			if a != nil && (a.req.ReqID < sess.low || a.born.Before(old)) {
+				s.freeAssembly(sess, uint64(i))
+			}
+		}
+	}
+}
+
+// assembled checks a WRITE whose segments have all arrived end to end and
+// runs it, unless its duplicate-cache slot says it already ran.
+func (s *Server) assembled(pc dgram.Conn, sess *session, a *assembly, from netip.AddrPort) {
+	req := a.req
+	req.Payload = (*a.buf)[:req.Length]
+	if diskproto.Checksum(req.Payload) != req.PayloadCRC {
+		s.big.Put(a.buf)
+		s.reply(pc, from, &req, diskproto.CodeChecksum, nil)
+		return
+	}
+	s.mu.Lock()
+	w := uint64(len(sess.slots))
+	sl := &sess.slots[req.ReqID%w]
+	switch {
+	case req.ReqID < sess.low:
+		s.mu.Unlock()
+		s.big.Put(a.buf)
+		s.stats.drop(dropStale)
+		return
+	case sl.valid && sl.reqID == req.ReqID && !sl.done:
+		s.mu.Unlock()
+		s.big.Put(a.buf)
+		s.stats.drop(dropInProgress)
+		return
+	case sl.valid && sl.reqID == req.ReqID && sl.cached:
+		status := sl.status
+		s.mu.Unlock()
+		s.big.Put(a.buf)
+		s.stats.duplicates.Add(1)
+		s.reply(pc, from, &req, status, nil)
+		return
+	}
+	if !s.enqueue(job{pc: pc, addr: from, req: req, sess: sess, buf: a.buf, pool: &s.big}) {
+		s.big.Put(a.buf)
+	}
+}
+
+// segment adds one data segment to the WRITE it belongs to. A segment of a
+// WRITE whose header has not arrived is dropped: the client retransmits
+// the whole request, header first.
+func (s *Server) segment(pc dgram.Conn, b []byte, from netip.AddrPort) {
+	seg, err := diskproto.ParseSegment(b)
+	if err != nil || seg.Reply {
+		s.stats.drop(dropBadSegment)
+		return
+	}
+	s.mu.Lock()
+	sess := s.sessions[sessionKey{seg.Session, from}]
+	var a *assembly
+	var i uint64
+	if sess != nil {
+		i = seg.ReqID % uint64(len(sess.asm))
+		a = sess.asm[i]
+	}
+	if a == nil || a.req.ReqID != seg.ReqID {
+		s.mu.Unlock()
+		s.stats.drop(dropOrphanSegment)
+		return
+	}
+	fresh, err := a.track.Add(int(seg.Index), seg.Offset, len(seg.Data))
+	var done *assembly
+	switch {
+	case err != nil:
+		s.stats.drop(dropBadSegment)
+	case !fresh:
+		s.stats.dupSegments.Add(1)
+	default:
+		copy((*a.buf)[seg.Offset:], seg.Data)
+		s.stats.segments.Add(1)
+		done = s.detachIfComplete(sess, i)
+	}
+	s.mu.Unlock()
+	if done != nil {
+		s.assembled(pc, sess, done, from)
 	}
 }
 
@@ -375,8 +622,8 @@ func (s *Server) check(req *diskproto.Request) diskproto.Code {
 }
 
 // openSession registers (or refreshes) the INFO sender's session.
-func (s *Server) openSession(req *diskproto.Request, addr net.Addr) {
-	key := keyOf(req.Session, addr)
+func (s *Server) openSession(req *diskproto.Request, from netip.AddrPort) {
+	key := sessionKey{req.Session, from}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clock++
@@ -393,41 +640,46 @@ func (s *Server) openSession(req *diskproto.Request, addr net.Addr) {
 				oldest, min = k, v.lastUse
 			}
 		}
+		for i := range s.sessions[oldest].asm {
+			s.freeAssembly(s.sessions[oldest], uint64(i))
+		}
 		delete(s.sessions, oldest)
 		s.stats.evictions.Add(1)
 	}
-	s.sessions[key] = &session{low: req.Low, lastUse: s.clock, slots: make([]slot, s.cfg.Window)}
+	s.sessions[key] = &session{low: req.Low, lastUse: s.clock, slots: make([]slot, s.cfg.Window),
+		asm: make([]*assembly, s.cfg.Window)}
 }
 
 func (s *Server) worker() {
 	defer s.workers.Done()
+	var w workerScratch
 	for j := range s.jobs {
-		s.run(&j)
-		s.bufs.Put(j.buf)
+		s.run(&j, &w)
+		if j.buf != nil {
+			j.pool.Put(j.buf)
+		}
 	}
 }
 
+// workerScratch is a worker's reusable send state.
+type workerScratch struct {
+	msgs []dgram.Message
+	iovs [][]byte
+}
+
 // run executes one request on the backing file and answers it.
-func (s *Server) run(j *job) {
+func (s *Server) run(j *job, w *workerScratch) {
 	req := &j.req
 	off := int64(req.Offset)
 	status := diskproto.CodeOK
 	switch req.Op {
 	case diskproto.OpRead:
-		rb := s.bufs.Get().(*[]byte)
-		defer s.bufs.Put(rb)
-		data := (*rb)[diskproto.ReplyHeaderSize : diskproto.ReplyHeaderSize+int(req.Length)]
-		if _, err := s.file.ReadAt(data, off); err != nil && !errors.Is(err, io.EOF) {
-			s.log.Warn("disk: read failed", "off", off, "len", req.Length, "err", err)
-			status = diskproto.CodeIO
-		}
+		ob := s.outs.Get().(*[]byte)
+		defer s.outs.Put(ob)
+		status = s.readReply(j, *ob, w)
 		s.finish(j, status, false)
 		if status == diskproto.CodeOK {
 			s.stats.bytesRead.Add(uint64(req.Length))
-			rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID,
-				Epoch: s.epoch, Payload: data}
-			rep.MarshalHeader(*rb)
-			s.send(j.pc, j.addr, (*rb)[:diskproto.ReplyHeaderSize+len(data)])
 			return
 		}
 	case diskproto.OpWrite:
@@ -489,8 +741,97 @@ func (s *Server) trim(off, n int64) diskproto.Code {
 	return diskproto.CodeOK
 }
 
+// readReply reads a READ's data straight into its reply's datagrams (the
+// reply header's and the segments') with preadv, seals them and sends
+// them as one batch, which the user-level stack turns into GSO
+// super-frames.
+func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
+	req := &j.req
+	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: int(req.Length), Datagram: s.cfg.Datagram}
+	if req.ReplyDatagram != 0 {
+		l.Datagram = int(req.ReplyDatagram)
+	}
+	count := l.Count()
+	w.iovs = w.iovs[:0]
+	for i := range count {
+		a, b, _ := l.Data(i)
+		w.iovs = append(w.iovs, ob[a:b])
+	}
+	if err := preadFull(s.fd, w.iovs, int64(req.Offset)); err != nil {
+		s.log.Warn("disk: read failed", "off", req.Offset, "len", req.Length, "err", err)
+		return diskproto.CodeIO
+	}
+	var crc uint32
+	for _, v := range w.iovs {
+		crc = diskproto.UpdateChecksum(crc, v)
+	}
+	rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID,
+		Epoch: s.epoch, Length: req.Length, PayloadCRC: crc}
+	rep.MarshalHeader(ob)
+	w.msgs = w.msgs[:0]
+	for i := range count {
+		a, b := l.Span(i)
+		if i > 0 {
+			_, _, dataOff := l.Data(i)
+			diskproto.PutSegmentHeader(ob[a:], true, uint16(i), uint32(dataOff), req.Session, req.ReqID)
+		}
+		w.msgs = append(w.msgs, dgram.Message{Buf: ob[a:b], Addr: j.addr})
+	}
+	s.sendAll(j.pc, w.msgs)
+	return diskproto.CodeOK
+}
+
+// preadFull fills iovs from the backing file at off; a hole or the end of
+// the file reads as zeros (the file is as long as the device).
+func preadFull(fd int, iovs [][]byte, off int64) error {
+	const iovMax = 1024
+	for len(iovs) > 0 {
+		batch := iovs[:min(len(iovs), iovMax)]
+		n, err := unix.Preadv(fd, batch, off)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		if n == 0 {
+			for _, v := range iovs {
+				clear(v)
+			}
+			return nil
+		}
+		off += int64(n)
+		for n > 0 && len(iovs) > 0 {
+			if n >= len(iovs[0]) {
+				n -= len(iovs[0])
+				iovs = iovs[1:]
+				continue
+			}
+			iovs[0] = iovs[0][n:]
+			n = 0
+		}
+	}
+	return nil
+}
+
+// sendAll sends msgs, counting what could not be sent.
+func (s *Server) sendAll(pc dgram.Conn, msgs []dgram.Message) {
+	for len(msgs) > 0 {
+		n, err := pc.WriteBatch(msgs)
+		msgs = msgs[max(n, 0):]
+		if err != nil {
+			s.stats.drops[dropSendFailed].Add(uint64(len(msgs)))
+			return
+		}
+		if n <= 0 {
+			s.stats.drops[dropSendFailed].Add(uint64(len(msgs)))
+			return
+		}
+	}
+}
+
 // reply sends a header-only reply (or an INFO payload) to req.
-func (s *Server) reply(pc net.PacketConn, addr net.Addr, req *diskproto.Request, status diskproto.Code, payload []byte) {
+func (s *Server) reply(pc dgram.Conn, addr netip.AddrPort, req *diskproto.Request, status diskproto.Code, payload []byte) {
 	if status != diskproto.CodeOK {
 		s.stats.errors[min(int(status), diskproto.NumCodes-1)].Add(1)
 	}
@@ -505,10 +846,9 @@ func (s *Server) reply(pc net.PacketConn, addr net.Addr, req *diskproto.Request,
 	s.send(pc, addr, b[:n])
 }
 
-func (s *Server) send(pc net.PacketConn, addr net.Addr, b []byte) {
-	if _, err := pc.WriteTo(b, addr); err != nil {
-		s.stats.drop(dropSendFailed)
-	}
+func (s *Server) send(pc dgram.Conn, addr netip.AddrPort, b []byte) {
+	m := [1]dgram.Message{{Buf: b, Addr: addr}}
+	s.sendAll(pc, m[:])
 }
 
 // Close stops every Serve, waits for requests in progress, makes written

@@ -26,7 +26,7 @@ type rawClient struct {
 func setup(t *testing.T, size int64) (*disk.Server, *rawClient) {
 	t.Helper()
 	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(t.TempDir(), "d.img"), Size: size,
-		Authorizer: disk.OpenAccess{}, Window: 4})
+		Authorizer: disk.OpenAccess{}, Window: 4, Datagram: diskproto.MaxDatagram}) // whole replies: rawClient reads one datagram
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestHostileRequests(t *testing.T) {
 	if rep, ok := c.recv(time.Second); !ok || rep.Status != diskproto.CodeChecksum {
 		t.Errorf("bad payload CRC: %+v %v, want checksum error", rep, ok)
 	}
-	u := c.marshal(diskproto.Request{Op: 99, Tag: 21})
+	u := c.marshal(diskproto.Request{Op: 9, Tag: 21}) // below 0x40: the top bits say reply and segment
 	c.send(u)
 	if rep, ok := c.recv(time.Second); !ok || rep.Status != diskproto.CodeBadOp {
 		t.Errorf("unknown opcode: %+v %v, want bad op", rep, ok)
@@ -243,7 +243,7 @@ func TestConfigErrors(t *testing.T) {
 		"no authorizer":  {Path: filepath.Join(dir, "a"), Size: 4096},
 		"unaligned size": {Path: filepath.Join(dir, "b"), Size: 1000, Authorizer: disk.OpenAccess{}},
 		"no size":        {Path: filepath.Join(dir, "c"), Authorizer: disk.OpenAccess{}},
-		"huge max I/O":   {Path: filepath.Join(dir, "d"), Size: 4096, MaxIO: 1 << 20, Authorizer: disk.OpenAccess{}},
+		"huge max I/O":   {Path: filepath.Join(dir, "d"), Size: 4096, MaxIO: diskproto.MaxIOLimit + 1, Authorizer: disk.OpenAccess{}},
 	} {
 		if _, err := disk.NewServer(cfg); !errors.Is(err, disk.ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
@@ -264,4 +264,86 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("reopen with size 0: %v", err)
 	}
 	s.Close()
+}
+
+// segmentedWrite lays out a WRITE of data as the client does: the header's
+// datagram and data segments of dgram bytes each.
+func (c *rawClient) segmentedWrite(id, low uint64, off uint64, data []byte, dgram int, tag uint32) [][]byte {
+	l := diskproto.Layout{Header: diskproto.RequestHeaderSize, Length: len(data), Datagram: dgram}
+	buf := make([]byte, l.Size())
+	req := diskproto.Request{Op: diskproto.OpWrite, Tag: tag, Length: uint32(len(data)), Session: c.sess, ReqID: id,
+		Low: low, Epoch: c.ep, Offset: off, PayloadCRC: diskproto.Checksum(data)}
+	req.MarshalHeader(buf)
+	var out [][]byte
+	for i := range l.Count() {
+		a, b := l.Span(i)
+		da, db, o := l.Data(i)
+		if i > 0 {
+			diskproto.PutSegmentHeader(buf[a:], false, uint16(i), uint32(o), c.sess, id)
+		}
+		copy(buf[da:db], data[o:])
+		out = append(out, buf[a:b])
+	}
+	return out
+}
+
+// TestSegmentedWrite drives the server's assembly with a raw client: a
+// lost segment holds the WRITE back until a retransmission brings it,
+// orphans and impossible segments are counted drops, and data whose
+// assembled CRC fails is refused with a checksum error, never written.
+func TestSegmentedWrite(t *testing.T) {
+	srv, c := setup(t, 1<<20)
+	c.hello()
+	data := bytes.Repeat([]byte("segmented write "), 1000) // 16000 B: 11 datagrams of 1472
+	dgrams := c.segmentedWrite(0, 0, 4096, data, 1472, 100)
+	if len(dgrams) < 5 {
+		t.Fatalf("only %d datagrams", len(dgrams))
+	}
+	for i, b := range dgrams {
+		if i != 3 {
+			c.send(b)
+		}
+	}
+	if rep, ok := c.recv(100 * time.Millisecond); ok {
+		t.Fatalf("answered a WRITE missing a segment: %+v", rep)
+	}
+	// The retransmission: a fresh tag, every datagram again; what arrived
+	// before still counts, so losing others this time does not matter.
+	re := c.segmentedWrite(0, 0, 4096, data, 1472, 101)
+	c.send(re[0])
+	c.send(re[3])
+	rep, ok := c.recv(time.Second)
+	if !ok || rep.Status != diskproto.CodeOK || rep.Tag != 101 {
+		t.Fatalf("retransmission: %+v %v, want OK for tag 101", rep, ok)
+	}
+	if got := c.read(1, 0, 4096, uint32(len(data))); !bytes.Equal(got, data) {
+		t.Fatal("assembled WRITE read back wrong")
+	}
+
+	// Segments of nothing being assembled, and impossible ones.
+	orphan := c.segmentedWrite(2, 0, 0, data, 1472, 102)
+	c.send(orphan[2]) // its header never came
+	bad := append([]byte(nil), orphan[1]...)
+	diskproto.PutSegmentHeader(bad, false, 0xffff, 1344, c.sess, 2)
+	c.send(orphan[0])
+	c.send(bad)
+	// Corrupt data: the assembled CRC fails.
+	corrupt := c.segmentedWrite(2, 0, 0, data, 1472, 103)
+	for i, b := range corrupt {
+		if i == 2 {
+			b[len(b)-1] ^= 1
+		}
+		c.send(b)
+	}
+	rep, ok = c.recv(time.Second)
+	if !ok || rep.Status != diskproto.CodeChecksum {
+		t.Fatalf("corrupt assembled data: %+v %v, want a checksum error", rep, ok)
+	}
+	if got := c.read(3, 0, 0, 16); !bytes.Equal(got, make([]byte, 16)) {
+		t.Fatal("corrupt WRITE reached the disk")
+	}
+	st := srv.Stats()
+	if st.Drops["orphan_segment"] != 1 || st.Drops["bad_segment"] != 1 || st.DupSegments == 0 {
+		t.Fatalf("segment drops not counted: %+v", st)
+	}
 }

@@ -20,11 +20,16 @@ const (
 	dropInProgress            // a retransmission of a request still running
 	dropQueueFull             // every worker busy and the queue full
 	dropSendFailed            // the reply could not be sent
+	dropBadSegment            // a data segment that fails its checks or does not fit its WRITE
+	dropOrphanSegment         // a data segment of no WRITE being assembled (its header was lost)
+	dropAssemblyFull          // a segmented WRITE when assembly memory is exhausted
+	dropAbandoned             // a partly assembled WRITE given up (superseded or timed out)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"short", "magic", "version", "header_checksum", "not_request",
-	"oversize", "stale", "in_progress", "queue_full", "send_failed"}
+	"oversize", "stale", "in_progress", "queue_full", "send_failed",
+	"bad_segment", "orphan_segment", "assembly_full", "abandoned"}
 
 func dropReasonOf(err error) int {
 	switch {
@@ -49,6 +54,8 @@ type counters struct {
 	syncs        atomic.Uint64
 	bytesRead    atomic.Uint64
 	bytesWritten atomic.Uint64
+	segments     atomic.Uint64
+	dupSegments  atomic.Uint64
 }
 
 func (c *counters) drop(reason int) { c.drops[reason].Add(1) }
@@ -65,6 +72,8 @@ type Stats struct {
 	Syncs        uint64            `json:"syncs"`         // fdatasync calls (FLUSH and FUA)
 	BytesRead    uint64            `json:"bytes_read"`    // READ data sent
 	BytesWritten uint64            `json:"bytes_written"` // WRITE data stored
+	Segments     uint64            `json:"segments"`      // WRITE datagrams assembled (header's and segments)
+	DupSegments  uint64            `json:"dup_segments"`  // WRITE datagrams that had arrived already
 	Sessions     int               `json:"sessions"`      // sessions open now
 }
 
@@ -79,6 +88,8 @@ func (s *Server) Stats() Stats {
 		Syncs:        s.stats.syncs.Load(),
 		BytesRead:    s.stats.bytesRead.Load(),
 		BytesWritten: s.stats.bytesWritten.Load(),
+		Segments:     s.stats.segments.Load(),
+		DupSegments:  s.stats.dupSegments.Load(),
 	}
 	for i := range s.stats.requests {
 		if v := s.stats.requests[i].Load(); v != 0 {

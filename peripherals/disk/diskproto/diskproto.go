@@ -10,7 +10,7 @@ import (
 // Wire constants. The layouts are tabled in docs/protocols/disk.md.
 const (
 	Magic   = 0x4E44 // "ND": netstation disk
-	Version = 1
+	Version = 2      // 2: data larger than a datagram travels in segments
 
 	// Port is the UDP port a disk peripheral serves on.
 	Port = 10810
@@ -24,20 +24,23 @@ const (
 	// CapabilitySize is the size of the capability field of every request.
 	CapabilitySize = 64
 	// InfoPayloadSize is the size of an INFO reply's payload.
-	InfoPayloadSize = 24
+	InfoPayloadSize = 28
 
 	// MaxDatagram is the largest UDP payload over IPv4.
 	MaxDatagram = 65507
-	// MaxPayload is the most data one request or reply can carry: the
-	// request header is the larger of the two. Servers advertise a MaxIO
-	// no larger than this (usually a block multiple below it).
+	// MaxPayload is the most data one request or reply can carry in its
+	// own datagram; more travels in data segments (segment.go).
 	MaxPayload = MaxDatagram - RequestHeaderSize
+	// MaxIOLimit bounds the data of one request: the largest MaxIO a server
+	// may advertise.
+	MaxIOLimit = 4 << 20
 
 	// MaxWindow bounds the window a server may advertise, so a client's
 	// per-window tables stay small whatever a server claims.
 	MaxWindow = 1 << 16
 
-	replyBit = 0x80
+	replyBit   = 0x80
+	segmentBit = 0x40
 )
 
 // Op is a request's operation.
@@ -133,6 +136,7 @@ var (
 	ErrPayloadChecksum = errors.New("diskproto: payload checksum mismatch")
 	ErrBuffer          = errors.New("diskproto: buffer too small")
 	ErrPayloadSize     = errors.New("diskproto: payload too large for one datagram")
+	ErrSegment         = errors.New("diskproto: bad data segment")
 )
 
 // ReplyCode returns the code a server answers a request that failed
@@ -156,22 +160,37 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Checksum is the CRC32C (Castagnoli) of p, the checksum of every payload.
 func Checksum(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
 
+// UpdateChecksum continues crc (a Checksum so far) over p: the checksum of
+// data that lies in pieces.
+func UpdateChecksum(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
+
 var be = binary.BigEndian
 
 // Request is a decoded request. Payload aliases the parsed datagram.
 type Request struct {
-	Op         Op
-	Flags      Flags
-	Tag        uint32 // fresh per transmission; echoed in the reply
-	Length     uint32 // bytes to read, write or trim
-	Session    uint64 // the client's random session id
-	ReqID      uint64 // stable across retransmissions of one operation
-	Low        uint64 // every request id below it is finished at the client
-	Epoch      uint64 // the server's boot epoch from INFO; 0 in INFO
-	Offset     uint64
-	Capability [CapabilitySize]byte
-	Payload    []byte // WRITE data; Length == len(Payload)
+	Op      Op
+	Flags   Flags
+	Tag     uint32 // fresh per transmission; echoed in the reply
+	Length  uint32 // bytes to read, write or trim
+	Session uint64 // the client's random session id
+	ReqID   uint64 // stable across retransmissions of one operation
+	Low     uint64 // every request id below it is finished at the client
+	Epoch   uint64 // the server's boot epoch from INFO; 0 in INFO
+	Offset  uint64
+	// ReplyDatagram is the size the client wants a READ's reply cut to
+	// (0: the server's choice; else MinDatagram to MaxDatagram): the
+	// client knows its own receive path.
+	ReplyDatagram uint16
+	Capability    [CapabilitySize]byte
+	// PayloadCRC is the CRC32C of all of a WRITE's data (Length bytes).
+	PayloadCRC uint32
+	// Payload is the WRITE data carried in the header's datagram: all of
+	// it, or its first part when Partial (the rest arrives in segments).
+	Payload []byte
 }
+
+// Partial reports whether part of a WRITE's data travels in segments.
+func (r *Request) Partial() bool { return r.Op == OpWrite && uint32(len(r.Payload)) < r.Length }
 
 // Marshal writes r (header and payload) into b and returns the datagram's
 // length. For a WRITE, Length is taken from len(Payload).
@@ -191,7 +210,7 @@ func (r *Request) Marshal(b []byte) (int, error) {
 	b[2] = Version
 	b[3] = byte(r.Op)
 	be.PutUint16(b[4:], uint16(r.Flags))
-	be.PutUint16(b[6:], 0)
+	be.PutUint16(b[6:], r.ReplyDatagram)
 	be.PutUint32(b[8:], r.Tag)
 	be.PutUint32(b[12:], length)
 	be.PutUint64(b[16:], r.Session)
@@ -204,6 +223,27 @@ func (r *Request) Marshal(b []byte) (int, error) {
 	copy(b[RequestHeaderSize:], r.Payload)
 	be.PutUint32(b[60:], requestHeaderCRC(b))
 	return n, nil
+}
+
+// MarshalHeader writes r's header into b[:RequestHeaderSize] with r.Length
+// and r.PayloadCRC as given: the form of a segmented WRITE, whose data
+// the caller lays out after it (see Layout).
+func (r *Request) MarshalHeader(b []byte) {
+	be.PutUint16(b[0:], Magic)
+	b[2] = Version
+	b[3] = byte(r.Op)
+	be.PutUint16(b[4:], uint16(r.Flags))
+	be.PutUint16(b[6:], r.ReplyDatagram)
+	be.PutUint32(b[8:], r.Tag)
+	be.PutUint32(b[12:], r.Length)
+	be.PutUint64(b[16:], r.Session)
+	be.PutUint64(b[24:], r.ReqID)
+	be.PutUint64(b[32:], r.Low)
+	be.PutUint64(b[40:], r.Epoch)
+	be.PutUint64(b[48:], r.Offset)
+	be.PutUint32(b[56:], r.PayloadCRC)
+	copy(b[64:RequestHeaderSize], r.Capability[:])
+	be.PutUint32(b[60:], requestHeaderCRC(b))
 }
 
 // RewriteRequest updates the tag, low-water mark and epoch of a marshalled
@@ -236,7 +276,7 @@ func ParseRequest(b []byte) (r Request, err error) {
 	if be.Uint32(b[60:]) != requestHeaderCRC(b) {
 		return Request{}, ErrHeaderChecksum
 	}
-	if b[3]&replyBit != 0 {
+	if b[3]&(replyBit|segmentBit) != 0 {
 		return Request{}, ErrNotRequest
 	}
 	r = Request{
@@ -249,18 +289,23 @@ func ParseRequest(b []byte) (r Request, err error) {
 		Low:     be.Uint64(b[32:]),
 		Epoch:   be.Uint64(b[40:]),
 		Offset:  be.Uint64(b[48:]),
+
+		ReplyDatagram: be.Uint16(b[6:]),
+		PayloadCRC:    be.Uint32(b[56:]),
 	}
 	copy(r.Capability[:], b[64:RequestHeaderSize])
 	payload := b[RequestHeaderSize:]
 	switch {
 	case !r.Op.Valid():
 		return r, ErrUnknownOp
-	case be.Uint16(b[6:]) != 0, r.Flags&^FlagFUA != 0, r.Flags&FlagFUA != 0 && r.Op != OpWrite:
+	case r.ReplyDatagram != 0 && (r.ReplyDatagram < MinDatagram || r.ReplyDatagram > MaxDatagram),
+		r.Flags&^FlagFUA != 0, r.Flags&FlagFUA != 0 && r.Op != OpWrite:
 		return r, ErrFlags
-	case r.Op == OpWrite && uint64(len(payload)) != uint64(r.Length),
+	case r.Op == OpWrite && uint64(len(payload)) > uint64(r.Length),
+		r.Op == OpWrite && len(payload) == 0 && r.Length > 0,
 		r.Op != OpWrite && len(payload) != 0:
 		return r, ErrLength
-	case be.Uint32(b[56:]) != Checksum(payload):
+	case uint64(len(payload)) == uint64(r.Length) && r.PayloadCRC != Checksum(payload):
 		return r, ErrPayloadChecksum
 	}
 	r.Payload = payload
@@ -275,11 +320,18 @@ type Reply struct {
 	Session uint64
 	ReqID   uint64
 	Epoch   uint64 // the server's boot epoch
-	Payload []byte // READ data or an InfoPayload
+	// Length and PayloadCRC describe all of the reply's data: a READ's may
+	// be longer than Payload, the part in this datagram (Partial).
+	Length     uint32
+	PayloadCRC uint32
+	Payload    []byte // READ data or an InfoPayload
 }
 
-// Marshal writes r (header and payload) into b and returns the datagram's
-// length.
+// Partial reports whether part of a READ reply's data travels in segments.
+func (r *Reply) Partial() bool { return uint32(len(r.Payload)) < r.Length }
+
+// Marshal writes r (header and all of its payload) into b and returns the
+// datagram's length; Length and PayloadCRC are taken from Payload.
 func (r *Reply) Marshal(b []byte) (int, error) {
 	if len(r.Payload) > MaxDatagram-ReplyHeaderSize {
 		return 0, ErrPayloadSize
@@ -289,13 +341,14 @@ func (r *Reply) Marshal(b []byte) (int, error) {
 		return 0, ErrBuffer
 	}
 	copy(b[ReplyHeaderSize:], r.Payload)
+	r.Length, r.PayloadCRC = uint32(len(r.Payload)), Checksum(r.Payload)
 	r.MarshalHeader(b)
 	return n, nil
 }
 
-// MarshalHeader writes r's header into b[:ReplyHeaderSize] for a payload
-// already in place at b[ReplyHeaderSize:ReplyHeaderSize+len(r.Payload)].
-// Servers read straight into that space and so avoid a copy.
+// MarshalHeader writes r's header into b[:ReplyHeaderSize] with r.Length
+// and r.PayloadCRC as given. Servers read data straight into place after
+// it (see Layout) and so avoid a copy.
 func (r *Reply) MarshalHeader(b []byte) {
 	be.PutUint16(b[0:], Magic)
 	b[2] = Version
@@ -303,11 +356,11 @@ func (r *Reply) MarshalHeader(b []byte) {
 	be.PutUint16(b[4:], uint16(r.Status))
 	be.PutUint16(b[6:], 0)
 	be.PutUint32(b[8:], r.Tag)
-	be.PutUint32(b[12:], uint32(len(r.Payload)))
+	be.PutUint32(b[12:], r.Length)
 	be.PutUint64(b[16:], r.Session)
 	be.PutUint64(b[24:], r.ReqID)
 	be.PutUint64(b[32:], r.Epoch)
-	be.PutUint32(b[40:], Checksum(b[ReplyHeaderSize:ReplyHeaderSize+len(r.Payload)]))
+	be.PutUint32(b[40:], r.PayloadCRC)
 	be.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
 }
 
@@ -325,28 +378,32 @@ func ParseReply(b []byte) (Reply, error) {
 	if be.Uint32(b[44:]) != crc32.Checksum(b[:44], castagnoli) {
 		return Reply{}, ErrHeaderChecksum
 	}
-	if b[3]&replyBit == 0 {
+	if b[3]&replyBit == 0 || b[3]&segmentBit != 0 {
 		return Reply{}, ErrNotReply
 	}
 	if be.Uint16(b[6:]) != 0 {
 		return Reply{}, ErrFlags
 	}
-	payload := b[ReplyHeaderSize:]
-	if uint64(len(payload)) != uint64(be.Uint32(b[12:])) {
-		return Reply{}, ErrLength
+	r := Reply{
+		Op:         Op(b[3] &^ replyBit),
+		Status:     Code(be.Uint16(b[4:])),
+		Tag:        be.Uint32(b[8:]),
+		Length:     be.Uint32(b[12:]),
+		Session:    be.Uint64(b[16:]),
+		ReqID:      be.Uint64(b[24:]),
+		Epoch:      be.Uint64(b[32:]),
+		PayloadCRC: be.Uint32(b[40:]),
+		Payload:    b[ReplyHeaderSize:],
 	}
-	if be.Uint32(b[40:]) != Checksum(payload) {
+	n := uint64(len(r.Payload))
+	switch {
+	case n > uint64(r.Length),
+		n < uint64(r.Length) && (r.Op != OpRead || r.Status != CodeOK || n == 0):
+		return Reply{}, ErrLength
+	case n == uint64(r.Length) && r.PayloadCRC != Checksum(r.Payload):
 		return Reply{}, ErrPayloadChecksum
 	}
-	return Reply{
-		Op:      Op(b[3] &^ replyBit),
-		Status:  Code(be.Uint16(b[4:])),
-		Tag:     be.Uint32(b[8:]),
-		Session: be.Uint64(b[16:]),
-		ReqID:   be.Uint64(b[24:]),
-		Epoch:   be.Uint64(b[32:]),
-		Payload: payload,
-	}, nil
+	return r, nil
 }
 
 // InfoPayload is the payload of a successful INFO reply.
@@ -356,6 +413,9 @@ type InfoPayload struct {
 	Window    uint32 // requests a session may have outstanding
 	MaxIO     uint32 // the largest READ/WRITE/TRIM length of one request
 	Features  Features
+	// WindowBytes caps the READ and WRITE data a session may have in
+	// flight: what the server's receive queue holds without dropping.
+	WindowBytes uint32
 }
 
 // Marshal returns p's wire form.
@@ -366,6 +426,7 @@ func (p InfoPayload) Marshal() []byte {
 	be.PutUint32(b[12:], p.Window)
 	be.PutUint32(b[16:], p.MaxIO)
 	be.PutUint32(b[20:], uint32(p.Features))
+	be.PutUint32(b[24:], p.WindowBytes)
 	return b
 }
 
@@ -380,10 +441,13 @@ func ParseInfo(b []byte) (InfoPayload, error) {
 		Window:    be.Uint32(b[12:]),
 		MaxIO:     be.Uint32(b[16:]),
 		Features:  Features(be.Uint32(b[20:])),
+
+		WindowBytes: be.Uint32(b[24:]),
 	}
-	if p.BlockSize == 0 || p.Window == 0 || p.Window > MaxWindow || p.MaxIO == 0 || p.MaxIO > MaxPayload {
-		return InfoPayload{}, fmt.Errorf("%w: block size %d, window %d, max I/O %d",
-			ErrLength, p.BlockSize, p.Window, p.MaxIO)
+	if p.BlockSize == 0 || p.Window == 0 || p.Window > MaxWindow || p.MaxIO == 0 || p.MaxIO > MaxIOLimit ||
+		p.WindowBytes < MinDatagram {
+		return InfoPayload{}, fmt.Errorf("%w: block size %d, window %d, max I/O %d, window bytes %d",
+			ErrLength, p.BlockSize, p.Window, p.MaxIO, p.WindowBytes)
 	}
 	return p, nil
 }

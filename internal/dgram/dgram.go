@@ -1,0 +1,231 @@
+package dgram
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/netstation/netstation/stack"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Message is one datagram of a batch: the user-level stack's own type, so
+// its sockets need no translation. For reads the caller owns Buf and gets
+// N and the sender's Addr; for writes the payload is all of Buf and Addr
+// is the destination.
+type Message = stack.Message
+
+// Conn is a datagram socket that moves batches: both the user-level stack
+// and the kernel satisfy it.
+// ReadBatch blocks until at least one datagram, the read deadline or
+// Close; WriteBatch returns how many datagrams left. Both are safe for
+// concurrent use.
+type Conn interface {
+	ReadBatch(msgs []Message) (int, error)
+	WriteBatch(msgs []Message) (int, error)
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	LocalAddr() net.Addr
+	Close() error
+}
+
+var (
+	_ Conn = (*stack.UDPConn)(nil)
+	_ Conn = (*kernelConn)(nil)
+	_ Conn = (*packetConn)(nil)
+)
+
+// Of returns the batch Conn for pc: pc itself for a user-level socket,
+// recvmmsg/sendmmsg for a kernel UDP socket, and one datagram per call for
+// any other net.PacketConn (test wrappers), whose addresses must be
+// *net.UDPAddr. Closing the Conn closes pc.
+func Of(pc net.PacketConn) Conn {
+	switch c := pc.(type) {
+	case *stack.UDPConn:
+		return c
+	case *net.UDPConn:
+		return Kernel(c)
+	case Conn:
+		return c
+	}
+	return &packetConn{pc}
+}
+
+// User returns the Conn for a user-level stack socket. A *stack.UDPConn
+// already is one; User exists so call sites read the same for both stacks.
+func User(c *stack.UDPConn) Conn { return c }
+
+// Kernel returns a Conn on a kernel UDP socket that reads and writes
+// batches with recvmmsg and sendmmsg. Closing the Conn closes c.
+func Kernel(c *net.UDPConn) Conn {
+	return &kernelConn{c: c, pc: ipv4.NewPacketConn(c)}
+}
+
+// kernelConn adapts a kernel socket. Its per-call scratch (the x/net
+// message slices and cached destination addresses) comes from a pool so
+// parallel streams sharing one socket do not serialise on a lock.
+type kernelConn struct {
+	c    *net.UDPConn
+	pc   *ipv4.PacketConn
+	pool sync.Pool
+}
+
+type kernelScratch struct {
+	msgs  []ipv4.Message
+	bufs  [][]byte // backing for msgs[i].Buffers, one each
+	dst   netip.AddrPort
+	dstUA *net.UDPAddr
+}
+
+func (k *kernelConn) scratch(n int) *kernelScratch {
+	s, _ := k.pool.Get().(*kernelScratch)
+	if s == nil {
+		s = &kernelScratch{}
+	}
+	if cap(s.msgs) < n {
+		s.msgs = make([]ipv4.Message, n)
+		s.bufs = make([][]byte, n)
+		for i := range s.msgs {
+			s.msgs[i].Buffers = s.bufs[i : i+1 : i+1]
+		}
+	}
+	s.msgs = s.msgs[:n]
+	return s
+}
+
+func (k *kernelConn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	s := k.scratch(len(msgs))
+	defer k.pool.Put(s)
+	for i := range msgs {
+		s.msgs[i].Buffers[0] = msgs[i].Buf
+		s.msgs[i].Addr = nil
+	}
+	n, err := k.pc.ReadBatch(s.msgs, 0)
+	n = max(n, 0) // x/net reports -1 with some errors
+	for i := 0; i < n; i++ {
+		msgs[i].N = s.msgs[i].N
+		msgs[i].Addr = netip.AddrPort{}
+		if ua, ok := s.msgs[i].Addr.(*net.UDPAddr); ok {
+			ap := ua.AddrPort()
+			msgs[i].Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		s.msgs[i].Buffers[0] = nil
+	}
+	return n, err
+}
+
+func (k *kernelConn) WriteBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	s := k.scratch(len(msgs))
+	defer k.pool.Put(s)
+	for i := range msgs {
+		s.msgs[i].Buffers[0] = msgs[i].Buf
+		if msgs[i].Addr != s.dst || s.dstUA == nil { // cache: one peer per stream
+			s.dst = msgs[i].Addr
+			s.dstUA = net.UDPAddrFromAddrPort(s.dst)
+		}
+		s.msgs[i].Addr = s.dstUA
+	}
+	sent := 0
+	var err error
+	for sent < len(msgs) {
+		var n int
+		n, err = k.pc.WriteBatch(s.msgs[sent:], 0)
+		n = max(n, 0)
+		sent += n
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	for i := 0; i < sent; i++ {
+		msgs[i].N = s.msgs[i].N
+	}
+	for i := range msgs {
+		s.msgs[i].Buffers[0] = nil
+	}
+	return sent, err
+}
+
+func (k *kernelConn) SetReadDeadline(t time.Time) error  { return k.c.SetReadDeadline(t) }
+func (k *kernelConn) SetWriteDeadline(t time.Time) error { return k.c.SetWriteDeadline(t) }
+func (k *kernelConn) LocalAddr() net.Addr                { return k.c.LocalAddr() }
+func (k *kernelConn) Close() error                       { return k.c.Close() }
+
+// packetConn adapts any net.PacketConn, one datagram per call.
+type packetConn struct{ net.PacketConn }
+
+func (p *packetConn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	n, addr, err := p.ReadFrom(msgs[0].Buf)
+	if err != nil {
+		return 0, err
+	}
+	msgs[0].N, msgs[0].Addr = n, netip.AddrPort{}
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		msgs[0].Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return 1, nil
+}
+
+func (p *packetConn) WriteBatch(msgs []Message) (int, error) {
+	for i := range msgs {
+		n, err := p.WriteTo(msgs[i].Buf, net.UDPAddrFromAddrPort(msgs[i].Addr))
+		if err != nil {
+			return i, err
+		}
+		msgs[i].N = n
+	}
+	return len(msgs), nil
+}
+
+// ReceiveBuffer estimates the payload bytes of datagrams of size dgramSize
+// that c's receive queue holds before it drops: what a protocol's window
+// must not exceed. For a kernel socket it is a quarter of SO_RCVBUF (the
+// kernel reports twice the set size and charges each datagram its buffer's
+// true size); 0 means unknown.
+func ReceiveBuffer(c Conn, dgramSize int) int {
+	switch c := c.(type) {
+	case *stack.UDPConn:
+		b, n := c.ReceiveBuffer()
+		return min(b, n*dgramSize)
+	case *kernelConn:
+		rc, err := c.c.SyscallConn()
+		if err != nil {
+			return 0
+		}
+		var v int
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			v, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		}); err != nil || serr != nil {
+			return 0
+		}
+		return v / 4
+	}
+	return 0
+}
+
+// SetKernelBuffers sets a kernel socket's receive and send buffers to n
+// bytes, past net.core.rmem_max/wmem_max where the process may
+// (CAP_NET_ADMIN: SO_RCVBUFFORCE), so a kernel baseline is not starved by
+// the host's defaults.
+func SetKernelBuffers(c *net.UDPConn, n int) {
+	_ = c.SetReadBuffer(n)
+	_ = c.SetWriteBuffer(n)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n)
+		})
+	}
+}

@@ -1,0 +1,190 @@
+package diskproto
+
+import (
+	"fmt"
+	"hash/crc32"
+)
+
+// Segmented messages. A WRITE request or READ reply whose data does not
+// fit its header's datagram carries the first part there and the rest in
+// data segments: datagrams of a SegmentHeaderSize header and a run of data.
+// A sender cuts every datagram of a message to the same size (the last may
+// be shorter), so the user-level stack hands a run of them to the link as
+// one GSO super-frame, which crosses veth and bridge unsegmented: one
+// frame per 64 KiB instead of one per 1.5 KiB, and no IP fragments. The
+// header's Length and PayloadCRC cover all of the data, so the receiver
+// checks the assembled whole end to end. docs/protocols/disk.md tables the
+// layout.
+const (
+	// SegmentHeaderSize is the size of a data segment's header.
+	SegmentHeaderSize = 32
+	// MinSegmentData is the least data a segment other than a message's
+	// last may carry. It bounds a message's segment count, and so the
+	// receiver's tables, whatever a sender does.
+	MinSegmentData = 256
+	// MinDatagram is the smallest datagram size a sender may cut messages
+	// to.
+	MinDatagram = RequestHeaderSize + MinSegmentData
+	// DefaultDatagram fits one datagram in a 1500-byte Ethernet MTU.
+	DefaultDatagram = 1500 - 20 - 8
+)
+
+// Segment is a decoded data segment. Data aliases the parsed datagram.
+type Segment struct {
+	Reply   bool   // READ reply data; otherwise WRITE request data
+	Index   uint16 // 1 for the first segment after the header's datagram
+	Offset  uint32 // of Data within the message's data
+	Session uint64
+	ReqID   uint64
+	Data    []byte
+}
+
+// IsSegment reports whether the datagram b claims to be a data segment (it
+// may still fail ParseSegment).
+func IsSegment(b []byte) bool { return len(b) > 3 && b[3]&segmentBit != 0 }
+
+// MaxSegments is the most segments a message of length data bytes can
+// have; an Index above it is refused.
+func MaxSegments(length uint32) int { return int(length/MinSegmentData) + 1 }
+
+// PutSegmentHeader writes a segment header into b[:SegmentHeaderSize].
+func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session, reqID uint64) {
+	be.PutUint16(b[0:], Magic)
+	b[2] = Version
+	b[3] = segmentBit
+	if reply {
+		b[3] |= replyBit
+	}
+	be.PutUint16(b[4:], index)
+	be.PutUint16(b[6:], 0)
+	be.PutUint32(b[8:], offset)
+	be.PutUint64(b[16:], session)
+	be.PutUint64(b[24:], reqID)
+	be.PutUint32(b[12:], segmentHeaderCRC(b))
+}
+
+func segmentHeaderCRC(b []byte) uint32 {
+	c := crc32.Update(0, castagnoli, b[:12])
+	return crc32.Update(c, castagnoli, b[16:SegmentHeaderSize])
+}
+
+// ParseSegment decodes and validates a data segment's header.
+func ParseSegment(b []byte) (Segment, error) {
+	switch {
+	case len(b) <= SegmentHeaderSize:
+		return Segment{}, ErrShort
+	case be.Uint16(b[0:]) != Magic:
+		return Segment{}, ErrMagic
+	case b[2] != Version:
+		return Segment{}, ErrVersion
+	case be.Uint32(b[12:]) != segmentHeaderCRC(b):
+		return Segment{}, ErrHeaderChecksum
+	case b[3]&^replyBit != segmentBit, be.Uint16(b[6:]) != 0, be.Uint16(b[4:]) == 0:
+		return Segment{}, fmt.Errorf("%w: type %#x, index %d", ErrSegment, b[3], be.Uint16(b[4:]))
+	}
+	return Segment{
+		Reply:   b[3]&replyBit != 0,
+		Index:   be.Uint16(b[4:]),
+		Offset:  be.Uint32(b[8:]),
+		Session: be.Uint64(b[16:]),
+		ReqID:   be.Uint64(b[24:]),
+		Data:    b[SegmentHeaderSize:],
+	}, nil
+}
+
+// Layout places a message — a header of Header bytes followed by Length
+// data bytes — in one buffer as datagrams of Datagram bytes each (the last
+// may be shorter): the header's datagram carries the first data, every
+// further one a segment header and the next run of data. Sending
+// buffer[Span(i)] for each i in order sends the message.
+type Layout struct {
+	Header   int // RequestHeaderSize or ReplyHeaderSize
+	Length   int // data bytes
+	Datagram int // at least MinDatagram
+}
+
+// First is the data carried in the header's datagram.
+func (l Layout) First() int { return min(l.Length, l.Datagram-l.Header) }
+
+// PerSegment is the data carried by each segment but perhaps the last.
+func (l Layout) PerSegment() int { return l.Datagram - SegmentHeaderSize }
+
+// Count is the number of datagrams.
+func (l Layout) Count() int {
+	rest := l.Length - l.First()
+	return 1 + (rest+l.PerSegment()-1)/l.PerSegment()
+}
+
+// Size is the length of the laid-out buffer.
+func (l Layout) Size() int { return l.Header + l.Length + (l.Count()-1)*SegmentHeaderSize }
+
+// Span returns datagram i's bytes in the buffer.
+func (l Layout) Span(i int) (start, end int) {
+	if i == 0 {
+		return 0, l.Header + l.First()
+	}
+	start = l.Header + l.First() + (i-1)*l.Datagram
+	return start, min(start+l.Datagram, l.Size())
+}
+
+// Data returns where datagram i's data sits in the buffer, and its offset
+// within the message's data.
+func (l Layout) Data(i int) (start, end, offset int) {
+	if i == 0 {
+		return l.Header, l.Header + l.First(), 0
+	}
+	s, e := l.Span(i)
+	return s + SegmentHeaderSize, e, l.First() + (i-1)*l.PerSegment()
+}
+
+// Valid reports whether the layout can be sent: a known header, a
+// datagram size from MinDatagram to MaxDatagram and data within
+// MaxIOLimit.
+func (l Layout) Valid() bool {
+	return (l.Header == RequestHeaderSize || l.Header == ReplyHeaderSize) &&
+		l.Datagram >= MinDatagram && l.Datagram <= MaxDatagram && l.Length >= 0 && l.Length <= MaxIOLimit
+}
+
+// Assembly tracks which datagrams of one segmented message have arrived,
+// so duplicates are not counted twice and completion is exact. The zero
+// value is ready for Reset.
+type Assembly struct {
+	have   []uint64 // bit i: datagram i (0: the header's) arrived
+	got    int      // data bytes arrived
+	length int
+}
+
+// Reset prepares a for a message of length data bytes, reusing its memory.
+func (a *Assembly) Reset(length uint32) {
+	words := (MaxSegments(length) + 1 + 63) / 64
+	if cap(a.have) < words {
+		a.have = make([]uint64, words)
+	}
+	a.have = a.have[:words]
+	clear(a.have)
+	a.got, a.length = 0, int(length)
+}
+
+// Add records that datagram index (0 for the header's) brought n data
+// bytes at offset. It reports whether the datagram is new; an index or
+// range the message cannot have is an error, and nothing is recorded.
+func (a *Assembly) Add(index int, offset uint32, n int) (bool, error) {
+	if index < 0 || index > MaxSegments(uint32(a.length)) || index/64 >= len(a.have) ||
+		uint64(offset)+uint64(n) > uint64(a.length) || (index == 0) != (offset == 0) {
+		return false, fmt.Errorf("%w: datagram %d with %d bytes at %d of a %d-byte message",
+			ErrSegment, index, n, offset, a.length)
+	}
+	w, bit := index/64, uint64(1)<<(index%64)
+	if a.have[w]&bit != 0 {
+		return false, nil
+	}
+	a.have[w] |= bit
+	a.got += n
+	return true, nil
+}
+
+// HasHeader reports whether the header's datagram arrived.
+func (a *Assembly) HasHeader() bool { return len(a.have) > 0 && a.have[0]&1 != 0 }
+
+// Complete reports whether every byte and the header have arrived.
+func (a *Assembly) Complete() bool { return a.HasHeader() && a.got >= a.length }
