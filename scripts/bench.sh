@@ -76,6 +76,15 @@ for args in "--stack user" "--stack kernel" "--stack kernel --datagram 65507"; d
   echo "### $args" >>"$out"
   $ns demo storage --size 256MiB $args 2>/dev/null | code
 done
+section "Storage protocol against raw peer-to-peer UDP (go test -bench, same run)"
+cat >>"$out" <<'TXT'
+Two user-level stacks on a veth pair in one process (no bridge, no supervisor), storage server and
+client with no workload around them: the protocol's goodput beside the raw UDP throughput the same
+receiver takes in (1472 B datagrams, batches of 64 as GSO super-frames; the sender offers more than
+the receiver keeps, so compare with MiB/s-received).
+TXT
+gobench ./cpu/storage 'UserStackStorage' '-benchtime 2s' | code
+
 section "Storage, 4 KiB random reads at queue depth 32"
 for st in user kernel; do
   echo "### $st stack" >>"$out"

@@ -1,0 +1,164 @@
+package storage_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/internal/nstest"
+	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/link/afpacket"
+)
+
+// userPair is two user-level stacks on the ends of a veth pair, each in a
+// namespace of its own: the fabric without the bridge, in one process.
+func userPair(b *testing.B) (client, server *stack.Stack) {
+	na, nb := nstest.New(b, "sc"), nstest.New(b, "ss")
+	la, lb := nstest.Veth(b, na, "c0", nb, "s0", 1500)
+	open := func(ns *nstest.NS, ifname string, l net.HardwareAddr, addr string) *stack.Stack {
+		var st *stack.Stack
+		if err := ns.Do(func() error {
+			lk, err := afpacket.Open(ifname, afpacket.Options{})
+			if err != nil {
+				return err
+			}
+			st, err = stack.New(lk, stack.Config{MAC: l, Addr: netip.MustParsePrefix(addr)})
+			if err != nil {
+				lk.Close()
+			}
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	return open(na, "c0", la.Attrs().HardwareAddr, "10.78.0.1/24"), open(nb, "s0", lb.Attrs().HardwareAddr, "10.78.0.2/24")
+}
+
+// BenchmarkUserStackStorage puts the storage protocol's goodput beside the
+// raw peer-to-peer UDP throughput of the same two user-level stacks, in the
+// same run: 1472-byte datagrams in batches of 64 (GSO super-frames), then
+// 1 MiB sequential WRITEs and READs at queue depth 16 with no workload
+// work (no data generation, no hashing) around them. Root: namespaces.
+func BenchmarkUserStackStorage(b *testing.B) {
+	cst, sst := userPair(b)
+	const size = 256 << 20
+	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(b.TempDir(), "disk.img"), Size: size,
+		Authorizer: disk.OpenAccess{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	spc, err := sst.ListenUDP(netip.AddrPortFrom(sst.Addr(), diskproto.Port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(spc)
+	b.Cleanup(func() { srv.Close(); spc.Close() })
+	srvAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(sst.Addr(), diskproto.Port))
+
+	b.Run("raw-udp-1472", func(b *testing.B) {
+		rx, err := sst.ListenUDP(netip.AddrPortFrom(sst.Addr(), 9))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rx.Close()
+		tx, err := cst.ListenUDP(netip.AddrPortFrom(cst.Addr(), 0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tx.Close()
+		var got atomic.Int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			msgs := make([]stack.Message, 64)
+			for i := range msgs {
+				msgs[i].Buf = make([]byte, 2048)
+			}
+			for {
+				n, err := rx.ReadBatch(msgs)
+				for _, m := range msgs[:n] {
+					got.Add(int64(m.N))
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		msgs := make([]stack.Message, 64)
+		payload := make([]byte, 1472)
+		to := netip.AddrPortFrom(sst.Addr(), 9)
+		for i := range msgs {
+			msgs[i] = stack.Message{Buf: payload, Addr: to}
+		}
+		b.SetBytes(int64(len(msgs) * len(payload)))
+		start := time.Now()
+		for b.Loop() {
+			if _, err := tx.WriteBatch(msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // the last frames land
+		elapsed := time.Since(start)
+		rx.Close()
+		<-done
+		b.ReportMetric(float64(got.Load())/(1<<20)/elapsed.Seconds(), "MiB/s-received")
+	})
+
+	pc, err := cst.ListenUDP(netip.AddrPortFrom(cst.Addr(), 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := storage.Dial(pc, srvAddr, storage.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	const qd, bs = 16, 1 << 20
+	bufs := make([][]byte, qd)
+	for i := range bufs {
+		bufs[i] = randomBytes(uint64(i), bs)
+	}
+	for _, mode := range []string{"write-1MiB-qd16", "read-1MiB-qd16"} {
+		b.Run(mode, func(b *testing.B) {
+			b.SetBytes(bs)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			ctx := context.Background()
+			b.ResetTimer()
+			for q := range qd {
+				wg.Go(func() {
+					for {
+						i := next.Add(1) - 1
+						if i >= int64(b.N) {
+							return
+						}
+						off := (i * bs) % size
+						var err error
+						if mode[0] == 'w' {
+							_, err = c.WriteAt(ctx, bufs[q], off, false)
+						} else {
+							_, err = c.ReadAt(ctx, bufs[q], off)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)*bs/(1<<20)/b.Elapsed().Seconds(), "MiB/s")
+		})
+	}
+	b.Logf("client %+v", c.Stats())
+}
