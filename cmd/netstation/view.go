@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netstation/netstation/peripherals/display"
 	"github.com/netstation/netstation/testbed"
 	"github.com/spf13/cobra"
 )
@@ -97,44 +99,13 @@ func newViewHandler(tb string) http.Handler {
 	})
 	mux.HandleFunc("GET /stream/{node}", func(w http.ResponseWriter, r *http.Request) {
 		node := r.PathValue("node")
-		ctx := r.Context()
-		// Fail before the multipart header when the display is unknown.
-		img, info, err := testbed.Snapshot(ctx, tb, node, 0, 0)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		const boundary = "netstationframe"
-		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary="+boundary)
-		w.Header().Set("Cache-Control", "no-store")
-		rc := http.NewResponseController(w)
-		// A browser shows a part once the next boundary arrives, so every
-		// part is followed by the boundary at once.
-		if _, err := fmt.Fprintf(w, "--%s\r\n", boundary); err != nil {
-			return
-		}
-		for {
-			if _, err := fmt.Fprintf(w, "Content-Type: image/png\r\nContent-Length: %d\r\nX-Frames: %d\r\n\r\n", len(img), info.Frames); err != nil {
-				return
+		display.StreamFrames(w, r, func(ctx context.Context, after uint64, wait time.Duration) ([]byte, uint64, error) {
+			img, info, err := testbed.Snapshot(ctx, tb, node, after, wait)
+			if err != nil && ctx.Err() == nil && after > 0 {
+				fmt.Fprintln(os.Stderr, "view:", err)
 			}
-			if _, err := w.Write(img); err != nil {
-				return
-			}
-			if _, err := fmt.Fprintf(w, "\r\n--%s\r\n", boundary); err != nil {
-				return
-			}
-			if err := rc.Flush(); err != nil {
-				return
-			}
-			// Long-poll for the next presented frame (resend after 1 s).
-			img, info, err = testbed.Snapshot(ctx, tb, node, info.Frames, time.Second)
-			if err != nil {
-				if ctx.Err() == nil {
-					fmt.Fprintln(os.Stderr, "view:", err)
-				}
-				return
-			}
-		}
+			return img, info.Frames, err
+		})
 	})
 	return mux
 }
