@@ -1,0 +1,148 @@
+package gossip_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/peripherals/gossip"
+)
+
+// addr is node i's loopback address: 127.77.0.0/16 is ours alone, so
+// nodes use memberlist's port without colliding with anything.
+func addr(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 77, byte(i >> 8), byte(i + 1)}) }
+
+func start(t *testing.T, i int, kind string, seeds []netip.AddrPort) *gossip.Node {
+	t.Helper()
+	n, err := gossip.Start(gossip.Config{Name: fmt.Sprintf("%s%d", kind, i), Network: gossip.Kernel(addr(i)),
+		Meta: gossip.Meta{Kind: kind, Services: map[string]uint16{kind: 1000 + uint16(i)}, DiskBytes: int64(i) << 20},
+		Seeds: seeds, Rejoin: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	return n
+}
+
+// waitView waits until every node in ns sees want(member) for the member
+// called name, and returns how long that took.
+func waitView(t *testing.T, ns []*gossip.Node, name string, want gossip.State, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		all := true
+		for _, n := range ns {
+			m, ok := n.Lookup(name)
+			if !ok || m.State != want {
+				all = false
+				break
+			}
+		}
+		if all {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			var views []string
+			for _, n := range ns {
+				m, ok := n.Lookup(name)
+				views = append(views, fmt.Sprintf("%v/%v", ok, m.State))
+			}
+			t.Fatalf("%s not %s everywhere after %v: %v", name, want, limit, views)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMembership starts a cpu, disks and a display that know only the cpu,
+// checks that everyone sees everyone with its metadata, kills a disk
+// without a goodbye (all others declare it dead), restarts it (all see it
+// alive again), and lets another leave politely (all see it gone at once).
+func TestMembership(t *testing.T) {
+	before := runtime.NumGoroutine()
+	seed := []netip.AddrPort{netip.AddrPortFrom(addr(0), gossip.Port)}
+	nodes := []*gossip.Node{start(t, 0, "cpu", seed)}
+	for i := 1; i <= 3; i++ {
+		nodes = append(nodes, start(t, i, "disk", seed))
+	}
+	nodes = append(nodes, start(t, 4, "display", seed))
+	defer func() {
+		for _, n := range nodes {
+			n.Shutdown()
+		}
+	}()
+	for _, name := range []string{"cpu0", "disk1", "disk2", "disk3", "display4"} {
+		waitView(t, nodes, name, gossip.Alive, 10*time.Second)
+	}
+	disks := nodes[4].Find("disk")
+	if len(disks) != 3 || disks[1].Name != "disk2" || disks[1].Meta.DiskBytes != 2<<20 ||
+		disks[1].Meta.Services["disk"] != 1002 || disks[1].Addr != netip.AddrPortFrom(addr(2), gossip.Port) {
+		t.Fatalf("display4 finds disks %+v", disks)
+	}
+
+	// kill -9 of disk2: a shutdown without a goodbye.
+	nodes[2].Shutdown()
+	others := []*gossip.Node{nodes[0], nodes[1], nodes[3], nodes[4]}
+	dead := waitView(t, others, "disk2", gossip.Dead, 20*time.Second)
+	nodes[2] = start(t, 2, "disk", seed)
+	alive := waitView(t, nodes, "disk2", gossip.Alive, 20*time.Second)
+	t.Logf("kill: declared dead by all 4 others in %v; restarted: alive for all in %v", dead.Round(time.Millisecond), alive.Round(time.Millisecond))
+
+	if err := nodes[3].Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gone := waitView(t, []*gossip.Node{nodes[0], nodes[1], nodes[2], nodes[4]}, "disk3", gossip.Dead, 10*time.Second)
+	t.Logf("leave: gone for all others in %v", gone.Round(time.Millisecond))
+
+	for _, n := range nodes {
+		n.Shutdown()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before+2 {
+		t.Errorf("%d goroutines after shutdown, %d before", g, before)
+	}
+}
+
+func TestMetaTooLarge(t *testing.T) {
+	_, err := gossip.Start(gossip.Config{Name: "x", Network: gossip.Kernel(addr(40)),
+		Meta: gossip.Meta{Kind: strings.Repeat("k", 600)}})
+	if !errors.Is(err, gossip.ErrMeta) {
+		t.Fatalf("%v, want ErrMeta", err)
+	}
+}
+
+// TestGarbage sends junk datagrams and streams at a node's port: it keeps
+// working and its peers still see it.
+func TestGarbage(t *testing.T) {
+	seed := []netip.AddrPort{netip.AddrPortFrom(addr(50), gossip.Port)}
+	a, b := start(t, 50, "cpu", seed), start(t, 51, "disk", seed)
+	defer a.Shutdown()
+	defer b.Shutdown()
+	waitView(t, []*gossip.Node{a, b}, "disk51", gossip.Alive, 10*time.Second)
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr(50), gossip.Port))
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP{127, 0, 0, 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for i := range 2000 {
+		pc.WriteTo([]byte(strings.Repeat(string(rune('a'+i%26)), i%1400+1)), to)
+	}
+	for range 20 {
+		c, err := net.Dial("tcp4", to.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("GET / HTTP/1.0\r\n\r\n\x00\x01\x02 garbage"))
+		c.Close()
+	}
+	time.Sleep(time.Second)
+	waitView(t, []*gossip.Node{a, b}, "disk51", gossip.Alive, 5*time.Second)
+	waitView(t, []*gossip.Node{a, b}, "cpu50", gossip.Alive, 5*time.Second)
+}
