@@ -20,7 +20,7 @@ func addr(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 77, byte(i >> 
 func start(t *testing.T, i int, kind string, seeds []netip.AddrPort) *gossip.Node {
 	t.Helper()
 	n, err := gossip.Start(gossip.Config{Name: fmt.Sprintf("%s%d", kind, i), Network: gossip.Kernel(addr(i)),
-		Meta: gossip.Meta{Kind: kind, Services: map[string]uint16{kind: 1000 + uint16(i)}, DiskBytes: int64(i) << 20},
+		Meta:  gossip.Meta{Kind: kind, Services: map[string]uint16{kind: 1000 + uint16(i)}, DiskBytes: int64(i) << 20},
 		Seeds: seeds, Rejoin: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("node %d: %v", i, err)

@@ -90,10 +90,10 @@ type Node struct {
 	meta []byte
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	view  map[string]Member // every member ever seen, dead ones included
-	done  chan struct{}
-	wg    sync.WaitGroup
+	mu   sync.Mutex
+	view map[string]Member // every member ever seen, dead ones included
+	done chan struct{}
+	wg   sync.WaitGroup
 }
 
 // MemberlistConfig is the memberlist tuning of a testbed: a LAN profile
