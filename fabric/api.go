@@ -127,3 +127,27 @@ func Sysctl(ns, key, value string) error {
 func Cleanup(prefix string) error {
 	return with(func(s *Session) error { return s.Cleanup(prefix) })
 }
+
+// CreateVXLAN creates a VXLAN device; see [Session.CreateVXLAN].
+func CreateVXLAN(v VXLANSpec) error {
+	return with(func(s *Session) error { return s.CreateVXLAN(v) })
+}
+
+// FDB lists a VXLAN device's static entries; see [Session.FDB].
+func FDB(ns, dev string) (entries []FDBEntry, err error) {
+	err = with(func(s *Session) error {
+		entries, err = s.FDB(ns, dev)
+		return err
+	})
+	return entries, err
+}
+
+// SyncFDB makes a VXLAN device's static entries exactly want; see
+// [Session.SyncFDB].
+func SyncFDB(ns, dev string, want []FDBEntry) (added, removed int, err error) {
+	err = with(func(s *Session) error {
+		added, removed, err = s.SyncFDB(ns, dev, want)
+		return err
+	})
+	return added, removed, err
+}

@@ -58,6 +58,16 @@
 // partial checksums; that is cosmetic. A tbf qdisc segments GSO frames
 // larger than its burst in software before shaping them, which is correct.
 //
+// # VXLAN
+//
+// A testbed spanning hosts joins each bridge to the same bridge on the
+// other hosts with a VXLAN device ([Session.CreateVXLAN]): born in the
+// fabric namespace, created by a netlink socket in the underlay namespace,
+// where the kernel keeps its UDP socket. Learning is off; the forwarding
+// database is set whole by [Session.SyncFDB] (default entries to every
+// peer for flooding, one per remote MAC), which callers repeat periodically
+// so lost or stale entries heal.
+//
 // # Errors
 //
 // Errors carry the operation and the object ("fabric: create veth

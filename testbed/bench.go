@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/bench"
-	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
 )
 
@@ -73,7 +72,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	defer rcancel()
 	go func() {
 		first := true
-		recvDone <- ctl.Call(rctx, NodeSock(dir, to.Name), "bench-recv", args, &recv, func(m json.RawMessage) error {
+		recvDone <- nodeCall(rctx, dir, to.Name, "bench-recv", args, &recv, func(m json.RawMessage) error {
 			if first {
 				first = false
 				close(ready)
@@ -96,7 +95,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	sargs := args
 	sargs.Dst = netip.AddrPortFrom(dst, peripherals.BenchPort)
 	var send bench.Result
-	if err := ctl.Call(ctx, NodeSock(dir, from.Name), "bench-send", sargs, &send, nil); err != nil {
+	if err := nodeCall(ctx, dir, from.Name, "bench-send", sargs, &send, nil); err != nil {
 		return nil, fmt.Errorf("%s: sender: %w", from.Name, err)
 	}
 	select {
@@ -124,7 +123,7 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
 		first := true
-		done <- ctl.Call(ectx, NodeSock(dir, to.Name), "bench-echo", peripherals.BenchArgs{Stack: a.Stack}, nil, func(json.RawMessage) error {
+		done <- nodeCall(ectx, dir, to.Name, "bench-echo", peripherals.BenchArgs{Stack: a.Stack}, nil, func(json.RawMessage) error {
 			if first {
 				first = false
 				close(ready)
@@ -138,7 +137,7 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 		return nil, fmt.Errorf("%s: echo: %w", to.Name, err)
 	}
 	var rt bench.RTTResult
-	err := ctl.Call(ctx, NodeSock(dir, from.Name), "bench-rtt", peripherals.BenchArgs{
+	err := nodeCall(ctx, dir, from.Name, "bench-rtt", peripherals.BenchArgs{
 		Stack: a.Stack, Dst: netip.AddrPortFrom(dst, peripherals.EchoPort), Size: 64, Count: a.RTTCount,
 	}, &rt, nil)
 	if err != nil {

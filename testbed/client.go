@@ -33,6 +33,50 @@ var ErrNameTaken = errors.New("testbed name taken")
 type UpOptions struct {
 	Timeout  time.Duration // for the whole bring-up; default 60 s
 	Progress func(Status)  // called as the supervisor reports progress
+
+	// Host, for a topology with a hosts list, is the host whose part to
+	// bring up (see Plan.ForHost): its VXLAN endpoint address on the
+	// underlay and the peripherals' MTU. The agent sets them.
+	Host     string
+	Underlay netip.Addr
+	MTU      int
+}
+
+// prepareFor is Prepare plus the host's part of a multi-host testbed.
+func prepareFor(t *spec.Topology, opt UpOptions) (*Plan, error) {
+	plan, err := Prepare(t)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(plan.Hosts) > 0 && opt.Host == "":
+		return nil, fmt.Errorf("%w: testbed %s spans hosts %s: run `netstation agent` on each and `netstation up` where one runs",
+			ErrPlacement, t.Name, strings.Join(plan.Hosts, ", "))
+	case len(plan.Hosts) == 0 && opt.Host != "":
+		return nil, fmt.Errorf("%w: testbed %s has no hosts list, so it cannot be placed on host %s", ErrPlacement, t.Name, opt.Host)
+	case opt.Host != "":
+		if err := plan.ForHost(opt.Host, opt.Underlay, opt.MTU); err != nil {
+			return nil, err
+		}
+	}
+	return plan, nil
+}
+
+// presentNamespaces returns the namespaces of the testbed that exist: for
+// a host's part of a multi-host testbed only that host's own (others with
+// the prefix belong to the other hosts when they share this kernel).
+func presentNamespaces(name string, plan *Plan) []string {
+	if plan == nil || !plan.MultiHost() {
+		left, _ := fabric.ListNetns(Prefix(name))
+		return left
+	}
+	var left []string
+	for _, ns := range plan.LocalNamespaces() {
+		if fabric.NetnsExists(ns) {
+			left = append(left, ns)
+		}
+	}
+	return left
 }
 
 // hostPrefixes lists every IPv4 prefix routed or addressed in the host's
@@ -106,7 +150,7 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 			if !t.Subnet.IsValid() {
 				t.Subnet = old.Subnet // keep the subnet it was given
 			}
-			plan, err := Prepare(t)
+			plan, err := prepareFor(t, opt)
 			if err != nil {
 				return nil, err
 			}
@@ -123,15 +167,18 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 			return nil, fmt.Errorf("clean up the previous %s: %w", t.Name, err)
 		}
 	}
-	plan, err := Prepare(t)
+	plan, err := prepareFor(t, opt)
 	if err != nil {
 		return nil, err
+	}
+	if plan.Rootless && plan.MultiHost() {
+		return nil, fmt.Errorf("%s: a testbed spanning hosts needs root (VXLAN on the host's underlay)", t.Source)
 	}
 	if !plan.Rootless {
 		// Kernel objects carry only the testbed's name: refuse to adopt
 		// namespaces that another state root's testbed of the same name
 		// (or an older crash) owns.
-		if left, _ := fabric.ListNetns(Prefix(t.Name)); len(left) > 0 {
+		if left := presentNamespaces(t.Name, plan); len(left) > 0 {
 			return nil, fmt.Errorf("%w: namespaces %s* exist but no testbed %q is recorded in %s (another NETSTATION_STATE_DIR, or remains of a crash: `netstation down %s` removes them)",
 				ErrNameTaken, Prefix(t.Name), t.Name, StateRoot(), t.Name)
 		}
@@ -232,7 +279,7 @@ func Down(ctx context.Context, name string) error {
 	_, statErr := os.Stat(dir)
 	var left []string
 	if os.Geteuid() == 0 {
-		left, _ = fabric.ListNetns(Prefix(name))
+		left = presentNamespaces(name, plan)
 	}
 	if statErr != nil && len(left) == 0 {
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
@@ -247,7 +294,7 @@ func Down(ctx context.Context, name string) error {
 		err = errors.Join(err, rerr)
 	}
 	if plan == nil || !plan.Rootless {
-		if left, _ := fabric.ListNetns(Prefix(name)); len(left) > 0 {
+		if left := presentNamespaces(name, plan); len(left) > 0 {
 			err = errors.Join(err, fmt.Errorf("namespaces left behind: %s", strings.Join(left, " ")))
 		}
 	}
@@ -303,7 +350,7 @@ func Ping(ctx context.Context, testbed, from, to string, args peripherals.PingAr
 		args.Dst = n.Addr.Addr()
 	}
 	var sum peripherals.PingSummary
-	err = ctl.Call(ctx, NodeSock(dir, from), "ping", args, &sum, func(m json.RawMessage) error {
+	err = nodeCall(ctx, dir, from, "ping", args, &sum, func(m json.RawMessage) error {
 		var r peripherals.PingReply
 		if err := json.Unmarshal(m, &r); err == nil && each != nil {
 			each(r)
@@ -326,6 +373,9 @@ func Exec(testbed, node string, cmd *exec.Cmd) error {
 	n, err := plan.Node(node)
 	if err != nil {
 		return err
+	}
+	if plan.MultiHost() && n.Host != plan.Local {
+		return fmt.Errorf("%s runs on host %s: run exec there", node, n.Host)
 	}
 	if plan.Rootless {
 		return execRootless(testbed, n, cmd)
@@ -354,4 +404,33 @@ func execRootless(testbed string, n *NodePlan, cmd *exec.Cmd) error {
 	cmd.Args = append(args, cmd.Args[1:]...)
 	cmd.Path = nsenter
 	return cmd.Start()
+}
+
+// RemoteCall carries a control call to a node (target = its name) or to
+// the supervisor (target "supervisor") of a multi-host testbed's part on
+// another host. The CLI points it at the local agent; while nil, nodes on
+// other hosts cannot be reached from here.
+var RemoteCall func(ctx context.Context, host, testbed, target, op string, args, out any, each func(json.RawMessage) error) error
+
+// remoteHost returns the host node runs on when that is not this one.
+func remoteHost(dir, node string) string {
+	plan, err := LoadPlan(dir)
+	if err != nil || !plan.MultiHost() {
+		return ""
+	}
+	if n, err := plan.Node(node); err == nil && n.Host != plan.Local {
+		return n.Host
+	}
+	return ""
+}
+
+// nodeCall calls op on node's control socket, on whichever host it runs.
+func nodeCall(ctx context.Context, dir, node, op string, args, out any, each func(json.RawMessage) error) error {
+	if host := remoteHost(dir, node); host != "" {
+		if RemoteCall == nil {
+			return fmt.Errorf("%s runs on host %s and no agent answers here to reach it", node, host)
+		}
+		return RemoteCall(ctx, host, filepath.Base(dir), node, op, args, out, each)
+	}
+	return ctl.Call(ctx, NodeSock(dir, node), op, args, out, each)
 }

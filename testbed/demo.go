@@ -24,7 +24,7 @@ type StorageDemoArgs struct {
 
 // call runs one control operation on a node.
 func call(ctx context.Context, dir, node, op string, args, out any) error {
-	if err := ctl.Call(ctx, NodeSock(dir, node), op, args, out, nil); err != nil {
+	if err := nodeCall(ctx, dir, node, op, args, out, nil); err != nil {
 		return fmt.Errorf("%s: %s: %w", node, op, err)
 	}
 	return nil
@@ -91,7 +91,7 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 		a.Args.Local = peripherals.KernelAddr(cn.Addr).Addr()
 	}
 	var res cpu.StorageResult
-	err = ctl.Call(ctx, NodeSock(dir, cn.Name), "storage", a.Args, &res, func(m json.RawMessage) error {
+	err = nodeCall(ctx, dir, cn.Name, "storage", a.Args, &res, func(m json.RawMessage) error {
 		var p workload.Progress
 		if progress != nil && json.Unmarshal(m, &p) == nil {
 			progress(p)

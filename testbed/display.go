@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/render"
-	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/display"
 	"github.com/netstation/netstation/testbed/spec"
@@ -54,7 +53,7 @@ func Snapshot(ctx context.Context, testbed, node string, after uint64, wait time
 		return nil, info, err
 	}
 	var img []byte
-	err = ctl.Call(ctx, NodeSock(dir, n.Name), "snapshot", peripherals.SnapshotArgs{After: after, Wait: wait}, &info,
+	err = nodeCall(ctx, dir, n.Name, "snapshot", peripherals.SnapshotArgs{After: after, Wait: wait}, &info,
 		func(m json.RawMessage) error {
 			var c peripherals.SnapshotChunk
 			if err := json.Unmarshal(m, &c); err != nil {
@@ -127,7 +126,7 @@ func DisplayDemo(ctx context.Context, testbed string, a DisplayDemoArgs, progres
 	a.Args.Width, a.Args.Height = before.Width, before.Height
 	a.Args.Local = cn.Addr.Addr()
 	res := &DisplayDemoResult{}
-	err = ctl.Call(ctx, NodeSock(dir, cn.Name), "display-stream", a.Args, &res.Sent, func(m json.RawMessage) error {
+	err = nodeCall(ctx, dir, cn.Name, "display-stream", a.Args, &res.Sent, func(m json.RawMessage) error {
 		var p render.Progress
 		if progress != nil && json.Unmarshal(m, &p) == nil {
 			progress(p)

@@ -2,12 +2,16 @@ package testbed
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/netstation/netstation/fabric"
 	"github.com/netstation/netstation/testbed/spec"
 )
 
@@ -29,12 +33,96 @@ type Plan struct {
 	// Rootless: the testbed lives in a user namespace of its own (the
 	// supervisor's), because up ran without root.
 	Rootless bool `json:"rootless,omitempty"`
+
+	// Hosts lists the machines a multi-host testbed spans (empty: one
+	// host). Every host computes the same plan from the same topology
+	// except for the fields below, which ForHost fills: the host the plan
+	// is for, the address of its VXLAN endpoint on the underlay, and the
+	// fabric namespace, whose name carries the host because simulated
+	// hosts share one kernel's /run/netns.
+	Hosts    []string   `json:"hosts,omitempty"`
+	Local    string     `json:"local,omitempty"`
+	Underlay netip.Addr `json:"underlay,omitzero"`
+}
+
+// MultiHost reports whether the plan is one host's part of a testbed
+// spanning several.
+func (p *Plan) MultiHost() bool { return p.Local != "" }
+
+// LocalNodes returns the nodes that run on this plan's host (all of them
+// on a single-host testbed).
+func (p *Plan) LocalNodes() []NodePlan {
+	if !p.MultiHost() {
+		return p.Nodes
+	}
+	var out []NodePlan
+	for _, n := range p.Nodes {
+		if n.Host == p.Local {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// LocalNamespaces lists the namespaces this plan's host owns: its fabric
+// namespace and its nodes'. Teardown of a multi-host testbed removes these
+// and nothing else with the testbed's prefix, which on a shared kernel
+// (simulated hosts) belongs to the other hosts.
+func (p *Plan) LocalNamespaces() []string {
+	out := []string{p.FabricNS}
+	for _, n := range p.LocalNodes() {
+		out = append(out, n.NS)
+	}
+	return out
+}
+
+// ErrPlacement: a multi-host testbed cannot be placed as asked.
+var ErrPlacement = errors.New("placement")
+
+// ForHost makes p the plan of host's part of a multi-host testbed: the
+// fabric namespace gets the host's name, the VXLAN endpoint address is
+// underlay, every link's MTU is mtu (the smallest underlay MTU of the
+// testbed's hosts minus the VXLAN overhead), and host access, if asked
+// for, is built on the first host only.
+func (p *Plan) ForHost(host string, underlay netip.Addr, mtu int) error {
+	if !slices.Contains(p.Hosts, host) {
+		return fmt.Errorf("%w: testbed %s does not span host %q (hosts: %s)", ErrPlacement, p.Testbed, host, strings.Join(p.Hosts, ", "))
+	}
+	if !underlay.Is4() {
+		return fmt.Errorf("%w: host %s: underlay address %v is not IPv4", ErrPlacement, host, underlay)
+	}
+	if mtu < 576 || mtu > 65535-fabric.VXLANOverhead {
+		return fmt.Errorf("%w: MTU %d for the peripherals of host %s (underlay MTU too small?)", ErrPlacement, mtu, host)
+	}
+	p.Local, p.Underlay, p.MTU = host, underlay, mtu
+	p.FabricNS = Prefix(p.Testbed) + "fabric-" + host
+	if p.Host != nil && host != p.Hosts[0] {
+		p.Host = nil
+	}
+	return nil
+}
+
+// VNI is the VXLAN network identifier of a testbed's segment i: 24 bits
+// of FNV-1a of the testbed name, plus i, never 0. Every host derives the
+// same one.
+func VNI(testbed string, i int) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(testbed))
+	v := (h.Sum32() + uint32(i)) & fabric.MaxVNI
+	if v == 0 {
+		v = 1
+	}
+	return v
 }
 
 // SegmentPlan is one bridge in the fabric namespace.
 type SegmentPlan struct {
 	Name   string `json:"name"`
 	Bridge string `json:"bridge"`
+	// VXLAN and VNI name the segment's VXLAN device (in the fabric
+	// namespace, on the bridge) when the testbed spans hosts.
+	VXLAN string `json:"vxlan,omitempty"`
+	VNI   uint32 `json:"vni,omitempty"`
 }
 
 // NodePlan is one peripheral: its namespace, its veth pair (IfName inside
@@ -47,6 +135,7 @@ type NodePlan struct {
 	Port     string       `json:"port"`
 	Bridge   string       `json:"bridge"`
 	Segment  string       `json:"segment"`
+	Host     string       `json:"host,omitempty"` // multi-host: the host it runs on
 	MAC      string       `json:"mac"`
 	Addr     netip.Prefix `json:"addr"`
 	RateBits uint64       `json:"rate_bits,omitempty"`
@@ -83,8 +172,14 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 	for i, s := range t.Segments {
 		br := fmt.Sprintf("br%d", i)
 		bridges[s.Name] = br
-		p.Segments = append(p.Segments, SegmentPlan{Name: s.Name, Bridge: br})
+		sp := SegmentPlan{Name: s.Name, Bridge: br}
+		if len(t.Hosts) > 0 {
+			// "_" cannot appear in a node name, so no port is called so.
+			sp.VXLAN, sp.VNI = fmt.Sprintf("vx_%d", i), VNI(t.Name, i)
+		}
+		p.Segments = append(p.Segments, sp)
 	}
+	p.Hosts = slices.Clone(t.Hosts)
 	ports := map[string]bool{}
 	for i, n := range t.Nodes {
 		port := "v" + n.Name
@@ -100,6 +195,7 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 			Port:     port,
 			Bridge:   bridges[n.Segment],
 			Segment:  n.Segment,
+			Host:     n.Host,
 			MAC:      n.MAC.String(),
 			Addr:     netip.PrefixFrom(n.IP, t.Subnet.Bits()),
 			RateBits: n.Link.RateBits,

@@ -53,6 +53,9 @@ func List() ([]string, error) {
 func planPath(dir string) string       { return filepath.Join(dir, "plan.json") }
 func journalPath(dir string) string    { return filepath.Join(dir, "journal.jsonl") }
 func supervisorSock(dir string) string { return filepath.Join(dir, "supervisor.sock") }
+
+// SupervisorSock is the control socket of a testbed's supervisor.
+func SupervisorSock(dir string) string { return supervisorSock(dir) }
 func supervisorLog(dir string) string  { return filepath.Join(dir, "supervisor.log") }
 
 // NodeSock is the control socket of a peripheral.

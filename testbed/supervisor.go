@@ -60,6 +60,7 @@ type NodeStatus struct {
 	Drops    uint64   `json:"drops"`
 	Services []string `json:"services"`
 	LastExit string   `json:"last_exit,omitempty"`
+	Host     string   `json:"host,omitempty"` // multi-host: where it runs
 	// DropReasons breaks Drops down by the engine's reason names.
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
 	Link        *LinkStatus       `json:"link,omitempty"` // see link.go
@@ -113,6 +114,13 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	plan, err := LoadPlan(dir)
 	if err != nil {
 		return err
+	}
+	if plan.MultiHost() {
+		// This host's part: the supervisor builds, runs and reports only
+		// the nodes placed here.
+		local := *plan
+		local.Nodes = plan.LocalNodes()
+		plan = &local
 	}
 	if plan.Rootless {
 		if err := rootlessMounts(dir); err != nil {
@@ -214,6 +222,16 @@ func (s *supervisor) buildFabric() error {
 	for _, seg := range p.Segments {
 		if err := s.fab.CreateBridge(p.FabricNS, seg.Bridge, p.MTU); err != nil {
 			return err
+		}
+		if p.MultiHost() {
+			// The segment's tunnel to the other hosts; its socket stays in
+			// this (the underlay) namespace. The agent fills its FDB.
+			if err := s.fab.CreateVXLAN(fabric.VXLANSpec{
+				Name: seg.VXLAN, VNI: seg.VNI, Namespace: p.FabricNS, Master: seg.Bridge,
+				Local: p.Underlay, MTU: p.MTU,
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	if h := p.Host; h != nil {
@@ -454,7 +472,7 @@ func (s *supervisor) status(ctx context.Context) Status {
 	for _, np := range s.plan.Nodes {
 		n := s.nodes[np.Name]
 		st.Nodes = append(st.Nodes, NodeStatus{
-			Name: np.Name, Kind: string(np.Kind), IP: np.Addr.Addr().String(), MAC: np.MAC,
+			Name: np.Name, Kind: string(np.Kind), IP: np.Addr.Addr().String(), MAC: np.MAC, Host: np.Host,
 			PID: n.pid, State: n.state, Restarts: n.restarts, LastExit: n.lastExit,
 		})
 	}

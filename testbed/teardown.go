@@ -118,7 +118,7 @@ func teardown(dir string, plan *Plan, log *slog.Logger) error {
 		if e.Kind != entryNetns {
 			continue
 		}
-		if strings.HasSuffix(e.Name, "-fabric") {
+		if strings.HasSuffix(e.Name, "-fabric") || (plan != nil && e.Name == plan.FabricNS) {
 			fabricNS = e.Name
 			continue
 		}
@@ -140,7 +140,22 @@ func teardown(dir string, plan *Plan, log *slog.Logger) error {
 	if plan != nil {
 		name = plan.Testbed
 	}
-	if err := fabric.Cleanup(Prefix(name)); err != nil {
+	if plan != nil && plan.MultiHost() {
+		// Other hosts' namespaces carry the same prefix when the hosts
+		// share a kernel: remove this host's own, by name, and no more.
+		for _, seg := range plan.Segments {
+			// At once: in a namespace being destroyed the device would
+			// hold its VNI on the underlay a while longer.
+			if err := fabric.DeleteLink(plan.FabricNS, seg.VXLAN); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, ns := range plan.LocalNamespaces() {
+			if err := fabric.DeleteNetns(ns); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	} else if err := fabric.Cleanup(Prefix(name)); err != nil {
 		errs = append(errs, err)
 	}
 	if err := fabric.DeleteLink("", "nstn"+name); err != nil {

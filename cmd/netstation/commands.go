@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -72,6 +73,9 @@ again on a testbed that is up is a no-op.`,
 			if err != nil {
 				return err
 			}
+			if len(t.Hosts) > 0 {
+				return upMultiHost(cmd, file, timeout, quiet) // agent.go
+			}
 			t0 := time.Now()
 			plan, err := testbed.Up(cmd.Context(), t, testbed.UpOptions{Timeout: timeout})
 			if err != nil {
@@ -106,6 +110,12 @@ prefix.`,
 				if len(args) > 0 {
 					return errors.New("give a NAME or --all, not both")
 				}
+				// A testbed with a part here goes from every host.
+				for _, n := range localMultiHost() {
+					if _, err := downMultiHost(cmd, n); err != nil {
+						return err
+					}
+				}
 				names, err := testbed.DownAll(cmd.Context())
 				for _, n := range names {
 					fmt.Printf("testbed %s down\n", n)
@@ -115,6 +125,11 @@ prefix.`,
 			name := ""
 			if len(args) == 1 {
 				name = args[0]
+			}
+			if name != "" {
+				if handled, err := downMultiHost(cmd, name); handled {
+					return err
+				}
 			}
 			name, err := pickTestbed(name)
 			if err != nil {
@@ -144,6 +159,11 @@ func newStatusCmd() *cobra.Command {
 				if names, err = testbed.List(); err != nil {
 					return err
 				}
+				for _, n := range clusterTestbeds(cmd.Context()) {
+					if !slices.Contains(names, n) {
+						names = append(names, n)
+					}
+				}
 				if len(names) == 0 {
 					return errors.New("no testbed is up (run `netstation up`)")
 				}
@@ -151,7 +171,7 @@ func newStatusCmd() *cobra.Command {
 			var all []testbed.Status
 			for _, n := range names {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
-				st, err := testbed.GetStatus(ctx, n)
+				st, err := statusOf(ctx, n) // agent.go
 				cancel()
 				if err != nil {
 					return err
@@ -193,9 +213,19 @@ func printStatus(w io.Writer, st testbed.Status) {
 		fmt.Fprintf(w, "kernel transmit templates %s\n", st.Templates)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	multi := slices.ContainsFunc(st.Nodes, func(n testbed.NodeStatus) bool { return n.Host != "" })
+	host := func(n testbed.NodeStatus) string {
+		if multi {
+			return n.Host + "\t"
+		}
+		return ""
+	}
+	if multi {
+		fmt.Fprint(tw, "HOST\t")
+	}
 	fmt.Fprintln(tw, "NODE\tKIND\tIP\tMAC\tPID\tSTATE\tRESTARTS\tRX\tTX\tDROPS\tSERVICES")
 	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", n.Name, n.Kind, n.IP, n.MAC, n.PID,
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", host(n), n.Name, n.Kind, n.IP, n.MAC, n.PID,
 			n.State, n.Restarts, n.RX, n.TX, n.Drops, strings.Join(n.Services, ","))
 	}
 	tw.Flush()

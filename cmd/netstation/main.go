@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/netstation/netstation/testbed/cluster"
 	"github.com/spf13/cobra"
 )
 
@@ -47,7 +48,9 @@ each other directly over IP.`,
 		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(), newBenchCmd(),
 		newSuperviseCmd(), newNodeCmd(),
 		newDisplayCmd(), newViewCmd(),
+		newAgentCmd(), newHostsCmd(),
 	)
+	cluster.UseAgent() // nodes of multi-host testbeds on other hosts: via the agent
 	root.AddCommand(newGendocCmd(root))
 	addObservability(root) // link, capture, metrics, status -w (link.go)
 	return root

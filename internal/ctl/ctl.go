@@ -74,11 +74,17 @@ func Listen(path string, h Handler) (*Server, error) {
 		return nil, fmt.Errorf("ctl: listen %s: %w", path, err)
 	}
 	_ = os.Chmod(path, 0o600)
+	return Serve(ln, h), nil
+}
+
+// Serve serves h on ln (a TCP listener, for calls between hosts) until
+// Close, which closes ln.
+func Serve(ln net.Listener, h Handler) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{ln: ln, handler: h, ctx: ctx, cancel: cancel}
 	s.wg.Add(1)
 	go s.accept()
-	return s, nil
+	return s
 }
 
 func (s *Server) accept() {
@@ -176,8 +182,13 @@ func (s *Server) Close() error {
 // response's data into out (which may be nil). Intermediate responses are
 // passed to each (which may be nil). The context bounds the whole call.
 func Call(ctx context.Context, path, op string, args any, out any, each func(json.RawMessage) error) error {
+	return CallNet(ctx, "unix", path, op, args, out, each)
+}
+
+// CallNet is Call over any stream network ("tcp" with host:port).
+func CallNet(ctx context.Context, network, addr, op string, args any, out any, each func(json.RawMessage) error) error {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return fmt.Errorf("ctl: %w", err)
 	}

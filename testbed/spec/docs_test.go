@@ -36,7 +36,7 @@ func TestDocsTopology(t *testing.T) {
 	}
 	for _, key := range []string{
 		"`name`", "`subnet`", "`host_access`", "`host_access.ip`", "`host_access.segment`", "`segments`",
-		"`segments[].name`", "`nodes`", "`nodes[].name`", "`nodes[].kind`", "`nodes[].ip`", "`nodes[].mac`",
+		"`segments[].name`", "`hosts`", "`nodes[].host`", "`nodes`", "`nodes[].name`", "`nodes[].kind`", "`nodes[].ip`", "`nodes[].mac`",
 		"`nodes[].segment`", "`nodes[].link.rate`", "`nodes[].link.loss`", "`nodes[].link.corrupt`", "`nodes[].link.delay`", "`nodes[].link.seed`", "`nodes[].disk.size`", "`nodes[].display.width`",
 		"`nodes[].display.height`", "`nodes[].display.format`",
 	} {

@@ -21,6 +21,7 @@ var (
 	ErrDuplicate      = errors.New("duplicate")
 	ErrUnknownKind    = errors.New("unknown kind")
 	ErrUnknownSegment = errors.New("unknown segment")
+	ErrUnknownHost    = errors.New("unknown host")
 	ErrAddress        = errors.New("unusable address")
 	ErrWrongKind      = errors.New("block for another kind")
 	ErrSubnetFull     = errors.New("subnet too small")

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -28,6 +29,7 @@ func FuzzParse(f *testing.F) {
 		"name: lab\nsubnet: 10.0.0.0/30\nhost_access: {}\nnodes: [{name: a, kind: cpu}, {name: b, kind: disk, disk: {size: 1.5KB}}]\n",
 		"name: lab\nnodes:\n  - {name: a, kind: display, display: {width: 8192, height: 1, format: rgb}, link: {rate: 1.5gbit}}\n",
 		"name: lab\nsegments: [{name: x}, {name: y}]\nnodes: [{name: a, kind: cpu, segment: y, mac: '02:00:00:00:00:01'}]\n",
+		"name: lab\nhosts: [h1, h2]\nnodes: [{name: a, kind: cpu, host: h2}, {name: b, kind: disk}]\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -64,6 +66,9 @@ func FuzzParse(f *testing.F) {
 		for _, n := range top.Nodes {
 			if !n.IP.IsValid() || len(n.MAC) != 6 || n.Segment == "" {
 				t.Fatalf("unresolved node %+v", n)
+			}
+			if len(top.Hosts) > 0 && !slices.Contains(top.Hosts, n.Host) {
+				t.Fatalf("node %s placed on %q, not one of %v", n.Name, n.Host, top.Hosts)
 			}
 		}
 		_ = top.DOT()

@@ -159,8 +159,8 @@ func describe(n *yaml.Node) string {
 // rejected with ErrNotSupported instead of ErrUnknownKey so that a file
 // written for a later version fails with a clear message.
 var (
-	reservedTopKeys  = []string{"hosts"}
-	reservedNodeKeys = []string{"host", "capabilities"}
+	reservedTopKeys  []string
+	reservedNodeKeys = []string{"capabilities"}
 	reservedLinkKeys = []string{"jitter", "duplicate", "reorder"}
 )
 
@@ -280,7 +280,7 @@ func (d *decoder) integer(n *yaml.Node, field string) int {
 func (d *decoder) topology(root *yaml.Node) *Topology {
 	t := &Topology{src: d.src}
 	d.src.lines[""] = root.Line
-	f := d.fields(root, "", []string{"name", "subnet", "host_access", "segments", "nodes"}, reservedTopKeys)
+	f := d.fields(root, "", []string{"name", "subnet", "host_access", "hosts", "segments", "nodes"}, reservedTopKeys)
 	if v := f["name"]; v != nil {
 		t.Name, _ = d.scalar(v, "name")
 	}
@@ -303,6 +303,14 @@ func (d *decoder) topology(root *yaml.Node) *Topology {
 		}
 		if v := hf["segment"]; v != nil {
 			t.HostAccess.Segment, _ = d.scalar(v, "host_access.segment")
+		}
+	}
+	if v := f["hosts"]; v != nil {
+		for i, hn := range d.sequence(v, "hosts") {
+			path := fmt.Sprintf("hosts[%d]", i)
+			d.src.lines[path] = hn.Line
+			h, _ := d.scalar(hn, path)
+			t.Hosts = append(t.Hosts, h)
 		}
 	}
 	if v := f["segments"]; v != nil {
@@ -329,13 +337,16 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 	path := fmt.Sprintf("nodes[%d]", i)
 	d.src.lines[path] = nn.Line
 	n := Node{Line: nn.Line}
-	f := d.fields(nn, path, []string{"name", "kind", "ip", "mac", "segment", "link", "disk", "display"}, reservedNodeKeys)
+	f := d.fields(nn, path, []string{"name", "kind", "host", "ip", "mac", "segment", "link", "disk", "display"}, reservedNodeKeys)
 	if v := f["name"]; v != nil {
 		n.Name, _ = d.scalar(v, path+".name")
 	}
 	if v := f["kind"]; v != nil {
 		k, _ := d.scalar(v, path+".kind")
 		n.Kind = Kind(k)
+	}
+	if v := f["host"]; v != nil {
+		n.Host, _ = d.scalar(v, path+".host")
 	}
 	if v := f["ip"]; v != nil {
 		n.IP = d.addr(v, path+".ip")

@@ -111,7 +111,7 @@ func TestParseBroken(t *testing.T) {
 		{"bad delay", header + "  - name: a\n    kind: cpu\n    link:\n      delay: 5\n", 7, "nodes[0].link.delay", ErrInvalid, "duration"},
 		{"negative delay", header + "  - name: a\n    kind: cpu\n    link:\n      delay: -5ms\n", 7, "nodes[0].link.delay", ErrInvalid, "from 0"},
 		{"bad seed", header + "  - name: a\n    kind: cpu\n    link:\n      seed: -1\n", 7, "nodes[0].link.seed", ErrInvalid, "whole number"},
-		{"reserved node key", header + "  - name: a\n    kind: cpu\n    host: h1\n", 6, "nodes[0].host", ErrNotSupported, "later version"},
+		{"reserved node key", header + "  - name: a\n    kind: cpu\n    capabilities: x\n", 6, "nodes[0].capabilities", ErrNotSupported, "later version"},
 		{"repeated key", header + "  - name: a\n    kind: cpu\n    kind: disk\n", 6, "nodes[0].kind", ErrDuplicate, "first at line 5"},
 		{"missing testbed name", "subnet: 10.77.0.0/24\nnodes: [{name: a, kind: cpu}]\n", 1, "name", ErrMissing, "needs a name"},
 		{"bad testbed name", "name: Lab-1\nnodes: [{name: a, kind: cpu}]\n", 1, "name", ErrInvalid, `"Lab-1"`},

@@ -17,6 +17,9 @@ import (
 //     subnet (.254 in a /24).
 //   - Nodes without an address get the lowest free ones from host
 //     FirstNodeHost (.10) upward, in node order, then .1 to .9.
+//   - With a hosts list, nodes without a host are placed on the host with
+//     the fewest nodes so far (explicit placements counted first; ties go
+//     to the host listed first), in node order.
 //   - Nodes without a MAC get 02:xx:xx:xx:xx:xx (locally administered,
 //     unicast) where xx are bytes of SHA-256(testbed name, node name), so a
 //     node keeps its MAC when others are added or reordered.
@@ -48,6 +51,8 @@ func (t *Topology) Resolve(subnet netip.Prefix) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
+
+	r.place()
 
 	taken := map[netip.Addr]bool{}
 	for _, n := range r.Nodes {
@@ -212,4 +217,31 @@ var SubnetPools = []netip.Prefix{
 	netip.MustParsePrefix("10.77.0.0/16"),
 	netip.MustParsePrefix("10.78.0.0/16"),
 	netip.MustParsePrefix("172.30.0.0/16"),
+}
+
+// place assigns a host to every node without one (see Resolve).
+func (t *Topology) place() {
+	if len(t.Hosts) == 0 {
+		return
+	}
+	load := map[string]int{}
+	for _, n := range t.Nodes {
+		if n.Host != "" {
+			load[n.Host]++
+		}
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if n.Host != "" {
+			continue
+		}
+		best := t.Hosts[0]
+		for _, h := range t.Hosts[1:] {
+			if load[h] < load[best] {
+				best = h
+			}
+		}
+		n.Host = best
+		load[best]++
+	}
 }

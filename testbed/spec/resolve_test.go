@@ -214,3 +214,54 @@ func TestPickSubnet(t *testing.T) {
 		t.Errorf("everything taken: %v", err)
 	}
 }
+
+func TestResolvePlacesNodesOnHosts(t *testing.T) {
+	top, err := Parse("hosts.yaml", []byte(`name: mh
+subnet: 10.77.0.0/24
+hosts: [h1, h2, h3]
+nodes:
+  - {name: a, kind: cpu, host: h2}
+  - {name: b, kind: disk}
+  - {name: c, kind: display}
+  - {name: d, kind: cpu}
+  - {name: e, kind: cpu, host: h2}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.Resolve(netip.Prefix{}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, n := range top.Nodes {
+		got[n.Name] = n.Host
+	}
+	// h2 holds a and e already; b and c go to the emptiest hosts in list
+	// order, d to the first of the least loaded again.
+	want := map[string]string{"a": "h2", "b": "h1", "c": "h3", "d": "h1", "e": "h2"}
+	for name, h := range want {
+		if got[name] != h {
+			t.Errorf("node %s on %q, want %q (all: %v)", name, got[name], h, got)
+		}
+	}
+}
+
+func TestHostsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		err        error
+		msg        string
+	}{
+		{"unknown host", "name: x\nhosts: [h1, h2]\nnodes:\n  - {name: a, kind: cpu, host: h9}\n", ErrUnknownHost, `unknown host "h9" (hosts: h1, h2)`},
+		{"host without list", "name: x\nnodes:\n  - {name: a, kind: cpu, host: h1}\n", ErrUnknownHost, "no hosts list"},
+		{"duplicate host", "name: x\nhosts: [h1, h1]\nnodes:\n  - {name: a, kind: cpu}\n", ErrDuplicate, `host "h1" is listed twice`},
+		{"bad host name", "name: x\nhosts: [H_1]\nnodes:\n  - {name: a, kind: cpu}\n", ErrInvalid, `host "H_1"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.body))
+			if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want %v containing %q", err, tc.err, tc.msg)
+			}
+		})
+	}
+}

@@ -51,9 +51,12 @@ type Topology struct {
 	Name       string       // testbed name; prefixes kernel object names
 	Subnet     netip.Prefix // IPv4 subnet of every segment; zero until Resolve when the file has none
 	HostAccess *HostAccess  // nil: the host's namespace is left alone
-	Segments   []Segment    // empty until Resolve when the file has none
-	Nodes      []Node
-	Source     string // file name used in messages
+	// Hosts names the machines a testbed spans (each runs `netstation
+	// agent --name <host>`); empty: the testbed lives on one host.
+	Hosts    []string
+	Segments []Segment // empty until Resolve when the file has none
+	Nodes    []Node
+	Source   string // file name used in messages
 
 	// src remembers where each field came from so that Validate can name
 	// the line of the exact key; nil for topologies built in code.
@@ -76,6 +79,7 @@ type Segment struct {
 type Node struct {
 	Name    string
 	Kind    Kind
+	Host    string           // one of Topology.Hosts; empty: Resolve places it
 	IP      netip.Addr       // zero: Resolve assigns one
 	MAC     net.HardwareAddr // nil: Resolve derives one from (testbed, node) names
 	Segment string           // empty: the only segment
@@ -123,6 +127,7 @@ func (t *Topology) Clone() *Topology {
 		c.HostAccess = &h
 	}
 	c.Segments = slices.Clone(t.Segments)
+	c.Hosts = slices.Clone(t.Hosts)
 	c.Nodes = make([]Node, len(t.Nodes))
 	for i, n := range t.Nodes {
 		if n.MAC != nil {

@@ -124,6 +124,22 @@ func (t *Topology) validate(ps *problems) {
 		}
 	}
 
+	// Hosts: names of the machines (agents) the testbed spans.
+	hostLine := map[string]int{}
+	for i, h := range t.Hosts {
+		path := fmt.Sprintf("hosts[%d]", i)
+		line := t.lineOf(path, t.lineOf("hosts", top))
+		switch {
+		case h == "" && t.broken(path):
+		case !nodeNameRE.MatchString(h):
+			ps.add(line, path, ErrInvalid, "host %q must be 1-15 lower-case letters, digits or '-' starting with a letter", h)
+		case hostLine[h] != 0:
+			ps.add(line, path, ErrDuplicate, "host %q is listed twice (first at line %d)", h, hostLine[h])
+		default:
+			hostLine[h] = max(line, 1)
+		}
+	}
+
 	// Addresses, shared by host access and nodes.
 	ipLine := map[netip.Addr]int{}
 	checkIP := func(a netip.Addr, line int, field string) {
@@ -196,6 +212,14 @@ func (t *Topology) validate(ps *problems) {
 		}
 
 		checkIP(n.IP, line("ip"), path+".ip")
+
+		switch {
+		case n.Host == "":
+		case len(t.Hosts) == 0:
+			ps.add(line("host"), path+".host", ErrUnknownHost, "host %q: the topology has no hosts list (add `hosts: [%s, ...]`)", n.Host, n.Host)
+		case hostLine[n.Host] == 0 && !slices.Contains(t.Hosts, n.Host):
+			ps.add(line("host"), path+".host", ErrUnknownHost, "unknown host %q (hosts: %s)", n.Host, strings.Join(t.Hosts, ", "))
+		}
 
 		if n.MAC != nil {
 			ml := line("mac")
