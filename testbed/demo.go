@@ -11,6 +11,8 @@ import (
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/testbed/spec"
 )
 
 // StorageDemoArgs choose the peripherals and shape of the storage demo.
@@ -80,7 +82,7 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 			a.Args.MaxRequest = 1344 // one frame per request: see cpu.StorageArgs
 		}
 	}
-	a.Args.Disk, a.Args.Local = dn.Addr.Addr(), cn.Addr.Addr()
+	a.Args.Disk, a.Args.Local, a.Args.DiskName = dn.Addr.Addr(), cn.Addr.Addr(), dn.Name
 	if a.Args.Stack == "kernel" {
 		for _, n := range []*NodePlan{cn, dn} {
 			if err := call(ctx, dir, n.Name, "kernel", true, nil); err != nil {
@@ -106,4 +108,97 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 	}
 	res.Report.Options = workload.StorageOptions{Size: a.Args.Size, BlockSize: a.Args.BlockSize, QueueDepth: a.Args.QueueDepth, Seed: a.Args.Seed}
 	return &res, nil
+}
+
+// DiskStats returns a disk's counters: requests, errors, drops, capability
+// refusals by reason, transfer orders.
+func DiskStats(ctx context.Context, testbed, node string) (disk.Stats, error) {
+	var st disk.Stats
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return st, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	n, err := plan.Node(node)
+	if err != nil {
+		return st, err
+	}
+	if n.Kind != spec.KindDisk {
+		return st, fmt.Errorf("%s is a %s, not a disk", n.Name, n.Kind)
+	}
+	err = call(ctx, dir, n.Name, "disk-stats", nil, &st)
+	return st, err
+}
+
+// RevokeDisk bumps a disk's capability version: every capability minted
+// before is refused from now on (and after restarts of the disk); the
+// file managers mint at the new version.
+func RevokeDisk(ctx context.Context, testbed, node string) (uint32, error) {
+	if _, err := DiskStats(ctx, testbed, node); err != nil {
+		return 0, err
+	}
+	var r peripherals.RevokeReply
+	err := call(ctx, Dir(testbed), node, "disk-revoke", nil, &r)
+	return r.Version, err
+}
+
+// CapabilityDemoResult is what the capability demo saw: every case, and
+// the disk's refusal counters accrued meanwhile, by reason.
+type CapabilityDemoResult struct {
+	Cases   []cpu.AccessCase  `json:"cases"`
+	Refused map[string]uint64 `json:"refused"`
+	// Version is the disk's capability version before and after the
+	// revocation.
+	VersionBefore uint32 `json:"version_before"`
+	VersionAfter  uint32 `json:"version_after"`
+}
+
+// CapabilityDemo has the cpu (the file manager) present the disk with
+// valid, forged, expired, out-of-range, wrong-rights and replayed
+// capabilities, then revokes the disk's capabilities and shows the valid
+// one refused and a freshly minted one accepted.
+func CapabilityDemo(ctx context.Context, testbed, cpuName, diskName string) (*CapabilityDemoResult, error) {
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	cn, err := plan.Node(cpuName)
+	if err != nil {
+		return nil, err
+	}
+	if cn.Kind != spec.KindCPU {
+		return nil, fmt.Errorf("%s is a %s, not a cpu", cn.Name, cn.Kind)
+	}
+	before, err := DiskStats(ctx, testbed, diskName)
+	if err != nil {
+		return nil, err
+	}
+	dn, _ := plan.Node(diskName)
+	args := cpu.AccessArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name}
+	var first cpu.AccessResult
+	if err := call(ctx, dir, cn.Name, "access-check", args, &first); err != nil {
+		return nil, err
+	}
+	v, err := RevokeDisk(ctx, testbed, dn.Name)
+	if err != nil {
+		return nil, err
+	}
+	args.Revoked = first.Valid
+	var second cpu.AccessResult
+	if err := call(ctx, dir, cn.Name, "access-check", args, &second); err != nil {
+		return nil, err
+	}
+	after, err := DiskStats(ctx, testbed, dn.Name)
+	if err != nil {
+		return nil, err
+	}
+	res := &CapabilityDemoResult{Cases: append(first.Cases, second.Cases...), Refused: map[string]uint64{},
+		VersionBefore: before.Version, VersionAfter: v}
+	for k, n := range after.Refused {
+		if d := n - before.Refused[k]; d > 0 {
+			res.Refused[k] = d
+		}
+	}
+	return res, nil
 }

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 
 	"github.com/netstation/netstation/cpu"
+	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/render"
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/disk/capability"
 	"github.com/netstation/netstation/testbed/spec"
 )
 
@@ -42,21 +45,31 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 	peripherals.RegisterProbe(p)
 	switch n.Kind {
 	case spec.KindDisk:
-		d, err := peripherals.StartDisk(p, NodeDisk(dir, n.Name), n.DiskSize)
+		d, err := peripherals.StartDisk(p, NodeDisk(dir, n.Name), n.DiskSize, peripherals.DiskAccess{
+			Open: n.DiskOpen, KeyPath: NodeKey(dir, n.Name), VersionPath: NodeCapVersion(dir, n.Name)})
 		if err != nil {
 			p.Close()
 			return err
 		}
 		defer d.Close()
 	case spec.KindCPU:
+		mgr := fileManager(dir, plan)
 		p.Handle("storage", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 			var a cpu.StorageArgs
 			if err := req.Decode(&a); err != nil {
 				return nil, err
 			}
-			return cpu.RunStorage(ctx, p.Stack(), a, func(pr workload.Progress) { _ = s.Send(pr) })
+			return cpu.RunStorage(ctx, p.Stack(), mgr, a, func(pr workload.Progress) { _ = s.Send(pr) })
 		})
 		p.AddService("storage-client")
+		p.Handle("access-check", func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
+			var a cpu.AccessArgs
+			if err := req.Decode(&a); err != nil {
+				return nil, err
+			}
+			return cpu.RunAccessCheck(ctx, p.Stack(), mgr, a)
+		})
+		p.AddService("file-manager")
 		p.Handle("display-stream", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 			var a render.Args
 			if err := req.Decode(&a); err != nil {
@@ -77,4 +90,40 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 	}
 	log.Info("peripheral stopping", "node", name)
 	return p.Close()
+}
+
+// NodeKey is a disk's capability key file (capability.KeyFile, mode 0600):
+// made by the supervisor at up, read by the disk and by the cpu nodes,
+// its file managers. Keys never cross the network.
+func NodeKey(dir, node string) string { return filepath.Join(dir, "nodes", node+".key") }
+
+// NodeCapVersion is a disk's capability version file: the disk rewrites it
+// when it revokes; managers read it when they mint.
+func NodeCapVersion(dir, node string) string { return filepath.Join(dir, "nodes", node+".capver") }
+
+// makeDiskKeys gives every disk that checks capabilities a key of its own
+// (kept if the supervisor starts again over the same state directory).
+func makeDiskKeys(dir string, plan *Plan) error {
+	for _, n := range plan.Nodes {
+		if n.Kind != spec.KindDisk || n.DiskOpen {
+			continue
+		}
+		if _, err := capability.CreateKeyFile(NodeKey(dir, n.Name), n.Name); err != nil {
+			return fmt.Errorf("disk %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// fileManager is a cpu node's view of the testbed's disks: where their
+// keys and versions are, so it can mint capabilities.
+func fileManager(dir string, plan *Plan) *manager.Manager {
+	m := manager.New()
+	for _, n := range plan.Nodes {
+		if n.Kind == spec.KindDisk {
+			m.Add(manager.Disk{Name: n.Name, Addr: n.Addr.Addr(), Open: n.DiskOpen,
+				KeyPath: NodeKey(dir, n.Name), VersionPath: NodeCapVersion(dir, n.Name)})
+		}
+	}
+	return m
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,7 +19,108 @@ func newDemoCmd() *cobra.Command {
 	demo := &cobra.Command{Use: "demo", Short: "Run a demo on a testbed"}
 	demo.AddCommand(newStorageDemoCmd())
 	demo.AddCommand(newDisplayDemoCmd())
+	demo.AddCommand(newCapabilityDemoCmd())
 	return demo
+}
+
+func newCapabilityDemoCmd() *cobra.Command {
+	var tb, output, from, to string
+	c := &cobra.Command{
+		Use:   "capabilities [-o json]",
+		Short: "cpu0, disk0's file manager, presents good and bad capabilities; disk0 refuses the bad ones",
+		Long: `The capability demo (CMU NASD): the processor, as the disk's file manager,
+mints capabilities with the key the testbed handed both at up, and presents
+the disk with a valid one and with forged (another key), expired,
+out-of-range, wrong-rights and replayed (reused nonce) ones. Then it has the
+disk revoke (bump its capability version, as netstation disk revoke does): the
+valid capability is refused, a freshly minted one works. It prints each case
+with the disk's answer and the disk's refusal counters.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o must be text or json")
+			}
+			name, err := ensureTestbed(cmd, tb)
+			if err != nil {
+				return err
+			}
+			res, err := testbed.CapabilityDemo(cmd.Context(), name, from, to)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j, _ := json.MarshalIndent(res, "", "  ")
+				fmt.Println(string(j))
+				return nil
+			}
+			for _, k := range res.Cases {
+				mark := "as expected"
+				if (k.Want == "ok") != (k.Code == "ok") {
+					mark = "UNEXPECTED"
+				}
+				fmt.Printf("  %-42s %-6s -> %-14s (%s)\n", k.Name, k.Op, k.Code, mark)
+			}
+			fmt.Printf("%s refused: %s; capability version %d -> %d\n", to, formatDrops(res.Refused), res.VersionBefore, res.VersionAfter)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up, else the default testbed, brought up)")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.StringVar(&from, "cpu", "cpu0", "the processor (file manager)")
+	f.StringVar(&to, "disk", "disk0", "the disk")
+	return c
+}
+
+func newDiskCmd() *cobra.Command {
+	c := &cobra.Command{Use: "disk", Short: "Look at a disk peripheral and manage its capabilities: stats, revoke"}
+	var tb, output string
+	stats := &cobra.Command{
+		Use:   "stats DISK [-o json]",
+		Short: "Print a disk's counters: requests, errors, drops, capability refusals by reason, transfers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			name, err := pickTestbed(tb)
+			if err != nil {
+				return err
+			}
+			st, err := testbed.DiskStats(cmd.Context(), name, a[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j, _ := json.MarshalIndent(st, "", "  ")
+				fmt.Println(string(j))
+				return nil
+			}
+			fmt.Printf("%s: access %s (capability version %d), %d sessions\n", a[0], st.Access, st.Version, st.Sessions)
+			fmt.Printf("  requests %s\n  errors %s\n  drops %s\n  refused %s\n", formatDrops(st.Requests), formatDrops(st.Errors), formatDrops(st.Drops), formatDrops(st.Refused))
+			x := st.Transfers
+			fmt.Printf("  transfers: %d orders, %d completed, %d failed, %d frames, %d tiles (%d resent), %d bytes\n", x.Orders, x.Completed, x.Failed, x.Frames, x.Tiles, x.Resent, x.Bytes)
+			return nil
+		},
+	}
+	stats.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	revoke := &cobra.Command{
+		Use:   "revoke DISK",
+		Short: "Revoke every capability of a disk: bump its capability version (the file managers mint at the new one)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			name, err := pickTestbed(tb)
+			if err != nil {
+				return err
+			}
+			v, err := testbed.RevokeDisk(cmd.Context(), name, a[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: capability version now %d; older capabilities are refused\n", a[0], v)
+			return nil
+		},
+	}
+	c.PersistentFlags().StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up)")
+	c.AddCommand(stats, revoke)
+	return c
 }
 
 // parsePercent reads "10%", "10" or "0.5%" as parts per million.

@@ -46,7 +46,7 @@ each other directly over IP.`,
 		newUpCmd(), newDownCmd(), newStatusCmd(), newExecCmd(), newLogsCmd(),
 		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(), newBenchCmd(),
 		newSuperviseCmd(), newNodeCmd(),
-		newDisplayCmd(), newViewCmd(),
+		newDisplayCmd(), newViewCmd(), newDiskCmd(),
 	)
 	root.AddCommand(newGendocCmd(root))
 	addObservability(root) // link, capture, metrics, status -w (link.go)

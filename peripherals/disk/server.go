@@ -61,6 +61,10 @@ type Config struct {
 	// documented open mode.
 	Authorizer Authorizer
 	Logger     *slog.Logger
+	// Listen opens a UDP socket for one third-party transfer's tiles
+	// (the display's reports come back to it); nil refuses TRANSFER
+	// orders with CodeBadOp. See transfer.go.
+	Listen func() (net.PacketConn, error)
 }
 
 // Server is a disk peripheral's storage service.
@@ -86,6 +90,7 @@ type Server struct {
 	clock    uint64 // LRU ticks
 
 	stats counters
+	xfer  transferCounters // transfer.go
 }
 
 type sessionKey struct {

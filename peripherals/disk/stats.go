@@ -66,6 +66,14 @@ type Stats struct {
 	BytesRead    uint64            `json:"bytes_read"`    // READ data sent
 	BytesWritten uint64            `json:"bytes_written"` // WRITE data stored
 	Sessions     int               `json:"sessions"`      // sessions open now
+	// Access is "capability" or "open"; Refused counts the requests the
+	// CapabilityAuthorizer refused, by reason (see CapabilityAuthorizer.Stats),
+	// and Version is its current capability version.
+	Access  string            `json:"access"`
+	Refused map[string]uint64 `json:"refused,omitempty"`
+	Version uint32            `json:"capability_version"`
+	// Transfers are third-party transfer orders (transfer.go).
+	Transfers TransferStats `json:"transfers"`
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -98,5 +106,12 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	st.Sessions = len(s.sessions)
 	s.mu.Unlock()
+	st.Access = "open"
+	if ca, ok := s.cfg.Authorizer.(*CapabilityAuthorizer); ok {
+		st.Access, st.Refused, st.Version = "capability", ca.Stats(), ca.Version.Load()
+	} else if !s.open {
+		st.Access = "custom"
+	}
+	st.Transfers = s.transferStats()
 	return st
 }
