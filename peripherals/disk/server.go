@@ -294,6 +294,10 @@ func (s *Server) handle(pc net.PacketConn, buf *[]byte, n int, addr net.Addr) bo
 		s.reply(pc, addr, &req, diskproto.CodeDenied, nil)
 		return false
 	}
+	if req.Op == diskproto.OpTransfer {
+		s.transfer(pc, addr, &req) // transfer.go: runs in a goroutine of its own
+		return false
+	}
 	if req.Op == diskproto.OpInfo {
 		s.openSession(&req, addr)
 		s.reply(pc, addr, &req, diskproto.CodeOK, s.Info().Marshal())
