@@ -70,6 +70,21 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 			return cpu.RunAccessCheck(ctx, p.Stack(), mgr, a)
 		})
 		p.AddService("file-manager")
+		p.Handle("transfer-store", func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
+			var a cpu.TransferStoreArgs
+			if err := req.Decode(&a); err != nil {
+				return nil, err
+			}
+			return cpu.StoreTransferImage(ctx, p.Stack(), mgr, a)
+		})
+		p.Handle("transfer-order", func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
+			var a cpu.TransferOrderArgs
+			if err := req.Decode(&a); err != nil {
+				return nil, err
+			}
+			return cpu.OrderTransfer(ctx, p.Stack(), mgr, a)
+		})
+		p.AddService("transfer-orders")
 		p.Handle("display-stream", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 			var a render.Args
 			if err := req.Decode(&a); err != nil {
