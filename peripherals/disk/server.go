@@ -65,6 +65,11 @@ type Config struct {
 	// (the display's reports come back to it); nil refuses TRANSFER
 	// orders with CodeBadOp. See transfer.go.
 	Listen func() (net.PacketConn, error)
+	// TransferWindow is the tiles a transfer sends between flow-control
+	// checkpoints (two windows may be unanswered); 0 is
+	// DefaultTransferWindow. Keep 2 windows under the display's socket
+	// queue.
+	TransferWindow int
 }
 
 // Server is a disk peripheral's storage service.

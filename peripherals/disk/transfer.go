@@ -224,7 +224,10 @@ func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, fram
 	}
 	defer conn.Close()
 	ts := &tileSender{s: s, conn: conn, dst: o.Dest, notify: o.Notify, stream: o.Stream, res: &res,
-		rbuf: make([]byte, tileproto.MaxDatagram), window: DefaultTransferWindow}
+		rbuf: make([]byte, tileproto.MaxDatagram), window: s.cfg.TransferWindow}
+	if ts.window <= 0 {
+		ts.window = DefaultTransferWindow
+	}
 	ts.uc, _ = conn.(*stack.UDPConn)
 	if ts.stream == 0 {
 		var b [4]byte

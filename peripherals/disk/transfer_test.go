@@ -35,7 +35,7 @@ type transferWorld struct {
 	written int
 }
 
-func listen(t *testing.T) (net.PacketConn, netip.AddrPort) {
+func listen(t testing.TB) (net.PacketConn, netip.AddrPort) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -46,11 +46,15 @@ func listen(t *testing.T) (net.PacketConn, netip.AddrPort) {
 	return pc, pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-func newTransferWorld(t *testing.T, imp disktest.Impairment) *transferWorld {
-	tw := &transferWorld{w: 320, h: 180, key: capability.NewKey()}
+func newTransferWorld(t testing.TB, imp disktest.Impairment) *transferWorld {
+	return newTransferWorldSized(t, imp, 320, 180)
+}
+
+func newTransferWorldSized(t testing.TB, imp disktest.Impairment, w, h int) *transferWorld {
+	tw := &transferWorld{w: w, h: h, key: capability.NewKey()}
 	tw.auth = &disk.CapabilityAuthorizer{Key: tw.key, DiskID: 7}
 	var seed uint64
-	cfg := disk.Config{Path: filepath.Join(t.TempDir(), "d.img"), Size: 1 << 20, Authorizer: tw.auth,
+	cfg := disk.Config{Path: filepath.Join(t.TempDir(), "d.img"), Size: 8 << 20, Authorizer: tw.auth,
 		Listen: func() (net.PacketConn, error) {
 			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
@@ -97,10 +101,10 @@ func newTransferWorld(t *testing.T, imp disktest.Impairment) *transferWorld {
 
 // writeRaw stores p at offset 0 with WRITE requests under a write
 // capability.
-func writeRaw(t *testing.T, tw *transferWorld, p []byte) {
+func writeRaw(t testing.TB, tw *transferWorld, p []byte) {
 	t.Helper()
 	pc, _ := listen(t)
-	c := capability.Mint(tw.key, capability.Capability{DiskID: 7, Length: 1 << 20, Rights: capability.RightWrite,
+	c := capability.Mint(tw.key, capability.Capability{DiskID: 7, Length: 8 << 20, Rights: capability.RightWrite,
 		Expiry: time.Now().Add(time.Minute).Unix(), Nonce: capability.NewNonce()})
 	buf := make([]byte, diskproto.MaxDatagram)
 	do := func(r diskproto.Request) diskproto.Reply {
@@ -242,4 +246,29 @@ func TestTransferRefused(t *testing.T) {
 	if _, err := transfer.Run(ctx, tw.cpu, good); !errors.Is(err, diskproto.CodeDenied) || tw.auth.Stats()["replay"] != 1 {
 		t.Errorf("replayed order: %v, replay refusals %d", err, tw.auth.Stats()["replay"])
 	}
+}
+
+// BenchmarkTransfer1280x720 runs third-party transfers of a 1280x720 RGBA
+// frame, disk to display, over loopback kernel UDP sockets (the testbed's
+// figure, over the peripherals' own stacks, comes from
+// netstation demo transfer --frames N). One op is one frame presented.
+func BenchmarkTransfer1280x720(b *testing.B) {
+	tw := newTransferWorldSized(b, disktest.Impairment{}, 1280, 720)
+	b.SetBytes(int64(len(tw.frame)))
+	ctx := context.Background()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(b.N-done, 1000)
+		o := tw.order(uint16(n), tw.dispAP, tw.mint(tw.dispAP, capability.RightRead, uint64(len(tw.frame))))
+		o.Frame = uint32(done + 1)
+		if _, err := transfer.Run(ctx, tw.cpu, o); err != nil {
+			b.Fatal(err)
+		}
+		done += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+	st := tw.srv.Stats().Transfers
+	b.ReportMetric(float64(st.Resent)/float64(b.N), "resent/frame")
+	b.ReportMetric(float64(st.Timeouts)/float64(b.N), "timeouts/frame")
 }
