@@ -87,8 +87,27 @@ func TestCapabilitiesByDefault(t *testing.T) {
 	}
 	// A revocation survives a restart of the disk: the version is on disk.
 	b.must("disk", "revoke", "-t", b.name, "disk0")
-	if err := json.Unmarshal([]byte(b.must("disk", "stats", "-t", b.name, "disk0", "-o", "json")), &st); err != nil || st.Version != res.VersionAfter+1 {
-		t.Errorf("version after a second revoke %d (%v), want %d", st.Version, err, res.VersionAfter+1)
+	var disk0 int
+	for i, n := range b.status(b.name).Nodes {
+		if n.Name == "disk0" {
+			disk0 = i
+		}
+	}
+	b.killAndWaitRestart(disk0)
+	var stats []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		out, err := b.run("disk", "stats", "-t", b.name, "disk0", "-o", "json")
+		if err == nil {
+			stats = []byte(out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disk0 after its restart: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := json.Unmarshal(stats, &st); err != nil || st.Version != res.VersionAfter+1 || st.Access != "capability" {
+		t.Errorf("after a second revoke and a restart: version %d access %q (%v), want %d", st.Version, st.Access, err, res.VersionAfter+1)
 	}
 }
 
