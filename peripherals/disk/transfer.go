@@ -26,16 +26,20 @@ import (
 //
 // Flow control and loss: tiles are numbered; after every TransferWindow
 // tiles the disk sends a hold checkpoint (PRESENT with PresentHold|Ack)
-// and keeps at most two windows unanswered, so the display's socket queue
-// never holds more than about 2*TransferWindow tiles. The frame ends with
+// and keeps at most TransferInFlight windows unanswered, so the display's
+// socket queue never holds more than that many windows of tiles. The frame ends with
 // PRESENT(PresentComplete|Ack): the display presents only a frame whose
 // every tile arrived, else it reports the missing ones, which the disk
 // sends again. A lost tile never shows as a wrong rectangle.
 
 // Transfer tuning.
 const (
-	// DefaultTransferWindow is the tiles sent between checkpoints.
+	// DefaultTransferWindow is the tiles sent between checkpoints, at
+	// most TransferWindowBytes of them.
 	DefaultTransferWindow = 512
+	// TransferWindowBytes caps a window's datagram bytes, so that large
+	// (fragmented) tiles get proportionally smaller windows.
+	TransferWindowBytes = 1 << 20
 	// MaxTransfers bounds the orders running at once; more are dropped
 	// (queue_full) and the client's retransmission tries again.
 	MaxTransfers = 4
@@ -45,6 +49,10 @@ const (
 	transferRetries = 10
 	// transferRounds bounds the retransmission rounds of one frame.
 	transferRounds = 16
+	// TransferInFlight is the windows that may be unanswered: at most
+	// 1,536 tiles and 3 MiB, under the user-level stack's socket ring of
+	// 4,096 datagrams and 4 MiB.
+	TransferInFlight = 3
 )
 
 // ErrTransfer: the display did not confirm a frame.
@@ -228,15 +236,16 @@ func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, fram
 	if ts.window <= 0 {
 		ts.window = DefaultTransferWindow
 	}
+	format := tileproto.Format(o.Format)
+	bpp := format.BytesPerPixel()
+	tw, th := int(o.TileW), int(o.TileH)
+	ts.window = max(1, min(ts.window, TransferWindowBytes/(tileproto.HeaderSize+tw*th*bpp)))
 	ts.uc, _ = conn.(*stack.UDPConn)
 	if ts.stream == 0 {
 		var b [4]byte
 		rand.Read(b[:])
 		ts.stream = binary.BigEndian.Uint32(b[:]) | 1
 	}
-	format := tileproto.Format(o.Format)
-	bpp := format.BytesPerPixel()
-	tw, th := int(o.TileW), int(o.TileH)
 	ts.tiles = make([][]byte, tiles)
 	for i := range ts.tiles {
 		ts.tiles[i] = make([]byte, 0, tileproto.HeaderSize+tw*th*bpp)
@@ -297,12 +306,13 @@ func (ts *tileSender) frame(seq uint32) error {
 		if err := ts.present(seq, tileproto.PresentOptions{Flags: tileproto.PresentHold | tileproto.PresentAck}); err != nil {
 			return err
 		}
-		// At most two windows unanswered.
-		if ts.tok-acked >= 2 {
-			if _, err := ts.await(seq, ts.tok-1, tileproto.PresentOptions{Flags: tileproto.PresentHold | tileproto.PresentAck}); err != nil {
+		// At most TransferInFlight windows unanswered.
+		if ts.tok-acked >= TransferInFlight {
+			want := ts.tok - (TransferInFlight - 1)
+			if _, err := ts.await(seq, want, tileproto.PresentOptions{Flags: tileproto.PresentHold | tileproto.PresentAck}); err != nil {
 				return err
 			}
-			acked = ts.tok - 1
+			acked = want
 		}
 	}
 	final := tileproto.PresentOptions{Flags: tileproto.PresentComplete | tileproto.PresentAck, Notify: ts.notify}
