@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ type transferWorld struct {
 	dispAP  netip.AddrPort
 	cpu     net.PacketConn
 	cpuAP   netip.AddrPort
+	mu      sync.Mutex // guards lossy: the server's goroutines add to it
 	lossy   []*disktest.LossyConn
 	w, h    int
 	frame   []byte // the stored frame, RGBA
@@ -64,7 +66,9 @@ func newTransferWorldSized(t testing.TB, imp disktest.Impairment, w, h int) *tra
 			seed++
 			i.Seed += seed
 			lc := disktest.NewLossyConn(pc, i)
+			tw.mu.Lock()
 			tw.lossy = append(tw.lossy, lc)
+			tw.mu.Unlock()
 			return lc, nil
 		}}
 	srv, err := disk.NewServer(cfg)
@@ -197,8 +201,11 @@ func TestTransferLossy(t *testing.T) {
 		t.Fatal(err)
 	}
 	tw.mustMatch(t)
-	if res.Disk.Resent == 0 || tw.lossy[0].Dropped.Load() == 0 {
-		t.Errorf("nothing lost or resent: %+v, dropped %d", res.Disk, tw.lossy[0].Dropped.Load())
+	tw.mu.Lock()
+	dropped := tw.lossy[0].Dropped.Load()
+	tw.mu.Unlock()
+	if res.Disk.Resent == 0 || dropped == 0 {
+		t.Errorf("nothing lost or resent: %+v, dropped %d", res.Disk, dropped)
 	}
 	if ds := tw.disp.Stats(); ds.Withheld == 0 || ds.Frames != 2 {
 		t.Errorf("display stats %+v", ds)

@@ -172,3 +172,27 @@ func TestFloodDuringNumberedFrame(t *testing.T) {
 		t.Errorf("drops %v, want %d", st.Drops, len(junk)*len(tiles))
 	}
 }
+
+// TestNumberedTileAllocatesNothing: the tile path stays allocation-free
+// with tile numbers and a hold checkpoint's REPORT reuses its buffer.
+func TestNumberedTileAllocatesNothing(t *testing.T) {
+	d := newDisplay(t)
+	tiles := numbered(1)
+	var sent int
+	send := func(netip.AddrPort, []byte) { sent++ }
+	hold := present(tileproto.PresentAck|tileproto.PresentHold, 1, uint32(len(tiles)), 1)
+	d.ApplyFrom(hold, sender, send) // the first REPORT sizes the buffer
+	i := 0
+	if a := testing.AllocsPerRun(1000, func() {
+		d.ApplyFrom(tiles[i%len(tiles)], sender, send)
+		if i%100 == 0 {
+			d.ApplyFrom(hold, sender, send)
+		}
+		i++
+	}); a != 0 {
+		t.Errorf("%v allocations per numbered tile", a)
+	}
+	if sent < 10 {
+		t.Fatalf("%d reports", sent)
+	}
+}

@@ -117,14 +117,14 @@ func (r *Report) MissingTile(index int) bool {
 func AppendReport(dst []byte, h *Header, r *Report) []byte {
 	h.Type = TypeReport
 	start := len(dst)
-	dst = append(dst, make([]byte, HeaderSize+ReportFixedSize)...)
-	p := dst[start+HeaderSize:]
+	dst = Append(dst, h, nil)
+	var p [ReportFixedSize]byte
 	binary.BigEndian.PutUint32(p[0:], uint32(r.Flags))
 	binary.BigEndian.PutUint32(p[4:], r.Received)
+	dst = append(dst, p[:]...)
 	dst = append(dst, r.Missing...)
-	// Append writes the header and CRC over what follows it in place.
-	payload := append([]byte(nil), dst[start+HeaderSize:]...)
-	return Append(dst[:start], h, payload)
+	Seal(dst[start:])
+	return dst
 }
 
 // ParseReport decodes a REPORT's payload against its header: the received
