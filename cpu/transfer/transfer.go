@@ -21,10 +21,14 @@ var (
 	ErrNotified = errors.New("transfer: the display did not report completion")
 )
 
-// retransmit is how often an unanswered request is sent again. A
-// TRANSFER runs for as long as its frames take: the disk drops the
-// retransmissions that arrive meanwhile and answers once.
-const retransmit = 200 * time.Millisecond
+// retransmit is the first wait before an unanswered request is sent
+// again; it doubles up to maxRetransmit. A TRANSFER runs for as long as
+// its frames take: the disk drops the retransmissions that arrive
+// meanwhile (in_progress) and answers once.
+const (
+	retransmit    = 200 * time.Millisecond
+	maxRetransmit = 2 * time.Second
+)
 
 // Order is one third-party transfer.
 type Order struct {
@@ -70,8 +74,10 @@ func Run(ctx context.Context, pc net.PacketConn, o Order) (*Result, error) {
 	// read meanwhile are counted.
 	exchange := func(n int, reqID, epoch uint64) (diskproto.Reply, error) {
 		var sentAt time.Time
+		wait := time.Duration(0)
 		for {
-			if time.Since(sentAt) >= retransmit {
+			if time.Since(sentAt) >= wait {
+				wait = min(max(2*wait, retransmit), maxRetransmit)
 				tag++
 				diskproto.RewriteRequest(req[:n], tag, reqID, epoch)
 				if _, err := pc.WriteTo(req[:n], disk); err != nil {
@@ -82,7 +88,7 @@ func Run(ctx context.Context, pc net.PacketConn, o Order) (*Result, error) {
 			if err := ctx.Err(); err != nil {
 				return diskproto.Reply{}, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 			}
-			pc.SetReadDeadline(sentAt.Add(retransmit))
+			pc.SetReadDeadline(sentAt.Add(wait))
 			m, _, err := pc.ReadFrom(buf)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
