@@ -40,6 +40,9 @@ const (
 	// TransferWindowBytes caps a window's datagram bytes, so that large
 	// (fragmented) tiles get proportionally smaller windows.
 	TransferWindowBytes = 1 << 20
+	// MaxTransferFrame bounds one frame's bytes (3840 x 2160 RGBA fits):
+	// an order holds a frame and its tiles in memory. Larger: CodeTooBig.
+	MaxTransferFrame = 32 << 20
 	// MaxTransfers bounds the orders running at once; more are dropped
 	// (queue_full) and the client's retransmission tries again.
 	MaxTransfers = 4
@@ -93,6 +96,8 @@ func (s *Server) transferGeometry(req *diskproto.Request, o *diskproto.TransferO
 	frameBytes = int(o.Width) * int(o.Height) * bpp
 	tiles = ((int(o.Width) + int(o.TileW) - 1) / int(o.TileW)) * ((int(o.Height) + int(o.TileH) - 1) / int(o.TileH))
 	switch {
+	case frameBytes > MaxTransferFrame:
+		return 0, 0, diskproto.CodeTooBig
 	case tb > tileproto.MaxTileBytes || tileproto.HeaderSize+tb > tileproto.MaxDatagram || tiles > 1<<16-1:
 		return 0, 0, diskproto.CodeInvalid
 	case req.Length == 0 || int(req.Length)%frameBytes != 0:

@@ -279,3 +279,42 @@ func BenchmarkTransfer1280x720(b *testing.B) {
 	b.ReportMetric(float64(st.Resent)/float64(b.N), "resent/frame")
 	b.ReportMetric(float64(st.Timeouts)/float64(b.N), "timeouts/frame")
 }
+
+// TestTransferBadOrders: orders the disk cannot carry out are refused with
+// their codes before anything is sent.
+func TestTransferBadOrders(t *testing.T) {
+	tw := newTransferWorld(t, disktest.Impairment{})
+	for _, c := range []struct {
+		name string
+		mut  func(o *transfer.Order)
+		want diskproto.Code
+	}{
+		{"not whole frames", func(o *transfer.Order) { o.Length-- }, diskproto.CodeInvalid},
+		{"tile too big", func(o *transfer.Order) { o.TileW, o.TileH = 320, 180 }, diskproto.CodeInvalid},
+		{"too many tiles", func(o *transfer.Order) {
+			o.Width, o.Height, o.Length = 640, 360, 640*360*4 // 230,400 tiles of 1x1
+			o.TileW, o.TileH = 1, 1
+		}, diskproto.CodeInvalid},
+		{"past the end", func(o *transfer.Order) { o.Offset = 8<<20 - uint64(o.Length) + 4 }, diskproto.CodeRange},
+		{"frame too big", func(o *transfer.Order) {
+			o.Width, o.Height, o.Length = 4096, 4096, 4096*4096*4
+			o.TileW, o.TileH = 256, 256
+		}, diskproto.CodeTooBig},
+		{"bad format", func(o *transfer.Order) { o.Format = 9 }, diskproto.CodeBadRequest},
+	} {
+		o := tw.order(1, tw.dispAP, [capability.Size]byte{})
+		c.mut(&o)
+		key := capability.TransferKey(tw.key, o.Dest)
+		o.Capability = capability.Mint(key, capability.Capability{DiskID: 7, Offset: o.Offset, Length: uint64(o.Length),
+			Rights: capability.RightRead, Expiry: time.Now().Add(time.Minute).Unix(), Nonce: capability.NewNonce()})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := transfer.Run(ctx, tw.cpu, o)
+		cancel()
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	if st := tw.srv.Stats(); st.Transfers.Orders != 0 || tw.disp.Stats().Datagrams != 0 {
+		t.Errorf("bad orders ran: %+v, display saw %d datagrams", st.Transfers, tw.disp.Stats().Datagrams)
+	}
+}
