@@ -331,3 +331,25 @@ func TestTransferRefusedOnTestbed(t *testing.T) {
 		t.Errorf("replay refusals %d -> %d", before["replay"], n)
 	}
 }
+
+// TestTransferLossyLink: with frames lost on display0's link (the
+// fabric's loss injection), the disk re-sends the tiles the display
+// reports missing and the frame on screen is still exact.
+func TestTransferLossyLink(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, threeNodes))
+	b.must("link", "set", "-t", b.name, "display0", "--loss", "2%", "--seed", "5")
+	out := b.must("demo", "transfer", "-t", b.name, "--frames", "10", "-o", "json")
+	var res testbed.TransferDemoResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	t.Logf("%d frames, %d tiles re-sent, %d withheld presents, %d of %d reported to cpu0",
+		res.Frames, res.Disk.Transfers.Resent, res.Display.Withheld, res.Order.Notified, res.Frames)
+	if !res.Match || res.Frames != 10 {
+		t.Errorf("match %v (%d pixels differ), %d frames", res.Match, res.DiffPixels, res.Frames)
+	}
+	if res.Disk.Transfers.Resent == 0 || res.Display.Withheld == 0 {
+		t.Errorf("2%% loss and nothing re-sent or withheld: %+v", res.Disk.Transfers)
+	}
+}
