@@ -353,3 +353,31 @@ func TestTransferLossyLink(t *testing.T) {
 		t.Errorf("2%% loss and nothing re-sent or withheld: %+v", res.Disk.Transfers)
 	}
 }
+
+// TestRootlessTransferAndCapabilities: an ordinary user's testbed gets
+// keys too (files of the user, mode 0600), refuses bad capabilities and
+// carries the transfer exactly.
+func TestRootlessTransferAndCapabilities(t *testing.T) {
+	b := newRootlessBed(t)
+	b.must("up", "-f", b.topo(b.name, threeNodes))
+	out := b.must("demo", "capabilities", "-t", b.name, "-o", "json")
+	var caps testbed.CapabilityDemoResult
+	if err := json.Unmarshal([]byte(out), &caps); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	for _, c := range caps.Cases {
+		if (c.Want == "ok") != (c.Code == "ok") {
+			t.Errorf("%s: disk answered %q, want %q", c.Name, c.Code, c.Want)
+		}
+	}
+	out = b.must("demo", "transfer", "-t", b.name, "--frames", "3", "-o", "json")
+	var res testbed.TransferDemoResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	if !res.Match || res.Frames != 3 {
+		t.Errorf("match %v (%d pixels differ), %d frames", res.Match, res.DiffPixels, res.Frames)
+	}
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
