@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/dgram"
@@ -16,9 +17,10 @@ import (
 
 // StorageArgs ask the processor to run the storage demo against a disk.
 type StorageArgs struct {
-	Disk       netip.Addr `json:"disk"`  // the disk's address on the chosen stack
-	Local      netip.Addr `json:"local"` // our address on the chosen stack
-	Stack      string     `json:"stack"` // "user" or "kernel"
+	Disk       netip.Addr `json:"disk"`      // the disk's address on the chosen stack
+	DiskName   string     `json:"disk_name"` // its node name: the file manager's key
+	Local      netip.Addr `json:"local"`     // our address on the chosen stack
+	Stack      string     `json:"stack"`     // "user" or "kernel"
 	Size       int64      `json:"size"`
 	BlockSize  int        `json:"bs"`
 	QueueDepth int        `json:"qd"`
@@ -43,11 +45,15 @@ type StorageResult struct {
 
 // RunStorage runs the storage demo from this processor: it opens a UDP
 // socket on the user-level stack st (or on the kernel's, for the
-// baseline), dials the disk and runs workload.RunStorage. progress may be
-// nil.
-func RunStorage(ctx context.Context, st *stack.Stack, a StorageArgs, progress func(workload.Progress)) (*StorageResult, error) {
+// baseline), has mgr mint a capability for the whole disk (the all-zero
+// one for a disk in open mode), dials the disk and runs
+// workload.RunStorage. progress may be nil.
+func RunStorage(ctx context.Context, st *stack.Stack, mgr *manager.Manager, a StorageArgs, progress func(workload.Progress)) (*StorageResult, error) {
+	grant, err := mgr.Mint(a.DiskName, a.Disk, manager.WholeDisk(0))
+	if err != nil {
+		return nil, fmt.Errorf("storage demo: capability: %w", err)
+	}
 	var pc net.PacketConn
-	var err error
 	switch a.Stack {
 	case "user", "":
 		a.Stack = "user"
@@ -65,7 +71,7 @@ func RunStorage(ctx context.Context, st *stack.Stack, a StorageArgs, progress fu
 	if err != nil {
 		return nil, fmt.Errorf("storage demo: socket: %w", err)
 	}
-	opts := storage.Options{MaxRequest: a.MaxRequest, Datagram: a.Datagram}
+	opts := storage.Options{MaxRequest: a.MaxRequest, Datagram: a.Datagram, Capability: grant}
 	if opts.Datagram == 0 {
 		opts.Datagram = st.MTU() - header.IPv4MinimumSize - header.UDPMinimumSize
 	}

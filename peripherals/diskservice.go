@@ -10,6 +10,7 @@ import (
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/peripherals/disk/capability"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/stack/header"
 )
@@ -22,14 +23,48 @@ type DiskService struct {
 	kpc net.PacketConn
 }
 
+// DiskAccess says how a disk checks requests.
+type DiskAccess struct {
+	// Open: the documented open mode (disk.OpenAccess). Only when the
+	// topology asks for it.
+	Open bool
+	// KeyPath is the key file the testbed made at up
+	// (capability.KeyFile); VersionPath holds the capability version,
+	// rewritten by every revocation so that it survives restarts.
+	KeyPath, VersionPath string
+}
+
+// RevokeReply answers the disk-revoke control op.
+type RevokeReply struct {
+	Version uint32 `json:"version"` // the version now in force
+}
+
 // StartDisk serves the storage protocol on p's stack, port diskproto.Port,
 // backed by the file at path (created sparse with size bytes; kept across
-// restarts of the peripheral).
-func StartDisk(p *Peripheral, path string, size int64) (*DiskService, error) {
+// restarts of the peripheral), checking capabilities as access says.
+func StartDisk(p *Peripheral, path string, size int64, access DiskAccess) (*DiskService, error) {
+	var auth disk.Authorizer = disk.OpenAccess{}
+	var ca *disk.CapabilityAuthorizer
+	if !access.Open {
+		kf, err := capability.ReadKeyFile(access.KeyPath)
+		if err != nil {
+			return nil, err
+		}
+		v, err := capability.ReadVersion(access.VersionPath)
+		if err != nil {
+			return nil, err
+		}
+		ca = &disk.CapabilityAuthorizer{Key: kf.Key, DiskID: kf.DiskID}
+		ca.Version.Store(v)
+		auth = ca
+	}
 	// Replies are cut to the MTU, the kernel baseline's as well as ours:
 	// both stacks carry the same protocol.
-	srv, err := disk.NewServer(disk.Config{Path: path, Size: size, Authorizer: disk.OpenAccess{}, Logger: p.log,
-		Datagram: p.Stack().MTU() - header.IPv4MinimumSize - header.UDPMinimumSize})
+	srv, err := disk.NewServer(disk.Config{Path: path, Size: size, Authorizer: auth, Logger: p.log,
+		Datagram: p.Stack().MTU() - header.IPv4MinimumSize - header.UDPMinimumSize,
+		Listen: func() (net.PacketConn, error) {
+			return p.Stack().ListenUDP(netip.AddrPortFrom(p.cfg.Addr.Addr(), 0))
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +95,22 @@ func StartDisk(p *Peripheral, path string, size int64) (*DiskService, error) {
 		go srv.Serve(kpc)
 	})
 	p.Handle("disk-stats", func(context.Context, ctl.Request, *ctl.Stream) (any, error) { return srv.Stats(), nil })
+	var revokeMu sync.Mutex
+	p.Handle("disk-revoke", func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
+		if ca == nil {
+			return nil, fmt.Errorf("disk: open mode has no capabilities to revoke")
+		}
+		revokeMu.Lock()
+		defer revokeMu.Unlock()
+		// Durable first: a restart must not bring the old version back.
+		v := ca.Version.Load() + 1
+		if err := capability.WriteVersion(access.VersionPath, v); err != nil {
+			return nil, fmt.Errorf("disk: revoke: %w", err)
+		}
+		ca.Version.Store(v)
+		p.log.Info("disk: capabilities revoked", "version", v)
+		return RevokeReply{Version: v}, nil
+	})
 	p.AddService(fmt.Sprintf("disk/udp:%d", diskproto.Port))
 	return d, nil
 }

@@ -40,6 +40,11 @@ type UpOptions struct {
 	Host     string
 	Underlay netip.Addr
 	MTU      int
+	// DiskKeySeed, for a multi-host testbed, is the secret every host's
+	// disk keys derive from (the agents' shared cluster key): a cpu on one
+	// host mints capabilities a disk on another checks, and no key ever
+	// crosses the underlay.
+	DiskKeySeed []byte
 }
 
 // prepareFor is Prepare plus the host's part of a multi-host testbed.
@@ -188,6 +193,11 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	}
 	if err := os.MkdirAll(dir+"/nodes", 0o755); err != nil {
 		return nil, err
+	}
+	if plan.MultiHost() {
+		if err := deriveDiskKeys(dir, plan, opt.DiskKeySeed); err != nil {
+			return nil, err
+		}
 	}
 	if err := plan.save(dir); err != nil {
 		return nil, err

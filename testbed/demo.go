@@ -1,16 +1,24 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
+	"net/netip"
 	"time"
 
 	"github.com/netstation/netstation/cpu"
+	"github.com/netstation/netstation/cpu/transfer"
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/peripherals/display"
+	"github.com/netstation/netstation/testbed/spec"
 )
 
 // StorageDemoArgs choose the peripherals and shape of the storage demo.
@@ -80,7 +88,7 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 			a.Args.MaxRequest = 1344 // one frame per request: see cpu.StorageArgs
 		}
 	}
-	a.Args.Disk, a.Args.Local = dn.Addr.Addr(), cn.Addr.Addr()
+	a.Args.Disk, a.Args.Local, a.Args.DiskName = dn.Addr.Addr(), cn.Addr.Addr(), dn.Name
 	if a.Args.Stack == "kernel" {
 		for _, n := range []*NodePlan{cn, dn} {
 			if err := call(ctx, dir, n.Name, "kernel", true, nil); err != nil {
@@ -106,4 +114,258 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 	}
 	res.Report.Options = workload.StorageOptions{Size: a.Args.Size, BlockSize: a.Args.BlockSize, QueueDepth: a.Args.QueueDepth, Seed: a.Args.Seed}
 	return &res, nil
+}
+
+// DiskStats returns a disk's counters: requests, errors, drops, capability
+// refusals by reason, transfer orders.
+func DiskStats(ctx context.Context, testbed, node string) (disk.Stats, error) {
+	var st disk.Stats
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return st, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	n, err := plan.Node(node)
+	if err != nil {
+		return st, err
+	}
+	if n.Kind != spec.KindDisk {
+		return st, fmt.Errorf("%s is a %s, not a disk", n.Name, n.Kind)
+	}
+	err = call(ctx, dir, n.Name, "disk-stats", nil, &st)
+	return st, err
+}
+
+// RevokeDisk bumps a disk's capability version: every capability minted
+// before is refused from now on (and after restarts of the disk); the
+// file managers mint at the new version.
+func RevokeDisk(ctx context.Context, testbed, node string) (uint32, error) {
+	if _, err := DiskStats(ctx, testbed, node); err != nil {
+		return 0, err
+	}
+	var r peripherals.RevokeReply
+	err := call(ctx, Dir(testbed), node, "disk-revoke", nil, &r)
+	return r.Version, err
+}
+
+// CapabilityDemoResult is what the capability demo saw: every case, and
+// the disk's refusal counters accrued meanwhile, by reason.
+type CapabilityDemoResult struct {
+	Cases   []cpu.AccessCase  `json:"cases"`
+	Refused map[string]uint64 `json:"refused"`
+	// Version is the disk's capability version before and after the
+	// revocation.
+	VersionBefore uint32 `json:"version_before"`
+	VersionAfter  uint32 `json:"version_after"`
+}
+
+// CapabilityDemo has the cpu (the file manager) present the disk with
+// valid, forged, expired, out-of-range, wrong-rights and replayed
+// capabilities, then revokes the disk's capabilities and shows the valid
+// one refused and a freshly minted one accepted.
+func CapabilityDemo(ctx context.Context, testbed, cpuName, diskName string) (*CapabilityDemoResult, error) {
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	cn, err := plan.Node(cpuName)
+	if err != nil {
+		return nil, err
+	}
+	if cn.Kind != spec.KindCPU {
+		return nil, fmt.Errorf("%s is a %s, not a cpu", cn.Name, cn.Kind)
+	}
+	before, err := DiskStats(ctx, testbed, diskName)
+	if err != nil {
+		return nil, err
+	}
+	dn, _ := plan.Node(diskName)
+	args := cpu.AccessArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name}
+	var first cpu.AccessResult
+	if err := call(ctx, dir, cn.Name, "access-check", args, &first); err != nil {
+		return nil, err
+	}
+	v, err := RevokeDisk(ctx, testbed, dn.Name)
+	if err != nil {
+		return nil, err
+	}
+	args.Revoked = first.Valid
+	var second cpu.AccessResult
+	if err := call(ctx, dir, cn.Name, "access-check", args, &second); err != nil {
+		return nil, err
+	}
+	after, err := DiskStats(ctx, testbed, dn.Name)
+	if err != nil {
+		return nil, err
+	}
+	res := &CapabilityDemoResult{Cases: append(first.Cases, second.Cases...), Refused: map[string]uint64{},
+		VersionBefore: before.Version, VersionAfter: v}
+	for k, n := range after.Refused {
+		if d := n - before.Refused[k]; d > 0 {
+			res.Refused[k] = d
+		}
+	}
+	return res, nil
+}
+
+// TransferDemoArgs choose the peripherals and the shape of the transfer
+// demo.
+type TransferDemoArgs struct {
+	CPU, Disk, Display string
+	Pattern            string // the test image: a cpu/render pattern
+	Frames             int    // times the stored frame is sent (one order)
+	TileW, TileH       int
+	Offset             uint64 // where on the disk the image is stored
+}
+
+// StackBytes is what crossed one peripheral's stack during the transfer.
+type StackBytes struct {
+	Node    string `json:"node"`
+	RxBytes uint64 `json:"rx_bytes"`
+	TxBytes uint64 `json:"tx_bytes"`
+	RxFrame uint64 `json:"rx_frames"`
+	TxFrame uint64 `json:"tx_frames"`
+}
+
+// TransferDemoResult is what the transfer demo saw.
+type TransferDemoResult struct {
+	Width      int    `json:"width"`
+	Height     int    `json:"height"`
+	ImageBytes int    `json:"image_bytes"` // one frame
+	SHA256     string `json:"sha256"`
+	Frames     uint32 `json:"frames"`
+	// Order is the processor's view: the disk's reply and the display's
+	// completion reports.
+	Order transfer.Result `json:"order"`
+	// Stacks: bytes each peripheral's stack moved during the order.
+	Stacks []StackBytes `json:"stacks"`
+	// FPS and Mbps: frames presented per second and pixel payload rate,
+	// over the disk's time from order to the last frame's confirmation.
+	FPS  float64 `json:"fps"`
+	Mbps float64 `json:"mbps"`
+	// Match: the display's snapshot equals the image pixel for pixel;
+	// DiffPixels counts the pixels that differ.
+	Match      bool          `json:"match"`
+	DiffPixels int           `json:"diff_pixels"`
+	Display    display.Stats `json:"display"`
+	Disk       disk.Stats    `json:"disk"`
+}
+
+// TransferDemo has the cpu render a test image and store it on the disk,
+// then order the disk to send it to the display (third-party transfer),
+// and checks the display's frame against the image; it reports the bytes
+// each peripheral's stack moved during the order.
+func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*TransferDemoResult, error) {
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	var nodes [3]*NodePlan
+	for i, c := range []struct {
+		name string
+		kind spec.Kind
+	}{{a.CPU, spec.KindCPU}, {a.Disk, spec.KindDisk}, {a.Display, spec.KindDisplay}} {
+		n, err := plan.Node(c.name)
+		if err != nil {
+			return nil, err
+		}
+		if n.Kind != c.kind {
+			return nil, fmt.Errorf("transfer demo: %s is a %s, not a %s", n.Name, n.Kind, c.kind)
+		}
+		nodes[i] = n
+	}
+	cn, dn, vn := nodes[0], nodes[1], nodes[2]
+	ds, err := DisplayStats(ctx, testbed, vn.Name)
+	if err != nil {
+		return nil, err
+	}
+	if a.Pattern == "" {
+		a.Pattern = "mandelbrot"
+	}
+	img := cpu.TransferImage{Pattern: a.Pattern, Frame: 30, Width: ds.Width, Height: ds.Height}
+	var stored cpu.TransferStoreResult
+	if err := call(ctx, dir, cn.Name, "transfer-store", cpu.TransferStoreArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name,
+		Offset: a.Offset, Image: img}, &stored); err != nil {
+		return nil, err
+	}
+	stacks := func() ([]StackBytes, error) {
+		var out []StackBytes
+		for _, n := range nodes {
+			var st peripherals.Status
+			if err := call(ctx, dir, n.Name, "status", nil, &st); err != nil {
+				return nil, err
+			}
+			out = append(out, StackBytes{Node: n.Name, RxBytes: st.Stack.RxBytes, TxBytes: st.Stack.TxBytes,
+				RxFrame: st.Stack.RxFrames, TxFrame: st.Stack.TxFrames})
+		}
+		return out, nil
+	}
+	before, err := stacks()
+	if err != nil {
+		return nil, err
+	}
+	res := &TransferDemoResult{Width: ds.Width, Height: ds.Height, ImageBytes: stored.Bytes, SHA256: stored.SHA256}
+	err = call(ctx, dir, cn.Name, "transfer-order", cpu.TransferOrderArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name,
+		Display: netip.AddrPortFrom(vn.Addr.Addr(), 0), Offset: a.Offset, Width: ds.Width, Height: ds.Height,
+		TileW: a.TileW, TileH: a.TileH, Frames: a.Frames}, &res.Order)
+	if err != nil {
+		return nil, err
+	}
+	after, err := stacks()
+	if err != nil {
+		return nil, err
+	}
+	for i := range after {
+		b := before[i]
+		res.Stacks = append(res.Stacks, StackBytes{Node: b.Node, RxBytes: after[i].RxBytes - b.RxBytes,
+			TxBytes: after[i].TxBytes - b.TxBytes, RxFrame: after[i].RxFrame - b.RxFrame, TxFrame: after[i].TxFrame - b.TxFrame})
+	}
+	res.Frames = res.Order.Disk.Frames
+	if s := res.Order.Disk.Elapsed.Seconds(); s > 0 {
+		res.FPS = float64(res.Frames) / s
+		res.Mbps = float64(res.Frames) * float64(stored.Bytes) * 8 / 1e6 / s
+	}
+	pngBytes, _, err := Snapshot(ctx, testbed, vn.Name, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	shot, err := png.Decode(bytes.NewReader(pngBytes))
+	if err != nil {
+		return nil, fmt.Errorf("transfer demo: snapshot: %w", err)
+	}
+	want, err := img.Render()
+	if err != nil {
+		return nil, err
+	}
+	res.DiffPixels = diffPixels(shot, want)
+	res.Match = res.DiffPixels == 0
+	if res.Display, err = DisplayStats(ctx, testbed, vn.Name); err != nil {
+		return nil, err
+	}
+	if res.Disk, err = DiskStats(ctx, testbed, dn.Name); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// diffPixels counts the pixels where got and want differ (every pixel,
+// when their sizes differ).
+func diffPixels(got image.Image, want *image.RGBA) int {
+	b := want.Rect
+	if got.Bounds() != b {
+		return b.Dx() * b.Dy()
+	}
+	n := 0
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r1, g1, b1, a1 := got.At(x, y).RGBA()
+			r2, g2, b2, a2 := want.At(x, y).RGBA()
+			if r1 != r2 || g1 != g2 || b1 != b2 || a1 != a2 {
+				n++
+			}
+		}
+	}
+	return n
 }

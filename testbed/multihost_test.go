@@ -1,10 +1,14 @@
 package testbed
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/netstation/netstation/peripherals/disk/capability"
 	"github.com/netstation/netstation/testbed/spec"
 )
 
@@ -93,5 +97,46 @@ func TestUpRefusesAMultiHostTopologyWithoutAHost(t *testing.T) {
 	t.Setenv("NETSTATION_STATE_DIR", t.TempDir())
 	if _, err := Up(t.Context(), top, UpOptions{}); !errors.Is(err, ErrPlacement) {
 		t.Fatalf("got %v, want ErrPlacement", err)
+	}
+}
+
+// TestDerivedDiskKeys: every host of a multi-host testbed writes the same
+// key for each disk from the agents' shared seed (no key travels), a
+// different seed gives different keys, and no seed is a clear error
+// unless the disk is in open mode.
+func TestDerivedDiskKeys(t *testing.T) {
+	p := multiHostPlan(t)
+	h1, h2 := t.TempDir(), t.TempDir()
+	for _, d := range []string{h1, h2} {
+		if err := os.MkdirAll(filepath.Join(d, "nodes"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed := []byte("a cluster key of enough bytes.....")
+	if err := deriveDiskKeys(h1, p, seed); err != nil {
+		t.Fatal(err)
+	}
+	if err := deriveDiskKeys(h2, p, seed); err != nil {
+		t.Fatal(err)
+	}
+	k1, err1 := capability.ReadKeyFile(NodeKey(h1, "disk0"))
+	k2, err2 := capability.ReadKeyFile(NodeKey(h2, "disk0"))
+	if err1 != nil || err2 != nil || !bytes.Equal(k1.Key, k2.Key) || k1.DiskID != k2.DiskID {
+		t.Fatalf("hosts derived different keys: %v %v", err1, err2)
+	}
+	if err := deriveDiskKeys(h2, p, []byte("another cluster key..............")); err != nil {
+		t.Fatal(err)
+	}
+	if k3, _ := capability.ReadKeyFile(NodeKey(h2, "disk0")); bytes.Equal(k3.Key, k1.Key) {
+		t.Fatal("another seed derived the same key")
+	}
+	if err := deriveDiskKeys(t.TempDir(), p, nil); !errors.Is(err, ErrNoKeySeed) {
+		t.Fatalf("no seed: %v, want ErrNoKeySeed", err)
+	}
+	for i := range p.Nodes {
+		p.Nodes[i].DiskOpen = true
+	}
+	if err := deriveDiskKeys(t.TempDir(), p, nil); err != nil {
+		t.Fatalf("open disks need no seed: %v", err)
 	}
 }

@@ -145,6 +145,7 @@ type NodePlan struct {
 	Delay      time.Duration `json:"delay,omitempty"`
 	Seed       uint64        `json:"seed,omitempty"`
 	DiskSize   int64         `json:"disk_size,omitempty"`
+	DiskOpen   bool          `json:"disk_open,omitempty"` // disk.access: open (no capabilities)
 	Width      int           `json:"width,omitempty"`
 	Height     int           `json:"height,omitempty"`
 	Format     string        `json:"format,omitempty"`
@@ -207,6 +208,7 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 		}
 		if n.Disk != nil {
 			np.DiskSize = n.Disk.SizeBytes
+			np.DiskOpen = n.Disk.Access == spec.AccessOpen
 		}
 		if n.Display != nil {
 			np.Width, np.Height, np.Format = n.Display.Width, n.Display.Height, n.Display.Format

@@ -139,6 +139,11 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	for i := range plan.Nodes {
 		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], state: StateStarting}
 	}
+	// Capability keys: in the state directory (0600) before any
+	// peripheral starts; handed over by path, never over the network.
+	if err := makeDiskKeys(dir, plan); err != nil {
+		return err
+	}
 	srv, err := ctl.Listen(supervisorSock(dir), s.handle)
 	if err != nil {
 		return err

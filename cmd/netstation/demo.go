@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,7 +19,193 @@ func newDemoCmd() *cobra.Command {
 	demo := &cobra.Command{Use: "demo", Short: "Run a demo on a testbed"}
 	demo.AddCommand(newStorageDemoCmd())
 	demo.AddCommand(newDisplayDemoCmd())
+	demo.AddCommand(newCapabilityDemoCmd())
+	demo.AddCommand(newTransferDemoCmd())
 	return demo
+}
+
+func newTransferDemoCmd() *cobra.Command {
+	var (
+		tb, output, tile string
+		a                testbed.TransferDemoArgs
+	)
+	c := &cobra.Command{
+		Use:   "transfer [--frames 1] [--tile 20x18] [--pattern mandelbrot] [-o json]",
+		Short: "Third-party transfer: cpu0 orders disk0 to send an image straight to display0",
+		Long: `The third-party transfer demo (CMU NASD, ISI Netstation): the processor renders
+a test image the size of the display and stores it on the disk (storage
+protocol, with a capability it mints as the disk's file manager). Then it sends
+the disk one TRANSFER order — source range, the display's address, the tile
+layout, how many frames, a capability bound to that display — and waits. The
+disk reads the range and streams it as display-protocol tiles straight to the
+display, paced by the display's reports and resending lost tiles; the display
+reports each frame on screen to the processor. The demo then compares the
+display's frame with the image pixel for pixel and prints the bytes that
+crossed each peripheral's stack during the order: none of the image passes
+through the processor. --frames N sends the stored frame N times in one order
+and gives frames/s and Mbit/s.
+The default testbed is brought up if no testbed is up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := fmt.Sscanf(tile, "%dx%d", &a.TileW, &a.TileH); err != nil {
+				return fmt.Errorf("--tile %q: want WxH, e.g. 20x18", tile)
+			}
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o must be text or json")
+			}
+			name, err := ensureTestbed(cmd, tb)
+			if err != nil {
+				return err
+			}
+			res, err := testbed.TransferDemo(cmd.Context(), name, a)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j, _ := json.MarshalIndent(res, "", "  ")
+				fmt.Println(string(j))
+			} else {
+				printTransfer(a, res)
+			}
+			if !res.Match {
+				return fmt.Errorf("%s shows a frame that differs from the image in %d pixels", a.Display, res.DiffPixels)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up, else the default testbed, brought up)")
+	f.IntVar(&a.Frames, "frames", 1, "times the stored image is sent, in one order (frames/s and Mbit/s over them)")
+	f.StringVar(&tile, "tile", "20x18", "tile size in pixels (20x18 fills one 1472-byte datagram)")
+	f.StringVar(&a.Pattern, "pattern", "mandelbrot", "the test image: mandelbrot or bars")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.StringVar(&a.CPU, "cpu", "cpu0", "the processor that orders the transfer")
+	f.StringVar(&a.Disk, "disk", "disk0", "the disk that sends")
+	f.StringVar(&a.Display, "display", "display0", "the display that shows")
+	return c
+}
+
+func printTransfer(a testbed.TransferDemoArgs, r *testbed.TransferDemoResult) {
+	fmt.Printf("%s stored a %dx%d RGBA image on %s: %d bytes, sha256 %.16s...\n", a.CPU, r.Width, r.Height, a.Disk, r.ImageBytes, r.SHA256)
+	d := r.Order.Disk
+	fmt.Printf("%s -> %s: %d frames in %.3fs: %.1f frames/s, %.0f Mbit/s of pixels (%d tiles, %d resent, %d checkpoints)\n",
+		a.Disk, a.Display, r.Frames, d.Elapsed.Seconds(), r.FPS, r.Mbps, d.Tiles, d.Resent, d.Windows)
+	fmt.Printf("%s reported %d frames on screen to %s\n", a.Display, r.Order.Notified, a.CPU)
+	if r.Match {
+		fmt.Printf("%s's frame equals the image pixel for pixel\n", a.Display)
+	} else {
+		fmt.Printf("%s's frame DIFFERS from the image in %d pixels\n", a.Display, r.DiffPixels)
+	}
+	fmt.Println("bytes through each peripheral's stack during the order:")
+	for _, s := range r.Stacks {
+		fmt.Printf("  %-10s rx %12d B (%7d frames)   tx %12d B (%7d frames)\n", s.Node, s.RxBytes, s.RxFrame, s.TxBytes, s.TxFrame)
+	}
+	for _, s := range r.Stacks {
+		if s.Node == a.CPU {
+			fmt.Printf("%s received %d bytes: %.4f%% of the %d image bytes sent\n", a.CPU, s.RxBytes,
+				100*float64(s.RxBytes)/float64(uint64(r.ImageBytes)*uint64(max(r.Frames, 1))), uint64(r.ImageBytes)*uint64(r.Frames))
+		}
+	}
+}
+
+func newCapabilityDemoCmd() *cobra.Command {
+	var tb, output, from, to string
+	c := &cobra.Command{
+		Use:   "capabilities [-o json]",
+		Short: "cpu0, disk0's file manager, presents good and bad capabilities; disk0 refuses the bad ones",
+		Long: `The capability demo (CMU NASD): the processor, as the disk's file manager,
+mints capabilities with the key the testbed handed both at up, and presents
+the disk with a valid one and with forged (another key), expired,
+out-of-range, wrong-rights and replayed (reused nonce) ones. Then it has the
+disk revoke (bump its capability version, as netstation disk revoke does): the
+valid capability is refused, a freshly minted one works. It prints each case
+with the disk's answer and the disk's refusal counters.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o must be text or json")
+			}
+			name, err := ensureTestbed(cmd, tb)
+			if err != nil {
+				return err
+			}
+			res, err := testbed.CapabilityDemo(cmd.Context(), name, from, to)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j, _ := json.MarshalIndent(res, "", "  ")
+				fmt.Println(string(j))
+				return nil
+			}
+			for _, k := range res.Cases {
+				mark := "as expected"
+				if (k.Want == "ok") != (k.Code == "ok") {
+					mark = "UNEXPECTED"
+				}
+				fmt.Printf("  %-42s %-6s -> %-14s (%s)\n", k.Name, k.Op, k.Code, mark)
+			}
+			fmt.Printf("%s refused: %s; capability version %d -> %d\n", to, formatDrops(res.Refused), res.VersionBefore, res.VersionAfter)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up, else the default testbed, brought up)")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.StringVar(&from, "cpu", "cpu0", "the processor (file manager)")
+	f.StringVar(&to, "disk", "disk0", "the disk")
+	return c
+}
+
+func newDiskCmd() *cobra.Command {
+	c := &cobra.Command{Use: "disk", Short: "Look at a disk peripheral and manage its capabilities: stats, revoke"}
+	var tb, output string
+	stats := &cobra.Command{
+		Use:   "stats DISK [-o json]",
+		Short: "Print a disk's counters: requests, errors, drops, capability refusals by reason, transfers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			name, err := pickTestbed(tb)
+			if err != nil {
+				return err
+			}
+			st, err := testbed.DiskStats(cmd.Context(), name, a[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j, _ := json.MarshalIndent(st, "", "  ")
+				fmt.Println(string(j))
+				return nil
+			}
+			fmt.Printf("%s: access %s (capability version %d), %d sessions\n", a[0], st.Access, st.Version, st.Sessions)
+			fmt.Printf("  requests %s\n  errors %s\n  drops %s\n  refused %s\n", formatDrops(st.Requests), formatDrops(st.Errors), formatDrops(st.Drops), formatDrops(st.Refused))
+			x := st.Transfers
+			fmt.Printf("  transfers: %d orders, %d completed, %d failed, %d frames, %d tiles (%d resent), %d bytes\n", x.Orders, x.Completed, x.Failed, x.Frames, x.Tiles, x.Resent, x.Bytes)
+			return nil
+		},
+	}
+	stats.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	revoke := &cobra.Command{
+		Use:   "revoke DISK",
+		Short: "Revoke every capability of a disk: bump its capability version (the file managers mint at the new one)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			name, err := pickTestbed(tb)
+			if err != nil {
+				return err
+			}
+			v, err := testbed.RevokeDisk(cmd.Context(), name, a[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: capability version now %d; older capabilities are refused\n", a[0], v)
+			return nil
+		},
+	}
+	c.PersistentFlags().StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up)")
+	c.AddCommand(stats, revoke)
+	return c
 }
 
 // parsePercent reads "10%", "10" or "0.5%" as parts per million.

@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/testbed"
@@ -85,13 +87,23 @@ func TestDiskSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	diskAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(disk.Addr.Addr(), diskproto.Port))
+	// The test is the disk's file manager: it mints with the key the
+	// testbed made for disk0, as cpu0 does.
+	dir := filepath.Join(b.state, b.name)
+	fm := manager.New()
+	fm.Add(manager.Disk{Name: "disk0", Addr: disk.Addr.Addr(),
+		KeyPath: testbed.NodeKey(dir, "disk0"), VersionPath: testbed.NodeCapVersion(dir, "disk0")})
 	dial := func() *storage.Client {
 		t.Helper()
 		pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(host, 0)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := storage.Dial(pc, diskAddr, storage.Options{MaxRetries: 6, MaxRTO: 200 * time.Millisecond})
+		grant, err := fm.Mint("disk0", disk.Addr.Addr(), manager.WholeDisk(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := storage.Dial(pc, diskAddr, storage.Options{MaxRetries: 6, MaxRTO: 200 * time.Millisecond, Capability: grant})
 		if err != nil {
 			t.Fatalf("dial disk0 from the host: %v", err)
 		}

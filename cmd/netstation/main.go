@@ -47,7 +47,7 @@ each other directly over IP.`,
 		newUpCmd(), newDownCmd(), newStatusCmd(), newExecCmd(), newLogsCmd(),
 		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(), newBenchCmd(),
 		newSuperviseCmd(), newNodeCmd(),
-		newDisplayCmd(), newViewCmd(),
+		newDisplayCmd(), newViewCmd(), newDiskCmd(),
 		newAgentCmd(), newHostsCmd(),
 	)
 	cluster.UseAgent() // nodes of multi-host testbeds on other hosts: via the agent

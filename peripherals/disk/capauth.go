@@ -137,7 +137,19 @@ func (a *CapabilityAuthorizer) Authorize(req *diskproto.Request, from net.Addr) 
 	if req.Op == diskproto.OpInfo {
 		return nil
 	}
-	c, err := capability.Verify(a.Key, req.Capability)
+	key := a.Key
+	if req.Op == diskproto.OpTransfer {
+		// A transfer capability is sealed under a key bound to its
+		// destination: an order naming another one fails the MAC.
+		dst, ok := diskproto.TransferDestination(req.Payload)
+		if !ok {
+			return a.deny(denyFormat)
+		}
+		if len(key) >= capability.MinKeySize {
+			key = capability.TransferKey(key, dst)
+		}
+	}
+	c, err := capability.Verify(key, req.Capability)
 	if err != nil {
 		switch {
 		case errors.Is(err, capability.ErrNone):

@@ -12,7 +12,13 @@
 // per-session window with a client-advanced low-water mark keeps a stale
 // replayed WRITE from overwriting newer data.
 //
-// Every request passes an Authorizer. Until the testbed hands capability keys over at up (peripherals/disk/capability and CapabilityAuthorizer exist),
-// OpenAccess is the explicit "open" mode: it accepts the all-zero
-// capability and refuses any other.
+// Every request passes an Authorizer. A testbed's disk runs a
+// CapabilityAuthorizer (NASD capabilities, package capability) with the
+// key the testbed made at up; OpenAccess, the explicit "open" mode that
+// accepts only the all-zero capability, runs when the topology asks.
+//
+// A TRANSFER order (transfer.go) is a third-party transfer: the server
+// reads a byte range and streams it as display-protocol tiles straight to
+// a display, paced by the display's REPORTs and resending lost tiles, and
+// answers the order when every frame is on screen.
 package disk

@@ -80,6 +80,15 @@ type Config struct {
 	// documented open mode.
 	Authorizer Authorizer
 	Logger     *slog.Logger
+	// Listen opens a UDP socket for one third-party transfer's tiles
+	// (the display's reports come back to it); nil refuses TRANSFER
+	// orders with CodeBadOp. See transfer.go.
+	Listen func() (net.PacketConn, error)
+	// TransferWindow is the tiles a transfer sends between flow-control
+	// checkpoints (two windows may be unanswered); 0 is
+	// DefaultTransferWindow. Keep 2 windows under the display's socket
+	// queue.
+	TransferWindow int
 }
 
 // Server is a disk peripheral's storage service.
@@ -108,6 +117,7 @@ type Server struct {
 	asmBytes int    // data buffers held by assemblies
 
 	stats counters
+	xfer  transferCounters // transfer.go
 }
 
 type sessionKey struct {
@@ -354,6 +364,10 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 	s.stats.requests[req.Op].Add(1)
 	if err := s.cfg.Authorizer.Authorize(&req, net.UDPAddrFromAddrPort(from)); err != nil {
 		s.reply(pc, from, &req, diskproto.CodeDenied, nil)
+		return false
+	}
+	if req.Op == diskproto.OpTransfer {
+		s.transfer(pc, from, &req) // transfer.go: runs in a goroutine of its own
 		return false
 	}
 	if req.Op == diskproto.OpInfo {

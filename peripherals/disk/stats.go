@@ -75,6 +75,14 @@ type Stats struct {
 	Segments     uint64            `json:"segments"`      // WRITE datagrams assembled (header's and segments)
 	DupSegments  uint64            `json:"dup_segments"`  // WRITE datagrams that had arrived already
 	Sessions     int               `json:"sessions"`      // sessions open now
+	// Access is "capability" or "open"; Refused counts the requests the
+	// CapabilityAuthorizer refused, by reason (see CapabilityAuthorizer.Stats),
+	// and Version is its current capability version.
+	Access  string            `json:"access"`
+	Refused map[string]uint64 `json:"refused,omitempty"`
+	Version uint32            `json:"capability_version"`
+	// Transfers are third-party transfer orders (transfer.go).
+	Transfers TransferStats `json:"transfers"`
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -109,5 +117,12 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	st.Sessions = len(s.sessions)
 	s.mu.Unlock()
+	st.Access = "open"
+	if ca, ok := s.cfg.Authorizer.(*CapabilityAuthorizer); ok {
+		st.Access, st.Refused, st.Version = "capability", ca.Stats(), ca.Version.Load()
+	} else if !s.open {
+		st.Access = "custom"
+	}
+	st.Transfers = s.transferStats()
 	return st
 }

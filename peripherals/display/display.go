@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -62,6 +63,14 @@ type Stats struct {
 	// Resyncs counts jumps back to an older frame after ResyncAfter
 	// stale datagrams in a row.
 	Resyncs uint64 `json:"resyncs"`
+	// Reports counts REPORTs sent (to senders and notify addresses);
+	// Withheld counts PRESENTs with PresentComplete refused because
+	// numbered tiles were missing; Abandoned counts frames of numbered
+	// tiles left incomplete when a newer frame or stream began: they are
+	// never shown.
+	Reports   uint64 `json:"reports"`
+	Withheld  uint64 `json:"withheld"`
+	Abandoned uint64 `json:"abandoned"`
 	// Frame and Stream identify the frame on screen.
 	Frame  uint32 `json:"frame"`
 	Stream uint32 `json:"stream"`
@@ -88,6 +97,13 @@ type Display struct {
 	expected uint32
 	shown    bool // cur is presented
 	staleRun int  // stale datagrams in a row
+	// have marks the numbered tiles of cur that arrived (bit i: tile
+	// i+1); distinct counts them; top is the highest number seen, so
+	// begin clears only what was used.
+	have     []uint64
+	distinct uint32
+	top      int
+	out      []byte // a REPORT being built
 	first    time.Time
 	firstN   uint64
 	times    [64]time.Time // recent present times, a ring
@@ -110,7 +126,8 @@ func New(cfg Config) (*Display, error) {
 	}
 	r := image.Rect(0, 0, cfg.Width, cfg.Height)
 	d := &Display{cfg: cfg, back: image.NewRGBA(r), front: image.NewRGBA(r),
-		scratch: make([]byte, tileproto.MaxTileBytes), wake: make(chan struct{})}
+		scratch: make([]byte, tileproto.MaxTileBytes), wake: make(chan struct{}),
+		have: make([]uint64, (1<<16)/64)}
 	for _, im := range []*image.RGBA{d.back, d.front} {
 		for i := 3; i < len(im.Pix); i += 4 {
 			im.Pix[i] = 0xff // opaque black
@@ -142,22 +159,39 @@ func dropReason(err error) string {
 }
 
 // Apply handles one datagram. An error means it was dropped (and counted).
-func (d *Display) Apply(b []byte) error {
+// REPORTs the datagram asks for are not sent: see ApplyFrom.
+func (d *Display) Apply(b []byte) error { return d.ApplyFrom(b, netip.AddrPort{}, nil) }
+
+// SendFunc sends a REPORT datagram; b is valid during the call only.
+type SendFunc func(dst netip.AddrPort, b []byte)
+
+// ApplyFrom handles one datagram from the address from and sends the
+// REPORTs it asks for (to from, and to a PRESENT's notify address) with
+// send, which may be nil. An error means the datagram was dropped (and
+// counted).
+func (d *Display) ApplyFrom(b []byte, from netip.AddrPort, send SendFunc) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.st.Datagrams++
 	d.st.Bytes += uint64(len(b))
-	err := d.apply(b)
+	err := d.apply(b, from, send)
 	if err != nil {
 		d.st.Drops[dropReason(err)]++
 	}
 	return err
 }
 
-func (d *Display) apply(b []byte) error {
+func (d *Display) apply(b []byte, from netip.AddrPort, send SendFunc) error {
 	h, payload, err := tileproto.Parse(b)
 	if err != nil {
 		return err
+	}
+	var opts tileproto.PresentOptions
+	switch h.Type {
+	case tileproto.TypeReport:
+		return fmt.Errorf("%w: a REPORT sent to a display", tileproto.ErrUnsupported)
+	case tileproto.TypePresent:
+		opts, _ = tileproto.ParsePresentOptions(payload) // Parse checked it
 	}
 	if h.Type == tileproto.TypeTile {
 		// Check the rectangle before the tile can move the frame on: a
@@ -185,6 +219,10 @@ func (d *Display) apply(b []byte) error {
 		case diff > 0:
 			d.presentPending()
 			d.begin(h.Frame, h.Tiles)
+		case d.shown && h.Type == tileproto.TypePresent && opts.Flags&tileproto.PresentAck != 0:
+			// The sender missed our REPORT: tell it again.
+			d.report(send, from, &h, false)
+			return nil
 		case d.shown:
 			d.staleRun++
 			return fmt.Errorf("%w: frame %d already presented", ErrStale, h.Frame)
@@ -192,8 +230,27 @@ func (d *Display) apply(b []byte) error {
 	}
 	d.staleRun = 0
 	if h.Type == tileproto.TypePresent {
+		if opts.Flags&tileproto.PresentHold != 0 {
+			if opts.Flags&tileproto.PresentAck != 0 {
+				d.report(send, from, &h, false)
+			}
+			return nil
+		}
+		if opts.Flags&tileproto.PresentComplete != 0 && d.distinct < h.Tiles {
+			d.st.Withheld++
+			if opts.Flags&tileproto.PresentAck != 0 {
+				d.report(send, from, &h, true)
+			}
+			return nil
+		}
 		d.expected = h.Tiles
 		d.present(false)
+		if opts.Flags&tileproto.PresentAck != 0 {
+			d.report(send, from, &h, false)
+		}
+		if opts.Notify.IsValid() && opts.Notify != from {
+			d.report(send, opts.Notify, &h, false)
+		}
 		return nil
 	}
 	pix, err := tileproto.DecodePixels(d.scratch, &h, payload)
@@ -203,19 +260,65 @@ func (d *Display) apply(b []byte) error {
 	d.draw(&h, pix)
 	d.received++
 	d.st.Tiles++
+	if i := int(h.Index) - 1; i >= 0 {
+		if w, bit := i/64, uint64(1)<<(i%64); d.have[w]&bit == 0 {
+			d.have[w] |= bit
+			d.distinct++
+			d.top = max(d.top, i+1)
+		}
+	}
 	return nil
+}
+
+// report sends a REPORT about frame h.Frame of the current stream to dst;
+// with missing, it lists the numbered tiles that have not arrived.
+func (d *Display) report(send SendFunc, dst netip.AddrPort, h *tileproto.Header, missing bool) {
+	if send == nil || !dst.IsValid() {
+		return
+	}
+	r := tileproto.Report{Received: d.distinct}
+	if d.shown {
+		r.Flags = tileproto.ReportPresented
+	}
+	if missing && !d.shown && h.Tiles > 0 && h.Tiles <= 1<<16 {
+		n := int(h.Tiles+7) / 8
+		m := make([]byte, n)
+		for i := 0; i < int(h.Tiles); i++ {
+			if d.have[i/64]&(1<<(i%64)) == 0 {
+				m[i/8] |= 1 << (i % 8)
+			}
+		}
+		r.Missing = m
+	}
+	rh := tileproto.Header{Stream: d.stream, Frame: d.cur, Tiles: h.Tiles, Index: h.Index}
+	d.out = tileproto.AppendReport(d.out[:0], &rh, &r)
+	d.st.Reports++
+	send(dst, d.out)
 }
 
 func (d *Display) begin(frame, tiles uint32) {
 	d.cur, d.expected, d.received, d.shown = frame, tiles, 0, false
+	clear(d.have[:(d.top+63)/64])
+	d.distinct, d.top = 0, 0
 }
 
 // presentPending presents the frame being received, if any tile of it
-// arrived: the rule for a frame whose PRESENT was lost.
+// arrived: the rule for a frame whose PRESENT was lost. A frame of
+// numbered tiles is presented so only when it is complete: its sender
+// asked for whole frames or none.
 func (d *Display) presentPending() {
-	if d.started && !d.shown && d.received > 0 {
-		d.present(true)
+	if !d.started || d.shown || d.received == 0 {
+		return
 	}
+	if d.distinct > 0 && d.distinct < d.expected {
+		d.st.Abandoned++
+		// Start the next frame from the screen, not from the torn one.
+		d.frontMu.RLock()
+		copy(d.back.Pix, d.front.Pix)
+		d.frontMu.RUnlock()
+		return
+	}
+	d.present(true)
 }
 
 // draw converts pix (h.W x h.H in h.Format) into the back buffer.
@@ -332,21 +435,28 @@ func (d *Display) Serve(pc net.PacketConn) error {
 		for i := range msgs {
 			msgs[i].Buf = make([]byte, tileproto.MaxDatagram)
 		}
+		send := func(dst netip.AddrPort, b []byte) { _, _ = uc.WriteTo(b, net.UDPAddrFromAddrPort(dst)) }
 		for {
 			n, err := uc.ReadBatch(msgs)
 			for i := 0; i < n; i++ {
-				_ = d.Apply(msgs[i].Buf[:msgs[i].N])
+				_ = d.ApplyFrom(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, send)
 			}
 			if err != nil {
 				return err
 			}
 		}
 	}
+	send := func(dst netip.AddrPort, b []byte) { _, _ = pc.WriteTo(b, net.UDPAddrFromAddrPort(dst)) }
 	buf := make([]byte, tileproto.MaxDatagram)
 	for {
-		n, _, err := pc.ReadFrom(buf)
+		n, from, err := pc.ReadFrom(buf)
 		if n > 0 {
-			_ = d.Apply(buf[:n])
+			var ap netip.AddrPort
+			if ua, ok := from.(*net.UDPAddr); ok {
+				ap = ua.AddrPort()
+				ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			}
+			_ = d.ApplyFrom(buf[:n], ap, send)
 		}
 		if err != nil {
 			return err

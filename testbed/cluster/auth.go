@@ -89,3 +89,13 @@ func gossipKey(key []byte) []byte {
 	k := sha256.Sum256(append([]byte("netstation gossip\x00"), key...))
 	return k[:]
 }
+
+// diskKeySeed is what the hosts' disk capability keys derive from
+// (testbed.UpOptions.DiskKeySeed): nil without a cluster key.
+func diskKeySeed(key []byte) []byte {
+	if len(key) == 0 {
+		return nil
+	}
+	k := sha256.Sum256(append([]byte("netstation disk keys\x00"), key...))
+	return k[:]
+}

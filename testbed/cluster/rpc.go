@@ -307,7 +307,8 @@ func (a *Agent) hostUp(ctx context.Context, u peerUpArgs) (any, error) {
 		return nil, err
 	}
 	t.Subnet = u.Subnet
-	plan, err := testbed.Up(ctx, t, testbed.UpOptions{Timeout: u.Timeout, Host: a.cfg.Name, Underlay: a.cfg.Bind, MTU: u.MTU})
+	plan, err := testbed.Up(ctx, t, testbed.UpOptions{Timeout: u.Timeout, Host: a.cfg.Name, Underlay: a.cfg.Bind, MTU: u.MTU,
+		DiskKeySeed: diskKeySeed(a.cfg.Key)})
 	if err != nil {
 		return nil, err
 	}

@@ -416,7 +416,7 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 	}
 	if v := f["disk"]; v != nil {
 		n.Disk = &DiskParams{}
-		df := d.fields(v, path+".disk", []string{"size"}, nil)
+		df := d.fields(v, path+".disk", []string{"size", "access"}, nil)
 		if v := df["size"]; v != nil {
 			field := path + ".disk.size"
 			if s, ok := d.scalar(v, field); ok {
@@ -426,6 +426,9 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 				}
 				n.Disk.SizeBytes = sz
 			}
+		}
+		if v := df["access"]; v != nil {
+			n.Disk.Access, _ = d.scalar(v, path+".disk.access")
 		}
 	}
 	if v := f["display"]; v != nil {

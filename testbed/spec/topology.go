@@ -102,7 +102,16 @@ type LinkParams struct {
 // DiskParams configures a disk node.
 type DiskParams struct {
 	SizeBytes int64 // 0: DefaultDiskSize
+	// Access is how the disk checks requests: AccessCapability (the
+	// default, also for "") or AccessOpen, which must be asked for.
+	Access string
 }
+
+// Disk access modes (disk.access in a topology file).
+const (
+	AccessCapability = "capability" // NASD-style capabilities, keyed at up
+	AccessOpen       = "open"       // every client may do everything: for experiments only
+)
 
 // DisplayParams configures a display node's frame buffer. Zero fields take
 // the defaults.

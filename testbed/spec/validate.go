@@ -258,6 +258,9 @@ func (t *Topology) validate(ps *problems) {
 			} else if n.Disk.SizeBytes < 0 {
 				ps.add(line("disk"), path+".disk.size", ErrInvalid, "size %d is negative", n.Disk.SizeBytes)
 			}
+			if a := n.Disk.Access; a != "" && a != AccessCapability && a != AccessOpen {
+				ps.add(line("disk"), path+".disk.access", ErrInvalid, "unknown access %q (want %s or %s)", a, AccessCapability, AccessOpen)
+			}
 		}
 		if d := n.Display; d != nil {
 			if n.Kind.Valid() && n.Kind != KindDisplay {

@@ -74,6 +74,8 @@ func RightFor(op diskproto.Op) Rights {
 		return RightFlush
 	case diskproto.OpTrim:
 		return RightTrim
+	case diskproto.OpTransfer:
+		return RightRead // and a key bound to the destination: TransferKey
 	}
 	return 0
 }

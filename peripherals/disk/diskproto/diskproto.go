@@ -53,12 +53,16 @@ const (
 	OpWrite Op = 3
 	OpFlush Op = 4 // every write acknowledged before it is durable when it is answered
 	OpTrim  Op = 5 // the range reads back as zeros
+	// OpTransfer: a third-party transfer order (transfer.go): the disk
+	// reads [offset, offset+length) and streams it as tiles to a
+	// display; the reply comes when the display has presented it all.
+	OpTransfer Op = 6
 )
 
 // NumOps bounds Op values, for tables indexed by Op.
-const NumOps = 6
+const NumOps = 7
 
-var opNames = [NumOps]string{"unknown", "info", "read", "write", "flush", "trim"}
+var opNames = [NumOps]string{"unknown", "info", "read", "write", "flush", "trim", "transfer"}
 
 func (o Op) String() string {
 	if o > 0 && int(o) < NumOps {
@@ -68,7 +72,7 @@ func (o Op) String() string {
 }
 
 // Valid reports whether o is a defined operation.
-func (o Op) Valid() bool { return o >= OpInfo && o <= OpTrim }
+func (o Op) Valid() bool { return o >= OpInfo && o <= OpTransfer }
 
 // Flags modify a request.
 type Flags uint16
@@ -105,11 +109,15 @@ const (
 	CodeNoSession  Code = 8  // unknown session or old epoch: send INFO, then retransmit
 	CodeWindow     Code = 9  // request id outside the session's window
 	CodeDenied     Code = 10 // the capability does not allow the request
-	NumCodes            = 11
+	// CodeTransfer: a transfer order ran but the display did not confirm
+	// every frame (it stopped answering, or tiles kept getting lost).
+	CodeTransfer Code = 11
+	NumCodes          = 12
 )
 
 var codeNames = [NumCodes]string{"ok", "bad request", "unknown operation", "payload checksum",
-	"invalid length", "too big", "out of range", "i/o error", "no session", "outside window", "access denied"}
+	"invalid length", "too big", "out of range", "i/o error", "no session", "outside window", "access denied",
+	"transfer failed"}
 
 func (c Code) String() string {
 	if int(c) < NumCodes {
@@ -203,7 +211,7 @@ func (r *Request) Marshal(b []byte) (int, error) {
 		return 0, ErrBuffer
 	}
 	length := r.Length
-	if r.Op == OpWrite || len(r.Payload) > 0 {
+	if r.Op != OpTransfer && (r.Op == OpWrite || len(r.Payload) > 0) {
 		length = uint32(len(r.Payload))
 	}
 	be.PutUint16(b[0:], Magic)
@@ -303,9 +311,10 @@ func ParseRequest(b []byte) (r Request, err error) {
 		return r, ErrFlags
 	case r.Op == OpWrite && uint64(len(payload)) > uint64(r.Length),
 		r.Op == OpWrite && len(payload) == 0 && r.Length > 0,
-		r.Op != OpWrite && len(payload) != 0:
+		r.Op == OpTransfer && len(payload) != TransferOrderSize,
+		r.Op != OpWrite && r.Op != OpTransfer && len(payload) != 0:
 		return r, ErrLength
-	case uint64(len(payload)) == uint64(r.Length) && r.PayloadCRC != Checksum(payload):
+	case (r.Op == OpTransfer || uint64(len(payload)) == uint64(r.Length)) && r.PayloadCRC != Checksum(payload):
 		return r, ErrPayloadChecksum
 	}
 	r.Payload = payload

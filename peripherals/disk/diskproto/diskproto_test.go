@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"net/netip"
 	"testing"
 
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
@@ -19,12 +20,80 @@ func seedRequests() [][]byte {
 		{Op: diskproto.OpRead, Tag: 3, Length: 65536, Offset: 1 << 40},
 		{Op: diskproto.OpTrim, Length: 8192, Capability: [64]byte{1, 2, 3}},
 		{Op: diskproto.OpFlush},
+		{Op: diskproto.OpTransfer, Tag: 4, Session: 9, ReqID: 1, Length: 1280 * 720 * 4, Payload: seedOrder()},
 	} {
 		b := make([]byte, diskproto.RequestHeaderSize+len(r.Payload))
 		r.Marshal(b)
 		out = append(out, b)
 	}
 	return out
+}
+
+func seedOrder() []byte {
+	o := diskproto.TransferOrder{Dest: netip.MustParseAddrPort("10.77.0.12:5910"), Notify: netip.MustParseAddrPort("10.77.0.10:40000"),
+		Width: 1280, Height: 720, TileW: 20, TileH: 18, Repeat: 50, Stream: 7, Frame: 1}
+	b := o.Marshal()
+	return b[:]
+}
+
+// TestTransferOrderRoundTrip: an order survives its wire form; a TRANSFER
+// request keeps its source length apart from its payload; bad orders are
+// refused.
+func TestTransferOrderRoundTrip(t *testing.T) {
+	b := seedOrder()
+	o, err := diskproto.ParseTransferOrder(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := o.Marshal(); !bytes.Equal(again[:], b) || o.Dest.Port() != 5910 || o.Repeat != 50 {
+		t.Fatalf("round trip: %+v", o)
+	}
+	r := diskproto.Request{Op: diskproto.OpTransfer, Length: 1 << 30, Payload: b}
+	buf := make([]byte, diskproto.RequestHeaderSize+len(b))
+	if _, err := r.Marshal(buf); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := diskproto.ParseRequest(buf); err != nil || got.Length != 1<<30 || !bytes.Equal(got.Payload, b) {
+		t.Fatalf("request: %+v %v", got, err)
+	}
+	for name, mut := range map[string]func(o *diskproto.TransferOrder){
+		"no destination": func(o *diskproto.TransferOrder) { o.Dest = netip.AddrPort{} },
+		"zero width":     func(o *diskproto.TransferOrder) { o.Width = 0 },
+		"zero tile":      func(o *diskproto.TransferOrder) { o.TileH = 0 },
+		"flags":          func(o *diskproto.TransferOrder) { o.Flags = 1 },
+		"notify port 0":  func(o *diskproto.TransferOrder) { o.Notify = netip.AddrPortFrom(o.Notify.Addr(), 0) },
+	} {
+		bad := o
+		mut(&bad)
+		w := bad.Marshal()
+		if _, err := diskproto.ParseTransferOrder(w[:]); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	res := diskproto.TransferResult{Frames: 3, Tiles: 7680, Resent: 2, Windows: 15, Elapsed: 12345}
+	if got, err := diskproto.ParseTransferResult(res.Marshal()); err != nil || got != res {
+		t.Errorf("result round trip: %+v %v", got, err)
+	}
+}
+
+// FuzzTransferOrder: any 32 bytes either parse to an order that
+// re-marshals to itself or are refused; never a panic.
+func FuzzTransferOrder(f *testing.F) {
+	f.Add(seedOrder())
+	f.Add(make([]byte, diskproto.TransferOrderSize))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := diskproto.ParseTransferOrder(b)
+		if err != nil {
+			return
+		}
+		if again := o.Marshal(); !bytes.Equal(again[:], b) {
+			t.Fatalf("order %+v re-marshals to %x, not %x", o, again, b)
+		}
+		if _, ok := diskproto.TransferDestination(b); !ok {
+			t.Fatal("TransferDestination refuses a parsed order")
+		}
+	})
 }
 
 func TestRequestRoundTrip(t *testing.T) {

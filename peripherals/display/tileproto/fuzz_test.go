@@ -2,6 +2,7 @@ package tileproto
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 )
 
@@ -13,10 +14,25 @@ func FuzzParse(f *testing.F) {
 	f.Add(Append(nil, &Header{Type: TypeTile, W: 20, H: 18, Encoding: EncodingRLE}, AppendRLE(nil, make([]byte, 20*18*4), 4)))
 	f.Add(Append(nil, &Header{Type: TypeTile, W: 3, H: 1, Format: FormatRGB}, []byte{1, 2, 3, 4, 5, 6, 7, 8, 9}))
 	f.Add(Append(nil, &Header{Type: TypePresent, Frame: 5, Tiles: 2560}, nil))
+	f.Add(AppendPresent(nil, &Header{Frame: 5, Tiles: 2560, Index: 3}, PresentOptions{Flags: PresentAck | PresentComplete,
+		Notify: netip.MustParseAddrPort("10.0.0.1:999")}))
+	f.Add(AppendReport(nil, &Header{Frame: 5, Tiles: 12, Index: 3}, &Report{Received: 10, Missing: []byte{1, 8}}))
+	f.Add(Append(nil, &Header{Type: TypeTile, W: 2, H: 2, Frame: 1, Tiles: 4, Index: 4}, make([]byte, 16)))
 	f.Add([]byte("NT"))
 	buf := make([]byte, MaxTileBytes)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, payload, err := Parse(b)
+		if err == nil && h.Type == TypeReport {
+			// An accepted REPORT re-encodes to itself.
+			r, err := ParseReport(&h, payload)
+			if err != nil {
+				t.Fatalf("Parse accepted a REPORT ParseReport refuses: %v", err)
+			}
+			if again := AppendReport(nil, &h, &r); !bytes.Equal(again, b) {
+				t.Fatalf("REPORT re-encodes differently")
+			}
+			return
+		}
 		if err != nil || h.Type != TypeTile {
 			return
 		}
@@ -27,7 +43,7 @@ func FuzzParse(f *testing.F) {
 		if len(pix) != int(h.W)*int(h.H)*h.Format.BytesPerPixel() {
 			t.Fatalf("%d bytes of pixels for %dx%d %v", len(pix), h.W, h.H, h.Format)
 		}
-		again := Append(nil, &Header{Type: TypeTile, Format: h.Format, X: h.X, Y: h.Y, W: h.W, H: h.H, Stream: h.Stream, Frame: h.Frame, Tiles: h.Tiles}, pix)
+		again := Append(nil, &Header{Type: TypeTile, Format: h.Format, X: h.X, Y: h.Y, W: h.W, H: h.H, Stream: h.Stream, Frame: h.Frame, Tiles: h.Tiles, Index: h.Index}, pix)
 		h2, p2, err := Parse(again)
 		if err != nil || h2.W != h.W || h2.H != h.H || !bytes.Equal(p2, pix) {
 			t.Fatalf("raw re-encoding does not parse back: %v", err)

@@ -34,6 +34,9 @@ type Type uint8
 const (
 	TypeTile    Type = 1
 	TypePresent Type = 2
+	// TypeReport goes the other way, display to sender: what the display
+	// holds of a frame (report.go). A display drops REPORTs it receives.
+	TypeReport Type = 3
 )
 
 // Encoding says how a tile's pixels are packed.
@@ -106,17 +109,22 @@ var (
 
 // Header is the fixed 32-byte header of every datagram.
 //
-// For a PRESENT, X, Y, W, H, Encoding and Format are zero and there is no
-// payload; Tiles is the number of tiles the sender sent for the frame.
+// For a PRESENT, X, Y, W, H, Encoding and Format are zero and the payload
+// is empty or PresentOptions; Tiles is the number of tiles the sender sent
+// for the frame.
 type Header struct {
 	Type     Type
 	Encoding Encoding
 	Format   Format
 	X, Y     uint16
 	W, H     uint16
-	Stream   uint32 // chosen at random by a sender; a new value restarts sequencing
-	Frame    uint32 // frame sequence number, serial-number arithmetic
-	Tiles    uint32 // tiles in this frame, as the sender plans to send them
+	// Index: TILE: the tile's number in its frame, 1 to Tiles, or 0 for
+	// an unnumbered tile. Numbered tiles let a display tell a sender which
+	// ones are missing. PRESENT: a token the REPORT it asks for echoes.
+	Index  uint16
+	Stream uint32 // chosen at random by a sender; a new value restarts sequencing
+	Frame  uint32 // frame sequence number, serial-number arithmetic
+	Tiles  uint32 // tiles in this frame, as the sender plans to send them
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -135,6 +143,7 @@ func Append(dst []byte, h *Header, payload []byte) []byte {
 	binary.BigEndian.PutUint16(b[8:], h.Y)
 	binary.BigEndian.PutUint16(b[10:], h.W)
 	binary.BigEndian.PutUint16(b[12:], h.H)
+	binary.BigEndian.PutUint16(b[14:], h.Index)
 	binary.BigEndian.PutUint32(b[16:], h.Stream)
 	binary.BigEndian.PutUint32(b[20:], h.Frame)
 	binary.BigEndian.PutUint32(b[24:], h.Tiles)
@@ -143,6 +152,18 @@ func Append(dst []byte, h *Header, payload []byte) []byte {
 	crc := crc32.Update(crc32.Checksum(b[:28], castagnoli), castagnoli, b[HeaderSize:])
 	binary.BigEndian.PutUint32(b[28:], crc)
 	return dst
+}
+
+// Seal recomputes the CRC of a datagram built in place — Append with no
+// payload, the payload then appended to it — and returns b. It saves
+// senders a copy of every tile's pixels.
+func Seal(b []byte) []byte {
+	if len(b) < HeaderSize {
+		return b
+	}
+	crc := crc32.Update(crc32.Checksum(b[:28], castagnoli), castagnoli, b[HeaderSize:])
+	binary.BigEndian.PutUint32(b[28:], crc)
+	return b
 }
 
 // Parse checks a datagram and returns its header and payload (a sub-slice
@@ -168,10 +189,7 @@ func Parse(b []byte) (Header, []byte, error) {
 		X: binary.BigEndian.Uint16(b[6:]), Y: binary.BigEndian.Uint16(b[8:]),
 		W: binary.BigEndian.Uint16(b[10:]), H: binary.BigEndian.Uint16(b[12:]),
 		Stream: binary.BigEndian.Uint32(b[16:]), Frame: binary.BigEndian.Uint32(b[20:]),
-		Tiles: binary.BigEndian.Uint32(b[24:]),
-	}
-	if binary.BigEndian.Uint16(b[14:]) != 0 {
-		return h, nil, fmt.Errorf("%w: reserved bits set", ErrMalformed)
+		Tiles: binary.BigEndian.Uint32(b[24:]), Index: binary.BigEndian.Uint16(b[14:]),
 	}
 	payload := b[HeaderSize:]
 	switch h.Type {
@@ -185,9 +203,22 @@ func Parse(b []byte) (Header, []byte, error) {
 		if int(h.W)*int(h.H)*h.Format.BytesPerPixel() > MaxTileBytes {
 			return h, nil, fmt.Errorf("%w: %dx%d tile exceeds %d bytes of pixels", ErrMalformed, h.W, h.H, MaxTileBytes)
 		}
+		if uint32(h.Index) > h.Tiles {
+			return h, nil, fmt.Errorf("%w: tile number %d of %d", ErrMalformed, h.Index, h.Tiles)
+		}
 	case TypePresent:
-		if len(payload) != 0 || h.W != 0 || h.H != 0 || h.X != 0 || h.Y != 0 {
-			return h, nil, fmt.Errorf("%w: PRESENT with a rectangle or payload", ErrMalformed)
+		if h.W != 0 || h.H != 0 || h.X != 0 || h.Y != 0 || h.Encoding != 0 || h.Format != 0 {
+			return h, nil, fmt.Errorf("%w: PRESENT with a rectangle", ErrMalformed)
+		}
+		if _, err := ParsePresentOptions(payload); err != nil {
+			return h, nil, err
+		}
+	case TypeReport:
+		if h.W != 0 || h.H != 0 || h.X != 0 || h.Y != 0 || h.Encoding != 0 || h.Format != 0 {
+			return h, nil, fmt.Errorf("%w: REPORT with a rectangle", ErrMalformed)
+		}
+		if _, err := ParseReport(&h, payload); err != nil {
+			return h, nil, err
 		}
 	default:
 		return h, nil, ErrUnsupported
