@@ -109,10 +109,20 @@ func (c *Conn) fillLocked() (int, bool) {
 		c.sentAckLocked()
 		return 1, false
 	}
-	if !c.state.synchronized() {
+	if c.state == stateSynSent {
 		return 0, false
 	}
 	n := 0
+	if c.state == stateSynRcvd {
+		// Only an ACK (to an unacceptable segment) may leave before the
+		// handshake completes.
+		if c.ackNow {
+			c.buildAckLocked(0, c.sndNxt)
+			c.sentAckLocked()
+			return 1, false
+		}
+		return 0, false
+	}
 	if c.rexmitOne {
 		c.rexmitOne = false
 		if seqLT(c.sndUna, c.sndMax) {
