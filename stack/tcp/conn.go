@@ -92,6 +92,8 @@ type Conn struct {
 	inRecovery            bool
 	recover               uint32
 	rexmitOne             bool
+	sacked                []seqRange // SACK scoreboard: ranges above sndUna the peer holds
+	rexmitHigh            uint32     // SACK recovery: holes below this were retransmitted
 	srtt, rttvar, rto     time.Duration
 	rttTiming             bool
 	rttSeq                uint32

@@ -331,6 +331,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 	}
 	mss := uint32(c.mssBase)
+	sackNews := c.takeSACKLocked(&in.opts)
 	if seqGT(ack, c.sndUna) {
 		acked := ack - c.sndUna
 		if c.tsOK && in.opts.TSEcr != 0 {
@@ -343,12 +344,16 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		if seqLT(c.sndNxt, c.sndUna) {
 			c.sndNxt = c.sndUna
 		}
+		c.pruneSACKLocked()
 		c.retries = 0
 		switch {
 		case c.inRecovery && seqGEQ(ack, c.recover):
 			// Full ACK (RFC 6582 §3.2 step 3).
 			c.inRecovery = false
 			c.cwnd = min(c.ssthresh, max(c.sndMax-c.sndUna, mss)+mss)
+		case c.inRecovery && len(c.sacked) > 0:
+			// SACK recovery: the hole loop resends; cwnd stays at ssthresh
+			// and the pipe estimate paces (RFC 6675).
 		case c.inRecovery:
 			// Partial ACK: resend the next hole, deflate.
 			c.rexmitOne = true
@@ -396,20 +401,30 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 		return true
 	}
-	// Duplicate ACK (RFC 5681 §2 definition).
-	if ack == c.sndUna && len(in.payload) == 0 && !in.has(header.TCPFlagFIN) && c.sndWnd == oldWnd && c.sndMax != c.sndUna {
+	// Duplicate ACK (RFC 5681 §2 definition; with SACK, one that reports
+	// new data held).
+	if ack == c.sndUna && len(in.payload) == 0 && !in.has(header.TCPFlagFIN) && c.sndMax != c.sndUna &&
+		(c.sndWnd == oldWnd || sackNews) {
 		c.dupAcks++
 		c.p.st.DupAcks.Add(1)
+		// RFC 6675 §5: DupThresh duplicate ACKs, or more than
+		// DupThresh-1 segments' worth SACKed, start recovery.
+		lossSeen := c.dupAcks >= 3 || c.sackedBytesLocked() >= 3*mss
 		switch {
-		case c.dupAcks == 3 && !c.inRecovery && seqGEQ(ack, c.recover):
+		case lossSeen && !c.inRecovery && seqGEQ(ack, c.recover):
 			c.p.st.FastRetransmits.Add(1)
 			c.ssthresh = max((c.sndMax-c.sndUna)/2, 2*mss)
 			c.recover = c.sndMax
 			c.inRecovery = true
-			c.rexmitOne = true
-			c.cwnd = c.ssthresh + 3*mss
 			c.rttTiming = false
-		case c.dupAcks > 3 && c.inRecovery:
+			c.rexmitOne = true // the first hole goes at once (RFC 6675 §5 step 4.3)
+			if len(c.sacked) > 0 {
+				c.rexmitHigh = c.sndUna
+				c.cwnd = c.ssthresh
+			} else {
+				c.cwnd = c.ssthresh + 3*mss
+			}
+		case c.dupAcks > 3 && c.inRecovery && len(c.sacked) == 0:
 			c.cwnd += mss
 		}
 	}

@@ -136,13 +136,52 @@ func (c *Conn) fillLocked() (int, bool) {
 			if size > 0 || fin {
 				c.buildDataLocked(n, c.sndUna, size, fin)
 				c.p.st.RetransSegs.Add(1)
+				if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
+					c.rexmitHigh = end
+				}
 				n++
 			}
+		}
+	}
+	sackRecovery := c.inRecovery && len(c.sacked) > 0
+	if sackRecovery {
+		for n < len(c.txSegs) {
+			hl := c.hdrLenLocked()
+			mss := c.mssBase - (hl - header.TCPMinimumSize)
+			pipe := c.pipeLocked()
+			if pipe+uint32(mss) > c.cwnd {
+				break
+			}
+			maxLen := mss
+			if c.p.net.GSO() {
+				room := int(c.cwnd-pipe) / mss * mss
+				maxLen = min(max(room, mss), (0xffff-header.IPv4MinimumSize-hl)/mss*mss)
+			}
+			seq, size, ok := c.nextHoleLocked(maxLen)
+			if !ok {
+				break
+			}
+			if seqGEQ(seq, c.sndEnd) {
+				break // only the FIN is missing: the timer resends it
+			}
+			size = min(size, int(c.sndEnd-seq))
+			c.buildDataLocked(n, seq, size, false)
+			c.rexmitHigh = seq + uint32(size)
+			c.p.st.RetransSegs.Add(1)
+			if c.timerKind != timerRTO {
+				c.armRTO()
+			}
+			n++
 		}
 	}
 	gso := c.p.net.GSO()
 	for n < len(c.txSegs) {
 		seq := c.sndNxt
+		if end, ok := c.sackedEndAt(seq); ok {
+			// Resending after a timeout: skip what the peer holds.
+			c.sndNxt = end
+			continue
+		}
 		avail := 0
 		if seqLT(seq, c.sndEnd) {
 			avail = int(c.sndEnd - seq)
@@ -151,11 +190,18 @@ func (c *Conn) fillLocked() (int, bool) {
 		if avail == 0 && !(finPending && seq == c.sndEnd) {
 			break
 		}
-		wnd := min(c.sndWnd, c.cwnd)
-		inFlight := seq - c.sndUna
 		allowed := 0
-		if wnd > inFlight {
-			allowed = int(wnd - inFlight)
+		if sent := seq - c.sndUna; c.sndWnd > sent {
+			allowed = int(c.sndWnd - sent)
+		}
+		pipe := seq - c.sndUna
+		if sackRecovery {
+			pipe = c.pipeLocked()
+		}
+		if c.cwnd > pipe {
+			allowed = min(allowed, int(c.cwnd-pipe))
+		} else {
+			allowed = 0
 		}
 		hl := c.hdrLenLocked()
 		mss := c.mssBase - (hl - header.TCPMinimumSize)
@@ -412,6 +458,9 @@ func (c *Conn) retransmitTimeoutLocked() {
 	c.rto = min(2*c.rtoLocked(), maxRTO)
 	c.rttTiming = false // Karn
 	c.sndNxt = c.sndUna
+	if c.retries > 1 {
+		c.sacked = c.sacked[:0] // the peer may have dropped what it SACKed
+	}
 	c.armRTO()
 }
 
