@@ -133,6 +133,23 @@ func (r *rawPeer) expectFlags(flags string) *layers.TCP {
 	}
 }
 
+// expectData waits for a segment carrying data, skipping others.
+func (r *rawPeer) expectData() *layers.TCP {
+	r.t.Helper()
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case s := <-r.segs:
+			if len(s.Payload) > 0 {
+				return s
+			}
+		case <-deadline:
+			r.t.Fatal("no data segment from the stack")
+			return nil
+		}
+	}
+}
+
 // silent checks the stack sends nothing for d.
 func (r *rawPeer) silent(d time.Duration) {
 	r.t.Helper()
