@@ -87,18 +87,19 @@ type Conn struct {
 	nodelay                     bool
 
 	// Congestion control (NewReno, RFC 5681/6582) and RTO (RFC 6298).
-	cwnd, ssthresh, caAcc uint32
-	dupAcks               int
-	inRecovery            bool
-	recover               uint32
-	rexmitOne             bool
-	sacked                []seqRange // SACK scoreboard: ranges above sndUna the peer holds
-	rexmitHigh            uint32     // SACK recovery: holes below this were retransmitted
-	srtt, rttvar, rto     time.Duration
-	rttTiming             bool
-	rttSeq                uint32
-	rttTime               time.Time
-	retries               int
+	cwnd, ssthresh    uint32
+	cc                cubic
+	dupAcks           int
+	inRecovery        bool
+	recover           uint32
+	rexmitOne         bool
+	sacked            []seqRange // SACK scoreboard: ranges above sndUna the peer holds
+	rexmitHigh        uint32     // SACK recovery: holes below this were retransmitted
+	srtt, rttvar, rto time.Duration
+	rttTiming         bool
+	rttSeq            uint32
+	rttTime           time.Time
+	retries           int
 
 	timer     *time.Timer
 	timerKind uint8

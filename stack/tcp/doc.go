@@ -15,14 +15,17 @@
 //     RST generation and acceptance per §3.10.7, with RFC 5961 challenge
 //     ACKs for in-window RSTs and SYNs;
 //   - options: MSS, window scaling and timestamps (RFC 7323: RTTM and
-//     PAWS), SACK-permitted and SACK blocks for out-of-order data we hold
-//     (RFC 2018; received blocks are parsed, not yet used in recovery);
+//     PAWS), SACK-permitted and SACK blocks (RFC 2018) both ways;
 //   - reliability: RTO per RFC 6298 with Karn's rule and exponential
 //     backoff (minimum 200 ms like Linux, not the RFC's 1 s), fast
-//     retransmit and NewReno recovery (RFC 6582), delayed ACKs (every
-//     second full segment or 40 ms), zero-window probes on a persist
-//     timer, keepalive, Nagle (off by default, as Go's net package sets
-//     TCP_NODELAY);
+//     retransmit; recovery with a SACK scoreboard and the RFC 6675 pipe
+//     estimate (holes first, data SACKed is not resent even after a
+//     timeout), NewReno (RFC 6582) when the peer has no SACK; delayed ACKs
+//     (every second full segment or 40 ms), zero-window probes on a
+//     persist timer, keepalive, Nagle (off by default, as Go's net package
+//     sets TCP_NODELAY);
+//   - congestion control: slow start from an initial window of 10
+//     segments (RFC 6928), CUBIC (RFC 9438) in congestion avoidance;
 //   - speed: with a GSO-capable route, sends leave as TCPv4 super-frames of
 //     up to 64 KiB; received super-frames are taken as they are; payload is
 //     copied once, into ring buffers indexed by sequence number that grow

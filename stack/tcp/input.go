@@ -368,11 +368,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		case c.cwnd < c.ssthresh:
 			c.cwnd += acked // slow start; stretch ACKs of super-frames count in full
 		default:
-			c.caAcc += acked
-			if c.caAcc >= c.cwnd {
-				c.caAcc -= c.cwnd
-				c.cwnd += mss
-			}
+			c.cubicAckLocked(acked, c.lastRecv)
 		}
 		c.cwnd = min(c.cwnd, 1<<30)
 		c.dupAcks = 0
@@ -413,7 +409,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		switch {
 		case lossSeen && !c.inRecovery && seqGEQ(ack, c.recover):
 			c.p.st.FastRetransmits.Add(1)
-			c.ssthresh = max((c.sndMax-c.sndUna)/2, 2*mss)
+			c.ssthresh = c.cubicLossLocked()
 			c.recover = c.sndMax
 			c.inRecovery = true
 			c.rttTiming = false

@@ -448,9 +448,8 @@ func (c *Conn) retransmitTimeoutLocked() {
 	c.p.st.Timeouts.Add(1)
 	mss := uint32(max(c.mssBase, 1))
 	if c.state.synchronized() {
-		c.ssthresh = max((c.sndMax-c.sndUna)/2, 2*mss)
+		c.ssthresh = c.cubicLossLocked()
 		c.cwnd = mss
-		c.caAcc = 0
 	}
 	c.inRecovery = false
 	c.dupAcks = 0
