@@ -18,13 +18,14 @@ import (
 // stacks or on kernel sockets, across a veth pair between two namespaces.
 type benchPair struct {
 	client, server net.Conn
+	segsOut        func() uint64 // segments both stacks sent (ours only)
 }
 
-func startStackTB(tb testing.TB, ns *nstest.NS, ifname string, mac net.HardwareAddr, addr netip.Prefix) *stack.Stack {
+func startStackTB(tb testing.TB, ns *nstest.NS, ifname string, mac net.HardwareAddr, addr netip.Prefix, o afpacket.Options) *stack.Stack {
 	tb.Helper()
 	var st *stack.Stack
 	err := ns.Do(func() error {
-		l, err := afpacket.Open(ifname, afpacket.Options{})
+		l, err := afpacket.Open(ifname, o)
 		if err != nil {
 			return err
 		}
@@ -42,12 +43,14 @@ func startStackTB(tb testing.TB, ns *nstest.NS, ifname string, mac net.HardwareA
 }
 
 // userPair connects two of our stacks on a veth pair.
-func userPair(tb testing.TB) benchPair {
+func userPair(tb testing.TB) benchPair { return userPairOpts(tb, afpacket.Options{}) }
+
+func userPairOpts(tb testing.TB, o afpacket.Options) benchPair {
 	privtest.Root(tb)
 	a, b := nstest.New(tb, "ua"), nstest.New(tb, "ub")
 	la, lb := nstest.Veth(tb, a, "a0", b, "b0", 1500)
-	sa := startStackTB(tb, a, "a0", la.Attrs().HardwareAddr, userAddr)
-	sb := startStackTB(tb, b, "b0", lb.Attrs().HardwareAddr, user2Addr)
+	sa := startStackTB(tb, a, "a0", la.Attrs().HardwareAddr, userAddr, o)
+	sb := startStackTB(tb, b, "b0", lb.Attrs().HardwareAddr, user2Addr, o)
 	l, err := sb.ListenTCP(netip.AddrPortFrom(user2Addr.Addr(), 5201))
 	if err != nil {
 		tb.Fatal(err)
@@ -64,7 +67,7 @@ func userPair(tb testing.TB) benchPair {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close(); s.Close() })
-	return benchPair{c, s}
+	return benchPair{c, s, func() uint64 { return sa.TCP().Stats().SegsOut.Load() + sb.TCP().Stats().SegsOut.Load() }}
 }
 
 // kernelPair connects two kernel sockets on a veth pair.
@@ -96,7 +99,7 @@ func kernelPair(tb testing.TB) benchPair {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close(); s.Close() })
-	return benchPair{c, s}
+	return benchPair{client: c, server: s}
 }
 
 // BenchmarkTCPBulk: one connection, client to server, 1 MiB writes, over
@@ -160,6 +163,10 @@ func BenchmarkTCPRR(b *testing.B) {
 				p.client.Write(req)
 				io.ReadFull(p.client, resp)
 			}
+			var segs0 uint64
+			if p.segsOut != nil {
+				segs0 = p.segsOut()
+			}
 			b.ResetTimer()
 			for range b.N {
 				if _, err := p.client.Write(req); err != nil {
@@ -170,6 +177,9 @@ func BenchmarkTCPRR(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/rtt")
+			if p.segsOut != nil {
+				b.ReportMetric(float64(p.segsOut()-segs0)/float64(b.N), "segs/rtt")
+			}
 		})
 	}
 }
