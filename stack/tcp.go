@@ -24,6 +24,9 @@ func (n tcpNet) MTU() int                 { return n.s.mtu }
 func (n tcpNet) GSO() bool                { return n.s.gso }
 func (n tcpNet) Drop(r engine.DropReason) { n.s.eng.Drop(r) }
 func (n tcpNet) NewRoute(dst [4]byte, lport uint16) (tcp.Route, error) {
+	if _, _, _, err := n.s.nextHop(dst, time.Now()); err != nil {
+		return nil, err // fail a Dial at once, as a kernel does (ENETUNREACH)
+	}
 	return &tcpRoute{s: n.s, dst: dst,
 		tmpl: engine.Template{SrcMAC: n.s.mac, SrcAddr: n.s.addr, SrcPort: lport, Proto: header.ProtocolTCP}}, nil
 }

@@ -42,6 +42,7 @@ const (
 	timerTimeWait
 	timerFinWait2
 	timerKeepAlive
+	timerTLP
 )
 
 // seqRange is the out-of-order data held in the receive ring: [start, end).
@@ -95,6 +96,9 @@ type Conn struct {
 	rexmitOne         bool
 	sacked            []seqRange // SACK scoreboard: ranges above sndUna the peer holds
 	rexmitHigh        uint32     // SACK recovery: holes below this were retransmitted
+	headRexmitAt      time.Time  // when the hole at sndUna was (last) retransmitted
+	rexmitTail        bool       // send the tail loss probe with the next output
+	tlpSent           bool       // a probe is out since sndUna last moved
 	srtt, rttvar, rto time.Duration
 	rttTiming         bool
 	rttSeq            uint32

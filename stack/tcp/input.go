@@ -346,6 +346,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 		c.pruneSACKLocked()
 		c.retries = 0
+		c.tlpSent = false
 		switch {
 		case c.inRecovery && seqGEQ(ack, c.recover):
 			// Full ACK (RFC 6582 §3.2 step 3).
@@ -353,7 +354,9 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 			c.cwnd = min(c.ssthresh, max(c.sndMax-c.sndUna, mss)+mss)
 		case c.inRecovery && len(c.sacked) > 0:
 			// SACK recovery: the hole loop resends; cwnd stays at ssthresh
-			// and the pipe estimate paces (RFC 6675).
+			// and the pipe estimate paces (RFC 6675). The new head hole's
+			// retransmission, if any, gets a round trip from now.
+			c.headRexmitAt = c.lastRecv
 		case c.inRecovery:
 			// Partial ACK: resend the next hole, deflate.
 			c.rexmitOne = true
@@ -397,6 +400,15 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 		return true
 	}
+	// A lost retransmission (RACK's idea, simplified): in SACK recovery,
+	// if the head hole was retransmitted more than a round trip ago and
+	// ACKs still report it missing, send it again instead of waiting for
+	// the retransmission timer.
+	if c.inRecovery && len(c.sacked) > 0 && ack == c.sndUna && seqLT(c.sndUna, c.rexmitHigh) &&
+		!c.headRexmitAt.IsZero() && c.lastRecv.Sub(c.headRexmitAt) > c.srtt+c.srtt/4+200*time.Microsecond {
+		c.rexmitOne = true
+		c.headRexmitAt = c.lastRecv
+	}
 	// Duplicate ACK (RFC 5681 §2 definition; with SACK, one that reports
 	// new data held).
 	if ack == c.sndUna && len(in.payload) == 0 && !in.has(header.TCPFlagFIN) && c.sndMax != c.sndUna &&
@@ -405,7 +417,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		c.p.st.DupAcks.Add(1)
 		// RFC 6675 §5: DupThresh duplicate ACKs, or more than
 		// DupThresh-1 segments' worth SACKed, start recovery.
-		lossSeen := c.dupAcks >= 3 || c.sackedBytesLocked() >= 3*mss
+		lossSeen := c.dupAcks >= 3 || c.sackedBytesLocked() >= 3*mss || (c.tlpSent && len(c.sacked) > 0)
 		switch {
 		case lossSeen && !c.inRecovery && seqGEQ(ack, c.recover):
 			c.p.st.FastRetransmits.Add(1)

@@ -34,6 +34,12 @@ func (l *Listener) Accept() (net.Conn, error) { return l.AcceptTCP() }
 
 // AcceptTCP is Accept returning the concrete type.
 func (l *Listener) AcceptTCP() (*Conn, error) {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		var timer <-chan time.Time
 		if dl := l.dl.Load(); dl != 0 {
@@ -41,8 +47,11 @@ func (l *Listener) AcceptTCP() (*Conn, error) {
 			if d <= 0 {
 				return nil, l.opError(os.ErrDeadlineExceeded)
 			}
-			t := time.NewTimer(d)
-			defer t.Stop()
+			if t == nil {
+				t = time.NewTimer(d)
+			} else {
+				t.Reset(d)
+			}
 			timer = t.C
 		}
 		select {

@@ -139,6 +139,7 @@ func (c *Conn) fillLocked() (int, bool) {
 				if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
 					c.rexmitHigh = end
 				}
+				c.headRexmitAt = time.Now()
 				n++
 			}
 		}
@@ -167,10 +168,30 @@ func (c *Conn) fillLocked() (int, bool) {
 			size = min(size, int(c.sndEnd-seq))
 			c.buildDataLocked(n, seq, size, false)
 			c.rexmitHigh = seq + uint32(size)
+			if seq == c.sndUna {
+				c.headRexmitAt = time.Now()
+			}
 			c.p.st.RetransSegs.Add(1)
-			if c.timerKind != timerRTO {
+			if c.timerKind != timerRTO && c.timerKind != timerTLP {
 				c.armRTO()
 			}
+			n++
+		}
+	}
+	if c.rexmitTail {
+		c.rexmitTail = false
+		end, fin := c.sndMax, false
+		if c.finQueued && seqGT(c.sndMax, c.sndEnd) {
+			end, fin = c.sndEnd, true
+		}
+		if seqLT(c.sndUna, end) || fin {
+			hl := c.hdrLenLocked()
+			size := 0
+			if seqLT(c.sndUna, end) {
+				size = int(min(end-c.sndUna, uint32(c.mssBase-(hl-header.TCPMinimumSize))))
+			}
+			c.buildDataLocked(n, end-uint32(size), size, fin)
+			c.p.st.RetransSegs.Add(1)
 			n++
 		}
 	}
@@ -241,7 +262,7 @@ func (c *Conn) fillLocked() (int, bool) {
 		if seqGT(c.sndNxt, c.sndMax) {
 			c.sndMax = c.sndNxt
 		}
-		if c.timerKind != timerRTO {
+		if c.timerKind != timerRTO && c.timerKind != timerTLP {
 			c.armRTO()
 		}
 		n++
@@ -364,7 +385,25 @@ func (c *Conn) rtoLocked() time.Duration {
 	return min(max(c.rto, c.p.cfg.MinRTO), maxRTO)
 }
 
-func (c *Conn) armRTO() { c.setTimer(timerRTO, c.rtoLocked()) }
+// armRTO arms the retransmission timer, or first a tail loss probe
+// (RFC 8985 §7, simplified): after about two round trips without an ACK,
+// the last segment (in recovery: the first hole) goes again, so that a
+// lost tail or a lost retransmission draws SACKs and recovery instead of
+// waiting out the (200 ms minimum) RTO.
+func (c *Conn) armRTO() {
+	if c.sackOK && c.srtt > 0 && !c.tlpSent &&
+		(c.state == stateEstablished || c.state == stateCloseWait || c.state == stateFinWait1) {
+		pto := max(2*c.srtt, 2*time.Millisecond)
+		if c.sndMax-c.sndUna <= uint32(c.mssBase) {
+			pto += c.p.cfg.DelayedACK // one segment out: the peer may be delaying its ACK
+		}
+		if rto := c.rtoLocked(); pto < rto {
+			c.setTimer(timerTLP, pto)
+			return
+		}
+	}
+	c.setTimer(timerRTO, c.rtoLocked())
+}
 
 // idleTimerLocked sets the timer a connection with nothing in flight runs.
 func (c *Conn) idleTimerLocked() {
@@ -392,6 +431,21 @@ func (c *Conn) onTimer() {
 	switch c.timerKind {
 	case timerRTO:
 		c.retransmitTimeoutLocked()
+	case timerTLP:
+		if c.sndUna == c.sndMax {
+			c.idleTimerLocked()
+			break
+		}
+		c.tlpSent = true
+		if c.inRecovery {
+			// In recovery the probe is the head hole again: its
+			// retransmission is the likeliest loss when ACKs stop.
+			c.rexmitOne = true
+		} else {
+			c.rexmitTail = true
+		}
+		c.p.st.TailLossProbes.Add(1)
+		c.setTimer(timerRTO, c.rtoLocked())
 	case timerPersist:
 		if c.sndWnd == 0 && c.sndEnd != c.sndNxt {
 			c.probe = true

@@ -297,3 +297,29 @@ func TestManyConnections(t *testing.T) {
 		t.Errorf("heap grew by %d bytes after all connections closed", grown)
 	}
 }
+
+// TestDialNoRoute: an address off the subnet with no gateway fails at
+// once, and a listener's Accept honours its deadline.
+func TestDialNoRoute(t *testing.T) {
+	w := newWorld(t, worldOpts{})
+	start := time.Now()
+	_, err := w.a.DialTCP(ctxT(t, 5*time.Second), netip.AddrPort{}, netip.MustParseAddrPort("192.0.2.1:80"))
+	var oe *net.OpError
+	if err == nil || !errors.As(err, &oe) || time.Since(start) > time.Second {
+		t.Fatalf("dial off-subnet: %v after %v", err, time.Since(start))
+	}
+	l, err := w.a.ListenTCP(netip.AddrPort{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.(*tcp.Listener).SetDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := l.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("accept past its deadline: %v", err)
+	}
+	go func() { time.Sleep(10 * time.Millisecond); l.Close() }()
+	l.(*tcp.Listener).SetDeadline(time.Time{})
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("accept on a closed listener: %v", err)
+	}
+}

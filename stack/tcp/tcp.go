@@ -202,6 +202,7 @@ type Stats struct {
 	SegsIn, SegsOut, RetransSegs, RstOut, RstIn          atomic.Uint64
 	FastRetransmits, Timeouts, DupAcks, OutOfOrder       atomic.Uint64
 	GSOOut, GSOIn, ChallengeACKs, ZeroWindowProbes       atomic.Uint64
+	TailLossProbes                                       atomic.Uint64
 }
 
 // New returns the TCP instance for net.
@@ -325,7 +326,7 @@ func (p *Protocol) Dial(ctx context.Context, laddr, raddr netip.AddrPort) (*Conn
 	rt, err := p.net.NewRoute(r4, port)
 	if err != nil {
 		p.mu.Unlock()
-		return nil, err
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(raddr), Err: err}
 	}
 	c := p.newConn(k, rt)
 	p.conns[k] = c
