@@ -12,6 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netstation/netstation/internal/nstest"
+	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/netstation/netstation/stack/link/impair"
 	"github.com/netstation/netstation/stack/tcp"
 )
 
@@ -226,3 +231,73 @@ func tcpStats(w *world) string {
 }
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// TestTCPKernelLossy: 16 MiB each way between a kernel socket and ours
+// while our link loses 1 % of the frames in each direction; the two
+// SACK implementations recover each other's losses.
+func TestTCPKernelLossy(t *testing.T) {
+	privtest.Tool(t, "ip")
+	k, u := nstest.New(t, "k"), nstest.New(t, "u")
+	kIf, uIf := nstest.Veth(t, k, "k0", u, "u0", 1500)
+	k.AddrAdd(t, kIf, kernelAddr.String())
+	var st *stack.Stack
+	var il *impair.Link
+	if err := u.Do(func() error {
+		l, err := afpacket.Open("u0", afpacket.Options{})
+		if err != nil {
+			return err
+		}
+		il = impair.Wrap(l)
+		st, err = stack.New(il, stack.Config{MAC: uIf.Attrs().HardwareAddr, Addr: userAddr, MTU: 1500})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var kl net.Listener
+	if err := k.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp4", netip.AddrPortFrom(kernelAddr.Addr(), 5004).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	const n = 16 << 20
+	kerr := make(chan error, 1)
+	go func() {
+		kc, err := kl.Accept()
+		if err != nil {
+			kerr <- err
+			return
+		}
+		kc.SetDeadline(time.Now().Add(60 * time.Second))
+		kerr <- kernelPeer(kc, n)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := st.DialTCP(ctx, netip.AddrPort{}, netip.AddrPortFrom(kernelAddr.Addr(), 5004))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	il.Set(impair.Params{LossPPM: 10000, Seed: 11})
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	start := time.Now()
+	exchange(t, c, n)
+	if err := <-kerr; err != nil {
+		t.Fatalf("kernel side: %v", err)
+	}
+	ts := st.TCP().Stats()
+	t.Logf("%v for 16 MiB each way; impair %+v; we retransmitted %d (fast %d, timeouts %d, probes %d)",
+		time.Since(start), il.Counters(), ts.RetransSegs.Load(), ts.FastRetransmits.Load(), ts.Timeouts.Load(), ts.TailLossProbes.Load())
+	if il.Counters().TxDropped == 0 || il.Counters().RxDropped == 0 {
+		t.Fatal("the link lost nothing: the test proved nothing")
+	}
+	if out, err := k.Run(t, 5*time.Second, "nstat", "-az", "TcpRetransSegs", "TcpExtTCPSackRecovery", "TcpExtTCPSACKReneging", "TcpInErrs"); err == nil {
+		t.Logf("kernel:\n%s", out)
+	}
+	if n := kernelCsumErrors(t, k); n != 0 {
+		t.Errorf("kernel InCsumErrors = %d", n)
+	}
+}

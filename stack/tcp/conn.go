@@ -129,6 +129,7 @@ type Conn struct {
 	rcvAdv               uint32 // right edge of the window last advertised
 	ackNow               bool
 	unacked              int // full segments received and not yet acknowledged
+	rcvSinceGrow         int // bytes received since the ring last grew
 
 	// Transmit side: one goroutine at a time builds and sends.
 	txMu      sync.Mutex
@@ -557,4 +558,37 @@ func (c *Conn) teardownLocked(err error) {
 	}
 	wake(c.rdWake)
 	wake(c.wrWake)
+}
+
+// Info is a snapshot of a connection's internals, in the spirit of
+// Linux's struct tcp_info (iperf3 reports some of these).
+type Info struct {
+	State             string
+	SRTT, RTTVar, RTO time.Duration
+	MSS               int    // payload bytes per segment, before options
+	Cwnd, Ssthresh    uint32 // bytes
+	SendWindow        uint32 // the peer's advertised window, bytes
+	RecvWindow        int    // our free receive space, bytes
+	SendBuffer        int    // ring sizes, bytes
+	RecvBuffer        int
+	Unacked           uint32 // bytes sent and not acknowledged
+	InRecovery        bool
+	WindowScale       bool
+	Timestamps, SACK  bool
+	SendWS, RecvWS    uint8
+	Retries           int
+}
+
+// Info returns a snapshot of the connection's internals.
+func (c *Conn) Info() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Info{
+		State: c.state.String(), SRTT: c.srtt, RTTVar: c.rttvar, RTO: c.rtoLocked(),
+		MSS: c.mssBase, Cwnd: c.cwnd, Ssthresh: c.ssthresh, SendWindow: c.sndWnd,
+		RecvWindow: max(c.rcvWndLocked(), 0), SendBuffer: len(c.sndBuf), RecvBuffer: len(c.rcvBuf),
+		Unacked: c.sndMax - c.sndUna, InRecovery: c.inRecovery,
+		WindowScale: c.wsOK, Timestamps: c.tsOK, SACK: c.sackOK, SendWS: c.sndWS, RecvWS: c.rcvWS,
+		Retries: c.retries,
+	}
 }

@@ -373,7 +373,9 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		default:
 			c.cubicAckLocked(acked, c.lastRecv)
 		}
-		c.cwnd = min(c.cwnd, 1<<30)
+		// A window the peer's never allows is no window (RFC 7661's
+		// concern): growth stops at twice the largest it advertised.
+		c.cwnd = min(c.cwnd, max(2*c.maxSndWnd, 10*mss), 1<<30)
 		c.dupAcks = 0
 		if c.sndUna == c.sndMax {
 			c.idleTimerLocked()
@@ -446,8 +448,17 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 // dataLocked takes in-window payload starting at seq (trimmed so that
 // seq >= rcvNxt and the end is inside the window).
 func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
-	if used := int(c.rcvNxt-c.rcvRead) + len(payload); 2*used > len(c.rcvBuf) && len(c.rcvBuf) < c.p.cfg.MaxBuffer {
-		c.growRecvLocked()
+	// Receive buffer autotuning, coarse: grow (up to MaxBuffer) when the
+	// ring is half full, or when four rings' worth arrived since the last
+	// growth: a bulk flow gets a window for long fat paths within a few
+	// MiB, a request/response connection keeps its small ring.
+	if len(c.rcvBuf) < c.p.cfg.MaxBuffer {
+		c.rcvSinceGrow += len(payload)
+		used := int(c.rcvNxt-c.rcvRead) + len(payload)
+		if 2*used > len(c.rcvBuf) || c.rcvSinceGrow >= 4*len(c.rcvBuf) {
+			c.growRecvLocked()
+			c.rcvSinceGrow = 0
+		}
 	}
 	if seq == c.rcvNxt {
 		ringWrite(c.rcvBuf, c.irs+1, seq, payload)
