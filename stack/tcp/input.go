@@ -42,18 +42,20 @@ func (c *Conn) inputLocked(in *inSeg) (reuse bool) {
 	c.lastRecv = time.Now()
 	c.kaProbes = 0
 
+	// A new SYN above the old sequence space ends a TIME-WAIT at once
+	// (before PAWS: a new incarnation's timestamps need not be larger).
+	if c.state == stateTimeWait && in.has(header.TCPFlagSYN) && !in.has(header.TCPFlagACK) && !in.has(header.TCPFlagRST) &&
+		seqGT(in.seq, c.rcvNxt) {
+		c.teardownLocked(nil)
+		return true
+	}
+
 	// PAWS (RFC 7323 §5): a timestamp older than the last one is a
 	// segment from an earlier incarnation or wrap.
 	if c.tsOK && in.opts.HasTS && !in.has(header.TCPFlagRST) && int32(in.opts.TSVal-c.tsRecent) < 0 {
 		c.dropLocked(engine.DropTCPOutOfWindow)
 		c.ackNow = true
 		return false
-	}
-
-	if c.state == stateTimeWait && in.has(header.TCPFlagSYN) && !in.has(header.TCPFlagACK) && !in.has(header.TCPFlagRST) &&
-		seqGT(in.seq, c.rcvNxt) {
-		c.teardownLocked(nil)
-		return true
 	}
 
 	// Acceptability (§3.10.7.4, first check).
@@ -271,7 +273,7 @@ func (c *Conn) acceptSyn(in *inSeg) {
 	if o.MSS != 0 {
 		peerMSS = int(o.MSS)
 	}
-	c.mssBase = max(min(peerMSS, c.p.net.MTU()-40), 64)
+	c.mssBase = max(min(peerMSS, c.p.net.MTU()-header.IPv4MinimumSize-header.TCPMinimumSize), 64)
 	c.wsOK = o.HasWS
 	if c.wsOK {
 		c.sndWS, c.rcvWS = o.WS, c.p.wsh

@@ -305,7 +305,7 @@ func (c *Conn) hdrLenLocked() int {
 func (c *Conn) buildSynLocked(i int) {
 	f := header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: c.iss, Flags: header.TCPFlagSYN}
 	o := &f.Opts
-	o.MSS = uint16(min(c.mssBase, 0xffff))
+	o.MSS = uint16(min(c.p.net.MTU()-header.IPv4MinimumSize-header.TCPMinimumSize, 0xffff)) // ours, not the peer's
 	active := c.state == stateSynSent
 	if active || c.wsOK {
 		o.HasWS, o.WS = true, c.p.wsh

@@ -375,3 +375,44 @@ func TestSimultaneousCloseRaw(t *testing.T) {
 	a.state("CLOSED")
 	waitConns(t, r.s, 0)
 }
+
+// TestTimeWaitReuse: a SYN above the old sequence space for a 4-tuple in
+// TIME-WAIT opens a new connection at once (even with an older
+// timestamp); a retransmitted FIN in TIME-WAIT is acknowledged again.
+func TestTimeWaitReuse(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{TimeWait: 10 * time.Second})
+	l, err := r.s.ListenTCP(netip.AddrPortFrom(ipA, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ts := func(v uint32) header.TCPOptions { return header.TCPOptions{HasTS: true, TSVal: v} }
+	r.send(3000, 80, 100, 0, flagSYN, nil, header.TCPOptions{MSS: 1460, HasTS: true, TSVal: 5000})
+	sa := r.expectFlags("SA")
+	r.send(3000, 80, 101, sa.Seq+1, flagACK, nil, ts(5001))
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	fin := r.expectFlags("AF")
+	r.send(3000, 80, 101, fin.Seq+1, flagACK|flagFIN, nil, ts(5002))
+	r.expectFlags("A")
+	waitState(t, c.(*tcp.Conn), "TIME-WAIT")
+	// The peer did not see our ACK and sends its FIN again.
+	r.send(3000, 80, 101, fin.Seq+1, flagACK|flagFIN, nil, ts(5003))
+	if ack := r.expectFlags("A"); ack.Ack != 102 {
+		t.Fatalf("ACK of a retransmitted FIN: %d", ack.Ack)
+	}
+	r.send(3000, 80, 900000, 0, flagSYN, nil, header.TCPOptions{MSS: 1460, HasTS: true, TSVal: 7})
+	sa2 := r.expectFlags("SA")
+	if sa2.Ack != 900001 {
+		t.Fatalf("SYN-ACK of the new incarnation acks %d", sa2.Ack)
+	}
+	r.send(3000, 80, 900001, sa2.Seq+1, flagACK, nil, ts(8))
+	c2, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+}
