@@ -323,3 +323,23 @@ func TestDialNoRoute(t *testing.T) {
 		t.Fatalf("accept on a closed listener: %v", err)
 	}
 }
+
+// TestStackCloseResetsPeers: closing a stack resets its connections; the
+// peer's reader sees ECONNRESET, the local one ECONNABORTED.
+func TestStackCloseResetsPeers(t *testing.T) {
+	w := newWorld(t, worldOpts{})
+	c, s := w.connect(t, 80)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		errc <- err
+	}()
+	w.a.Close()
+	if err := <-errc; !errors.Is(err, syscall.ECONNABORTED) {
+		t.Fatalf("local reader: %v", err)
+	}
+	s.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("peer reader: %v", err)
+	}
+}

@@ -358,7 +358,7 @@ func (p *Protocol) Dial(ctx context.Context, laddr, raddr netip.AddrPort) (*Conn
 	return c, nil
 }
 
-// Close aborts every connection and closes every listener.
+// Close resets every connection and closes every listener.
 func (p *Protocol) Close() {
 	p.mu.Lock()
 	p.closed = true
@@ -376,7 +376,7 @@ func (p *Protocol) Close() {
 	}
 	for _, c := range cs {
 		c.mu.Lock()
-		c.teardownLocked(ErrConnAborted)
+		c.abortLocked(ErrConnAborted) // the peers hear of it by RST
 		c.mu.Unlock()
 	}
 }
