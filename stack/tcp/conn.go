@@ -388,6 +388,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, nil
 		}
+		if c.sndBuf == nil { // a connection that never writes never pays for a ring
+			c.sndBuf = make([]byte, c.p.cfg.InitialBuffer)
+		}
 		queued := int(c.sndEnd - c.sndUnaData())
 		free := len(c.sndBuf) - queued
 		if free < len(b)-n && len(c.sndBuf) < c.p.cfg.MaxBuffer {

@@ -294,9 +294,6 @@ func (c *Conn) acceptSyn(in *inSeg) {
 
 // establishedLocked runs once the handshake completes.
 func (c *Conn) establishedLocked() {
-	if c.sndBuf == nil {
-		c.sndBuf = make([]byte, c.p.cfg.InitialBuffer)
-	}
 	mss := uint32(c.mssBase)
 	c.cwnd = 10 * mss // RFC 6928
 	c.ssthresh = 1 << 30
