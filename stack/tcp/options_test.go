@@ -55,19 +55,19 @@ func TestNagle(t *testing.T) {
 // TestDelayedACK: one small segment is acknowledged after the delayed-ACK
 // timeout, a second full one at once.
 func TestDelayedACK(t *testing.T) {
-	r := newRawPeer(t, tcp.Config{DelayedACK: 100 * time.Millisecond})
+	r := newRawPeer(t, tcp.Config{DelayedACK: 300 * time.Millisecond})
 	a := r.activeOpen(7202)
 	start := time.Now()
 	a.send(flagACK, []byte("x"), a.iss+1)
 	ack := r.expectFlags("A")
-	if d := time.Since(start); d < 80*time.Millisecond || ack.Ack != a.rnxt {
+	if d := time.Since(start); d < 250*time.Millisecond || ack.Ack != a.rnxt {
 		t.Fatalf("ACK of one small segment after %v (ack %d)", d, ack.Ack)
 	}
 	start = time.Now()
 	a.send(flagACK, pattern(1000, 0), a.iss+1)
 	a.send(flagACK, pattern(1000, 0), a.iss+1)
 	ack = r.expectFlags("A")
-	if d := time.Since(start); d > 50*time.Millisecond || ack.Ack != a.rnxt {
+	if d := time.Since(start); d > 200*time.Millisecond || ack.Ack != a.rnxt {
 		t.Fatalf("ACK of two full segments after %v (ack %d, want %d)", d, ack.Ack, a.rnxt)
 	}
 }

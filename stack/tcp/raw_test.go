@@ -27,6 +27,11 @@ type rawPeer struct {
 
 func newRawPeer(t testing.TB, cfg tcp.Config) *rawPeer {
 	t.Helper()
+	if cfg.MinRTO == 0 {
+		// Hand-driven exchanges must not race a retransmission: with a
+		// 200 ms floor, a loaded machine would see stray segments.
+		cfg.MinRTO = 2 * time.Second
+	}
 	la, lb := mem.Pair(macA, macB, mem.Options{})
 	s, err := stack.New(la, stack.Config{Addr: netip.PrefixFrom(ipA, 24), TCP: cfg, NoGratuitousARP: true})
 	if err != nil {
