@@ -130,6 +130,11 @@ type Conn struct {
 	ackNow               bool
 	unacked              int // full segments received and not yet acknowledged
 	rcvSinceGrow         int // bytes received since the ring last grew
+	maxSnd, maxRcv       int // ring size limits (SetWriteBuffer, SetReadBuffer)
+	lingerZero           bool
+	retrans              uint64
+	bytesAcked           uint64
+	bytesReceived        uint64
 
 	// Transmit side: one goroutine at a time builds and sends.
 	txMu      sync.Mutex
@@ -158,6 +163,8 @@ func (p *Protocol) newConn(k fourTuple, rt Route) *Conn {
 		nodelay: true,
 		rto:     initialRTO,
 		kaIdle:  p.cfg.KeepAliveIdle,
+		maxSnd:  p.cfg.MaxBuffer,
+		maxRcv:  p.cfg.MaxBuffer,
 	}
 	c.mssBase = p.net.MTU() - 40
 	batch := txBatchNoGSO
@@ -210,6 +217,37 @@ func (c *Conn) SetNoDelay(noDelay bool) error {
 	if noDelay {
 		c.output()
 	}
+	return nil
+}
+
+// SetReadBuffer limits how far the receive ring (and so the window) may
+// grow: to about bytes (a power of two, at least 4 KiB, at most
+// Config.MaxBuffer). The ring never shrinks below what it already
+// advertised.
+func (c *Conn) SetReadBuffer(bytes int) error {
+	c.mu.Lock()
+	c.maxRcv = min(pow2(max(bytes, 4096)), c.p.cfg.MaxBuffer)
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteBuffer limits how far the send ring may grow: to about bytes
+// (a power of two, at least 4 KiB, at most Config.MaxBuffer).
+func (c *Conn) SetWriteBuffer(bytes int) error {
+	c.mu.Lock()
+	c.maxSnd = min(pow2(max(bytes, 4096)), c.p.cfg.MaxBuffer)
+	c.mu.Unlock()
+	return nil
+}
+
+// SetLinger with sec == 0 makes Close reset the connection (abortive
+// close) instead of finishing it with a FIN; any other value restores the
+// default, a background orderly close (a positive linger time is not
+// waited for).
+func (c *Conn) SetLinger(sec int) error {
+	c.mu.Lock()
+	c.lingerZero = sec == 0
+	c.mu.Unlock()
 	return nil
 }
 
@@ -393,7 +431,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		queued := int(c.sndEnd - c.sndUnaData())
 		free := len(c.sndBuf) - queued
-		if free < len(b)-n && len(c.sndBuf) < c.p.cfg.MaxBuffer {
+		if free < len(b)-n && len(c.sndBuf) < c.maxSnd {
 			c.growSendLocked(queued + len(b) - n)
 			free = len(c.sndBuf) - queued
 		}
@@ -437,7 +475,7 @@ func (c *Conn) sndUnaData() uint32 {
 }
 
 func (c *Conn) growSendLocked(want int) {
-	size := min(pow2(max(want, 2*len(c.sndBuf))), c.p.cfg.MaxBuffer)
+	size := min(pow2(max(want, 2*len(c.sndBuf))), c.maxSnd)
 	if size <= len(c.sndBuf) {
 		return
 	}
@@ -448,7 +486,7 @@ func (c *Conn) growSendLocked(want int) {
 }
 
 func (c *Conn) growRecvLocked() {
-	size := min(2*len(c.rcvBuf), c.p.cfg.MaxBuffer)
+	size := min(2*len(c.rcvBuf), c.maxRcv)
 	if !c.wsOK {
 		size = min(size, 1<<16)
 	}
@@ -501,7 +539,7 @@ func (c *Conn) Close() error {
 		return c.opError("close", ErrClosed)
 	}
 	c.appClosed = true
-	if c.readableLocked() > 0 && c.state.synchronized() {
+	if c.lingerZero || (c.readableLocked() > 0 && c.state.synchronized()) {
 		c.abortLocked(ErrConnAborted)
 	} else {
 		c.shutWriteLocked()
@@ -580,6 +618,9 @@ type Info struct {
 	Timestamps, SACK  bool
 	SendWS, RecvWS    uint8
 	Retries           int
+	Retransmits       uint64 // segments retransmitted, over the connection's life
+	BytesAcked        uint64 // data bytes the peer acknowledged
+	BytesReceived     uint64 // data bytes received in order
 }
 
 // Info returns a snapshot of the connection's internals.
@@ -592,6 +633,6 @@ func (c *Conn) Info() Info {
 		RecvWindow: max(c.rcvWndLocked(), 0), SendBuffer: len(c.sndBuf), RecvBuffer: len(c.rcvBuf),
 		Unacked: c.sndMax - c.sndUna, InRecovery: c.inRecovery,
 		WindowScale: c.wsOK, Timestamps: c.tsOK, SACK: c.sackOK, SendWS: c.sndWS, RecvWS: c.rcvWS,
-		Retries: c.retries,
+		Retries: c.retries, Retransmits: c.retrans, BytesAcked: c.bytesAcked, BytesReceived: c.bytesReceived,
 	}
 }

@@ -1,11 +1,14 @@
 package tcp_test
 
 import (
+	"errors"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/mem"
+	"github.com/netstation/netstation/stack/tcp"
 )
 
 func TestDataBothWays(t *testing.T) {
@@ -28,5 +31,28 @@ func TestDataBothWays(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestLingerBuffersInfo: SetLinger(0) makes Close abortive; SetReadBuffer
+// stops the receive ring from growing (it never shrinks below what was
+// advertised); Info counts what moved.
+func TestLingerBuffersInfo(t *testing.T) {
+	w := newWorld(t, worldOpts{})
+	c, s := w.connect(t, 80)
+	s.SetReadBuffer(16 << 10)
+	transfer(t, c, s, pattern(1<<20, 4), false)
+	ci, si := c.Info(), s.Info()
+	if ci.BytesAcked != 1<<20 || si.BytesReceived != 1<<20 || si.RecvBuffer != tcp.DefaultInitialBuffer || ci.SendWindow > tcp.DefaultInitialBuffer {
+		t.Fatalf("client %+v\nserver %+v", ci, si)
+	}
+	if !ci.SACK || !ci.Timestamps || !ci.WindowScale || ci.SRTT <= 0 || ci.State != "ESTABLISHED" {
+		t.Fatalf("client %+v", ci)
+	}
+	c.SetLinger(0)
+	c.Close()
+	s.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("peer of an abortive close: %v", err)
 	}
 }

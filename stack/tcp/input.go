@@ -333,6 +333,14 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 	sackNews := c.takeSACKLocked(&in.opts)
 	if seqGT(ack, c.sndUna) {
 		acked := ack - c.sndUna
+		data := acked
+		if c.sndUna == c.iss {
+			data-- // the SYN
+		}
+		if c.finQueued && ack == c.sndEnd+1 {
+			data-- // the FIN
+		}
+		c.bytesAcked += uint64(data)
 		if c.tsOK && in.opts.TSEcr != 0 {
 			c.rttSampleLocked(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
 		} else if c.rttTiming && seqGT(ack, c.rttSeq) {
@@ -451,7 +459,7 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 	// ring is half full, or when four rings' worth arrived since the last
 	// growth: a bulk flow gets a window for long fat paths within a few
 	// MiB, a request/response connection keeps its small ring.
-	if len(c.rcvBuf) < c.p.cfg.MaxBuffer {
+	if len(c.rcvBuf) < c.maxRcv {
 		c.rcvSinceGrow += len(payload)
 		used := int(c.rcvNxt-c.rcvRead) + len(payload)
 		if 2*used > len(c.rcvBuf) || c.rcvSinceGrow >= 4*len(c.rcvBuf) {
@@ -462,6 +470,7 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 	if seq == c.rcvNxt {
 		ringWrite(c.rcvBuf, c.irs+1, seq, payload)
 		c.rcvNxt += uint32(len(payload))
+		c.bytesReceived += uint64(len(payload))
 		hadOOO := len(c.ooo) > 0
 		c.mergeOOOLocked()
 		if c.oooFin && c.oooFinSeq == c.rcvNxt {

@@ -135,7 +135,7 @@ func (c *Conn) fillLocked() (int, bool) {
 			fin := c.finQueued && c.sndUna+uint32(size) == c.sndEnd && seqGT(c.sndMax, c.sndEnd)
 			if size > 0 || fin {
 				c.buildDataLocked(n, c.sndUna, size, fin)
-				c.p.st.RetransSegs.Add(1)
+				c.retransmitted()
 				if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
 					c.rexmitHigh = end
 				}
@@ -171,7 +171,7 @@ func (c *Conn) fillLocked() (int, bool) {
 			if seq == c.sndUna {
 				c.headRexmitAt = time.Now()
 			}
-			c.p.st.RetransSegs.Add(1)
+			c.retransmitted()
 			if c.timerKind != timerRTO && c.timerKind != timerTLP {
 				c.armRTO()
 			}
@@ -191,7 +191,7 @@ func (c *Conn) fillLocked() (int, bool) {
 				size = int(min(end-c.sndUna, uint32(c.mssBase-(hl-header.TCPMinimumSize))))
 			}
 			c.buildDataLocked(n, end-uint32(size), size, fin)
-			c.p.st.RetransSegs.Add(1)
+			c.retransmitted()
 			n++
 		}
 	}
@@ -251,7 +251,7 @@ func (c *Conn) fillLocked() (int, bool) {
 		fin := finPending && seq+uint32(size) == c.sndEnd
 		c.buildDataLocked(n, seq, size, fin)
 		if seqLT(seq, c.sndMax) {
-			c.p.st.RetransSegs.Add(1)
+			c.retransmitted()
 		} else if !c.rttTiming && !c.tsOK {
 			c.rttTiming, c.rttSeq, c.rttTime = true, seq, time.Now()
 		}
@@ -283,6 +283,12 @@ func (c *Conn) fillLocked() (int, bool) {
 		c.sentAckLocked()
 	}
 	return n, n == len(c.txSegs)
+}
+
+// retransmitted counts one retransmitted segment.
+func (c *Conn) retransmitted() {
+	c.p.st.RetransSegs.Add(1)
+	c.retrans++
 }
 
 // sentAckLocked notes that the segment just built acknowledged rcvNxt.
