@@ -42,6 +42,10 @@ func TestLingerBuffersInfo(t *testing.T) {
 	c, s := w.connect(t, 80)
 	s.SetReadBuffer(16 << 10)
 	transfer(t, c, s, pattern(1<<20, 4), false)
+	deadline := time.Now().Add(3 * time.Second)
+	for c.Info().Unacked != 0 && time.Now().Before(deadline) { // the last ACK may be on its way
+		time.Sleep(time.Millisecond)
+	}
 	ci, si := c.Info(), s.Info()
 	if ci.BytesAcked != 1<<20 || si.BytesReceived != 1<<20 || si.RecvBuffer != tcp.DefaultInitialBuffer || ci.SendWindow > tcp.DefaultInitialBuffer {
 		t.Fatalf("client %+v\nserver %+v", ci, si)
