@@ -12,6 +12,7 @@ import (
 	"github.com/netstation/netstation/internal/privtest"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/vishvananda/netlink"
 )
 
 // benchPair is a client and a server end of one TCP connection, on our
@@ -42,13 +43,47 @@ func startStackTB(tb testing.TB, ns *nstest.NS, ifname string, mac net.HardwareA
 	return st
 }
 
-// userPair connects two of our stacks on a veth pair.
-func userPair(tb testing.TB) benchPair { return userPairOpts(tb, afpacket.Options{}) }
-
-func userPairOpts(tb testing.TB, o afpacket.Options) benchPair {
+// endpoints makes two namespaces joined by a veth pair, or each by a veth
+// to a bridge in a third namespace; it returns the two ends.
+func endpoints(tb testing.TB, bridged bool, label string) (a, b *nstest.NS, la, lb netlink.Link) {
 	privtest.Root(tb)
-	a, b := nstest.New(tb, "ua"), nstest.New(tb, "ub")
-	la, lb := nstest.Veth(tb, a, "a0", b, "b0", 1500)
+	a, b = nstest.New(tb, label+"a"), nstest.New(tb, label+"b")
+	if !bridged {
+		la, lb = nstest.Veth(tb, a, "a0", b, "b0", 1500)
+		return
+	}
+	br := nstest.New(tb, label+"br")
+	if err := br.Handle.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}); err != nil {
+		tb.Fatal(err)
+	}
+	bl, err := br.Handle.LinkByName("br0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	br.Handle.LinkSetUp(bl)
+	la, _ = nstest.Veth(tb, a, "a0", br, "pa", 1500)
+	lb, _ = nstest.Veth(tb, b, "b0", br, "pb", 1500)
+	for _, n := range []string{"pa", "pb"} {
+		l, _ := br.Handle.LinkByName(n)
+		if err := br.Handle.LinkSetMaster(l, bl); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return
+}
+
+// userPair connects two of our stacks on a veth pair.
+func userPair(tb testing.TB) benchPair { return userPairOpts(tb, false) }
+
+// userPairBridged connects two of our stacks through a bridge.
+func userPairBridged(tb testing.TB) benchPair { return userPairOpts(tb, true) }
+
+func userPairOpts(tb testing.TB, bridged bool) benchPair {
+	a, b, la, lb := endpoints(tb, bridged, "u")
+	for _, x := range []*nstest.NS{a, b} {
+		x.Run(tb, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	}
+	o := afpacket.Options{}
 	sa := startStackTB(tb, a, "a0", la.Attrs().HardwareAddr, userAddr, o)
 	sb := startStackTB(tb, b, "b0", lb.Attrs().HardwareAddr, user2Addr, o)
 	l, err := sb.ListenTCP(netip.AddrPortFrom(user2Addr.Addr(), 5201))
@@ -71,10 +106,13 @@ func userPairOpts(tb testing.TB, o afpacket.Options) benchPair {
 }
 
 // kernelPair connects two kernel sockets on a veth pair.
-func kernelPair(tb testing.TB) benchPair {
-	privtest.Root(tb)
-	a, b := nstest.New(tb, "ka"), nstest.New(tb, "kb")
-	la, lb := nstest.Veth(tb, a, "a0", b, "b0", 1500)
+func kernelPair(tb testing.TB) benchPair { return kernelPairOpts(tb, false) }
+
+// kernelPairBridged connects two kernel sockets through a bridge.
+func kernelPairBridged(tb testing.TB) benchPair { return kernelPairOpts(tb, true) }
+
+func kernelPairOpts(tb testing.TB, bridged bool) benchPair {
+	a, b, la, lb := endpoints(tb, bridged, "k")
 	a.AddrAdd(tb, la, "10.98.0.1/24")
 	b.AddrAdd(tb, lb, "10.98.0.2/24")
 	var l net.Listener
@@ -103,12 +141,13 @@ func kernelPair(tb testing.TB) benchPair {
 }
 
 // BenchmarkTCPBulk: one connection, client to server, 1 MiB writes, over
-// a veth pair; our stacks and kernel sockets in the same run.
+// a veth pair and through a bridge; our stacks and kernel sockets in the
+// same run.
 func BenchmarkTCPBulk(b *testing.B) {
 	for _, side := range []struct {
 		name string
 		mk   func(testing.TB) benchPair
-	}{{"user", userPair}, {"kernel", kernelPair}} {
+	}{{"user", userPair}, {"kernel", kernelPair}, {"user-bridge", userPairBridged}, {"kernel-bridge", kernelPairBridged}} {
 		b.Run(side.name, func(b *testing.B) {
 			p := side.mk(b)
 			const chunk = 1 << 20
