@@ -121,7 +121,8 @@ type Conn struct {
 
 	// Receive sequence space. Byte seq s lives at rcvBuf[(s-irs-1)&mask].
 	irs, rcvNxt, rcvRead uint32
-	rcvBuf               []byte
+	rcvBuf               []byte // allocated at the first data; rcvCap long
+	rcvCap               int
 	ooo                  []seqRange
 	finRcvd              bool
 	oooFin               bool
@@ -396,7 +397,7 @@ func (c *Conn) windowUpdateLocked() bool {
 		return false
 	}
 	adv := int(int32(c.rcvAdv - c.rcvNxt))
-	if 2*adv > len(c.rcvBuf) {
+	if 2*adv > c.rcvCap {
 		return false
 	}
 	nw := c.rcvWndLocked()
@@ -486,11 +487,15 @@ func (c *Conn) growSendLocked(want int) {
 }
 
 func (c *Conn) growRecvLocked() {
-	size := min(2*len(c.rcvBuf), c.maxRcv)
+	size := min(2*c.rcvCap, c.maxRcv)
 	if !c.wsOK {
 		size = min(size, 1<<16)
 	}
-	if size <= len(c.rcvBuf) {
+	if size <= c.rcvCap {
+		return
+	}
+	c.rcvCap = size
+	if c.rcvBuf == nil {
 		return
 	}
 	nb := make([]byte, size)
@@ -630,7 +635,7 @@ func (c *Conn) Info() Info {
 	return Info{
 		State: c.state.String(), SRTT: c.srtt, RTTVar: c.rttvar, RTO: c.rtoLocked(),
 		MSS: c.mssBase, Cwnd: c.cwnd, Ssthresh: c.ssthresh, SendWindow: c.sndWnd,
-		RecvWindow: max(c.rcvWndLocked(), 0), SendBuffer: len(c.sndBuf), RecvBuffer: len(c.rcvBuf),
+		RecvWindow: max(c.rcvWndLocked(), 0), SendBuffer: len(c.sndBuf), RecvBuffer: c.rcvCap,
 		Unacked: c.sndMax - c.sndUna, InRecovery: c.inRecovery,
 		WindowScale: c.wsOK, Timestamps: c.tsOK, SACK: c.sackOK, SendWS: c.sndWS, RecvWS: c.rcvWS,
 		Retries: c.retries, Retransmits: c.retrans, BytesAcked: c.bytesAcked, BytesReceived: c.bytesReceived,

@@ -174,7 +174,7 @@ func (c *Conn) inputLocked(in *inSeg) (reuse bool) {
 			}
 			seq = c.rcvNxt
 		}
-		right := c.rcvRead + uint32(len(c.rcvBuf))
+		right := c.rcvRead + uint32(c.rcvCap)
 		if seqGT(seq+uint32(len(payload)), right) {
 			if seqGEQ(seq, right) {
 				payload = payload[:0]
@@ -283,12 +283,12 @@ func (c *Conn) acceptSyn(in *inSeg) {
 	c.tsOK = o.HasTS
 	c.tsRecent = o.TSVal
 	c.sackOK = o.SACKPermitted
-	if c.rcvBuf == nil {
+	if c.rcvCap == 0 {
 		size := c.p.cfg.InitialBuffer
 		if !c.wsOK {
 			size = min(size, 1<<16)
 		}
-		c.rcvBuf = make([]byte, size)
+		c.rcvCap = size // the ring itself waits for the first data
 	}
 }
 
@@ -459,13 +459,16 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 	// ring is half full, or when four rings' worth arrived since the last
 	// growth: a bulk flow gets a window for long fat paths within a few
 	// MiB, a request/response connection keeps its small ring.
-	if len(c.rcvBuf) < c.maxRcv {
+	if c.rcvCap < c.maxRcv {
 		c.rcvSinceGrow += len(payload)
 		used := int(c.rcvNxt-c.rcvRead) + len(payload)
-		if 2*used > len(c.rcvBuf) || c.rcvSinceGrow >= 4*len(c.rcvBuf) {
+		if 2*used > c.rcvCap || c.rcvSinceGrow >= 4*c.rcvCap {
 			c.growRecvLocked()
 			c.rcvSinceGrow = 0
 		}
+	}
+	if c.rcvBuf == nil { // a connection that never receives never pays for a ring
+		c.rcvBuf = make([]byte, c.rcvCap)
 	}
 	if seq == c.rcvNxt {
 		ringWrite(c.rcvBuf, c.irs+1, seq, payload)

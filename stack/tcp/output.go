@@ -71,7 +71,7 @@ func (c *Conn) optsLocked(o *header.TCPOptions) {
 
 // rcvWndLocked is the free space of the receive ring beyond rcvNxt.
 func (c *Conn) rcvWndLocked() int {
-	return int(c.rcvRead + uint32(len(c.rcvBuf)) - c.rcvNxt)
+	return int(c.rcvRead + uint32(c.rcvCap) - c.rcvNxt)
 }
 
 // windowFieldLocked is the window to put in a segment, and records the
