@@ -15,6 +15,7 @@ import (
 	"github.com/netstation/netstation/stack/header"
 	"github.com/netstation/netstation/stack/ipv4"
 	"github.com/netstation/netstation/stack/link"
+	"github.com/netstation/netstation/stack/tcp"
 )
 
 // Errors the stack returns, wrapped with detail.
@@ -69,6 +70,8 @@ type Config struct {
 	RxBatch       int // frames per link read
 	// NoGratuitousARP suppresses the announcement New sends.
 	NoGratuitousARP bool
+	// TCP holds the TCP tunables (buffers, backlog, TIME_WAIT, RTO).
+	TCP tcp.Config
 }
 
 // Stack is one user-level IPv4 stack on one link. Its methods are safe for
@@ -89,6 +92,7 @@ type Stack struct {
 	arp   *arp.Cache
 	reasm *ipv4.Reassembler
 	udp   engine.FlowTable[*UDPConn]
+	tcp   *tcp.Protocol
 
 	ipID     atomic.Uint32
 	nextPort atomic.Uint32
@@ -194,6 +198,7 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 	s.arpTmpl = engine.Template{SrcMAC: s.mac, SrcAddr: s.addr}
 	s.ctl.init(s, engine.Template{SrcMAC: s.mac, SrcAddr: s.addr, Proto: header.ProtocolICMP}, 4)
 	s.icmpTokens = float64(s.icmpBurst())
+	s.tcp = tcp.New(tcpNet{s}, cfg.TCP)
 
 	s.wg.Add(2)
 	go s.receiveLoop()
@@ -229,6 +234,7 @@ func (s *Stack) MTU() int { return s.mtu }
 // (unblocking their readers) and waits until all of it is done.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
+		s.tcp.Close() // resets reach the peers while the link is up
 		close(s.done)
 		s.link.Close()
 		s.wg.Wait()
@@ -383,8 +389,9 @@ func (s *Stack) deliver(p *engine.Packet) {
 		c.q.wake()
 	case header.ProtocolICMP:
 		s.handleICMP(p)
+	case header.ProtocolTCP:
+		s.deliverTCP(p)
 	default:
-		// TCP arrives in a later issue; until then nobody listens.
 		s.eng.Drop(engine.DropNoSocket)
 	}
 }

@@ -40,6 +40,11 @@ const (
 	DropARPQueueFull
 	DropGSOInvalid
 	DropLinkError
+	DropTCPBadOptions     // malformed TCP option list
+	DropTCPListenOverflow // SYN beyond a listener's backlog (no SYN cookies)
+	DropTCPOutOfWindow    // segment outside the receive window, or a stale timestamp (PAWS)
+	DropTCPBadState       // segment not acceptable in the connection's state (e.g. no ACK)
+	DropTCPOutOfOrderFull // out-of-order segment with no range slot left to hold it
 	NumDropReasons
 )
 
@@ -77,6 +82,11 @@ var dropNames = [NumDropReasons]string{
 	DropARPQueueFull:      "arp pending queue full",
 	DropGSOInvalid:        "gso invalid",
 	DropLinkError:         "link write error",
+	DropTCPBadOptions:     "tcp bad options",
+	DropTCPListenOverflow: "tcp listen backlog full",
+	DropTCPOutOfWindow:    "tcp out of window",
+	DropTCPBadState:       "tcp not acceptable in state",
+	DropTCPOutOfOrderFull: "tcp out-of-order ranges full",
 }
 
 // String returns a short human-readable name.

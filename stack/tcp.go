@@ -1,0 +1,130 @@
+package stack
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/netstation/netstation/stack/checksum"
+	"github.com/netstation/netstation/stack/engine"
+	"github.com/netstation/netstation/stack/header"
+	"github.com/netstation/netstation/stack/link"
+	"github.com/netstation/netstation/stack/tcp"
+)
+
+// tcpNet is the stack as the tcp package sees it: the layer that puts
+// segments into frames and frames onto the link.
+type tcpNet struct{ s *Stack }
+
+var _ tcp.Network = tcpNet{}
+
+func (n tcpNet) LocalAddr() [4]byte       { return n.s.addr }
+func (n tcpNet) MTU() int                 { return n.s.mtu }
+func (n tcpNet) GSO() bool                { return n.s.gso }
+func (n tcpNet) Drop(r engine.DropReason) { n.s.eng.Drop(r) }
+func (n tcpNet) NewRoute(dst [4]byte, lport uint16) (tcp.Route, error) {
+	if _, _, _, err := n.s.nextHop(dst, time.Now()); err != nil {
+		return nil, err // fail a Dial at once, as a kernel does (ENETUNREACH)
+	}
+	return &tcpRoute{s: n.s, dst: dst,
+		tmpl: engine.Template{SrcMAC: n.s.mac, SrcAddr: n.s.addr, SrcPort: lport, Proto: header.ProtocolTCP}}, nil
+}
+
+// tcpRoute frames one connection's segments: Ethernet and IPv4 headers go
+// into the headroom the tcp package left, the checksum is offloaded (or
+// computed), super-frames get their TCPv4 GSO header, and the batch goes
+// through the engine's template check to the link in one call.
+type tcpRoute struct {
+	s      *Stack
+	dst    [4]byte
+	tmpl   engine.Template
+	frames []link.Frame
+}
+
+const tcpCsumStart = header.EthernetMinimumSize + header.IPv4MinimumSize
+
+func (r *tcpRoute) Output(segs []tcp.Segment) error {
+	s := r.s
+	now := time.Now()
+	mac, ok, hop, err := s.nextHop(r.dst, now)
+	if err != nil {
+		return err
+	}
+	eth := header.EthernetFields{Dst: mac, Src: s.mac, Type: header.EtherTypeIPv4}
+	r.frames = r.frames[:0]
+	for i := range segs {
+		b := segs[i].Buf
+		l4 := len(b) - tcpCsumStart
+		header.Ethernet(b).Encode(&eth)
+		header.IPv4(b[header.EthernetMinimumSize:]).Encode(&header.IPv4Fields{
+			TotalLength: uint16(header.IPv4MinimumSize + l4),
+			ID:          s.newID(),
+			Flags:       header.IPv4FlagDontFragment,
+			TTL:         s.cfg.TTL,
+			Protocol:    header.ProtocolTCP,
+			Src:         s.addr,
+			Dst:         r.dst,
+		})
+		pseudo := checksum.PseudoHeader(s.addr, r.dst, header.ProtocolTCP, uint16(l4))
+		var v link.VNetHdr
+		if g := segs[i].GSOSize; g > 0 {
+			v = link.VNetHdr{GSOType: link.GSOTCPv4, GSOSize: uint16(g), HdrLen: uint16(tcpCsumStart + segs[i].HdrLen)}
+			engine.SetL4Checksum(b, tcpCsumStart, 16, pseudo, true, &v)
+			s.st.gsoFramesOut.Add(1)
+		} else {
+			engine.SetL4Checksum(b, tcpCsumStart, 16, pseudo, s.offload, &v)
+		}
+		if ok {
+			r.frames = append(r.frames, link.Frame{Buf: b, VNet: v})
+			continue
+		}
+		if !r.tmpl.Match(b) {
+			s.eng.Drop(engine.DropTemplateMismatch)
+			continue
+		}
+		request, dropped := s.arp.Enqueue(hop, link.Frame{Buf: b, VNet: v}, now)
+		if dropped {
+			s.eng.Drop(engine.DropARPQueueFull)
+		}
+		if request {
+			s.sendARP(header.ARPRequest, header.Broadcast, hop)
+		}
+	}
+	if len(r.frames) == 0 {
+		return nil
+	}
+	_, err = s.eng.Transmit(r.frames, &r.tmpl)
+	clear(r.frames) // do not keep the connection's buffers reachable from here
+	return err
+}
+
+func (r *tcpRoute) Close() {}
+
+// ListenTCP opens a TCP listener on laddr (our address or unspecified;
+// port 0 picks an ephemeral port). The result is a *tcp.Listener.
+func (s *Stack) ListenTCP(laddr netip.AddrPort) (net.Listener, error) {
+	l, err := s.tcp.Listen(laddr)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// DialTCP connects from laddr (zero value: our address, an ephemeral
+// port) to raddr; ctx bounds the handshake.
+func (s *Stack) DialTCP(ctx context.Context, laddr, raddr netip.AddrPort) (*tcp.Conn, error) {
+	return s.tcp.Dial(ctx, laddr, raddr)
+}
+
+// TCP returns the stack's TCP instance (counters, connection count).
+func (s *Stack) TCP() *tcp.Protocol { return s.tcp }
+
+func (s *Stack) deliverTCP(p *engine.Packet) {
+	gso := 0
+	if p.VNet.GSOType&^link.GSOECN == link.GSOTCPv4 {
+		gso = int(p.VNet.GSOSize)
+		s.st.gsoFramesIn.Add(1)
+	}
+	s.tcp.Deliver(p.Src, p.Dst, p.Buf[p.L4:p.End], gso)
+}

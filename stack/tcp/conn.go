@@ -1,0 +1,643 @@
+package tcp
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// tcpState is a connection state of RFC 9293 §3.3.2.
+type tcpState uint8
+
+const (
+	stateClosed tcpState = iota
+	stateSynSent
+	stateSynRcvd
+	stateEstablished
+	stateFinWait1
+	stateFinWait2
+	stateCloseWait
+	stateClosing
+	stateLastAck
+	stateTimeWait
+)
+
+var stateNames = [...]string{"CLOSED", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+	"FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT"}
+
+func (s tcpState) String() string { return stateNames[s] }
+
+// synchronized reports whether the state is past the handshake.
+func (s tcpState) synchronized() bool { return s >= stateEstablished }
+
+// timer kinds of the connection's main timer.
+const (
+	timerNone uint8 = iota
+	timerRTO
+	timerPersist
+	timerTimeWait
+	timerFinWait2
+	timerKeepAlive
+	timerTLP
+)
+
+// seqRange is the out-of-order data held in the receive ring: [start, end).
+type seqRange struct{ start, end uint32 }
+
+const maxOOORanges = 32
+
+// txBatch is how many segments one Route.Output call carries: super-frames
+// are 64 KiB each, so a few do; without GSO a batch of MTU frames.
+const (
+	txBatchGSO   = 4
+	txBatchNoGSO = 32
+)
+
+// Conn is a TCP connection. It satisfies net.Conn; Read and Write may be
+// called concurrently with each other and with Close.
+type Conn struct {
+	p            *Protocol
+	key          fourTuple
+	rt           Route
+	laddr, raddr netip.AddrPort
+
+	mu       sync.Mutex // guards everything below up to the tx side
+	state    tcpState
+	err      error // why the connection ended, if abnormally
+	listener *Listener
+	queued   bool // handed to the listener's accept queue
+	estab    chan struct{}
+	estabSig bool
+
+	// Send sequence space. Data byte seq s lives at sndBuf[(s-iss-1)&mask].
+	iss, sndUna, sndNxt, sndMax uint32
+	sndEnd                      uint32 // seq after the last byte written
+	sndWnd, maxSndWnd           uint32
+	sndWl1, sndWl2              uint32
+	sndBuf                      []byte
+	finQueued                   bool
+	appClosed                   bool // Close was called: nobody reads any more
+	mssBase                     int  // min(peer MSS, our MTU-40): header options come out of it
+	sndWS, rcvWS                uint8
+	wsOK, tsOK, sackOK          bool
+	tsRecent, lastAckSent       uint32
+	nodelay                     bool
+
+	// Congestion control (NewReno, RFC 5681/6582) and RTO (RFC 6298).
+	cwnd, ssthresh    uint32
+	cc                cubic
+	dupAcks           int
+	inRecovery        bool
+	recover           uint32
+	rexmitOne         bool
+	sacked            []seqRange // SACK scoreboard: ranges above sndUna the peer holds
+	rexmitHigh        uint32     // SACK recovery: holes below this were retransmitted
+	headRexmitAt      time.Time  // when the hole at sndUna was (last) retransmitted
+	rexmitTail        bool       // send the tail loss probe with the next output
+	tlpSent           bool       // a probe is out since sndUna last moved
+	srtt, rttvar, rto time.Duration
+	rttTiming         bool
+	rttSeq            uint32
+	rttTime           time.Time
+	retries           int
+
+	timer     *time.Timer
+	timerKind uint8
+	timerDue  time.Time
+	dack      *time.Timer
+	dackArmed bool
+	probe     bool // send a window (or keepalive) probe with the next output
+	sendRST   bool
+
+	// Keepalive.
+	kaOn     bool
+	kaIdle   time.Duration
+	kaProbes int
+	lastRecv time.Time
+
+	// Receive sequence space. Byte seq s lives at rcvBuf[(s-irs-1)&mask].
+	irs, rcvNxt, rcvRead uint32
+	rcvBuf               []byte // allocated at the first data; rcvCap long
+	rcvCap               int
+	ooo                  []seqRange
+	finRcvd              bool
+	oooFin               bool
+	oooFinSeq            uint32
+	rcvAdv               uint32 // right edge of the window last advertised
+	ackNow               bool
+	unacked              int // full segments received and not yet acknowledged
+	rcvSinceGrow         int // bytes received since the ring last grew
+	maxSnd, maxRcv       int // ring size limits (SetWriteBuffer, SetReadBuffer)
+	lingerZero           bool
+	retrans              uint64
+	bytesAcked           uint64
+	bytesReceived        uint64
+
+	// Transmit side: one goroutine at a time builds and sends.
+	txMu      sync.Mutex
+	txPending atomic.Bool
+	txSegs    []Segment
+	txBufs    [][]byte
+
+	rdMu, wrMu       sync.Mutex // serialise readers, and writers
+	rdWake, wrWake   chan struct{}
+	rdDL, wrDL       atomic.Int64
+	rdTimer, wrTimer *time.Timer
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func (p *Protocol) newConn(k fourTuple, rt Route) *Conn {
+	c := &Conn{
+		p:       p,
+		key:     k,
+		rt:      rt,
+		laddr:   netip.AddrPortFrom(netip.AddrFrom4(p.laddr), k.lport),
+		raddr:   netip.AddrPortFrom(netip.AddrFrom4(k.raddr), k.rport),
+		estab:   make(chan struct{}),
+		rdWake:  make(chan struct{}, 1),
+		wrWake:  make(chan struct{}, 1),
+		nodelay: true,
+		rto:     initialRTO,
+		kaIdle:  p.cfg.KeepAliveIdle,
+		maxSnd:  p.cfg.MaxBuffer,
+		maxRcv:  p.cfg.MaxBuffer,
+	}
+	c.mssBase = p.net.MTU() - 40
+	batch := txBatchNoGSO
+	if p.net.GSO() {
+		batch = txBatchGSO
+	}
+	c.txSegs = make([]Segment, batch)
+	c.txBufs = make([][]byte, batch)
+	c.timer = time.AfterFunc(time.Hour, c.onTimer)
+	c.timer.Stop()
+	return c
+}
+
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// LocalAddr returns the local address.
+func (c *Conn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.laddr) }
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.raddr) }
+
+// LocalAddrPort returns the local address.
+func (c *Conn) LocalAddrPort() netip.AddrPort { return c.laddr }
+
+// RemoteAddrPort returns the peer's address.
+func (c *Conn) RemoteAddrPort() netip.AddrPort { return c.raddr }
+
+// State returns the RFC 9293 name of the connection's state.
+func (c *Conn) State() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state.String()
+}
+
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// SetNoDelay turns Nagle's algorithm off (true, the default, as in Go's
+// net package) or on.
+func (c *Conn) SetNoDelay(noDelay bool) error {
+	c.mu.Lock()
+	c.nodelay = noDelay
+	c.mu.Unlock()
+	if noDelay {
+		c.output()
+	}
+	return nil
+}
+
+// SetReadBuffer limits how far the receive ring (and so the window) may
+// grow: to about bytes (a power of two, at least 4 KiB, at most
+// Config.MaxBuffer). The ring never shrinks below what it already
+// advertised.
+func (c *Conn) SetReadBuffer(bytes int) error {
+	c.mu.Lock()
+	c.maxRcv = min(pow2(max(bytes, 4096)), c.p.cfg.MaxBuffer)
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteBuffer limits how far the send ring may grow: to about bytes
+// (a power of two, at least 4 KiB, at most Config.MaxBuffer).
+func (c *Conn) SetWriteBuffer(bytes int) error {
+	c.mu.Lock()
+	c.maxSnd = min(pow2(max(bytes, 4096)), c.p.cfg.MaxBuffer)
+	c.mu.Unlock()
+	return nil
+}
+
+// SetLinger with sec == 0 makes Close reset the connection (abortive
+// close) instead of finishing it with a FIN; any other value restores the
+// default, a background orderly close (a positive linger time is not
+// waited for).
+func (c *Conn) SetLinger(sec int) error {
+	c.mu.Lock()
+	c.lingerZero = sec == 0
+	c.mu.Unlock()
+	return nil
+}
+
+// SetKeepAlive turns keepalive probes on or off (off by default).
+func (c *Conn) SetKeepAlive(on bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kaOn = on
+	c.kaProbes = 0
+	c.lastRecv = time.Now()
+	if on && c.timerKind == timerNone && c.state == stateEstablished {
+		c.setTimer(timerKeepAlive, c.kaIdle)
+	}
+	return nil
+}
+
+// SetKeepAlivePeriod sets the idle time before the first probe (and the
+// interval between probes).
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
+	if d <= 0 {
+		d = c.p.cfg.KeepAliveIdle
+	}
+	c.mu.Lock()
+	c.kaIdle = d
+	c.mu.Unlock()
+	return nil
+}
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline makes pending and future reads fail with an error
+// wrapping os.ErrDeadlineExceeded once t has passed; zero clears it.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.rdDL.Store(unixNano(t))
+	wake(c.rdWake)
+	return nil
+}
+
+// SetWriteDeadline is SetReadDeadline for writes.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.wrDL.Store(unixNano(t))
+	wake(c.wrWake)
+	return nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// wait blocks until ch is signalled or the deadline passes.
+func wait(ch chan struct{}, dl *atomic.Int64, tm **time.Timer) error {
+	d := dl.Load()
+	if d == 0 {
+		<-ch
+		return nil
+	}
+	left := time.Duration(d - time.Now().UnixNano())
+	if left <= 0 {
+		return os.ErrDeadlineExceeded
+	}
+	if *tm == nil {
+		*tm = time.NewTimer(left)
+	} else {
+		(*tm).Reset(left)
+	}
+	select {
+	case <-ch:
+	case <-(*tm).C:
+	}
+	(*tm).Stop()
+	return nil
+}
+
+func deadlinePassed(dl *atomic.Int64) bool {
+	d := dl.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
+
+// readableLocked is the in-order data waiting for the reader.
+func (c *Conn) readableLocked() int {
+	n := int(c.rcvNxt - c.rcvRead)
+	if c.finRcvd {
+		n--
+	}
+	return n
+}
+
+// Read reads data in order; io.EOF after the peer's FIN.
+func (c *Conn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.rdMu.Lock()
+	defer c.rdMu.Unlock()
+	for {
+		if deadlinePassed(&c.rdDL) {
+			return 0, c.opError("read", os.ErrDeadlineExceeded)
+		}
+		c.mu.Lock()
+		if c.appClosed {
+			c.mu.Unlock()
+			return 0, c.opError("read", ErrClosed)
+		}
+		if avail := c.readableLocked(); avail > 0 {
+			n := ringRead(c.rcvBuf, c.irs+1, c.rcvRead, b[:min(len(b), avail)])
+			c.rcvRead += uint32(n)
+			update := c.windowUpdateLocked()
+			c.mu.Unlock()
+			if update {
+				c.output()
+			}
+			return n, nil
+		}
+		if c.finRcvd {
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return 0, c.opError("read", err)
+		}
+		if c.state == stateClosed {
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		c.mu.Unlock()
+		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
+			return 0, c.opError("read", err)
+		}
+	}
+}
+
+// windowUpdateLocked decides, after a read, whether the window opened
+// enough to tell the peer now (Linux's rule: what we advertised is at most
+// half the buffer and the new window at least doubles it).
+func (c *Conn) windowUpdateLocked() bool {
+	if !c.state.synchronized() || c.finRcvd {
+		return false
+	}
+	adv := int(int32(c.rcvAdv - c.rcvNxt))
+	if 2*adv > c.rcvCap {
+		return false
+	}
+	nw := c.rcvWndLocked()
+	if nw >= 2*adv && nw >= c.mssBase {
+		c.ackNow = true
+		return true
+	}
+	return false
+}
+
+// Write writes all of b unless the connection fails or the write deadline
+// passes; it returns when b is in the send buffer.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.wrMu.Lock()
+	defer c.wrMu.Unlock()
+	n := 0
+	for n < len(b) || len(b) == 0 {
+		if deadlinePassed(&c.wrDL) {
+			return n, c.opError("write", os.ErrDeadlineExceeded)
+		}
+		c.mu.Lock()
+		if err := c.writeErrLocked(); err != nil {
+			c.mu.Unlock()
+			return n, c.opError("write", err)
+		}
+		if len(b) == 0 {
+			c.mu.Unlock()
+			return 0, nil
+		}
+		if c.sndBuf == nil { // a connection that never writes never pays for a ring
+			c.sndBuf = make([]byte, c.p.cfg.InitialBuffer)
+		}
+		queued := int(c.sndEnd - c.sndUnaData())
+		free := len(c.sndBuf) - queued
+		if free < len(b)-n && len(c.sndBuf) < c.maxSnd {
+			c.growSendLocked(queued + len(b) - n)
+			free = len(c.sndBuf) - queued
+		}
+		if free > 0 {
+			k := ringWrite(c.sndBuf, c.iss+1, c.sndEnd, b[n:n+min(free, len(b)-n)])
+			c.sndEnd += uint32(k)
+			n += k
+			c.mu.Unlock()
+			c.output()
+			continue
+		}
+		c.mu.Unlock()
+		if err := wait(c.wrWake, &c.wrDL, &c.wrTimer); err != nil {
+			return n, c.opError("write", err)
+		}
+	}
+	return n, nil
+}
+
+func (c *Conn) writeErrLocked() error {
+	switch {
+	case c.err != nil:
+		return c.err
+	case c.appClosed:
+		return ErrClosed
+	case c.finQueued:
+		return ErrWriteAfterShut
+	case c.state == stateEstablished || c.state == stateCloseWait:
+		return nil
+	}
+	return ErrClosed
+}
+
+// sndUnaData is the sequence number of the oldest unacknowledged data
+// byte (the SYN is not data).
+func (c *Conn) sndUnaData() uint32 {
+	if c.sndUna == c.iss {
+		return c.iss + 1
+	}
+	return c.sndUna
+}
+
+func (c *Conn) growSendLocked(want int) {
+	size := min(pow2(max(want, 2*len(c.sndBuf))), c.maxSnd)
+	if size <= len(c.sndBuf) {
+		return
+	}
+	nb := make([]byte, size)
+	from := c.sndUnaData()
+	ringCopy(nb, c.sndBuf, c.iss+1, from, int(c.sndEnd-from))
+	c.sndBuf = nb
+}
+
+func (c *Conn) growRecvLocked() {
+	size := min(2*c.rcvCap, c.maxRcv)
+	if !c.wsOK {
+		size = min(size, 1<<16)
+	}
+	if size <= c.rcvCap {
+		return
+	}
+	c.rcvCap = size
+	if c.rcvBuf == nil {
+		return
+	}
+	nb := make([]byte, size)
+	ringCopy(nb, c.rcvBuf, c.irs+1, c.rcvRead, len(c.rcvBuf))
+	c.rcvBuf = nb
+}
+
+// CloseWrite sends a FIN after the data already written (shutdown(SHUT_WR)).
+func (c *Conn) CloseWrite() error {
+	c.mu.Lock()
+	err := c.shutWriteLocked()
+	c.mu.Unlock()
+	c.output()
+	if err != nil {
+		return c.opError("close", err)
+	}
+	return nil
+}
+
+func (c *Conn) shutWriteLocked() error {
+	if c.err != nil {
+		return c.err
+	}
+	switch c.state {
+	case stateSynRcvd, stateEstablished:
+		c.finQueued = true
+		c.state = stateFinWait1
+	case stateCloseWait:
+		c.finQueued = true
+		c.state = stateLastAck
+	case stateSynSent:
+		c.teardownLocked(nil)
+	case stateClosed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close closes the connection: a FIN follows the data already written,
+// and the connection finishes its close in the background. Unread data,
+// or data arriving later, resets the connection (as Linux does).
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.appClosed {
+		c.mu.Unlock()
+		return c.opError("close", ErrClosed)
+	}
+	c.appClosed = true
+	if c.lingerZero || (c.readableLocked() > 0 && c.state.synchronized()) {
+		c.abortLocked(ErrConnAborted)
+	} else {
+		c.shutWriteLocked()
+		if c.state == stateFinWait2 {
+			c.setTimer(timerFinWait2, c.p.cfg.FinWait2Timeout)
+		}
+	}
+	c.mu.Unlock()
+	wake(c.rdWake)
+	wake(c.wrWake)
+	c.output()
+	return nil
+}
+
+// Abort resets the connection at once (SO_LINGER 0).
+func (c *Conn) Abort() {
+	c.mu.Lock()
+	c.appClosed = true
+	c.abortLocked(ErrConnAborted)
+	c.mu.Unlock()
+}
+
+// abortLocked sends a RST (in synchronized states) and tears down.
+func (c *Conn) abortLocked(err error) {
+	if c.state == stateClosed {
+		return
+	}
+	if c.state != stateSynSent && c.state != stateTimeWait {
+		c.p.sendCtl(c.key.raddr, c.rstFields())
+	}
+	c.teardownLocked(err)
+}
+
+// teardownLocked moves to CLOSED: it unregisters the connection, stops
+// its timers and wakes everyone waiting.
+func (c *Conn) teardownLocked(err error) {
+	if c.state == stateClosed {
+		return
+	}
+	if c.listener != nil && !c.queued {
+		c.listener.pending.Add(-1)
+	}
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	c.state = stateClosed
+	c.timer.Stop()
+	c.timerKind = timerNone
+	if c.dack != nil {
+		c.dack.Stop()
+	}
+	c.p.remove(c)
+	c.rt.Close()
+	if !c.estabSig {
+		c.estabSig = true
+		close(c.estab)
+	}
+	wake(c.rdWake)
+	wake(c.wrWake)
+}
+
+// Info is a snapshot of a connection's internals, in the spirit of
+// Linux's struct tcp_info (iperf3 reports some of these).
+type Info struct {
+	State             string
+	SRTT, RTTVar, RTO time.Duration
+	MSS               int    // payload bytes per segment, before options
+	Cwnd, Ssthresh    uint32 // bytes
+	SendWindow        uint32 // the peer's advertised window, bytes
+	RecvWindow        int    // our free receive space, bytes
+	SendBuffer        int    // ring sizes, bytes
+	RecvBuffer        int
+	Unacked           uint32 // bytes sent and not acknowledged
+	InRecovery        bool
+	WindowScale       bool
+	Timestamps, SACK  bool
+	SendWS, RecvWS    uint8
+	Retries           int
+	Retransmits       uint64 // segments retransmitted, over the connection's life
+	BytesAcked        uint64 // data bytes the peer acknowledged
+	BytesReceived     uint64 // data bytes received in order
+}
+
+// Info returns a snapshot of the connection's internals.
+func (c *Conn) Info() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Info{
+		State: c.state.String(), SRTT: c.srtt, RTTVar: c.rttvar, RTO: c.rtoLocked(),
+		MSS: c.mssBase, Cwnd: c.cwnd, Ssthresh: c.ssthresh, SendWindow: c.sndWnd,
+		RecvWindow: max(c.rcvWndLocked(), 0), SendBuffer: len(c.sndBuf), RecvBuffer: c.rcvCap,
+		Unacked: c.sndMax - c.sndUna, InRecovery: c.inRecovery,
+		WindowScale: c.wsOK, Timestamps: c.tsOK, SACK: c.sackOK, SendWS: c.sndWS, RecvWS: c.rcvWS,
+		Retries: c.retries, Retransmits: c.retrans, BytesAcked: c.bytesAcked, BytesReceived: c.bytesReceived,
+	}
+}

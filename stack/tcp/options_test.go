@@ -1,0 +1,143 @@
+package tcp_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/netstation/netstation/stack/header"
+	"github.com/netstation/netstation/stack/tcp"
+)
+
+// TestMSSHonoured: segments never carry more than the peer's MSS.
+func TestMSSHonoured(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{})
+	a := r.activeOpen(7200) // the peer said MSS 1000
+	if _, err := a.c.Write(pattern(5000, 1)); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < 5000 {
+		s := r.expect("data")
+		if len(s.Payload) > 1000 {
+			t.Fatalf("segment of %d bytes, peer MSS 1000", len(s.Payload))
+		}
+		got += len(s.Payload)
+		a.r.send(a.rport, a.lport, a.rnxt, s.Seq+uint32(len(s.Payload)), flagACK, nil, header.TCPOptions{})
+	}
+}
+
+// TestNagle: with Nagle on, a second small write waits for the ACK of
+// the first; with it off (the default) it leaves at once.
+func TestNagle(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{})
+	a := r.activeOpen(7201)
+	a.c.Write([]byte("a"))
+	s1 := r.expectData()
+	a.c.Write([]byte("b"))
+	s2 := r.expectData() // no delay by default
+	a.r.send(a.rport, a.lport, a.rnxt, s2.Seq+1, flagACK, nil, header.TCPOptions{})
+	time.Sleep(10 * time.Millisecond)
+	a.c.SetNoDelay(false)
+	a.c.Write([]byte("c"))
+	s3 := r.expectData()
+	a.c.Write([]byte("d"))
+	a.c.Write([]byte("e"))
+	r.silent(30 * time.Millisecond)
+	a.r.send(a.rport, a.lport, a.rnxt, s3.Seq+1, flagACK, nil, header.TCPOptions{})
+	s4 := r.expectData()
+	if string(s4.Payload) != "de" || s4.Seq != s1.Seq+3 {
+		t.Fatalf("after the ACK: %q at %d", s4.Payload, s4.Seq)
+	}
+}
+
+// TestDelayedACK: one small segment is acknowledged after the delayed-ACK
+// timeout, a second full one at once.
+func TestDelayedACK(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{DelayedACK: 300 * time.Millisecond})
+	a := r.activeOpen(7202)
+	start := time.Now()
+	a.send(flagACK, []byte("x"), a.iss+1)
+	ack := r.expectFlags("A")
+	if d := time.Since(start); d < 250*time.Millisecond || ack.Ack != a.rnxt {
+		t.Fatalf("ACK of one small segment after %v (ack %d)", d, ack.Ack)
+	}
+	start = time.Now()
+	a.send(flagACK, pattern(1000, 0), a.iss+1)
+	a.send(flagACK, pattern(1000, 0), a.iss+1)
+	ack = r.expectFlags("A")
+	if d := time.Since(start); d > 200*time.Millisecond || ack.Ack != a.rnxt {
+		t.Fatalf("ACK of two full segments after %v (ack %d, want %d)", d, ack.Ack, a.rnxt)
+	}
+}
+
+// TestTimestampsAndPAWS: timestamps are echoed, and a segment with an
+// older timestamp than the last one is dropped and answered with an ACK
+// (RFC 7323 §5).
+func TestTimestampsAndPAWS(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{})
+	l, err := r.s.ListenTCP(netip.AddrPortFrom(ipA, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ts := func(v uint32) header.TCPOptions { return header.TCPOptions{HasTS: true, TSVal: v} }
+	syn := header.TCPOptions{MSS: 1460, HasTS: true, TSVal: 1000, HasWS: true, WS: 3}
+	r.send(2000, 80, 10, 0, flagSYN, nil, syn)
+	sa := r.expectFlags("SA")
+	var echo uint32
+	var wsSeen bool
+	for _, o := range sa.Options {
+		switch o.OptionType {
+		case layers.TCPOptionKindTimestamps:
+			echo = be32(o.OptionData[4:])
+		case layers.TCPOptionKindWindowScale:
+			wsSeen = true
+		}
+	}
+	if echo != 1000 || !wsSeen {
+		t.Fatalf("SYN-ACK echoes TS %d (want 1000), window scale %v", echo, wsSeen)
+	}
+	r.send(2000, 80, 11, sa.Seq+1, flagACK, nil, ts(1001))
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r.send(2000, 80, 11, sa.Seq+1, flagACK, []byte("new"), ts(1002))
+	buf := make([]byte, 10)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "new" {
+		t.Fatalf("read %q %v", buf[:n], err)
+	}
+	// An old timestamp on new data: dropped, ACKed with the old rcvNxt.
+	r.send(2000, 80, 14, sa.Seq+1, flagACK, []byte("old"), ts(900))
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		s := r.expectFlags("A")
+		if s.Ack == 14 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ACK of 14 (last %d)", s.Ack)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := c.Read(buf); err == nil {
+		t.Fatalf("PAWS let %q through", buf[:n])
+	}
+	// Window scaling in use: the advertised window, scaled by our shift,
+	// exceeds 64 KiB only if the shift is there; at least it is not the
+	// unscaled buffer size.
+	r.send(2000, 80, 14, sa.Seq+1, flagACK, []byte("x"), ts(1003))
+	for {
+		s := r.expectFlags("A")
+		if s.Ack == 15 {
+			if s.Window == 0 || int(s.Window) >= 64<<10 {
+				t.Fatalf("window field %d with scaling on", s.Window)
+			}
+			break
+		}
+	}
+}

@@ -1,0 +1,568 @@
+package tcp
+
+import (
+	"time"
+
+	"github.com/netstation/netstation/stack/header"
+)
+
+// output sends whatever the connection owes the network: SYN or SYN-ACK,
+// a fast retransmission, new data and FIN within the windows, a probe or
+// an ACK. One goroutine sends at a time; a caller that finds the sender
+// busy leaves a note it picks up (so the receive goroutine never waits
+// behind an application writer blocked in the link).
+func (c *Conn) output() {
+	for {
+		if !c.txMu.TryLock() {
+			c.txPending.Store(true)
+			if !c.txMu.TryLock() {
+				return
+			}
+		}
+		c.txPending.Store(false)
+		for {
+			c.mu.Lock()
+			n, more := c.fillLocked()
+			c.mu.Unlock()
+			if n > 0 {
+				if c.rt.Output(c.txSegs[:n]) == nil {
+					c.p.st.SegsOut.Add(uint64(n))
+				}
+			}
+			if !more {
+				break
+			}
+		}
+		c.txMu.Unlock()
+		if !c.txPending.Load() {
+			return
+		}
+	}
+}
+
+// buf returns tx slot i with room for size bytes.
+func (c *Conn) buf(i, size int) []byte {
+	if cap(c.txBufs[i]) < size {
+		c.txBufs[i] = make([]byte, max(size, Headroom+header.TCPMaximumSize+c.mssBase))
+	}
+	return c.txBufs[i][:size]
+}
+
+// optsLocked fills the options of a non-SYN segment.
+func (c *Conn) optsLocked(o *header.TCPOptions) {
+	if c.tsOK {
+		o.HasTS = true
+		o.TSVal = c.p.tsNow()
+		o.TSEcr = c.tsRecent
+	}
+	if c.sackOK && len(c.ooo) > 0 {
+		maxBlocks := 4
+		if c.tsOK {
+			maxBlocks = 3
+		}
+		// RFC 2018: the most recently changed block first; ooo[last]
+		// is not tracked, so report from the highest down.
+		for i := len(c.ooo) - 1; i >= 0 && o.NumSACK < maxBlocks; i-- {
+			o.SACK[o.NumSACK] = header.SACKBlock{Start: c.ooo[i].start, End: c.ooo[i].end}
+			o.NumSACK++
+		}
+	}
+}
+
+// rcvWndLocked is the free space of the receive ring beyond rcvNxt.
+func (c *Conn) rcvWndLocked() int {
+	return int(c.rcvRead + uint32(c.rcvCap) - c.rcvNxt)
+}
+
+// windowFieldLocked is the window to put in a segment, and records the
+// right edge it advertises.
+func (c *Conn) windowFieldLocked(syn bool) uint16 {
+	w := c.rcvWndLocked()
+	if c.finRcvd {
+		w = max(w, 0)
+	}
+	if syn {
+		w = min(w, 0xffff)
+		c.rcvAdv = c.rcvNxt + uint32(w)
+		return uint16(w)
+	}
+	f := min(w>>c.rcvWS, 0xffff)
+	c.rcvAdv = c.rcvNxt + uint32(f)<<c.rcvWS
+	return uint16(f)
+}
+
+// fillLocked builds the next batch of segments into txSegs. It returns
+// how many and whether there may be more to send at once.
+func (c *Conn) fillLocked() (int, bool) {
+	if c.state == stateClosed {
+		return 0, false
+	}
+	if (c.state == stateSynSent || c.state == stateSynRcvd) && c.sndNxt == c.iss {
+		c.buildSynLocked(0)
+		c.sndNxt = c.iss + 1
+		if seqGT(c.sndNxt, c.sndMax) {
+			c.sndMax = c.sndNxt
+		}
+		if !c.rttTiming && c.retries == 0 {
+			c.rttTiming, c.rttSeq, c.rttTime = true, c.iss, time.Now()
+		}
+		c.sentAckLocked()
+		return 1, false
+	}
+	if c.state == stateSynSent {
+		return 0, false
+	}
+	n := 0
+	if c.state == stateSynRcvd {
+		// Only an ACK (to an unacceptable segment) may leave before the
+		// handshake completes.
+		if c.ackNow {
+			c.buildAckLocked(0, c.sndNxt)
+			c.sentAckLocked()
+			return 1, false
+		}
+		return 0, false
+	}
+	if c.rexmitOne {
+		c.rexmitOne = false
+		if seqLT(c.sndUna, c.sndMax) {
+			size := 0
+			if seqLT(c.sndUna, c.sndEnd) {
+				size = int(c.sndEnd - c.sndUna)
+			}
+			hl := c.hdrLenLocked()
+			size = min(size, c.mssBase-(hl-header.TCPMinimumSize))
+			fin := c.finQueued && c.sndUna+uint32(size) == c.sndEnd && seqGT(c.sndMax, c.sndEnd)
+			if size > 0 || fin {
+				c.buildDataLocked(n, c.sndUna, size, fin)
+				c.retransmitted()
+				if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
+					c.rexmitHigh = end
+				}
+				c.headRexmitAt = time.Now()
+				n++
+			}
+		}
+	}
+	sackRecovery := c.inRecovery && len(c.sacked) > 0
+	if sackRecovery {
+		for n < len(c.txSegs) {
+			hl := c.hdrLenLocked()
+			mss := c.mssBase - (hl - header.TCPMinimumSize)
+			pipe := c.pipeLocked()
+			if pipe+uint32(mss) > c.cwnd {
+				break
+			}
+			maxLen := mss
+			if c.p.net.GSO() {
+				room := int(c.cwnd-pipe) / mss * mss
+				maxLen = min(max(room, mss), (0xffff-header.IPv4MinimumSize-hl)/mss*mss)
+			}
+			seq, size, ok := c.nextHoleLocked(maxLen)
+			if !ok {
+				break
+			}
+			if seqGEQ(seq, c.sndEnd) {
+				break // only the FIN is missing: the timer resends it
+			}
+			size = min(size, int(c.sndEnd-seq))
+			c.buildDataLocked(n, seq, size, false)
+			c.rexmitHigh = seq + uint32(size)
+			if seq == c.sndUna {
+				c.headRexmitAt = time.Now()
+			}
+			c.retransmitted()
+			if c.timerKind != timerRTO && c.timerKind != timerTLP {
+				c.armRTO()
+			}
+			n++
+		}
+	}
+	if c.rexmitTail {
+		c.rexmitTail = false
+		end, fin := c.sndMax, false
+		if c.finQueued && seqGT(c.sndMax, c.sndEnd) {
+			end, fin = c.sndEnd, true
+		}
+		if seqLT(c.sndUna, end) || fin {
+			hl := c.hdrLenLocked()
+			size := 0
+			if seqLT(c.sndUna, end) {
+				size = int(min(end-c.sndUna, uint32(c.mssBase-(hl-header.TCPMinimumSize))))
+			}
+			c.buildDataLocked(n, end-uint32(size), size, fin)
+			c.retransmitted()
+			n++
+		}
+	}
+	gso := c.p.net.GSO()
+	for n < len(c.txSegs) {
+		seq := c.sndNxt
+		if end, ok := c.sackedEndAt(seq); ok {
+			// Resending after a timeout: skip what the peer holds.
+			c.sndNxt = end
+			continue
+		}
+		avail := 0
+		if seqLT(seq, c.sndEnd) {
+			avail = int(c.sndEnd - seq)
+		}
+		finPending := c.finQueued && seqLEQ(seq, c.sndEnd)
+		if avail == 0 && !(finPending && seq == c.sndEnd) {
+			break
+		}
+		allowed := 0
+		if sent := seq - c.sndUna; c.sndWnd > sent {
+			allowed = int(c.sndWnd - sent)
+		}
+		pipe := seq - c.sndUna
+		if sackRecovery {
+			pipe = c.pipeLocked()
+		}
+		if c.cwnd > pipe {
+			allowed = min(allowed, int(c.cwnd-pipe))
+		} else {
+			allowed = 0
+		}
+		hl := c.hdrLenLocked()
+		mss := c.mssBase - (hl - header.TCPMinimumSize)
+		if mss <= 0 {
+			mss = 1
+		}
+		maxSeg := mss
+		if gso {
+			maxSeg = max((0xffff-header.IPv4MinimumSize-hl)/mss*mss, mss)
+		}
+		size := min(avail, allowed, maxSeg)
+		if avail > 0 && size == 0 {
+			if c.sndWnd == 0 && seq == c.sndUna && c.timerKind != timerPersist {
+				c.setTimer(timerPersist, c.rtoLocked())
+			}
+			break
+		}
+		if size < avail && size < mss && seq != c.sndUna && uint32(size) < c.maxSndWnd/2 {
+			// Sender silly-window avoidance: with data in flight, wait for
+			// a window worth a full segment or half the peer's largest.
+			break
+		}
+		if size < mss && size == avail && !c.nodelay && seq != c.sndUna && !finPending {
+			break // Nagle: one small segment in flight at a time
+		}
+		fin := finPending && seq+uint32(size) == c.sndEnd
+		c.buildDataLocked(n, seq, size, fin)
+		if seqLT(seq, c.sndMax) {
+			c.retransmitted()
+		} else if !c.rttTiming && !c.tsOK {
+			c.rttTiming, c.rttSeq, c.rttTime = true, seq, time.Now()
+		}
+		c.sndNxt = seq + uint32(size)
+		if fin {
+			c.sndNxt++
+		}
+		if seqGT(c.sndNxt, c.sndMax) {
+			c.sndMax = c.sndNxt
+		}
+		if c.timerKind != timerRTO && c.timerKind != timerTLP {
+			c.armRTO()
+		}
+		n++
+		if fin {
+			break
+		}
+	}
+	if n == 0 && (c.ackNow || c.probe) {
+		seq := c.sndNxt
+		if c.probe {
+			seq = c.sndUna - 1 // an old sequence number: the peer answers with an ACK
+		}
+		c.buildAckLocked(0, seq)
+		c.probe = false
+		n = 1
+	}
+	if n > 0 {
+		c.sentAckLocked()
+	}
+	return n, n == len(c.txSegs)
+}
+
+// retransmitted counts one retransmitted segment.
+func (c *Conn) retransmitted() {
+	c.p.st.RetransSegs.Add(1)
+	c.retrans++
+}
+
+// sentAckLocked notes that the segment just built acknowledged rcvNxt.
+func (c *Conn) sentAckLocked() {
+	c.ackNow = false
+	c.unacked = 0
+	c.lastAckSent = c.rcvNxt
+	if c.dackArmed {
+		c.dackArmed = false
+		c.dack.Stop()
+	}
+}
+
+func (c *Conn) hdrLenLocked() int {
+	var o header.TCPOptions
+	c.optsLocked(&o)
+	return header.TCPMinimumSize + header.TCPOptionsSize(&o)
+}
+
+func (c *Conn) buildSynLocked(i int) {
+	f := header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: c.iss, Flags: header.TCPFlagSYN}
+	o := &f.Opts
+	o.MSS = uint16(min(c.p.net.MTU()-header.IPv4MinimumSize-header.TCPMinimumSize, 0xffff)) // ours, not the peer's
+	active := c.state == stateSynSent
+	if active || c.wsOK {
+		o.HasWS, o.WS = true, c.p.wsh
+	}
+	if active || c.sackOK {
+		o.SACKPermitted = true
+	}
+	if active || c.tsOK {
+		o.HasTS = true
+		o.TSVal = c.p.tsNow()
+		o.TSEcr = c.tsRecent
+	}
+	if c.state == stateSynRcvd {
+		f.Flags |= header.TCPFlagACK
+		f.Ack = c.rcvNxt
+	}
+	f.Window = c.windowFieldLocked(true)
+	b := c.buf(i, Headroom+header.TCPMaximumSize)
+	hl := header.TCP(b[Headroom:]).Encode(&f)
+	c.txSegs[i] = Segment{Buf: b[:Headroom+hl], HdrLen: hl}
+}
+
+func (c *Conn) buildAckLocked(i int, seq uint32) {
+	f := header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: seq, Ack: c.rcvNxt, Flags: header.TCPFlagACK}
+	c.optsLocked(&f.Opts)
+	f.Window = c.windowFieldLocked(false)
+	b := c.buf(i, Headroom+header.TCPMaximumSize)
+	hl := header.TCP(b[Headroom:]).Encode(&f)
+	c.txSegs[i] = Segment{Buf: b[:Headroom+hl], HdrLen: hl}
+}
+
+// buildDataLocked builds a segment carrying size bytes from seq (and a
+// FIN after them if fin) into slot i.
+func (c *Conn) buildDataLocked(i int, seq uint32, size int, fin bool) {
+	f := header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: seq, Ack: c.rcvNxt, Flags: header.TCPFlagACK}
+	c.optsLocked(&f.Opts)
+	f.Window = c.windowFieldLocked(false)
+	if size > 0 && seq+uint32(size) == c.sndEnd {
+		f.Flags |= header.TCPFlagPSH
+	}
+	if fin {
+		f.Flags |= header.TCPFlagFIN
+	}
+	hl := header.TCPMinimumSize + header.TCPOptionsSize(&f.Opts)
+	b := c.buf(i, Headroom+hl+size)
+	header.TCP(b[Headroom:]).Encode(&f)
+	if size > 0 {
+		ringRead(c.sndBuf, c.iss+1, seq, b[Headroom+hl:])
+	}
+	s := Segment{Buf: b, HdrLen: hl}
+	if mss := c.mssBase - (hl - header.TCPMinimumSize); size > mss {
+		s.GSOSize = mss
+		c.p.st.GSOOut.Add(1)
+	}
+	c.txSegs[i] = s
+}
+
+func (c *Conn) rstFields() *header.TCPFields {
+	return &header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: c.sndNxt, Ack: c.rcvNxt,
+		Flags: header.TCPFlagRST | header.TCPFlagACK}
+}
+
+// Timers.
+
+func (c *Conn) setTimer(kind uint8, d time.Duration) {
+	c.timerKind = kind
+	c.timerDue = time.Now().Add(d)
+	c.timer.Reset(d)
+}
+
+func (c *Conn) stopTimer() {
+	c.timerKind = timerNone
+	c.timer.Stop()
+}
+
+func (c *Conn) rtoLocked() time.Duration {
+	return min(max(c.rto, c.p.cfg.MinRTO), maxRTO)
+}
+
+// armRTO arms the retransmission timer, or first a tail loss probe
+// (RFC 8985 §7, simplified): after about two round trips without an ACK,
+// the last segment (in recovery: the first hole) goes again, so that a
+// lost tail or a lost retransmission draws SACKs and recovery instead of
+// waiting out the (200 ms minimum) RTO.
+func (c *Conn) armRTO() {
+	if c.sackOK && c.srtt > 0 && !c.tlpSent &&
+		(c.state == stateEstablished || c.state == stateCloseWait || c.state == stateFinWait1) {
+		pto := max(2*c.srtt, 2*time.Millisecond)
+		if c.sndMax-c.sndUna <= uint32(c.mssBase) {
+			pto += c.p.cfg.DelayedACK // one segment out: the peer may be delaying its ACK
+		}
+		if rto := c.rtoLocked(); pto < rto {
+			c.setTimer(timerTLP, pto)
+			return
+		}
+	}
+	c.setTimer(timerRTO, c.rtoLocked())
+}
+
+// idleTimerLocked sets the timer a connection with nothing in flight runs.
+func (c *Conn) idleTimerLocked() {
+	switch {
+	case c.state == stateFinWait2 && c.appClosed:
+		c.setTimer(timerFinWait2, c.p.cfg.FinWait2Timeout)
+	case c.kaOn && c.state == stateEstablished:
+		c.setTimer(timerKeepAlive, c.kaIdle)
+	default:
+		c.stopTimer()
+	}
+}
+
+func (c *Conn) onTimer() {
+	c.mu.Lock()
+	if c.state == stateClosed || c.timerKind == timerNone {
+		c.mu.Unlock()
+		return
+	}
+	if d := time.Until(c.timerDue); d > time.Millisecond { // a stale firing after a Reset
+		c.timer.Reset(d)
+		c.mu.Unlock()
+		return
+	}
+	switch c.timerKind {
+	case timerRTO:
+		c.retransmitTimeoutLocked()
+	case timerTLP:
+		if c.sndUna == c.sndMax {
+			c.idleTimerLocked()
+			break
+		}
+		c.tlpSent = true
+		if c.inRecovery {
+			// In recovery the probe is the head hole again: its
+			// retransmission is the likeliest loss when ACKs stop.
+			c.rexmitOne = true
+		} else {
+			c.rexmitTail = true
+		}
+		c.p.st.TailLossProbes.Add(1)
+		c.setTimer(timerRTO, c.rtoLocked())
+	case timerPersist:
+		if c.sndWnd == 0 && c.sndEnd != c.sndNxt {
+			c.probe = true
+			c.p.st.ZeroWindowProbes.Add(1)
+			c.rto = min(2*c.rtoLocked(), 60*time.Second)
+			c.setTimer(timerPersist, c.rtoLocked())
+		} else {
+			c.timerKind = timerNone
+		}
+	case timerTimeWait, timerFinWait2:
+		c.teardownLocked(nil)
+	case timerKeepAlive:
+		if idle := time.Since(c.lastRecv); idle < c.kaIdle {
+			c.setTimer(timerKeepAlive, c.kaIdle-idle)
+			break
+		}
+		c.kaProbes++
+		if c.kaProbes > c.p.cfg.KeepAliveCount {
+			c.abortLocked(ErrTimeout)
+			break
+		}
+		c.probe = true
+		iv := c.p.cfg.KeepAliveInterval
+		if c.kaIdle < iv {
+			iv = c.kaIdle
+		}
+		c.setTimer(timerKeepAlive, iv)
+	}
+	c.mu.Unlock()
+	c.output()
+}
+
+// retransmitTimeoutLocked is RFC 6298 §5.4-5.7 with RFC 5681's loss
+// window: back off, collapse cwnd, resend from the oldest unacknowledged
+// byte (go-back-N; the receiver keeps what it already holds).
+func (c *Conn) retransmitTimeoutLocked() {
+	if c.sndUna == c.sndMax && c.state.synchronized() {
+		c.idleTimerLocked()
+		return
+	}
+	c.retries++
+	limit := c.p.cfg.MaxRetries
+	if !c.state.synchronized() {
+		limit = DefaultSynRetries
+	}
+	if c.retries > limit {
+		if c.state == stateSynSent {
+			c.teardownLocked(ErrTimeout)
+		} else {
+			c.abortLocked(ErrTimeout)
+		}
+		return
+	}
+	c.p.st.Timeouts.Add(1)
+	mss := uint32(max(c.mssBase, 1))
+	if c.state.synchronized() {
+		c.ssthresh = c.cubicLossLocked()
+		c.cwnd = mss
+	}
+	c.inRecovery = false
+	c.dupAcks = 0
+	c.recover = c.sndMax
+	c.rto = min(2*c.rtoLocked(), maxRTO)
+	c.rttTiming = false // Karn
+	c.sndNxt = c.sndUna
+	if c.retries > 1 {
+		c.sacked = c.sacked[:0] // the peer may have dropped what it SACKed
+	}
+	c.armRTO()
+}
+
+// rttSampleLocked updates SRTT, RTTVAR and RTO (RFC 6298 §2).
+func (c *Conn) rttSampleLocked(r time.Duration) {
+	if r <= 0 {
+		r = time.Microsecond
+	}
+	if c.srtt == 0 {
+		c.srtt = r
+		c.rttvar = r / 2
+	} else {
+		d := c.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		c.rttvar = (3*c.rttvar + d) / 4
+		c.srtt = (7*c.srtt + r) / 8
+	}
+	c.rto = c.srtt + max(4*c.rttvar, time.Millisecond)
+}
+
+// ackLaterLocked arms the delayed-ACK timer.
+func (c *Conn) ackLaterLocked() {
+	if c.dackArmed {
+		return
+	}
+	c.dackArmed = true
+	if c.dack == nil {
+		c.dack = time.AfterFunc(c.p.cfg.DelayedACK, c.onDelayedACK)
+		return
+	}
+	c.dack.Reset(c.p.cfg.DelayedACK)
+}
+
+func (c *Conn) onDelayedACK() {
+	c.mu.Lock()
+	if !c.dackArmed || c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.dackArmed = false
+	c.ackNow = true
+	c.mu.Unlock()
+	c.output()
+}
