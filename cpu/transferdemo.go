@@ -101,12 +101,15 @@ type TransferOrderArgs struct {
 	Disk     netip.Addr     `json:"disk"`
 	DiskName string         `json:"disk_name"`
 	Display  netip.AddrPort `json:"display"` // port 0: tileproto.Port
-	Offset   uint64         `json:"offset"`
-	Width    int            `json:"width"`
-	Height   int            `json:"height"`
-	TileW    int            `json:"tile_w"`
-	TileH    int            `json:"tile_h"`
-	Frames   int            `json:"frames"` // times the frame is sent
+	// DisplayName, with Display unset, names the display for the
+	// processor to find by membership (gossip); DiskName likewise.
+	DisplayName string `json:"display_name,omitempty"`
+	Offset      uint64 `json:"offset"`
+	Width       int    `json:"width"`
+	Height      int    `json:"height"`
+	TileW       int    `json:"tile_w"`
+	TileH       int    `json:"tile_h"`
+	Frames      int    `json:"frames"` // times the frame is sent
 	// Capability, when set, is sent instead of one minted here: a test
 	// hook for refused orders.
 	Capability []byte `json:"capability,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image/png"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -39,6 +40,9 @@ type SnapshotInfo struct {
 // makes 512 KiB about 700 KB, under ctl.MaxLine).
 const SnapshotChunkSize = 512 << 10
 
+// HTTPPort is where a display serves HTTP on its own stack.
+const HTTPPort = 80
+
 // DisplayService is a display peripheral's framebuffer server.
 type DisplayService struct {
 	d *display.Display
@@ -67,6 +71,20 @@ func StartDisplay(p *Peripheral, width, height int, format string) (*DisplayServ
 		pc.Close()
 	}()
 	go d.Serve(pc)
+	// HTTP on port 80 of the display's own stack (stack/tcp): the live
+	// page, the PNG snapshot, the frame stream and the counters, for curl
+	// or a browser through host access.
+	if ln, err := p.Stack().ListenTCP(netip.AddrPortFrom(p.cfg.Addr.Addr(), HTTPPort)); err != nil {
+		p.log.Error("display: http listen", "err", err)
+	} else {
+		hs := &http.Server{Handler: d.Handler(p.cfg.Name), ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ln)
+		go func() {
+			<-p.Done()
+			hs.Close()
+		}()
+		p.AddService(fmt.Sprintf("http/tcp:%d", HTTPPort))
+	}
 	p.Handle("display-stats", func(context.Context, ctl.Request, *ctl.Stream) (any, error) { return d.Stats(), nil })
 	p.Handle("snapshot", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a SnapshotArgs

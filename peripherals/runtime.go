@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +137,24 @@ func Start(cfg Config) (*Peripheral, error) {
 func (p *Peripheral) Stack() *stack.Stack { return p.stack }
 
 // AddService records a running service for status.
+// ServicePorts parses the services registered as "name:port" (e.g.
+// "disk/udp:10810") into the map gossip publishes.
+func (p *Peripheral) ServicePorts() map[string]uint16 {
+	p.opsMu.Lock()
+	defer p.opsMu.Unlock()
+	out := map[string]uint16{}
+	for _, s := range p.services {
+		i := strings.LastIndexByte(s, ':')
+		if i < 0 {
+			continue
+		}
+		if port, err := strconv.ParseUint(s[i+1:], 10, 16); err == nil {
+			out[s[:i]] = uint16(port)
+		}
+	}
+	return out
+}
+
 func (p *Peripheral) AddService(name string) {
 	p.opsMu.Lock()
 	p.services = append(p.services, name)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"net/netip"
 	"time"
 
 	"github.com/netstation/netstation/cpu"
@@ -88,14 +87,14 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 			a.Args.MaxRequest = 1344 // one frame per request: see cpu.StorageArgs
 		}
 	}
-	a.Args.Disk, a.Args.Local, a.Args.DiskName = dn.Addr.Addr(), cn.Addr.Addr(), dn.Name
+	// No disk address: cpu finds disk0 by membership (gossip).
+	a.Args.Local, a.Args.DiskName = cn.Addr.Addr(), dn.Name
 	if a.Args.Stack == "kernel" {
 		for _, n := range []*NodePlan{cn, dn} {
 			if err := call(ctx, dir, n.Name, "kernel", true, nil); err != nil {
 				return nil, err
 			}
 		}
-		a.Args.Disk = peripherals.KernelAddr(dn.Addr).Addr()
 		a.Args.Local = peripherals.KernelAddr(cn.Addr).Addr()
 	}
 	var res cpu.StorageResult
@@ -286,7 +285,8 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 	}
 	img := cpu.TransferImage{Pattern: a.Pattern, Frame: 30, Width: ds.Width, Height: ds.Height}
 	var stored cpu.TransferStoreResult
-	if err := call(ctx, dir, cn.Name, "transfer-store", cpu.TransferStoreArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name,
+	// Names only: cpu finds disk and display by membership (gossip).
+	if err := call(ctx, dir, cn.Name, "transfer-store", cpu.TransferStoreArgs{DiskName: dn.Name,
 		Offset: a.Offset, Image: img}, &stored); err != nil {
 		return nil, err
 	}
@@ -307,8 +307,8 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 		return nil, err
 	}
 	res := &TransferDemoResult{Width: ds.Width, Height: ds.Height, ImageBytes: stored.Bytes, SHA256: stored.SHA256}
-	err = call(ctx, dir, cn.Name, "transfer-order", cpu.TransferOrderArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name,
-		Display: netip.AddrPortFrom(vn.Addr.Addr(), 0), Offset: a.Offset, Width: ds.Width, Height: ds.Height,
+	err = call(ctx, dir, cn.Name, "transfer-order", cpu.TransferOrderArgs{DiskName: dn.Name,
+		DisplayName: vn.Name, Offset: a.Offset, Width: ds.Width, Height: ds.Height,
 		TileW: a.TileW, TileH: a.TileH, Frames: a.Frames}, &res.Order)
 	if err != nil {
 		return nil, err

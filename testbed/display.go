@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/netstation/netstation/cpu/render"
@@ -122,7 +121,7 @@ func DisplayDemo(ctx context.Context, testbed string, a DisplayDemoArgs, progres
 	if err != nil {
 		return nil, err
 	}
-	a.Args.Display = netip.AddrPortFrom(dn.Addr.Addr(), 0)
+	a.Args.DisplayName = dn.Name // cpu finds it by membership (gossip)
 	a.Args.Width, a.Args.Height = before.Width, before.Height
 	a.Args.Local = cn.Addr.Addr()
 	res := &DisplayDemoResult{}

@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -8,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/netstation/netstation/cpu"
 	"github.com/netstation/netstation/cpu/manager"
@@ -17,6 +21,7 @@ import (
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/disk/capability"
+	"github.com/netstation/netstation/peripherals/gossip"
 	"github.com/netstation/netstation/testbed/spec"
 )
 
@@ -46,6 +51,7 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 	}
 	applyLink(p)
 	peripherals.RegisterProbe(p)
+	peers := &peerFinder{self: n.Name, bits: n.Addr.Bits()}
 	switch n.Kind {
 	case spec.KindDisk:
 		d, err := peripherals.StartDisk(p, NodeDisk(dir, n.Name), n.DiskSize, peripherals.DiskAccess{
@@ -61,6 +67,11 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 			var a cpu.StorageArgs
 			if err := req.Decode(&a); err != nil {
 				return nil, err
+			}
+			if !a.Disk.IsValid() {
+				if a.Disk, err = peers.find(ctx, a.DiskName, spec.KindDisk, a.Stack == "kernel"); err != nil {
+					return nil, err
+				}
 			}
 			return cpu.RunStorage(ctx, p.Stack(), mgr, a, func(pr workload.Progress) { _ = s.Send(pr) })
 		})
@@ -78,12 +89,29 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 			if err := req.Decode(&a); err != nil {
 				return nil, err
 			}
+			if !a.Disk.IsValid() {
+				if a.Disk, err = peers.find(ctx, a.DiskName, spec.KindDisk, false); err != nil {
+					return nil, err
+				}
+			}
 			return cpu.StoreTransferImage(ctx, p.Stack(), mgr, a)
 		})
 		p.Handle("transfer-order", func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
 			var a cpu.TransferOrderArgs
 			if err := req.Decode(&a); err != nil {
 				return nil, err
+			}
+			if !a.Disk.IsValid() {
+				if a.Disk, err = peers.find(ctx, a.DiskName, spec.KindDisk, false); err != nil {
+					return nil, err
+				}
+			}
+			if !a.Display.Addr().IsValid() {
+				d, err := peers.find(ctx, a.DisplayName, spec.KindDisplay, false)
+				if err != nil {
+					return nil, err
+				}
+				a.Display = netip.AddrPortFrom(d, 0)
 			}
 			return cpu.OrderTransfer(ctx, p.Stack(), mgr, a)
 		})
@@ -93,6 +121,13 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 			if err := req.Decode(&a); err != nil {
 				return nil, err
 			}
+			if !a.Display.Addr().IsValid() {
+				d, err := peers.find(ctx, a.DisplayName, spec.KindDisplay, false)
+				if err != nil {
+					return nil, err
+				}
+				a.Display = netip.AddrPortFrom(d, 0)
+			}
 			return render.Run(ctx, p.Stack(), a, func(pr render.Progress) { _ = s.Send(pr) })
 		})
 		p.AddService("display-streamer")
@@ -101,6 +136,22 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 			p.Close()
 			return err
 		}
+	}
+	// Join the testbed's membership last, so the metadata lists every
+	// service. The first three nodes are the seeds; everyone re-joins
+	// them while one is missing.
+	meta := gossip.Meta{Services: p.ServicePorts(), DiskBytes: n.DiskSize}
+	if n.Kind == spec.KindDisplay {
+		meta.Width, meta.Height = cmp.Or(n.Width, 1280), cmp.Or(n.Height, 720)
+	}
+	var seeds []netip.AddrPort
+	for _, s := range plan.Nodes[:min(3, len(plan.Nodes))] {
+		seeds = append(seeds, netip.AddrPortFrom(s.Addr.Addr(), gossip.Port))
+	}
+	if g, err := peripherals.StartGossip(p, meta, seeds); err != nil {
+		log.Error("gossip: not joining the membership", "err", err)
+	} else {
+		peers.set(g)
 	}
 	select {
 	case <-ctx.Done():
@@ -170,4 +221,56 @@ func fileManager(dir string, plan *Plan) *manager.Manager {
 		}
 	}
 	return m
+}
+
+// peerFinder is how a cpu finds the peripherals it works with: by name, in
+// its membership view (gossip), not from the plan's addresses.
+type peerFinder struct {
+	self string
+	bits int // the subnet's prefix length, for kernel baseline addresses
+	mu   sync.Mutex
+	node *gossip.Node
+}
+
+func (f *peerFinder) set(n *gossip.Node) {
+	f.mu.Lock()
+	f.node = n
+	f.mu.Unlock()
+}
+
+// find returns the address of the alive member called name, of kind, on
+// the user-level stacks or (kernel) the kernel baseline's. A member not
+// yet in the view (just after up) is waited for, a little.
+func (f *peerFinder) find(ctx context.Context, name string, kind spec.Kind, kernel bool) (netip.Addr, error) {
+	if name == "" {
+		return netip.Addr{}, fmt.Errorf("no %s named and no address given", kind)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	last := "not in the membership view"
+	for {
+		f.mu.Lock()
+		n := f.node
+		f.mu.Unlock()
+		if n != nil {
+			if m, ok := n.Lookup(name); ok {
+				switch {
+				case m.Meta.Kind != string(kind):
+					return netip.Addr{}, fmt.Errorf("%s is a %s, not a %s", name, m.Meta.Kind, kind)
+				case m.State == gossip.Alive && kernel:
+					return peripherals.KernelAddr(netip.PrefixFrom(m.Addr.Addr(), f.bits)).Addr(), nil
+				case m.State == gossip.Alive:
+					return m.Addr.Addr(), nil
+				}
+				last = string(m.State)
+			}
+		} else {
+			last = "membership not joined"
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, fmt.Errorf("%s cannot find %s: %s (netstation members --from %s)", f.self, name, last, f.self)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -48,7 +48,7 @@ each other directly over IP.`,
 		newPingCmd(), newGraphCmd(), newValidateCmd(), newDemoCmd(), newBenchCmd(),
 		newSuperviseCmd(), newNodeCmd(),
 		newDisplayCmd(), newViewCmd(), newDiskCmd(),
-		newAgentCmd(), newHostsCmd(),
+		newAgentCmd(), newHostsCmd(), newMembersCmd(),
 	)
 	cluster.UseAgent() // nodes of multi-host testbeds on other hosts: via the agent
 	root.AddCommand(newGendocCmd(root))

@@ -27,18 +27,21 @@ var ErrArgs = errors.New("render: bad arguments")
 
 // Args describe one animation stream.
 type Args struct {
-	Display  netip.AddrPort `json:"display"` // port 0 means tileproto.Port
-	Local    netip.Addr     `json:"local"`   // our address (the stack's)
-	Width    int            `json:"width"`
-	Height   int            `json:"height"`
-	Pattern  string         `json:"pattern"`            // bars or mandelbrot
-	Frames   int            `json:"frames,omitempty"`   // stop after this many frames ...
-	Duration time.Duration  `json:"duration,omitempty"` // ... or after this long (0 and 0: 100 frames)
-	FPS      float64        `json:"fps,omitempty"`      // pace to this rate; 0: as fast as possible
-	TileW    int            `json:"tile_w,omitempty"`
-	TileH    int            `json:"tile_h,omitempty"`
-	Encoding string         `json:"encoding,omitempty"` // auto (RLE when smaller), raw or rle
-	Stream   uint32         `json:"stream,omitempty"`   // 0: random
+	Display netip.AddrPort `json:"display"` // port 0 means tileproto.Port
+	// DisplayName, with Display unset, names the display for the
+	// processor to find by membership (gossip).
+	DisplayName string        `json:"display_name,omitempty"`
+	Local       netip.Addr    `json:"local"` // our address (the stack's)
+	Width       int           `json:"width"`
+	Height      int           `json:"height"`
+	Pattern     string        `json:"pattern"`            // bars or mandelbrot
+	Frames      int           `json:"frames,omitempty"`   // stop after this many frames ...
+	Duration    time.Duration `json:"duration,omitempty"` // ... or after this long (0 and 0: 100 frames)
+	FPS         float64       `json:"fps,omitempty"`      // pace to this rate; 0: as fast as possible
+	TileW       int           `json:"tile_w,omitempty"`
+	TileH       int           `json:"tile_h,omitempty"`
+	Encoding    string        `json:"encoding,omitempty"` // auto (RLE when smaller), raw or rle
+	Stream      uint32        `json:"stream,omitempty"`   // 0: random
 	// FirstFrame is the animation's frame number of the first frame sent.
 	FirstFrame int `json:"first_frame,omitempty"`
 }

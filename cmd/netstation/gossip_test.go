@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/gossip"
+)
+
+// views returns every listed node's membership view (netstation members).
+func (b *bed) views(nodes []string) map[string]peripherals.MembersView {
+	out := map[string]peripherals.MembersView{}
+	for _, n := range nodes {
+		s, err := b.run("members", "-t", b.name, "--from", n, "-o", "json")
+		if err != nil {
+			continue // a peripheral restarting has no view for a moment
+		}
+		var v peripherals.MembersView
+		if json.Unmarshal([]byte(s), &v) == nil {
+			out[n] = v
+		}
+	}
+	return out
+}
+
+// waitMember waits until every node of observers sees member in state.
+func (b *bed) waitMember(observers []string, member string, state gossip.State, limit time.Duration) time.Duration {
+	b.t.Helper()
+	start := time.Now()
+	for {
+		vs := b.views(observers)
+		ok := len(vs) == len(observers)
+		var seen []string
+		for _, o := range observers {
+			st := gossip.State("unknown")
+			for _, m := range vs[o].Members {
+				if m.Name == member {
+					st = m.State
+				}
+			}
+			seen = append(seen, fmt.Sprintf("%s:%s", o, st))
+			ok = ok && st == state
+		}
+		if ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			b.t.Fatalf("%s not %s in every view after %v: %v", member, state, limit, seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestGossip: peripherals find each other by gossip over their own
+// user-level stacks (UDP and TCP port 7946): every view holds every
+// peripheral with its metadata; a peripheral that stops answering is dead
+// in every other view, and after kill -9 and the supervisor's restart it
+// is alive again in all of them.
+func TestGossip(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, `nodes:
+  - {name: cpu0, kind: cpu}
+  - {name: disk0, kind: disk, disk: {size: 64MiB}}
+  - {name: disk1, kind: disk}
+  - {name: display0, kind: display, display: {width: 640, height: 480}}
+`))
+	all := []string{"cpu0", "disk0", "disk1", "display0"}
+	for _, m := range all {
+		b.waitMember(all, m, gossip.Alive, 15*time.Second)
+	}
+	v := b.views([]string{"cpu0"})["cpu0"]
+	for _, m := range v.Members {
+		switch m.Name {
+		case "disk0":
+			if m.Meta.Kind != "disk" || m.Meta.DiskBytes != 64<<20 || m.Meta.Services["disk/udp"] != 10810 {
+				t.Errorf("disk0 as cpu0 sees it: %+v", m)
+			}
+		case "display0":
+			if m.Meta.Kind != "display" || m.Meta.Width != 640 || m.Meta.Height != 480 || m.Meta.Services["display/udp"] != 5910 {
+				t.Errorf("display0 as cpu0 sees it: %+v", m)
+			}
+		}
+	}
+	if v.Stats.PacketsIn == 0 || v.Stats.StreamsIn+v.Stats.StreamsOut == 0 {
+		t.Errorf("no gossip through cpu0's stack: %+v", v.Stats)
+	}
+
+	st := b.status(b.name)
+	var victim int
+	for i, n := range st.Nodes {
+		if n.Name == "disk1" {
+			victim = i
+		}
+	}
+	before := st.Nodes[victim]
+	// A plain kill -9 goes unseen: the supervisor restarts the peripheral
+	// within 100 ms and the new process answers the probes under the same
+	// name and address. So freeze it first (a hung peripheral, to the
+	// others as dead as a killed one), then kill -9 it for the restart.
+	if err := syscall.Kill(before.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	others := []string{"cpu0", "disk0", "display0"}
+	dead := b.waitMember(others, "disk1", gossip.Dead, 20*time.Second)
+	killed := time.Now()
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitRestarted(t, b, victim, before)
+	b.waitMember(all, "disk1", gossip.Alive, 20*time.Second)
+	alive := time.Since(killed)
+	t.Logf("disk1 frozen: dead in all 3 other views after %v; kill -9: restarted and alive in all 4 views %v after the kill", dead.Round(100*time.Millisecond), alive.Round(100*time.Millisecond))
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
