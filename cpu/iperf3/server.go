@@ -451,12 +451,35 @@ type tcpRun struct {
 	conns   []net.Conn
 	reverse bool
 	bytes   []atomic.Uint64
-	stopped atomic.Bool
-	wg      sync.WaitGroup
+	// omit is the client's -O: the first seconds, which it leaves out of
+	// its figures, so the server leaves them out of its own.
+	omit     time.Duration
+	omitted  []uint64 // each stream's bytes when the omitted seconds ended
+	omitDone chan struct{}
+	omitStop chan struct{}
+	stopped  atomic.Bool
+	wg       sync.WaitGroup
 }
 
 func startTCP(conns []net.Conn, p *params) *tcpRun {
-	r := &tcpRun{conns: conns, reverse: bool(p.Reverse), bytes: make([]atomic.Uint64, len(conns))}
+	r := &tcpRun{conns: conns, reverse: bool(p.Reverse), bytes: make([]atomic.Uint64, len(conns)),
+		omit: time.Duration(p.Omit * float64(time.Second)), omitted: make([]uint64, len(conns)),
+		omitDone: make(chan struct{}), omitStop: make(chan struct{})}
+	go func() {
+		defer close(r.omitDone)
+		if r.omit <= 0 {
+			return
+		}
+		t := time.NewTimer(r.omit)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			for i := range r.bytes {
+				r.omitted[i] = r.bytes[i].Load()
+			}
+		case <-r.omitStop:
+		}
+	}()
 	for i, c := range conns {
 		r.wg.Add(1)
 		go func() {
@@ -492,13 +515,15 @@ func (r *tcpRun) stop(elapsed time.Duration) results {
 		c.SetDeadline(past)
 	}
 	r.wg.Wait()
+	close(r.omitStop)
+	<-r.omitDone
 	res := results{Streams: make([]streamResult, len(r.conns))}
 	if r.reverse {
 		res.HasRetrans = 1
 	}
 	for i, c := range r.conns {
-		sr := streamResult{ID: streamID(i), Bytes: r.bytes[i].Load(), Retransmits: -1,
-			EndTime: elapsed.Seconds()}
+		sr := streamResult{ID: streamID(i), Bytes: r.bytes[i].Load() - r.omitted[i], Retransmits: -1,
+			EndTime: max(elapsed-r.omit, 0).Seconds()}
 		if r.reverse {
 			if n, ok := retransmits(c); ok {
 				sr.Retransmits = int64(n)

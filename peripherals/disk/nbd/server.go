@@ -201,7 +201,7 @@ func (s *Server) serveConn(c net.Conn) error {
 	rand.Read(sid[:])
 	cc.session = binary.BigEndian.Uint64(sid[:])
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	cap, ok, err := cc.negotiate()
+	field, ok, err := cc.negotiate()
 	if err != nil || !ok {
 		if errors.Is(err, ErrProtocol) {
 			s.stats.ProtocolErrors.Add(1)
@@ -209,7 +209,7 @@ func (s *Server) serveConn(c net.Conn) error {
 		return err
 	}
 	c.SetDeadline(time.Time{})
-	cc.cap = cap
+	cc.cap = field
 	err = cc.transmit()
 	if errors.Is(err, ErrProtocol) {
 		s.stats.ProtocolErrors.Add(1)
@@ -279,47 +279,47 @@ func exportCapability(name string) ([diskproto.CapabilitySize]byte, bool) {
 // negotiate runs the handshake. ok reports that the transmission phase
 // begins with the returned capability; !ok with a nil error is a clean
 // end (ABORT).
-func (cc *conn) negotiate() (cap [diskproto.CapabilitySize]byte, ok bool, err error) {
+func (cc *conn) negotiate() (field [diskproto.CapabilitySize]byte, ok bool, err error) {
 	var hello [18]byte
 	binary.BigEndian.PutUint64(hello[0:], nbdMagic)
 	binary.BigEndian.PutUint64(hello[8:], optMagic)
 	binary.BigEndian.PutUint16(hello[16:], flagFixedNewstyle|flagNoZeroes)
 	if _, err := cc.c.Write(hello[:]); err != nil {
-		return cap, false, err
+		return field, false, err
 	}
 	var cf [4]byte
 	if _, err := io.ReadFull(cc.c, cf[:]); err != nil {
-		return cap, false, err
+		return field, false, err
 	}
 	flags := binary.BigEndian.Uint32(cf[:])
 	if flags&^clientFlagsKnown != 0 {
-		return cap, false, fmt.Errorf("%w: unknown client flags %#x", ErrProtocol, flags)
+		return field, false, fmt.Errorf("%w: unknown client flags %#x", ErrProtocol, flags)
 	}
 	cc.fixed = flags&flagFixedNewstyle != 0
 	cc.zeroes = flags&flagNoZeroes == 0
 	var hdr [16]byte
 	for {
 		if _, err := io.ReadFull(cc.c, hdr[:]); err != nil {
-			return cap, false, err
+			return field, false, err
 		}
 		if m := binary.BigEndian.Uint64(hdr[0:]); m != optMagic {
-			return cap, false, fmt.Errorf("%w: bad option magic %#x", ErrProtocol, m)
+			return field, false, fmt.Errorf("%w: bad option magic %#x", ErrProtocol, m)
 		}
 		opt := binary.BigEndian.Uint32(hdr[8:])
 		n := binary.BigEndian.Uint32(hdr[12:])
 		if n > maxOptionData {
-			return cap, false, fmt.Errorf("%w: option %d carries %d bytes", ErrProtocol, opt, n)
+			return field, false, fmt.Errorf("%w: option %d carries %d bytes", ErrProtocol, opt, n)
 		}
 		data := make([]byte, n)
 		if _, err := io.ReadFull(cc.c, data); err != nil {
-			return cap, false, err
+			return field, false, err
 		}
 		switch opt {
 		case optExportName:
 			c, known := exportCapability(string(data))
 			if !known || (c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode()) {
 				// No way to answer an error here: the protocol says close.
-				return cap, false, fmt.Errorf("nbd: unknown export %q", truncate(data))
+				return field, false, fmt.Errorf("nbd: unknown export %q", truncate(data))
 			}
 			b := make([]byte, 10, 10+124)
 			binary.BigEndian.PutUint64(b[0:], cc.be.Size())
@@ -328,15 +328,15 @@ func (cc *conn) negotiate() (cap [diskproto.CapabilitySize]byte, ok bool, err er
 				b = b[:10+124]
 			}
 			if _, err := cc.c.Write(b); err != nil {
-				return cap, false, err
+				return field, false, err
 			}
 			return c, true, nil
 		case optAbort:
 			cc.optReply(opt, repAck, nil) // the client may not read it
-			return cap, false, nil
+			return field, false, nil
 		case optList:
 			if !cc.fixed {
-				return cap, false, fmt.Errorf("%w: LIST from an unfixed-newstyle client", ErrProtocol)
+				return field, false, fmt.Errorf("%w: LIST from an unfixed-newstyle client", ErrProtocol)
 			}
 			if n != 0 {
 				err = cc.optError(opt, repErrInvalid, "LIST carries no data")
@@ -352,7 +352,7 @@ func (cc *conn) negotiate() (cap [diskproto.CapabilitySize]byte, ok bool, err er
 			}
 		case optInfo, optGo:
 			if !cc.fixed {
-				return cap, false, fmt.Errorf("%w: option %d from an unfixed-newstyle client", ErrProtocol, opt)
+				return field, false, fmt.Errorf("%w: option %d from an unfixed-newstyle client", ErrProtocol, opt)
 			}
 			c, code, why := cc.info(data)
 			if code != 0 {
@@ -384,37 +384,37 @@ func (cc *conn) negotiate() (cap [diskproto.CapabilitySize]byte, ok bool, err er
 			// STRUCTURED_REPLY, STARTTLS, meta contexts, extended headers
 			// and anything newer: clients fall back to what is left.
 			if !cc.fixed {
-				return cap, false, fmt.Errorf("%w: option %d from an unfixed-newstyle client", ErrProtocol, opt)
+				return field, false, fmt.Errorf("%w: option %d from an unfixed-newstyle client", ErrProtocol, opt)
 			}
 			err = cc.optError(opt, repErrUnsup, "option not supported")
 		}
 		if err != nil {
-			return cap, false, err
+			return field, false, err
 		}
 	}
 }
 
 // info parses the data of INFO and GO and checks the export: code is 0 or
 // the error reply to send.
-func (cc *conn) info(data []byte) (cap [diskproto.CapabilitySize]byte, code uint32, why string) {
+func (cc *conn) info(data []byte) (field [diskproto.CapabilitySize]byte, code uint32, why string) {
 	if len(data) < 6 {
-		return cap, repErrInvalid, "option data too short"
+		return field, repErrInvalid, "option data too short"
 	}
 	nl := binary.BigEndian.Uint32(data)
 	if nl > maxNameLen || uint64(len(data)) < 6+uint64(nl) {
-		return cap, repErrInvalid, "bad export name length"
+		return field, repErrInvalid, "bad export name length"
 	}
 	name := data[4 : 4+nl]
 	nreq := binary.BigEndian.Uint16(data[4+nl:])
 	if uint64(len(data)) != 6+uint64(nl)+2*uint64(nreq) {
-		return cap, repErrInvalid, "option length does not match its information requests"
+		return field, repErrInvalid, "option length does not match its information requests"
 	}
 	c, known := exportCapability(string(name))
 	if !known {
-		return cap, repErrUnknown, "no such export (use " + OpenExport + " or a capability in hex)"
+		return field, repErrUnknown, "no such export (use " + OpenExport + " or a capability in hex)"
 	}
 	if c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode() {
-		return cap, repErrPolicy, "this disk checks capabilities: the export name must be one, in hex"
+		return field, repErrPolicy, "this disk checks capabilities: the export name must be one, in hex"
 	}
 	return c, 0, ""
 }
