@@ -135,6 +135,7 @@ func TestTCP(t *testing.T) {
 		{"parallel", []string{"-t", "2", "-P", "2"}, 2, false},
 		{"parallel reverse", []string{"-t", "1", "-P", "3", "-R"}, 3, true},
 		{"omit", []string{"-t", "2", "-O", "1"}, 1, false},
+		{"bytes reverse", []string{"-n", "20M", "-R", "-P", "2"}, 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := client(t, s, true, tc.args...)
@@ -161,10 +162,15 @@ func TestTCP(t *testing.T) {
 			if e.SumSent.Retransmits == nil || *e.SumSent.Retransmits < 0 {
 				t.Fatalf("reverse %v: sum_sent retransmits %v", tc.reverse, e.SumSent.Retransmits)
 			}
+			// -n with -R: the server sends what was asked, over all streams,
+			// give or take a block per stream.
+			if tc.name == "bytes reverse" && (e.SumSent.Bytes < 20<<20 || e.SumSent.Bytes > 20<<20+2*128<<10) {
+				t.Fatalf("-n 20M -R -P 2: the server sent %.0f bytes", e.SumSent.Bytes)
+			}
 			t.Logf("%s: %.2f Gbit/s received", tc.name, e.SumReceived.BPS/1e9)
 		})
 	}
-	if ok, failed := s.srv.Tests(); ok != 5 || failed != 0 {
+	if ok, failed := s.srv.Tests(); ok != 6 || failed != 0 {
 		t.Fatalf("server counted %d tests completed, %d abandoned", ok, failed)
 	}
 }

@@ -108,6 +108,15 @@ type params struct {
 	ClientVersion string  `json:"client_version"`
 }
 
+// limit is the data a -n or -k test moves over all its streams; 0 for a
+// timed test.
+func (p *params) limit() uint64 {
+	if p.Blocks > 0 {
+		return p.Blocks * uint64(p.Len)
+	}
+	return p.Bytes
+}
+
 // flag is a boolean parameter: iperf3 sends some as true and others as
 // 1 (udp_counters_64bit).
 type flag bool

@@ -451,6 +451,7 @@ type tcpRun struct {
 	conns   []net.Conn
 	reverse bool
 	bytes   []atomic.Uint64
+	sent    atomic.Uint64 // over all streams
 	// omit is the client's -O: the first seconds, which it leaves out of
 	// its figures, so the server leaves them out of its own.
 	omit     time.Duration
@@ -487,8 +488,8 @@ func startTCP(conns []net.Conn, p *params) *tcpRun {
 			buf := make([]byte, p.Len)
 			var total uint64
 			for !r.stopped.Load() {
-				if p.Reverse && p.Bytes > 0 && total >= p.Bytes {
-					return // -n with -R: the client stops the test
+				if p.Reverse && p.limit() > 0 && r.sent.Load() >= p.limit() {
+					return // -n or -k with -R: the client ends the test when it has it all
 				}
 				var n int
 				var err error
@@ -499,6 +500,7 @@ func startTCP(conns []net.Conn, p *params) *tcpRun {
 				}
 				total += uint64(n)
 				r.bytes[i].Store(total)
+				r.sent.Add(uint64(n))
 				if err != nil {
 					return
 				}

@@ -20,6 +20,7 @@ type udpTest struct {
 	index   map[netip.AddrPort]int
 	st      []udpStream
 	stopped atomic.Bool
+	sent    atomic.Uint64 // over all streams, for -n and -k
 	wg      sync.WaitGroup
 }
 
@@ -153,7 +154,7 @@ func (u *udpTest) send(i int, t0 time.Time) {
 				continue
 			}
 		}
-		if u.p.Bytes > 0 && s.bytes >= u.p.Bytes {
+		if lim := u.p.limit(); lim > 0 && u.sent.Load() >= lim {
 			return
 		}
 		now := time.Now()
@@ -174,6 +175,7 @@ func (u *udpTest) send(i int, t0 time.Time) {
 		}
 		s.packets = seq
 		s.bytes += uint64(n)
+		u.sent.Add(uint64(n))
 	}
 }
 
