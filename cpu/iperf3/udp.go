@@ -46,9 +46,12 @@ func (u *udpTest) accept(n int) error {
 	var reply [4]byte
 	binary.NativeEndian.PutUint32(reply[:], udpConnectReply)
 	for len(u.peers) < n {
-		_, from, err := u.conn.ReadFromUDPAddrPort(buf)
+		m, from, err := u.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return fmt.Errorf("iperf3: %d of %d UDP streams arrived: %w", len(u.peers), n, err)
+		}
+		if m != 4 {
+			continue // a stream announces itself with one host-order int
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if _, ok := u.index[from]; !ok {
