@@ -11,10 +11,11 @@ import (
 	"github.com/netstation/netstation/internal/ctl"
 )
 
-// Bench ports, as iperf3 uses 5201.
+// Bench ports: beside iperf3's 5201, which cpu peripherals serve with an
+// iperf3-compatible server (iperf3service.go).
 const (
-	BenchPort = 5201 // bulk data
-	EchoPort  = 5202 // request/response
+	BenchPort = 5301 // bulk data
+	EchoPort  = 5302 // request/response
 )
 
 // BenchArgs drive one side of a bench run on a peripheral.

@@ -12,6 +12,7 @@ import (
 	"github.com/netstation/netstation/peripherals/disk"
 	"github.com/netstation/netstation/peripherals/disk/capability"
 	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/peripherals/disk/nbd"
 	"github.com/netstation/netstation/stack/header"
 )
 
@@ -19,6 +20,7 @@ import (
 // stack and, while a kernel baseline runs, on a kernel socket too.
 type DiskService struct {
 	srv *disk.Server
+	nbd *nbd.Server
 	mu  sync.Mutex
 	kpc net.PacketConn
 }
@@ -112,11 +114,29 @@ func StartDisk(p *Peripheral, path string, size int64, access DiskAccess) (*Disk
 		return RevokeReply{Version: v}, nil
 	})
 	p.AddService(fmt.Sprintf("disk/udp:%d", diskproto.Port))
+	// NBD on TCP port 10809 of the same stack (stack/tcp), beside the UDP
+	// protocol, on the same file and under the same capabilities: nbdinfo,
+	// nbdcopy and fio's nbd engine talk to the disk directly.
+	ns, err := nbd.NewServer(nbd.Config{Backend: srv, Logger: p.log})
+	if err == nil {
+		var ln net.Listener
+		if ln, err = p.Stack().ListenTCP(netip.AddrPortFrom(p.cfg.Addr.Addr(), nbd.Port)); err == nil {
+			d.nbd = ns
+			go ns.Serve(ln)
+			p.AddService(fmt.Sprintf("nbd/tcp:%d", nbd.Port))
+		}
+	}
+	if err != nil {
+		p.log.Error("disk: nbd", "err", err)
+	}
 	return d, nil
 }
 
 // Close stops the server.
 func (d *DiskService) Close() error {
+	if d.nbd != nil {
+		d.nbd.Close()
+	}
 	d.mu.Lock()
 	if d.kpc != nil {
 		d.kpc.Close()

@@ -92,6 +92,55 @@ for st in user kernel; do
 done
 $ns down default >/dev/null
 
+section "Third-party transfer: disk0 -> display0 (netstation demo transfer) beside cpu0 -> display0"
+cat >>"$out" <<'TXT'
+1280x720 RGBA, 20x18 tiles (one 1472 B datagram each). The transfer: cpu0 stores the image on
+disk0 and sends one order; disk0 streams the tiles to display0, which presents a frame only when
+every tile arrived (missing ones are re-sent). `demo display`: cpu0 renders and sends, unpaced,
+and a lost tile is simply lost.
+TXT
+$ns up -q
+$ns demo transfer --frames 300 2>/dev/null | code
+$ns demo display --frames 300 --encoding raw 2>/dev/null | code
+$ns bench --from disk0 --to display0 --size 1472 --time 5s 2>/dev/null | code
+$ns down default >/dev/null
+
+section "TCP: our stack against the kernel's (go test -bench, same run)"
+cat >>"$out" <<'TXT'
+stack/interop: bulk transfer and 64 B request/response between two user-level stacks and between
+two kernel sockets, over a veth pair and through a bridge, in namespaces of the benchmark's own.
+TXT
+gobench ./stack/interop 'BenchmarkTCP' '-benchtime 3s' | code
+
+section "Standard tools against the peripherals' own TCP (iperf3, nbdcopy, curl)"
+cat >>"$out" <<'TXT'
+Through host access: the host's kernel runs stock iperf3 against cpu0's iperf3-compatible server
+and nbdcopy against disk0's NBD server, both on the peripherals' user-level TCP. The kernel's own
+TCP over the same kind of fabric is in the table above.
+TXT
+tools=$(mktemp -d)
+cat >"$tools/tools.yaml" <<'YAML'
+name: tools
+host_access: {}
+nodes:
+  - {name: cpu0, kind: cpu}
+  - {name: disk0, kind: disk, disk: {size: 1GiB, access: open}}
+YAML
+$ns up -q -f "$tools/tools.yaml"
+cpuip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="cpu0"][0])')
+diskip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="disk0"][0])')
+{
+  echo "# iperf3 -c cpu0 (user-level TCP server), 5 s"; iperf3 -c "$cpuip" -t 5 2>&1 | tail -4
+  echo "# iperf3 -c cpu0 -R"; iperf3 -c "$cpuip" -t 5 -R 2>&1 | tail -4
+  head -c 512M /dev/urandom >"$tools/in"
+  s=$(date +%s.%N); nbdcopy "$tools/in" "nbd://$diskip/disk0"; e=$(date +%s.%N)
+  echo "# nbdcopy 512 MiB in: $(python3 -c "print(f'{512/($e-$s):.0f} MiB/s')")"
+  s=$(date +%s.%N); nbdcopy "nbd://$diskip/disk0" "$tools/out"; e=$(date +%s.%N)
+  echo "# nbdcopy 1 GiB (the whole disk) out: $(python3 -c "print(f'{1024/($e-$s):.0f} MiB/s')")"
+} | code
+$ns down tools >/dev/null
+rm -rf "$tools"
+
 section "Rootless vs root (same run)"
 echo "The same bench with the testbed brought up by an ordinary user (uid 65534) in a user namespace." >>"$out"
 rl=$(mktemp -d); chown 65534:65534 "$rl"; cp $ns "$rl/netstation"; chmod 755 "$rl" "$rl/netstation"

@@ -62,6 +62,9 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 		}
 		defer d.Close()
 	case spec.KindCPU:
+		if _, err := peripherals.StartIperf3(p); err != nil {
+			log.Error("iperf3 server not started", "err", err)
+		}
 		mgr := fileManager(dir, plan)
 		p.Handle("storage", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 			var a cpu.StorageArgs

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/cpu/manager"
+	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/testbed"
+)
+
+// toolsBed is a testbed with host access whose peripherals the host's own
+// tools reach: cpu0 (iperf3 on its user-level TCP) and disk0 (NBD on its
+// user-level TCP, checking capabilities).
+func toolsBed(t *testing.T) (b *bed, hostIP, cpuIP, diskIP string, fm *manager.Manager) {
+	b = newBed(t)
+	b.must("up", "-f", b.topo(b.name, "host_access: {}\n"+`nodes:
+  - {name: cpu0, kind: cpu}
+  - {name: disk0, kind: disk, disk: {size: 512MiB}}
+`))
+	plan := b.plan()
+	hostIP = plan.Host.Addr.Addr().String()
+	for _, n := range plan.Nodes {
+		switch n.Name {
+		case "cpu0":
+			cpuIP = n.Addr.Addr().String()
+		case "disk0":
+			diskIP = n.Addr.Addr().String()
+		}
+	}
+	dir := filepath.Join(b.state, b.name)
+	d, _ := plan.Node("disk0")
+	fm = manager.New()
+	fm.Add(manager.Disk{Name: "disk0", Addr: d.Addr.Addr(), KeyPath: testbed.NodeKey(dir, "disk0"),
+		VersionPath: testbed.NodeCapVersion(dir, "disk0")})
+	return b, hostIP, cpuIP, diskIP, fm
+}
+
+func runTool(t *testing.T, timeout time.Duration, argv ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return out
+}
+
+// TestNBDTools: nbdinfo describes disk0 (NBD on its own TCP), nbdcopy
+// writes 256 MiB in and reads it back out with equal digests, fio's nbd
+// engine runs random reads — all with a capability in the export name;
+// the all-zero one (open mode's) is refused.
+func TestNBDTools(t *testing.T) {
+	privtest.Tool(t, "nbdinfo", "nbdcopy", "fio")
+	b, _, _, diskIP, fm := toolsBed(t)
+	grant, err := fm.Mint("disk0", netipOf(t, diskIP), manager.WholeDisk(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := fmt.Sprintf("nbd://%s/%s", diskIP, hex.EncodeToString(grant[:]))
+	if size := strings.TrimSpace(string(runTool(t, 30*time.Second, "nbdinfo", "--size", uri))); size != fmt.Sprint(512<<20) {
+		t.Fatalf("nbdinfo --size: %s", size)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	out, err := exec.CommandContext(ctx, "nbdinfo", "--size", fmt.Sprintf("nbd://%s/disk0", diskIP)).CombinedOutput()
+	cancel()
+	if err == nil {
+		t.Fatalf("the open-mode export of a capability disk answered: %s", out)
+	}
+
+	dir := t.TempDir()
+	in, back := filepath.Join(dir, "in"), filepath.Join(dir, "back")
+	data := make([]byte, 256<<20)
+	rand.Read(data)
+	if err := os.WriteFile(in, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	runTool(t, 2*time.Minute, "nbdcopy", in, uri)
+	wrote := time.Since(start)
+	start = time.Now()
+	runTool(t, 2*time.Minute, "nbdcopy", uri, back)
+	read := time.Since(start)
+	got, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < len(data) || sha256.Sum256(got[:len(data)]) != sha256.Sum256(data) {
+		t.Fatal("nbdcopy read back other data than it wrote")
+	}
+	t.Logf("nbdcopy 256 MiB: in %v (%.0f MiB/s), out %v (%.0f MiB/s, the whole 512 MiB disk)",
+		wrote.Round(time.Millisecond), 256/wrote.Seconds(), read.Round(time.Millisecond), 512/read.Seconds())
+
+	fio := runTool(t, 2*time.Minute, "fio", "--name=randread", "--ioengine=nbd", "--uri="+uri, "--rw=randread",
+		"--bs=4k", "--iodepth=16", "--size=256M", "--time_based", "--runtime=2", "--output-format=json")
+	var fj struct {
+		Jobs []struct {
+			Error int `json:"error"`
+			Read  struct {
+				IOPS float64 `json:"iops"`
+			} `json:"read"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(fio[bytes.IndexByte(fio, '{'):], &fj); err != nil || len(fj.Jobs) != 1 || fj.Jobs[0].Error != 0 || fj.Jobs[0].Read.IOPS <= 0 {
+		t.Fatalf("fio: %v %+v\n%s", err, fj, fio)
+	}
+	t.Logf("fio nbd 4 KiB random reads, iodepth 16: %.0f IOPS", fj.Jobs[0].Read.IOPS)
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
+
+// iperf3JSON is the part of iperf3 -J's output checked here.
+type iperf3JSON struct {
+	Error string `json:"error"`
+	End   struct {
+		SumSent struct {
+			Bytes         float64 `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_sent"`
+		SumReceived struct {
+			Bytes         float64 `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		Sum struct { // UDP
+			Bytes       float64 `json:"bytes"`
+			LostPercent float64 `json:"lost_percent"`
+			Packets     float64 `json:"packets"`
+		} `json:"sum"`
+	} `json:"end"`
+}
+
+// TestIperf3: stock iperf3 on the host's kernel stack against cpu0's
+// iperf3-compatible server on its own stack: TCP, reverse and UDP, each
+// with sane -J figures.
+func TestIperf3(t *testing.T) {
+	privtest.Tool(t, "iperf3")
+	b, hostIP, cpuIP, _, _ := toolsBed(t)
+	for _, args := range [][]string{{}, {"-R"}, {"-u", "-b", "200M"}, {"-P", "2"}} {
+		argv := append([]string{"iperf3", "-c", cpuIP, "-B", hostIP, "-t", "2", "-J"}, args...)
+		var r iperf3JSON
+		out := runTool(t, time.Minute, argv...)
+		if err := json.Unmarshal(out, &r); err != nil || r.Error != "" {
+			t.Fatalf("%v: %v %s\n%s", args, err, r.Error, out)
+		}
+		e := r.End
+		if len(args) > 0 && args[0] == "-u" {
+			if e.Sum.Packets == 0 || e.Sum.LostPercent > 10 {
+				t.Errorf("%v: %+v", args, e.Sum)
+			}
+			t.Logf("iperf3 %v: %.0f packets, %.2f %% lost", args, e.Sum.Packets, e.Sum.LostPercent)
+			continue
+		}
+		if e.SumSent.Bytes == 0 || e.SumReceived.Bytes == 0 || e.SumReceived.Bytes > e.SumSent.Bytes {
+			t.Errorf("%v: sent %.0f B, received %.0f B", args, e.SumSent.Bytes, e.SumReceived.Bytes)
+		}
+		t.Logf("iperf3 %v: %.2f Gbit/s received", args, e.SumReceived.BitsPerSecond/1e9)
+	}
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
+
+func netipOf(t *testing.T, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

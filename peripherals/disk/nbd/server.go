@@ -1,0 +1,740 @@
+package nbd
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
+)
+
+// Backend is the block device an NBD Server exports. *disk.Server is the
+// one used in netstation; tests may supply others.
+type Backend interface {
+	Size() uint64
+	BlockSize() int
+	// OpenMode reports whether the all-zero capability is accepted (the
+	// export "disk0" is listed and usable).
+	OpenMode() bool
+	// Authorize is called for every request with its storage-protocol
+	// view; a non-nil error refuses it with EPERM.
+	Authorize(req *diskproto.Request, from net.Addr) error
+	ReadAt(p []byte, off int64) error
+	WriteAt(p []byte, off int64, fua bool) error
+	Flush() error
+	Trim(off int64, n int, fua bool) error
+}
+
+var _ Backend = (*disk.Server)(nil)
+
+// OpenExport is the export name of open mode: the all-zero capability.
+// The empty (default) export name means the same.
+const OpenExport = "disk0"
+
+// Defaults of Config's zero fields.
+const (
+	DefaultMaxInFlight      = 16
+	DefaultMaxBuffered      = 64 << 20
+	DefaultHandshakeTimeout = 10 * time.Second
+)
+
+// Errors.
+var (
+	ErrConfig = errors.New("nbd: bad configuration")
+	ErrClosed = errors.New("nbd: server closed")
+	// ErrProtocol is wrapped by the reasons a connection was dropped for
+	// breaking the protocol (bad magic, an oversized write, ...).
+	ErrProtocol = errors.New("nbd: protocol violation")
+)
+
+// Config describes an NBD server.
+type Config struct {
+	Backend Backend
+	// MaxInFlight bounds the requests of one connection that run at once
+	// (default DefaultMaxInFlight).
+	MaxInFlight int
+	// MaxBuffered bounds the READ and WRITE data of one connection's
+	// requests in flight (default DefaultMaxBuffered); a single request
+	// larger than it runs alone.
+	MaxBuffered int
+	// HandshakeTimeout bounds the negotiation phase, so a client that
+	// connects and stalls does not hold a connection forever.
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// Server serves NBD connections.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	lns    map[net.Listener]struct{}
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+
+	stats Stats
+}
+
+// Stats are a Server's counters.
+type Stats struct {
+	Conns, Requests, Errors, Refused, ProtocolErrors atomic.Uint64
+	BytesRead, BytesWritten                          atomic.Uint64
+}
+
+// NewServer checks cfg and returns a Server.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Backend == nil {
+		return nil, fmt.Errorf("%w: no Backend", ErrConfig)
+	}
+	if cfg.MaxInFlight < 0 || cfg.MaxBuffered < 0 || cfg.HandshakeTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative limit", ErrConfig)
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxBuffered == 0 {
+		cfg.MaxBuffered = DefaultMaxBuffered
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}),
+		conns: make(map[net.Conn]struct{})}, nil
+}
+
+// Stats returns the Server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Serve accepts connections on ln and serves each until Close (then it
+// returns nil) or until Accept fails. It does not close ln except from
+// Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.lns[ln] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, ln)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("nbd: accept: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			if err := s.serveConn(c); err != nil {
+				s.log.Debug("nbd: connection ended", "remote", c.RemoteAddr(), "err", err)
+			}
+		}()
+	}
+}
+
+// ServeConn serves one connection until the client disconnects, breaks
+// the protocol or the Server closes, and closes c. It returns nil after a
+// clean end (ABORT, DISC, EOF between requests).
+func (s *Server) ServeConn(c net.Conn) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return ErrClosed
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	return s.serveConn(c)
+}
+
+func (s *Server) serveConn(c net.Conn) error {
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	s.stats.Conns.Add(1)
+	cc := &conn{s: s, c: c, be: s.cfg.Backend}
+	var sid [8]byte
+	rand.Read(sid[:])
+	cc.session = binary.BigEndian.Uint64(sid[:])
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	field, ok, err := cc.negotiate()
+	if err != nil || !ok {
+		if errors.Is(err, ErrProtocol) {
+			s.stats.ProtocolErrors.Add(1)
+		}
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	cc.cap = field
+	err = cc.transmit()
+	if errors.Is(err, ErrProtocol) {
+		s.stats.ProtocolErrors.Add(1)
+	}
+	return err
+}
+
+// Close stops every Serve, closes every connection and waits for their
+// requests in progress to finish.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// conn is one client connection.
+type conn struct {
+	s       *Server
+	c       net.Conn
+	be      Backend
+	fixed   bool // the client speaks fixed newstyle
+	zeroes  bool // the 124 zero bytes follow EXPORT_NAME's answer
+	session uint64
+	reqID   uint64
+	cap     [diskproto.CapabilitySize]byte
+
+	wmu  sync.Mutex // one reply at a time
+	werr error      // the first failed reply write; under wmu
+}
+
+func (cc *conn) transmissionFlags() uint16 {
+	// CAN_MULTI_CONN: every connection shares one backing file, and FLUSH
+	// is an fdatasync of it, so a flush on any connection covers writes
+	// completed on all of them.
+	return transHasFlags | transSendFlush | transSendFUA | transSendTrim | transCanMultiConn
+}
+
+// exportCapability maps an export name to the capability it carries: the
+// open export ("disk0" or "") is the all-zero one, else the name is the
+// 64-byte capability in hex.
+func exportCapability(name string) ([diskproto.CapabilitySize]byte, bool) {
+	var c [diskproto.CapabilitySize]byte
+	if name == OpenExport || name == "" {
+		return c, true
+	}
+	if len(name) != 2*diskproto.CapabilitySize {
+		return c, false
+	}
+	if _, err := hex.Decode(c[:], []byte(name)); err != nil {
+		return c, false
+	}
+	return c, true
+}
+
+// negotiate runs the handshake. ok reports that the transmission phase
+// begins with the returned capability; !ok with a nil error is a clean
+// end (ABORT).
+func (cc *conn) negotiate() (field [diskproto.CapabilitySize]byte, ok bool, err error) {
+	var hello [18]byte
+	binary.BigEndian.PutUint64(hello[0:], nbdMagic)
+	binary.BigEndian.PutUint64(hello[8:], optMagic)
+	binary.BigEndian.PutUint16(hello[16:], flagFixedNewstyle|flagNoZeroes)
+	if _, err := cc.c.Write(hello[:]); err != nil {
+		return field, false, err
+	}
+	var cf [4]byte
+	if _, err := io.ReadFull(cc.c, cf[:]); err != nil {
+		return field, false, err
+	}
+	flags := binary.BigEndian.Uint32(cf[:])
+	if flags&^clientFlagsKnown != 0 {
+		return field, false, fmt.Errorf("%w: unknown client flags %#x", ErrProtocol, flags)
+	}
+	cc.fixed = flags&flagFixedNewstyle != 0
+	cc.zeroes = flags&flagNoZeroes == 0
+	var hdr [16]byte
+	for {
+		if _, err := io.ReadFull(cc.c, hdr[:]); err != nil {
+			return field, false, err
+		}
+		if m := binary.BigEndian.Uint64(hdr[0:]); m != optMagic {
+			return field, false, fmt.Errorf("%w: bad option magic %#x", ErrProtocol, m)
+		}
+		opt := binary.BigEndian.Uint32(hdr[8:])
+		n := binary.BigEndian.Uint32(hdr[12:])
+		if n > maxOptionData {
+			return field, false, fmt.Errorf("%w: option %d carries %d bytes", ErrProtocol, opt, n)
+		}
+		data := make([]byte, n)
+		if _, err := io.ReadFull(cc.c, data); err != nil {
+			return field, false, err
+		}
+		switch opt {
+		case optExportName:
+			c, known := exportCapability(string(data))
+			if !known || (c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode()) {
+				// No way to answer an error here: the protocol says close.
+				return field, false, fmt.Errorf("nbd: unknown export %q", truncate(data))
+			}
+			b := make([]byte, 10, 10+124)
+			binary.BigEndian.PutUint64(b[0:], cc.be.Size())
+			binary.BigEndian.PutUint16(b[8:], cc.transmissionFlags())
+			if cc.zeroes {
+				b = b[:10+124]
+			}
+			if _, err := cc.c.Write(b); err != nil {
+				return field, false, err
+			}
+			return c, true, nil
+		case optAbort:
+			cc.optReply(opt, repAck, nil) // the client may not read it
+			return field, false, nil
+		case optList:
+			if !cc.fixed {
+				return field, false, fmt.Errorf("%w: LIST from an unfixed-newstyle client", ErrProtocol)
+			}
+			if n != 0 {
+				err = cc.optError(opt, repErrInvalid, "LIST carries no data")
+			} else {
+				if cc.be.OpenMode() {
+					b := binary.BigEndian.AppendUint32(nil, uint32(len(OpenExport)))
+					b = append(b, OpenExport...)
+					err = cc.optReply(opt, repServer, b)
+				}
+				if err == nil {
+					err = cc.optReply(opt, repAck, nil)
+				}
+			}
+		case optInfo, optGo:
+			if !cc.fixed {
+				return field, false, fmt.Errorf("%w: option %d from an unfixed-newstyle client", ErrProtocol, opt)
+			}
+			c, code, why := cc.info(data)
+			if code != 0 {
+				err = cc.optError(opt, code, why)
+				break
+			}
+			var b [12]byte
+			binary.BigEndian.PutUint16(b[0:], infoExport)
+			binary.BigEndian.PutUint64(b[2:], cc.be.Size())
+			binary.BigEndian.PutUint16(b[10:], cc.transmissionFlags())
+			err = cc.optReply(opt, repInfo, b[:])
+			if err == nil {
+				// Sent whether or not it was asked for, as the protocol
+				// allows: the limits hold anyway.
+				var bs [14]byte
+				binary.BigEndian.PutUint16(bs[0:], infoBlockSize)
+				binary.BigEndian.PutUint32(bs[2:], 1)
+				binary.BigEndian.PutUint32(bs[6:], uint32(cc.be.BlockSize()))
+				binary.BigEndian.PutUint32(bs[10:], MaxPayload)
+				err = cc.optReply(opt, repInfo, bs[:])
+			}
+			if err == nil {
+				err = cc.optReply(opt, repAck, nil)
+			}
+			if err == nil && opt == optGo {
+				return c, true, nil
+			}
+		default:
+			// STRUCTURED_REPLY, STARTTLS, meta contexts, extended headers
+			// and anything newer: clients fall back to what is left.
+			if !cc.fixed {
+				return field, false, fmt.Errorf("%w: option %d from an unfixed-newstyle client", ErrProtocol, opt)
+			}
+			err = cc.optError(opt, repErrUnsup, "option not supported")
+		}
+		if err != nil {
+			return field, false, err
+		}
+	}
+}
+
+// info parses the data of INFO and GO and checks the export: code is 0 or
+// the error reply to send.
+func (cc *conn) info(data []byte) (field [diskproto.CapabilitySize]byte, code uint32, why string) {
+	if len(data) < 6 {
+		return field, repErrInvalid, "option data too short"
+	}
+	nl := binary.BigEndian.Uint32(data)
+	if nl > maxNameLen || uint64(len(data)) < 6+uint64(nl) {
+		return field, repErrInvalid, "bad export name length"
+	}
+	name := data[4 : 4+nl]
+	nreq := binary.BigEndian.Uint16(data[4+nl:])
+	if uint64(len(data)) != 6+uint64(nl)+2*uint64(nreq) {
+		return field, repErrInvalid, "option length does not match its information requests"
+	}
+	c, known := exportCapability(string(name))
+	if !known {
+		return field, repErrUnknown, "no such export (use " + OpenExport + " or a capability in hex)"
+	}
+	if c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode() {
+		return field, repErrPolicy, "this disk checks capabilities: the export name must be one, in hex"
+	}
+	return c, 0, ""
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
+}
+
+func (cc *conn) optReply(opt, typ uint32, data []byte) error {
+	b := make([]byte, 20, 20+len(data))
+	binary.BigEndian.PutUint64(b[0:], optReplyMagic)
+	binary.BigEndian.PutUint32(b[8:], opt)
+	binary.BigEndian.PutUint32(b[12:], typ)
+	binary.BigEndian.PutUint32(b[16:], uint32(len(data)))
+	_, err := cc.c.Write(append(b, data...))
+	return err
+}
+
+func (cc *conn) optError(opt, typ uint32, msg string) error {
+	return cc.optReply(opt, typ, []byte(msg))
+}
+
+// request is a parsed transmission request.
+type request struct {
+	flags  uint16
+	typ    uint16
+	handle uint64
+	offset uint64
+	length uint32
+}
+
+// errBadRequestMagic is what parseRequest returns for a header that is not
+// a request: the stream cannot be trusted any further.
+var errBadRequestMagic = fmt.Errorf("%w: bad request magic", ErrProtocol)
+
+func parseRequest(b []byte) (request, error) {
+	if len(b) < requestSize {
+		return request{}, fmt.Errorf("%w: short request header", ErrProtocol)
+	}
+	if binary.BigEndian.Uint32(b) != requestMagic {
+		return request{}, errBadRequestMagic
+	}
+	return request{
+		flags:  binary.BigEndian.Uint16(b[4:]),
+		typ:    binary.BigEndian.Uint16(b[6:]),
+		handle: binary.BigEndian.Uint64(b[8:]),
+		offset: binary.BigEndian.Uint64(b[16:]),
+		length: binary.BigEndian.Uint32(b[24:]),
+	}, nil
+}
+
+// check validates r against the export: 0 or the errno to answer.
+func (cc *conn) check(r *request) uint32 {
+	size := cc.be.Size()
+	switch r.typ {
+	case cmdFlush:
+		if r.flags != 0 {
+			return errInval
+		}
+		return 0
+	case cmdRead, cmdWrite, cmdTrim:
+	default:
+		return errInval
+	}
+	if r.flags&^cmdFlagFUA != 0 || (r.typ == cmdRead && r.flags != 0) {
+		return errInval
+	}
+	switch {
+	case r.length == 0:
+		return errInval
+	case r.typ != cmdTrim && r.length > MaxPayload:
+		return errOverflow
+	case r.offset > size || uint64(r.length) > size-r.offset:
+		if r.typ == cmdWrite {
+			return errNoSpc
+		}
+		return errInval
+	}
+	return 0
+}
+
+var diskOps = [...]diskproto.Op{cmdRead: diskproto.OpRead, cmdWrite: diskproto.OpWrite,
+	cmdFlush: diskproto.OpFlush, cmdTrim: diskproto.OpTrim}
+
+// authorize asks the Backend's Authorizer about r's storage-protocol view.
+func (cc *conn) authorize(r *request) error {
+	cc.reqID++
+	dr := diskproto.Request{
+		Op:         diskOps[r.typ],
+		Length:     r.length,
+		Offset:     r.offset,
+		Session:    cc.session,
+		ReqID:      cc.reqID,
+		Capability: cc.cap,
+	}
+	if r.flags&cmdFlagFUA != 0 {
+		dr.Flags = diskproto.FlagFUA
+	}
+	if r.typ == cmdFlush {
+		dr.Length, dr.Offset = 0, 0
+	}
+	return cc.be.Authorize(&dr, cc.c.RemoteAddr())
+}
+
+// transmit runs the transmission phase: it reads requests and runs each
+// on its own goroutine, bounded by the budget, until DISC, EOF or an error.
+func (cc *conn) transmit() error {
+	s := cc.s
+	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxBuffered)
+	defer bud.drain()
+	var hb [requestSize]byte
+	for {
+		if _, err := io.ReadFull(cc.c, hb[:]); err != nil {
+			if err == io.EOF {
+				return nil // the client went away between requests
+			}
+			return err
+		}
+		r, err := parseRequest(hb[:])
+		if err != nil {
+			return err
+		}
+		if r.typ == cmdDisc {
+			return nil // the deferred drain finishes what is in flight
+		}
+		s.stats.Requests.Add(1)
+		if code := cc.check(&r); code != 0 {
+			if r.typ == cmdWrite {
+				if r.length > MaxPayload {
+					return fmt.Errorf("%w: WRITE of %d bytes, above %d", ErrProtocol, r.length, MaxPayload)
+				}
+				if _, err := io.CopyN(io.Discard, cc.c, int64(r.length)); err != nil {
+					return err
+				}
+			}
+			s.stats.Errors.Add(1)
+			if err := cc.reply(r.handle, code, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := cc.authorize(&r); err != nil {
+			if r.typ == cmdWrite {
+				if _, err := io.CopyN(io.Discard, cc.c, int64(r.length)); err != nil {
+					return err
+				}
+			}
+			s.stats.Refused.Add(1)
+			if err := cc.reply(r.handle, errPerm, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		cost := 0
+		if r.typ == cmdRead || r.typ == cmdWrite {
+			cost = int(r.length)
+		}
+		bud.acquire(cost)
+		var buf *[]byte
+		if cost > 0 {
+			buf = getBuf(cost)
+		}
+		if r.typ == cmdWrite {
+			if _, err := io.ReadFull(cc.c, (*buf)[:cost]); err != nil {
+				putBuf(buf)
+				bud.release(cost)
+				return err
+			}
+		}
+		go func() {
+			defer bud.release(cost)
+			cc.run(&r, buf)
+		}()
+	}
+}
+
+// run executes one request on the Backend and answers it.
+func (cc *conn) run(r *request, buf *[]byte) {
+	s := cc.s
+	fua := r.flags&cmdFlagFUA != 0
+	var data []byte
+	var err error
+	switch r.typ {
+	case cmdRead:
+		data = (*buf)[:r.length]
+		if err = cc.be.ReadAt(data, int64(r.offset)); err == nil {
+			s.stats.BytesRead.Add(uint64(r.length))
+		} else {
+			data = nil
+		}
+	case cmdWrite:
+		if err = cc.be.WriteAt((*buf)[:r.length], int64(r.offset), fua); err == nil {
+			s.stats.BytesWritten.Add(uint64(r.length))
+		}
+	case cmdFlush:
+		err = cc.be.Flush()
+	case cmdTrim:
+		err = cc.be.Trim(int64(r.offset), int(r.length), fua)
+	}
+	code := uint32(0)
+	if err != nil {
+		s.stats.Errors.Add(1)
+		s.log.Warn("nbd: request failed", "cmd", r.typ, "off", r.offset, "len", r.length, "err", err)
+		code = errnoOf(err)
+	}
+	cc.reply(r.handle, code, data)
+	if buf != nil {
+		putBuf(buf)
+	}
+}
+
+func errnoOf(err error) uint32 {
+	switch {
+	case errors.Is(err, disk.ErrRange):
+		return errInval
+	case errors.Is(err, disk.ErrClosed):
+		return errShutdown
+	case errors.Is(err, disk.ErrDenied):
+		return errPerm
+	}
+	return errIO
+}
+
+// reply sends a simple reply, with data for a successful READ. A failed
+// write closes the connection, which ends the reading loop too.
+func (cc *conn) reply(handle uint64, code uint32, data []byte) error {
+	var h [simpleReplySize]byte
+	binary.BigEndian.PutUint32(h[0:], simpleReplyMagic)
+	binary.BigEndian.PutUint32(h[4:], code)
+	binary.BigEndian.PutUint64(h[8:], handle)
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if cc.werr != nil {
+		return cc.werr
+	}
+	var err error
+	if len(data) == 0 {
+		_, err = cc.c.Write(h[:])
+	} else {
+		bufs := net.Buffers{h[:], data}
+		_, err = bufs.WriteTo(cc.c)
+	}
+	if err != nil {
+		cc.werr = err
+		cc.c.Close()
+	}
+	return err
+}
+
+// budget bounds a connection's requests in flight, in number and bytes.
+type budget struct {
+	mu             sync.Mutex
+	cond           sync.Cond
+	n, bytes       int
+	maxN, maxBytes int
+}
+
+func newBudget(maxN, maxBytes int) *budget {
+	b := &budget{maxN: maxN, maxBytes: maxBytes}
+	b.cond.L = &b.mu
+	return b
+}
+
+// acquire waits for room for one request of cost bytes; one larger than
+// the whole budget waits until it runs alone.
+func (b *budget) acquire(cost int) {
+	b.mu.Lock()
+	for b.n >= b.maxN || (b.n > 0 && b.bytes+cost > b.maxBytes) {
+		b.cond.Wait()
+	}
+	b.n++
+	b.bytes += cost
+	b.mu.Unlock()
+}
+
+func (b *budget) release(cost int) {
+	b.mu.Lock()
+	b.n--
+	b.bytes -= cost
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// drain waits until nothing is in flight.
+func (b *budget) drain() {
+	b.mu.Lock()
+	for b.n > 0 {
+		b.cond.Wait()
+	}
+	b.mu.Unlock()
+}
+
+// Data buffers, pooled by power-of-two size class from 4 KiB to MaxPayload.
+const (
+	minClass = 12
+	maxClass = 25 // 1 << 25 == MaxPayload
+)
+
+var pools [maxClass + 1]sync.Pool
+
+func classOf(n int) int {
+	c := bits.Len(uint(n - 1))
+	return max(c, minClass)
+}
+
+func getBuf(n int) *[]byte {
+	c := classOf(n)
+	if b, ok := pools[c].Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 1<<c)
+	return &b
+}
+
+func putBuf(b *[]byte) {
+	c := classOf(len(*b))
+	if 1<<c == len(*b) && c <= maxClass {
+		pools[c].Put(b)
+	}
+}
