@@ -481,10 +481,11 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 	}
 	if seq == c.rcvNxt {
 		ringWrite(c.rcvBuf, c.irs+1, seq, payload)
+		before := c.rcvNxt
 		c.rcvNxt += uint32(len(payload))
-		c.bytesReceived += uint64(len(payload))
 		hadOOO := len(c.ooo) > 0
 		c.mergeOOOLocked()
+		c.bytesReceived += uint64(c.rcvNxt - before)
 		if c.oooFin && c.oooFinSeq == c.rcvNxt {
 			c.oooFin = false
 			c.finLocked()

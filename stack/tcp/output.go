@@ -126,9 +126,15 @@ func (c *Conn) fillLocked() (int, bool) {
 	if c.rexmitOne {
 		c.rexmitOne = false
 		if seqLT(c.sndUna, c.sndMax) {
+			// Only what was sent before: data beyond sndMax would be
+			// acknowledged above sndMax, which we would refuse.
+			end := c.sndMax
+			if seqGT(end, c.sndEnd) {
+				end = c.sndEnd // the FIN
+			}
 			size := 0
-			if seqLT(c.sndUna, c.sndEnd) {
-				size = int(c.sndEnd - c.sndUna)
+			if seqLT(c.sndUna, end) {
+				size = int(end - c.sndUna)
 			}
 			hl := c.hdrLenLocked()
 			size = min(size, c.mssBase-(hl-header.TCPMinimumSize))
