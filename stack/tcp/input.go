@@ -77,11 +77,20 @@ func (c *Conn) inputLocked(in *inSeg) (reuse bool) {
 			(seqLEQ(c.rcvNxt, last) && seqLT(last, c.rcvNxt+wnd))
 	}
 	if !ok {
-		c.dropLocked(engine.DropTCPOutOfWindow)
 		if !in.has(header.TCPFlagRST) {
 			c.ackNow = true
 		}
-		return false
+		// A duplicate (all of it left of rcvNxt): its data is old but its
+		// ACK may be news, as when both sides retransmit after losing
+		// each other's ACKs; like 4.4BSD, keep it as a pure ACK.
+		dup := segLen > 0 && seqLEQ(in.seq+segLen, c.rcvNxt) && in.has(header.TCPFlagACK) &&
+			!in.has(header.TCPFlagRST) && !in.has(header.TCPFlagSYN)
+		if !dup {
+			c.dropLocked(engine.DropTCPOutOfWindow)
+			return false
+		}
+		in.payload = in.payload[:0]
+		in.flags &^= header.TCPFlagFIN
 	}
 
 	// RST (RFC 5961 §3.2: only an exact match resets; others in the
@@ -280,9 +289,9 @@ func (c *Conn) acceptSyn(in *inSeg) {
 	} else {
 		c.sndWS, c.rcvWS = 0, 0
 	}
-	c.tsOK = o.HasTS
+	c.tsOK = o.HasTS && !c.p.cfg.NoTimestamps
 	c.tsRecent = o.TSVal
-	c.sackOK = o.SACKPermitted
+	c.sackOK = o.SACKPermitted && !c.p.cfg.NoSACK
 	if c.rcvCap == 0 {
 		size := c.p.cfg.InitialBuffer
 		if !c.wsOK {
@@ -382,7 +391,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 		// A window the peer's never allows is no window (RFC 7661's
 		// concern): growth stops at twice the largest it advertised.
-		c.cwnd = min(c.cwnd, max(2*c.maxSndWnd, 10*mss), 1<<30)
+		c.cwnd = max(min(c.cwnd, max(2*c.maxSndWnd, 10*mss), 1<<30), mss) // never below one segment: a zero cwnd with nothing in flight would stall
 		c.dupAcks = 0
 		if c.sndUna == c.sndMax {
 			c.idleTimerLocked()
@@ -472,10 +481,11 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 	}
 	if seq == c.rcvNxt {
 		ringWrite(c.rcvBuf, c.irs+1, seq, payload)
+		before := c.rcvNxt
 		c.rcvNxt += uint32(len(payload))
-		c.bytesReceived += uint64(len(payload))
 		hadOOO := len(c.ooo) > 0
 		c.mergeOOOLocked()
+		c.bytesReceived += uint64(c.rcvNxt - before)
 		if c.oooFin && c.oooFinSeq == c.rcvNxt {
 			c.oooFin = false
 			c.finLocked()

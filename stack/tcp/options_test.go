@@ -141,3 +141,29 @@ func TestTimestampsAndPAWS(t *testing.T) {
 		}
 	}
 }
+
+// TestFastRetransmitWithinSent: a fast retransmission resends only what
+// was sent before, even when more data waits behind a small window (a
+// regression: resending unsent bytes made the peer acknowledge beyond
+// what we had sent, and we refused its ACKs for good).
+func TestFastRetransmitWithinSent(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{})
+	a := r.activeOpen(7203)
+	// Shrink the window to 500 bytes, then give the stack 5000 to send.
+	r.window = 500
+	a.r.send(a.rport, a.lport, a.rnxt, a.iss+1, flagACK, nil, header.TCPOptions{})
+	time.Sleep(10 * time.Millisecond)
+	a.c.Write(pattern(5000, 3))
+	s := r.expectData()
+	if len(s.Payload) != 500 {
+		t.Fatalf("first segment %d bytes with a 500-byte window", len(s.Payload))
+	}
+	r.silent(20 * time.Millisecond)
+	for range 3 {
+		a.r.send(a.rport, a.lport, a.rnxt, a.iss+1, flagACK, nil, header.TCPOptions{})
+	}
+	re := r.expectData()
+	if re.Seq != a.iss+1 || len(re.Payload) > 500 {
+		t.Fatalf("fast retransmission: %d bytes at %d; only 500 were sent at %d", len(re.Payload), re.Seq, a.iss+1)
+	}
+}

@@ -126,9 +126,15 @@ func (c *Conn) fillLocked() (int, bool) {
 	if c.rexmitOne {
 		c.rexmitOne = false
 		if seqLT(c.sndUna, c.sndMax) {
+			// Only what was sent before: data beyond sndMax would be
+			// acknowledged above sndMax, which we would refuse.
+			end := c.sndMax
+			if seqGT(end, c.sndEnd) {
+				end = c.sndEnd // the FIN
+			}
 			size := 0
-			if seqLT(c.sndUna, c.sndEnd) {
-				size = int(c.sndEnd - c.sndUna)
+			if seqLT(c.sndUna, end) {
+				size = int(end - c.sndUna)
 			}
 			hl := c.hdrLenLocked()
 			size = min(size, c.mssBase-(hl-header.TCPMinimumSize))
@@ -235,8 +241,11 @@ func (c *Conn) fillLocked() (int, bool) {
 		}
 		size := min(avail, allowed, maxSeg)
 		if avail > 0 && size == 0 {
-			if c.sndWnd == 0 && seq == c.sndUna && c.timerKind != timerPersist {
+			switch {
+			case c.sndWnd == 0 && seq == c.sndUna && c.timerKind != timerPersist:
 				c.setTimer(timerPersist, c.rtoLocked())
+			case c.timerKind == timerNone || c.timerKind == timerKeepAlive:
+				c.armRTO() // a safety net: data waits, something must wake it
 			}
 			break
 		}
@@ -271,7 +280,10 @@ func (c *Conn) fillLocked() (int, bool) {
 		}
 	}
 	if n == 0 && (c.ackNow || c.probe) {
-		seq := c.sndNxt
+		// After a timeout sndNxt is rewound (go-back-N); a pure ACK
+		// carries the highest sequence number sent, which the peer finds
+		// in its window, not an old one it would drop unread.
+		seq := c.sndMax
 		if c.probe {
 			seq = c.sndUna - 1 // an old sequence number: the peer answers with an ACK
 		}
@@ -316,10 +328,10 @@ func (c *Conn) buildSynLocked(i int) {
 	if active || c.wsOK {
 		o.HasWS, o.WS = true, c.p.wsh
 	}
-	if active || c.sackOK {
+	if (active && !c.p.cfg.NoSACK) || c.sackOK {
 		o.SACKPermitted = true
 	}
-	if active || c.tsOK {
+	if (active && !c.p.cfg.NoTimestamps) || c.tsOK {
 		o.HasTS = true
 		o.TSVal = c.p.tsNow()
 		o.TSEcr = c.tsRecent
@@ -370,7 +382,7 @@ func (c *Conn) buildDataLocked(i int, seq uint32, size int, fin bool) {
 }
 
 func (c *Conn) rstFields() *header.TCPFields {
-	return &header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: c.sndNxt, Ack: c.rcvNxt,
+	return &header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: c.sndMax, Ack: c.rcvNxt,
 		Flags: header.TCPFlagRST | header.TCPFlagACK}
 }
 

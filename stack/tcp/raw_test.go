@@ -19,10 +19,11 @@ import (
 // pair, as ipB: it answers ARP, decodes every frame the stack sends with
 // gopacket (checking each TCP checksum) and sends segments it builds.
 type rawPeer struct {
-	t    testing.TB
-	s    *stack.Stack
-	l    *mem.Link
-	segs chan *layers.TCP
+	window uint16 // the window the peer advertises (0: 65535)
+	t      testing.TB
+	s      *stack.Stack
+	l      *mem.Link
+	segs   chan *layers.TCP
 }
 
 func newRawPeer(t testing.TB, cfg tcp.Config) *rawPeer {
@@ -168,7 +169,11 @@ func (r *rawPeer) silent(d time.Duration) {
 // send sends a segment from ipB:sport to ipA:dport.
 func (r *rawPeer) send(sport, dport uint16, seq, ack uint32, flags uint8, payload []byte, opts header.TCPOptions) {
 	r.t.Helper()
-	f := header.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: 65535, Opts: opts}
+	wnd := uint16(65535)
+	if r.window != 0 {
+		wnd = r.window
+	}
+	f := header.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: wnd, Opts: opts}
 	hl := header.TCPMinimumSize + header.TCPOptionsSize(&opts)
 	b := make([]byte, 34+hl+len(payload))
 	header.Ethernet(b).Encode(&header.EthernetFields{Dst: [6]byte(macA), Src: [6]byte(macB), Type: header.EtherTypeIPv4})

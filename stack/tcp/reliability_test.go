@@ -24,9 +24,19 @@ import (
 // TestLossRecovery moves data both ways over a link that loses 2 % of
 // the frames in each direction and checks every byte arrives in order.
 func TestLossRecovery(t *testing.T) {
-	for _, caps := range []link.Caps{0, link.CapVNetHdr | link.CapGSO} {
+	for _, tc := range []struct {
+		caps link.Caps
+		cfg  tcp.Config
+	}{
+		{0, tcp.Config{}},
+		{link.CapVNetHdr | link.CapGSO, tcp.Config{}},
+		{0, tcp.Config{NoSACK: true}},                     // NewReno
+		{0, tcp.Config{NoSACK: true, NoTimestamps: true}}, // NewReno, Karn's RTT samples
+	} {
+		caps := tc.caps
 		var ia, ib *impair.Link
 		w := newWorld(t, worldOpts{
+			tcp:   tc.cfg,
 			mem:   mem.Options{Caps: caps},
 			wrapA: func(l link.Link) link.Link { ia = impair.Wrap(l); return ia },
 			wrapB: func(l link.Link) link.Link { ib = impair.Wrap(l); return ib },
@@ -45,8 +55,8 @@ func TestLossRecovery(t *testing.T) {
 		wg.Wait()
 		dropped := ia.Counters().TxDropped + ib.Counters().TxDropped
 		sa, sb := w.a.TCP().Stats(), w.b.TCP().Stats()
-		t.Logf("caps %v: link dropped %d frames; retransmitted %d+%d segments, fast retransmits %d+%d, timeouts %d+%d",
-			caps, dropped, sa.RetransSegs.Load(), sb.RetransSegs.Load(), sa.FastRetransmits.Load(), sb.FastRetransmits.Load(),
+		t.Logf("caps %v %+v: link dropped %d frames; retransmitted %d+%d segments, fast retransmits %d+%d, timeouts %d+%d",
+			caps, tc.cfg, dropped, sa.RetransSegs.Load(), sb.RetransSegs.Load(), sa.FastRetransmits.Load(), sb.FastRetransmits.Load(),
 			sa.Timeouts.Load(), sb.Timeouts.Load())
 		if dropped == 0 || sa.RetransSegs.Load()+sb.RetransSegs.Load() == 0 {
 			t.Fatal("no loss, or no retransmission: the test proved nothing")

@@ -98,6 +98,10 @@ type Config struct {
 	// KeepAliveIdle/Interval/Count are the keepalive defaults (15 s, 15 s, 9).
 	KeepAliveIdle, KeepAliveInterval time.Duration
 	KeepAliveCount                   int
+	// NoSACK and NoTimestamps stop the stack from negotiating SACK
+	// (recovery falls back to NewReno) or timestamps: for tests and for
+	// comparisons.
+	NoSACK, NoTimestamps bool
 }
 
 // Defaults for Config.
