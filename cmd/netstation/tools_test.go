@@ -180,3 +180,53 @@ func netipOf(t *testing.T, s string) netip.Addr {
 	}
 	return a
 }
+
+// TestToolsOverLoss: the standard tools over the peripherals' own TCP on
+// a lossy fabric (the fabric's loss injection on the peripheral's port,
+// both ways): nbdcopy moves 64 MiB into disk0 and back out byte-exact, and
+// iperf3 to cpu0 completes, with retransmissions doing the work.
+func TestToolsOverLoss(t *testing.T) {
+	privtest.Tool(t, "nbdcopy", "iperf3")
+	b, hostIP, cpuIP, diskIP, fm := toolsBed(t)
+	b.must("link", "set", "-t", b.name, "disk0", "--loss", "2%", "--seed", "7")
+	b.must("link", "set", "-t", b.name, "cpu0", "--loss", "1%", "--seed", "8")
+	grant, err := fm.Mint("disk0", netipOf(t, diskIP), manager.WholeDisk(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := fmt.Sprintf("nbd://%s/%s", diskIP, hex.EncodeToString(grant[:]))
+	dir := t.TempDir()
+	in, back := filepath.Join(dir, "in"), filepath.Join(dir, "back")
+	data := make([]byte, 64<<20)
+	rand.Read(data)
+	if err := os.WriteFile(in, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	runTool(t, 3*time.Minute, "nbdcopy", in, uri)
+	runTool(t, 3*time.Minute, "nbdcopy", uri, back)
+	got, err := os.ReadFile(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < len(data) || sha256.Sum256(got[:len(data)]) != sha256.Sum256(data) {
+		t.Fatal("nbdcopy over a lossy link read back other data than it wrote")
+	}
+	t.Logf("nbdcopy 64 MiB in and 512 MiB out over 2 %% loss: %v", time.Since(start).Round(time.Millisecond))
+
+	var r iperf3JSON
+	out := runTool(t, time.Minute, "iperf3", "-c", cpuIP, "-B", hostIP, "-t", "2", "-J")
+	if err := json.Unmarshal(out, &r); err != nil || r.Error != "" || r.End.SumReceived.Bytes == 0 {
+		t.Fatalf("iperf3 over 1 %% loss: %v %s\n%s", err, r.Error, out)
+	}
+	t.Logf("iperf3 to cpu0 over 1 %% loss: %.2f Gbit/s", r.End.SumReceived.BitsPerSecond/1e9)
+	// The loss was real: the fabric dropped frames of both peripherals.
+	for _, n := range []string{"disk0", "cpu0"} {
+		ls := b.links(n)
+		if ls.Kernel == nil || ls.Kernel.Ingress.Dropped+ls.Kernel.Egress.Dropped == 0 {
+			t.Errorf("%s: no frame dropped by the fabric's loss injection: %+v", n, ls.Kernel)
+		}
+	}
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
