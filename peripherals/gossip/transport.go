@@ -69,8 +69,8 @@ func NewTransport(n Network, port uint16) (*Transport, error) {
 
 func (t *Transport) readPackets() {
 	defer t.wg.Done()
+	buf := make([]byte, 65536)
 	for {
-		buf := make([]byte, 65536) // memberlist keeps the buffer
 		n, from, err := t.pc.ReadFrom(buf)
 		now := time.Now()
 		if err != nil {
@@ -92,7 +92,9 @@ func (t *Transport) readPackets() {
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		t.PacketsIn.Add(1)
 		select {
-		case t.packets <- &memberlist.Packet{Buf: buf[:n], From: net.UDPAddrFromAddrPort(ap), Timestamp: now}:
+		// memberlist keeps the buffer: hand it a copy of the datagram's
+		// size (gossip datagrams are small), not the 64 KiB read buffer.
+		case t.packets <- &memberlist.Packet{Buf: append([]byte(nil), buf[:n]...), From: net.UDPAddrFromAddrPort(ap), Timestamp: now}:
 		default:
 			t.Dropped.Add(1)
 		}
