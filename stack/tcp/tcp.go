@@ -20,16 +20,15 @@ import (
 // net package reports for kernel sockets, so errors.Is(err,
 // syscall.ECONNRESET) works the same on both stacks.
 var (
-	ErrClosed           = net.ErrClosed
-	ErrConnRefused      = fmt.Errorf("tcp: connection refused: %w", syscall.ECONNREFUSED)
-	ErrConnReset        = fmt.Errorf("tcp: connection reset by peer: %w", syscall.ECONNRESET)
-	ErrConnAborted      = fmt.Errorf("tcp: connection aborted: %w", syscall.ECONNABORTED)
-	ErrTimeout          = fmt.Errorf("tcp: connection timed out: %w", syscall.ETIMEDOUT)
-	ErrAddrInUse        = fmt.Errorf("tcp: address in use: %w", syscall.EADDRINUSE)
-	ErrAddr             = errors.New("tcp: invalid address")
-	ErrNoPorts          = errors.New("tcp: no free ephemeral port")
-	ErrWriteAfterShut   = fmt.Errorf("tcp: write after CloseWrite: %w", syscall.EPIPE)
-	errListenerOverflow = errors.New("tcp: listen backlog full")
+	ErrClosed         = net.ErrClosed
+	ErrConnRefused    = fmt.Errorf("tcp: connection refused: %w", syscall.ECONNREFUSED)
+	ErrConnReset      = fmt.Errorf("tcp: connection reset by peer: %w", syscall.ECONNRESET)
+	ErrConnAborted    = fmt.Errorf("tcp: connection aborted: %w", syscall.ECONNABORTED)
+	ErrTimeout        = fmt.Errorf("tcp: connection timed out: %w", syscall.ETIMEDOUT)
+	ErrAddrInUse      = fmt.Errorf("tcp: address in use: %w", syscall.EADDRINUSE)
+	ErrAddr           = errors.New("tcp: invalid address")
+	ErrNoPorts        = errors.New("tcp: no free ephemeral port")
+	ErrWriteAfterShut = fmt.Errorf("tcp: write after CloseWrite: %w", syscall.EPIPE)
 )
 
 // Headroom is the room a segment buffer leaves before the TCP header for
