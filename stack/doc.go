@@ -1,7 +1,9 @@
 // Package stack is netstation's user-level IPv4 stack: Ethernet II, ARP,
 // IPv4 with fragmentation and reassembly, ICMP echo and port-unreachable,
-// and UDP sockets that satisfy net.PacketConn and net.Conn, on top of any
-// link.Link (an AF_PACKET or AF_XDP veth port, or the in-memory pair).
+// UDP sockets that satisfy net.PacketConn and net.Conn, and TCP (stack/tcp,
+// glued in by tcp.go: ListenTCP returns a net.Listener, DialTCP a net.Conn),
+// on top of any link.Link (an AF_PACKET or AF_XDP veth port, or the
+// in-memory pair).
 //
 // Every frame goes through the shared engine (stack/engine): one receive
 // goroutine per stack reads the link in batches, classifies each frame,
@@ -14,5 +16,5 @@
 // With link.CapVNetHdr, checksums are left to the kernel (NEEDS_CSUM);
 // with link.CapGSO, a batch of equal-sized datagrams to one peer leaves as
 // one UDP_L4 super-frame and received super-frames are split back into
-// datagrams.
+// datagrams, and TCP sends leave as TCPv4 super-frames of up to 64 KiB.
 package stack

@@ -34,6 +34,18 @@ type Stats struct {
 	LinkReadErrors                 uint64
 
 	UDP []SocketStats
+	TCP TCPStats
+}
+
+// TCPStats are the stack's TCP counters (the names of the kernel's
+// /proc/net/snmp Tcp line where one exists).
+type TCPStats struct {
+	ActiveOpens, PassiveOpens, AttemptFails, EstabResets uint64
+	CurrEstab                                            int // connections in the table now
+	InSegs, OutSegs, RetransSegs, InRsts, OutRsts        uint64
+	FastRetransmits, Timeouts, DupAcks, OutOfOrder       uint64
+	GSOOut, GSOIn, ChallengeACKs, ZeroWindowProbes       uint64
+	TailLossProbes                                       uint64
 }
 
 // SocketStats are one UDP socket's counters.
@@ -86,5 +98,18 @@ func (s *Stack) Stats() Stats {
 		})
 	}
 	s.socksMu.Unlock()
+	if s.tcp != nil {
+		t := s.tcp.Stats()
+		st.TCP = TCPStats{
+			ActiveOpens: t.ActiveOpens.Load(), PassiveOpens: t.PassiveOpens.Load(),
+			AttemptFails: t.AttemptFails.Load(), EstabResets: t.EstabResets.Load(), CurrEstab: s.tcp.NumConns(),
+			InSegs: t.SegsIn.Load(), OutSegs: t.SegsOut.Load(), RetransSegs: t.RetransSegs.Load(),
+			InRsts: t.RstIn.Load(), OutRsts: t.RstOut.Load(),
+			FastRetransmits: t.FastRetransmits.Load(), Timeouts: t.Timeouts.Load(), DupAcks: t.DupAcks.Load(),
+			OutOfOrder: t.OutOfOrder.Load(), GSOOut: t.GSOOut.Load(), GSOIn: t.GSOIn.Load(),
+			ChallengeACKs: t.ChallengeACKs.Load(), ZeroWindowProbes: t.ZeroWindowProbes.Load(),
+			TailLossProbes: t.TailLossProbes.Load(),
+		}
+	}
 	return st
 }
