@@ -210,26 +210,13 @@ func (r *Request) Marshal(b []byte) (int, error) {
 	if len(b) < n {
 		return 0, ErrBuffer
 	}
-	length := r.Length
+	h := *r
 	if r.Op != OpTransfer && (r.Op == OpWrite || len(r.Payload) > 0) {
-		length = uint32(len(r.Payload))
+		h.Length = uint32(len(r.Payload))
 	}
-	be.PutUint16(b[0:], Magic)
-	b[2] = Version
-	b[3] = byte(r.Op)
-	be.PutUint16(b[4:], uint16(r.Flags))
-	be.PutUint16(b[6:], r.ReplyDatagram)
-	be.PutUint32(b[8:], r.Tag)
-	be.PutUint32(b[12:], length)
-	be.PutUint64(b[16:], r.Session)
-	be.PutUint64(b[24:], r.ReqID)
-	be.PutUint64(b[32:], r.Low)
-	be.PutUint64(b[40:], r.Epoch)
-	be.PutUint64(b[48:], r.Offset)
-	be.PutUint32(b[56:], Checksum(r.Payload))
-	copy(b[64:RequestHeaderSize], r.Capability[:])
+	h.PayloadCRC = Checksum(r.Payload)
 	copy(b[RequestHeaderSize:], r.Payload)
-	be.PutUint32(b[60:], requestHeaderCRC(b))
+	h.MarshalHeader(b)
 	return n, nil
 }
 
