@@ -140,6 +140,8 @@ diskip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip
 } | code
 $ns down tools >/dev/null
 rm -rf "$tools"
+echo "Both disk protocols from the same client stack (the host's kernel, through host access) to the same server (disk0's user-level stack): the UDP protocol with 1 MiB I/O at queue depth 16, no workload around it, beside nbdcopy over NBD." >>"$out"
+gobench ./cmd/netstation BenchmarkDiskFromHost | code
 
 section "Rootless vs root (same run)"
 echo "The same bench with the testbed brought up by an ordinary user (uid 65534) in a user namespace." >>"$out"

@@ -8,23 +8,29 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/netstation/netstation/cpu/manager"
+	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/testbed"
 )
 
 // toolsBed is a testbed with host access whose peripherals the host's own
 // tools reach: cpu0 (iperf3 on its user-level TCP) and disk0 (NBD on its
 // user-level TCP, checking capabilities).
-func toolsBed(t *testing.T) (b *bed, hostIP, cpuIP, diskIP string, fm *manager.Manager) {
+func toolsBed(t testing.TB) (b *bed, hostIP, cpuIP, diskIP string, fm *manager.Manager) {
 	b = newBed(t)
 	b.must("up", "-f", b.topo(b.name, "host_access: {}\n"+`nodes:
   - {name: cpu0, kind: cpu}
@@ -48,7 +54,7 @@ func toolsBed(t *testing.T) (b *bed, hostIP, cpuIP, diskIP string, fm *manager.M
 	return b, hostIP, cpuIP, diskIP, fm
 }
 
-func runTool(t *testing.T, timeout time.Duration, argv ...string) []byte {
+func runTool(t testing.TB, timeout time.Duration, argv ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -172,7 +178,7 @@ func TestIperf3(t *testing.T) {
 	b.assertGone(b.name)
 }
 
-func netipOf(t *testing.T, s string) netip.Addr {
+func netipOf(t testing.TB, s string) netip.Addr {
 	t.Helper()
 	a, err := netip.ParseAddr(s)
 	if err != nil {
@@ -229,4 +235,82 @@ func TestToolsOverLoss(t *testing.T) {
 	}
 	b.must("down", b.name)
 	b.assertGone(b.name)
+}
+
+// BenchmarkDiskFromHost puts disk0's two protocols side by side with the
+// same client stack (the host's kernel, through host access) and the same
+// server (disk0's user-level stack), in one run: the UDP storage protocol
+// (cpu/storage on a kernel socket, 1 MiB I/O at queue depth 16, no
+// workload around it) and NBD (nbdcopy, the stock tool).
+func BenchmarkDiskFromHost(b *testing.B) {
+	privtest.Tool(b, "nbdcopy")
+	for range b.N {
+		bd, hostIP, _, diskIP, fm := toolsBed(b)
+		grant, err := fm.Mint("disk0", netipOf(b, diskIP), manager.WholeDisk(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		const size = 512 << 20 // the whole disk
+		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(hostIP)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		dgram.SetKernelBuffers(pc, 8<<20)
+		c, err := storage.Dial(pc, &net.UDPAddr{IP: net.ParseIP(diskIP), Port: diskproto.Port}, storage.Options{Capability: grant})
+		if err != nil {
+			b.Fatal(err)
+		}
+		const qd, bs = 16, 1 << 20
+		buf := make([]byte, bs)
+		rand.Read(buf)
+		run := func(write bool) float64 {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range qd {
+				wg.Go(func() {
+					p := make([]byte, bs)
+					copy(p, buf)
+					for {
+						off := next.Add(bs) - bs
+						if off >= size {
+							return
+						}
+						var err error
+						if write {
+							_, err = c.WriteAt(context.Background(), p, off, false)
+						} else {
+							_, err = c.ReadAt(context.Background(), p, off)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			return size / (1 << 20) / time.Since(start).Seconds()
+		}
+		b.ReportMetric(run(true), "udp_write_MiB/s")
+		b.ReportMetric(run(false), "udp_read_MiB/s")
+		st := c.Stats()
+		b.ReportMetric(float64(st.Retransmits), "udp_retransmits")
+		c.Close()
+
+		uri := fmt.Sprintf("nbd://%s/%s", diskIP, hex.EncodeToString(grant[:]))
+		in := filepath.Join(b.TempDir(), "in")
+		data := make([]byte, size)
+		rand.Read(data)
+		if err := os.WriteFile(in, data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		runTool(b, 3*time.Minute, "nbdcopy", in, uri)
+		b.ReportMetric(size/(1<<20)/time.Since(start).Seconds(), "nbd_write_MiB/s")
+		start = time.Now()
+		runTool(b, 3*time.Minute, "nbdcopy", uri, "null:")
+		b.ReportMetric(size/(1<<20)/time.Since(start).Seconds(), "nbd_read_MiB/s")
+		bd.must("down", bd.name)
+	}
 }

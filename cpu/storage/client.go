@@ -238,6 +238,11 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 	if rb := dgram.ReceiveBuffer(c.pc, opts.Datagram); rb > 0 {
 		c.winBytes = min(c.winBytes, int64(max(rb/2, diskproto.MinDatagram)))
 	}
+	// WRITEs from a kernel socket are a frame per datagram: no more in
+	// flight than the receiving CPU's backlog takes in one burst.
+	if bl := dgram.BurstLimit(c.pc, opts.Datagram); bl > 0 {
+		c.winBytes = min(c.winBytes, int64(max(bl, diskproto.MinDatagram)))
+	}
 	if int64(c.maxReq) > c.winBytes {
 		c.maxReq = int(c.winBytes)
 		if c.maxReq >= info.BlockSize {

@@ -2,6 +2,9 @@ package dgram
 
 import (
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"net/netip"
 	"sync"
 	"time"
@@ -228,4 +231,24 @@ func SetKernelBuffers(c *net.UDPConn, n int) {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n)
 		})
 	}
+}
+
+// BurstLimit is the most payload bytes of dgramSize datagrams that c
+// should have in flight towards one peer, or 0 for no limit of its own. A
+// kernel socket sends every datagram as a frame of its own, and a veth
+// queues the frames of a burst in the receiving CPU's backlog
+// (net.core.netdev_max_backlog, 1000 by default), which drops beyond it:
+// half the backlog's worth is the limit. The user-level stack sends a run
+// of datagrams as one GSO super-frame, one backlog entry: no limit.
+func BurstLimit(c Conn, dgramSize int) int {
+	if _, ok := c.(*kernelConn); !ok {
+		return 0
+	}
+	backlog := 1000
+	if b, err := os.ReadFile("/proc/sys/net/core/netdev_max_backlog"); err == nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && v > 0 {
+			backlog = v
+		}
+	}
+	return backlog / 2 * dgramSize
 }

@@ -377,6 +377,11 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 		if rb := dgram.ReceiveBuffer(pc, s.cfg.Datagram); rb > 0 {
 			info.WindowBytes = uint32(max(min(s.cfg.WindowBytes, rb/2), diskproto.MinDatagram))
 		}
+		// READ replies from a kernel socket are a frame each: no more in
+		// flight than the receiving CPU's backlog takes in one burst.
+		if bl := dgram.BurstLimit(pc, s.cfg.Datagram); bl > 0 {
+			info.WindowBytes = min(info.WindowBytes, uint32(max(bl, diskproto.MinDatagram)))
+		}
 		s.reply(pc, from, &req, diskproto.CodeOK, info.Marshal())
 		return false
 	}
