@@ -2,10 +2,10 @@ package dgram
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
-	"net/netip"
 	"sync"
 	"time"
 
