@@ -191,6 +191,7 @@ func (p *Peripheral) Status() Status {
 		Addr: p.cfg.Addr.String(), MAC: p.cfg.MAC.String(),
 		Uptime:         time.Since(p.started).Seconds(),
 		Stack:          s,
+		Link:           p.raw.Stats(),
 		Impair:         p.impair.Params(),
 		ImpairCounters: p.impair.Counters(),
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"syscall"
@@ -87,6 +88,14 @@ func TestGossip(t *testing.T) {
 	}
 	if v.Stats.PacketsIn == 0 || v.Stats.StreamsIn+v.Stats.StreamsOut == 0 {
 		t.Errorf("no gossip through cpu0's stack: %+v", v.Stats)
+	}
+	// The gossip crossed cpu0's AF_PACKET link, whose counters status shows.
+	var ps peripherals.Status
+	if err := b.nodeCall(context.Background(), "cpu0", "status", nil, &ps, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ps.Link.RxFrames == 0 || ps.Link.TxFrames == 0 || ps.Link.RxFrames < ps.Stack.TCP.InSegs {
+		t.Errorf("cpu0's link counters: %+v (stack TCP %+v)", ps.Link, ps.Stack.TCP)
 	}
 
 	st := b.status(b.name)
