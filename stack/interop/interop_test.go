@@ -65,23 +65,7 @@ func newWorld(t *testing.T, bridged bool) *world {
 
 func startStack(t *testing.T, ns *nstest.NS, ifname string, mac net.HardwareAddr, addr netip.Prefix) *stack.Stack {
 	t.Helper()
-	var st *stack.Stack
-	err := ns.Do(func() error {
-		l, err := afpacket.Open(ifname, afpacket.Options{})
-		if err != nil {
-			return err
-		}
-		st, err = stack.New(l, stack.Config{MAC: mac, Addr: addr, MTU: 1500})
-		if err != nil {
-			l.Close()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("start stack in %s: %v", ns.Name, err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return startStackTB(t, ns, ifname, mac, addr, afpacket.Options{})
 }
 
 // kernelCsumErrors reads InCsumErrors (IP and UDP) of the kernel namespace.
