@@ -10,8 +10,8 @@ import (
 
 	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/storage"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/stack"
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/dgram"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/header"
 )

@@ -15,9 +15,9 @@ import (
 	"github.com/netstation/netstation/cpu/render"
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/cpu/transfer"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/stack"
 )
 

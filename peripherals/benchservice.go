@@ -7,12 +7,12 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/netstation/netstation/cpu/bench"
 	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/peripherals/bench"
 )
 
 // Bench ports: beside iperf3's 5201, which cpu peripherals serve with an
-// iperf3-compatible server (iperf3service.go).
+// iperf3-compatible server (cpu.StartIperf3).
 const (
 	BenchPort = 5301 // bulk data
 	EchoPort  = 5302 // request/response

@@ -9,9 +9,9 @@ import (
 
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/peripherals/disk/nbd"
 	"github.com/netstation/netstation/stack/header"
 )

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/peripherals/display"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
 )
 
 // SnapshotArgs ask a display for its frame on screen. With Wait > 0 the

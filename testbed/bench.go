@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/netstation/netstation/cpu/bench"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/bench"
 )
 
 // BenchArgs shape one bench run between two peripherals on one stack.

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/netstation/netstation/peripherals/disk/capability"
+	"github.com/netstation/netstation/internal/wire/capability"
 	"github.com/netstation/netstation/testbed/spec"
 )
 

@@ -19,8 +19,8 @@ import (
 	"github.com/netstation/netstation/cpu/render"
 	"github.com/netstation/netstation/cpu/workload"
 	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/internal/wire/capability"
 	"github.com/netstation/netstation/peripherals"
-	"github.com/netstation/netstation/peripherals/disk/capability"
 	"github.com/netstation/netstation/peripherals/gossip"
 	"github.com/netstation/netstation/testbed/spec"
 )
@@ -62,7 +62,7 @@ func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
 		}
 		defer d.Close()
 	case spec.KindCPU:
-		if _, err := peripherals.StartIperf3(p); err != nil {
+		if _, err := cpu.StartIperf3(p); err != nil {
 			log.Error("iperf3 server not started", "err", err)
 		}
 		mgr := fileManager(dir, plan)

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/netstation/netstation/cpu/bench"
+	"github.com/netstation/netstation/peripherals/bench"
 	"github.com/netstation/netstation/testbed"
 	"github.com/spf13/cobra"
 )

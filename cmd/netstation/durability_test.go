@@ -16,7 +16,7 @@ import (
 
 	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/storage"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/testbed"
 )
 

@@ -23,7 +23,7 @@ import (
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/privtest"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/testbed"
 )
 

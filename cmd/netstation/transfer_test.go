@@ -20,8 +20,8 @@ import (
 	"github.com/netstation/netstation/cpu"
 	"github.com/netstation/netstation/cpu/transfer"
 	"github.com/netstation/netstation/internal/ctl"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/testbed"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/manager"
-	"github.com/netstation/netstation/peripherals/disk/capability"
+	"github.com/netstation/netstation/internal/wire/capability"
 )
 
 // A file manager mints a read capability for part of a disk; the disk

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/disk/capability"
+	"github.com/netstation/netstation/internal/wire/capability"
 )
 
 // DefaultLifetime is how long a minted capability stays valid when the

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/disk/capability"
+	"github.com/netstation/netstation/internal/wire/capability"
 )
 
 func testDisk(t *testing.T) (Disk, *capability.KeyFile) {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/render"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/peripherals/display"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link/mem"
 )

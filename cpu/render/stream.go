@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/stack"
 )
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/internal/dgram"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // Errors of the client. Refusals wrap both ErrRefused and the server's

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/netstation/netstation/cpu/storage"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // fakeDisk answers requests through answer, which returns the datagrams

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/peripherals/disk/disktest"
 )
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/internal/nstest"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link/afpacket"
 )

@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 )
 
 // Errors of Run.

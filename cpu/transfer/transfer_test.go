@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/transfer"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // TestNoAnswer: an order to a disk that never answers ends when the

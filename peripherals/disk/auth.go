@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // ErrDenied is wrapped by an Authorizer's refusals.

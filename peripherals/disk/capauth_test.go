@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 )
 
 const testDisk = 9

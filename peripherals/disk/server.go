@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netstation/netstation/internal/dgram"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // Defaults of Config's zero fields.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 )
 
 // rawClient speaks the protocol by hand, to send what a Client never would.

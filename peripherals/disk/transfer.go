@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/internal/dgram"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/stack"
 )
 

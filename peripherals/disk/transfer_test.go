@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/cpu/transfer"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/peripherals/disk/disktest"
 	"github.com/netstation/netstation/peripherals/display"
 )

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/stack"
 )
 

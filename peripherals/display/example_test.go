@@ -3,8 +3,8 @@ package display_test
 import (
 	"fmt"
 
+	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/peripherals/display"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
 )
 
 // A 2x1 red tile, then PRESENT: the snapshot shows it; a tile outside the

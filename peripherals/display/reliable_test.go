@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/netstation/netstation/cpu/render"
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 )
 
 // numbered cuts im into numbered 20x18 tiles of frame seq, stream 9.

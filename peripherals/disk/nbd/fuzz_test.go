@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
 	"github.com/netstation/netstation/peripherals/disk/nbd"
 )
 

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/internal/wire/capability"
 	"github.com/netstation/netstation/peripherals/disk"
-	"github.com/netstation/netstation/peripherals/disk/capability"
 	"github.com/netstation/netstation/peripherals/disk/nbd"
 )
 

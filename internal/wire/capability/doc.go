@@ -14,4 +14,7 @@
 // capability". A capability is a bearer token: whoever sees it on the wire
 // may use it within its range, rights and lifetime, so managers keep
 // ranges tight and lifetimes short.
+//
+// The key a disk shares with its managers reaches both as a KeyFile
+// (mode 0600, written by the testbed at up), never over the network.
 package capability

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/netstation/netstation/cpu/bench"
+	"github.com/netstation/netstation/peripherals/bench"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link/mem"
 )

@@ -1,6 +1,8 @@
 // Package bench measures UDP throughput, loss, jitter and round-trip time
 // between two peers, with the same code over the user-level stack and the
-// kernel's sockets.
+// kernel's sockets. Every peripheral serves it (the runtime registers its
+// receiver, sender and echo on the control socket: peripherals.BenchArgs),
+// and the CLI's `netstation bench` drives it between any two of them.
 //
 // A Sender streams datagrams carrying a small header (test id, stream,
 // sequence number, send timestamp) to a Receiver, which counts them,

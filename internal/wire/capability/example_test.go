@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/disk/capability"
+	"github.com/netstation/netstation/internal/wire/capability"
 )
 
 // Example mints a read-only capability for the first MiB of disk 1, as the

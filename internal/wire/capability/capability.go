@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // Encoding constants; the layout is tabled in docs/protocols/disk.md.

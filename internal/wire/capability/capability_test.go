@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netstation/netstation/peripherals/disk/capability"
-	"github.com/netstation/netstation/peripherals/disk/diskproto"
+	"github.com/netstation/netstation/internal/wire/capability"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 var testCap = capability.Capability{DiskID: 7, Offset: 4096, Length: 1 << 20,

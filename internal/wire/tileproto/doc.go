@@ -5,5 +5,6 @@
 // so a lost tile costs exactly its own rectangle.
 //
 // The package only encodes and decodes; the framebuffer that applies tiles
-// lives in package display, the sender in cpu/render.
+// lives in package peripherals/display, the sender in cpu/render; both
+// import this package downward (see package wire).
 package tileproto

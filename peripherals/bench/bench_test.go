@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netstation/netstation/cpu/bench"
+	"github.com/netstation/netstation/peripherals/bench"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/mem"
@@ -586,7 +586,7 @@ func benchAllocs() int64 {
 		for {
 			f, more := frames.Next()
 			if !strings.HasPrefix(f.Function, "runtime.") && !strings.HasPrefix(f.Function, "internal/") {
-				if strings.HasPrefix(f.Function, "github.com/netstation/netstation/cpu/bench.") {
+				if strings.HasPrefix(f.Function, "github.com/netstation/netstation/peripherals/bench.") {
 					total += r.AllocObjects
 				}
 				break

@@ -3,7 +3,7 @@ package tileproto_test
 import (
 	"fmt"
 
-	"github.com/netstation/netstation/peripherals/display/tileproto"
+	"github.com/netstation/netstation/internal/wire/tileproto"
 )
 
 func Example() {
