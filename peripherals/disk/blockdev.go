@@ -129,3 +129,15 @@ func (s *Server) control(fn func(fd int) error) error {
 	}
 	return ferr
 }
+
+// Admit checks a capability at connection time through the Server's
+// Authorizer when it is an Admitter; other Authorizers admit everything
+// and judge each request.
+func (s *Server) Admit(field [diskproto.CapabilitySize]byte) error {
+	if a, ok := s.cfg.Authorizer.(Admitter); ok {
+		return a.Admit(field)
+	}
+	return nil
+}
+
+var _ Admitter = (*Server)(nil)

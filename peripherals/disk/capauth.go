@@ -2,6 +2,7 @@ package disk
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -286,4 +287,74 @@ func (a *CapabilityAuthorizer) Stats() map[string]uint64 {
 		}
 	}
 	return m
+}
+
+// Admitter is an Authorizer that also judges a capability on its own,
+// before any request carries it: what a front end with a handshake (NBD's
+// export name) asks at connection time, so that a client learns at once,
+// and in words, why it will get nowhere.
+type Admitter interface {
+	// Admit checks the capability's seal, disk, version and expiry (not
+	// its rights or range: those depend on each request). A refusal wraps
+	// ErrDenied and reads as a sentence a user can act on.
+	Admit(field [diskproto.CapabilitySize]byte) error
+}
+
+var (
+	_ Admitter = (*CapabilityAuthorizer)(nil)
+	_ Admitter = OpenAccess{}
+)
+
+// admitError is a refusal at admission: the denial it counts as, in words.
+type admitError struct {
+	denial error
+	msg    string
+}
+
+func (e *admitError) Error() string { return e.msg }
+func (e *admitError) Unwrap() error { return e.denial }
+
+// grantHint says where a capability comes from.
+const grantHint = "`netstation disk grant DISK` prints a current one"
+
+// Admit implements Admitter. Refusals are counted by reason, as
+// Authorize's are.
+func (a *CapabilityAuthorizer) Admit(field [diskproto.CapabilitySize]byte) error {
+	refuse := func(reason int, format string, args ...any) error {
+		return &admitError{denial: a.deny(reason), msg: "capability refused: " + fmt.Sprintf(format, args...)}
+	}
+	c, err := capability.Verify(a.Key, field)
+	switch {
+	case errors.Is(err, capability.ErrNone):
+		return refuse(denyNone, "this disk checks capabilities and none was given: the export name must be one, in hex; "+grantHint)
+	case errors.Is(err, capability.ErrKey):
+		return refuse(denyShortKey, "the disk's key is too short to check capabilities")
+	case errors.Is(err, capability.ErrBadMAC):
+		return refuse(denyMAC, "not sealed with this disk's key (forged, altered, or minted for another testbed); "+grantHint)
+	case err != nil:
+		return refuse(denyFormat, "not a capability (%v)", err)
+	}
+	if c.DiskID != a.DiskID {
+		return refuse(denyDisk, "minted for another disk (id %#x, this disk is %#x)", c.DiskID, a.DiskID)
+	}
+	switch v := a.Version.Load(); {
+	case c.Version < v:
+		return refuse(denyRevoked, "revoked: minted at version %d, the disk is at version %d since a `disk revoke`; %s", c.Version, v, grantHint)
+	case c.Version > v:
+		return refuse(denyVersion, "minted at version %d, ahead of the disk's version %d", c.Version, v)
+	}
+	if now := a.now(); c.Expired(now) {
+		return refuse(denyExpired, "expired at %s (%s ago); %s", time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339),
+			now.Sub(time.Unix(c.Expiry, 0)).Round(time.Second), grantHint)
+	}
+	return nil
+}
+
+// Admit implements Admitter: open mode admits only the all-zero
+// capability.
+func (OpenAccess) Admit(field [diskproto.CapabilitySize]byte) error {
+	if field != [diskproto.CapabilitySize]byte{} {
+		return fmt.Errorf("%w: this disk is in open mode and checks no capabilities: use the export name disk0 (or none)", ErrDenied)
+	}
+	return nil
 }

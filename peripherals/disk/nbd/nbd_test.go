@@ -570,14 +570,13 @@ func TestCapabilities(t *testing.T) {
 		}
 	}
 
-	// A forged capability negotiates (the name is well-formed) but every
-	// request is refused.
+	// A forged capability is refused at negotiation, in words.
 	forged, _ := hex.DecodeString(mint(capability.RightsAll, 0, size))
 	forged[len(forged)-1] ^= 1
-	c, _ = connect(t, s.addr, hex.EncodeToString(forged))
-	c.request(cmdRead, 0, 1, 0, 512, nil)
-	if _, errno, _, err := c.reply(nil); err != nil || errno != ePerm {
-		t.Fatalf("forged capability: errno %d err %v", errno, err)
+	c = dialRaw(t, s.addr)
+	c.hello(3)
+	if _, _, err := c.goExport(hex.EncodeToString(forged)); repType(err) != repErrPolicy || !strings.Contains(err.Error(), "not sealed with this disk's key") {
+		t.Fatalf("forged capability: %v", err)
 	}
 
 	// A full capability works with the stock tool, too.
@@ -587,8 +586,70 @@ func TestCapabilities(t *testing.T) {
 			t.Fatalf("nbdinfo with a capability: %s", out)
 		}
 	}
-	if n := s.nbd.Stats().Refused.Load(); n != 5 {
-		t.Fatalf("%d requests refused, want 5", n)
+	// 4 requests and 2 exports (open, forged) refused.
+	if n := s.nbd.Stats().Refused.Load(); n != 6 {
+		t.Fatalf("%d refused, want 6", n)
+	}
+}
+
+// TestRefusedExportSaysWhy: a capability the disk will refuse (revoked,
+// expired, forged, for another disk, or none) is refused at negotiation
+// with NBD_REP_ERR_POLICY and words saying why, and counted by reason.
+// Stock clients: qemu-img prints the words; nbdinfo fails at once.
+func TestRefusedExportSaysWhy(t *testing.T) {
+	const size = 1 << 20
+	const diskID = 7
+	key := capability.NewKey()
+	auth := &disk.CapabilityAuthorizer{Key: key, DiskID: diskID}
+	s := serve(t, size, auth, nbd.Config{})
+	mint := func(id, version uint32, ttl time.Duration) string {
+		f := capability.Mint(key, capability.Capability{DiskID: id, Length: size, Rights: capability.RightsAll,
+			Version: version, Expiry: time.Now().Add(ttl).Unix(), Nonce: capability.NewNonce()})
+		return hex.EncodeToString(f[:])
+	}
+	old := mint(diskID, 0, time.Hour)
+	auth.Version.Store(1) // a disk revoke
+	forged, _ := hex.DecodeString(mint(diskID, 1, time.Hour))
+	forged[10] ^= 1
+	for _, tc := range []struct {
+		name, export, words, reason string
+	}{
+		{"revoked", old, "capability refused: revoked: minted at version 0, the disk is at version 1", "revoked"},
+		{"expired", mint(diskID, 1, -time.Minute), "capability refused: expired at ", "expired"},
+		{"another disk", mint(diskID+2, 1, time.Hour), "capability refused: minted for another disk", "wrong_disk"},
+		{"forged", hex.EncodeToString(forged), "capability refused: not sealed with this disk's key", "bad_mac"},
+		{"none", nbd.OpenExport, "capability refused: this disk checks capabilities and none was given", "no_capability"},
+	} {
+		before := auth.Stats()[tc.reason]
+		c := dialRaw(t, s.addr)
+		c.hello(3)
+		_, _, err := c.goExport(tc.export)
+		if repType(err) != repErrPolicy || !strings.Contains(err.Error(), tc.words) {
+			t.Errorf("%s: %v, want NBD_REP_ERR_POLICY with %q", tc.name, err, tc.words)
+		}
+		if got := auth.Stats()[tc.reason]; got != before+1 {
+			t.Errorf("%s: refusals %q %d -> %d", tc.name, tc.reason, before, got)
+		}
+	}
+	// A current capability is admitted, and works.
+	c, n := connect(t, s.addr, mint(diskID, 1, time.Hour))
+	c.request(cmdRead, 0, 1, 0, 512, nil)
+	if _, errno, _, err := c.reply(func(uint64) int { return 512 }); err != nil || errno != 0 || n != size {
+		t.Fatalf("current capability: errno %d err %v size %d", errno, err, n)
+	}
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		out, err := exec.Command("qemu-img", "info", "--output=json", s.url+old).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "capability refused: revoked") {
+			t.Errorf("qemu-img info with a revoked capability: %v\n%s", err, out)
+		}
+		t.Logf("qemu-img says: %s", out)
+	}
+	if _, err := exec.LookPath("nbdinfo"); err == nil {
+		out, err := exec.Command("nbdinfo", s.url+old).CombinedOutput()
+		if err == nil {
+			t.Errorf("nbdinfo admitted a revoked capability:\n%s", out)
+		}
+		t.Logf("nbdinfo says: %s", out)
 	}
 }
 

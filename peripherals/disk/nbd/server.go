@@ -35,7 +35,10 @@ type Backend interface {
 	Trim(off int64, n int, fua bool) error
 }
 
-var _ Backend = (*disk.Server)(nil)
+var (
+	_ Backend  = (*disk.Server)(nil)
+	_ Admitter = (*disk.Server)(nil)
+)
 
 // OpenExport is the export name of open mode: the all-zero capability.
 // The empty (default) export name means the same.
@@ -317,9 +320,12 @@ func (cc *conn) negotiate() (field [diskproto.CapabilitySize]byte, ok bool, err 
 		switch opt {
 		case optExportName:
 			c, known := exportCapability(string(data))
-			if !known || (c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode()) {
+			if !known {
 				// No way to answer an error here: the protocol says close.
 				return field, false, fmt.Errorf("nbd: unknown export %q", truncate(data))
+			}
+			if err := cc.admit(c); err != nil {
+				return field, false, fmt.Errorf("nbd: export refused: %w", err)
 			}
 			b := make([]byte, 10, 10+124)
 			binary.BigEndian.PutUint64(b[0:], cc.be.Size())
@@ -413,10 +419,34 @@ func (cc *conn) info(data []byte) (field [diskproto.CapabilitySize]byte, code ui
 	if !known {
 		return field, repErrUnknown, "no such export (use " + OpenExport + " or a capability in hex)"
 	}
-	if c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode() {
-		return field, repErrPolicy, "this disk checks capabilities: the export name must be one, in hex"
+	if err := cc.admit(c); err != nil {
+		return field, repErrPolicy, err.Error()
 	}
 	return c, 0, ""
+}
+
+// Admitter is a Backend that judges a capability at negotiation (as
+// *disk.Server does through its disk.Admitter): a refused export is
+// answered NBD_REP_ERR_POLICY with the refusal's words, which qemu-img
+// and newer libnbd print, instead of a session whose every request fails.
+type Admitter interface {
+	Admit(field [diskproto.CapabilitySize]byte) error
+}
+
+// admit checks the export's capability: with the Backend's Admitter when
+// it has one, else only open mode's rule (the all-zero capability).
+func (cc *conn) admit(c [diskproto.CapabilitySize]byte) error {
+	if a, ok := cc.be.(Admitter); ok {
+		if err := a.Admit(c); err != nil {
+			cc.s.stats.Refused.Add(1)
+			return err
+		}
+		return nil
+	}
+	if c == [diskproto.CapabilitySize]byte{} && !cc.be.OpenMode() {
+		return errors.New("this disk checks capabilities: the export name must be one, in hex")
+	}
+	return nil
 }
 
 func truncate(b []byte) string {
