@@ -6,11 +6,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/netstation/netstation/stack"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,107 +57,6 @@ func Of(pc net.PacketConn) Conn {
 // User returns the Conn for a user-level stack socket. A *stack.UDPConn
 // already is one; User exists so call sites read the same for both stacks.
 func User(c *stack.UDPConn) Conn { return c }
-
-// Kernel returns a Conn on a kernel UDP socket that reads and writes
-// batches with recvmmsg and sendmmsg. Closing the Conn closes c.
-func Kernel(c *net.UDPConn) Conn {
-	return &kernelConn{c: c, pc: ipv4.NewPacketConn(c)}
-}
-
-// kernelConn adapts a kernel socket. Its per-call scratch (the x/net
-// message slices and cached destination addresses) comes from a pool so
-// parallel streams sharing one socket do not serialise on a lock.
-type kernelConn struct {
-	c    *net.UDPConn
-	pc   *ipv4.PacketConn
-	pool sync.Pool
-}
-
-type kernelScratch struct {
-	msgs  []ipv4.Message
-	bufs  [][]byte // backing for msgs[i].Buffers, one each
-	dst   netip.AddrPort
-	dstUA *net.UDPAddr
-}
-
-func (k *kernelConn) scratch(n int) *kernelScratch {
-	s, _ := k.pool.Get().(*kernelScratch)
-	if s == nil {
-		s = &kernelScratch{}
-	}
-	if cap(s.msgs) < n {
-		s.msgs = make([]ipv4.Message, n)
-		s.bufs = make([][]byte, n)
-		for i := range s.msgs {
-			s.msgs[i].Buffers = s.bufs[i : i+1 : i+1]
-		}
-	}
-	s.msgs = s.msgs[:n]
-	return s
-}
-
-func (k *kernelConn) ReadBatch(msgs []Message) (int, error) {
-	if len(msgs) == 0 {
-		return 0, nil
-	}
-	s := k.scratch(len(msgs))
-	defer k.pool.Put(s)
-	for i := range msgs {
-		s.msgs[i].Buffers[0] = msgs[i].Buf
-		s.msgs[i].Addr = nil
-	}
-	n, err := k.pc.ReadBatch(s.msgs, 0)
-	n = max(n, 0) // x/net reports -1 with some errors
-	for i := 0; i < n; i++ {
-		msgs[i].N = s.msgs[i].N
-		msgs[i].Addr = netip.AddrPort{}
-		if ua, ok := s.msgs[i].Addr.(*net.UDPAddr); ok {
-			ap := ua.AddrPort()
-			msgs[i].Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-		s.msgs[i].Buffers[0] = nil
-	}
-	return n, err
-}
-
-func (k *kernelConn) WriteBatch(msgs []Message) (int, error) {
-	if len(msgs) == 0 {
-		return 0, nil
-	}
-	s := k.scratch(len(msgs))
-	defer k.pool.Put(s)
-	for i := range msgs {
-		s.msgs[i].Buffers[0] = msgs[i].Buf
-		if msgs[i].Addr != s.dst || s.dstUA == nil { // cache: one peer per stream
-			s.dst = msgs[i].Addr
-			s.dstUA = net.UDPAddrFromAddrPort(s.dst)
-		}
-		s.msgs[i].Addr = s.dstUA
-	}
-	sent := 0
-	var err error
-	for sent < len(msgs) {
-		var n int
-		n, err = k.pc.WriteBatch(s.msgs[sent:], 0)
-		n = max(n, 0)
-		sent += n
-		if err != nil || n == 0 {
-			break
-		}
-	}
-	for i := 0; i < sent; i++ {
-		msgs[i].N = s.msgs[i].N
-	}
-	for i := range msgs {
-		s.msgs[i].Buffers[0] = nil
-	}
-	return sent, err
-}
-
-func (k *kernelConn) SetReadDeadline(t time.Time) error  { return k.c.SetReadDeadline(t) }
-func (k *kernelConn) SetWriteDeadline(t time.Time) error { return k.c.SetWriteDeadline(t) }
-func (k *kernelConn) LocalAddr() net.Addr                { return k.c.LocalAddr() }
-func (k *kernelConn) Close() error                       { return k.c.Close() }
 
 // packetConn adapts any net.PacketConn, one datagram per call.
 type packetConn struct{ net.PacketConn }
@@ -234,14 +131,18 @@ func SetKernelBuffers(c *net.UDPConn, n int) {
 }
 
 // BurstLimit is the most payload bytes of dgramSize datagrams that c
-// should have in flight towards one peer, or 0 for no limit of its own. A
-// kernel socket sends every datagram as a frame of its own, and a veth
-// queues the frames of a burst in the receiving CPU's backlog
+// should have in flight towards one peer, or 0 for no limit of its own.
+// Every frame a veth carries is an entry in the receiving CPU's backlog
 // (net.core.netdev_max_backlog, 1000 by default), which drops beyond it:
-// half the backlog's worth is the limit. The user-level stack sends a run
-// of datagrams as one GSO super-frame, one backlog entry: no limit.
+// half the backlog's worth of frames is the limit. A kernel socket in
+// KernelPlain mode (or for sizes UDP_SEGMENT refused) sends a frame per
+// datagram; in KernelBest mode a run of up to MaxGSOSegments datagrams is
+// one super-frame, one backlog entry. The user-level stack sends a run as
+// one super-frame too, and its receive ring, not the backlog, is its
+// limit: none here.
 func BurstLimit(c Conn, dgramSize int) int {
-	if _, ok := c.(*kernelConn); !ok {
+	k, ok := c.(*kernelConn)
+	if !ok {
 		return 0
 	}
 	backlog := 1000
@@ -250,5 +151,9 @@ func BurstLimit(c Conn, dgramSize int) int {
 			backlog = v
 		}
 	}
-	return backlog / 2 * dgramSize
+	perFrame := 1
+	if k.mode == KernelBest && dgramSize > 0 && int64(dgramSize) <= k.gsoMax.Load() {
+		perFrame = min(MaxGSOSegments, maxGSOBytes/dgramSize)
+	}
+	return backlog / 2 * perFrame * dgramSize
 }
