@@ -158,7 +158,7 @@ with the disk's answer and the disk's refusal counters.`,
 }
 
 func newDiskCmd() *cobra.Command {
-	c := &cobra.Command{Use: "disk", Short: "Look at a disk peripheral and manage its capabilities: stats, revoke"}
+	c := &cobra.Command{Use: "disk", Short: "Look at a disk peripheral and manage its capabilities: stats, grant, revoke"}
 	var tb, output string
 	stats := &cobra.Command{
 		Use:   "stats DISK [-o json]",
@@ -204,7 +204,89 @@ func newDiskCmd() *cobra.Command {
 		},
 	}
 	c.PersistentFlags().StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up)")
-	c.AddCommand(stats, revoke)
+	c.AddCommand(stats, newDiskGrantCmd(&tb), revoke)
+	return c
+}
+
+func newDiskGrantCmd(tb *string) *cobra.Command {
+	var rights, offset, length, output string
+	var ttl time.Duration
+	c := &cobra.Command{
+		Use:   "grant DISK [--rights all] [--offset N --length N] [--ttl 1h] [-o json]",
+		Short: "Mint a capability for a disk and print it, with a ready nbd:// URI for nbdinfo, nbdcopy and qemu-img",
+		Long: `Mint a capability for a disk, as the cpus (its file managers) do: sealed with
+the disk's key from the testbed's state directory, at the disk's current
+capability version, valid for --ttl. It prints the capability in hex, the
+nbd:// URI that carries it as the export name, and how this host reaches the
+disk's address. Then, from a host with host access to the disk's segment:
+
+  netstation disk grant disk0                     # prints URI=nbd://10.77.0.11/<hex>
+  nbdinfo "$URI"                                  # size and flags of disk0's NBD export
+  nbdcopy image.raw "$URI"; nbdcopy "$URI" back.raw
+  qemu-img info "$URI"
+  netstation disk revoke disk0                    # every capability minted before is refused
+
+A refused capability (revoked, expired, forged, out of its range) is refused by
+the disk with words saying why: qemu-img prints them; nbdinfo from libnbd 1.14
+prints "Operation not supported" (LIBNBD_DEBUG=1 shows the words).
+Rights: read, write, flush, trim, joined by commas; rw is read,write,flush (what
+nbdcopy onto the disk needs); all is every right. --offset and --length take
+sizes (4096, 64MiB); the default range is the whole disk.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o must be text or json")
+			}
+			var g testbed.GrantArgs
+			var err error
+			if g.Rights, err = testbed.ParseRights(rights); err != nil {
+				return fmt.Errorf("--rights: %w", err)
+			}
+			for _, x := range []struct {
+				flag, s string
+				v       *uint64
+			}{{"--offset", offset, &g.Offset}, {"--length", length, &g.Length}} {
+				if x.s == "" {
+					continue
+				}
+				n, err := spec.ParseSize(x.s)
+				if err != nil {
+					return fmt.Errorf("%s: %w", x.flag, err)
+				}
+				if n < 0 || (x.flag == "--length" && n == 0) {
+					return fmt.Errorf("%s %s: want a positive size", x.flag, x.s)
+				}
+				*x.v = uint64(n)
+			}
+			g.TTL = ttl
+			name, err := pickTestbed(*tb)
+			if err != nil {
+				return err
+			}
+			res, err := testbed.GrantDisk(cmd.Context(), name, a[0], g)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				j, _ := json.MarshalIndent(res, "", "  ")
+				fmt.Println(string(j))
+				return nil
+			}
+			fmt.Printf("%s: %s on bytes [%d, %d), version %d, until %s (%v)\n", res.Disk, res.Rights, res.Offset,
+				res.Offset+res.Length, res.Version, res.Expires.Local().Format(time.RFC3339), ttl)
+			fmt.Printf("capability: %s\n", res.Capability)
+			fmt.Printf("uri: %s\n", res.URI)
+			fmt.Printf("reach: %s\n", res.Reach)
+			fmt.Printf("revoke: netstation disk revoke -t %s %s\n", name, res.Disk)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&rights, "rights", "all", "read, write, flush, trim joined by commas, or rw (read,write,flush) or all")
+	f.StringVar(&offset, "offset", "", "first byte the capability covers (default 0)")
+	f.StringVar(&length, "length", "", "bytes it covers from --offset (default: to the end of the disk)")
+	f.DurationVar(&ttl, "ttl", time.Hour, "how long it is valid")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
 	return c
 }
 
