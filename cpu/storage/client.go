@@ -14,6 +14,7 @@ import (
 
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/stack/rtt"
 )
 
 // Errors of the client. Refusals wrap both ErrRefused and the server's
@@ -127,9 +128,7 @@ type Client struct {
 	reopening bool
 	closed    bool
 	readerErr error
-	srtt      time.Duration
-	rttvar    time.Duration
-	rto       time.Duration
+	rtt       rtt.Estimator // RFC 6298, one for the session (requests time out on their own timers)
 
 	readerDone chan struct{}
 	st         struct {
@@ -209,7 +208,7 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 		tag:        binary.BigEndian.Uint32(r[2:]),
 		changed:    make(chan struct{}),
 		infoSeen:   make(chan struct{}),
-		rto:        opts.InitialRTO,
+		rtt:        rtt.New(rtt.Config{Initial: opts.InitialRTO, Min: opts.MinRTO, Max: opts.MaxRTO}),
 		readerDone: make(chan struct{}),
 	}
 	go c.reader()
@@ -275,7 +274,7 @@ func (c *Client) hello(ctx context.Context) error {
 		seen := c.infoSeen
 		req := diskproto.Request{Op: diskproto.OpInfo, Tag: c.nextTag(), Session: c.session,
 			Low: c.low, Capability: c.opts.Capability}
-		wait := backoff(c.rto, try, c.opts.MaxRTO)
+		wait := c.rtt.BackedOff(try)
 		c.mu.Unlock()
 		n, _ := req.Marshal(b[:])
 		m := [1]dgram.Message{{Buf: b[:n], Addr: c.server}}
@@ -330,7 +329,7 @@ func (c *Client) Info() Info {
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	srtt, rttvar, rto := c.srtt, c.rttvar, c.rto
+	srtt, rttvar, rto := c.rtt.SRTT(), c.rtt.RTTVar(), c.rtt.RTO()
 	c.mu.Unlock()
 	return Stats{
 		Requests: c.st.requests.Load(), Retransmits: c.st.retransmits.Load(), Timeouts: c.st.timeouts.Load(),
@@ -524,7 +523,7 @@ func (c *Client) transmit(cl *call) {
 	diskproto.RewriteRequest(cl.buf[:diskproto.RequestHeaderSize], tag, c.low, c.epoch)
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
-	rto := backoff(c.rto, cl.nsend-1, c.opts.MaxRTO)
+	rto := c.rtt.BackedOff(cl.nsend - 1)
 	cl.deadline = time.Now().Add(rto)
 	cl.timer.Reset(rto)
 	c.mu.Unlock()
@@ -766,7 +765,7 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 	}
 	for _, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
 		if s.tag == rep.Tag {
-			c.sample(now.Sub(s.at))
+			c.rtt.Sample(now.Sub(s.at))
 			break
 		}
 	}
@@ -855,28 +854,4 @@ func (c *Client) reopen() {
 	c.reopening = false
 	c.mu.Unlock()
 	_ = err // outstanding requests time out on their own if the disk stays away
-}
-
-// sample feeds one RTT measurement to the RFC 6298 estimator. Called with
-// mu held.
-func (c *Client) sample(r time.Duration) {
-	if c.srtt == 0 {
-		c.srtt, c.rttvar = r, r/2
-	} else {
-		d := c.srtt - r
-		if d < 0 {
-			d = -d
-		}
-		c.rttvar = (3*c.rttvar + d) / 4
-		c.srtt = (7*c.srtt + r) / 8
-	}
-	c.rto = min(max(c.srtt+4*c.rttvar, c.opts.MinRTO), c.opts.MaxRTO)
-}
-
-// backoff is rto doubled n times, capped at limit.
-func backoff(rto time.Duration, n int, limit time.Duration) time.Duration {
-	for ; n > 0 && rto < limit; n-- {
-		rto *= 2
-	}
-	return min(rto, limit)
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/netstation/netstation/stack/rtt"
 )
 
 // tcpState is a connection state of RFC 9293 §3.3.2.
@@ -88,22 +90,22 @@ type Conn struct {
 	nodelay                     bool
 
 	// Congestion control (NewReno, RFC 5681/6582) and RTO (RFC 6298).
-	cwnd, ssthresh    uint32
-	cc                cubic
-	dupAcks           int
-	inRecovery        bool
-	recover           uint32
-	rexmitOne         bool
-	sacked            []seqRange // SACK scoreboard: ranges above sndUna the peer holds
-	rexmitHigh        uint32     // SACK recovery: holes below this were retransmitted
-	headRexmitAt      time.Time  // when the hole at sndUna was (last) retransmitted
-	rexmitTail        bool       // send the tail loss probe with the next output
-	tlpSent           bool       // a probe is out since sndUna last moved
-	srtt, rttvar, rto time.Duration
-	rttTiming         bool
-	rttSeq            uint32
-	rttTime           time.Time
-	retries           int
+	cwnd, ssthresh uint32
+	cc             cubic
+	dupAcks        int
+	inRecovery     bool
+	recover        uint32
+	rexmitOne      bool
+	sacked         []seqRange    // SACK scoreboard: ranges above sndUna the peer holds
+	rexmitHigh     uint32        // SACK recovery: holes below this were retransmitted
+	headRexmitAt   time.Time     // when the hole at sndUna was (last) retransmitted
+	rexmitTail     bool          // send the tail loss probe with the next output
+	tlpSent        bool          // a probe is out since sndUna last moved
+	rtt            rtt.Estimator // RFC 6298 SRTT, RTTVAR, RTO
+	rttTiming      bool
+	rttSeq         uint32
+	rttTime        time.Time
+	retries        int
 
 	timer     *time.Timer
 	timerKind uint8
@@ -162,10 +164,11 @@ func (p *Protocol) newConn(k fourTuple, rt Route) *Conn {
 		rdWake:  make(chan struct{}, 1),
 		wrWake:  make(chan struct{}, 1),
 		nodelay: true,
-		rto:     initialRTO,
-		kaIdle:  p.cfg.KeepAliveIdle,
-		maxSnd:  p.cfg.MaxBuffer,
-		maxRcv:  p.cfg.MaxBuffer,
+		rtt: rtt.New(rtt.Config{Initial: initialRTO, Min: p.cfg.MinRTO, Max: maxRTO,
+			Granularity: time.Millisecond}),
+		kaIdle: p.cfg.KeepAliveIdle,
+		maxSnd: p.cfg.MaxBuffer,
+		maxRcv: p.cfg.MaxBuffer,
 	}
 	c.mssBase = p.net.MTU() - 40
 	batch := txBatchNoGSO
@@ -633,7 +636,7 @@ func (c *Conn) Info() Info {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Info{
-		State: c.state.String(), SRTT: c.srtt, RTTVar: c.rttvar, RTO: c.rtoLocked(),
+		State: c.state.String(), SRTT: c.rtt.SRTT(), RTTVar: c.rtt.RTTVar(), RTO: c.rtt.RTO(),
 		MSS: c.mssBase, Cwnd: c.cwnd, Ssthresh: c.ssthresh, SendWindow: c.sndWnd,
 		RecvWindow: max(c.rcvWndLocked(), 0), SendBuffer: len(c.sndBuf), RecvBuffer: c.rcvCap,
 		Unacked: c.sndMax - c.sndUna, InRecovery: c.inRecovery,

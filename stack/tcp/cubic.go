@@ -56,7 +56,7 @@ func (c *Conn) cubicAckLocked(acked uint32, now time.Time) {
 			cc.wMax = cw
 		}
 	}
-	rtt := c.srtt
+	rtt := c.rtt.SRTT()
 	if rtt <= 0 {
 		rtt = time.Millisecond
 	}

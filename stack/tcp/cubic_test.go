@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/netstation/netstation/stack/rtt"
 )
 
 // TestCubicCurve drives the window of one connection through a loss and
@@ -12,7 +14,8 @@ import (
 // afterwards (convex), never below what Reno would have.
 func TestCubicCurve(t *testing.T) {
 	const mss = 1000
-	c := &Conn{p: &Protocol{}, mssBase: mss, srtt: 100 * time.Millisecond}
+	c := &Conn{p: &Protocol{}, mssBase: mss, rtt: rtt.New(rtt.Config{Max: time.Minute})}
+	c.rtt.Sample(100 * time.Millisecond)
 	c.cwnd = 100 * mss
 	ss := c.cubicLossLocked()
 	if ss != 70*mss {

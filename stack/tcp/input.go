@@ -253,9 +253,9 @@ func (c *Conn) synSentLocked(in *inSeg) {
 		c.maxSndWnd = c.sndWnd
 		c.sndWl1, c.sndWl2 = in.seq, in.ack
 		if c.tsOK && in.opts.TSEcr != 0 {
-			c.rttSampleLocked(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
+			c.rtt.Sample(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
 		} else if c.rttTiming {
-			c.rttSampleLocked(time.Since(c.rttTime))
+			c.rtt.Sample(time.Since(c.rttTime))
 		}
 		c.rttTiming = false
 		c.retries = 0
@@ -334,7 +334,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		c.maxSndWnd = max(c.maxSndWnd, c.sndWnd)
 		c.sndWl1, c.sndWl2 = in.seq, ack
 		if c.sndWnd > 0 && c.timerKind == timerPersist {
-			c.rto = c.srtt + 4*c.rttvar
+			c.rtt.Restore() // the persist timer's back-off ends with the zero window
 			c.stopTimer()
 		}
 	}
@@ -351,9 +351,9 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 		c.bytesAcked += uint64(data)
 		if c.tsOK && in.opts.TSEcr != 0 {
-			c.rttSampleLocked(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
+			c.rtt.Sample(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
 		} else if c.rttTiming && seqGT(ack, c.rttSeq) {
-			c.rttSampleLocked(time.Since(c.rttTime))
+			c.rtt.Sample(time.Since(c.rttTime))
 			c.rttTiming = false
 		}
 		c.sndUna = ack
@@ -423,7 +423,7 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 	// ACKs still report it missing, send it again instead of waiting for
 	// the retransmission timer.
 	if c.inRecovery && len(c.sacked) > 0 && ack == c.sndUna && seqLT(c.sndUna, c.rexmitHigh) &&
-		!c.headRexmitAt.IsZero() && c.lastRecv.Sub(c.headRexmitAt) > c.srtt+c.srtt/4+200*time.Microsecond {
+		!c.headRexmitAt.IsZero() && c.lastRecv.Sub(c.headRexmitAt) > c.rtt.SRTT()+c.rtt.SRTT()/4+200*time.Microsecond {
 		c.rexmitOne = true
 		c.headRexmitAt = c.lastRecv
 	}

@@ -93,11 +93,77 @@ func (c *Conn) windowFieldLocked(syn bool) uint16 {
 
 // fillLocked builds the next batch of segments into txSegs. It returns
 // how many and whether there may be more to send at once.
+//
+// The phases run in priority order, each filling slots after the ones
+// before it: the handshake (alone in its batch), the head retransmission
+// a lost-retransmission check asked for, SACK recovery's holes, a tail
+// loss probe, then new data within the windows; a pure ACK or probe only
+// if nothing else left.
 func (c *Conn) fillLocked() (int, bool) {
-	if c.state == stateClosed {
-		return 0, false
+	if n, done := c.fillHandshakeLocked(); done {
+		return n, false
 	}
-	if (c.state == stateSynSent || c.state == stateSynRcvd) && c.sndNxt == c.iss {
+	n := 0
+	if c.rexmitOne {
+		c.rexmitOne = false
+		n = c.fillHeadRexmitLocked(n)
+	}
+	sackRecovery := c.inRecovery && len(c.sacked) > 0
+	if sackRecovery {
+		n = c.fillSACKRecoveryLocked(n)
+	}
+	if c.rexmitTail {
+		c.rexmitTail = false
+		n = c.fillTailProbeLocked(n)
+	}
+	n = c.fillNewDataLocked(n, sackRecovery)
+	if n == 0 && (c.ackNow || c.probe) {
+		// After a timeout sndNxt is rewound (go-back-N); a pure ACK
+		// carries the highest sequence number sent, which the peer finds
+		// in its window, not an old one it would drop unread.
+		seq := c.sndMax
+		if c.probe {
+			seq = c.sndUna - 1 // an old sequence number: the peer answers with an ACK
+		}
+		c.buildAckLocked(0, seq)
+		c.probe = false
+		n = 1
+	}
+	if n > 0 {
+		c.sentAckLocked()
+	}
+	return n, n == len(c.txSegs)
+}
+
+// effectiveMSSLocked is the most payload one segment carries now: the
+// send MSS less the options every segment carries (RFC 9293 §3.7.1), at
+// least 1, with the TCP header length it was computed for.
+func (c *Conn) effectiveMSSLocked() (mss, hdrLen int) {
+	hdrLen = c.hdrLenLocked()
+	return c.mssForHdrLocked(hdrLen), hdrLen
+}
+
+// mssForHdrLocked is the effective MSS beside a TCP header of hdrLen
+// bytes (options included).
+func (c *Conn) mssForHdrLocked(hdrLen int) int {
+	return max(c.mssBase-(hdrLen-header.TCPMinimumSize), 1)
+}
+
+// gsoMaxLen is the longest run of whole mss-sized segments one GSO super
+// segment carries: an IPv4 packet's 64 KiB limit, less the headers.
+func gsoMaxLen(mss, hdrLen int) int {
+	return max((0xffff-header.IPv4MinimumSize-hdrLen)/mss*mss, mss)
+}
+
+// fillHandshakeLocked is the batch before the connection is synchronized:
+// the SYN or SYN-ACK, or an ACK to an unacceptable segment in SYN-RCVD.
+// done reports that the state left nothing else to send, n is then the
+// batch.
+func (c *Conn) fillHandshakeLocked() (n int, done bool) {
+	switch {
+	case c.state == stateClosed:
+		return 0, true
+	case (c.state == stateSynSent || c.state == stateSynRcvd) && c.sndNxt == c.iss:
 		c.buildSynLocked(0)
 		c.sndNxt = c.iss + 1
 		if seqGT(c.sndNxt, c.sndMax) {
@@ -107,100 +173,118 @@ func (c *Conn) fillLocked() (int, bool) {
 			c.rttTiming, c.rttSeq, c.rttTime = true, c.iss, time.Now()
 		}
 		c.sentAckLocked()
-		return 1, false
-	}
-	if c.state == stateSynSent {
-		return 0, false
-	}
-	n := 0
-	if c.state == stateSynRcvd {
+		return 1, true
+	case c.state == stateSynSent:
+		return 0, true
+	case c.state == stateSynRcvd:
 		// Only an ACK (to an unacceptable segment) may leave before the
 		// handshake completes.
 		if c.ackNow {
 			c.buildAckLocked(0, c.sndNxt)
 			c.sentAckLocked()
-			return 1, false
+			return 1, true
 		}
-		return 0, false
+		return 0, true
 	}
-	if c.rexmitOne {
-		c.rexmitOne = false
-		if seqLT(c.sndUna, c.sndMax) {
-			// Only what was sent before: data beyond sndMax would be
-			// acknowledged above sndMax, which we would refuse.
-			end := c.sndMax
-			if seqGT(end, c.sndEnd) {
-				end = c.sndEnd // the FIN
-			}
-			size := 0
-			if seqLT(c.sndUna, end) {
-				size = int(end - c.sndUna)
-			}
-			hl := c.hdrLenLocked()
-			size = min(size, c.mssBase-(hl-header.TCPMinimumSize))
-			fin := c.finQueued && c.sndUna+uint32(size) == c.sndEnd && seqGT(c.sndMax, c.sndEnd)
-			if size > 0 || fin {
-				c.buildDataLocked(n, c.sndUna, size, fin)
-				c.retransmitted()
-				if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
-					c.rexmitHigh = end
-				}
-				c.headRexmitAt = time.Now()
-				n++
-			}
-		}
+	return 0, false
+}
+
+// fillHeadRexmitLocked resends the segment at sndUna into slot n (the
+// lost-retransmission check or a tail loss probe in recovery asked for
+// it) and returns the next free slot.
+func (c *Conn) fillHeadRexmitLocked(n int) int {
+	if !seqLT(c.sndUna, c.sndMax) {
+		return n
 	}
-	sackRecovery := c.inRecovery && len(c.sacked) > 0
-	if sackRecovery {
-		for n < len(c.txSegs) {
-			hl := c.hdrLenLocked()
-			mss := c.mssBase - (hl - header.TCPMinimumSize)
-			pipe := c.pipeLocked()
-			if pipe+uint32(mss) > c.cwnd {
-				break
-			}
-			maxLen := mss
-			if c.p.net.GSO() {
-				room := int(c.cwnd-pipe) / mss * mss
-				maxLen = min(max(room, mss), (0xffff-header.IPv4MinimumSize-hl)/mss*mss)
-			}
-			seq, size, ok := c.nextHoleLocked(maxLen)
-			if !ok {
-				break
-			}
-			if seqGEQ(seq, c.sndEnd) {
-				break // only the FIN is missing: the timer resends it
-			}
-			size = min(size, int(c.sndEnd-seq))
-			c.buildDataLocked(n, seq, size, false)
-			c.rexmitHigh = seq + uint32(size)
-			if seq == c.sndUna {
-				c.headRexmitAt = time.Now()
-			}
-			c.retransmitted()
-			if c.timerKind != timerRTO && c.timerKind != timerTLP {
-				c.armRTO()
-			}
-			n++
-		}
+	// Only what was sent before: data beyond sndMax would be
+	// acknowledged above sndMax, which we would refuse.
+	end := c.sndMax
+	if seqGT(end, c.sndEnd) {
+		end = c.sndEnd // the FIN
 	}
-	if c.rexmitTail {
-		c.rexmitTail = false
-		end, fin := c.sndMax, false
-		if c.finQueued && seqGT(c.sndMax, c.sndEnd) {
-			end, fin = c.sndEnd, true
-		}
-		if seqLT(c.sndUna, end) || fin {
-			hl := c.hdrLenLocked()
-			size := 0
-			if seqLT(c.sndUna, end) {
-				size = int(min(end-c.sndUna, uint32(c.mssBase-(hl-header.TCPMinimumSize))))
-			}
-			c.buildDataLocked(n, end-uint32(size), size, fin)
-			c.retransmitted()
-			n++
-		}
+	size := 0
+	if seqLT(c.sndUna, end) {
+		size = int(end - c.sndUna)
 	}
+	mss, _ := c.effectiveMSSLocked()
+	size = min(size, mss)
+	fin := c.finQueued && c.sndUna+uint32(size) == c.sndEnd && seqGT(c.sndMax, c.sndEnd)
+	if size == 0 && !fin {
+		return n
+	}
+	c.buildDataLocked(n, c.sndUna, size, fin)
+	c.retransmitted()
+	if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
+		c.rexmitHigh = end
+	}
+	c.headRexmitAt = time.Now()
+	return n + 1
+}
+
+// fillSACKRecoveryLocked resends the holes of the SACK scoreboard
+// (RFC 6675 NextSeg, rule 1) while the pipe leaves room in cwnd, from
+// slot n on, and returns the next free slot.
+func (c *Conn) fillSACKRecoveryLocked(n int) int {
+	for n < len(c.txSegs) {
+		mss, hl := c.effectiveMSSLocked()
+		pipe := c.pipeLocked()
+		if pipe+uint32(mss) > c.cwnd {
+			break
+		}
+		maxLen := mss
+		if c.p.net.GSO() {
+			room := int(c.cwnd-pipe) / mss * mss
+			maxLen = min(max(room, mss), gsoMaxLen(mss, hl))
+		}
+		seq, size, ok := c.nextHoleLocked(maxLen)
+		if !ok {
+			break
+		}
+		if seqGEQ(seq, c.sndEnd) {
+			break // only the FIN is missing: the timer resends it
+		}
+		size = min(size, int(c.sndEnd-seq))
+		c.buildDataLocked(n, seq, size, false)
+		c.rexmitHigh = seq + uint32(size)
+		if seq == c.sndUna {
+			c.headRexmitAt = time.Now()
+		}
+		c.retransmitted()
+		if c.timerKind != timerRTO && c.timerKind != timerTLP {
+			c.armRTO()
+		}
+		n++
+	}
+	return n
+}
+
+// fillTailProbeLocked resends the last segment sent (and the FIN if it
+// was sent) into slot n, the tail loss probe, and returns the next free
+// slot.
+func (c *Conn) fillTailProbeLocked(n int) int {
+	end, fin := c.sndMax, false
+	if c.finQueued && seqGT(c.sndMax, c.sndEnd) {
+		end, fin = c.sndEnd, true
+	}
+	if !seqLT(c.sndUna, end) && !fin {
+		return n
+	}
+	size := 0
+	if seqLT(c.sndUna, end) {
+		mss, _ := c.effectiveMSSLocked()
+		size = int(min(end-c.sndUna, uint32(mss)))
+	}
+	c.buildDataLocked(n, end-uint32(size), size, fin)
+	c.retransmitted()
+	return n + 1
+}
+
+// fillNewDataLocked sends from sndNxt (new data, or after a timeout the
+// go-back-N resend that skips SACKed ranges) and the FIN, within the
+// send and congestion windows, with sender silly-window avoidance and
+// Nagle, from slot n on. It returns the next free slot. In SACK recovery
+// the pipe estimate, not sndNxt-sndUna, is what cwnd bounds.
+func (c *Conn) fillNewDataLocked(n int, sackRecovery bool) int {
 	gso := c.p.net.GSO()
 	for n < len(c.txSegs) {
 		seq := c.sndNxt
@@ -230,20 +314,16 @@ func (c *Conn) fillLocked() (int, bool) {
 		} else {
 			allowed = 0
 		}
-		hl := c.hdrLenLocked()
-		mss := c.mssBase - (hl - header.TCPMinimumSize)
-		if mss <= 0 {
-			mss = 1
-		}
+		mss, hl := c.effectiveMSSLocked()
 		maxSeg := mss
 		if gso {
-			maxSeg = max((0xffff-header.IPv4MinimumSize-hl)/mss*mss, mss)
+			maxSeg = gsoMaxLen(mss, hl)
 		}
 		size := min(avail, allowed, maxSeg)
 		if avail > 0 && size == 0 {
 			switch {
 			case c.sndWnd == 0 && seq == c.sndUna && c.timerKind != timerPersist:
-				c.setTimer(timerPersist, c.rtoLocked())
+				c.setTimer(timerPersist, c.rtt.RTO())
 			case c.timerKind == timerNone || c.timerKind == timerKeepAlive:
 				c.armRTO() // a safety net: data waits, something must wake it
 			}
@@ -279,22 +359,7 @@ func (c *Conn) fillLocked() (int, bool) {
 			break
 		}
 	}
-	if n == 0 && (c.ackNow || c.probe) {
-		// After a timeout sndNxt is rewound (go-back-N); a pure ACK
-		// carries the highest sequence number sent, which the peer finds
-		// in its window, not an old one it would drop unread.
-		seq := c.sndMax
-		if c.probe {
-			seq = c.sndUna - 1 // an old sequence number: the peer answers with an ACK
-		}
-		c.buildAckLocked(0, seq)
-		c.probe = false
-		n = 1
-	}
-	if n > 0 {
-		c.sentAckLocked()
-	}
-	return n, n == len(c.txSegs)
+	return n
 }
 
 // retransmitted counts one retransmitted segment.
@@ -374,7 +439,7 @@ func (c *Conn) buildDataLocked(i int, seq uint32, size int, fin bool) {
 		ringRead(c.sndBuf, c.iss+1, seq, b[Headroom+hl:])
 	}
 	s := Segment{Buf: b, HdrLen: hl}
-	if mss := c.mssBase - (hl - header.TCPMinimumSize); size > mss {
+	if mss := c.mssForHdrLocked(hl); size > mss {
 		s.GSOSize = mss
 		c.p.st.GSOOut.Add(1)
 	}
@@ -399,28 +464,24 @@ func (c *Conn) stopTimer() {
 	c.timer.Stop()
 }
 
-func (c *Conn) rtoLocked() time.Duration {
-	return min(max(c.rto, c.p.cfg.MinRTO), maxRTO)
-}
-
 // armRTO arms the retransmission timer, or first a tail loss probe
 // (RFC 8985 §7, simplified): after about two round trips without an ACK,
 // the last segment (in recovery: the first hole) goes again, so that a
 // lost tail or a lost retransmission draws SACKs and recovery instead of
 // waiting out the (200 ms minimum) RTO.
 func (c *Conn) armRTO() {
-	if c.sackOK && c.srtt > 0 && !c.tlpSent &&
+	if srtt := c.rtt.SRTT(); c.sackOK && srtt > 0 && !c.tlpSent &&
 		(c.state == stateEstablished || c.state == stateCloseWait || c.state == stateFinWait1) {
-		pto := max(2*c.srtt, 2*time.Millisecond)
+		pto := max(2*srtt, 2*time.Millisecond)
 		if c.sndMax-c.sndUna <= uint32(c.mssBase) {
 			pto += c.p.cfg.DelayedACK // one segment out: the peer may be delaying its ACK
 		}
-		if rto := c.rtoLocked(); pto < rto {
+		if rto := c.rtt.RTO(); pto < rto {
 			c.setTimer(timerTLP, pto)
 			return
 		}
 	}
-	c.setTimer(timerRTO, c.rtoLocked())
+	c.setTimer(timerRTO, c.rtt.RTO())
 }
 
 // idleTimerLocked sets the timer a connection with nothing in flight runs.
@@ -463,13 +524,13 @@ func (c *Conn) onTimer() {
 			c.rexmitTail = true
 		}
 		c.p.st.TailLossProbes.Add(1)
-		c.setTimer(timerRTO, c.rtoLocked())
+		c.setTimer(timerRTO, c.rtt.RTO())
 	case timerPersist:
 		if c.sndWnd == 0 && c.sndEnd != c.sndNxt {
 			c.probe = true
 			c.p.st.ZeroWindowProbes.Add(1)
-			c.rto = min(2*c.rtoLocked(), 60*time.Second)
-			c.setTimer(timerPersist, c.rtoLocked())
+			c.rtt.BackoffTo(maxPersist)
+			c.setTimer(timerPersist, c.rtt.RTO())
 		} else {
 			c.timerKind = timerNone
 		}
@@ -526,32 +587,13 @@ func (c *Conn) retransmitTimeoutLocked() {
 	c.inRecovery = false
 	c.dupAcks = 0
 	c.recover = c.sndMax
-	c.rto = min(2*c.rtoLocked(), maxRTO)
+	c.rtt.Backoff()
 	c.rttTiming = false // Karn
 	c.sndNxt = c.sndUna
 	if c.retries > 1 {
 		c.sacked = c.sacked[:0] // the peer may have dropped what it SACKed
 	}
 	c.armRTO()
-}
-
-// rttSampleLocked updates SRTT, RTTVAR and RTO (RFC 6298 §2).
-func (c *Conn) rttSampleLocked(r time.Duration) {
-	if r <= 0 {
-		r = time.Microsecond
-	}
-	if c.srtt == 0 {
-		c.srtt = r
-		c.rttvar = r / 2
-	} else {
-		d := c.srtt - r
-		if d < 0 {
-			d = -d
-		}
-		c.rttvar = (3*c.rttvar + d) / 4
-		c.srtt = (7*c.srtt + r) / 8
-	}
-	c.rto = c.srtt + max(4*c.rttvar, time.Millisecond)
 }
 
 // ackLaterLocked arms the delayed-ACK timer.

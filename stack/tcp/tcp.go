@@ -118,6 +118,7 @@ const (
 	DefaultKeepAliveCount  = 9
 	initialRTO             = time.Second
 	maxRTO                 = 120 * time.Second
+	maxPersist             = 60 * time.Second // the persist timer backs off to a lower ceiling
 	ephemeralFirst         = 49152
 	ephemeralCount         = 65536 - ephemeralFirst
 )
