@@ -13,7 +13,7 @@ import (
 // `iperf3 -c` (through host access, or from any kernel namespace on the
 // fabric) measures the user-level stack directly. It lives with the cpu
 // kind, which alone serves it: the peripherals runtime imports no cpu code.
-func StartIperf3(p *peripherals.Peripheral) (*iperf3.Server, error) {
+func StartIperf3(p *peripherals.Runtime) (*iperf3.Server, error) {
 	addr := p.Config().Addr.Addr()
 	ln, err := p.Stack().ListenTCP(netip.AddrPortFrom(addr, iperf3.Port))
 	if err != nil {

@@ -40,7 +40,7 @@ type BenchReady struct {
 
 // benchConn opens a socket on the chosen stack: the user-level one, or
 // the kernel's on the baseline address (which must be on).
-func (p *Peripheral) benchConn(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
 	case "user", "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
@@ -74,8 +74,8 @@ func (p *Peripheral) benchConn(stackName string, port uint16, noGSO bool) (bench
 // registerBench adds the bench operations every peripheral serves:
 // bench-recv (count a test), bench-send (send one), bench-echo (answer
 // pings) and bench-rtt (ping a peer).
-func (p *Peripheral) registerBench() {
-	p.Handle("bench-recv", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+func (p *Runtime) registerBench() {
+	p.Handle(OpBenchRecv, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err
@@ -88,7 +88,7 @@ func (p *Peripheral) registerBench() {
 		_ = s.Send(BenchReady{Ready: true, Local: local})
 		return bench.RunReceiver(ctx, c, bench.ReceiverOptions{Stack: a.Stack, OnInterval: func(iv bench.Interval) { _ = s.Send(iv) }})
 	})
-	p.Handle("bench-send", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+	p.Handle(OpBenchSend, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err
@@ -112,7 +112,7 @@ func (p *Peripheral) registerBench() {
 			OnInterval: func(iv bench.Interval) { _ = s.Send(iv) },
 		})
 	})
-	p.Handle("bench-echo", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+	p.Handle(OpBenchEcho, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err
@@ -129,7 +129,7 @@ func (p *Peripheral) registerBench() {
 		}
 		return n, err
 	})
-	p.Handle("bench-rtt", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+	p.Handle(OpBenchRTT, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err

@@ -39,7 +39,7 @@ type kernelState struct {
 
 // OnKernel registers a service hook called when the kernel baseline
 // address comes (on) or goes.
-func (p *Peripheral) OnKernel(f func(on bool, addr netip.Addr)) {
+func (p *Runtime) OnKernel(f func(on bool, addr netip.Addr)) {
 	p.kernel.mu.Lock()
 	p.kernel.hooks = append(p.kernel.hooks, f)
 	p.kernel.mu.Unlock()
@@ -48,11 +48,14 @@ func (p *Peripheral) OnKernel(f func(on bool, addr netip.Addr)) {
 // setKernel gives the kernel an address on the peripheral's port (on) or
 // removes it. The kernel stack then shares the veth with the user-level
 // stack, which counts the kernel's frames as "not our address" drops.
-func (p *Peripheral) setKernel(on bool) error {
+func (p *Runtime) setKernel(on bool) error {
 	p.kernel.mu.Lock()
 	defer p.kernel.mu.Unlock()
 	if p.kernel.on == on {
 		return nil
+	}
+	if p.cfg.IfName == "" {
+		return fmt.Errorf("kernel baseline: %s's link is not a kernel interface", p.cfg.Name)
 	}
 	l, err := netlink.LinkByName(p.cfg.IfName)
 	if err != nil {

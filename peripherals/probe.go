@@ -66,8 +66,8 @@ type ProbeRecvResult struct {
 
 // ringDrops reads the receive-ring drop counter of the link under the
 // impairment wrapper, when the link keeps one (AF_PACKET).
-func (p *Peripheral) ringDrops() uint64 {
-	if l, ok := p.impair.Link.(interface{ Stats() afpacket.Stats }); ok {
+func (p *Runtime) ringDrops() uint64 {
+	if l, ok := p.raw.(interface{ Stats() afpacket.Stats }); ok {
 		return l.Stats().RingDrops
 	}
 	return 0
@@ -75,12 +75,12 @@ func (p *Peripheral) ringDrops() uint64 {
 
 // SetImpairment sets the peripheral's link-layer impairment (as the
 // "impair" op does).
-func (p *Peripheral) SetImpairment(ip impair.Params) { p.impair.Set(ip) }
+func (p *Runtime) SetImpairment(ip impair.Params) { p.impair.Set(ip) }
 
-// RegisterProbe adds the probe ops (probe-send, probe-recv) the link
+// registerProbe adds the probe ops (probe-send, probe-recv) the link
 // fidelity tests measure loss and rate with.
-func RegisterProbe(p *Peripheral) {
-	p.Handle("probe-recv", func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+func (p *Runtime) registerProbe() {
+	p.Handle(OpProbeRecv, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a ProbeRecvArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err
@@ -92,7 +92,7 @@ func RegisterProbe(p *Peripheral) {
 		}
 		return res, err
 	})
-	p.Handle("probe-send", func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
+	p.Handle(OpProbeSend, func(ctx context.Context, req ctl.Request, _ *ctl.Stream) (any, error) {
 		var a ProbeSendArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err

@@ -2,12 +2,14 @@ package peripherals
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,18 +23,38 @@ import (
 	"github.com/netstation/netstation/stack/link/impair"
 )
 
-// Config describes one peripheral process.
+// Config describes one peripheral: its identity on the testbed, the link
+// its stack runs on, and its kind with that kind's parameters.
 type Config struct {
-	Name        string
-	Kind        string
-	IfName      string // the namespace's veth, e.g. eth0
-	MAC         net.HardwareAddr
-	Addr        netip.Prefix // our address and subnet
-	MTU         int
-	ControlPath string // unix socket path
-	// Shaped: a rate limit sits on this port's egress qdisc, so the link
-	// must not bypass the qdisc.
-	Shaped bool
+	Name string
+	Kind string // a registered Kind's name
+	// Link is the peripheral's port. A testbed's node process opens the
+	// namespace's veth with AF_PACKET; in-process testbeds use
+	// stack/link/mem. The runtime owns it from Start on and closes it.
+	Link link.Link
+	// IfName is the kernel interface behind Link, for the kernel-stack
+	// baseline (the "kernel" op); empty when there is none (an in-memory
+	// link), and the op then fails.
+	IfName string
+	MAC    net.HardwareAddr
+	Addr   netip.Prefix // our address and subnet
+	MTU    int
+	// ControlPath is the control socket's path; empty: no control socket
+	// (an in-process peripheral driven through Call).
+	ControlPath string
+	// Impair is the link-layer impairment in force from the first frame.
+	Impair impair.Params
+	// Params are the node's topology parameters, checked by its kind.
+	Params Params
+	// StateDir is the testbed's state directory: kinds keep their files
+	// there (NodeFile).
+	StateDir string
+	// Testbed lists every node of the testbed, this one included, as the
+	// plan has them.
+	Testbed []Peer
+	// Seeds are the membership's seeds; empty: the peripheral joins no
+	// membership (and FindPeer finds nothing).
+	Seeds  []netip.AddrPort
 	Logger *slog.Logger
 }
 
@@ -52,9 +74,11 @@ type Status struct {
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
 	Stack       stack.Stats       `json:"stack"`
 	// Impair is the link-layer impairment in force and what it did.
-	Link           afpacket.Stats  `json:"link"` // the AF_PACKET rings: ring drops show here
+	Link           afpacket.Stats  `json:"link"` // the AF_PACKET rings, when the link is one: ring drops show here
 	Impair         impair.Params   `json:"impair"`
 	ImpairCounters impair.Counters `json:"impair_counters"`
+	// Counters are the kind's own counters (Runtime.Counter).
+	Counters map[string]uint64 `json:"counters,omitempty"`
 }
 
 // PingArgs ask a peripheral to ping an address over its own stack.
@@ -82,64 +106,142 @@ type PingSummary struct {
 	MaxUs    float64 `json:"max_us"`
 }
 
-// Peripheral is a running peripheral.
-type Peripheral struct {
+// Runtime is a running peripheral: the stack, control socket, counters
+// and membership every kind gets. A kind's Start receives it.
+type Runtime struct {
 	cfg      Config
+	kind     Kind
 	link     link.Link
 	impair   *impair.Link
-	raw      *afpacket.Link
+	raw      link.Link // cfg.Link, under the impairment wrapper
 	stack    *stack.Stack
 	kernel   kernelState
 	opsMu    sync.Mutex
-	ops      map[string]ctl.Handler
+	ops      map[Op]ctl.Handler
 	ctl      *ctl.Server
 	started  time.Time
 	services []string
+	counters counterSet
+	members  membership
+	stops    []func() error // the kind's stop, then the runtime's own
 	log      *slog.Logger
 	stopOnce sync.Once
 	stop     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
 }
 
-// Start opens the link, brings the stack up and serves the control socket.
-// The caller must already be in the peripheral's network namespace.
-func Start(cfg Config) (*Peripheral, error) {
+// ErrConfig: a peripheral's configuration is incomplete or wrong.
+var ErrConfig = errors.New("peripheral configuration")
+
+// Start brings a peripheral up on cfg.Link: the user-level stack, the
+// control socket with the runtime's own ops (status, ping, bench, probes,
+// impairment, kernel baseline), then the services of its kind, then the
+// membership (last, so that its metadata lists every service). It
+// returns once all of that is up; Wait serves until the end.
+func Start(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
 	}
-	l, err := afpacket.Open(cfg.IfName, afpacket.Options{NoQdiscBypass: cfg.Shaped, Accept: cfg.Addr})
-	if err != nil {
-		return nil, fmt.Errorf("open link %s: %w", cfg.IfName, err)
+	if cfg.Link == nil {
+		return nil, fmt.Errorf("%w: %s has no link", ErrConfig, cfg.Name)
 	}
-	il := impair.Wrap(l)
+	k, ok := LookupKind(cfg.Kind)
+	if !ok {
+		cfg.Link.Close()
+		return nil, fmt.Errorf("%w: %s: %w %q (registered: %s)", ErrConfig, cfg.Name, ErrUnknownKind, cfg.Kind, strings.Join(KindNames(), ", "))
+	}
+	if err := k.CheckParams(cfg.Params); err != nil {
+		cfg.Link.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, cfg.Name, err)
+	}
+	il := impair.Wrap(cfg.Link)
+	il.Set(cfg.Impair)
 	st, err := stack.New(il, stack.Config{MAC: cfg.MAC, Addr: cfg.Addr, MTU: cfg.MTU})
 	if err != nil {
 		il.Close()
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
-	p := &Peripheral{cfg: cfg, link: il, impair: il, raw: l, stack: st, started: time.Now(), log: cfg.Logger,
-		stop: make(chan struct{}), ops: map[string]ctl.Handler{}}
-	srv, err := ctl.Listen(cfg.ControlPath, p.handle)
-	if err != nil {
-		st.Close()
-		l.Close()
-		return nil, err
+	p := &Runtime{cfg: cfg, kind: k, link: il, impair: il, raw: cfg.Link, stack: st, started: time.Now(), log: cfg.Logger,
+		stop: make(chan struct{}), ops: map[Op]ctl.Handler{}}
+	p.ctx, p.cancel = context.WithCancel(ctx)
+	p.stops = append(p.stops, func() error { return errors.Join(p.stack.Close(), p.link.Close()) })
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if cfg.ControlPath != "" {
+		srv, err := ctl.Listen(cfg.ControlPath, p.handle)
+		if err != nil {
+			return nil, err
+		}
+		p.ctl = srv
+		p.stops = append(p.stops, func() error {
+			err := srv.Close()
+			_ = os.Remove(cfg.ControlPath)
+			return err
+		})
 	}
-	p.ctl = srv
 	p.registerBench()
+	p.registerProbe()
+	stop, err := k.Start(p.ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: start %s: %w", cfg.Name, k.Name, err)
+	}
+	if stop != nil {
+		p.stops = append(p.stops, stop)
+	}
+	if len(cfg.Seeds) > 0 {
+		if err := p.joinMembership(); err != nil {
+			p.log.Error("gossip: not joining the membership", "err", err)
+		}
+	}
 	p.log.Info("peripheral up", "node", cfg.Name, "kind", cfg.Kind, "addr", cfg.Addr, "mac", cfg.MAC.String())
 	return p, nil
 }
 
-// Stack is the peripheral's user-level stack, for its services.
-func (p *Peripheral) Stack() *stack.Stack { return p.stack }
+// Wait serves until ctx ends or a shutdown is requested, then stops the
+// peripheral.
+func (p *Runtime) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-p.Done():
+	}
+	p.log.Info("peripheral stopping", "node", p.cfg.Name)
+	return p.Close()
+}
 
-// AddService records a running service for status.
+// Stack is the peripheral's user-level stack, for its services.
+func (p *Runtime) Stack() *stack.Stack { return p.stack }
+
+// Addr is the peripheral's address on its stack.
+func (p *Runtime) Addr() netip.Addr { return p.cfg.Addr.Addr() }
+
+// Logger is the peripheral's logger.
+func (p *Runtime) Logger() *slog.Logger { return p.log }
+
+// Params are the node's topology parameters (checked by its kind).
+func (p *Runtime) Params() Params { return p.cfg.Params }
+
+// NodeFile is the path of the testbed's file ext for node (the disk's
+// image "img", its capability key "key", ...), in the state directory.
+func (p *Runtime) NodeFile(node, ext string) string { return NodeFile(p.cfg.StateDir, node, ext) }
+
+// NodeFile is where a testbed in state directory dir keeps node's file of
+// the given extension.
+func NodeFile(dir, node, ext string) string { return filepath.Join(dir, "nodes", node+"."+ext) }
+
+// Testbed lists the testbed's nodes as the plan has them, this one
+// included.
+func (p *Runtime) Testbed() []Peer { return p.cfg.Testbed }
+
 // ServicePorts parses the services registered as "name:port" (e.g.
 // "disk/udp:10810") into the map gossip publishes.
-func (p *Peripheral) ServicePorts() map[string]uint16 {
+func (p *Runtime) ServicePorts() map[string]uint16 {
 	p.opsMu.Lock()
 	defer p.opsMu.Unlock()
 	out := map[string]uint16{}
@@ -155,45 +257,60 @@ func (p *Peripheral) ServicePorts() map[string]uint16 {
 	return out
 }
 
-func (p *Peripheral) AddService(name string) {
+// AddService records a running service for status; a "name:port" service
+// is also published in the membership's metadata (ServicePorts).
+func (p *Runtime) AddService(name string) {
 	p.opsMu.Lock()
 	p.services = append(p.services, name)
 	p.opsMu.Unlock()
 }
 
-// Handle adds a control-socket operation (a service's own requests).
-func (p *Peripheral) Handle(op string, h ctl.Handler) {
+// Handle adds a control-socket operation (a service's own requests). See
+// HandleArgs for ops whose arguments decode into a type.
+func (p *Runtime) Handle(op Op, h ctl.Handler) {
 	p.opsMu.Lock()
 	p.ops[op] = h
 	p.opsMu.Unlock()
 }
 
 // Config returns the peripheral's configuration.
-func (p *Peripheral) Config() Config { return p.cfg }
+func (p *Runtime) Config() Config { return p.cfg }
 
-// Done is closed when a shutdown was requested over the control socket.
-func (p *Peripheral) Done() <-chan struct{} { return p.stop }
+// Done is closed when the peripheral stops: a shutdown was requested over
+// the control socket, or Close was called.
+func (p *Runtime) Done() <-chan struct{} { return p.stop }
 
-// Close stops everything.
-func (p *Peripheral) Close() error {
-	p.stopOnce.Do(func() { close(p.stop) })
-	p.setKernel(false)
-	errs := []error{p.ctl.Close(), p.stack.Close(), p.link.Close()}
-	_ = os.Remove(p.cfg.ControlPath)
+// Close stops everything: the membership, the kind's services, the
+// control socket, the stack and the link, in that order.
+func (p *Runtime) Close() error {
+	var errs []error
+	p.stopOnce.Do(func() {
+		close(p.stop)
+		p.cancel()
+		if p.cfg.IfName != "" {
+			_ = p.setKernel(false)
+		}
+		for i := len(p.stops) - 1; i >= 0; i-- {
+			errs = append(errs, p.stops[i]())
+		}
+	})
 	return errors.Join(errs...)
 }
 
 // Status reports the peripheral's identity and counters.
-func (p *Peripheral) Status() Status {
+func (p *Runtime) Status() Status {
 	s := p.stack.Stats()
 	st := Status{
 		Node: p.cfg.Name, Kind: p.cfg.Kind, PID: os.Getpid(),
 		Addr: p.cfg.Addr.String(), MAC: p.cfg.MAC.String(),
 		Uptime:         time.Since(p.started).Seconds(),
 		Stack:          s,
-		Link:           p.raw.Stats(),
+		Counters:       p.counters.snapshot(),
 		Impair:         p.impair.Params(),
 		ImpairCounters: p.impair.Counters(),
+	}
+	if l, ok := p.raw.(interface{ Stats() afpacket.Stats }); ok {
+		st.Link = l.Stats()
 	}
 	p.opsMu.Lock()
 	st.Services = append([]string{"ping"}, p.services...)
@@ -210,27 +327,54 @@ func (p *Peripheral) Status() Status {
 	return st
 }
 
-func (p *Peripheral) handle(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
-	switch req.Op {
-	case "status":
+// Call runs control op with args as the control socket would, streaming
+// intermediate responses to stream (nil: dropped), and decodes the final
+// result into out (when not nil). In-process testbeds drive peripherals
+// with it.
+func (p *Runtime) Call(ctx context.Context, op Op, args, out any, stream func(json.RawMessage) error) error {
+	req := ctl.Request{Op: string(op)}
+	if args != nil {
+		b, err := json.Marshal(args)
+		if err != nil {
+			return err
+		}
+		req.Args = b
+	}
+	res, err := p.handle(ctx, req, ctl.NewStream(stream))
+	if err != nil {
+		return err
+	}
+	if out == nil || res == nil {
+		return nil
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
+}
+
+func (p *Runtime) handle(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+	switch Op(req.Op) {
+	case OpStatus:
 		return p.Status(), nil
-	case "ping":
+	case OpPing:
 		var a PingArgs
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
 		return p.ping(ctx, a, s)
-	case "shutdown":
+	case OpShutdown:
 		p.stopOnce.Do(func() { close(p.stop) })
 		return nil, nil
-	case "impair":
+	case OpImpair:
 		var a impair.Params
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
 		p.impair.Set(a)
 		return p.impair.Params(), nil
-	case "kernel":
+	case OpKernel:
 		var on bool
 		if err := req.Decode(&on); err != nil {
 			return nil, err
@@ -241,15 +385,15 @@ func (p *Peripheral) handle(ctx context.Context, req ctl.Request, s *ctl.Stream)
 		return KernelAddr(p.cfg.Addr), nil
 	}
 	p.opsMu.Lock()
-	h := p.ops[req.Op]
+	h := p.ops[Op(req.Op)]
 	p.opsMu.Unlock()
 	if h != nil {
 		return h(ctx, req, s)
 	}
-	return nil, fmt.Errorf("unknown op %q", req.Op)
+	return nil, fmt.Errorf("%w %q", ErrUnknownOp, req.Op)
 }
 
-func (p *Peripheral) ping(ctx context.Context, a PingArgs, s *ctl.Stream) (*PingSummary, error) {
+func (p *Runtime) ping(ctx context.Context, a PingArgs, s *ctl.Stream) (*PingSummary, error) {
 	if !a.Dst.Is4() {
 		return nil, fmt.Errorf("ping: %v is not an IPv4 address", a.Dst)
 	}

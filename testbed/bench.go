@@ -53,11 +53,11 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 		defer func() {
 			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_ = call(c, dir, from.Name, "kernel", false, nil)
-			_ = call(c, dir, to.Name, "kernel", false, nil)
+			_ = call(c, dir, from.Name, peripherals.OpKernel, false, nil)
+			_ = call(c, dir, to.Name, peripherals.OpKernel, false, nil)
 		}()
 		for _, n := range []*NodePlan{from, to} {
-			if err := call(ctx, dir, n.Name, "kernel", true, nil); err != nil {
+			if err := call(ctx, dir, n.Name, peripherals.OpKernel, true, nil); err != nil {
 				return nil, err
 			}
 		}
@@ -72,7 +72,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	defer rcancel()
 	go func() {
 		first := true
-		recvDone <- nodeCall(rctx, dir, to.Name, "bench-recv", args, &recv, func(m json.RawMessage) error {
+		recvDone <- nodeCall(rctx, dir, to.Name, peripherals.OpBenchRecv, args, &recv, func(m json.RawMessage) error {
 			if first {
 				first = false
 				close(ready)
@@ -95,7 +95,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	sargs := args
 	sargs.Dst = netip.AddrPortFrom(dst, peripherals.BenchPort)
 	var send bench.Result
-	if err := nodeCall(ctx, dir, from.Name, "bench-send", sargs, &send, nil); err != nil {
+	if err := nodeCall(ctx, dir, from.Name, peripherals.OpBenchSend, sargs, &send, nil); err != nil {
 		return nil, fmt.Errorf("%s: sender: %w", from.Name, err)
 	}
 	select {
@@ -123,7 +123,7 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
 		first := true
-		done <- nodeCall(ectx, dir, to.Name, "bench-echo", peripherals.BenchArgs{Stack: a.Stack}, nil, func(json.RawMessage) error {
+		done <- nodeCall(ectx, dir, to.Name, peripherals.OpBenchEcho, peripherals.BenchArgs{Stack: a.Stack}, nil, func(json.RawMessage) error {
 			if first {
 				first = false
 				close(ready)
@@ -137,7 +137,7 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 		return nil, fmt.Errorf("%s: echo: %w", to.Name, err)
 	}
 	var rt bench.RTTResult
-	err := nodeCall(ctx, dir, from.Name, "bench-rtt", peripherals.BenchArgs{
+	err := nodeCall(ctx, dir, from.Name, peripherals.OpBenchRTT, peripherals.BenchArgs{
 		Stack: a.Stack, Dst: netip.AddrPortFrom(dst, peripherals.EchoPort), Size: 64, Count: a.RTTCount,
 	}, &rt, nil)
 	if err != nil {

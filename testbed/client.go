@@ -360,7 +360,7 @@ func Ping(ctx context.Context, testbed, from, to string, args peripherals.PingAr
 		args.Dst = n.Addr.Addr()
 	}
 	var sum peripherals.PingSummary
-	err = nodeCall(ctx, dir, from, "ping", args, &sum, func(m json.RawMessage) error {
+	err = nodeCall(ctx, dir, from, peripherals.OpPing, args, &sum, func(m json.RawMessage) error {
 		var r peripherals.PingReply
 		if err := json.Unmarshal(m, &r); err == nil && each != nil {
 			each(r)
@@ -435,12 +435,12 @@ func remoteHost(dir, node string) string {
 }
 
 // nodeCall calls op on node's control socket, on whichever host it runs.
-func nodeCall(ctx context.Context, dir, node, op string, args, out any, each func(json.RawMessage) error) error {
+func nodeCall(ctx context.Context, dir, node string, op peripherals.Op, args, out any, each func(json.RawMessage) error) error {
 	if host := remoteHost(dir, node); host != "" {
 		if RemoteCall == nil {
 			return fmt.Errorf("%s runs on host %s and no agent answers here to reach it", node, host)
 		}
-		return RemoteCall(ctx, host, filepath.Base(dir), node, op, args, out, each)
+		return RemoteCall(ctx, host, filepath.Base(dir), node, string(op), args, out, each)
 	}
-	return ctl.Call(ctx, NodeSock(dir, node), op, args, out, each)
+	return ctl.Call(ctx, NodeSock(dir, node), string(op), args, out, each)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/disk"
+	"github.com/netstation/netstation/peripherals/disk/diskkind"
 	"github.com/netstation/netstation/peripherals/display"
 	"github.com/netstation/netstation/testbed/spec"
 )
@@ -30,7 +31,7 @@ type StorageDemoArgs struct {
 }
 
 // call runs one control operation on a node.
-func call(ctx context.Context, dir, node, op string, args, out any) error {
+func call(ctx context.Context, dir, node string, op peripherals.Op, args, out any) error {
 	if err := nodeCall(ctx, dir, node, op, args, out, nil); err != nil {
 		return fmt.Errorf("%s: %s: %w", node, op, err)
 	}
@@ -71,8 +72,8 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 			_, _ = SetLink(c, testbed, LinkChange{Node: dn.Name, LossPPM: &before.LossPPM, Seed: &before.Seed})
 		}
 		if a.Args.Stack == "kernel" {
-			_ = call(c, dir, cn.Name, "kernel", false, nil)
-			_ = call(c, dir, dn.Name, "kernel", false, nil)
+			_ = call(c, dir, cn.Name, peripherals.OpKernel, false, nil)
+			_ = call(c, dir, dn.Name, peripherals.OpKernel, false, nil)
 		}
 	}
 	defer cleanup()
@@ -91,14 +92,14 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 	a.Args.Local, a.Args.DiskName = cn.Addr.Addr(), dn.Name
 	if a.Args.Stack == "kernel" {
 		for _, n := range []*NodePlan{cn, dn} {
-			if err := call(ctx, dir, n.Name, "kernel", true, nil); err != nil {
+			if err := call(ctx, dir, n.Name, peripherals.OpKernel, true, nil); err != nil {
 				return nil, err
 			}
 		}
 		a.Args.Local = peripherals.KernelAddr(cn.Addr).Addr()
 	}
 	var res cpu.StorageResult
-	err = nodeCall(ctx, dir, cn.Name, "storage", a.Args, &res, func(m json.RawMessage) error {
+	err = nodeCall(ctx, dir, cn.Name, cpu.OpStorage, a.Args, &res, func(m json.RawMessage) error {
 		var p workload.Progress
 		if progress != nil && json.Unmarshal(m, &p) == nil {
 			progress(p)
@@ -131,7 +132,7 @@ func DiskStats(ctx context.Context, testbed, node string) (disk.Stats, error) {
 	if n.Kind != spec.KindDisk {
 		return st, fmt.Errorf("%s is a %s, not a disk", n.Name, n.Kind)
 	}
-	err = call(ctx, dir, n.Name, "disk-stats", nil, &st)
+	err = call(ctx, dir, n.Name, diskkind.OpStats, nil, &st)
 	return st, err
 }
 
@@ -142,8 +143,8 @@ func RevokeDisk(ctx context.Context, testbed, node string) (uint32, error) {
 	if _, err := DiskStats(ctx, testbed, node); err != nil {
 		return 0, err
 	}
-	var r peripherals.RevokeReply
-	err := call(ctx, Dir(testbed), node, "disk-revoke", nil, &r)
+	var r diskkind.RevokeReply
+	err := call(ctx, Dir(testbed), node, diskkind.OpRevoke, nil, &r)
 	return r.Version, err
 }
 
@@ -182,7 +183,7 @@ func CapabilityDemo(ctx context.Context, testbed, cpuName, diskName string) (*Ca
 	dn, _ := plan.Node(diskName)
 	args := cpu.AccessArgs{Disk: dn.Addr.Addr(), DiskName: dn.Name}
 	var first cpu.AccessResult
-	if err := call(ctx, dir, cn.Name, "access-check", args, &first); err != nil {
+	if err := call(ctx, dir, cn.Name, cpu.OpAccessCheck, args, &first); err != nil {
 		return nil, err
 	}
 	v, err := RevokeDisk(ctx, testbed, dn.Name)
@@ -191,7 +192,7 @@ func CapabilityDemo(ctx context.Context, testbed, cpuName, diskName string) (*Ca
 	}
 	args.Revoked = first.Valid
 	var second cpu.AccessResult
-	if err := call(ctx, dir, cn.Name, "access-check", args, &second); err != nil {
+	if err := call(ctx, dir, cn.Name, cpu.OpAccessCheck, args, &second); err != nil {
 		return nil, err
 	}
 	after, err := DiskStats(ctx, testbed, dn.Name)
@@ -286,7 +287,7 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 	img := cpu.TransferImage{Pattern: a.Pattern, Frame: 30, Width: ds.Width, Height: ds.Height}
 	var stored cpu.TransferStoreResult
 	// Names only: cpu finds disk and display by membership (gossip).
-	if err := call(ctx, dir, cn.Name, "transfer-store", cpu.TransferStoreArgs{DiskName: dn.Name,
+	if err := call(ctx, dir, cn.Name, cpu.OpTransferStore, cpu.TransferStoreArgs{DiskName: dn.Name,
 		Offset: a.Offset, Image: img}, &stored); err != nil {
 		return nil, err
 	}
@@ -294,7 +295,7 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 		var out []StackBytes
 		for _, n := range nodes {
 			var st peripherals.Status
-			if err := call(ctx, dir, n.Name, "status", nil, &st); err != nil {
+			if err := call(ctx, dir, n.Name, peripherals.OpStatus, nil, &st); err != nil {
 				return nil, err
 			}
 			out = append(out, StackBytes{Node: n.Name, RxBytes: st.Stack.RxBytes, TxBytes: st.Stack.TxBytes,
@@ -307,7 +308,7 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 		return nil, err
 	}
 	res := &TransferDemoResult{Width: ds.Width, Height: ds.Height, ImageBytes: stored.Bytes, SHA256: stored.SHA256}
-	err = call(ctx, dir, cn.Name, "transfer-order", cpu.TransferOrderArgs{DiskName: dn.Name,
+	err = call(ctx, dir, cn.Name, cpu.OpTransferOrder, cpu.TransferOrderArgs{DiskName: dn.Name,
 		DisplayName: vn.Name, Offset: a.Offset, Width: ds.Width, Height: ds.Height,
 		TileW: a.TileW, TileH: a.TileH, Frames: a.Frames}, &res.Order)
 	if err != nil {

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/netstation/netstation/cpu"
 	"github.com/netstation/netstation/cpu/render"
-	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/display"
 	"github.com/netstation/netstation/testbed/spec"
 )
@@ -45,16 +45,16 @@ func displayNode(testbed, node string) (string, *NodePlan, error) {
 
 // Snapshot returns the PNG of the frame a display shows. With after > 0 it
 // waits up to wait for more than after frames to have been presented.
-func Snapshot(ctx context.Context, testbed, node string, after uint64, wait time.Duration) ([]byte, peripherals.SnapshotInfo, error) {
-	var info peripherals.SnapshotInfo
+func Snapshot(ctx context.Context, testbed, node string, after uint64, wait time.Duration) ([]byte, display.SnapshotInfo, error) {
+	var info display.SnapshotInfo
 	dir, n, err := displayNode(testbed, node)
 	if err != nil {
 		return nil, info, err
 	}
 	var img []byte
-	err = nodeCall(ctx, dir, n.Name, "snapshot", peripherals.SnapshotArgs{After: after, Wait: wait}, &info,
+	err = nodeCall(ctx, dir, n.Name, display.OpSnapshot, display.SnapshotArgs{After: after, Wait: wait}, &info,
 		func(m json.RawMessage) error {
-			var c peripherals.SnapshotChunk
+			var c display.SnapshotChunk
 			if err := json.Unmarshal(m, &c); err != nil {
 				return err
 			}
@@ -77,7 +77,7 @@ func DisplayStats(ctx context.Context, testbed, node string) (display.Stats, err
 	if err != nil {
 		return st, err
 	}
-	err = call(ctx, dir, n.Name, "display-stats", nil, &st)
+	err = call(ctx, dir, n.Name, display.OpStats, nil, &st)
 	return st, err
 }
 
@@ -125,7 +125,7 @@ func DisplayDemo(ctx context.Context, testbed string, a DisplayDemoArgs, progres
 	a.Args.Width, a.Args.Height = before.Width, before.Height
 	a.Args.Local = cn.Addr.Addr()
 	res := &DisplayDemoResult{}
-	err = nodeCall(ctx, dir, cn.Name, "display-stream", a.Args, &res.Sent, func(m json.RawMessage) error {
+	err = nodeCall(ctx, dir, cn.Name, cpu.OpDisplayStream, a.Args, &res.Sent, func(m json.RawMessage) error {
 		var p render.Progress
 		if progress != nil && json.Unmarshal(m, &p) == nil {
 			progress(p)

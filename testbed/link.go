@@ -483,18 +483,24 @@ func (s *supervisor) fillLinks(ctx context.Context, st *Status) {
 	wg.Wait()
 }
 
-// startNodeLink is RunNode's link step, run before the peripheral starts:
-// it returns whether the link must keep the qdisc (shaped) and a function
-// that applies the recorded link-layer impairment to the started
-// peripheral and relaxes the port's template to the MAC alone while a
-// kernel baseline address is up (the kernel stack sends from another IP).
-func startNodeLink(dir string, plan *Plan, n *NodePlan) (shaped bool, apply func(*peripherals.Peripheral)) {
+// nodeLink is RunNode's link step, taken before the peripheral starts:
+// whether the link must keep the qdisc (shaped), the recorded link-layer
+// impairment, and apply, which relaxes the port's template to the MAC alone
+// while a kernel baseline address is up on the started peripheral (the
+// kernel stack sends from another IP).
+type nodeLink struct {
+	shaped bool
+	impair impair.Params
+	apply  func(*peripherals.Runtime)
+}
+
+func startNodeLink(dir string, plan *Plan, n *NodePlan) nodeLink {
 	f, err := readLinkFile(dir, n.Name)
-	shaped = n.RateBits > 0 || (err == nil && f.Shaped)
-	return shaped, func(p *peripherals.Peripheral) {
-		if err == nil {
-			p.SetImpairment(seeded(f.linkLayerParams()))
-		}
+	nl := nodeLink{shaped: n.RateBits > 0 || (err == nil && f.Shaped)}
+	if err == nil {
+		nl.impair = seeded(f.linkLayerParams())
+	}
+	nl.apply = func(p *peripherals.Runtime) {
 		mac, merr := net.ParseMAC(n.MAC)
 		if merr != nil {
 			return
@@ -512,6 +518,7 @@ func startNodeLink(dir string, plan *Plan, n *NodePlan) (shaped bool, apply func
 			_ = t.Set(mac, ip)
 		})
 	}
+	return nl
 }
 
 // SetLink changes the link of a node of the named testbed (through its

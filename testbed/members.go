@@ -26,6 +26,6 @@ func Members(ctx context.Context, testbed, node string) (peripherals.MembersView
 	if _, err := plan.Node(node); err != nil {
 		return v, err
 	}
-	err = call(ctx, dir, node, "members", nil, &v)
+	err = call(ctx, dir, node, peripherals.OpMembers, nil, &v)
 	return v, err
 }

@@ -149,6 +149,9 @@ type NodePlan struct {
 	Width      int           `json:"width,omitempty"`
 	Height     int           `json:"height,omitempty"`
 	Format     string        `json:"format,omitempty"`
+	// Params are the topology's params block, for kinds other than the
+	// built-in three (see KindParams).
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // HostPlan is the optional veth into the host's namespace.

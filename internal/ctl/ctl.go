@@ -40,7 +40,12 @@ type Response struct {
 type Stream struct {
 	mu  sync.Mutex
 	enc *json.Encoder
+	fn  func(json.RawMessage) error // NewStream's, when enc is nil
 }
+
+// NewStream returns a Stream that hands each intermediate response's data
+// to f (nil: drops it), for calling a Handler in-process, without a socket.
+func NewStream(f func(data json.RawMessage) error) *Stream { return &Stream{fn: f} }
 
 // Send writes one intermediate response carrying v.
 func (s *Stream) Send(v any) error {
@@ -50,6 +55,12 @@ func (s *Stream) Send(v any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.enc == nil {
+		if s.fn == nil {
+			return nil
+		}
+		return s.fn(b)
+	}
 	return s.enc.Encode(Response{OK: true, Data: b})
 }
 

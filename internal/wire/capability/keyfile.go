@@ -24,6 +24,15 @@ type KeyFile struct {
 	Key    []byte `json:"key"`     // KeySize random bytes (base64 in the file)
 }
 
+// KeyFileExt and VersionFileExt name a disk's key file and capability
+// version file in a testbed's state directory (nodes/<disk>.key,
+// nodes/<disk>.capver): the disk reads both, its file managers (the cpus)
+// read both to mint, and only the disk rewrites the version (revocation).
+const (
+	KeyFileExt     = "key"
+	VersionFileExt = "capver"
+)
+
 // ErrKeyFile: a key file is missing, unreadable or malformed.
 var ErrKeyFile = errors.New("capability: bad key file")
 

@@ -7,4 +7,8 @@
 // ends and go back to it on the next ReadBatch, so a steady stream
 // allocates nothing. Writers block while the peer's queue (Options.Depth)
 // is full: unlike a veth, the pair pushes back instead of dropping.
+//
+// Switch joins several links in one broadcast domain (a learning switch,
+// the test double of a testbed segment's bridge), so a whole testbed of
+// stacks runs in one process; it drops rather than blocks, as a bridge does.
 package mem

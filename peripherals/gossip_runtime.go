@@ -1,0 +1,128 @@
+package peripherals
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/peripherals/gossip"
+	"github.com/netstation/netstation/stack"
+)
+
+// stackNetwork is gossip.Network over a peripheral's user-level stack:
+// its UDP sockets and its TCP.
+type stackNetwork struct{ st *stack.Stack }
+
+var _ gossip.Network = stackNetwork{}
+
+func (n stackNetwork) Addr() netip.Addr { return n.st.Addr() }
+
+func (n stackNetwork) ListenPacket(port uint16) (net.PacketConn, error) {
+	return n.st.ListenUDP(netip.AddrPortFrom(n.st.Addr(), port))
+}
+
+func (n stackNetwork) Listen(port uint16) (net.Listener, error) {
+	return n.st.ListenTCP(netip.AddrPortFrom(n.st.Addr(), port))
+}
+
+func (n stackNetwork) Dial(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+	return n.st.DialTCP(ctx, netip.AddrPortFrom(n.st.Addr(), 0), to)
+}
+
+// Peer is a node of the testbed as its plan has it.
+type Peer struct {
+	Name   string       `json:"name"`
+	Kind   string       `json:"kind"`
+	Addr   netip.Prefix `json:"addr"`
+	Params Params       `json:"params,omitempty"`
+}
+
+// membership is the peripheral's place in the testbed's membership.
+type membership struct {
+	mu   sync.Mutex
+	meta gossip.Meta
+	node *gossip.Node
+}
+
+// SetMeta edits the metadata the peripheral publishes in the membership
+// (a kind's capacity: a disk's size, a display's resolution). Kinds call
+// it from Start; the kind and the service ports are filled in at join.
+func (p *Runtime) SetMeta(f func(m *gossip.Meta)) {
+	p.members.mu.Lock()
+	f(&p.members.meta)
+	p.members.mu.Unlock()
+}
+
+// joinMembership joins the testbed's membership over p's own stack (UDP
+// and TCP port gossip.Port), publishing the kind, the services and the
+// kind's metadata, and serves the members op. It leaves when p stops.
+func (p *Runtime) joinMembership() error {
+	p.members.mu.Lock()
+	meta := p.members.meta
+	p.members.mu.Unlock()
+	meta.Kind = p.cfg.Kind
+	meta.Services = p.ServicePorts()
+	n, err := gossip.Start(gossip.Config{Name: p.cfg.Name, Network: stackNetwork{p.Stack()}, Meta: meta,
+		Seeds: p.cfg.Seeds, Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.Handle(OpMembers, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
+		return MembersView{Node: p.cfg.Name, Members: n.Members(), Stats: n.Stats()}, nil
+	})
+	p.AddService(fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port))
+	p.members.mu.Lock()
+	p.members.node = n
+	p.members.mu.Unlock()
+	p.stops = append(p.stops, func() error { n.Shutdown(); return nil })
+	return nil
+}
+
+// FindPeer returns the address of the alive member called name, of kind,
+// on the user-level stacks or (kernel) the kernel baseline's: peripherals
+// find each other by name in their membership view, not from the plan. A
+// member not yet in the view (just after up) is waited for, a little.
+func (p *Runtime) FindPeer(ctx context.Context, name, kind string, kernel bool) (netip.Addr, error) {
+	if name == "" {
+		return netip.Addr{}, fmt.Errorf("no %s named and no address given", kind)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	last := "not in the membership view"
+	for {
+		p.members.mu.Lock()
+		n := p.members.node
+		p.members.mu.Unlock()
+		if n != nil {
+			if m, ok := n.Lookup(name); ok {
+				switch {
+				case m.Meta.Kind != kind:
+					return netip.Addr{}, fmt.Errorf("%s is a %s, not a %s", name, m.Meta.Kind, kind)
+				case m.State == gossip.Alive && kernel:
+					return KernelAddr(netip.PrefixFrom(m.Addr.Addr(), p.cfg.Addr.Bits())).Addr(), nil
+				case m.State == gossip.Alive:
+					return m.Addr.Addr(), nil
+				}
+				last = string(m.State)
+			}
+		} else {
+			last = "membership not joined"
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, fmt.Errorf("%s cannot find %s: %s (netstation members --from %s)", p.cfg.Name, name, last, p.cfg.Name)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// MembersView is one peripheral's view of the membership.
+type MembersView struct {
+	Node    string          `json:"node"`
+	Members []gossip.Member `json:"members"`
+	Stats   gossip.Stats    `json:"stats"`
+}
