@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/netstation/netstation/internal/cpupin"
 	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/bench"
+	"github.com/netstation/netstation/stack/link/afpacket"
 )
 
 // Bench ports: beside iperf3's 5201, which cpu peripherals serve with an
@@ -18,16 +21,29 @@ const (
 	EchoPort  = 5302 // request/response
 )
 
+// The stacks a bench side can run on.
+const (
+	StackUser        = "user"
+	StackKernel      = "kernel"       // kernel sockets at their best: UDP_SEGMENT + UDP_GRO
+	StackKernelPlain = "kernel-plain" // kernel sockets, one frame per datagram
+)
+
+// KernelBenchBuffer is the kernel sockets' receive and send buffer in a
+// bench run (SO_RCVBUFFORCE): the standalone reference pair uses the
+// same, so the two compare like with like.
+const KernelBenchBuffer = 64 << 20
+
 // BenchArgs drive one side of a bench run on a peripheral.
 type BenchArgs struct {
-	Stack    string         `json:"stack"` // user or kernel
+	Stack    string         `json:"stack"` // user, kernel or kernel-plain
 	Dst      netip.AddrPort `json:"dst,omitempty"`
 	Size     int            `json:"size,omitempty"`
 	Duration time.Duration  `json:"duration,omitempty"`
 	Parallel int            `json:"parallel,omitempty"`
 	Rate     float64        `json:"rate,omitempty"`
 	Count    int            `json:"count,omitempty"` // rtt pings
-	// NoGSO sends every datagram as a frame of its own (user stack).
+	// NoGSO sends every datagram as a frame of its own (user stack; for
+	// kernel sockets it means kernel-plain).
 	NoGSO bool `json:"no_gso,omitempty"`
 }
 
@@ -42,7 +58,7 @@ type BenchReady struct {
 // the kernel's on the baseline address (which must be on).
 func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
-	case "user", "":
+	case StackUser, "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
 		c, err := p.stack.ListenUDP(ap)
 		if err != nil {
@@ -50,7 +66,7 @@ func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Co
 		}
 		c.SetGSO(!noGSO)
 		return bench.User(c), netip.AddrPortFrom(ap.Addr(), uint16(c.LocalAddr().(*net.UDPAddr).Port)), nil
-	case "kernel":
+	case StackKernel, StackKernelPlain:
 		p.kernel.mu.Lock()
 		on := p.kernel.on
 		p.kernel.mu.Unlock()
@@ -62,19 +78,105 @@ func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Co
 		if err != nil {
 			return nil, ap, err
 		}
-		// The kernel's defaults (208 KiB) drop most of a burst at line rate:
-		// give it the same room the user-level sockets have.
-		_ = c.SetReadBuffer(8 << 20)
-		_ = c.SetWriteBuffer(8 << 20)
-		return bench.Kernel(c), c.LocalAddr().(*net.UDPAddr).AddrPort(), nil
+		// The kernel's defaults (208 KiB) drop most of a burst at line rate.
+		dgram.SetKernelBuffers(c, KernelBenchBuffer)
+		mode := dgram.KernelBest
+		if stackName == StackKernelPlain || noGSO {
+			mode = dgram.KernelPlain
+		}
+		return dgram.KernelWith(c, mode), c.LocalAddr().(*net.UDPAddr).AddrPort(), nil
 	}
-	return nil, netip.AddrPort{}, fmt.Errorf("unknown stack %q (user or kernel)", stackName)
+	return nil, netip.AddrPort{}, fmt.Errorf("unknown stack %q (user, kernel or kernel-plain)", stackName)
+}
+
+// rxCounters are what the receiving end has counted so far: its drops
+// for want of room (c's socket queue; for a user-level socket also the
+// link's ring, in frames) and, to turn ring frames into datagrams, the
+// frames and datagrams it took in.
+type rxCounters struct {
+	socket, ring, frames, datagrams uint64
+}
+
+func (p *Runtime) rxCounters(c bench.Conn) rxCounters {
+	if ks, ok := dgram.Stats(c); ok {
+		return rxCounters{socket: ks.RxQueueDrops}
+	}
+	var o rxCounters
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	for _, s := range p.stack.Stats().UDP {
+		if s.Local == local {
+			o.socket, o.datagrams = s.RxDrops, s.RxDatagrams+s.RxDrops
+		}
+	}
+	if l, ok := p.raw.(interface{ Stats() afpacket.Stats }); ok {
+		ls := l.Stats()
+		o.ring, o.frames = ls.RingDrops, ls.RxFrames
+	}
+	return o
+}
+
+// overflowSince is the receiving end's drops between two snapshots.
+func overflowSince(a, b rxCounters) bench.Overflow {
+	o := bench.Overflow{Socket: b.socket - a.socket, Ring: b.ring - a.ring}
+	if f := b.frames - a.frames; f > 0 && o.Ring > 0 {
+		o.RingDatagrams = o.Ring * max(1, (b.datagrams-a.datagrams)/f)
+	} else {
+		o.RingDatagrams = o.Ring
+	}
+	return o
+}
+
+// offload sums what kernel sockets' batches became since before (nil
+// for user-level sockets); send selects the sending side's counters.
+func offload(conns []bench.Conn, before []dgram.KernelStats, send bool) *bench.Offload {
+	var o *bench.Offload
+	for i, c := range conns {
+		ks, ok := dgram.Stats(c)
+		if !ok {
+			return nil
+		}
+		if o == nil {
+			o = &bench.Offload{Mode: ks.Mode.String()}
+		}
+		b := before[i]
+		if send {
+			o.Messages += ks.SendMessages - b.SendMessages
+			o.Segmented += ks.GSOSends - b.GSOSends
+			o.Datagrams += ks.DatagramsSent - b.DatagramsSent
+		} else {
+			o.Messages += ks.RecvBuffers - b.RecvBuffers
+			o.Segmented += ks.GROBuffers - b.GROBuffers
+			o.Datagrams += ks.DatagramsReceived - b.DatagramsReceived
+		}
+	}
+	return o
+}
+
+func kernelStats(conns []bench.Conn) []dgram.KernelStats {
+	out := make([]dgram.KernelStats, len(conns))
+	for i, c := range conns {
+		out[i], _ = dgram.Stats(c)
+	}
+	return out
+}
+
+// PinArgs pin every thread of a peripheral's process to CPUs (empty:
+// back to the CPUs it started with).
+type PinArgs struct {
+	CPUs []int `json:"cpus"`
+}
+
+// PinResult is where the process may run now, and where it could.
+type PinResult struct {
+	CPUs    []int `json:"cpus"`
+	Allowed []int `json:"allowed"`
 }
 
 // registerBench adds the bench operations every peripheral serves:
 // bench-recv (count a test), bench-send (send one), bench-echo (answer
 // pings) and bench-rtt (ping a peer).
 func (p *Runtime) registerBench() {
+	_, _ = cpupin.Allowed() // remember the CPUs the process started with, for "pin" to restore
 	p.Handle(OpBenchRecv, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
 		if err := req.Decode(&a); err != nil {
@@ -85,8 +187,14 @@ func (p *Runtime) registerBench() {
 			return nil, err
 		}
 		defer c.Close()
+		ov0, ks0 := p.rxCounters(c), kernelStats([]bench.Conn{c})
 		_ = s.Send(BenchReady{Ready: true, Local: local})
-		return bench.RunReceiver(ctx, c, bench.ReceiverOptions{Stack: a.Stack, OnInterval: func(iv bench.Interval) { _ = s.Send(iv) }})
+		res, err := bench.RunReceiver(ctx, c, bench.ReceiverOptions{Stack: a.Stack, OnInterval: func(iv bench.Interval) { _ = s.Send(iv) }})
+		if res != nil {
+			res.Overflow = overflowSince(ov0, p.rxCounters(c))
+			res.Offload = offload([]bench.Conn{c}, ks0, false)
+		}
+		return res, err
 	})
 	p.Handle(OpBenchSend, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
@@ -107,10 +215,15 @@ func (p *Runtime) registerBench() {
 			}
 			conns = append(conns, c)
 		}
-		return bench.RunSenderStreams(ctx, conns, a.Dst, bench.SenderOptions{
+		ks0 := kernelStats(conns)
+		res, err := bench.RunSenderStreams(ctx, conns, a.Dst, bench.SenderOptions{
 			Stack: a.Stack, Size: a.Size, Duration: a.Duration, Rate: a.Rate,
 			OnInterval: func(iv bench.Interval) { _ = s.Send(iv) },
 		})
+		if res != nil {
+			res.Offload = offload(conns, ks0, true)
+		}
+		return res, err
 	})
 	p.Handle(OpBenchEcho, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a BenchArgs
@@ -140,6 +253,22 @@ func (p *Runtime) registerBench() {
 		}
 		defer c.Close()
 		return bench.RunRTT(ctx, c, a.Dst, bench.RTTOptions{Stack: a.Stack, Size: a.Size, Count: a.Count, Duration: a.Duration})
+	})
+	p.Handle(OpPin, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+		var a PinArgs
+		if err := req.Decode(&a); err != nil {
+			return nil, err
+		}
+		if err := cpupin.Process(a.CPUs); err != nil {
+			return nil, err
+		}
+		var r PinResult
+		var err error
+		if r.CPUs, err = cpupin.Current(); err != nil {
+			return nil, err
+		}
+		r.Allowed, err = cpupin.Allowed()
+		return r, err
 	})
 	p.AddService(fmt.Sprintf("bench/udp:%d", BenchPort))
 }

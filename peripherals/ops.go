@@ -23,6 +23,7 @@ const (
 	OpBenchSend Op = "bench-send"
 	OpBenchEcho Op = "bench-echo"
 	OpBenchRTT  Op = "bench-rtt"
+	OpPin       Op = "pin" // PinArgs -> PinResult: every thread of the process on those CPUs
 	OpProbeRecv Op = "probe-recv"
 	OpProbeSend Op = "probe-send"
 )

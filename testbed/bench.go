@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
 
+	"github.com/netstation/netstation/fabric"
+	"github.com/netstation/netstation/internal/cpupin"
+	"github.com/netstation/netstation/internal/udpref"
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/bench"
 )
@@ -15,16 +19,28 @@ import (
 // BenchArgs shape one bench run between two peripherals on one stack.
 type BenchArgs struct {
 	From, To string
-	Stack    string // user or kernel
+	Stack    string // user, kernel (UDP_SEGMENT + UDP_GRO) or kernel-plain
 	Size     int
 	Duration time.Duration
 	Parallel int
-	Rate     float64 // bits/s, 0 = as fast as possible
-	// RTTCount pings measure the round trip after the bulk run (0: none).
+	// Rate is the sender's target in bits/s: 0 = as fast as possible,
+	// RateAuto = paced at what the receiver kept in an unpaced probe.
+	Rate float64
+	// RTTCount pings measure the round trip after the bulk run (0: none),
+	// twice: both ends pinned to one CPU, then to two different CPUs.
 	RTTCount int
-	// NoGSO: the user-level stack sends one frame per datagram.
+	// NoGSO: one frame per datagram on every stack (the kernel's sockets
+	// without UDP_SEGMENT/UDP_GRO).
 	NoGSO bool
 }
+
+// RateAuto asks Bench to pace the sender at what the receiver kept in a
+// one-second unpaced probe: the run then measures what the receiver
+// sustains, not how much an unpaced sender throws away.
+const RateAuto = -1
+
+// autoProbe is the unpaced probe's length for RateAuto.
+const autoProbe = time.Second
 
 // Bench runs one test from a.From to a.To: a receiver on To, a sender on
 // From, then (optionally) a request/response run; both sides run inside
@@ -49,7 +65,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 		return nil, errors.New("bench needs two different peripherals")
 	}
 	dst := to.Addr.Addr()
-	if a.Stack == "kernel" {
+	if a.Stack == peripherals.StackKernel || a.Stack == peripherals.StackKernelPlain {
 		defer func() {
 			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -63,6 +79,38 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 		}
 		dst = peripherals.KernelAddr(to.Addr).Addr()
 	}
+	pacing := "unpaced"
+	switch {
+	case a.Rate == RateAuto:
+		probe := a
+		probe.Rate, probe.Duration, probe.RTTCount = 0, autoProbe, 0
+		prep, err := benchOnce(ctx, dir, from, to, probe, dst, nil)
+		if err != nil {
+			return nil, fmt.Errorf("unpaced probe: %w", err)
+		}
+		a.Rate = prep.End.SumReceived.BitsPerSecond
+		if a.Rate <= 0 {
+			return nil, fmt.Errorf("unpaced probe: %s received nothing", to.Name)
+		}
+		pacing = fmt.Sprintf("paced at %.3f Gbit/s (what the receiver kept in a %v unpaced probe)", a.Rate/1e9, autoProbe)
+	case a.Rate > 0:
+		pacing = fmt.Sprintf("paced at %.3f Gbit/s", a.Rate/1e9)
+	}
+	rep, err := benchOnce(ctx, dir, from, to, a, dst, onInterval)
+	if err != nil {
+		return nil, err
+	}
+	rep.Netstation.Pacing = pacing
+	if a.RTTCount > 0 {
+		if err := benchRTTPinned(ctx, dir, from, to, a, dst, rep); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// benchOnce runs one bulk test: receiver on to, sender on from.
+func benchOnce(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr, onInterval func(bench.Interval)) (*bench.Report, error) {
 	args := peripherals.BenchArgs{Stack: a.Stack, Size: a.Size, Duration: a.Duration, Parallel: a.Parallel, Rate: a.Rate, NoGSO: a.NoGSO}
 
 	// Receiver first; the sender starts once its socket is open.
@@ -106,15 +154,63 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	case <-time.After(10 * time.Second):
 		return nil, fmt.Errorf("%s: receiver did not finish", to.Name)
 	}
-	rep := bench.Merge(&send, &recv)
-	if a.RTTCount > 0 {
+	return bench.Merge(&send, &recv), nil
+}
+
+// benchRTT's pinnings: both ends on one CPU, then on two different ones
+// (when there are two). Cross-CPU wake-ups decide a round trip on a VM,
+// so a figure without its pinning cannot be compared.
+func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr, rep *bench.Report) error {
+	pin := func(node string, cpus []int) (peripherals.PinResult, error) {
+		var r peripherals.PinResult
+		err := nodeCall(ctx, dir, node, peripherals.OpPin, peripherals.PinArgs{CPUs: cpus}, &r, nil)
+		return r, err
+	}
+	unpin := func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = nodeCall(c, dir, from.Name, peripherals.OpPin, peripherals.PinArgs{}, nil, nil)
+		_ = nodeCall(c, dir, to.Name, peripherals.OpPin, peripherals.PinArgs{}, nil, nil)
+	}
+	defer unpin()
+	fr, err := pin(from.Name, nil)
+	if err != nil {
+		return fmt.Errorf("%s: pin: %w", from.Name, err)
+	}
+	tr, err := pin(to.Name, nil)
+	if err != nil {
+		return fmt.Errorf("%s: pin: %w", to.Name, err)
+	}
+	if len(fr.Allowed) == 0 || len(tr.Allowed) == 0 {
+		return errors.New("pin: a peripheral reports no CPUs")
+	}
+	type pinning struct {
+		from, to []int
+		cross    bool
+	}
+	runs := []pinning{{[]int{fr.Allowed[0]}, []int{fr.Allowed[0]}, false}}
+	if len(tr.Allowed) > 1 {
+		runs = append(runs, pinning{[]int{fr.Allowed[0]}, []int{tr.Allowed[1]}, true})
+	}
+	for _, p := range runs {
+		if _, err := pin(from.Name, p.from); err != nil {
+			return fmt.Errorf("%s: pin: %w", from.Name, err)
+		}
+		if _, err := pin(to.Name, p.to); err != nil {
+			return fmt.Errorf("%s: pin: %w", to.Name, err)
+		}
 		rt, err := benchRTT(ctx, dir, from, to, a, dst)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		rep.WithRTT(rt)
+		f := rt.Figures(cpupin.Label(p.from, p.to))
+		if p.cross {
+			rep.Netstation.RTTCrossCPU = f
+		} else {
+			rep.Netstation.RTT = f
+		}
 	}
-	return rep, nil
+	return nil
 }
 
 func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr) (*bench.RTTResult, error) {
@@ -144,4 +240,105 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 		return nil, fmt.Errorf("%s: rtt: %w", from.Name, err)
 	}
 	return &rt, nil
+}
+
+// RefPort is the UDP port of the standalone reference pair.
+const RefPort = 5303
+
+// RefResult is the standalone kernel pair's figures, as the receiver
+// counted them.
+type RefResult struct {
+	Size                     int     `json:"size"`
+	BitsPerSecondReceived    float64 `json:"bits_per_second_received"`
+	PacketsPerSecondReceived float64 `json:"packets_per_second_received"`
+	PacketsPerSecondSent     float64 `json:"packets_per_second_sent"`
+	DatagramsPerSend         float64 `json:"datagrams_per_send"`
+	DatagramsPerReceive      float64 `json:"datagrams_per_receive"`
+}
+
+// BenchReference runs the reference for bench's kernel baseline between
+// the same two peripherals' ports: internal/udpref's standalone
+// UDP_SEGMENT sender and UDP_GRO receiver (nothing of netstation's in
+// their data path) on the kernel addresses bench's kernel runs use,
+// unpaced, for d. It needs a root testbed on this host (it enters the
+// peripherals' namespaces from this process).
+func BenchReference(ctx context.Context, testbed, fromName, toName string, size int, d time.Duration) (*RefResult, error) {
+	dir := Dir(testbed)
+	plan, err := LoadPlan(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, testbed)
+	}
+	if plan.Rootless {
+		return nil, errors.New("the reference pair enters the peripherals' namespaces: it needs a testbed brought up by root")
+	}
+	from, err := plan.Node(fromName)
+	if err != nil {
+		return nil, err
+	}
+	to, err := plan.Node(toName)
+	if err != nil {
+		return nil, err
+	}
+	if from.Host != "" || to.Host != "" {
+		return nil, errors.New("the reference pair runs only between peripherals of this host")
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = call(c, dir, from.Name, peripherals.OpKernel, false, nil)
+		_ = call(c, dir, to.Name, peripherals.OpKernel, false, nil)
+	}()
+	for _, n := range []*NodePlan{from, to} {
+		if err := call(ctx, dir, n.Name, peripherals.OpKernel, true, nil); err != nil {
+			return nil, err
+		}
+	}
+	dst := netip.AddrPortFrom(peripherals.KernelAddr(to.Addr).Addr(), RefPort)
+	rx, err := udpref.Open(filepath.Join(fabric.NetnsDir, to.NS), dst, true)
+	if err != nil {
+		return nil, err
+	}
+	defer rx.Close()
+	tx, err := udpref.Open(filepath.Join(fabric.NetnsDir, from.NS), netip.AddrPortFrom(peripherals.KernelAddr(from.Addr).Addr(), 0), false)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Close()
+	// Resolve the neighbour first, so the measured sends do not wait in
+	// its queue (as bench's sender probes first).
+	if _, err := tx.Send(dst, 64, time.Millisecond); err != nil {
+		return nil, err
+	}
+	if _, err := rx.Receive(50*time.Millisecond, time.Second); err != nil {
+		return nil, err
+	}
+	type recv struct {
+		r   udpref.Result
+		err error
+	}
+	done := make(chan recv, 1)
+	go func() {
+		r, err := rx.Receive(500*time.Millisecond, d+5*time.Second)
+		done <- recv{r, err}
+	}()
+	sent, err := tx.Send(dst, size, d)
+	if err != nil {
+		return nil, err
+	}
+	got := <-done
+	if got.err != nil {
+		return nil, got.err
+	}
+	res := &RefResult{Size: size, BitsPerSecondReceived: got.r.BitsPerSecond(),
+		PacketsPerSecondReceived: got.r.PacketsPerSecond(), PacketsPerSecondSent: sent.PacketsPerSecond()}
+	if sent.Calls > 0 {
+		res.DatagramsPerSend = float64(sent.Datagrams) / float64(sent.Calls)
+	}
+	if got.r.Calls > 0 {
+		res.DatagramsPerReceive = float64(got.r.Datagrams) / float64(got.r.Calls)
+	}
+	if got.r.Datagrams == 0 {
+		return nil, fmt.Errorf("reference pair: %s received nothing", to.Name)
+	}
+	return res, nil
 }

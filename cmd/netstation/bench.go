@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/bench"
 	"github.com/netstation/netstation/testbed"
 	"github.com/spf13/cobra"
@@ -50,41 +52,95 @@ func parseSizes(s string) ([]int, error) {
 	return out, nil
 }
 
+// benchStacks maps --stack to the stacks run, in order. With --no-gso
+// the kernel's best and plain modes are the same thing: kernel-plain.
+func benchStacks(flag string, noGSO bool) ([]string, error) {
+	var out []string
+	switch flag {
+	case "both":
+		out = []string{peripherals.StackUser, peripherals.StackKernel}
+	case "all":
+		out = []string{peripherals.StackUser, peripherals.StackKernel, peripherals.StackKernelPlain}
+	case peripherals.StackUser, peripherals.StackKernel, peripherals.StackKernelPlain:
+		out = []string{flag}
+	default:
+		return nil, fmt.Errorf("--stack must be user, kernel, kernel-plain, both or all")
+	}
+	if !noGSO {
+		return out, nil
+	}
+	var d []string
+	for _, s := range out {
+		if s == peripherals.StackKernel {
+			s = peripherals.StackKernelPlain
+		}
+		if !slices.Contains(d, s) {
+			d = append(d, s)
+		}
+	}
+	return d, nil
+}
+
 func newBenchCmd() *cobra.Command {
 	var (
 		tb, from, to, sizes, stacks, plotPath string
 		dur                                   time.Duration
 		parallel, rttCount                    int
 		rate                                  string
-		jsonOut, matrix, noGSO                bool
+		jsonOut, matrix, noGSO, reference     bool
 	)
 	c := &cobra.Command{
-		Use:   "bench [--from A --to B | --matrix] [--size 64..65507] [--time 10s] [--parallel N] [--stack user|kernel|both] [-J] [--plot out.png]",
-		Short: "Measure peer-to-peer UDP throughput, loss, jitter and RTT, user-level stack beside the kernel's",
+		Use:   "bench [--from A --to B | --matrix] [--size 64..65507] [--time 10s] [--parallel N] [--stack user|kernel|kernel-plain|both|all] [-b auto|max|RATE] [-J] [--plot out.png]",
+		Short: "Measure peer-to-peer UDP throughput, loss, jitter and RTT, user-level stack beside the kernel at its best",
 		Long: `Measure peer-to-peer throughput between peripherals: a receiver in one, a
-sender in the other, both inside the testbed's namespaces. --stack both (the
-default) runs the peripherals' user-level stacks and then the kernel's UDP
-sockets over the same fabric (a temporary kernel address in 198.18.0.0/15 on
-each port) and prints the ratio. Output is shaped like iperf3's; -J prints
-JSON with iperf3's field names; --plot draws throughput against datagram
-size for both stacks.`,
+sender in the other, both inside the testbed's namespaces.
+
+Stacks (--stack): user is the peripherals' user-level stacks; kernel is the
+kernel's UDP sockets at their best (UDP_SEGMENT super-datagrams on send,
+UDP_GRO on receive, 64 MiB buffers, sendmmsg/recvmmsg) on a temporary
+kernel address in 198.18.0.0/15 on each port; kernel-plain is the kernel's
+sockets sending one frame per datagram (no UDP_SEGMENT/GRO). both (the
+default) is user + kernel, all is the three. The ratio is always the
+user-level stack over the best kernel configuration measured in the run.
+--no-gso turns segmentation offload off on every stack (user and kernel
+alike: kernel means kernel-plain then), to compare like with like.
+
+Rate (-b): auto (the default) first sends unpaced for one second and then
+paces the measured run at what the receiver kept, so the figure is what the
+receiver sustains, not what an unpaced sender threw away (iperf3 paces UDP
+by default for the same reason). max sends as fast as possible; a run whose
+receiver then dropped more than a few percent says so beside its figure.
+Loss is split into loss on the link and overflow at the receiver (its socket
+queue or, for the user-level stack, its ring).
+
+--reference also runs, for each size, a standalone kernel sender/receiver
+pair between the same two ports (UDP_SEGMENT + UDP_GRO written directly on
+the kernel's system calls, nothing of netstation's in its data path,
+unpaced) and prints the kernel baseline's throughput as a fraction of it:
+the check that bench's kernel is the kernel at its best (root testbeds).
+
+RTT (--rtt N): N request/response pings of 64 B after each run, taken twice:
+both peripherals' processes pinned to one CPU, then to two different CPUs
+(every thread, sched_setaffinity); p50, p99 and p99.9 of each.
+
+Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
+--plot draws throughput against datagram size, one curve per stack.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			szs, err := parseSizes(sizes)
 			if err != nil {
 				return err
 			}
-			var stackList []string
-			switch stacks {
-			case "both":
-				stackList = []string{"user", "kernel"}
-			case "user", "kernel":
-				stackList = []string{stacks}
-			default:
-				return fmt.Errorf("--stack must be user, kernel or both")
+			stackList, err := benchStacks(stacks, noGSO)
+			if err != nil {
+				return err
 			}
 			bps := 0.0
-			if rate != "" && rate != "0" {
+			switch rate {
+			case "", "auto":
+				bps = testbed.RateAuto
+			case "0", "max":
+			default:
 				r, err := parseRateFlag(rate)
 				if err != nil {
 					return err
@@ -127,6 +183,8 @@ size for both stacks.`,
 			live := !jsonOut && isTerminal(os.Stderr)
 			var runs []*bench.Report
 			var labels []runLabel
+			var refs []*testbed.RefResult
+			var refLabels []runLabel
 			for _, pr := range pairs {
 				for _, size := range szs {
 					for _, st := range stackList {
@@ -153,6 +211,17 @@ size for both stacks.`,
 							}
 						}
 					}
+					if reference {
+						if live {
+							fmt.Fprintf(os.Stderr, "%s -> %s, %d B, standalone kernel reference pair ...\n", pr[0], pr[1], size)
+						}
+						ref, err := testbed.BenchReference(cmd.Context(), name, pr[0], pr[1], size, dur)
+						if err != nil {
+							return fmt.Errorf("%s -> %s (reference pair, %d B): %w", pr[0], pr[1], size, err)
+						}
+						refs = append(refs, ref)
+						refLabels = append(refLabels, runLabel{From: pr[0], To: pr[1], Size: size})
+					}
 				}
 			}
 			if plotPath != "" {
@@ -175,12 +244,16 @@ size for both stacks.`,
 			if jsonOut {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "\t")
-				if len(runs) == 1 {
+				if len(runs) == 1 && len(refs) == 0 {
 					return enc.Encode(runs[0])
 				}
-				return enc.Encode(map[string]any{"runs": runs, "summary": summarize(runs, labels)})
+				out := map[string]any{"runs": runs, "summary": withReference(summarize(runs, labels), refs, refLabels)}
+				if len(refs) > 0 {
+					out["reference"] = refs
+				}
+				return enc.Encode(out)
 			}
-			printSummary(os.Stdout, summarize(runs, labels))
+			printSummary(os.Stdout, withReference(summarize(runs, labels), refs, refLabels))
 			return nil
 		},
 	}
@@ -192,30 +265,75 @@ size for both stacks.`,
 	f.StringVar(&sizes, "size", "1472", "datagram payload bytes: N, a list, or a sweep A..B")
 	f.DurationVar(&dur, "time", 10*time.Second, "duration of each run")
 	f.IntVarP(&parallel, "parallel", "P", 1, "parallel streams")
-	f.StringVar(&stacks, "stack", "both", "user, kernel or both")
-	f.StringVarP(&rate, "bitrate", "b", "", "target rate per run, e.g. 500mbit (default: as fast as possible)")
-	f.IntVar(&rttCount, "rtt", 2000, "request/response pings after each run for RTT percentiles (0: none)")
+	f.StringVar(&stacks, "stack", "both", "user, kernel (UDP_SEGMENT+UDP_GRO), kernel-plain (a frame per datagram), both (user+kernel) or all")
+	f.StringVarP(&rate, "bitrate", "b", "auto", "sender rate: auto (paced at what the receiver kept in a 1 s unpaced probe), max (unpaced) or a rate, e.g. 500mbit")
+	f.IntVar(&rttCount, "rtt", 10000, "request/response pings after each run, per pinning (one CPU, two CPUs) (0: none)")
 	f.BoolVarP(&jsonOut, "json", "J", false, "JSON with iperf3's field names")
-	f.BoolVar(&noGSO, "no-gso", false, "user-level stack: one frame per datagram (no UDP segmentation offload), like the kernel baseline's sockets")
+	f.BoolVar(&noGSO, "no-gso", false, "one frame per datagram on every stack: the user-level stack without GSO, the kernel without UDP_SEGMENT/UDP_GRO (kernel-plain)")
 	f.StringVar(&plotPath, "plot", "", "draw throughput against datagram size into this PNG")
+	f.BoolVar(&reference, "reference", false, "also run a standalone UDP_SEGMENT+UDP_GRO kernel pair between the same ports and compare the kernel baseline with it")
 	return c
 }
 
-// summaryRow is one (pair, size) with both stacks side by side.
+// stackFigures are one stack's figures in a summary row.
+type stackFigures struct {
+	Gbps        float64 `json:"gbit_per_second"`
+	Kpps        float64 `json:"kpps"`
+	LinkLost    float64 `json:"link_lost_percent"`
+	Overflow    float64 `json:"receiver_overflow_percent"`
+	RTTSame     *rttRow `json:"rtt_same_cpu,omitempty"`
+	RTTCrossCPU *rttRow `json:"rtt_cross_cpu,omitempty"`
+}
+
+// rttRow is one request/response run's percentiles and where it ran.
+type rttRow struct {
+	Pinning string  `json:"pinning"`
+	P50     float64 `json:"p50_us"`
+	P99     float64 `json:"p99_us"`
+	P999    float64 `json:"p99_9_us"`
+	Count   int     `json:"answered"`
+}
+
+func rttOf(f *bench.RTTFigures) *rttRow {
+	if f == nil {
+		return nil
+	}
+	return &rttRow{Pinning: f.Pinning, P50: f.P50Us, P99: f.P99Us, P999: f.P999Us, Count: f.Answered}
+}
+
+// summaryRow is one (pair, size) with every stack side by side. The
+// ratio is always against the best kernel configuration measured.
 type summaryRow struct {
-	From       string  `json:"from"`
-	To         string  `json:"to"`
-	Size       int     `json:"size"`
-	UserGbps   float64 `json:"user_gbit_per_second,omitempty"`
-	UserKpps   float64 `json:"user_kpps,omitempty"`
-	UserLoss   float64 `json:"user_lost_percent"`
-	UserP50us  float64 `json:"user_rtt_p50_us,omitempty"`
-	KernGbps   float64 `json:"kernel_gbit_per_second,omitempty"`
-	KernKpps   float64 `json:"kernel_kpps,omitempty"`
-	KernLoss   float64 `json:"kernel_lost_percent"`
-	KernP50us  float64 `json:"kernel_rtt_p50_us,omitempty"`
-	Ratio      float64 `json:"ratio_user_over_kernel,omitempty"`
-	RatioRTT50 float64 `json:"rtt_p50_ratio_user_over_kernel,omitempty"`
+	From        string        `json:"from"`
+	To          string        `json:"to"`
+	Size        int           `json:"size"`
+	User        *stackFigures `json:"user,omitempty"`
+	KernelBest  *stackFigures `json:"kernel_gso_gro,omitempty"`
+	KernelPlain *stackFigures `json:"kernel_plain,omitempty"`
+	// BestKernel names the kernel configuration the ratio is against.
+	BestKernel string  `json:"best_kernel,omitempty"`
+	Ratio      float64 `json:"ratio_user_over_best_kernel,omitempty"`
+	// Reference is the standalone UDP_SEGMENT+UDP_GRO pair (--reference)
+	// and RefRatio the kernel baseline's throughput over it.
+	Reference *stackFigures `json:"kernel_reference_pair,omitempty"`
+	RefRatio  float64       `json:"ratio_kernel_over_reference_pair,omitempty"`
+}
+
+// withReference adds the reference pair's figures to their rows.
+func withReference(rows []summaryRow, refs []*testbed.RefResult, labels []runLabel) []summaryRow {
+	for k, ref := range refs {
+		for i := range rows {
+			r := &rows[i]
+			if r.From != labels[k].From || r.To != labels[k].To || r.Size != labels[k].Size {
+				continue
+			}
+			r.Reference = &stackFigures{Gbps: ref.BitsPerSecondReceived / 1e9, Kpps: ref.PacketsPerSecondReceived / 1e3}
+			if r.KernelBest != nil && r.Reference.Gbps > 0 {
+				r.RefRatio = r.KernelBest.Gbps / r.Reference.Gbps
+			}
+		}
+	}
+	return rows
 }
 
 // runLabel names what a run measured, whatever addresses its stack used.
@@ -237,24 +355,32 @@ func summarize(runs []*bench.Report, labels []runLabel) []summaryRow {
 			rows = append(rows, summaryRow{From: key.From, To: key.To, Size: key.Size})
 		}
 		row := &rows[i]
-		var p50 float64
-		if r.Netstation.RTT != nil {
-			p50 = r.Netstation.RTT.P50Us
+		f := &stackFigures{Gbps: p.BitsPerSecond / 1e9, Kpps: p.PacketsPerSecond / 1e3,
+			RTTSame: rttOf(r.Netstation.RTT), RTTCrossCPU: rttOf(r.Netstation.RTTCrossCPU)}
+		if e := r.End.SumReceived.Packets; e > 0 && r.Netstation.HaveReceiver {
+			f.LinkLost = 100 * float64(r.Netstation.LinkLost) / float64(e)
+			f.Overflow = r.Netstation.ReceiverOverflowPercent
 		}
-		loss := 0.0
-		if r.End.Sum.LossFigures != nil {
-			loss = r.End.Sum.LostPercent
+		switch p.Stack {
+		case peripherals.StackKernel:
+			row.KernelBest = f
+		case peripherals.StackKernelPlain:
+			row.KernelPlain = f
+		default:
+			row.User = f
 		}
-		if p.Stack == "kernel" {
-			row.KernGbps, row.KernKpps, row.KernLoss, row.KernP50us = p.BitsPerSecond/1e9, p.PacketsPerSecond/1e3, loss, p50
-		} else {
-			row.UserGbps, row.UserKpps, row.UserLoss, row.UserP50us = p.BitsPerSecond/1e9, p.PacketsPerSecond/1e3, loss, p50
+		row.BestKernel, row.Ratio = "", 0
+		best := 0.0
+		for _, k := range []struct {
+			name string
+			f    *stackFigures
+		}{{peripherals.StackKernel, row.KernelBest}, {peripherals.StackKernelPlain, row.KernelPlain}} {
+			if k.f != nil && k.f.Gbps > best {
+				best, row.BestKernel = k.f.Gbps, k.name
+			}
 		}
-		if row.KernGbps > 0 && row.UserGbps > 0 {
-			row.Ratio = row.UserGbps / row.KernGbps
-		}
-		if row.KernP50us > 0 && row.UserP50us > 0 {
-			row.RatioRTT50 = row.UserP50us / row.KernP50us
+		if best > 0 && row.User != nil {
+			row.Ratio = row.User.Gbps / best
 		}
 	}
 	return rows
@@ -263,10 +389,95 @@ func summarize(runs []*bench.Report, labels []runLabel) []summaryRow {
 func printSummary(w io.Writer, rows []summaryRow) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "from\tto\tsize B\tuser Gbit/s\tuser kpps\tuser loss %\tuser RTT p50 us\tkernel Gbit/s\tkernel kpps\tkernel loss %\tkernel RTT p50 us\tuser/kernel\t")
+	cols := []struct {
+		name string
+		get  func(summaryRow) *stackFigures
+	}{
+		{"user", func(r summaryRow) *stackFigures { return r.User }},
+		{"kernel", func(r summaryRow) *stackFigures { return r.KernelBest }},
+		{"kernel-plain", func(r summaryRow) *stackFigures { return r.KernelPlain }},
+	}
+	var used []int
+	for i, c := range cols {
+		for _, r := range rows {
+			if c.get(r) != nil {
+				used = append(used, i)
+				break
+			}
+		}
+	}
+	head := "from\tto\tsize B\t"
+	for _, i := range used {
+		n := cols[i].name
+		head += n + " Gbit/s\t" + n + " kpps\t" + n + " loss way/rcvr %\t"
+	}
+	hasRef := false
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f\t%.1f\t%.2f\t%.1f\t%.3f\t%.1f\t%.2f\t%.1f\t%s\t\n", r.From, r.To, r.Size,
-			r.UserGbps, r.UserKpps, r.UserLoss, r.UserP50us, r.KernGbps, r.KernKpps, r.KernLoss, r.KernP50us, ratioStr(r.Ratio))
+		hasRef = hasRef || r.Reference != nil
+	}
+	if hasRef {
+		head += "user/best kernel\treference pair Gbit/s\treference kpps\tkernel/reference\t"
+	} else {
+		head += "user/best kernel\t"
+	}
+	fmt.Fprintln(tw, head)
+	var notes []string
+	for _, r := range rows {
+		line := fmt.Sprintf("%s\t%s\t%d\t", r.From, r.To, r.Size)
+		for _, i := range used {
+			f := cols[i].get(r)
+			if f == nil {
+				line += "-\t-\t-\t"
+				continue
+			}
+			mark := ""
+			if f.Overflow > bench.OverflowWarnPercent {
+				mark = " !"
+				notes = append(notes, fmt.Sprintf("%s %d B: the receiver dropped %.1f%% (the figure is what it kept)", cols[i].name, r.Size, f.Overflow))
+			}
+			line += fmt.Sprintf("%.3f\t%.1f\t%.2f/%.2f%s\t", f.Gbps, f.Kpps, f.LinkLost, f.Overflow, mark)
+		}
+		rs := ratioStr(r.Ratio)
+		if r.Ratio > 0 {
+			rs += " (vs " + r.BestKernel + ")"
+		}
+		line += rs + "\t"
+		if hasRef {
+			if r.Reference != nil {
+				line += fmt.Sprintf("%.3f\t%.1f\t%s\t", r.Reference.Gbps, r.Reference.Kpps, ratioStr(r.RefRatio))
+			} else {
+				line += "-\t-\t-\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(w, "! "+n)
+	}
+	// Round trips, one line per stack and pinning.
+	var lines []string
+	for _, r := range rows {
+		for _, i := range used {
+			f := cols[i].get(r)
+			if f == nil {
+				continue
+			}
+			for _, rt := range []*rttRow{f.RTTSame, f.RTTCrossCPU} {
+				if rt != nil {
+					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t", r.From, r.To, r.Size, cols[i].name, rt.Pinning, rt.Count, rt.P50, rt.P99, rt.P999))
+				}
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "from\tto\tafter size B\tstack\tpinning\tround trips (64 B)\tRTT p50 us\tp99 us\tp99.9 us\t")
+	for _, l := range lines {
+		fmt.Fprintln(tw, l)
 	}
 	tw.Flush()
 }

@@ -6,13 +6,16 @@ import (
 )
 
 // TestBenchStacks runs `netstation bench` on the user-level stack, the
-// kernel's, and both, and checks the JSON carries iperf3's field names.
+// kernel's at its best and the plain kernel sockets, then all three, and
+// checks the JSON carries iperf3's field names, the kernel's offloads
+// were really used (datagrams per message and per buffer), loss is split,
+// and both pinned RTT runs are there.
 func TestBenchStacks(t *testing.T) {
 	b := newBed(t)
 	b.must("up", "-f", b.topo(b.name, threeNodes))
-	for _, st := range []string{"user", "kernel"} {
+	for _, st := range []string{"user", "kernel", "kernel-plain"} {
 		out := b.must("bench", "-t", b.name, "--from", "cpu0", "--to", "disk0", "--stack", st,
-			"--time", "1s", "--size", "512", "--rtt", "200", "-J")
+			"--time", "1s", "--size", "1472", "--rtt", "200", "-b", "max", "-J")
 		var r map[string]any
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
 			t.Fatalf("%s: JSON: %v\n%s", st, err, out)
@@ -21,6 +24,8 @@ func TestBenchStacks(t *testing.T) {
 			{"start", "test_start", "protocol"}, {"start", "connecting_to", "host"},
 			{"end", "sum", "bits_per_second"}, {"end", "sum", "lost_percent"}, {"end", "sum", "jitter_ms"},
 			{"end", "sum_received", "bits_per_second"}, {"netstation", "stack"}, {"netstation", "rtt", "p50_us"},
+			{"netstation", "rtt", "p99_9_us"}, {"netstation", "rtt", "pinning"}, {"netstation", "rtt_cross_cpu", "pinning"},
+			{"netstation", "receiver_overflow_packets"}, {"netstation", "link_lost_packets"}, {"netstation", "pacing"},
 		} {
 			if v := dig(r, path...); v == nil {
 				t.Errorf("%s: no %v in the JSON", st, path)
@@ -35,28 +40,76 @@ func TestBenchStacks(t *testing.T) {
 		if got := dig(r, "netstation", "stack"); got != st {
 			t.Errorf("stack = %v, want %s", got, st)
 		}
+		perSend, _ := dig(r, "netstation", "datagrams_per_send").(float64)
+		perRecv, _ := dig(r, "netstation", "datagrams_per_receive").(float64)
+		switch st {
+		case "kernel": // 1472 B: up to 44 per UDP_SEGMENT send
+			if perSend < 4 || perRecv < 2 {
+				t.Errorf("kernel at its best: %.1f datagrams per send, %.1f per receive", perSend, perRecv)
+			}
+		case "kernel-plain":
+			if perSend != 1 || perRecv != 1 {
+				t.Errorf("kernel-plain: %.1f datagrams per send, %.1f per receive", perSend, perRecv)
+			}
+		}
+		if same, cross := dig(r, "netstation", "rtt", "pinning"), dig(r, "netstation", "rtt_cross_cpu", "pinning"); same == cross {
+			t.Errorf("pinnings %v and %v", same, cross)
+		}
 	}
-	out := b.must("bench", "-t", b.name, "--stack", "both", "--time", "1s", "--size", "64,1472", "--rtt", "100", "-J")
-	var both struct {
+	out := b.must("bench", "-t", b.name, "--stack", "all", "--time", "1s", "--size", "64,1472", "--rtt", "100", "-J")
+	type figs struct {
+		Gbps float64 `json:"gbit_per_second"`
+	}
+	var all struct {
 		Runs    []map[string]any `json:"runs"`
 		Summary []struct {
 			Size  int     `json:"size"`
-			User  float64 `json:"user_gbit_per_second"`
-			Kern  float64 `json:"kernel_gbit_per_second"`
-			Ratio float64 `json:"ratio_user_over_kernel"`
+			User  *figs   `json:"user"`
+			Best  *figs   `json:"kernel_gso_gro"`
+			Plain *figs   `json:"kernel_plain"`
+			Vs    string  `json:"best_kernel"`
+			Ratio float64 `json:"ratio_user_over_best_kernel"`
 		} `json:"summary"`
 	}
-	if err := json.Unmarshal([]byte(out), &both); err != nil {
-		t.Fatalf("both: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &all); err != nil {
+		t.Fatalf("all: %v\n%s", err, out)
 	}
-	if len(both.Runs) != 4 || len(both.Summary) != 2 {
-		t.Fatalf("both: %d runs, %d summary rows", len(both.Runs), len(both.Summary))
+	if len(all.Runs) != 6 || len(all.Summary) != 2 {
+		t.Fatalf("all: %d runs, %d summary rows", len(all.Runs), len(all.Summary))
 	}
-	for _, s := range both.Summary {
-		if s.User <= 0 || s.Kern <= 0 || s.Ratio <= 0 {
-			t.Errorf("summary row %+v lacks a figure", s)
+	for _, s := range all.Summary {
+		if s.User == nil || s.Best == nil || s.Plain == nil || s.User.Gbps <= 0 || s.Best.Gbps <= 0 || s.Plain.Gbps <= 0 || s.Ratio <= 0 {
+			t.Fatalf("summary row %+v lacks a figure", s)
+		}
+		best := max(s.Best.Gbps, s.Plain.Gbps)
+		if got := s.User.Gbps / best; got < s.Ratio*0.999 || got > s.Ratio*1.001 {
+			t.Errorf("%d B: ratio %.3f is not against the best kernel (%.3f)", s.Size, s.Ratio, got)
 		}
 	}
+	for _, r := range all.Runs {
+		if p, _ := dig(r, "netstation", "pacing").(string); p == "" || p == "unpaced" {
+			t.Errorf("default rate: pacing %q, want auto", p)
+		}
+	}
+
+	// The standalone reference pair between the same ports.
+	out = b.must("bench", "-t", b.name, "--stack", "kernel", "--reference", "--time", "1s", "--size", "1472", "--rtt", "0", "-b", "max", "-J")
+	var ref struct {
+		Reference []struct {
+			PerRecv float64 `json:"datagrams_per_receive"`
+			Bps     float64 `json:"bits_per_second_received"`
+		} `json:"reference"`
+		Summary []struct {
+			Ratio float64 `json:"ratio_kernel_over_reference_pair"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &ref); err != nil {
+		t.Fatalf("reference: %v\n%s", err, out)
+	}
+	if len(ref.Reference) != 1 || ref.Reference[0].Bps <= 0 || ref.Reference[0].PerRecv < 2 || len(ref.Summary) != 1 || ref.Summary[0].Ratio <= 0 {
+		t.Errorf("reference pair: %s", out)
+	}
+	t.Logf("kernel baseline / reference pair at 1472 B: %.2f", ref.Summary[0].Ratio)
 }
 
 func dig(m map[string]any, path ...string) any {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,4 +72,41 @@ func FuzzParseHeader(f *testing.F) {
 			t.Fatalf("re-encoded header differs: %+v vs %+v (%v)", g, h, err)
 		}
 	})
+}
+
+// TestMergeSplitsLoss: the receiver's own drops (socket, and ring frames
+// turned into datagrams) are told apart from loss on the way, a heavy
+// overflow is flagged in the text, and a kernel socket's offload figures
+// come through as datagrams per message.
+func TestMergeSplitsLoss(t *testing.T) {
+	snd := &Result{Role: RoleSender, Stack: "kernel", Parallel: 1, Size: 1472,
+		Streams: []Totals{{Packets: 1000, Bytes: 1472000, End: time.Second}},
+		Offload: &Offload{Mode: "kernel", Messages: 25, Segmented: 25, Datagrams: 1000}}
+	snd.Sum = sumOf(snd.Streams, 0, time.Second)
+	rcv := &Result{Role: RoleReceiver, Stack: "kernel", Parallel: 1, Size: 1472,
+		Streams:  []Totals{{Packets: 800, Lost: 200, Bytes: 800 * 1472, End: time.Second}},
+		Overflow: Overflow{Socket: 120, Ring: 2, RingDatagrams: 30},
+		Offload:  &Offload{Mode: "kernel", Messages: 40, Segmented: 40, Datagrams: 800}}
+	rcv.Sum = sumOf(rcv.Streams, 0, time.Second)
+	r := Merge(snd, rcv)
+	n := r.Netstation
+	if n.ReceiverOverflow != 150 || n.LinkLost != 50 || n.ReceiverOverflowPercent != 15 || n.ReceiverRingDropFrames != 2 {
+		t.Errorf("overflow %d (%.1f%%), on the way %d, ring frames %d", n.ReceiverOverflow, n.ReceiverOverflowPercent, n.LinkLost, n.ReceiverRingDropFrames)
+	}
+	if n.DatagramsPerSend != 40 || n.DatagramsPerReceive != 20 || n.KernelMode != "kernel" {
+		t.Errorf("offload: %+v", n)
+	}
+	var b strings.Builder
+	if err := r.Text(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "WARNING: the receiver dropped 15.0%") || !strings.Contains(b.String(), "40.0 datagrams per sent message") {
+		t.Errorf("text:\n%s", b.String())
+	}
+	// Overflow above what was lost (a count that includes another test's
+	// datagrams) never makes loss on the way negative.
+	rcv.Overflow = Overflow{Socket: 500}
+	if n := Merge(snd, rcv).Netstation; n.LinkLost != 0 || n.ReceiverOverflowPercent != 50 {
+		t.Errorf("capped: %+v", n)
+	}
 }

@@ -34,6 +34,17 @@ func PointOf(r *Report) Point {
 	return p
 }
 
+// legend names a series: the kernel's modes say what they are.
+func legend(stack string) string {
+	switch stack {
+	case "kernel":
+		return "kernel (UDP_SEGMENT + UDP_GRO)"
+	case "kernel-plain":
+		return "kernel-plain (a frame per datagram)"
+	}
+	return stack
+}
+
 var seriesColors = []color.Color{
 	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
@@ -113,7 +124,7 @@ func panel(title, unit string, stacks []string, points []Point, y func(Point) fl
 		l.Color, sc.Color = c, c
 		l.Width = vg.Points(1.5)
 		p.Add(l, sc)
-		p.Legend.Add(s, l, sc)
+		p.Legend.Add(legend(s), l, sc)
 	}
 	return p, nil
 }

@@ -109,20 +109,43 @@ type ReportEnd struct {
 
 // Extras are figures iperf3 does not have.
 type Extras struct {
-	Stack                    string      `json:"stack"`
-	Test                     uint32      `json:"test_id"`
-	PacketsPerSecondSent     float64     `json:"packets_per_second_sent"`
-	PacketsPerSecondReceived float64     `json:"packets_per_second_received"`
-	BitsPerSecondReceived    float64     `json:"bits_per_second_received"`
-	WriteErrors              uint64      `json:"write_errors"`
-	FINAcked                 bool        `json:"fin_acked"`
-	Ignored                  uint64      `json:"ignored_datagrams"`
-	HaveSender, HaveReceiver bool        `json:"-"`
-	RTT                      *RTTFigures `json:"rtt,omitempty"`
+	Stack                    string  `json:"stack"`
+	Test                     uint32  `json:"test_id"`
+	PacketsPerSecondSent     float64 `json:"packets_per_second_sent"`
+	PacketsPerSecondReceived float64 `json:"packets_per_second_received"`
+	BitsPerSecondReceived    float64 `json:"bits_per_second_received"`
+	WriteErrors              uint64  `json:"write_errors"`
+	FINAcked                 bool    `json:"fin_acked"`
+	Ignored                  uint64  `json:"ignored_datagrams"`
+	HaveSender, HaveReceiver bool    `json:"-"`
+	// Pacing says how the sender's rate was chosen: "unpaced", "fixed"
+	// or "auto" (paced at what the receiver kept in an unpaced probe).
+	Pacing string `json:"pacing,omitempty"`
+	// The receiver's loss split by where it happened: datagrams its own
+	// socket or ring dropped (overflow), and the rest (on the link).
+	ReceiverOverflow        uint64  `json:"receiver_overflow_packets"`
+	ReceiverRingDropFrames  uint64  `json:"receiver_ring_drop_frames,omitempty"`
+	ReceiverOverflowPercent float64 `json:"receiver_overflow_percent"`
+	LinkLost                uint64  `json:"link_lost_packets"`
+	// Kernel sockets: how batches went (datagrams per sendmmsg message
+	// and per received buffer: above 1 only with UDP_SEGMENT / UDP_GRO).
+	KernelMode          string  `json:"kernel_mode,omitempty"`
+	DatagramsPerSend    float64 `json:"datagrams_per_send,omitempty"`
+	DatagramsPerReceive float64 `json:"datagrams_per_receive,omitempty"`
+	// RTT is the request/response run with both ends pinned to one CPU,
+	// RTTCrossCPU with the ends pinned to different CPUs (see Pinning).
+	RTT         *RTTFigures `json:"rtt,omitempty"`
+	RTTCrossCPU *RTTFigures `json:"rtt_cross_cpu,omitempty"`
 }
+
+// OverflowWarnPercent is the receiver overflow above which a run's
+// figure is flagged: the sender outran the receiver, and the throughput
+// is what the receiver kept.
+const OverflowWarnPercent = 2.0
 
 // RTTFigures summarise a request/response run, in microseconds.
 type RTTFigures struct {
+	Pinning     string  `json:"pinning"` // where both ends ran, e.g. "both ends on CPU 0"
 	Size        int     `json:"size"`
 	Pings       uint64  `json:"pings"`
 	Answered    int     `json:"answered"`
@@ -198,7 +221,26 @@ func Merge(sender, receiver *Result) *Report {
 		r.End.SumSent = figures(sender.Sum, true, false)
 		r.End.SumSent.LossFigures = &LossFigures{}
 	}
+	if sender != nil && sender.Offload != nil {
+		r.Netstation.KernelMode = sender.Offload.Mode
+		if sender.Offload.Messages > 0 {
+			r.Netstation.DatagramsPerSend = float64(sender.Offload.Datagrams) / float64(sender.Offload.Messages)
+		}
+	}
+	if receiver != nil && receiver.Offload != nil {
+		r.Netstation.KernelMode = receiver.Offload.Mode
+		if receiver.Offload.Messages > 0 {
+			r.Netstation.DatagramsPerReceive = float64(receiver.Offload.Datagrams) / float64(receiver.Offload.Messages)
+		}
+	}
 	if receiver != nil {
+		ov := receiver.Overflow.Datagrams()
+		r.Netstation.ReceiverOverflow = ov
+		r.Netstation.ReceiverRingDropFrames = receiver.Overflow.Ring
+		if e := receiver.Sum.Expected(); e > 0 {
+			r.Netstation.ReceiverOverflowPercent = 100 * float64(min(ov, e)) / float64(e)
+		}
+		r.Netstation.LinkLost = sub(receiver.Sum.Lost, ov)
 		r.Netstation.PacketsPerSecondReceived = receiver.Sum.PacketsPerSecond()
 		r.Netstation.BitsPerSecondReceived = receiver.Sum.BitsPerSecond()
 		r.Netstation.Ignored = receiver.Ignored
@@ -261,23 +303,28 @@ func addrString(a netip.Addr) string {
 // WithRTT adds a request/response run's figures under netstation.rtt and
 // returns r.
 func (r *Report) WithRTT(rt *RTTResult) *Report {
-	if rt == nil {
-		r.Netstation.RTT = nil
-		return r
-	}
-	if r.Netstation.Stack == "" {
+	r.Netstation.RTT = rt.Figures("")
+	if rt != nil && r.Netstation.Stack == "" {
 		r.Netstation.Stack = rt.Stack
+	}
+	return r
+}
+
+// Figures summarises the run, labelled with where its ends ran; nil for
+// a nil result.
+func (rt *RTTResult) Figures(pinning string) *RTTFigures {
+	if rt == nil {
+		return nil
 	}
 	var lo, hi time.Duration
 	if n := len(rt.Samples); n > 0 {
 		lo, hi = rt.Samples[0], rt.Samples[n-1]
 	}
-	r.Netstation.RTT = &RTTFigures{
-		Size: rt.Size, Pings: rt.Pings, Answered: len(rt.Samples), Lost: rt.Lost, Retransmits: rt.Retransmits,
+	return &RTTFigures{
+		Pinning: pinning, Size: rt.Size, Pings: rt.Pings, Answered: len(rt.Samples), Lost: rt.Lost, Retransmits: rt.Retransmits,
 		MinUs: us(lo), MeanUs: us(rt.Mean()), P50Us: us(rt.Percentile(50)), P90Us: us(rt.Percentile(90)),
 		P99Us: us(rt.Percentile(99)), P999Us: us(rt.Percentile(99.9)), MaxUs: us(hi),
 	}
-	return r
 }
 
 // JSON returns the report indented, as iperf3 -J prints it.

@@ -97,6 +97,38 @@ type Result struct {
 	// Ignored counts datagrams a receiver discarded: not ours, another
 	// test's, or a stream id out of range.
 	Ignored uint64
+
+	// Filled in by whoever owns the socket (the engine cannot see them):
+	// Overflow is what the receiving side itself dropped during the run
+	// (its socket's queue and, for the user-level stack, its link's ring
+	// were full), as opposed to loss on the way.
+	Overflow Overflow
+	// Offload is what a kernel socket's batches became (nil for the
+	// user-level stack).
+	Offload *Offload
+}
+
+// Overflow counts datagrams (socket) and frames (ring) the receiving end
+// dropped because it could not keep up.
+type Overflow struct {
+	Socket uint64 // datagrams: the receiving socket's queue (kernel: SO_RXQ_OVFL)
+	Ring   uint64 // frames: the user-level stack's AF_PACKET ring (tp_drops)
+	// RingDatagrams estimates the datagrams those frames held (a GSO
+	// super-frame holds many): Ring x the datagrams per frame received.
+	RingDatagrams uint64
+}
+
+// Datagrams is the receiver's own drops in datagrams.
+func (o Overflow) Datagrams() uint64 { return o.Socket + o.RingDatagrams }
+
+// Offload is a kernel socket's batches during a run: a sender's messages
+// and how many carried UDP_SEGMENT, a receiver's buffers and how many
+// were UDP_GRO super-frames.
+type Offload struct {
+	Mode      string // "kernel" (UDP_SEGMENT + UDP_GRO) or "kernel-plain"
+	Messages  uint64 // sent messages or received buffers
+	Segmented uint64 // of which several datagrams each (GSO sends, GRO buffers)
+	Datagrams uint64
 }
 
 // sumOf adds up stream totals; jitter is their mean, as iperf3 does.

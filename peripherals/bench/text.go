@@ -117,10 +117,35 @@ func (r *Report) Text(w io.Writer) error {
 	if n.WriteErrors > 0 {
 		fmt.Fprintf(&b, ", %d write errors", n.WriteErrors)
 	}
+	if n.Pacing != "" {
+		fmt.Fprintf(&b, ", %s", n.Pacing)
+	}
 	b.WriteString("\n")
-	if rt := n.RTT; rt != nil {
-		fmt.Fprintf(&b, "rtt %d B: %d/%d answered, %d lost, %d retransmits; min %.1f p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us\n",
-			rt.Size, rt.Answered, rt.Pings, rt.Lost, rt.Retransmits, rt.MinUs, rt.P50Us, rt.P90Us, rt.P99Us, rt.P999Us, rt.MaxUs)
+	if n.KernelMode != "" {
+		fmt.Fprintf(&b, "kernel sockets (%s): %.1f datagrams per sent message, %.1f per received buffer\n",
+			n.KernelMode, n.DatagramsPerSend, n.DatagramsPerReceive)
+	}
+	if n.HaveReceiver && r.End.SumReceived.LossFigures != nil {
+		ring := ""
+		if n.ReceiverRingDropFrames > 0 {
+			ring = fmt.Sprintf("; its ring dropped %d frames", n.ReceiverRingDropFrames)
+		}
+		fmt.Fprintf(&b, "loss: %d on the way (fabric, veth backlogs), %d (%.2f%%) dropped by the receiver itself (socket queue or ring full%s)\n",
+			n.LinkLost, n.ReceiverOverflow, n.ReceiverOverflowPercent, ring)
+		if n.ReceiverOverflowPercent > OverflowWarnPercent {
+			fmt.Fprintf(&b, "WARNING: the receiver dropped %.1f%% of what was sent: the sender outran it; the throughput above is what it kept\n", n.ReceiverOverflowPercent)
+		}
+	}
+	for _, rt := range []*RTTFigures{n.RTT, n.RTTCrossCPU} {
+		if rt == nil {
+			continue
+		}
+		pin := ""
+		if rt.Pinning != "" {
+			pin = " (" + rt.Pinning + ")"
+		}
+		fmt.Fprintf(&b, "rtt %d B%s: %d/%d answered, %d lost, %d retransmits; min %.1f p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us\n",
+			rt.Size, pin, rt.Answered, rt.Pings, rt.Lost, rt.Retransmits, rt.MinUs, rt.P50Us, rt.P90Us, rt.P99Us, rt.P999Us, rt.MaxUs)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
