@@ -1,0 +1,327 @@
+package interop
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/internal/cpupin"
+	"github.com/netstation/netstation/internal/nstest"
+	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/vishvananda/netns"
+)
+
+// echoEnv, when set in the environment, turns the test binary into the
+// echo end of BenchmarkRR (a process of its own, so it can be pinned to a
+// CPU apart from the client: see echoMain).
+const echoEnv = "NETSTATION_INTEROP_ECHO"
+
+// rrExchanges is the fewest round trips a latency figure is taken from.
+const rrExchanges = 10000
+
+// echoConfig tells the echo process what to serve and where.
+type echoConfig struct {
+	Stack  string       // "user" or "kernel"
+	NS     string       // namespace name
+	IfName string       // user: the veth its stack opens
+	MAC    string       // user: the veth's MAC
+	Addr   netip.Prefix // the echo end's address
+	Port   uint16       // TCP and UDP
+	CPU    int          // every thread of the process pinned here
+}
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(echoEnv); cfg != "" {
+		if err := echoMain(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "echo:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// echoMain pins the whole process to one CPU, serves TCP and UDP echo of
+// 64-byte messages on the configured stack inside the namespace, prints
+// "ready" and runs until its stdin closes.
+func echoMain(js string) error {
+	var c echoConfig
+	if err := json.Unmarshal([]byte(js), &c); err != nil {
+		return err
+	}
+	if err := cpupin.Process([]int{c.CPU}); err != nil {
+		return err
+	}
+	var (
+		tl net.Listener
+		uc net.PacketConn
+	)
+	ap := netip.AddrPortFrom(c.Addr.Addr(), c.Port)
+	err := inNS(c.NS, func() error {
+		switch c.Stack {
+		case "user":
+			mac, err := net.ParseMAC(c.MAC)
+			if err != nil {
+				return err
+			}
+			l, err := afpacket.Open(c.IfName, afpacket.Options{})
+			if err != nil {
+				return err
+			}
+			st, err := stack.New(l, stack.Config{MAC: mac, Addr: c.Addr, MTU: 1500})
+			if err != nil {
+				return err
+			}
+			if tl, err = st.ListenTCP(ap); err != nil {
+				return err
+			}
+			u, err := st.ListenUDP(ap)
+			uc = u
+			return err
+		case "kernel":
+			var err error
+			if tl, err = net.Listen("tcp4", ap.String()); err != nil {
+				return err
+			}
+			uc, err = net.ListenPacket("udp4", ap.String())
+			return err
+		}
+		return fmt.Errorf("unknown stack %q", c.Stack)
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			s, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := io.ReadFull(s, buf); err != nil {
+						return
+					}
+					if _, err := s.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := uc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			uc.WriteTo(buf[:n], from)
+		}
+	}()
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// inNS runs fn on a locked thread inside the named namespace.
+func inNS(name string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return err
+	}
+	if err := netns.Set(target); err != nil {
+		return err
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		return err // the thread stays locked and dies with the goroutine
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// rrPair is a client in this process and the echo end in a child process,
+// over a veth between two namespaces of the benchmark's own.
+type rrPair struct {
+	tcp net.Conn
+	udp interface {
+		WriteToUDPAddrPort([]byte, netip.AddrPort) (int, error)
+		ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error)
+		SetReadDeadline(time.Time) error
+	}
+	dst netip.AddrPort
+}
+
+// startRR builds the pair for stackName with the echo process pinned to
+// echoCPU.
+func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
+	a, e, la, le := endpoints(b, false, "rr")
+	for _, x := range []*nstest.NS{a, e} {
+		x.Run(b, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	}
+	cfg := echoConfig{Stack: stackName, NS: e.Name, IfName: "b0", MAC: le.Attrs().HardwareAddr.String(), Port: 7007, CPU: echoCPU}
+	clientAddr := userAddr
+	cfg.Addr = user2Addr
+	if stackName == "kernel" {
+		a.AddrAdd(b, la, "10.98.0.1/24")
+		e.AddrAdd(b, le, "10.98.0.2/24")
+		clientAddr, cfg.Addr = netip.MustParsePrefix("10.98.0.1/24"), netip.MustParsePrefix("10.98.0.2/24")
+	}
+	js, _ := json.Marshal(cfg)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), echoEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		b.Fatalf("echo process: %q, %v", line, err)
+	}
+	p := &rrPair{dst: netip.AddrPortFrom(cfg.Addr.Addr(), cfg.Port)}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if stackName == "user" {
+		st := startStackTB(b, a, "a0", la.Attrs().HardwareAddr, clientAddr, afpacket.Options{})
+		c, err := st.DialTCP(ctx, netip.AddrPort{}, p.dst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		u, err := st.ListenUDP(netip.AddrPortFrom(clientAddr.Addr(), 0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.tcp, p.udp = c, u
+	} else if err := a.Do(func() error {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp4", p.dst.String())
+		if err != nil {
+			return err
+		}
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: clientAddr.Addr().AsSlice()})
+		p.tcp, p.udp = c, u
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.tcp.Close(); p.udp.(io.Closer).Close() })
+	return p
+}
+
+// BenchmarkRR: 64-byte request, 64-byte response, one at a time, over TCP
+// and over UDP, on our stacks and on kernel sockets in the same run, over
+// at least 10,000 exchanges each, taken twice: every thread of the client
+// process and of the echo process (a process of its own) pinned to one
+// CPU, then to two different CPUs. Reports p50, p99 and p99.9 in
+// microseconds; the sub-benchmark's name states the pinning.
+func BenchmarkRR(b *testing.B) {
+	cpus, err := cpupin.Allowed()
+	if err != nil {
+		b.Fatal(err)
+	}
+	type pinning struct {
+		name           string
+		client, server int
+	}
+	pins := []pinning{{"same-cpu", cpus[0], cpus[0]}}
+	if len(cpus) > 1 {
+		pins = append(pins, pinning{"cross-cpu", cpus[0], cpus[1]})
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		for _, pin := range pins {
+			for _, st := range []string{"user", "kernel"} {
+				b.Run(fmt.Sprintf("%s/%s/%s", proto, pin.name, st), func(b *testing.B) {
+					p := startRR(b, st, pin.server)
+					if err := cpupin.Process([]int{pin.client}); err != nil {
+						b.Fatal(err)
+					}
+					defer cpupin.Process(nil)
+					rt := p.tcpRTT
+					if proto == "udp" {
+						rt = p.udpRTT
+					}
+					for range 200 { // warm up: ARP, the connection's first segments
+						if _, err := rt(); err != nil {
+							b.Fatal(err)
+						}
+					}
+					n := max(b.N, rrExchanges)
+					samples := make([]time.Duration, 0, n)
+					b.ResetTimer()
+					for range n {
+						d, err := rt()
+						if err != nil {
+							b.Fatal(err)
+						}
+						samples = append(samples, d)
+					}
+					b.StopTimer()
+					slices.Sort(samples)
+					pct := func(q float64) float64 {
+						return float64(samples[min(len(samples)-1, int(q*float64(len(samples))))]) / 1e3
+					}
+					var sum time.Duration
+					for _, s := range samples {
+						sum += s
+					}
+					b.ReportMetric(float64(sum)/float64(len(samples))/1e3, "us/rtt")
+					b.ReportMetric(pct(0.50), "p50-us")
+					b.ReportMetric(pct(0.99), "p99-us")
+					b.ReportMetric(pct(0.999), "p99.9-us")
+					b.ReportMetric(float64(len(samples)), "exchanges")
+				})
+			}
+		}
+	}
+}
+
+func (p *rrPair) tcpRTT() (time.Duration, error) {
+	var req, resp [64]byte
+	t0 := time.Now()
+	if _, err := p.tcp.Write(req[:]); err != nil {
+		return 0, err
+	}
+	if _, err := io.ReadFull(p.tcp, resp[:]); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+func (p *rrPair) udpRTT() (time.Duration, error) {
+	var req, resp [64]byte
+	t0 := time.Now()
+	if _, err := p.udp.WriteToUDPAddrPort(req[:], p.dst); err != nil {
+		return 0, err
+	}
+	p.udp.SetReadDeadline(t0.Add(2 * time.Second))
+	if _, _, err := p.udp.ReadFromUDPAddrPort(resp[:]); err != nil {
+		return 0, fmt.Errorf("no answer (a lost datagram on a veth is a failure here): %w", err)
+	}
+	return time.Since(t0), nil
+}
