@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"strings"
 	"time"
 
 	"github.com/netstation/netstation/cpu"
@@ -33,6 +34,9 @@ type StorageDemoArgs struct {
 // call runs one control operation on a node.
 func call(ctx context.Context, dir, node string, op peripherals.Op, args, out any) error {
 	if err := nodeCall(ctx, dir, node, op, args, out, nil); err != nil {
+		if errors.Is(err, ErrNodeDown) {
+			return err // says which node, in words
+		}
 		return fmt.Errorf("%s: %s: %w", node, op, err)
 	}
 	return nil
@@ -139,14 +143,33 @@ func DiskStats(ctx context.Context, testbed, node string) (disk.Stats, error) {
 // RevokeDisk bumps a disk's capability version: every capability minted
 // before is refused from now on (and after restarts of the disk); the
 // file managers mint at the new version.
+//
+// On a multi-host testbed the new version is carried to every other host
+// that runs nodes (spreadRevocation), so their cpus mint at it; a host
+// that could not be told is named in the error, the revocation itself
+// stands.
 func RevokeDisk(ctx context.Context, testbed, node string) (uint32, error) {
 	if _, err := DiskStats(ctx, testbed, node); err != nil {
 		return 0, err
 	}
+	dir := Dir(testbed)
 	var r diskkind.RevokeReply
-	err := call(ctx, Dir(testbed), node, diskkind.OpRevoke, nil, &r)
-	return r.Version, err
+	if err := call(ctx, dir, node, diskkind.OpRevoke, nil, &r); err != nil {
+		return 0, err
+	}
+	if plan, err := LoadPlan(dir); err == nil && plan.MultiHost() {
+		n, _ := plan.Node(node)
+		if missed := spreadRevocation(ctx, dir, plan, n, r.Version); len(missed) > 0 {
+			return r.Version, fmt.Errorf("%w: %s revoked (version %d), but not told: %s; their cpus mint refused capabilities until told",
+				ErrRevokeSpread, node, r.Version, strings.Join(missed, ", "))
+		}
+	}
+	return r.Version, nil
 }
+
+// ErrRevokeSpread: a revocation took effect on the disk but could not be
+// carried to every host of a multi-host testbed.
+var ErrRevokeSpread = errors.New("revocation not carried to every host")
 
 // CapabilityDemoResult is what the capability demo saw: every case, and
 // the disk's refusal counters accrued meanwhile, by reason.
@@ -157,6 +180,22 @@ type CapabilityDemoResult struct {
 	// revocation.
 	VersionBefore uint32 `json:"version_before"`
 	VersionAfter  uint32 `json:"version_after"`
+}
+
+// Unexpected names the cases whose answer was not the one wanted: a
+// refusal where "ok" was wanted or the reverse, or a refusal the disk did
+// not count under the wanted reason.
+func (r *CapabilityDemoResult) Unexpected() []string {
+	var out []string
+	for _, k := range r.Cases {
+		switch {
+		case (k.Want == "ok") != (k.Code == "ok"):
+			out = append(out, fmt.Sprintf("%s: want %s, got %s", k.Name, k.Want, k.Code))
+		case k.Want != "ok" && r.Refused[k.Want] == 0:
+			out = append(out, fmt.Sprintf("%s: refused, but not counted as %s", k.Name, k.Want))
+		}
+	}
+	return out
 }
 
 // CapabilityDemo has the cpu (the file manager) present the disk with

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/netstation/netstation/internal/wire/capability"
@@ -154,4 +155,73 @@ func segmentOf(plan *Plan, bridge string) string {
 		}
 	}
 	return bridge
+}
+
+// CapVersionArgs tell a host a disk's capability version after a revoke.
+type CapVersionArgs struct {
+	Disk    string `json:"disk"`
+	Version uint32 `json:"version"`
+}
+
+// capVersionMu serialises raises of a host's version files.
+var capVersionMu sync.Mutex
+
+// raiseCapVersion moves this host's copy of a disk's capability version
+// up to v, never down: the cpus of this host mint at it (their file
+// managers read the file for every capability).
+func raiseCapVersion(dir string, plan *Plan, a CapVersionArgs) error {
+	n, err := plan.Node(a.Disk)
+	if err != nil {
+		return err
+	}
+	if n.Kind != spec.KindDisk {
+		return fmt.Errorf("%s is a %s, not a disk", n.Name, n.Kind)
+	}
+	capVersionMu.Lock()
+	defer capVersionMu.Unlock()
+	path := NodeCapVersion(dir, n.Name)
+	cur, err := capability.ReadVersion(path)
+	if err != nil {
+		return err
+	}
+	if a.Version <= cur {
+		return nil
+	}
+	return capability.WriteVersion(path, a.Version)
+}
+
+// spreadRevocation carries a disk's new capability version to every other
+// host of a multi-host testbed that runs a cpu (through the agents, to
+// each host's supervisor), so the cpus there stop minting capabilities
+// the disk refuses. It returns the hosts it could not tell.
+func spreadRevocation(ctx context.Context, dir string, plan *Plan, disk *NodePlan, v uint32) []string {
+	a := CapVersionArgs{Disk: disk.Name, Version: v}
+	var missed []string
+	for _, h := range plan.Hosts {
+		if h == disk.Host || !plan.runsCPU(h) {
+			continue // the disk wrote its own host's file; only cpus mint
+		}
+		var err error
+		if h == plan.Local {
+			err = raiseCapVersion(dir, plan, a)
+		} else if RemoteCall == nil {
+			err = fmt.Errorf("no agent answers here")
+		} else {
+			err = RemoteCall(ctx, h, plan.Testbed, "supervisor", "cap-version", a, nil, nil)
+		}
+		if err != nil {
+			missed = append(missed, fmt.Sprintf("%s (%v)", h, err))
+		}
+	}
+	return missed
+}
+
+// runsCPU reports whether host runs a cpu of the plan: a file manager.
+func (p *Plan) runsCPU(host string) bool {
+	for _, n := range p.Nodes {
+		if n.Host == host && n.Kind == spec.KindCPU {
+			return true
+		}
+	}
+	return false
 }

@@ -459,6 +459,16 @@ func (s *supervisor) handle(ctx context.Context, req ctl.Request, stream *ctl.St
 		return s.handleCapture(ctx, req, stream)
 	case "metrics":
 		return s.metrics(ctx), nil
+	case "cap-version": // a disk on another host was revoked: grant.go
+		var a CapVersionArgs
+		if err := req.Decode(&a); err != nil {
+			return nil, err
+		}
+		plan, err := LoadPlan(s.dir) // the whole plan: s.plan holds this host's nodes
+		if err != nil {
+			return nil, err
+		}
+		return nil, raiseCapVersion(s.dir, plan, a)
 	case "down":
 		s.stop()
 		select {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -119,7 +120,10 @@ the disk with a valid one and with forged (another key), expired,
 out-of-range, wrong-rights and replayed (reused nonce) ones. Then it has the
 disk revoke (bump its capability version, as netstation disk revoke does): the
 valid capability is refused, a freshly minted one works. It prints each case
-with the disk's answer and the disk's refusal counters.`,
+with the disk's answer and the disk's refusal counters, and exits non-zero
+when any case is UNEXPECTED (answered against its want, or refused without
+the disk counting the wanted reason). On a multi-host testbed the revocation
+reaches every host that runs a cpu, through the agents.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
@@ -133,19 +137,23 @@ with the disk's answer and the disk's refusal counters.`,
 			if err != nil {
 				return err
 			}
+			unexpected := res.Unexpected()
 			if output == "json" {
 				j, _ := json.MarshalIndent(res, "", "  ")
 				fmt.Println(string(j))
-				return nil
-			}
-			for _, k := range res.Cases {
-				mark := "as expected"
-				if (k.Want == "ok") != (k.Code == "ok") {
-					mark = "UNEXPECTED"
+			} else {
+				for _, k := range res.Cases {
+					mark := "as expected"
+					if slices.Contains(unexpected, k.Name) {
+						mark = "UNEXPECTED"
+					}
+					fmt.Printf("  %-42s %-6s -> %-14s (%s)\n", k.Name, k.Op, k.Code, mark)
 				}
-				fmt.Printf("  %-42s %-6s -> %-14s (%s)\n", k.Name, k.Op, k.Code, mark)
+				fmt.Printf("%s refused: %s; capability version %d -> %d\n", to, formatDrops(res.Refused), res.VersionBefore, res.VersionAfter)
 			}
-			fmt.Printf("%s refused: %s; capability version %d -> %d\n", to, formatDrops(res.Refused), res.VersionBefore, res.VersionAfter)
+			if len(unexpected) > 0 {
+				return fmt.Errorf("%d of %d cases UNEXPECTED: %s", len(unexpected), len(res.Cases), strings.Join(unexpected, "; "))
+			}
 			return nil
 		},
 	}

@@ -403,10 +403,28 @@ nodes:
 		}
 	})
 
+	t.Run("capabilities", func(t *testing.T) {
+		c := c.in(t)
+		// cpu0 (h1) is disk0's (h2) file manager; the revocation the demo
+		// makes on h2 reaches h1's version file through the agents, so
+		// the fresh capability works, and so does everything after.
+		out, err := c.run(h1, "demo", "capabilities", "-t", name)
+		if err != nil || strings.Contains(out, "UNEXPECTED") || !strings.Contains(out, "capability version 0 -> 1") {
+			t.Fatalf("demo capabilities across hosts: %v\n%s", err, out)
+		}
+		t.Logf("demo capabilities across hosts:\n%s", out)
+		// A grant from h3 (which holds display0) mints at the new version.
+		var g testbed.Grant
+		if err := json.Unmarshal([]byte(c.must(h3, "disk", "grant", "-t", name, "disk0", "-o", "json")), &g); err != nil || g.Version != 1 {
+			t.Errorf("grant on h3 after the revoke: %v %+v", err, g)
+		}
+	})
+
 	t.Run("storage", func(t *testing.T) {
 		c := c.in(t)
 		// cpu0 (h1) writes to disk0 (h2) through the tunnel; the demo's
-		// calls to disk0 go through the agents.
+		// calls to disk0 go through the agents. It runs after the
+		// capability demo's revocation.
 		out := c.must(h1, "demo", "storage", "-t", name, "--size", "32MiB", "-o", "json")
 		var f fioJob
 		if err := json.Unmarshal([]byte(out), &f); err != nil || len(f.Jobs) != 1 {
