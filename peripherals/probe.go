@@ -223,3 +223,11 @@ func probeSend(ctx context.Context, st *stack.Stack, a ProbeSendArgs) (*ProbeSen
 	res.Seconds = time.Since(start).Seconds()
 	return res, ctx.Err()
 }
+
+// pingError says in words why an echo got no reply.
+func pingError(err error, a PingArgs) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Sprintf("no reply from %v within %v", a.Dst, a.Timeout)
+	}
+	return err.Error()
+}

@@ -425,7 +425,7 @@ func (p *Runtime) ping(ctx context.Context, a PingArgs, s *ctl.Stream) (*PingSum
 		sum.Sent++
 		r := PingReply{Seq: i + 1}
 		if err != nil {
-			r.Error = err.Error()
+			r.Error = pingError(err, a)
 		} else {
 			sum.Received++
 			us := float64(rtt.Nanoseconds()) / 1e3

@@ -30,6 +30,22 @@ func TestPing(t *testing.T) {
 	}
 }
 
+// TestPingSelf: an echo to the stack's own address is answered locally,
+// as a kernel host's loopback answers it; nothing reaches the peer.
+func TestPingSelf(t *testing.T) {
+	a, b := pair(t, mem.Options{})
+	if _, err := a.Ping(ctxT(t), ipA, 56); err != nil {
+		t.Fatalf("ping own address: %v", err)
+	}
+	sa, sb := a.Stats(), b.Stats()
+	if sa.EchoRequestsOut != 1 || sa.EchoRequestsIn != 1 || sa.EchoRepliesOut != 1 || sa.EchoRepliesIn != 1 {
+		t.Errorf("own echo counters: %+v", sa)
+	}
+	if sb.EchoRequestsIn != 0 {
+		t.Errorf("the peer saw %d echo requests", sb.EchoRequestsIn)
+	}
+}
+
 func TestUDPBothWays(t *testing.T) {
 	for _, caps := range []link.Caps{0, link.CapVNetHdr, link.CapVNetHdr | link.CapGSO} {
 		a, b := pair(t, mem.Options{Caps: caps})

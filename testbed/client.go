@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -259,10 +260,25 @@ func tail(path string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
+// ErrUpTimeout: a testbed was not ready within up's timeout.
+var ErrUpTimeout = errors.New("testbed did not come up in time")
+
+// timeoutError says in words what timed out, and still matches both
+// ErrUpTimeout and context.DeadlineExceeded.
+type timeoutError struct {
+	msg  string
+	errs []error
+}
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Unwrap() []error { return e.errs }
+
 func waitReady(ctx context.Context, dir string, opt UpOptions) error {
+	phase := "supervisor starting"
 	for {
 		st, alive := supervisorAlive(dir)
 		if alive {
+			phase = st.Phase
 			if opt.Progress != nil {
 				opt.Progress(st)
 			}
@@ -275,6 +291,10 @@ func waitReady(ctx context.Context, dir string, opt UpOptions) error {
 		}
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return &timeoutError{msg: fmt.Sprintf("testbed %s did not come up within %v (it was at: %s); allow more with --timeout",
+					filepath.Base(dir), opt.Timeout, phase), errs: []error{ErrUpTimeout, ctx.Err()}}
+			}
 			return fmt.Errorf("testbed did not come up: %w", ctx.Err())
 		case <-time.After(25 * time.Millisecond):
 		}
@@ -442,5 +462,56 @@ func nodeCall(ctx context.Context, dir, node string, op peripherals.Op, args, ou
 		}
 		return RemoteCall(ctx, host, filepath.Base(dir), node, string(op), args, out, each)
 	}
-	return ctl.Call(ctx, NodeSock(dir, node), string(op), args, out, each)
+	err := ctl.Call(ctx, NodeSock(dir, node), string(op), args, out, each)
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
+		return nodeDown(dir, node, err)
+	}
+	return err
+}
+
+// ErrNodeDown: a node's control socket does not answer because its
+// process is not running (crashed and waiting to restart, stopped, or
+// the testbed is down).
+var ErrNodeDown = errors.New("node not running")
+
+// nodeDownError says why a node does not answer, in words, and matches
+// ErrNodeDown and the dial's error.
+type nodeDownError struct {
+	msg  string
+	errs []error
+}
+
+func (e *nodeDownError) Error() string   { return e.msg }
+func (e *nodeDownError) Unwrap() []error { return e.errs }
+
+// nodeDown turns a refused dial of node's socket into words, with what
+// the supervisor says of the node.
+func nodeDown(dir, node string, dial error) error {
+	st, alive := supervisorAlive(dir)
+	msg := fmt.Sprintf("%s is not running and testbed %s's supervisor does not answer either: see netstation status, or bring it up again",
+		node, filepath.Base(dir))
+	if alive {
+		msg = fmt.Sprintf("%s is not running: see netstation logs %s", node, node)
+		for _, n := range st.Nodes {
+			if n.Name != node {
+				continue
+			}
+			switch n.State {
+			case StateRestarting, StateStarting:
+				msg = fmt.Sprintf("%s is not running (%s, %d restarts so far%s): see netstation logs %s", node, n.State, n.Restarts, lastExit(n.LastExit), node)
+			case StateRunning:
+				msg = fmt.Sprintf("%s is not answering (its process just exited, or is starting): see netstation status and netstation logs %s", node, node)
+			default:
+				msg = fmt.Sprintf("%s is not running (%s%s): see netstation logs %s", node, n.State, lastExit(n.LastExit), node)
+			}
+		}
+	}
+	return &nodeDownError{msg: msg, errs: []error{ErrNodeDown, dial}}
+}
+
+func lastExit(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "; last exit: " + s
 }

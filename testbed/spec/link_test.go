@@ -14,6 +14,7 @@ func TestParsePercent(t *testing.T) {
 	}{
 		{"0%", 0}, {"1%", 10_000}, {"0.1%", 1_000}, {"5%", 50_000}, {"100%", PPM},
 		{" 2.5 %", 25_000}, {"0.0001%", 1}, {"12.3456%", 123_456},
+		{"0", 0}, {"0.0", 0}, {" 0 ", 0}, // zero needs no unit, as --rate 0 and --delay 0
 	}
 	for _, c := range good {
 		got, err := ParsePercent(c.in)
@@ -29,7 +30,7 @@ func TestParsePercent(t *testing.T) {
 		in  string
 		err error
 	}{
-		{"1", ErrUnit}, {"", ErrUnit}, {"%", ErrInvalid}, {"-1%", ErrInvalid}, {"101%", ErrInvalid},
+		{"1", ErrUnit}, {"0.5", ErrUnit}, {"", ErrUnit}, {"%", ErrInvalid}, {"-1%", ErrInvalid}, {"101%", ErrInvalid},
 		{"0.00001%", ErrInvalid}, {"1.2.3%", ErrInvalid}, {"one%", ErrInvalid}, {"1e2%", ErrInvalid},
 	}
 	for _, c := range bad {

@@ -187,12 +187,17 @@ const MaxDelay = 10 * time.Second
 
 // ParsePercent parses a probability written as a percentage ("1%",
 // "0.1%", "100%"; the % sign is required so that "1" cannot mean 1% to one
-// reader and 100% to another) and returns it in parts per million. The
+// reader and 100% to another, except for a bare 0, which means the same
+// to everyone) and returns it in parts per million. The
 // result must be a whole number of ppm (at most four decimals).
 func ParsePercent(s string) (uint32, error) {
 	t := strings.TrimSpace(s)
 	num, ok := strings.CutSuffix(t, "%")
 	if !ok {
+		// Zero is zero in any unit, as --rate 0 and --delay 0 are.
+		if n, rest := splitNumber(t); n != "" && rest == "" && strings.Trim(n, "0.") == "" {
+			return 0, nil
+		}
 		return 0, badValue(ErrUnit, "percentage %q: want a number and %% (e.g. 1%% or 0.1%%)", s)
 	}
 	n, rest := splitNumber(num)

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/testbed"
+)
+
+// TestNewcomerEdges walks rough edges a newcomer hit (issue 18): a
+// peripheral pings its own address; errors say what happened in words,
+// not Go's (a ping without reply, a node that is down, an up that timed
+// out); a zero impairment is accepted in every unit.
+func TestNewcomerEdges(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, "nodes:\n  - {name: cpu0, kind: cpu}\n  - {name: disk0, kind: disk}\n"))
+
+	t.Run("self-ping", func(t *testing.T) {
+		out, err := b.run("ping", "-t", b.name, "cpu0", "cpu0", "-c", "2")
+		if err != nil || !strings.Contains(out, "2 received") {
+			t.Errorf("ping cpu0 cpu0: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("ping-words", func(t *testing.T) {
+		out, err := b.run("ping", "-t", b.name, "cpu0", "10.77.0.99", "-c", "1", "-W", "300ms")
+		if err == nil || !strings.Contains(out, "no reply from 10.77.0.99 within 300ms") || strings.Contains(out, "deadline") {
+			t.Errorf("ping of nobody: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("zero-values", func(t *testing.T) {
+		for _, flag := range []string{"--loss", "--corrupt", "--delay", "--rate"} {
+			if out, err := b.run("link", "set", "-t", b.name, "disk0", flag, "0"); err != nil {
+				t.Errorf("link set %s 0: %v\n%s", flag, err, out)
+			}
+		}
+	})
+
+	t.Run("up-timeout-words", func(t *testing.T) {
+		name := b.name + "t"
+		out, err := b.run("up", "-f", b.topo(name, "nodes:\n  - {name: cpu0, kind: cpu}\n"), "--timeout", "1ms")
+		if err == nil || !strings.Contains(out, "testbed "+name+" did not come up within 1ms") || strings.Contains(out, "deadline exceeded") {
+			t.Errorf("up --timeout 1ms: %v\n%s", err, out)
+		}
+		b.run("down", name)
+	})
+
+	t.Run("node-down-words", func(t *testing.T) {
+		// Each kill doubles the supervisor's restart back-off (100 ms,
+		// 200 ms, ...): soon disk0 stays down long enough to be asked.
+		for try := 0; try < 7; try++ {
+			st := b.status(b.name)
+			var pid int
+			for _, n := range st.Nodes {
+				if n.Name == "disk0" && n.State == testbed.StateRunning {
+					pid = n.PID
+				}
+			}
+			if pid == 0 {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+			out, err := b.run("disk", "stats", "-t", b.name, "disk0")
+			if err == nil {
+				continue // restarted already
+			}
+			if strings.Contains(out, "disk0 is not answering (its process just exited") {
+				time.Sleep(300 * time.Millisecond) // the supervisor has not seen the exit yet
+				continue
+			}
+			if strings.Contains(out, "dial unix") || strings.Contains(out, "connection refused") ||
+				!strings.Contains(out, "disk0 is not running (restarting, ") || !strings.Contains(out, "see netstation logs disk0") {
+				t.Fatalf("disk stats of a crashed disk0:\n%s", out)
+			}
+			t.Logf("disk stats of a crashed disk0: %s", strings.TrimSpace(out))
+			return
+		}
+		t.Fatal("never caught disk0 down")
+	})
+}
