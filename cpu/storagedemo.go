@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/storage"
@@ -25,9 +27,9 @@ type StorageArgs struct {
 	BlockSize  int        `json:"bs"`
 	QueueDepth int        `json:"qd"`
 	Seed       uint64     `json:"seed"`
-	// MaxRequest caps one protocol request's data (0: the disk's maximum).
-	// On lossy paths small requests avoid IP fragmentation, where losing
-	// any fragment loses the datagram.
+	// MaxRequest caps one protocol request's data (0: the disk's maximum),
+	// whatever the loss: the protocol resends lost datagrams selectively
+	// (version 3), so small requests no longer pay on lossy paths.
 	MaxRequest int `json:"max_request"`
 	// Datagram is the size requests and replies are cut to (0: the MTU
 	// less the IP and UDP headers, so nothing is IP-fragmented).
@@ -83,6 +85,11 @@ func RunStorage(ctx context.Context, st *stack.Stack, mgr *manager.Manager, a St
 	if a.Size > c.Info().Size {
 		return nil, fmt.Errorf("storage demo: %d bytes do not fit the disk's %d", a.Size, c.Info().Size)
 	}
+	if progress != nil {
+		hctx, stop := context.WithCancel(ctx)
+		defer stop()
+		progress = withHealth(hctx, c, progress)
+	}
 	o := workload.StorageOptions{Size: a.Size, BlockSize: a.BlockSize, QueueDepth: a.QueueDepth, Seed: a.Seed, Progress: progress}
 	var rep *workload.StorageReport
 	switch a.Pattern {
@@ -99,4 +106,48 @@ func RunStorage(ctx context.Context, st *stack.Stack, mgr *manager.Manager, a St
 		res.Report = *rep
 	}
 	return res, err
+}
+
+// healthEvery is how often the storage demo reports while nothing
+// completes, so that a stalled run is seen as one and explained.
+const healthEvery = time.Second
+
+// withHealth returns a progress function that adds the client's health
+// (retransmits, time since the disk last answered, its latest refusal) to
+// every report and repeats the latest report every healthEvery until ctx
+// ends, even when no I/O completes.
+func withHealth(ctx context.Context, c *storage.Client, progress func(workload.Progress)) func(workload.Progress) {
+	var mu sync.Mutex
+	var last workload.Progress
+	lastAt := time.Now()
+	send := func(p workload.Progress) { // with mu held
+		st := c.Stats()
+		p.Retransmits, p.SinceReply, p.Refusal = st.Retransmits, st.SinceReply, st.LastRefusal
+		progress(p)
+	}
+	go func() {
+		t := time.NewTicker(healthEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			p := last
+			if p.Phase == "" {
+				p.Phase = "starting"
+			}
+			p.Elapsed += time.Since(lastAt)
+			send(p)
+			mu.Unlock()
+		}
+	}()
+	return func(p workload.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		last, lastAt = p, time.Now()
+		send(p)
+	}
 }

@@ -25,7 +25,7 @@ import (
 // StorageDemoArgs choose the peripherals and shape of the storage demo.
 type StorageDemoArgs struct {
 	CPU, Disk string
-	Args      cpu.StorageArgs // Disk, Local and MaxRequest are filled in here
+	Args      cpu.StorageArgs // Disk and Local are filled in here
 	// LossPPM drops that fraction of frames in both directions on the
 	// disk's link (seeded by Args.Seed), per million.
 	LossPPM uint32
@@ -87,9 +87,6 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 		seed := a.Args.Seed
 		if _, err := SetLink(ctx, testbed, LinkChange{Node: dn.Name, LossPPM: &a.LossPPM, Seed: &seed}); err != nil {
 			return nil, err
-		}
-		if a.Args.MaxRequest == 0 {
-			a.Args.MaxRequest = 1344 // one frame per request: see cpu.StorageArgs
 		}
 	}
 	// No disk address: cpu finds disk0 by membership (gossip).
@@ -256,6 +253,19 @@ type TransferDemoArgs struct {
 	Frames             int    // times the stored frame is sent (one order)
 	TileW, TileH       int
 	Offset             uint64 // where on the disk the image is stored
+	// Progress, if set, gets a report about every second while the order
+	// runs, from the disk's transfer counters.
+	Progress func(TransferProgress) `json:"-"`
+}
+
+// TransferProgress is the state of a running transfer order, from the
+// disk's counters (deltas since the order started).
+type TransferProgress struct {
+	Frames, TotalFrames int
+	Tiles, TotalTiles   uint64 // first transmissions of tiles
+	Resent              uint64 // tiles sent again on the display's report
+	Timeouts            uint64 // checkpoints the display did not answer in time
+	Elapsed             time.Duration
 }
 
 // StackBytes is what crossed one peripheral's stack during the transfer.
@@ -347,6 +357,12 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 		return nil, err
 	}
 	res := &TransferDemoResult{Width: ds.Width, Height: ds.Height, ImageBytes: stored.Bytes, SHA256: stored.SHA256}
+	if a.Progress != nil && a.TileW > 0 && a.TileH > 0 {
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		perFrame := uint64((ds.Width+a.TileW-1)/a.TileW) * uint64((ds.Height+a.TileH-1)/a.TileH)
+		go watchTransfer(pctx, testbed, dn.Name, max(a.Frames, 1), perFrame, a.Progress)
+	}
 	err = call(ctx, dir, cn.Name, cpu.OpTransferOrder, cpu.TransferOrderArgs{DiskName: dn.Name,
 		DisplayName: vn.Name, Offset: a.Offset, Width: ds.Width, Height: ds.Height,
 		TileW: a.TileW, TileH: a.TileH, Frames: a.Frames}, &res.Order)
@@ -408,4 +424,31 @@ func diffPixels(got image.Image, want *image.RGBA) int {
 		}
 	}
 	return n
+}
+
+// watchTransfer reports a running order's progress from the disk's
+// transfer counters every second until ctx ends.
+func watchTransfer(ctx context.Context, testbed, disk string, frames int, perFrame uint64, progress func(TransferProgress)) {
+	first, err := DiskStats(ctx, testbed, disk)
+	if err != nil {
+		return
+	}
+	start := time.Now()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := DiskStats(ctx, testbed, disk)
+		if err != nil {
+			continue
+		}
+		x, x0 := st.Transfers, first.Transfers
+		progress(TransferProgress{Frames: int(x.Frames - x0.Frames), TotalFrames: frames,
+			Tiles: (x.Tiles - x0.Tiles) - (x.Resent - x0.Resent), TotalTiles: uint64(frames) * perFrame,
+			Resent: x.Resent - x0.Resent, Timeouts: x.Timeouts - x0.Timeouts, Elapsed: time.Since(start)})
+	}
 }

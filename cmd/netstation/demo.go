@@ -58,7 +58,10 @@ The default testbed is brought up if no testbed is up.`,
 			if err != nil {
 				return err
 			}
+			view := newProgressView("transfer", a.Disk, output == "json")
+			a.Progress = func(p testbed.TransferProgress) { view.update(transferReport(p, a), time.Now()) }
 			res, err := testbed.TransferDemo(cmd.Context(), name, a)
+			view.close()
 			if err != nil {
 				return err
 			}
@@ -346,19 +349,14 @@ The default testbed is brought up if no testbed is up.`,
 			if err != nil {
 				return err
 			}
-			// The bar redraws one line: only on a terminal, never in JSON mode.
-			fi, _ := os.Stderr.Stat()
-			quiet := output == "json" || fi == nil || fi.Mode()&os.ModeCharDevice == 0
-			var bar progressBar
+			view := newProgressView("storage", from, output == "json")
 			res, err := testbed.StorageDemo(cmd.Context(), name, testbed.StorageDemoArgs{
 				CPU: from, Disk: to, LossPPM: lossPPM,
 				Args: cpu.StorageArgs{Stack: stackName, Size: sz, BlockSize: int(b), QueueDepth: qd, Seed: seed, Pattern: rw, MaxRequest: maxReq, Datagram: dgramSize},
 			}, func(p workload.Progress) {
-				if !quiet {
-					bar.show(p)
-				}
+				view.update(storageReport(p, to), time.Now())
 			})
-			bar.done()
+			view.close()
 			if err != nil {
 				return err
 			}
@@ -414,27 +412,32 @@ func ensureTestbed(cmd *cobra.Command, flag string) (string, error) {
 	return plan.Testbed, nil
 }
 
-// progressBar draws one line on stderr, when stderr is a terminal or not.
-type progressBar struct {
-	last  time.Time
-	shown bool
+// storageReport turns the storage demo's progress into a report, with the
+// reason a stall would have: the disk silent, refusing, or losing.
+func storageReport(p workload.Progress, disk string) progressReport {
+	r := progressReport{Phase: p.Phase, Done: p.Done, Total: p.Total, Unit: "bytes", Elapsed: p.Elapsed,
+		Retransmits: p.Retransmits}
+	switch {
+	case p.SinceReply >= stallAfter/2:
+		r.Why = fmt.Sprintf("no answer from %s for %s (%d retransmits so far)", disk, p.SinceReply.Round(time.Second), p.Retransmits)
+	case p.Refusal != "":
+		r.Why = fmt.Sprintf("%s answers, but refuses: %s", disk, p.Refusal)
+	case p.Retransmits > 0:
+		r.Why = fmt.Sprintf("%s answers, but requests keep getting lost (%d retransmits so far)", disk, p.Retransmits)
+	}
+	return r
 }
 
-func (b *progressBar) show(p workload.Progress) {
-	if time.Since(b.last) < 200*time.Millisecond && p.Done < p.Total {
-		return
+// transferReport turns a transfer order's progress into a report: tiles
+// sent for the first time, tiles resent, and why it might stall.
+func transferReport(p testbed.TransferProgress, a testbed.TransferDemoArgs) progressReport {
+	r := progressReport{Phase: "order", Done: int64(p.Tiles), Total: int64(p.TotalTiles), Unit: "tiles",
+		Elapsed: p.Elapsed, Retransmits: p.Resent, RetransmitsName: "tiles resent"}
+	if p.Timeouts > 0 {
+		r.Why = fmt.Sprintf("%s does not answer %s's checkpoints (%d waited for in vain; %d of %d frames shown)",
+			a.Display, a.Disk, p.Timeouts, p.Frames, p.TotalFrames)
+	} else {
+		r.Why = fmt.Sprintf("%s sends no tiles (%d of %d frames shown)", a.Disk, p.Frames, p.TotalFrames)
 	}
-	b.last = time.Now()
-	const width = 30
-	frac := float64(p.Done) / float64(max(p.Total, 1))
-	n := int(frac * width)
-	mibs := float64(p.Done) / (1 << 20) / max(p.Elapsed.Seconds(), 1e-9)
-	fmt.Fprintf(os.Stderr, "\r%-5s [%s%s] %3.0f%% %8.1f MiB/s", p.Phase, strings.Repeat("#", n), strings.Repeat(" ", width-n), frac*100, mibs)
-	b.shown = true
-}
-
-func (b *progressBar) done() {
-	if b.shown {
-		fmt.Fprintln(os.Stderr)
-	}
+	return r
 }

@@ -33,6 +33,10 @@ var (
 	ErrClosed = errors.New("storage: client closed")
 	// ErrBadOptions: Dial's options or the server's INFO are unusable.
 	ErrBadOptions = errors.New("storage: bad options")
+	// ErrVersion: the disk speaks another version of the storage
+	// protocol (it answered a probe in that version, or refused ours
+	// with CodeVersion).
+	ErrVersion = errors.New("storage: protocol version mismatch")
 )
 
 // Defaults of Options' zero fields.
@@ -49,9 +53,8 @@ type Options struct {
 	// advertises means the server's window.
 	Window int
 	// MaxRequest caps the data of one request; 0 or more than the
-	// server's MaxIO means MaxIO. Small requests suit lossy paths: a
-	// datagram larger than the MTU travels as IP fragments and is lost
-	// when any fragment is; 1344 fits a request in a 1500-byte packet.
+	// server's MaxIO means MaxIO. Lossy paths need no small requests:
+	// lost datagrams are resent selectively (protocol version 3).
 	MaxRequest int
 	// Capability is sent in every request; all zero for a disk in open
 	// mode.
@@ -101,6 +104,23 @@ type Stats struct {
 	SRTT         time.Duration `json:"srtt_ns"`
 	RTTVar       time.Duration `json:"rttvar_ns"`
 	RTO          time.Duration `json:"rto_ns"`
+
+	// Loss recovery (protocol version 3): SACKs received for WRITEs,
+	// resends the disk's feedback drove (SACKs, and READ replies whose
+	// last datagram arrived with others missing), the datagrams those
+	// resent, probes sent when the retransmission timer fired, loss
+	// events (window reductions) and the congestion window now.
+	SACKs          uint64 `json:"sacks"`
+	FeedbackResend uint64 `json:"feedback_resends"`
+	ResentDgrams   uint64 `json:"resent_datagrams"`
+	Probes         uint64 `json:"probes"`
+	LossEvents     uint64 `json:"loss_events"`
+	Cwnd           int64  `json:"cwnd_bytes"`
+	// SinceReply is the time since the disk last answered anything (0
+	// before the first answer): what a progress display shows when a run
+	// stalls. LastRefusal is the latest error code the disk answered.
+	SinceReply  time.Duration `json:"since_reply_ns"`
+	LastRefusal string        `json:"last_refusal,omitempty"`
 }
 
 // Client is a connection to one disk. See the package comment.
@@ -129,12 +149,39 @@ type Client struct {
 	closed    bool
 	readerErr error
 	rtt       rtt.Estimator // RFC 6298, one for the session (requests time out on their own timers)
+	// Congestion control (AIMD on bytes): cwnd caps the READ and WRITE
+	// data in flight below winBytes; a loss event (at most one per
+	// smoothed RTT) multiplies it by 7/10, never below minCwnd; every
+	// acknowledged byte grows it back (by the byte below ssthresh, by
+	// Datagram x 8 per window above). lossUntil ends the current event.
+	cwnd, ssthresh, minCwnd int64
+	lossUntil               time.Time
+	lastRefusal             diskproto.Code
+	peerVersion             uint8 // a reply of another protocol version came: its version byte
+
+	pace pacer
 
 	readerDone chan struct{}
 	st         struct {
 		requests, retransmits, timeouts, refused, late, bad, reopens, bytesRead, bytesWritten atomic.Uint64
+		sacks, feedback, resent, probes, losses                                               atomic.Uint64
 	}
 }
+
+// pacer spaces a client's datagrams at the congestion window per smoothed
+// RTT (times paceGain), allowing bursts of paceCredit.
+type pacer struct {
+	mu   sync.Mutex
+	next time.Time
+}
+
+// minProbe is the least time before a tail-loss probe.
+const minProbe = 2 * time.Millisecond
+
+const (
+	paceGain   = 1.5
+	paceCredit = 250 * time.Microsecond
+)
 
 // call is one outstanding request. Calls are pooled with their buffer,
 // timer and done channel, so steady-state I/O does not allocate them.
@@ -147,7 +194,12 @@ type call struct {
 	msgs     []dgram.Message // its datagrams, in buf
 	dst      []byte          // READ destination
 	track    diskproto.Assembly
-	crc      uint32 // a segmented READ reply's PayloadCRC, from its header
+	crc      uint32            // a segmented READ reply's PayloadCRC, from its header
+	req      diskproto.Request // the request's header fields (READ: rebuilt with a bitmap on resends)
+	acked    []byte            // WRITE: the disk's latest SACK bitmap of the datagrams it holds
+	round    uint8             // the latest transmission's round: its tag's low byte
+	expired  int               // consecutive timer expiries without feedback
+	out      []dgram.Message   // the datagrams of the transmission being sent
 	sendMu   sync.Mutex
 	sends    [4]transmission // the latest transmissions, for RTT samples
 	nsend    int
@@ -250,6 +302,15 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 	}
 	c.mu.Lock()
 	c.slots = make([]*call, c.window)
+	// Start at the flow-control window (a LAN: the disk told us what its
+	// queue holds) and never shrink below half of it (or two full
+	// requests), so losses that are not congestion (a lossy link) keep
+	// requests large and pipelined: no fallback to tiny requests. What
+	// overflows on this fabric is a socket queue, which the flow-control
+	// window already keeps from overflowing; the congestion window
+	// covers a slower bottleneck (a rate-limited link) and other senders.
+	c.cwnd, c.ssthresh = c.winBytes, c.winBytes
+	c.minCwnd = min(c.winBytes, max(2*int64(c.maxReq), c.winBytes/2))
 	c.mu.Unlock()
 	c.calls.New = func() any {
 		cl := &call{buf: make([]byte, diskproto.RequestHeaderSize), done: make(chan struct{}, 1)}
@@ -281,13 +342,27 @@ func (c *Client) hello(ctx context.Context) error {
 		if _, err := c.pc.WriteBatch(m[:]); err != nil && errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("%w: %w", ErrDiskGone, err)
 		}
+		if try == 1 {
+			// No answer yet: also ask in the previous version, which
+			// drops ours unanswered. If the disk speaks that one, say so
+			// instead of timing out.
+			var old [diskproto.RequestHeaderSize]byte
+			copy(old[:], b[:n])
+			diskproto.SetRequestVersion(old[:], diskproto.Version-1)
+			m[0].Buf = old[:]
+			_, _ = c.pc.WriteBatch(m[:])
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-seen:
 			t.Stop()
 			c.mu.Lock()
 			err := c.readerErr
-			if err == nil && c.info.MaxIO == 0 {
+			switch {
+			case c.peerVersion != 0 && c.info.MaxIO == 0:
+				err = fmt.Errorf("%w: the disk at %v speaks version %d of the storage protocol, this client version %d: run the same netstation on both ends",
+					ErrVersion, c.server, c.peerVersion, diskproto.Version)
+			case err == nil && c.info.MaxIO == 0:
 				err = fmt.Errorf("%w: INFO refused", ErrRefused)
 			}
 			c.mu.Unlock()
@@ -329,13 +404,25 @@ func (c *Client) Info() Info {
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	srtt, rttvar, rto := c.rtt.SRTT(), c.rtt.RTTVar(), c.rtt.RTO()
+	srtt, rttvar, rto, cwnd := c.rtt.SRTT(), c.rtt.RTTVar(), c.rtt.RTO(), c.cwnd
+	var sinceReply time.Duration
+	if !c.lastReply.IsZero() {
+		sinceReply = time.Since(c.lastReply)
+	}
+	refusal := ""
+	if c.lastRefusal != 0 {
+		refusal = c.lastRefusal.String()
+	}
 	c.mu.Unlock()
 	return Stats{
 		Requests: c.st.requests.Load(), Retransmits: c.st.retransmits.Load(), Timeouts: c.st.timeouts.Load(),
 		Refused: c.st.refused.Load(), LateReplies: c.st.late.Load(), BadReplies: c.st.bad.Load(),
 		Reopens: c.st.reopens.Load(), BytesRead: c.st.bytesRead.Load(), BytesWritten: c.st.bytesWritten.Load(),
 		SRTT: srtt, RTTVar: rttvar, RTO: rto,
+
+		SACKs: c.st.sacks.Load(), FeedbackResend: c.st.feedback.Load(), ResentDgrams: c.st.resent.Load(),
+		Probes: c.st.probes.Load(), LossEvents: c.st.losses.Load(), Cwnd: cwnd,
+		SinceReply: sinceReply, LastRefusal: refusal,
 	}
 }
 
@@ -466,7 +553,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 			return nil, ErrClosed
 		}
 		// One request larger than the byte window still goes, alone.
-		if c.next < c.low+c.window && (c.inflight+int64(length) <= c.winBytes || c.inflight == 0) {
+		if c.next < c.low+c.window && (c.inflight+int64(length) <= min(c.winBytes, c.cwnd) || c.inflight == 0) {
 			break
 		}
 		ch := c.changed
@@ -489,6 +576,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	// Reset under mu: an expire of the call's previous incarnation may
 	// still be waiting for mu (it will find no armed deadline and leave).
 	cl.op, cl.off, cl.dst, cl.nsend, cl.err, cl.settled, cl.deadline = op, off, dst, 0, nil, false, time.Time{}
+	cl.acked, cl.expired = cl.acked[:0], 0
 	cl.reqID = c.next
 	c.next++
 	c.slots[cl.reqID%c.window] = cl
@@ -503,32 +591,118 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	}
 	cl.first = time.Now()
 	c.mu.Unlock()
+	cl.req = req
+	cl.req.Payload = nil
 	c.layOut(cl, &req)
 	c.st.requests.Add(1)
-	c.transmit(cl)
+	c.transmit(cl, cl.reqID, sendAll)
 	return cl, nil
 }
 
-// transmit (re)sends cl with a fresh tag and the current low-water mark
-// and epoch, and arms its retransmission timer.
-func (c *Client) transmit(cl *call) {
+// What one transmission of a request sends.
+type sendKind int
+
+const (
+	// sendAll: every datagram (the first transmission; a WRITE the disk
+	// holds nothing of or got corrupted; a READ with nothing held).
+	sendAll sendKind = iota
+	// sendMissing: feedback said which datagrams arrived: a WRITE resends
+	// the others (the disk's SACK), a READ asks for the others (a READ
+	// with FlagHave).
+	sendMissing
+	// sendProbe: the timer fired without feedback. A WRITE resends its
+	// header's datagram with FlagReport, which the disk answers with its
+	// status or a SACK; a READ asks for what it lacks.
+	sendProbe
+)
+
+// transmit (re)sends cl with a fresh tag, the current low-water mark and
+// epoch, and arms its retransmission timer. kind says which datagrams.
+// Resends run in goroutines of their own (the pacer may make them wait),
+// so id names the request meant: a pooled call may have moved on.
+func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	cl.sendMu.Lock()
 	defer cl.sendMu.Unlock()
 	c.mu.Lock()
-	if cl.settled {
+	if cl.settled || cl.reqID != id {
 		c.mu.Unlock()
 		return
 	}
 	tag := c.nextTag()
-	diskproto.RewriteRequest(cl.buf[:diskproto.RequestHeaderSize], tag, c.low, c.epoch)
+	cl.round = uint8(tag)
+	low, epoch := c.low, c.epoch
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
-	rto := c.rtt.BackedOff(cl.nsend - 1)
+	rto := c.rtt.BackedOff(cl.expired)
+	if cl.expired == 0 && c.rtt.SRTT() > 0 {
+		// The first timer is a tail-loss probe (RFC 8985's PTO): two
+		// smoothed RTTs, not the RTO, since what it sends is small (a
+		// WRITE's header, a READ's request) and losing the last datagram
+		// of a burst, a reply or a SACK is otherwise a whole RTO.
+		rto = min(rto, max(2*c.rtt.SRTT(), minProbe))
+	}
 	cl.deadline = time.Now().Add(rto)
 	cl.timer.Reset(rto)
+	cl.out = cl.out[:0]
+	if cl.op == diskproto.OpRead {
+		// The request alone, with the bitmap of what arrived if anything did.
+		req := cl.req
+		req.Tag, req.Low, req.Epoch = tag, low, epoch
+		var have []byte
+		if kind != sendAll {
+			have = cl.track.Held(nil)
+		}
+		if len(have) > 0 {
+			req.Flags |= diskproto.FlagHave
+			req.Payload = have
+		}
+		if need := diskproto.RequestHeaderSize + len(have); cap(cl.buf) < need {
+			cl.buf = make([]byte, need)
+		}
+		n, _ := req.Marshal(cl.buf[:cap(cl.buf)])
+		cl.out = append(cl.out, dgram.Message{Buf: cl.buf[:n], Addr: c.server})
+	} else {
+		flags := cl.req.Flags
+		switch {
+		case kind == sendProbe && len(cl.msgs) > 1:
+			flags |= diskproto.FlagReport
+			cl.out = append(cl.out, cl.msgs[0])
+		case kind == sendMissing && len(cl.acked) > 0:
+			for i, m := range cl.msgs {
+				if !diskproto.BitmapHas(cl.acked, i) {
+					cl.out = append(cl.out, m)
+				}
+			}
+		default:
+			cl.out = append(cl.out, cl.msgs...)
+		}
+		if len(cl.out) > 0 && &cl.out[0].Buf[0] == &cl.msgs[0].Buf[0] {
+			diskproto.RewriteRequestFlags(cl.msgs[0].Buf[:diskproto.RequestHeaderSize], flags, tag, low, epoch)
+		}
+	}
+	if cl.nsend > 1 {
+		c.st.resent.Add(uint64(len(cl.out)))
+	}
 	c.mu.Unlock()
-	for msgs := cl.msgs; len(msgs) > 0; {
-		n, err := c.pc.WriteBatch(msgs)
+	// Every segment carries the round; the last one asks for a report.
+	for i, m := range cl.out {
+		if diskproto.IsSegment(m.Buf) {
+			var f diskproto.SegmentFlags
+			if i == len(cl.out)-1 {
+				f = diskproto.FlagLast
+			}
+			diskproto.SetSegmentRound(m.Buf, f, uint8(tag))
+		}
+	}
+	const chunk = 64 // a GSO super-frame's worth
+	for msgs := cl.out; len(msgs) > 0; {
+		k := min(len(msgs), chunk)
+		bytes := 0
+		for _, m := range msgs[:k] {
+			bytes += len(m.Buf)
+		}
+		c.pacing(bytes)
+		n, err := c.pc.WriteBatch(msgs[:k])
 		if err != nil && errors.Is(err, net.ErrClosed) {
 			c.mu.Lock()
 			c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
@@ -542,6 +716,59 @@ func (c *Client) transmit(cl *call) {
 		}
 		msgs = msgs[n:]
 	}
+}
+
+// pacing waits until bytes may leave: the congestion window per smoothed
+// RTT, times paceGain, with paceCredit of burst. Unpaced before the first
+// RTT sample.
+func (c *Client) pacing(bytes int) {
+	c.mu.Lock()
+	srtt, cwnd := c.rtt.SRTT(), c.cwnd
+	c.mu.Unlock()
+	if srtt <= 0 || cwnd <= 0 {
+		return
+	}
+	rate := float64(cwnd) * paceGain / srtt.Seconds() // bytes per second
+	p := &c.pace
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now.Add(-paceCredit)) {
+		p.next = now.Add(-paceCredit)
+	}
+	p.next = p.next.Add(time.Duration(float64(bytes) / rate * 1e9))
+	wait := p.next.Sub(now)
+	p.mu.Unlock()
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+}
+
+// lossEvent shrinks the congestion window: by 3/10 on feedback that
+// datagrams were lost, to its floor on a timeout; once per smoothed RTT.
+// Called with mu held.
+func (c *Client) lossEvent(timeout bool) {
+	now := time.Now()
+	if now.Before(c.lossUntil) && !timeout {
+		return
+	}
+	c.st.losses.Add(1)
+	c.lossUntil = now.Add(max(c.rtt.SRTT(), c.opts.MinRTO/4))
+	c.cwnd = max(c.cwnd*7/10, c.minCwnd)
+	if timeout {
+		c.cwnd = c.minCwnd
+	}
+	c.ssthresh = max(c.cwnd, c.minCwnd)
+}
+
+// acked grows the congestion window by n acknowledged bytes. Called with
+// mu held.
+func (c *Client) acked(n int64) {
+	if c.cwnd < c.ssthresh {
+		c.cwnd += n
+	} else {
+		c.cwnd += max(n*int64(c.opts.Datagram)*8/max(c.cwnd, 1), 1)
+	}
+	c.cwnd = min(c.cwnd, c.winBytes)
 }
 
 // layOut marshals req into cl.buf: the header alone, or for a WRITE the
@@ -583,7 +810,7 @@ func (c *Client) expire(cl *call) {
 		c.mu.Unlock()
 		return
 	}
-	if cl.nsend > c.opts.MaxRetries {
+	if cl.expired >= c.opts.MaxRetries {
 		c.st.timeouts.Add(1)
 		kind := ErrTimeout
 		if !c.lastReply.After(cl.first) {
@@ -594,9 +821,17 @@ func (c *Client) expire(cl *call) {
 		c.mu.Unlock()
 		return
 	}
+	if cl.expired > 0 {
+		// A probe went unanswered too: the path is worse than a lost
+		// datagram (a tail-loss probe alone, RFC 8985, leaves the window).
+		c.lossEvent(true)
+	}
+	cl.expired++
+	id := cl.reqID
 	c.mu.Unlock()
 	c.st.retransmits.Add(1)
-	c.transmit(cl)
+	c.st.probes.Add(1)
+	c.transmit(cl, id, sendProbe)
 }
 
 // settle ends cl with err and frees its window slot. Called with mu held.
@@ -607,6 +842,9 @@ func (c *Client) settle(cl *call, err error) {
 	cl.settled = true
 	cl.err = err
 	cl.deadline = time.Time{}
+	if err == nil {
+		c.acked(cl.length)
+	}
 	c.inflight -= cl.length
 	cl.length = 0
 	cl.timer.Stop()
@@ -675,12 +913,22 @@ func (c *Client) reader() {
 		}
 		for i := range msgs[:n] {
 			b := msgs[i].Buf[:min(msgs[i].N, len(msgs[i].Buf))]
+			if diskproto.IsSACK(b) {
+				c.sack(b)
+				continue
+			}
 			if diskproto.IsSegment(b) {
 				c.segment(b)
 				continue
 			}
 			rep, err := diskproto.ParseReply(b)
 			if err != nil || rep.Session != c.session {
+				// A reply in another version that does not refuse that
+				// version (a disk of our version refuses our probe in
+				// the old one) is a disk of that version.
+				if v, ok := diskproto.PeerVersion(b, c.session); ok && binary.BigEndian.Uint16(b[4:]) != uint16(diskproto.CodeVersion) {
+					c.otherVersion(v)
+				}
 				c.st.bad.Add(1)
 				continue
 			}
@@ -713,7 +961,95 @@ func (c *Client) segment(b []byte) {
 	if fresh {
 		copy(cl.dst[seg.Offset:], seg.Data)
 	}
+	if seg.Flags&diskproto.FlagLast != 0 && seg.Round == cl.round && !cl.track.Complete() {
+		// The end of the disk's burst and datagrams are missing: ask for
+		// just those, now (the resend may wait for the pacer: not here).
+		c.lossEvent(false)
+		cl.expired = 0
+		c.mu.Unlock()
+		c.st.feedback.Add(1)
+		c.st.retransmits.Add(1)
+		go c.transmit(cl, cl.reqID, sendMissing)
+		return
+	}
 	c.readDone(cl) // unlocks
+}
+
+// sack handles the disk's report on a WRITE whose data is still arriving:
+// the datagrams not in its bitmap are resent. Only the report asked by
+// the latest transmission counts; older ones describe what has been
+// resent since.
+func (c *Client) sack(b []byte) {
+	sk, err := diskproto.ParseSACK(b)
+	if err != nil || sk.Session != c.session {
+		c.st.bad.Add(1)
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	c.lastReply = now
+	cl := c.outstanding(sk.ReqID, diskproto.OpWrite)
+	if cl == nil {
+		c.mu.Unlock()
+		c.st.late.Add(1)
+		return
+	}
+	c.st.sacks.Add(1)
+	if cl.nsend == 0 {
+		c.mu.Unlock()
+		return
+	}
+	latest := cl.sends[(cl.nsend-1)%len(cl.sends)].tag
+	current := (sk.Tag != 0 && sk.Tag == latest) || (sk.Tag == 0 && sk.Round == cl.round)
+	if sk.Tag != 0 {
+		for _, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
+			if s.tag == sk.Tag {
+				c.rtt.Sample(now.Sub(s.at))
+				break
+			}
+		}
+	}
+	if !current {
+		c.mu.Unlock()
+		return
+	}
+	cl.acked = append(cl.acked[:0], sk.Bitmap...)
+	cl.expired = 0
+	missing := 0
+	for i := range cl.msgs {
+		if !diskproto.BitmapHas(cl.acked, i) {
+			missing++
+		}
+	}
+	if missing == 0 {
+		// It holds everything: the reply is coming (or lost: the timer
+		// probes).
+		c.mu.Unlock()
+		return
+	}
+	if sk.Tag == 0 {
+		c.lossEvent(false) // a burst's end arrived with datagrams missing
+	}
+	kind := sendMissing
+	if len(cl.acked) == 0 {
+		kind = sendAll // it holds nothing: the header's datagram was lost
+	}
+	c.mu.Unlock()
+	c.st.feedback.Add(1)
+	c.st.retransmits.Add(1)
+	go c.transmit(cl, cl.reqID, kind)
+}
+
+// otherVersion records that the disk answered in another protocol
+// version: Dial fails with ErrVersion.
+func (c *Client) otherVersion(v uint8) {
+	c.mu.Lock()
+	if c.peerVersion == 0 {
+		c.peerVersion = v
+		close(c.infoSeen)
+		c.infoSeen = make(chan struct{})
+	}
+	c.mu.Unlock()
 }
 
 // outstanding returns the outstanding call with request id reqID and
@@ -742,7 +1078,7 @@ func (c *Client) readDone(cl *call) {
 		c.mu.Unlock()
 		c.st.bad.Add(1)
 		c.st.retransmits.Add(1)
-		c.transmit(cl)
+		go c.transmit(cl, cl.reqID, sendAll)
 		return
 	}
 	c.settle(cl, nil)
@@ -801,11 +1137,13 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 			go c.reopen()
 		}
 	case diskproto.CodeChecksum:
+		cl.acked = cl.acked[:0]
 		c.mu.Unlock() // corrupted on the way: send it again now
 		c.st.retransmits.Add(1)
-		c.transmit(cl)
+		go c.transmit(cl, cl.reqID, sendAll)
 	default:
 		c.st.refused.Add(1)
+		c.lastRefusal = rep.Status
 		c.settle(cl, fmt.Errorf("%w: %v at offset %d: %w", ErrRefused, cl.op, cl.off, rep.Status))
 		c.mu.Unlock()
 	}
@@ -817,6 +1155,8 @@ func (c *Client) onInfo(rep *diskproto.Reply) {
 	var err error
 	if rep.Status == diskproto.CodeOK {
 		info, err = diskproto.ParseInfo(rep.Payload)
+	} else if rep.Status == diskproto.CodeVersion {
+		err = fmt.Errorf("%w: the disk at %v refused version %d of the storage protocol", ErrVersion, c.server, diskproto.Version)
 	} else {
 		err = fmt.Errorf("%w: INFO: %w", ErrRefused, rep.Status)
 	}
@@ -824,12 +1164,15 @@ func (c *Client) onInfo(rep *diskproto.Reply) {
 		c.readerErr = err // Dial reports it
 	}
 	var resend []*call
+	var ids []uint64
 	if err == nil {
 		if c.epoch != 0 && c.epoch != rep.Epoch {
 			c.st.reopens.Add(1)
 			for _, cl := range c.slots {
 				if cl != nil {
 					resend = append(resend, cl)
+					ids = append(ids, cl.reqID)
+					cl.acked = cl.acked[:0]
 				}
 			}
 		}
@@ -842,9 +1185,9 @@ func (c *Client) onInfo(rep *diskproto.Reply) {
 	close(c.infoSeen)
 	c.infoSeen = make(chan struct{})
 	c.mu.Unlock()
-	for _, cl := range resend {
+	for i, cl := range resend {
 		c.st.retransmits.Add(1)
-		c.transmit(cl)
+		go c.transmit(cl, ids[i], sendAll)
 	}
 }
 

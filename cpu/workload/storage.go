@@ -33,12 +33,19 @@ type StorageOptions struct {
 	Progress func(Progress)
 }
 
-// Progress reports a running phase.
+// Progress reports a running phase. The workload fills in the phase and
+// the bytes; the caller that owns the protocol client adds its health
+// (Retransmits, SinceReply, Refusal), so that a display can say why a run
+// stalls.
 type Progress struct {
 	Phase   string        `json:"phase"`
 	Done    int64         `json:"done"`
 	Total   int64         `json:"total"`
 	Elapsed time.Duration `json:"elapsed"`
+
+	Retransmits uint64        `json:"retransmits,omitempty"`    // the client's, so far
+	SinceReply  time.Duration `json:"since_reply_ns,omitempty"` // since the disk last answered
+	Refusal     string        `json:"refusal,omitempty"`        // the latest error code the disk answered
 }
 
 // Latency holds completion-latency percentiles in nanoseconds.

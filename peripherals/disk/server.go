@@ -355,6 +355,14 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 	if err != nil {
 		code, ok := diskproto.ReplyCode(err)
 		if !ok {
+			if _, other := diskproto.OtherVersion(b); other {
+				// Another version's request: say so in a reply that
+				// version can parse, rather than leave it timing out.
+				s.stats.errors[diskproto.CodeVersion].Add(1)
+				var rb [diskproto.ReplyHeaderSize]byte
+				s.send(pc, from, rb[:diskproto.VersionReply(rb[:], b, s.epoch)])
+				return false
+			}
 			s.stats.drop(dropReasonOf(err))
 			return false
 		}
@@ -430,16 +438,19 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 		// A finished READ: idempotent, run it again.
 	}
 	if req.Partial() {
-		a := s.assemble(sess, &req)
+		a, sack := s.assemble(sess, &req)
 		s.mu.Unlock()
 		if a != nil {
 			s.assembled(pc, sess, a, from)
 		}
+		if sack != nil {
+			s.sendSACK(pc, from, sack)
+		}
 		return false
 	}
 	j := job{pc: pc, addr: from, req: req, sess: sess}
-	if req.Op == diskproto.OpWrite {
-		j.buf, j.pool = buf, &s.bufs
+	if req.Op == diskproto.OpWrite || req.Flags&diskproto.FlagHave != 0 {
+		j.buf, j.pool = buf, &s.bufs // the data, or the READ's bitmap
 	} else {
 		j.req.Payload = nil
 	}
@@ -469,8 +480,37 @@ func (s *Server) enqueue(j job) bool {
 }
 
 // assemble starts or continues the WRITE whose header req arrived without
-// all of its data, and returns it if that completed it. Called with mu held.
-func (s *Server) assemble(sess *session, req *diskproto.Request) *assembly {
+// all of its data, and returns it if that completed it; else, if the
+// header asked for a report (FlagReport), the SACK to send. Called with
+// mu held.
+func (s *Server) assemble(sess *session, req *diskproto.Request) (*assembly, *diskproto.SACK) {
+	a := s.assembleHeader(sess, req)
+	if a != nil || req.Flags&diskproto.FlagReport == 0 {
+		return a, nil
+	}
+	i := req.ReqID % uint64(len(sess.asm))
+	sack := &diskproto.SACK{Tag: req.Tag, Session: req.Session, ReqID: req.ReqID}
+	if p := sess.asm[i]; p != nil && p.req.ReqID == req.ReqID {
+		sack.Length, sack.Bitmap = p.req.Length, p.track.Held(nil)
+	}
+	return nil, sack
+}
+
+// sendSACK sends a selective acknowledgement.
+func (s *Server) sendSACK(pc dgram.Conn, to netip.AddrPort, sack *diskproto.SACK) {
+	var b [diskproto.SACKHeaderSize + diskproto.MaxSACKBitmap]byte
+	n, err := sack.Marshal(b[:])
+	if err != nil {
+		s.stats.drop(dropSendFailed)
+		return
+	}
+	s.stats.sacks.Add(1)
+	s.send(pc, to, b[:n])
+}
+
+// assembleHeader adds a WRITE's header datagram to its assembly (starting
+// it) and returns the assembly if that completed it. Called with mu held.
+func (s *Server) assembleHeader(sess *session, req *diskproto.Request) *assembly {
 	i := req.ReqID % uint64(len(sess.asm))
 	a := sess.asm[i]
 	if a != nil && (a.req.ReqID != req.ReqID || a.req.Length != req.Length || a.req.Offset != req.Offset) {
@@ -493,6 +533,7 @@ func (s *Server) assemble(sess *session, req *diskproto.Request) *assembly {
 	inline := req.Payload
 	a.req = *req // the latest transmission's tag and low-water mark
 	a.req.Payload = nil
+	a.req.Flags &^= diskproto.FlagReport
 	fresh, err := a.track.Add(0, 0, len(inline))
 	if err != nil {
 		s.stats.drop(dropBadSegment)
@@ -599,8 +640,7 @@ func (s *Server) segment(pc dgram.Conn, b []byte, from netip.AddrPort) {
 		a = sess.asm[i]
 	}
 	if a == nil || a.req.ReqID != seg.ReqID {
-		s.mu.Unlock()
-		s.stats.drop(dropOrphanSegment)
+		s.orphan(pc, sess, &seg, from) // unlocks
 		return
 	}
 	fresh, err := a.track.Add(int(seg.Index), seg.Offset, len(seg.Data))
@@ -615,9 +655,46 @@ func (s *Server) segment(pc dgram.Conn, b []byte, from netip.AddrPort) {
 		s.stats.segments.Add(1)
 		done = s.detachIfComplete(sess, i)
 	}
+	var sack *diskproto.SACK
+	if done == nil && err == nil && seg.Flags&diskproto.FlagLast != 0 {
+		// The end of a burst, and datagrams are missing: say which
+		// arrived, so the client resends only the others.
+		sack = &diskproto.SACK{Round: seg.Round, Session: seg.Session, ReqID: seg.ReqID,
+			Length: a.req.Length, Bitmap: a.track.Held(nil)}
+	}
 	s.mu.Unlock()
 	if done != nil {
 		s.assembled(pc, sess, done, from)
+	}
+	if sack != nil {
+		s.sendSACK(pc, from, sack)
+	}
+}
+
+// orphan handles a data segment of no WRITE being assembled: its header
+// was lost, or the WRITE completed. Only the last datagram of a burst is
+// answered: with the cached status of a finished WRITE, or with an empty
+// SACK (nothing held: the client resends it all, header first). Called
+// with mu held; returns with it free.
+func (s *Server) orphan(pc dgram.Conn, sess *session, seg *diskproto.Segment, from netip.AddrPort) {
+	s.stats.drop(dropOrphanSegment)
+	if seg.Flags&diskproto.FlagLast == 0 || sess == nil || seg.ReqID < sess.low ||
+		seg.ReqID-sess.low >= uint64(len(sess.slots)) {
+		s.mu.Unlock()
+		return
+	}
+	sl := sess.slots[seg.ReqID%uint64(len(sess.slots))]
+	switch {
+	case sl.valid && sl.reqID == seg.ReqID && !sl.done:
+		s.mu.Unlock() // running: its reply is coming
+	case sl.valid && sl.reqID == seg.ReqID && sl.cached:
+		s.mu.Unlock()
+		s.stats.duplicates.Add(1)
+		req := diskproto.Request{Op: diskproto.OpWrite, Session: seg.Session, ReqID: seg.ReqID}
+		s.reply(pc, from, &req, sl.status, nil)
+	default:
+		s.mu.Unlock()
+		s.sendSACK(pc, from, &diskproto.SACK{Round: seg.Round, Session: seg.Session, ReqID: seg.ReqID})
 	}
 }
 
@@ -695,10 +772,8 @@ func (s *Server) run(j *job, w *workerScratch) {
 	case diskproto.OpRead:
 		ob := s.outs.Get().(*[]byte)
 		defer s.outs.Put(ob)
-		status = s.readReply(j, *ob, w)
-		s.finish(j, status, false)
+		status = s.readReply(j, *ob, w) // records the outcome (finish) before it sends
 		if status == diskproto.CodeOK {
-			s.stats.bytesRead.Add(uint64(req.Length))
 			return
 		}
 	case diskproto.OpWrite:
@@ -763,7 +838,12 @@ func (s *Server) trim(off, n int64) diskproto.Code {
 // readReply reads a READ's data straight into its reply's datagrams (the
 // reply header's and the segments') with preadv, seals them and sends
 // them as one batch, which the user-level stack turns into GSO
-// super-frames.
+// super-frames. A READ with FlagHave gets only the datagrams its bitmap
+// lacks. The last datagram sent is marked FlagLast and every segment
+// carries the request's round (its tag's low byte), so the client reports
+// a loss at once. The slot is marked done before the data leaves: a report
+// that arrives while the worker is still sending must not be dropped as
+// "in progress".
 func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
 	req := &j.req
 	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: int(req.Length), Datagram: s.cfg.Datagram}
@@ -778,6 +858,7 @@ func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
 	}
 	if err := preadFull(s.fd, w.iovs, int64(req.Offset)); err != nil {
 		s.log.Warn("disk: read failed", "off", req.Offset, "len", req.Length, "err", err)
+		s.finish(j, diskproto.CodeIO, false)
 		return diskproto.CodeIO
 	}
 	var crc uint32
@@ -787,15 +868,40 @@ func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
 	rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID,
 		Epoch: s.epoch, Length: req.Length, PayloadCRC: crc}
 	rep.MarshalHeader(ob)
+	have := []byte(nil)
+	if req.Flags&diskproto.FlagHave != 0 {
+		have = req.Payload
+	}
 	w.msgs = w.msgs[:0]
+	last := -1
 	for i := range count {
+		if diskproto.BitmapHas(have, i) {
+			continue
+		}
 		a, b := l.Span(i)
 		if i > 0 {
 			_, _, dataOff := l.Data(i)
 			diskproto.PutSegmentHeader(ob[a:], true, uint16(i), uint32(dataOff), req.Session, req.ReqID)
+			last = i
 		}
 		w.msgs = append(w.msgs, dgram.Message{Buf: ob[a:b], Addr: j.addr})
 	}
+	for k := range w.msgs {
+		if m := w.msgs[k].Buf; diskproto.IsSegment(m) {
+			var f diskproto.SegmentFlags
+			if k == len(w.msgs)-1 && last > 0 {
+				f = diskproto.FlagLast
+			}
+			diskproto.SetSegmentRound(m, f, uint8(req.Tag))
+		}
+	}
+	if have != nil {
+		s.stats.resentReads.Add(1)
+		s.stats.resentSegments.Add(uint64(len(w.msgs)))
+	} else {
+		s.stats.bytesRead.Add(uint64(req.Length))
+	}
+	s.finish(j, diskproto.CodeOK, false)
 	s.sendAll(j.pc, w.msgs)
 	return diskproto.CodeOK
 }

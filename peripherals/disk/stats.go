@@ -56,6 +56,10 @@ type counters struct {
 	bytesWritten atomic.Uint64
 	segments     atomic.Uint64
 	dupSegments  atomic.Uint64
+	// Loss recovery (protocol version 3).
+	sacks          atomic.Uint64 // SACKs sent for WRITEs still arriving
+	resentReads    atomic.Uint64 // READs with FlagHave answered
+	resentSegments atomic.Uint64 // datagrams those sent
 }
 
 func (c *counters) drop(reason int) { c.drops[reason].Add(1) }
@@ -75,6 +79,12 @@ type Stats struct {
 	Segments     uint64            `json:"segments"`      // WRITE datagrams assembled (header's and segments)
 	DupSegments  uint64            `json:"dup_segments"`  // WRITE datagrams that had arrived already
 	Sessions     int               `json:"sessions"`      // sessions open now
+	// SACKs are the selective acknowledgements sent for WRITEs still
+	// arriving; ResentReads the READs with FlagHave answered and
+	// ResentSegments the datagrams those sent (loss recovery, version 3).
+	SACKs          uint64 `json:"sacks"`
+	ResentReads    uint64 `json:"resent_reads"`
+	ResentSegments uint64 `json:"resent_segments"`
 	// Access is "capability" or "open"; Refused counts the requests the
 	// CapabilityAuthorizer refused, by reason (see CapabilityAuthorizer.Stats),
 	// and Version is its current capability version.
@@ -98,6 +108,10 @@ func (s *Server) Stats() Stats {
 		BytesWritten: s.stats.bytesWritten.Load(),
 		Segments:     s.stats.segments.Load(),
 		DupSegments:  s.stats.dupSegments.Load(),
+
+		SACKs:          s.stats.sacks.Load(),
+		ResentReads:    s.stats.resentReads.Load(),
+		ResentSegments: s.stats.resentSegments.Load(),
 	}
 	for i := range s.stats.requests {
 		if v := s.stats.requests[i].Load(); v != 0 {

@@ -9,8 +9,11 @@ import (
 
 // Wire constants. The layouts are tabled in docs/protocols/disk.md.
 const (
-	Magic   = 0x4E44 // "ND": netstation disk
-	Version = 2      // 2: data larger than a datagram travels in segments
+	Magic = 0x4E44 // "ND": netstation disk
+	// Version 3: receivers report which datagrams of a segmented message
+	// they hold (SACK) and senders resend only the missing ones; 2: data
+	// larger than a datagram travels in segments.
+	Version = 3
 
 	// Port is the UDP port a disk peripheral serves on.
 	Port = 10810
@@ -77,9 +80,22 @@ func (o Op) Valid() bool { return o >= OpInfo && o <= OpTransfer }
 // Flags modify a request.
 type Flags uint16
 
-// FlagFUA (force unit access) makes a WRITE durable before it is answered.
-// It is valid on WRITE only.
-const FlagFUA Flags = 1 << 0
+// The request flags.
+const (
+	// FlagFUA (force unit access) makes a WRITE durable before it is
+	// answered. It is valid on WRITE only.
+	FlagFUA Flags = 1 << 0
+	// FlagReport asks the server, on a WRITE whose data is still
+	// arriving, for a SACK of the datagrams it holds: the client's probe
+	// when neither the reply nor a SACK came. Valid on WRITE only.
+	FlagReport Flags = 1 << 1
+	// FlagHave marks a READ retransmission whose payload is a bitmap of
+	// the reply's datagrams the client holds (HeldBitmap's layout): the
+	// server sends only the others. Valid on READ only.
+	FlagHave Flags = 1 << 2
+
+	validFlags = FlagFUA | FlagReport | FlagHave
+)
 
 // Features are advertised by the server in INFO.
 type Features uint32
@@ -112,12 +128,16 @@ const (
 	// CodeTransfer: a transfer order ran but the display did not confirm
 	// every frame (it stopped answering, or tiles kept getting lost).
 	CodeTransfer Code = 11
-	NumCodes          = 12
+	// CodeVersion: the request spoke another version of the protocol.
+	// The reply carries the requester's version byte, so an old client
+	// can parse it; docs/protocols/disk.md.
+	CodeVersion Code = 12
+	NumCodes         = 13
 )
 
 var codeNames = [NumCodes]string{"ok", "bad request", "unknown operation", "payload checksum",
 	"invalid length", "too big", "out of range", "i/o error", "no session", "outside window", "access denied",
-	"transfer failed"}
+	"transfer failed", "protocol version mismatch"}
 
 func (c Code) String() string {
 	if int(c) < NumCodes {
@@ -201,7 +221,8 @@ type Request struct {
 func (r *Request) Partial() bool { return r.Op == OpWrite && uint32(len(r.Payload)) < r.Length }
 
 // Marshal writes r (header and payload) into b and returns the datagram's
-// length. For a WRITE, Length is taken from len(Payload).
+// length. For a WRITE, Length is taken from len(Payload); a READ with
+// FlagHave carries its bitmap as the payload and keeps its Length.
 func (r *Request) Marshal(b []byte) (int, error) {
 	if len(r.Payload) > MaxPayload {
 		return 0, ErrPayloadSize
@@ -211,7 +232,7 @@ func (r *Request) Marshal(b []byte) (int, error) {
 		return 0, ErrBuffer
 	}
 	h := *r
-	if r.Op != OpTransfer && (r.Op == OpWrite || len(r.Payload) > 0) {
+	if r.Op != OpTransfer && r.Flags&FlagHave == 0 && (r.Op == OpWrite || len(r.Payload) > 0) {
 		h.Length = uint32(len(r.Payload))
 	}
 	h.PayloadCRC = Checksum(r.Payload)
@@ -250,9 +271,64 @@ func RewriteRequest(b []byte, tag uint32, low, epoch uint64) {
 	be.PutUint32(b[60:], requestHeaderCRC(b))
 }
 
+// RewriteRequestFlags is RewriteRequest that also sets the flags: a
+// WRITE's probe adds FlagReport to the header it resends.
+func RewriteRequestFlags(b []byte, flags Flags, tag uint32, low, epoch uint64) {
+	be.PutUint16(b[4:], uint16(flags))
+	RewriteRequest(b, tag, low, epoch)
+}
+
 func requestHeaderCRC(b []byte) uint32 {
 	c := crc32.Update(0, castagnoli, b[:60])
 	return crc32.Update(c, castagnoli, b[64:RequestHeaderSize])
+}
+
+// OtherVersion reports whether b looks like a request of another version
+// of this protocol that can be answered: our magic, a version byte other
+// than ours, a header as long as ours and its CRC (computed as in versions
+// 2 and 3) intact. It returns the version byte. A server answers such a
+// request with VersionReply so that the requester learns why it is
+// refused instead of timing out.
+func OtherVersion(b []byte) (uint8, bool) {
+	if len(b) < RequestHeaderSize || be.Uint16(b[0:]) != Magic || b[2] == Version ||
+		b[3]&(replyBit|segmentBit) != 0 || be.Uint32(b[60:]) != requestHeaderCRC(b) {
+		return 0, false
+	}
+	return b[2], true
+}
+
+// VersionReply writes into b (at least ReplyHeaderSize bytes) the reply to
+// a request of another version (OtherVersion): the reply header of
+// versions 2 and 3 with the requester's version byte, its tag, session
+// and request id, and status CodeVersion. It returns the reply's length.
+func VersionReply(b, req []byte, epoch uint64) int {
+	rep := Reply{Op: Op(req[3]), Status: CodeVersion, Tag: be.Uint32(req[8:]), Session: be.Uint64(req[16:]),
+		ReqID: be.Uint64(req[24:]), Epoch: epoch, PayloadCRC: Checksum(nil)}
+	rep.MarshalHeader(b)
+	b[2] = req[2]
+	be.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+	return ReplyHeaderSize
+}
+
+// SetRequestVersion rewrites the version byte of a marshalled request
+// header and re-seals it: a client's probe in another version, to tell a
+// disk of that version from one that does not answer.
+func SetRequestVersion(b []byte, v uint8) {
+	b[2] = v
+	be.PutUint32(b[60:], requestHeaderCRC(b))
+}
+
+// PeerVersion reports the version byte of a datagram that is a reply of
+// another version of this protocol to session (magic, header CRC and
+// session checked): how a client learns that the disk speaks another
+// version.
+func PeerVersion(b []byte, session uint64) (uint8, bool) {
+	if len(b) < ReplyHeaderSize || be.Uint16(b[0:]) != Magic || b[2] == Version || b[3]&replyBit == 0 ||
+		b[3]&segmentBit != 0 || be.Uint32(b[44:]) != crc32.Checksum(b[:44], castagnoli) ||
+		be.Uint64(b[16:]) != session {
+		return 0, false
+	}
+	return b[2], true
 }
 
 // ParseRequest decodes and validates a request datagram. On errors that
@@ -294,14 +370,16 @@ func ParseRequest(b []byte) (r Request, err error) {
 	case !r.Op.Valid():
 		return r, ErrUnknownOp
 	case r.ReplyDatagram != 0 && (r.ReplyDatagram < MinDatagram || r.ReplyDatagram > MaxDatagram),
-		r.Flags&^FlagFUA != 0, r.Flags&FlagFUA != 0 && r.Op != OpWrite:
+		r.Flags&^validFlags != 0, r.Flags&(FlagFUA|FlagReport) != 0 && r.Op != OpWrite,
+		r.Flags&FlagHave != 0 && r.Op != OpRead:
 		return r, ErrFlags
 	case r.Op == OpWrite && uint64(len(payload)) > uint64(r.Length),
 		r.Op == OpWrite && len(payload) == 0 && r.Length > 0,
 		r.Op == OpTransfer && len(payload) != TransferOrderSize,
-		r.Op != OpWrite && r.Op != OpTransfer && len(payload) != 0:
+		r.Op == OpRead && r.Flags&FlagHave != 0 && (len(payload) == 0 || len(payload) > BitmapSize(MaxSegments(r.Length)+1)),
+		r.Op != OpWrite && r.Op != OpTransfer && r.Flags&FlagHave == 0 && len(payload) != 0:
 		return r, ErrLength
-	case (r.Op == OpTransfer || uint64(len(payload)) == uint64(r.Length)) && r.PayloadCRC != Checksum(payload):
+	case (r.Op == OpTransfer || r.Flags&FlagHave != 0 || uint64(len(payload)) == uint64(r.Length)) && r.PayloadCRC != Checksum(payload):
 		return r, ErrPayloadChecksum
 	}
 	r.Payload = payload

@@ -21,6 +21,8 @@ func seedRequests() [][]byte {
 		{Op: diskproto.OpTrim, Length: 8192, Capability: [64]byte{1, 2, 3}},
 		{Op: diskproto.OpFlush},
 		{Op: diskproto.OpTransfer, Tag: 4, Session: 9, ReqID: 1, Length: 1280 * 720 * 4, Payload: seedOrder()},
+		{Op: diskproto.OpRead, Flags: diskproto.FlagHave, Tag: 5, Length: 262144, Offset: 1 << 20, Payload: []byte{0xff, 0xfe, 0x7f}},
+		{Op: diskproto.OpWrite, Flags: diskproto.FlagReport, Tag: 6, Payload: []byte("probe")},
 	} {
 		b := make([]byte, diskproto.RequestHeaderSize+len(r.Payload))
 		r.Marshal(b)

@@ -3,6 +3,7 @@ package diskproto
 import (
 	"fmt"
 	"hash/crc32"
+	"math/bits"
 )
 
 // Segmented messages. A WRITE request or READ reply whose data does not
@@ -29,9 +30,20 @@ const (
 	DefaultDatagram = 1500 - 20 - 8
 )
 
+// SegmentFlags mark a data segment.
+type SegmentFlags uint8
+
+// FlagLast marks the last datagram of a burst: the whole message or the
+// resent part of it. A receiver that then lacks datagrams of the message
+// reports which it holds (a SACK for WRITE data, a READ with FlagHave for
+// READ data) at once, instead of waiting for the sender's timer.
+const FlagLast SegmentFlags = 1 << 0
+
 // Segment is a decoded data segment. Data aliases the parsed datagram.
 type Segment struct {
-	Reply   bool   // READ reply data; otherwise WRITE request data
+	Reply   bool // READ reply data; otherwise WRITE request data
+	Flags   SegmentFlags
+	Round   uint8  // the burst it was sent in: the low byte of its transmission's tag
 	Index   uint16 // 1 for the first segment after the header's datagram
 	Offset  uint32 // of Data within the message's data
 	Session uint64
@@ -47,7 +59,8 @@ func IsSegment(b []byte) bool { return len(b) > 3 && b[3]&segmentBit != 0 }
 // have; an Index above it is refused.
 func MaxSegments(length uint32) int { return int(length/MinSegmentData) + 1 }
 
-// PutSegmentHeader writes a segment header into b[:SegmentHeaderSize].
+// PutSegmentHeader writes a segment header into b[:SegmentHeaderSize]
+// with no flags and round 0 (SetSegmentRound sets them).
 func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session, reqID uint64) {
 	be.PutUint16(b[0:], Magic)
 	b[2] = Version
@@ -60,6 +73,13 @@ func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session
 	be.PutUint32(b[8:], offset)
 	be.PutUint64(b[16:], session)
 	be.PutUint64(b[24:], reqID)
+	be.PutUint32(b[12:], segmentHeaderCRC(b))
+}
+
+// SetSegmentRound sets the flags and round of a segment header written by
+// PutSegmentHeader and re-seals it: what a resend changes.
+func SetSegmentRound(b []byte, flags SegmentFlags, round uint8) {
+	b[6], b[7] = byte(flags), round
 	be.PutUint32(b[12:], segmentHeaderCRC(b))
 }
 
@@ -79,11 +99,13 @@ func ParseSegment(b []byte) (Segment, error) {
 		return Segment{}, ErrVersion
 	case be.Uint32(b[12:]) != segmentHeaderCRC(b):
 		return Segment{}, ErrHeaderChecksum
-	case b[3]&^replyBit != segmentBit, be.Uint16(b[6:]) != 0, be.Uint16(b[4:]) == 0:
-		return Segment{}, fmt.Errorf("%w: type %#x, index %d", ErrSegment, b[3], be.Uint16(b[4:]))
+	case b[3]&^replyBit != segmentBit, b[6]&^byte(FlagLast) != 0, be.Uint16(b[4:]) == 0:
+		return Segment{}, fmt.Errorf("%w: type %#x, flags %#x, index %d", ErrSegment, b[3], b[6], be.Uint16(b[4:]))
 	}
 	return Segment{
 		Reply:   b[3]&replyBit != 0,
+		Flags:   SegmentFlags(b[6]),
+		Round:   b[7],
 		Index:   be.Uint16(b[4:]),
 		Offset:  be.Uint32(b[8:]),
 		Session: be.Uint64(b[16:]),
@@ -183,8 +205,123 @@ func (a *Assembly) Add(index int, offset uint32, n int) (bool, error) {
 	return true, nil
 }
 
+// Has reports whether datagram index has arrived.
+func (a *Assembly) Has(index int) bool {
+	return index >= 0 && index/64 < len(a.have) && a.have[index/64]&(1<<(index%64)) != 0
+}
+
+// Held appends to dst the bitmap of the datagrams that have arrived, in
+// the wire layout (HeldBitmap), up to the highest one, and returns it.
+func (a *Assembly) Held(dst []byte) []byte {
+	top := -1
+	for w := len(a.have) - 1; w >= 0 && top < 0; w-- {
+		if a.have[w] != 0 {
+			top = w*64 + 63 - bits.LeadingZeros64(a.have[w])
+		}
+	}
+	for i := 0; i <= top; i += 8 {
+		dst = append(dst, byte(a.have[i/64]>>(i%64)))
+	}
+	return dst
+}
+
 // HasHeader reports whether the header's datagram arrived.
 func (a *Assembly) HasHeader() bool { return len(a.have) > 0 && a.have[0]&1 != 0 }
 
 // Complete reports whether every byte and the header have arrived.
 func (a *Assembly) Complete() bool { return a.HasHeader() && a.got >= a.length }
+
+// Bitmaps of held datagrams. Bit i of a bitmap (byte i/8, bit i%8 counted
+// from the least significant) says that datagram i of a message (0: the
+// header's) has arrived; datagrams past the bitmap's end have not.
+
+// BitmapSize is the bytes of a bitmap covering count datagrams.
+func BitmapSize(count int) int { return (count + 7) / 8 }
+
+// BitmapHas reports whether bitmap bm says datagram i has arrived.
+func BitmapHas(bm []byte, i int) bool { return i >= 0 && i/8 < len(bm) && bm[i/8]&(1<<(i%8)) != 0 }
+
+// SACK (selective acknowledgement): the server's report on a WRITE whose
+// data is still arriving, sent when a datagram marked FlagLast or a header
+// with FlagReport arrives and the message is incomplete. The client
+// resends only the datagrams the bitmap lacks.
+const (
+	// SACKHeaderSize is the size of a SACK's header; the bitmap follows.
+	SACKHeaderSize = 40
+	// MaxSACKBitmap is the largest bitmap: every datagram of a MaxIOLimit
+	// message cut to MinDatagram.
+	MaxSACKBitmap = (MaxIOLimit/MinSegmentData + 2 + 7) / 8
+	sackType      = replyBit | segmentBit | 0x20
+)
+
+// SACK is a decoded selective acknowledgement. Bitmap aliases the parsed
+// datagram.
+type SACK struct {
+	Round   uint8  // the round of the datagram that asked for it (0: a header's FlagReport)
+	Tag     uint32 // the tag of the header that asked for it (0: a segment asked)
+	Length  uint32 // the WRITE's data length, as the server knows it (0: nothing held)
+	Session uint64
+	ReqID   uint64
+	Bitmap  []byte // HeldBitmap layout; empty: the server holds nothing of the WRITE
+}
+
+// IsSACK reports whether the datagram b claims to be a SACK.
+func IsSACK(b []byte) bool { return len(b) > 3 && b[3] == sackType }
+
+// Marshal writes s into b and returns the datagram's length.
+func (s *SACK) Marshal(b []byte) (int, error) {
+	if len(s.Bitmap) > MaxSACKBitmap {
+		return 0, ErrPayloadSize
+	}
+	n := SACKHeaderSize + len(s.Bitmap)
+	if len(b) < n {
+		return 0, ErrBuffer
+	}
+	be.PutUint16(b[0:], Magic)
+	b[2] = Version
+	b[3] = sackType
+	be.PutUint16(b[4:], uint16(len(s.Bitmap)))
+	b[6], b[7] = 0, s.Round
+	be.PutUint32(b[8:], s.Tag)
+	be.PutUint64(b[16:], s.Session)
+	be.PutUint64(b[24:], s.ReqID)
+	be.PutUint32(b[32:], s.Length)
+	be.PutUint32(b[36:], 0)
+	copy(b[SACKHeaderSize:], s.Bitmap)
+	be.PutUint32(b[12:], sackCRC(b[:n]))
+	return n, nil
+}
+
+// sackCRC covers every byte of a SACK but its CRC field.
+func sackCRC(b []byte) uint32 {
+	c := crc32.Update(0, castagnoli, b[:12])
+	return crc32.Update(c, castagnoli, b[16:])
+}
+
+// ParseSACK decodes and validates a SACK datagram.
+func ParseSACK(b []byte) (SACK, error) {
+	switch {
+	case len(b) < SACKHeaderSize:
+		return SACK{}, ErrShort
+	case be.Uint16(b[0:]) != Magic:
+		return SACK{}, ErrMagic
+	case b[2] != Version:
+		return SACK{}, ErrVersion
+	case b[3] != sackType:
+		return SACK{}, ErrNotReply
+	case be.Uint32(b[12:]) != sackCRC(b):
+		return SACK{}, ErrHeaderChecksum
+	case b[6] != 0 || be.Uint32(b[36:]) != 0:
+		return SACK{}, ErrFlags
+	case int(be.Uint16(b[4:])) != len(b)-SACKHeaderSize || len(b)-SACKHeaderSize > MaxSACKBitmap:
+		return SACK{}, ErrLength
+	}
+	return SACK{
+		Round:   b[7],
+		Tag:     be.Uint32(b[8:]),
+		Session: be.Uint64(b[16:]),
+		ReqID:   be.Uint64(b[24:]),
+		Length:  be.Uint32(b[32:]),
+		Bitmap:  b[SACKHeaderSize:],
+	}, nil
+}

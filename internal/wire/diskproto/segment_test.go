@@ -136,7 +136,10 @@ func TestAssemblyRefusesImpossibleSegments(t *testing.T) {
 }
 
 func FuzzParseSegment(f *testing.F) {
-	for _, b := range layOut(f, bytes.Repeat([]byte("seg"), 1000), diskproto.MinDatagram)[1:] {
+	for i, b := range layOut(f, bytes.Repeat([]byte("seg"), 1000), diskproto.MinDatagram)[1:] {
+		if i == 2 {
+			diskproto.SetSegmentRound(b, diskproto.FlagLast, 77)
+		}
 		f.Add(b, uint32(3000))
 	}
 	f.Fuzz(func(t *testing.T, b []byte, length uint32) {
@@ -146,6 +149,7 @@ func FuzzParseSegment(f *testing.F) {
 		}
 		c := make([]byte, len(b))
 		diskproto.PutSegmentHeader(c, seg.Reply, seg.Index, seg.Offset, seg.Session, seg.ReqID)
+		diskproto.SetSegmentRound(c, seg.Flags, seg.Round)
 		copy(c[diskproto.SegmentHeaderSize:], seg.Data)
 		if !bytes.Equal(b, c) {
 			t.Fatalf("accepted segment does not re-marshal to itself: %+v", seg)

@@ -1,0 +1,97 @@
+package storage_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/internal/wire/diskproto"
+)
+
+// v2Disk answers the way a disk of protocol version 2 did: INFO requests
+// in version 2 get an INFO reply in version 2; anything else (our version
+// 3) is dropped unanswered. It returns the address it serves on.
+func v2Disk(t *testing.T) net.Addr {
+	pc := listenUDP(t)
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			b := buf[:n]
+			if n < diskproto.RequestHeaderSize || b[2] != 2 || diskproto.Op(b[3]) != diskproto.OpInfo {
+				continue // version 2 dropped what it could not parse
+			}
+			info := diskproto.InfoPayload{Size: 1 << 20, BlockSize: 4096, Window: 8, MaxIO: 65536, WindowBytes: 1 << 20}.Marshal()
+			rep := diskproto.Reply{Op: diskproto.OpInfo, Tag: binary.BigEndian.Uint32(b[8:]),
+				Session: binary.BigEndian.Uint64(b[16:]), Epoch: 1, Payload: info}
+			out := make([]byte, diskproto.ReplyHeaderSize+len(info))
+			rep.Marshal(out)
+			out[2] = 2 // the version 2 header: the same layout, its own version byte
+			binary.BigEndian.PutUint32(out[44:], crc32.Checksum(out[:44], crc32.MakeTable(crc32.Castagnoli)))
+			pc.WriteTo(out, from)
+		}
+	}()
+	return pc.LocalAddr()
+}
+
+// TestOldDiskRefused: a client of this version dialling a disk of version
+// 2 fails fast with ErrVersion naming both versions, instead of timing out.
+func TestOldDiskRefused(t *testing.T) {
+	addr := v2Disk(t)
+	start := time.Now()
+	_, err := storage.Dial(listenUDP(t), addr, storage.Options{InitialRTO: 20 * time.Millisecond})
+	if !errors.Is(err, storage.ErrVersion) {
+		t.Fatalf("Dial: %v, want ErrVersion", err)
+	}
+	if !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "version 3") {
+		t.Errorf("error does not name both versions: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v to tell", d)
+	}
+	t.Log(err)
+}
+
+// TestOldClientRefused: a version 2 client's INFO gets a version 2 reply
+// with CodeVersion ("protocol version mismatch") from a disk of this
+// version, which counts it, instead of silence.
+func TestOldClientRefused(t *testing.T) {
+	srv, addr := startServer(t, 1<<20, nil)
+	pc := listenUDP(t)
+	defer pc.Close()
+	b := make([]byte, diskproto.RequestHeaderSize)
+	req := diskproto.Request{Op: diskproto.OpInfo, Tag: 5, Session: 77}
+	req.Marshal(b)
+	diskproto.SetRequestVersion(b, 2)
+	if _, err := pc.WriteTo(b, addr); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	rb := make([]byte, 2048)
+	n, _, err := pc.ReadFrom(rb)
+	if err != nil {
+		t.Fatalf("no reply to a version 2 request: %v", err)
+	}
+	rb = rb[:n]
+	if v, ok := diskproto.PeerVersion(rb, 77); !ok || v != 2 {
+		t.Fatalf("reply is not a version 2 reply to our session: % x", rb)
+	}
+	if code := diskproto.Code(binary.BigEndian.Uint16(rb[4:])); code != diskproto.CodeVersion {
+		t.Fatalf("status %v, want %v", code, diskproto.CodeVersion)
+	}
+	if binary.BigEndian.Uint32(rb[8:]) != 5 {
+		t.Error("tag not echoed")
+	}
+	if got := srv.Stats().Errors["protocol_version_mismatch"]; got != 1 {
+		t.Errorf("disk counted %d version refusals, want 1", got)
+	}
+}
