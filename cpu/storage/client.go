@@ -634,11 +634,14 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
 	rto := c.rtt.BackedOff(cl.expired)
-	if cl.expired == 0 && c.rtt.SRTT() > 0 {
+	if cl.expired == 0 && c.rtt.SRTT() > 0 && (cl.op != diskproto.OpRead || cl.track.Any()) {
 		// The first timer is a tail-loss probe (RFC 8985's PTO): two
 		// smoothed RTTs, not the RTO, since what it sends is small (a
-		// WRITE's header, a READ's request) and losing the last datagram
-		// of a burst, a reply or a SACK is otherwise a whole RTO.
+		// WRITE's header; a READ's request for the tail it lacks) and
+		// losing the last datagram of a burst, a reply or a SACK is
+		// otherwise a whole RTO. A READ that has received nothing waits
+		// the RTO: its probe would have the disk read and send it all
+		// again, and the disk may only be slow.
 		rto = min(rto, max(2*c.rtt.SRTT(), minProbe))
 	}
 	cl.deadline = time.Now().Add(rto)
@@ -961,7 +964,7 @@ func (c *Client) segment(b []byte) {
 	if fresh {
 		copy(cl.dst[seg.Offset:], seg.Data)
 	}
-	if seg.Flags&diskproto.FlagLast != 0 && seg.Round == cl.round && !cl.track.Complete() {
+	if seg.Flags&diskproto.FlagLast != 0 && !cl.track.Complete() && c.answersRecent(cl, seg.Round) {
 		// The end of the disk's burst and datagrams are missing: ask for
 		// just those, now (the resend may wait for the pacer: not here).
 		c.lossEvent(false)
@@ -973,6 +976,30 @@ func (c *Client) segment(b []byte) {
 		return
 	}
 	c.readDone(cl) // unlocks
+}
+
+// answersRecent reports whether a READ reply's burst of round r should
+// drive a resend: it answers the latest transmission, or an earlier one
+// of the last four while the latest has had a smoothed RTT to be answered
+// (the disk dropped it as in progress and answered the earlier one).
+// Called with mu held.
+func (c *Client) answersRecent(cl *call, r uint8) bool {
+	if cl.nsend == 0 {
+		return false
+	}
+	if r == cl.round {
+		return true
+	}
+	latest := cl.sends[(cl.nsend-1)%len(cl.sends)]
+	if time.Since(latest.at) < c.rtt.SRTT() {
+		return false
+	}
+	for _, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
+		if uint8(s.tag) == r {
+			return true
+		}
+	}
+	return false
 }
 
 // sack handles the disk's report on a WRITE whose data is still arriving:

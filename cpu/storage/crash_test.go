@@ -195,7 +195,7 @@ func verify(t *testing.T, c *storage.Client, durable []uint64, round int) {
 	t.Helper()
 	img := make([]byte, len(durable)*crashBS)
 	if _, err := c.ReadAt(context.Background(), img, 0); err != nil {
-		t.Fatalf("round %d: read back: %v", round, err)
+		t.Fatalf("round %d: read back: %v (client %+v)", round, err, c.Stats())
 	}
 	for blk, d := range durable {
 		b := img[blk*crashBS : (blk+1)*crashBS]

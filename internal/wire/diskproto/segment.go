@@ -205,6 +205,16 @@ func (a *Assembly) Add(index int, offset uint32, n int) (bool, error) {
 	return true, nil
 }
 
+// Any reports whether any datagram has arrived.
+func (a *Assembly) Any() bool {
+	for _, w := range a.have {
+		if w != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Has reports whether datagram index has arrived.
 func (a *Assembly) Has(index int) bool {
 	return index >= 0 && index/64 < len(a.have) && a.have[index/64]&(1<<(index%64)) != 0
