@@ -13,7 +13,7 @@ import (
 // run longer than progressAfter redraws one status line; elsewhere (a pipe,
 // a log, CI) it prints a plain line every progressEvery. Either way, when
 // the work has not advanced for stallAfter it says so, and why, once per
-// stall. Output goes to stderr: -o json on stdout is unchanged.
+// stall. Output goes to stderr, and none with -o json (unchanged).
 const (
 	progressAfter = 2 * time.Second
 	progressEvery = 5 * time.Second
@@ -39,11 +39,10 @@ type progressReport struct {
 // progressView turns reports into lines. update takes reports; tick,
 // called by the view's own ticker (or a test), redraws and detects stalls.
 type progressView struct {
-	w         io.Writer
-	tty       bool
-	stallOnly bool   // -o json: only stalls are told (on stderr)
-	name      string // "storage", "transfer"
-	reporter  string // who sends the reports: "cpu0"
+	w        io.Writer
+	tty      bool
+	name     string // "storage", "transfer"
+	reporter string // who sends the reports: "cpu0"
 
 	mu          sync.Mutex
 	start       time.Time
@@ -59,13 +58,16 @@ type progressView struct {
 	done chan struct{}
 }
 
-// newProgressView starts a view on stderr; with stallOnly (-o json) it
-// prints only stalls.
-func newProgressView(name, reporter string, stallOnly bool) *progressView {
+// newProgressView starts a view on stderr; a quiet one (-o json, whose
+// output, stderr included, stays as it was) prints nothing.
+func newProgressView(name, reporter string, quiet bool) *progressView {
 	fi, _ := os.Stderr.Stat()
 	tty := fi != nil && fi.Mode()&os.ModeCharDevice != 0
-	v := newProgressViewTo(os.Stderr, tty, name, reporter, time.Now())
-	v.stallOnly = stallOnly
+	var w io.Writer = os.Stderr
+	if quiet {
+		w = io.Discard
+	}
+	v := newProgressViewTo(w, tty, name, reporter, time.Now())
 	v.stop, v.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(v.done)
@@ -116,9 +118,6 @@ func (v *progressView) tick(now time.Time) {
 	if now.Sub(v.lastAdvance) >= stallAfter && !v.stalled {
 		v.stalled = true
 		v.line(now, fmt.Sprintf("%s: no progress for %s%s: %s", v.name, v.stallFor(now), v.where(), v.why(now)))
-		return
-	}
-	if v.stallOnly {
 		return
 	}
 	if v.tty {

@@ -30,7 +30,8 @@ type fioJob struct {
 }
 
 // TestStorageDemo runs the storage demo byte-exact over the user-level
-// stacks at 0 % and 10 % seeded loss, and over kernel sockets.
+// stacks at 0 %, 1 % and 10 % seeded loss (the fabric's tc BPF loss, `link
+// set --loss`), and over kernel sockets.
 func TestStorageDemo(t *testing.T) {
 	b := newBed(t)
 	b.must("up", "-f", b.topo(b.name, threeNodes))
@@ -39,6 +40,7 @@ func TestStorageDemo(t *testing.T) {
 		args []string
 	}{
 		{"user", []string{"--size", "32MiB"}},
+		{"user-loss1", []string{"--size", "16MiB", "--loss", "1%", "--seed", "7"}},
 		{"user-loss10", []string{"--size", "8MiB", "--bs", "256KiB", "--loss", "10%", "--seed", "7"}},
 		{"kernel", []string{"--size", "32MiB", "--stack", "kernel"}},
 	} {
