@@ -33,12 +33,18 @@ func loadTopology(file string) (*spec.Topology, error) {
 }
 
 // pickTestbed resolves the testbed a command acts on: the flag, else the
-// only testbed that is up, else "default".
+// only testbed that is up; with several up, "default" when it is among
+// them (named on stderr, so nobody acts on it unknowingly), else none:
+// the user must choose (docs/CLI.md, "Which testbed").
 func pickTestbed(flag string) (string, error) {
+	return pickTestbedFrom(flag, testbed.List, os.Stderr)
+}
+
+func pickTestbedFrom(flag string, list func() ([]string, error), note io.Writer) (string, error) {
 	if flag != "" {
 		return flag, nil
 	}
-	names, err := testbed.List()
+	names, err := list()
 	if err != nil {
 		return "", err
 	}
@@ -48,12 +54,11 @@ func pickTestbed(flag string) (string, error) {
 	case 1:
 		return names[0], nil
 	}
-	for _, n := range names {
-		if n == "default" {
-			return n, nil
-		}
+	if slices.Contains(names, "default") {
+		fmt.Fprintf(note, "netstation: using testbed default (up: %s; choose another with -t)\n", strings.Join(names, ", "))
+		return "default", nil
 	}
-	return "", fmt.Errorf("several testbeds are up (%s): choose one with --testbed", strings.Join(names, ", "))
+	return "", fmt.Errorf("several testbeds are up (%s) and none is named default: choose one with -t", strings.Join(names, ", "))
 }
 
 func newUpCmd() *cobra.Command {

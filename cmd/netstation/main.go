@@ -32,6 +32,12 @@ func main() {
 	}
 }
 
+// whichTestbed is the rule every command that acts on one testbed follows.
+const whichTestbed = `Which testbed: a command acts on the testbed -t names. Without -t: the only
+testbed that is up; with several up, "default" if it is among them (said on
+stderr); otherwise the command refuses and lists them. Demos bring the default
+testbed up when none is.`
+
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "netstation",
@@ -39,7 +45,9 @@ func newRoot() *cobra.Command {
 		Long: `netstation builds testbeds of virtual peripherals (cpu, disk, display). Each
 peripheral is a process in its own network namespace running its own
 user-level IPv4 stack on a veth port of a bridge fabric; peripherals talk to
-each other directly over IP.`,
+each other directly over IP.
+
+` + whichTestbed,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
