@@ -53,7 +53,7 @@ func FuzzStackInput(f *testing.F) {
 		before := s.Stats()
 		// input is the receive goroutine's; it is idle (nothing arrives on
 		// la), so the fuzzer may stand in for it.
-		s.input(&link.Frame{Buf: b, VNet: link.VNetHdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize}}, &p)
+		s.inputBatch([]link.Frame{{Buf: b, VNet: link.VNetHdr{Flags: flags, GSOType: gsoType, GSOSize: gsoSize}}}, &p)
 		after := s.Stats()
 		if after.RxFrames != before.RxFrames+1 {
 			t.Fatal("frame not counted")

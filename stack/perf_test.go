@@ -241,13 +241,15 @@ func BenchmarkReceivePath(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				s.input(&f, &p) // stands in for the idle receive goroutine
-				if i%32 == 31 {
-					c.q.pop(msgs)
-				}
+			batch := make([]link.Frame, 32)
+			for i := range batch {
+				batch[i] = f
 			}
-			c.q.pop(msgs)
+			for i := 0; i < b.N; i += len(batch) {
+				// Stands in for the idle receive goroutine.
+				s.inputBatch(batch[:min(len(batch), b.N-i)], &p)
+				c.q.pop(msgs)
+			}
 			if s.Stats().TotalDrops() != 0 {
 				b.Fatal(s.Stats().Drops)
 			}

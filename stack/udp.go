@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -288,6 +289,12 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
+	// Counted once per call, including datagrams sent before an error.
+	var datagrams, bytes uint64
+	defer func() {
+		c.txDatagrams.Add(datagrams)
+		c.txBytes.Add(bytes)
+	}()
 	for i := 0; i < len(msgs); {
 		dst := msgs[i].Addr
 		if c.raddr.IsValid() {
@@ -321,9 +328,9 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 		}
 		for k := i; k < j; k++ {
 			msgs[k].N = len(msgs[k].Buf)
-			c.txBytes.Add(uint64(msgs[k].N))
+			bytes += uint64(msgs[k].N)
 		}
-		c.txDatagrams.Add(uint64(j - i))
+		datagrams += uint64(j - i)
 		i = j
 	}
 	if err := t.flush(); err != nil {
@@ -482,8 +489,13 @@ func (s *Stack) pseudo(dst [4]byte, length uint16) uint16 {
 // rxQueue is a socket's receive ring: a descriptor ring and a byte arena,
 // filled by the single receive goroutine and drained by readers (who
 // serialise on UDPConn.rmu). Head and tail are atomics, so the producer
-// never takes a lock; a reader about to sleep sets waiting, and the
-// producer wakes it through a one-slot channel without allocating.
+// never takes a lock. The producer writes descriptors ahead of tail and
+// publishes a whole receive batch with one store (publish); it works from
+// cached copies of the readers' positions and reloads them only when the
+// ring looks full or at the start of a batch, so the two sides share cache
+// lines once per batch, not once per datagram. A reader about to sleep
+// sets waiting, and the producer wakes it through a one-slot channel
+// without allocating.
 type rxQueue struct {
 	descs  []rxDesc
 	arena  []byte
@@ -494,46 +506,90 @@ type rxQueue struct {
 	rpos atomic.Uint64 // arena position up to which readers released
 	_    [64]byte
 	// Written by the producer.
-	tail    atomic.Uint64 // next descriptor to write
-	wpos    uint64        // producer's arena position (monotonic)
+	tail    atomic.Uint64 // next descriptor readers may take
 	waiting atomic.Bool   // written by both, rarely: only around sleeps
 	_       [64]byte
+	// The producer's own.
+	ptail         uint64 // next descriptor to write (>= tail)
+	wpos          uint64 // arena position (monotonic)
+	woff          uint64 // wpos modulo the arena's size, kept without dividing
+	headSeen      uint64 // head as last loaded
+	rposSeen      uint64 // arena positions below it are free (rpos as last loaded, or more)
+	touched       bool   // on the stack's list for this batch
+	pendDatagrams uint64 // queued this batch: counters added at publish
+	pendBytes     uint64
 }
 
+// rxDesc is one queued datagram. It holds no pointer, so filling the ring
+// costs the garbage collector nothing.
 type rxDesc struct {
 	off, n uint32
 	end    uint64 // arena position after this datagram
-	from   netip.AddrPort
+	src    [4]byte
+	port   uint16
 }
 
+// init sizes the ring: n descriptors, rounded up to a power of two so
+// positions map to slots with a mask, and an arena of bytes.
 func (q *rxQueue) init(n, bytes int) {
-	q.descs = make([]rxDesc, n)
+	q.descs = make([]rxDesc, 1<<bits.Len(uint(n-1)))
 	q.arena = make([]byte, bytes)
 	q.notify = make(chan struct{}, 1)
 }
 
-// push copies p into the ring; false means the ring is full.
-func (q *rxQueue) push(p []byte, from netip.AddrPort) bool {
-	t := q.tail.Load()
-	if t-q.head.Load() >= uint64(len(q.descs)) {
-		return false
+// refresh reloads the readers' positions at the start of a batch. When
+// they have taken and released everything, the next datagram starts at
+// the beginning of the arena again: a reader that keeps up then works in
+// the same few cache-warm kilobytes instead of sweeping the whole arena.
+func (q *rxQueue) refresh() {
+	q.headSeen, q.rposSeen = q.head.Load(), max(q.rposSeen, q.rpos.Load())
+	if q.headSeen == q.ptail && q.rposSeen == q.wpos && q.woff != 0 {
+		// Everything before wpos is free, so is everything after it:
+		// the freed floor moves with the jump (readers' rpos catches up
+		// as they release what comes next).
+		q.wpos += uint64(len(q.arena)) - q.woff
+		q.woff = 0
+		q.rposSeen = q.wpos
+	}
+}
+
+// push copies the datagram p from src:port into the ring without
+// publishing it; false means the ring is full.
+func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
+	t := q.ptail
+	mask := uint64(len(q.descs) - 1)
+	if t-q.headSeen > mask {
+		if q.headSeen = q.head.Load(); t-q.headSeen > mask {
+			return false
+		}
 	}
 	size := uint64(len(q.arena))
-	pos := q.wpos
-	off := pos % size
+	pos, off := q.wpos, q.woff
 	if off+uint64(len(p)) > size { // wrap: skip the arena's tail
 		pos += size - off
 		off = 0
 	}
 	end := pos + uint64(len(p))
-	if end-q.rpos.Load() > size {
-		return false
+	if end-q.rposSeen > size {
+		q.rposSeen = max(q.rposSeen, q.rpos.Load())
+		if end-q.rposSeen > size {
+			return false
+		}
 	}
 	copy(q.arena[off:], p)
-	q.descs[t%uint64(len(q.descs))] = rxDesc{uint32(off), uint32(len(p)), end, from}
-	q.wpos = end
-	q.tail.Store(t + 1)
+	q.descs[t&mask] = rxDesc{off: uint32(off), n: uint32(len(p)), end: end, src: src, port: port}
+	q.wpos, q.woff = end, off+uint64(len(p))
+	q.ptail = t + 1
+	q.pendDatagrams++
+	q.pendBytes += uint64(len(p))
 	return true
+}
+
+// publish makes everything pushed so far visible to readers.
+func (q *rxQueue) publish() {
+	if q.tail.Load() != q.ptail {
+		q.tail.Store(q.ptail)
+	}
 }
 
 // wake rouses a sleeping reader, if any.
@@ -561,18 +617,25 @@ func (q *rxQueue) arm() bool {
 	return true
 }
 
-// pop copies up to len(msgs) datagrams out. Callers serialise.
+// pop copies up to len(msgs) datagrams out and releases them with one
+// store of each reader position. Callers serialise.
 func (q *rxQueue) pop(msgs []Message) int {
 	h := q.head.Load()
 	avail := q.tail.Load() - h
 	n := min(uint64(len(msgs)), avail)
+	if n == 0 {
+		return 0
+	}
+	var end uint64
+	mask := uint64(len(q.descs) - 1)
 	for i := range n {
-		d := &q.descs[(h+i)%uint64(len(q.descs))]
+		d := &q.descs[(h+i)&mask]
 		m := &msgs[i]
 		m.N = copy(m.Buf, q.arena[d.off:d.off+d.n])
-		m.Addr = d.from
-		q.rpos.Store(d.end)
+		m.Addr = netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)
+		end = d.end
 	}
+	q.rpos.Store(end)
 	q.head.Store(h + n)
 	return int(n)
 }
