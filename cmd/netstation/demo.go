@@ -371,6 +371,10 @@ The default testbed is brought up if no testbed is up.`,
 			res.Report.Text(os.Stdout)
 			cs := res.Client
 			fmt.Printf("  client: %d requests, %d retransmits, %d timeouts, srtt %.0fus\n", cs.Requests, cs.Retransmits, cs.Timeouts, float64(cs.SRTT.Microseconds()))
+			if k := cs.Kernel; k != nil {
+				used := "UDP_SEGMENT " + onOff(k.GSO) + ", UDP_GRO " + onOff(k.GRO)
+				fmt.Printf("  kernel socket (%s): %s; %.1f datagrams per sent message, %.1f per received buffer\n", k.Mode, used, k.DatagramsPerSend, k.DatagramsPerReceive)
+			}
 			return nil
 		},
 	}
@@ -440,4 +444,11 @@ func transferReport(p testbed.TransferProgress, a testbed.TransferDemoArgs) prog
 		r.Why = fmt.Sprintf("%s sends no tiles (%d of %d frames shown)", a.Disk, p.Frames, p.TotalFrames)
 	}
 	return r
+}
+
+func onOff(b bool) string {
+	if b {
+		return "used"
+	}
+	return "not used"
 }

@@ -121,6 +121,18 @@ type Stats struct {
 	// stalls. LastRefusal is the latest error code the disk answered.
 	SinceReply  time.Duration `json:"since_reply_ns"`
 	LastRefusal string        `json:"last_refusal,omitempty"`
+	// Kernel describes a kernel socket's batches (nil on the user-level
+	// stack): whether the runs of equal-sized datagrams went as
+	// UDP_SEGMENT super-datagrams and came back as UDP_GRO super-frames.
+	Kernel *KernelSocket `json:"kernel_socket,omitempty"`
+}
+
+// KernelSocket is what a kernel socket's batches became.
+type KernelSocket struct {
+	Mode                string  `json:"mode"` // "kernel" (UDP_SEGMENT + UDP_GRO) or "kernel-plain"
+	GSO, GRO            bool    // the socket segments / coalesces
+	DatagramsPerSend    float64 `json:"datagrams_per_send"`
+	DatagramsPerReceive float64 `json:"datagrams_per_receive"`
 }
 
 // Client is a connection to one disk. See the package comment.
@@ -418,12 +430,27 @@ func (c *Client) Stats() Stats {
 		Requests: c.st.requests.Load(), Retransmits: c.st.retransmits.Load(), Timeouts: c.st.timeouts.Load(),
 		Refused: c.st.refused.Load(), LateReplies: c.st.late.Load(), BadReplies: c.st.bad.Load(),
 		Reopens: c.st.reopens.Load(), BytesRead: c.st.bytesRead.Load(), BytesWritten: c.st.bytesWritten.Load(),
-		SRTT: srtt, RTTVar: rttvar, RTO: rto,
+		SRTT: srtt, RTTVar: rttvar, RTO: rto, Kernel: kernelSocket(c.pc),
 
 		SACKs: c.st.sacks.Load(), FeedbackResend: c.st.feedback.Load(), ResentDgrams: c.st.resent.Load(),
 		Probes: c.st.probes.Load(), LossEvents: c.st.losses.Load(), Cwnd: cwnd,
 		SinceReply: sinceReply, LastRefusal: refusal,
 	}
+}
+
+func kernelSocket(c dgram.Conn) *KernelSocket {
+	ks, ok := dgram.Stats(c)
+	if !ok {
+		return nil
+	}
+	k := &KernelSocket{Mode: ks.Mode.String(), GSO: ks.GSO && ks.GSOSends > 0, GRO: ks.GRO && ks.GROBuffers > 0}
+	if ks.SendMessages > 0 {
+		k.DatagramsPerSend = float64(ks.DatagramsSent) / float64(ks.SendMessages)
+	}
+	if ks.RecvBuffers > 0 {
+		k.DatagramsPerReceive = float64(ks.DatagramsReceived) / float64(ks.RecvBuffers)
+	}
+	return k
 }
 
 // Close fails every outstanding request with ErrClosed, stops the reader
