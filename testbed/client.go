@@ -192,6 +192,9 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	if plan.Rootless && plan.Host != nil {
 		return nil, fmt.Errorf("%s: host_access needs root (a rootless testbed cannot add links to the host's namespace)", t.Source)
 	}
+	if err := checkHostOverlap(plan, hostRoutes(), otherPlans()); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir+"/nodes", 0o755); err != nil {
 		return nil, err
 	}

@@ -85,3 +85,22 @@ func TestNewcomerEdges(t *testing.T) {
 		t.Fatal("never caught disk0 down")
 	})
 }
+
+// TestOverlappingTestbeds: a second testbed with host access on the
+// subnet of one already up with host access is refused, naming it, and
+// nothing of it is left; without host access it may share the subnet.
+func TestOverlappingTestbeds(t *testing.T) {
+	b := newBed(t)
+	const subnet = "subnet: 10.213.47.0/24\n"
+	b.must("up", "-f", b.topo(b.name, subnet+"host_access: {}\nnodes:\n  - {name: cpu0, kind: cpu}\n"))
+	second := b.name + "o"
+	out, err := b.run("up", "-f", b.topo(second, subnet+"host_access: {}\nnodes:\n  - {name: cpu0, kind: cpu}\n"))
+	if err == nil || !strings.Contains(out, "overlaps testbed "+b.name+"'s 10.213.47.0/24, which also has host access") {
+		t.Fatalf("second testbed on the same subnet with host access: %v\n%s", err, out)
+	}
+	if st, err := b.run("status", "-t", second); err == nil {
+		t.Errorf("the refused testbed is up:\n%s", st)
+	}
+	b.must("up", "-f", b.topo(second, subnet+"nodes:\n  - {name: cpu0, kind: cpu}\n"))
+	b.must("down", second)
+}
