@@ -168,6 +168,8 @@ type Client struct {
 	// Datagram x 8 per window above). lossUntil ends the current event.
 	cwnd, ssthresh, minCwnd int64
 	lossUntil               time.Time
+	minRTT                  time.Duration // the least RTT sample of the last minRTTWindow: the pacer's
+	minRTTAt                time.Time
 	lastRefusal             diskproto.Code
 	peerVersion             uint8 // a reply of another protocol version came: its version byte
 
@@ -189,6 +191,9 @@ type pacer struct {
 
 // minProbe is the least time before a tail-loss probe.
 const minProbe = 2 * time.Millisecond
+
+// minRTTWindow is how long a minimum RTT sample stands.
+const minRTTWindow = 10 * time.Second
 
 const (
 	paceGain   = 1.5
@@ -748,17 +753,19 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	}
 }
 
-// pacing waits until bytes may leave: the congestion window per smoothed
-// RTT, times paceGain, with paceCredit of burst. Unpaced before the first
-// RTT sample.
+// pacing waits until bytes may leave: the congestion window per minimum
+// RTT (of the last minRTTWindow), times paceGain, with paceCredit of
+// burst: the base RTT, since the smoothed one grows with the queues and
+// the disk's work, and pacing by it would throttle the path it measures.
+// Unpaced before the first RTT sample.
 func (c *Client) pacing(bytes int) {
 	c.mu.Lock()
-	srtt, cwnd := c.rtt.SRTT(), c.cwnd
+	rtt, cwnd := c.minRTT, c.cwnd
 	c.mu.Unlock()
-	if srtt <= 0 || cwnd <= 0 {
+	if rtt <= 0 || cwnd <= 0 {
 		return
 	}
-	rate := float64(cwnd) * paceGain / srtt.Seconds() // bytes per second
+	rate := float64(cwnd) * paceGain / rtt.Seconds() // bytes per second
 	p := &c.pace
 	p.mu.Lock()
 	now := time.Now()
@@ -770,6 +777,16 @@ func (c *Client) pacing(bytes int) {
 	p.mu.Unlock()
 	if wait > 0 {
 		time.Sleep(wait)
+	}
+}
+
+// sample feeds an RTT sample to the estimator and to the windowed
+// minimum the pacer uses. Called with mu held.
+func (c *Client) sample(r time.Duration) {
+	c.rtt.Sample(r)
+	now := time.Now()
+	if c.minRTT == 0 || r < c.minRTT || now.Sub(c.minRTTAt) > minRTTWindow {
+		c.minRTT, c.minRTTAt = r, now
 	}
 }
 
@@ -1058,7 +1075,7 @@ func (c *Client) sack(b []byte) {
 	if sk.Tag != 0 {
 		for _, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
 			if s.tag == sk.Tag {
-				c.rtt.Sample(now.Sub(s.at))
+				c.sample(now.Sub(s.at))
 				break
 			}
 		}
@@ -1153,9 +1170,12 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 		c.st.late.Add(1)
 		return
 	}
-	for _, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
-		if s.tag == rep.Tag {
-			c.rtt.Sample(now.Sub(s.at))
+	for i, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {
+		// A WRITE's reply echoes the tag of the latest header sent, which
+		// may predate resent segments: a sample only when that header went
+		// with the latest burst (else it would time the recovery, Karn).
+		if s.tag == rep.Tag && (cl.op != diskproto.OpWrite || i == (cl.nsend-1)%len(cl.sends)) {
+			c.sample(now.Sub(s.at))
 			break
 		}
 	}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/cpu/manager"
+	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/internal/privtest"
+	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/testbed"
+)
+
+// BenchmarkStorageLoss is issue 15's comparison, in one run on one
+// testbed with host access: at 0 %, 1 % and 10 % frame loss on disk0's
+// port (`netstation link set --loss`, the fabric's tc BPF, both
+// directions), the goodput of
+//   - demo: cpu0 -> disk0, the storage protocol between the peripherals'
+//     user-level stacks (`netstation demo storage`, 32 MiB, 1 MiB I/O,
+//     queue depth 16, SHA-256 checked);
+//   - udp: the host's kernel -> disk0, the storage protocol (32 MiB, 1 MiB
+//     I/O, queue depth 16, every byte read back compared);
+//   - nbd: the host's kernel -> disk0, nbdcopy over NBD on disk0's own TCP
+//     (32 MiB in, the whole 32 MiB disk out, compared).
+//
+// Each lossy row also reports its ratio to the lossless row of the same
+// run (targets: >= 0.5 at 1 %, >= 0.2 at 10 %). Root: namespaces, BPF.
+func BenchmarkStorageLoss(b *testing.B) {
+	privtest.Tool(b, "nbdcopy")
+	const size = 32 << 20
+	for range b.N {
+		bd := newBed(b)
+		bd.must("up", "-f", bd.topo(bd.name, "host_access: {}\n"+`nodes:
+  - {name: cpu0, kind: cpu}
+  - {name: disk0, kind: disk, disk: {size: 32MiB}}
+`))
+		plan := bd.plan()
+		hostIP := plan.Host.Addr.Addr().String()
+		d, _ := plan.Node("disk0")
+		diskIP := d.Addr.Addr().String()
+		dir := filepath.Join(bd.state, bd.name)
+		fm := manager.New()
+		fm.Add(manager.Disk{Name: "disk0", Addr: d.Addr.Addr(), KeyPath: testbed.NodeKey(dir, "disk0"),
+			VersionPath: testbed.NodeCapVersion(dir, "disk0")})
+		grant, err := fm.Mint("disk0", d.Addr.Addr(), manager.WholeDisk(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		data := make([]byte, size)
+		rand.Read(data)
+		in := filepath.Join(b.TempDir(), "in")
+		if err := os.WriteFile(in, data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		lossless := map[string]float64{}
+		report := func(loss, name string, mibs float64) {
+			b.ReportMetric(mibs, name+"_MiB/s@"+loss)
+			if loss == "0" {
+				lossless[name] = mibs
+			} else if l := lossless[name]; l > 0 {
+				b.ReportMetric(mibs/l, name+"_ratio@"+loss)
+			}
+		}
+		for _, loss := range []string{"0", "1%", "10%"} {
+			// The demo sets (and restores) the loss itself.
+			out := bd.must("demo", "storage", "-t", bd.name, "--size", "32MiB", "--loss", loss, "-o", "json")
+			var f fioJob
+			if err := json.Unmarshal([]byte(out), &f); err != nil || len(f.Jobs) != 1 || !f.Jobs[0].Netstation.Match {
+				b.Fatalf("demo at %s loss: %v\n%s", loss, err, out)
+			}
+			report(loss, "demo_write", float64(f.Jobs[0].Write.BW)/1024)
+			report(loss, "demo_read", float64(f.Jobs[0].Read.BW)/1024)
+
+			bd.must("link", "set", "-t", bd.name, "disk0", "--loss", loss, "--seed", "7")
+			w, r, st := hostUDP(b, hostIP, diskIP, grant, data)
+			report(loss, "udp_write", w)
+			report(loss, "udp_read", r)
+			b.Logf("udp at %s loss: %d requests, %d retransmits (%d on feedback, %d probes), %d loss events",
+				loss, st.Requests, st.Retransmits, st.FeedbackResend, st.Probes, st.LossEvents)
+
+			uri := fmt.Sprintf("nbd://%s/%s", diskIP, hex.EncodeToString(grant[:]))
+			out2 := filepath.Join(b.TempDir(), "out")
+			start := time.Now()
+			runTool(b, 10*time.Minute, "nbdcopy", in, uri)
+			report(loss, "nbd_write", size/(1<<20)/time.Since(start).Seconds())
+			start = time.Now()
+			runTool(b, 10*time.Minute, "nbdcopy", uri, out2)
+			report(loss, "nbd_read", size/(1<<20)/time.Since(start).Seconds())
+			if got, err := os.ReadFile(out2); err != nil || !bytes.Equal(got, data) {
+				b.Fatalf("nbd at %s loss: data read back differs (%v)", loss, err)
+			}
+			bd.must("link", "set", "-t", bd.name, "disk0", "--loss", "0")
+		}
+		bd.must("down", bd.name)
+	}
+}
+
+// hostUDP writes data to disk0 over the storage protocol from a kernel
+// socket on the host's address, reads it back, compares, and returns the
+// write and read goodput in MiB/s.
+func hostUDP(b *testing.B, hostIP, diskIP string, grant [diskproto.CapabilitySize]byte, data []byte) (float64, float64, storage.Stats) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(hostIP)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dgram.SetKernelBuffers(pc, 8<<20)
+	c, err := storage.Dial(pc, &net.UDPAddr{IP: net.ParseIP(diskIP), Port: diskproto.Port}, storage.Options{Capability: grant})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	const qd, bs = 16, 1 << 20
+	got := make([]byte, len(data))
+	run := func(write bool) float64 {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range qd {
+			wg.Go(func() {
+				for {
+					off := next.Add(bs) - bs
+					if off >= int64(len(data)) {
+						return
+					}
+					var err error
+					if write {
+						_, err = c.WriteAt(context.Background(), data[off:off+bs], off, false)
+					} else {
+						_, err = c.ReadAt(context.Background(), got[off:off+bs], off)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return float64(len(data)) / (1 << 20) / time.Since(start).Seconds()
+	}
+	w := run(true)
+	r := run(false)
+	if !bytes.Equal(got, data) {
+		b.Fatal("storage protocol: data read back differs")
+	}
+	return w, r, c.Stats()
+}
