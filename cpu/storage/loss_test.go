@@ -115,8 +115,8 @@ func pipeline(ctx context.Context, c *storage.Client, write bool, data, got []by
 // TestLossRecovery writes, flushes and reads back 8 MiB at 1 % and 10 %
 // frame loss on the disk's link and checks every byte, that the requests
 // stayed full-sized (no fallback to small ones: exactly one request per
-// 256 KiB), that the disk's feedback drove resends (SACKs and READ
-// reports), and that loss shrank the congestion window.
+// 256 KiB), and, at 10 %, that the disk's feedback drove resends (SACKs
+// and READ reports) and that loss shrank the congestion window.
 func TestLossRecovery(t *testing.T) {
 	const size, bs, qd = 8 << 20, 1 << 20, 4
 	for _, ppm := range []uint32{10_000, 100_000} {
@@ -149,13 +149,16 @@ func TestLossRecovery(t *testing.T) {
 			if want := uint64(2*size/maxIO + 1); st.Requests != want {
 				t.Errorf("%d requests, want %d (full-sized, plus the flush)", st.Requests, want)
 			}
-			if ic.RxDropped == 0 || ic.TxDropped == 0 {
-				t.Fatalf("the link dropped nothing (%+v): the test tested nothing", ic)
+			if ic.RxDropped+ic.TxDropped == 0 || st.Retransmits == 0 {
+				t.Fatalf("the link dropped %+v, the client retransmitted %d: the test tested nothing", ic, st.Retransmits)
 			}
-			if st.FeedbackResend == 0 || ds.SACKs+ds.ResentReads == 0 || (ppm >= 100_000 && (st.SACKs == 0 || ds.ResentReads == 0)) {
+			// At 10 % every kind of loss happens in 8 MiB; at 1 % a few
+			// frames are lost (GSO frames carry up to 64 datagrams), and
+			// which recovery they need is chance.
+			if ppm >= 100_000 && (st.FeedbackResend == 0 || st.SACKs == 0 || ds.SACKs == 0 || ds.ResentReads == 0) {
 				t.Errorf("no feedback-driven resends: client %+v, disk sacks %d, resent reads %d", st, ds.SACKs, ds.ResentReads)
 			}
-			if st.LossEvents == 0 {
+			if ppm >= 100_000 && st.LossEvents == 0 {
 				t.Error("no loss event shrank the congestion window")
 			}
 		})
