@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# disk0's NBD server beside nbdkit, same run, same client, same medium.
+#
+# A testbed (cpu0, disk0) comes up with its state directory on tmpfs, so
+# disk0's backing file is on tmpfs; nbdkit (Debian's, file plugin on a
+# tmpfs file, the kernel's TCP) runs in a kernel namespace of its own on
+# the same fabric bridge; fio's nbd engine runs from another kernel
+# namespace on that bridge against both, job by job:
+#   1 MiB sequential write QD8 (also fills the region), 1 MiB sequential
+#   read QD8, 4 KiB random read QD1, 4 KiB random read QD32.
+# Prints a markdown table. Needs root, nbdkit and fio (with its nbd engine).
+# Usage: scripts/nbd-peer.sh [path/to/netstation]   (NBD_PEER_TIME=5 s per job)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "nbd-peer: needs root" >&2; exit 1; }
+for t in nbdkit fio python3 ip; do
+  command -v $t >/dev/null || { echo "nbd-peer: needs $t (apt-get install nbdkit fio)" >&2; exit 1; }
+done
+fio --enghelp 2>/dev/null | grep -qw nbd || { echo "nbd-peer: this fio has no nbd engine" >&2; exit 1; }
+ns=${1:-}
+if [ -z "$ns" ]; then
+  ns=$(mktemp -d)/netstation
+  go build -o "$ns" ./cmd/netstation
+fi
+runtime=${NBD_PEER_TIME:-5}
+region=256m
+tb=nbdp$$
+tb=${tb:0:10}
+work=$(mktemp -d -p /dev/shm nbdpeer.XXXXXX)
+export NETSTATION_STATE_DIR=$work/state
+mkdir -p "$NETSTATION_STATE_DIR"
+kns=nstn-$tb-nbdkit
+fns=nstn-$tb-fio
+nbdkit_pid=
+cleanup() {
+  [ -n "$nbdkit_pid" ] && kill "$nbdkit_pid" 2>/dev/null && wait "$nbdkit_pid" 2>/dev/null
+  ip netns del "$kns" 2>/dev/null || true
+  ip netns del "$fns" 2>/dev/null || true
+  "$ns" down "$tb" >/dev/null 2>&1 || true
+  [ -n "${NBD_PEER_KEEP:-}" ] && echo "nbd-peer: kept $work" >&2 || rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat >"$work/topo.yaml" <<YAML
+name: $tb
+nodes:
+  - {name: cpu0, kind: cpu}
+  - {name: disk0, kind: disk, disk: {size: 1GiB, access: open}}
+YAML
+"$ns" up -q -f "$work/topo.yaml"
+plan=$NETSTATION_STATE_DIR/$tb/plan.json
+read -r fab bridge subnet diskip < <(python3 - "$plan" <<'PY'
+import json, sys, ipaddress
+p = json.load(open(sys.argv[1]))
+d = [n for n in p["nodes"] if n["name"] == "disk0"][0]
+print(p["fabric_ns"], d["bridge"], p["subnet"], d["addr"].split("/")[0])
+PY
+)
+net=${subnet%.*}   # a /24: hosts .240 and .241 are free in a two-node testbed
+bits=${subnet#*/}
+
+# A kernel namespace on the fabric bridge: $1 name, $2 veth name, $3 address.
+attach() {
+  ip netns add "$1"
+  ip link add "$2" type veth peer name "$2p"
+  ip link set "$2" netns "$fab"
+  ip link set "$2p" netns "$1"
+  ip -n "$fab" link set "$2" master "$bridge" up
+  ip -n "$1" link set "$2p" name eth0
+  ip -n "$1" addr add "$3/$bits" dev eth0
+  ip -n "$1" link set eth0 up
+  ip -n "$1" link set lo up
+}
+attach "$kns" "nbk$$" "$net.240"
+attach "$fns" "nbf$$" "$net.241"
+
+# nbdkit: the file plugin on a tmpfs file the size of disk0's, the kernel's TCP.
+truncate -s 1G "$work/nbdkit.img"
+ip netns exec "$kns" nbdkit -f -i "$net.240" -p 10809 file file="$work/nbdkit.img" &
+nbdkit_pid=$!
+for _ in $(seq 50); do
+  ip netns exec "$fns" nbdinfo --size "nbd://$net.240:10809/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# job name, rw, bs, iodepth
+jobs=("seqwrite write 1m 8" "seqread read 1m 8" "randread1 randread 4k 1" "randread32 randread 4k 32")
+for target in disk0 nbdkit; do
+  uri="nbd://$diskip:10809/disk0"
+  [ "$target" = nbdkit ] && uri="nbd://$net.240:10809/"
+  for j in "${jobs[@]}"; do
+    set -- $j
+    ip netns exec "$fns" fio --name="$1" --ioengine=nbd --uri="$uri" --rw="$2" --bs="$3" --iodepth="$4" \
+      --size=$region --runtime="$runtime" --time_based --randrepeat=0 --output-format=json \
+      >"$work/$target-$1.json" 2>"$work/$target-$1.err" || {
+        echo "nbd-peer: fio $1 against $target failed:" >&2; cat "$work/$target-$1.err" >&2; exit 1; }
+  done
+done
+
+python3 - "$work" "$runtime" <<'PY'
+import json, sys
+work, runtime = sys.argv[1], sys.argv[2]
+def job(target, name):
+    text = open(f"{work}/{target}-{name}.json").read()
+    j = json.loads(text[text.index("{"):])["jobs"][0]  # fio may print notes first
+    side = j["write"] if j["write"]["io_bytes"] > 0 else j["read"]
+    pct = side["clat_ns"].get("percentile", {})
+    return {"iops": side["iops"], "mibs": side["bw"] / 1024,
+            "p50": pct.get("50.000000", 0) / 1e3, "p99": pct.get("99.000000", 0) / 1e3}
+rows = {t: {n: job(t, n) for n in ("seqwrite", "seqread", "randread1", "randread32")} for t in ("disk0", "nbdkit")}
+def line(t):
+    r = rows[t]
+    return (f"| {t} | {r['randread1']['p50']:.0f} | {r['randread1']['p99']:.0f} | {r['randread1']['iops']/1e3:.1f}k "
+            f"| {r['randread32']['iops']/1e3:.1f}k | {r['randread32']['p99']:.0f} "
+            f"| {r['seqwrite']['mibs']:,.0f} | {r['seqread']['mibs']:,.0f} |")
+print("| server | 4 KiB randread QD1 p50 us | p99 us | IOPS | 4 KiB randread QD32 IOPS | p99 us | 1 MiB write QD8 MiB/s | 1 MiB read QD8 MiB/s |")
+print("|---|---|---|---|---|---|---|---|")
+print(line("disk0").replace("| disk0 |", "| disk0 (netstation, user-level TCP) |"))
+print(line("nbdkit").replace("| nbdkit |", "| nbdkit (file plugin, kernel TCP) |"))
+d, n = rows["disk0"], rows["nbdkit"]
+def r(a, b): return f"{a/b:.2f}x" if b else "-"
+print(f"| disk0 / nbdkit | {r(d['randread1']['p50'], n['randread1']['p50'])} (latency) | {r(d['randread1']['p99'], n['randread1']['p99'])} (latency) "
+      f"| {r(d['randread1']['iops'], n['randread1']['iops'])} | {r(d['randread32']['iops'], n['randread32']['iops'])} "
+      f"| {r(d['randread32']['p99'], n['randread32']['p99'])} (latency) | {r(d['seqwrite']['mibs'], n['seqwrite']['mibs'])} | {r(d['seqread']['mibs'], n['seqread']['mibs'])} |")
+print()
+print(f"fio {runtime} s per job over a {256} MiB region (written first by the 1 MiB write job), one job at a time,")
+print("nbd engine from a kernel namespace on the fabric bridge; both servers' backing files on tmpfs; processes unpinned.")
+PY
