@@ -3,6 +3,7 @@ package fabric
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 )
 
@@ -16,7 +17,7 @@ var (
 	// ErrInvalid: a name, address, rate or key is malformed.
 	ErrInvalid = errors.New("invalid argument")
 	// ErrClosed: the Session was closed.
-	ErrClosed = errors.New("session closed")
+	ErrClosed = fmt.Errorf("fabric: session closed: %w", net.ErrClosed)
 )
 
 // ifNameMax is IFNAMSIZ-1, the longest interface name the kernel accepts.

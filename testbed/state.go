@@ -6,10 +6,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/netstation/netstation/internal/ctl"
 )
 
 // ErrNotFound: no testbed of that name exists in the state root.
 var ErrNotFound = errors.New("no such testbed")
+
+// ErrNotFound keeps its identity across control sockets and the cluster
+// RPC.
+func init() { ctl.RegisterCode("testbed.not_found", ErrNotFound) }
 
 // StateRoot is the directory holding one sub-directory per testbed:
 // $NETSTATION_STATE_DIR if set, /run/netstation for root, else

@@ -84,7 +84,7 @@ var (
 
 // Errors.
 var (
-	ErrClosed = errors.New("iperf3: server closed")
+	ErrClosed = fmt.Errorf("iperf3: server closed: %w", net.ErrClosed)
 	// ErrProtocol is wrapped by the reasons a test was abandoned because
 	// the client broke the protocol.
 	ErrProtocol = errors.New("iperf3: protocol violation")

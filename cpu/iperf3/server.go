@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netstation/netstation/internal/accept"
 )
 
 // Defaults of Server's zero fields.
@@ -108,31 +110,29 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	for seq := uint64(0); ; seq++ {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("iperf3: accept: %w", err)
-		}
+	var seq uint64
+	err = accept.Loop(ln, func(c net.Conn) {
 		if !s.track(c) {
-			c.Close()
-			return nil
+			c.Close() // closing: the next Accept fails and Stopped ends the loop
+			return
 		}
 		s.wg.Add(1)
-		go func() {
+		go func(seq uint64) {
 			defer s.wg.Done()
 			s.handle(c, seq, port)
-		}()
+		}(seq)
+		seq++
+	}, accept.Options{Stopped: s.isClosed})
+	if err != nil {
+		return fmt.Errorf("iperf3: %w", err)
 	}
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func portOf(a net.Addr) (int, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/peripherals/display"
 	"github.com/netstation/netstation/stack"
-	"github.com/netstation/netstation/stack/link/mem"
+	"github.com/netstation/netstation/stack/stacktest"
 )
 
 // pair is a cpu stack and a display served on a second stack, joined by
@@ -27,16 +26,8 @@ type pair struct {
 
 func newPair(t testing.TB, w, h int) *pair {
 	t.Helper()
-	la, lb := mem.Pair(net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}, mem.Options{})
-	a, err := stack.New(la, stack.Config{Addr: netip.MustParsePrefix("10.0.0.1/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := stack.New(lb, stack.Config{Addr: netip.MustParsePrefix("10.0.0.2/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
+	p := stacktest.New(t, stacktest.Options{}) // 10.0.0.1 and 10.0.0.2
+	a, b := p.A, p.B
 	d, err := display.New(display.Config{Width: w, Height: h})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/wire/tileproto"
 	"github.com/netstation/netstation/stack"
 )
@@ -170,8 +171,7 @@ func Run(ctx context.Context, st *stack.Stack, a Args, progress func(Progress)) 
 	return Stream(ctx, pc, a, progress)
 }
 
-// Stream renders and sends the animation over pc (in batches when pc is
-// the user-level stack's socket). Loss is not the sender's business: the
+// Stream renders and sends the animation over pc in batches (dgram.Of). Loss is not the sender's business: the
 // display counts it.
 func Stream(ctx context.Context, pc net.PacketConn, a Args, progress func(Progress)) (*Result, error) {
 	if err := a.check(); err != nil {
@@ -183,9 +183,8 @@ func Stream(ctx context.Context, pc net.PacketConn, a Args, progress func(Progre
 	}
 	enc := &Encoder{TileW: a.TileW, TileH: a.TileH, Encoding: a.Encoding, Stream: a.Stream}
 	im := image.NewRGBA(image.Rect(0, 0, a.Width, a.Height))
-	uc, batched := pc.(*stack.UDPConn)
-	var msgs []stack.Message
-	dst := net.UDPAddrFromAddrPort(a.Display)
+	conn := dgram.Of(pc) // batches on either stack; pc stays the caller's to close
+	var msgs []dgram.Message
 
 	res := &Result{}
 	start := time.Now()
@@ -218,27 +217,12 @@ func Stream(ctx context.Context, pc net.PacketConn, a Args, progress func(Progre
 		pat.Draw(im, frame)
 		res.Render += time.Since(t0)
 		dgrams := enc.Frame(im, uint32(n))
-		if batched {
-			msgs = msgs[:0]
-			for _, d := range dgrams {
-				msgs = append(msgs, stack.Message{Buf: d, Addr: a.Display})
-			}
-			for off := 0; off < len(msgs); {
-				k, err := uc.WriteBatch(msgs[off:])
-				off += k
-				if err == nil && k == 0 {
-					err = errors.New("no datagram accepted")
-				}
-				if err != nil {
-					return res, fmt.Errorf("render: send: %w", err)
-				}
-			}
-		} else {
-			for _, d := range dgrams {
-				if _, err := pc.WriteTo(d, dst); err != nil {
-					return res, fmt.Errorf("render: send: %w", err)
-				}
-			}
+		msgs = msgs[:0]
+		for _, d := range dgrams {
+			msgs = append(msgs, dgram.Message{Buf: d, Addr: a.Display})
+		}
+		if _, err := dgram.WriteAll(conn, msgs); err != nil {
+			return res, fmt.Errorf("render: send: %w", err)
 		}
 		for _, d := range dgrams {
 			res.Bytes += uint64(len(d))

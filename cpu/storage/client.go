@@ -30,7 +30,7 @@ var (
 	// ErrRefused: the disk answered with an error code.
 	ErrRefused = errors.New("storage: request refused")
 	// ErrClosed: the client was closed.
-	ErrClosed = errors.New("storage: client closed")
+	ErrClosed = fmt.Errorf("storage: client closed: %w", net.ErrClosed)
 	// ErrBadOptions: Dial's options or the server's INFO are unusable.
 	ErrBadOptions = errors.New("storage: bad options")
 	// ErrVersion: the disk speaks another version of the storage
@@ -737,19 +737,17 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 			bytes += len(m.Buf)
 		}
 		c.pacing(bytes)
-		n, err := c.pc.WriteBatch(msgs[:k])
-		if err != nil && errors.Is(err, net.ErrClosed) {
-			c.mu.Lock()
-			c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
-			c.mu.Unlock()
-			return
-		}
-		if err != nil || n <= 0 {
+		if _, err := dgram.WriteAll(c.pc, msgs[:k]); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				c.mu.Lock()
+				c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
+				c.mu.Unlock()
+			}
 			// Other send errors (ENOBUFS, unreachable) count as lost
 			// datagrams: the retransmission timer is armed.
 			return
 		}
-		msgs = msgs[n:]
+		msgs = msgs[k:]
 	}
 }
 

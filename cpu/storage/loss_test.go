@@ -18,6 +18,7 @@ import (
 	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/impair"
 	"github.com/netstation/netstation/stack/link/mem"
+	"github.com/netstation/netstation/stack/stacktest"
 )
 
 // lossyBed is a disk server and a client on two user-level stacks joined
@@ -34,24 +35,14 @@ type lossyBed struct {
 
 func newLossyBed(t testing.TB, size int64) *lossyBed {
 	t.Helper()
-	ma, mb := mem.Pair(net.HardwareAddr{2, 0, 0, 0, 0, 0xc}, net.HardwareAddr{2, 0, 0, 0, 0, 0xd},
-		mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 8192})
-	imp := impair.Wrap(mb)
-	cst, err := stack.New(ma, stack.Config{Addr: netip.MustParsePrefix("10.79.0.1/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sst, err := stack.New(imp, stack.Config{Addr: netip.MustParsePrefix("10.79.0.2/24")})
-	if err != nil {
-		cst.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cst.Close(); sst.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := cst.Ping(ctx, sst.Addr(), 8); err != nil { // ARP settled before any loss
-		t.Fatalf("warm-up ping: %v", err)
-	}
+	var imp *impair.Link
+	p := stacktest.New(t, stacktest.Options{ // warm-up ping: ARP settled before any loss
+		Mem:    mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 8192},
+		A:      stack.Config{Addr: netip.MustParsePrefix("10.79.0.1/24")},
+		B:      stack.Config{Addr: netip.MustParsePrefix("10.79.0.2/24")},
+		WrapB:  func(l link.Link) link.Link { imp = impair.Wrap(l); return imp },
+		Warmup: true})
+	cst, sst := p.A, p.B
 	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(t.TempDir(), "disk.img"), Size: size,
 		Authorizer: disk.OpenAccess{}})
 	if err != nil {

@@ -1,6 +1,10 @@
 package tcbpf
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"net"
+)
 
 var (
 	// ErrInvalid reports a bad argument (a rate above one million parts
@@ -10,5 +14,5 @@ var (
 	// of this package attached.
 	ErrNotFound = errors.New("not found")
 	// ErrClosed reports the use of a closed handle.
-	ErrClosed = errors.New("handle closed")
+	ErrClosed = fmt.Errorf("tcbpf: handle closed: %w", net.ErrClosed)
 )

@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/netstation/netstation/internal/accept"
 )
 
 // MaxLine bounds one request or response line; longer input is refused.
@@ -28,11 +30,15 @@ type Request struct {
 	Args json.RawMessage `json:"args,omitempty"`
 }
 
-// Response is one answer line. Intermediate lines have Done false.
+// Response is one answer line. Intermediate lines have Done false. A
+// failed call's Error is the message and Code the well-known or
+// registered sentinel behind it (CodeOf), if any: the client's error
+// then matches that sentinel (RemoteError).
 type Response struct {
 	OK    bool            `json:"ok"`
 	Done  bool            `json:"done"`
 	Error string          `json:"error,omitempty"`
+	Code  string          `json:"code,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 }
 
@@ -100,17 +106,15 @@ func Serve(ln net.Listener, h Handler) *Server {
 
 func (s *Server) accept() {
 	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
+	// A control socket outlives EMFILE and friends (the loop backs off);
+	// it ends when Close closes the listener.
+	_ = accept.Loop(s.ln, func(c net.Conn) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.serve(c)
 		}()
-	}
+	}, accept.Options{Stopped: func() bool { return s.ctx.Err() != nil }})
 }
 
 func (s *Server) serve(c net.Conn) {
@@ -124,7 +128,7 @@ func (s *Server) serve(c net.Conn) {
 	}
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		_ = enc.Encode(Response{Done: true, Error: "bad request: " + err.Error()})
+		_ = enc.Encode(Response{Done: true, Error: "bad request: " + err.Error(), Code: CodeInvalid})
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -139,7 +143,7 @@ func (s *Server) serve(c net.Conn) {
 	v, err := s.call(ctx, req, st)
 	resp := Response{OK: err == nil, Done: true}
 	if err != nil {
-		resp.Error = err.Error()
+		resp.Error, resp.Code = err.Error(), CodeOf(err)
 	} else if v != nil {
 		b, merr := json.Marshal(v)
 		if merr != nil {
@@ -244,7 +248,7 @@ func CallNet(ctx context.Context, network, addr, op string, args any, out any, e
 			continue
 		}
 		if !resp.OK {
-			return fmt.Errorf("%w: %s", ErrRemote, resp.Error)
+			return &RemoteError{Code: resp.Code, Message: resp.Error}
 		}
 		if out != nil && len(resp.Data) > 0 {
 			return json.Unmarshal(resp.Data, out)

@@ -1,6 +1,7 @@
 package dgram
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -19,10 +20,19 @@ import (
 type Message = stack.Message
 
 // Conn is a datagram socket that moves batches: both the user-level stack
-// and the kernel satisfy it.
+// and the kernel satisfy it. Both calls are safe for concurrent use.
+//
 // ReadBatch blocks until at least one datagram, the read deadline or
-// Close; WriteBatch returns how many datagrams left. Both are safe for
-// concurrent use.
+// Close, and fills msgs[:n] (N and Addr).
+//
+// WriteBatch sends msgs in order and returns n, how many leading datagrams
+// left (each with N set). The short-write rule: n < len(msgs) comes with a
+// non-nil error that says why msgs[n] did not leave; the caller decides
+// whether to retry the rest (WriteAll does not: it stops at the error). A
+// Conn may also return a short count with a nil error when the medium took
+// fewer (sendmmsg can): the caller sends the rest, as WriteAll does. A
+// zero count with a nil error for a non-empty batch breaks the contract;
+// WriteAll reports it as ErrNoProgress instead of spinning.
 type Conn interface {
 	ReadBatch(msgs []Message) (int, error)
 	WriteBatch(msgs []Message) (int, error)
@@ -37,6 +47,30 @@ var (
 	_ Conn = (*kernelConn)(nil)
 	_ Conn = (*packetConn)(nil)
 )
+
+// ErrNoProgress is WriteAll's error for a WriteBatch that sent nothing and
+// said nothing: retrying it would spin.
+var ErrNoProgress = errors.New("dgram: write sent no datagram and gave no error")
+
+// WriteAll sends all of msgs with as many WriteBatch calls as c needs. It
+// returns how many left: len(msgs) with a nil error, or fewer with the
+// error of the call that stopped (ErrNoProgress for a call that sent
+// nothing without an error). The datagrams after the first failure are
+// not sent: a caller that counts drops counts len(msgs)-n.
+func WriteAll(c Conn, msgs []Message) (int, error) {
+	sent := 0
+	for sent < len(msgs) {
+		n, err := c.WriteBatch(msgs[sent:])
+		sent += max(n, 0)
+		if err != nil {
+			return sent, err
+		}
+		if n <= 0 {
+			return sent, ErrNoProgress
+		}
+	}
+	return sent, nil
+}
 
 // Of returns the batch Conn for pc: pc itself for a user-level socket,
 // recvmmsg/sendmmsg for a kernel UDP socket, and one datagram per call for

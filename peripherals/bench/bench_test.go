@@ -21,6 +21,7 @@ import (
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/mem"
+	"github.com/netstation/netstation/stack/stacktest"
 )
 
 var (
@@ -36,23 +37,10 @@ const benchPort = 5201
 // a few thousand datagrams cannot overflow it.
 func userPair(t testing.TB, o mem.Options) (snd, rcv bench.Conn) {
 	t.Helper()
-	la, lb := mem.Pair(net.HardwareAddr{2, 0, 0, 0, 7, 1}, net.HardwareAddr{2, 0, 0, 0, 7, 2}, o)
-	a, err := stack.New(la, stack.Config{Addr: netip.PrefixFrom(ipSend, 24)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := stack.New(lb, stack.Config{Addr: netip.PrefixFrom(ipRecv, 24), UDPQueueBytes: 64 << 20, UDPQueueLen: 1 << 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			st := b.Stats()
-			t.Logf("receiving stack: rx %d frames, drops %v (total %d), sockets %+v", st.RxFrames, st.Drops, st.TotalDrops(), st.UDP)
-		}
-		a.Close()
-		b.Close()
-	})
+	p := stacktest.New(t, stacktest.Options{Mem: o,
+		A: stack.Config{Addr: netip.PrefixFrom(ipSend, 24)},
+		B: stack.Config{Addr: netip.PrefixFrom(ipRecv, 24), UDPQueueBytes: 64 << 20, UDPQueueLen: 1 << 16}})
+	a, b := p.A, p.B
 	cs, err := a.ListenUDP(netip.AddrPortFrom(ipSend, 0))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/netstation/netstation/internal/dgram"
 )
 
 // Defaults of SenderOptions, ReceiverOptions and RTTOptions.
@@ -300,7 +302,7 @@ func probe(ctx context.Context, c Conn, dst netip.AddrPort, test uint32, o Sende
 	for try := 0; try < o.FINRetries && ctx.Err() == nil; try++ {
 		h := header{Kind: kindPing, Attempt: uint8(try), Streams: uint16(o.Parallel), Test: test, Sent: time.Now().UnixNano()}
 		h.encode(out[0].Buf)
-		c.WriteBatch(out)
+		_, _ = c.WriteBatch(out) // a lost ping is sent again after FINTimeout
 		c.SetReadDeadline(time.Now().Add(o.FINTimeout))
 		for {
 			n, err := c.ReadBatch(in)
@@ -340,13 +342,7 @@ func finish(c Conn, dst netip.AddrPort, res *Result, o SenderOptions) bool {
 			h.encode(b)
 			out = append(out, Message{Buf: b, Addr: dst})
 		}
-		for len(out) > 0 {
-			n, err := c.WriteBatch(out)
-			if err != nil && n == 0 {
-				break
-			}
-			out = out[n:]
-		}
+		_, _ = dgram.WriteAll(c, out) // a lost FIN is sent again after FINTimeout
 		c.SetReadDeadline(time.Now().Add(o.FINTimeout))
 		for left > 0 {
 			n, err := c.ReadBatch(in)

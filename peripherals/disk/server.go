@@ -41,7 +41,7 @@ const (
 // Errors of NewServer and Serve.
 var (
 	ErrConfig = errors.New("disk: bad configuration")
-	ErrClosed = errors.New("disk: server closed")
+	ErrClosed = fmt.Errorf("disk: server closed: %w", net.ErrClosed)
 )
 
 // Config describes a disk server.
@@ -941,17 +941,8 @@ func preadFull(fd int, iovs [][]byte, off int64) error {
 
 // sendAll sends msgs, counting what could not be sent.
 func (s *Server) sendAll(pc dgram.Conn, msgs []dgram.Message) {
-	for len(msgs) > 0 {
-		n, err := pc.WriteBatch(msgs)
-		msgs = msgs[max(n, 0):]
-		if err != nil {
-			s.stats.drops[dropSendFailed].Add(uint64(len(msgs)))
-			return
-		}
-		if n <= 0 {
-			s.stats.drops[dropSendFailed].Add(uint64(len(msgs)))
-			return
-		}
+	if n, err := dgram.WriteAll(pc, msgs); err != nil {
+		s.stats.drops[dropSendFailed].Add(uint64(len(msgs) - n))
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	"github.com/netstation/netstation/internal/wire/capability"
 	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/internal/wire/tileproto"
-	"github.com/netstation/netstation/stack"
 )
 
 // Third-party transfer (NASD, ISI Netstation): a TRANSFER order makes the
@@ -217,9 +215,9 @@ func (s *Server) runTransfer(pc dgram.Conn, addr netip.AddrPort, req diskproto.R
 // tileSender streams one order's frames over its own socket.
 type tileSender struct {
 	s      *Server
-	conn   net.PacketConn
-	uc     *stack.UDPConn // batched sends when the socket is the stack's
-	msgs   []stack.Message
+	conn   dgram.Conn // batches on either stack
+	msgs   []dgram.Message
+	one    [1]dgram.Message // a PRESENT out, a REPORT in
 	dst    netip.AddrPort
 	notify netip.AddrPort
 	stream uint32
@@ -233,10 +231,11 @@ type tileSender struct {
 
 func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, frameBytes, tiles int) (diskproto.TransferResult, error) {
 	var res diskproto.TransferResult
-	conn, err := s.cfg.Listen()
+	pc, err := s.cfg.Listen()
 	if err != nil {
 		return res, fmt.Errorf("disk: transfer socket: %w", err)
 	}
+	conn := dgram.Of(pc)
 	defer conn.Close()
 	ts := &tileSender{s: s, conn: conn, dst: o.Dest, notify: o.Notify, stream: o.Stream, res: &res,
 		rbuf: make([]byte, tileproto.MaxDatagram), window: s.cfg.TransferWindow}
@@ -247,7 +246,6 @@ func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, fram
 	bpp := format.BytesPerPixel()
 	tw, th := int(o.TileW), int(o.TileH)
 	ts.window = max(1, min(ts.window, TransferWindowBytes/(tileproto.HeaderSize+tw*th*bpp)))
-	ts.uc, _ = conn.(*stack.UDPConn)
 	if ts.stream == 0 {
 		var b [4]byte
 		rand.Read(b[:])
@@ -382,28 +380,12 @@ func (ts *tileSender) send(from, to int, list []int) error {
 		}
 		return ts.tiles[from+k]
 	}
-	if ts.uc == nil {
-		ua := net.UDPAddrFromAddrPort(ts.dst)
-		for k := 0; k < n; k++ {
-			if _, err := ts.conn.WriteTo(at(k), ua); err != nil {
-				return fmt.Errorf("disk: transfer: send: %w", err)
-			}
-		}
-		return nil
-	}
 	ts.msgs = ts.msgs[:0]
 	for k := 0; k < n; k++ {
-		ts.msgs = append(ts.msgs, stack.Message{Buf: at(k), Addr: ts.dst})
+		ts.msgs = append(ts.msgs, dgram.Message{Buf: at(k), Addr: ts.dst})
 	}
-	for off := 0; off < len(ts.msgs); {
-		k, err := ts.uc.WriteBatch(ts.msgs[off:])
-		off += k
-		if err == nil && k == 0 {
-			err = errors.New("no datagram accepted")
-		}
-		if err != nil {
-			return fmt.Errorf("disk: transfer: send: %w", err)
-		}
+	if _, err := dgram.WriteAll(ts.conn, ts.msgs); err != nil {
+		return fmt.Errorf("disk: transfer: send: %w", err)
 	}
 	return nil
 }
@@ -412,7 +394,8 @@ func (ts *tileSender) send(from, to int, list []int) error {
 func (ts *tileSender) present(seq uint32, o tileproto.PresentOptions) error {
 	h := tileproto.Header{Stream: ts.stream, Frame: seq, Tiles: uint32(len(ts.tiles)), Index: ts.tok}
 	ts.ctl = tileproto.AppendPresent(ts.ctl[:0], &h, o)
-	if _, err := ts.conn.WriteTo(ts.ctl, net.UDPAddrFromAddrPort(ts.dst)); err != nil {
+	ts.one[0] = dgram.Message{Buf: ts.ctl, Addr: ts.dst}
+	if _, err := dgram.WriteAll(ts.conn, ts.one[:]); err != nil {
 		return fmt.Errorf("disk: transfer: send: %w", err)
 	}
 	return nil
@@ -425,7 +408,8 @@ func (ts *tileSender) await(seq uint32, tok uint16, o tileproto.PresentOptions) 
 	rto := transferRTO
 	for try := 0; ; {
 		ts.conn.SetReadDeadline(time.Now().Add(rto))
-		n, from, err := ts.conn.ReadFrom(ts.rbuf)
+		ts.one[0] = dgram.Message{Buf: ts.rbuf}
+		_, err := ts.conn.ReadBatch(ts.one[:])
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				return tileproto.Report{}, fmt.Errorf("disk: transfer: read: %w", err)
@@ -440,10 +424,10 @@ func (ts *tileSender) await(seq uint32, tok uint16, o tileproto.PresentOptions) 
 			}
 			continue
 		}
-		if ua, ok := from.(*net.UDPAddr); !ok || ua.AddrPort().Addr().Unmap() != ts.dst.Addr() {
+		if ts.one[0].Addr.Addr() != ts.dst.Addr() {
 			continue // only the display reports
 		}
-		h, p, err := tileproto.Parse(ts.rbuf[:n])
+		h, p, err := tileproto.Parse(ts.rbuf[:ts.one[0].N])
 		if err != nil || h.Type != tileproto.TypeReport || h.Stream != ts.stream || h.Frame != seq || int16(h.Index-tok) < 0 {
 			continue
 		}

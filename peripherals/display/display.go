@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/wire/tileproto"
-	"github.com/netstation/netstation/stack"
 )
 
 // Drop reasons, the keys of Stats.Drops.
@@ -428,35 +428,22 @@ func (d *Display) Wait(ctx context.Context, after uint64) (uint64, error) {
 }
 
 // Serve applies every datagram read from pc until pc is closed. It reads
-// in batches from the user-level stack's sockets.
+// in batches on either stack (dgram.Of) and sends replies on pc.
 func (d *Display) Serve(pc net.PacketConn) error {
-	if uc, ok := pc.(*stack.UDPConn); ok {
-		msgs := make([]stack.Message, 32)
-		for i := range msgs {
-			msgs[i].Buf = make([]byte, tileproto.MaxDatagram)
-		}
-		send := func(dst netip.AddrPort, b []byte) { _, _ = uc.WriteTo(b, net.UDPAddrFromAddrPort(dst)) }
-		for {
-			n, err := uc.ReadBatch(msgs)
-			for i := 0; i < n; i++ {
-				_ = d.ApplyFrom(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, send)
-			}
-			if err != nil {
-				return err
-			}
-		}
+	conn := dgram.Of(pc)
+	msgs := make([]dgram.Message, 32)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, tileproto.MaxDatagram)
 	}
-	send := func(dst netip.AddrPort, b []byte) { _, _ = pc.WriteTo(b, net.UDPAddrFromAddrPort(dst)) }
-	buf := make([]byte, tileproto.MaxDatagram)
+	var out [1]dgram.Message
+	send := func(dst netip.AddrPort, b []byte) {
+		out[0] = dgram.Message{Buf: b, Addr: dst}
+		_, _ = conn.WriteBatch(out[:]) // a lost reply is the sender's to recover
+	}
 	for {
-		n, from, err := pc.ReadFrom(buf)
-		if n > 0 {
-			var ap netip.AddrPort
-			if ua, ok := from.(*net.UDPAddr); ok {
-				ap = ua.AddrPort()
-				ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			}
-			_ = d.ApplyFrom(buf[:n], ap, send)
+		n, err := conn.ReadBatch(msgs)
+		for i := 0; i < n; i++ {
+			_ = d.ApplyFrom(msgs[i].Buf[:msgs[i].N], msgs[i].Addr, send)
 		}
 		if err != nil {
 			return err

@@ -157,12 +157,18 @@ func Start(cfg Config) (*Node, error) {
 
 // join joins every seed not in the view; it reports how many answered.
 func (n *Node) join() int {
+	// The view, not ml.Members(): memberlist hands out pointers to its
+	// own nodes, whose address and port it rewrites under its lock when
+	// an alive message arrives (a data race to read them here). The view
+	// holds copies, made in the event callbacks under that lock.
 	have := map[netip.AddrPort]bool{}
-	for _, m := range n.ml.Members() {
-		if ap, ok := netip.AddrFromSlice(m.Addr); ok {
-			have[netip.AddrPortFrom(ap.Unmap(), m.Port)] = true
+	n.mu.Lock()
+	for _, m := range n.view {
+		if m.State != Dead {
+			have[m.Addr] = true
 		}
 	}
+	n.mu.Unlock()
 	self := netip.AddrPortFrom(n.cfg.Network.Addr(), n.cfg.Port)
 	var todo []string
 	for _, s := range n.cfg.Seeds {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/netstation/netstation/internal/accept"
 )
 
 // Network is what a Transport needs from a stack.
@@ -103,15 +105,9 @@ func (t *Transport) readPackets() {
 
 func (t *Transport) accept() {
 	defer t.wg.Done()
-	for {
-		c, err := t.ln.Accept()
-		if err != nil {
-			if t.down.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // do not spin on a failing listener
-			continue
-		}
+	// The stack's listener fails only when closed; should it fail
+	// otherwise, gossip goes on over datagrams alone.
+	_ = accept.Loop(t.ln, func(c net.Conn) {
 		t.StreamsIn.Add(1)
 		select {
 		case t.streams <- c:
@@ -119,7 +115,7 @@ func (t *Transport) accept() {
 			c.Close()
 			t.Dropped.Add(1)
 		}
-	}
+	}, accept.Options{Stopped: t.down.Load})
 }
 
 // FinalAdvertiseAddr implements memberlist.Transport: the stack's address

@@ -1,12 +1,12 @@
 package link
 
 import (
-	"errors"
+	"fmt"
 	"net"
 )
 
 // ErrClosed is returned by ReadBatch and WriteBatch once the link is closed.
-var ErrClosed = errors.New("link: closed")
+var ErrClosed = fmt.Errorf("link: closed: %w", net.ErrClosed)
 
 // Virtio-net header flags (include/uapi/linux/virtio_net.h).
 const (
@@ -93,10 +93,14 @@ const (
 //     so the caller copies whatever it keeps. Only one goroutine may call
 //     ReadBatch at a time.
 //   - WriteBatch transmits frames[:n] in order and returns how many were
-//     handed to the medium. The link does not retain any frames[i].Buf after
-//     it returns: the caller may reuse the buffers at once. WriteBatch is
-//     safe for concurrent use. A frame longer than MaxFrame is an error for
-//     that frame and all after it.
+//     handed to the medium. The short-write rule: n < len(frames) only with
+//     a non-nil error, which says why frames[n] did not leave; a link
+//     retries its own transient refusals (a full ring, ENOBUFS) within its
+//     retry budget before it gives up, so a caller never loops on a short
+//     count. The link does not retain any frames[i].Buf after it returns:
+//     the caller may reuse the buffers at once. WriteBatch is safe for
+//     concurrent use. A frame longer than MaxFrame is an error for that
+//     frame and all after it.
 //   - Close unblocks a pending ReadBatch and makes further calls return
 //     ErrClosed.
 type Link interface {

@@ -13,6 +13,7 @@ import (
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/mem"
+	"github.com/netstation/netstation/stack/stacktest"
 	"github.com/netstation/netstation/stack/tcp"
 )
 
@@ -46,31 +47,10 @@ func newWorld(t testing.TB, o worldOpts) *world {
 	if o.tcp.TimeWait == 0 {
 		o.tcp.TimeWait = 100 * time.Millisecond
 	}
-	ma, mb := mem.Pair(macA, macB, o.mem)
-	var la, lb link.Link = ma, mb
-	if o.wrapA != nil {
-		la = o.wrapA(la)
-	}
-	if o.wrapB != nil {
-		lb = o.wrapB(lb)
-	}
-	a, err := stack.New(la, stack.Config{Addr: netip.PrefixFrom(ipA, 24), TCP: o.tcp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := stack.New(lb, stack.Config{Addr: netip.PrefixFrom(ipB, 24), TCP: o.tcp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	if !o.noWarmup {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := a.Ping(ctx, ipB, 8); err != nil {
-			t.Fatalf("warm-up ping: %v", err)
-		}
-	}
-	return &world{a: a, b: b, la: la, lb: lb}
+	p := stacktest.New(t, stacktest.Options{Mem: o.mem, WrapA: o.wrapA, WrapB: o.wrapB, Warmup: !o.noWarmup,
+		A: stack.Config{Addr: netip.PrefixFrom(ipA, 24), TCP: o.tcp},
+		B: stack.Config{Addr: netip.PrefixFrom(ipB, 24), TCP: o.tcp}})
+	return &world{a: p.A, b: p.B, la: p.LinkA, lb: p.LinkB}
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

@@ -53,6 +53,14 @@ var (
 	ErrNotFound = errors.New("no host has the testbed")
 )
 
+// The sentinels keep their identity across the CLI's control socket and
+// the agents' RPC (ctl.RegisterCode).
+func init() {
+	ctl.RegisterCode("cluster.no_agent", ErrNoAgent)
+	ctl.RegisterCode("cluster.not_running", ErrNotRunning)
+	ctl.RegisterCode("cluster.not_found", ErrNotFound)
+}
+
 var hostNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,14}$`)
 
 // Config configures an agent.

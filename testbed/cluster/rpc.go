@@ -189,14 +189,10 @@ func (a *Agent) peer(ctx context.Context, host, op string, args, out any) error 
 	return unwrapRemote(a.callPeer(ctx, addr, op, args, out, nil))
 }
 
-// unwrapRemote drops ctl's "remote error" prefix from a peer's answer:
-// the message is the peer's own, and the CLI's call adds the prefix once.
-func unwrapRemote(err error) error {
-	if errors.Is(err, ctl.ErrRemote) {
-		return errors.New(strings.TrimPrefix(err.Error(), ctl.ErrRemote.Error()+": "))
-	}
-	return err
-}
+// unwrapRemote drops ctl's "remote error" prefix from a peer's answer
+// and keeps its code: the message is the peer's own, the CLI's call adds
+// the prefix once, and errors.Is still finds the peer's sentinel.
+func unwrapRemote(err error) error { return ctl.Relay(err) }
 
 // up places a topology on its hosts.
 func (a *Agent) up(ctx context.Context, u UpArgs) (*UpResult, error) {

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"github.com/netstation/netstation/internal/wire/crc"
 )
 
 // Wire constants. The layouts are tabled in docs/protocols/disk.md.
@@ -183,14 +183,12 @@ func ReplyCode(err error) (c Code, ok bool) {
 	return 0, false
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Checksum is the CRC32C (Castagnoli) of p, the checksum of every payload.
-func Checksum(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
+func Checksum(p []byte) uint32 { return crc.Sum(p) }
 
-// UpdateChecksum continues crc (a Checksum so far) over p: the checksum of
+// UpdateChecksum continues sum (a Checksum so far) over p: the checksum of
 // data that lies in pieces.
-func UpdateChecksum(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
+func UpdateChecksum(sum uint32, p []byte) uint32 { return crc.Update(sum, p) }
 
 var be = binary.BigEndian
 
@@ -259,7 +257,7 @@ func (r *Request) MarshalHeader(b []byte) {
 	be.PutUint64(b[48:], r.Offset)
 	be.PutUint32(b[56:], r.PayloadCRC)
 	copy(b[64:RequestHeaderSize], r.Capability[:])
-	be.PutUint32(b[60:], requestHeaderCRC(b))
+	crc.Seal(b[:RequestHeaderSize], requestCRCField)
 }
 
 // RewriteRequest updates the tag, low-water mark and epoch of a marshalled
@@ -268,7 +266,7 @@ func RewriteRequest(b []byte, tag uint32, low, epoch uint64) {
 	be.PutUint32(b[8:], tag)
 	be.PutUint64(b[32:], low)
 	be.PutUint64(b[40:], epoch)
-	be.PutUint32(b[60:], requestHeaderCRC(b))
+	crc.Seal(b[:RequestHeaderSize], requestCRCField)
 }
 
 // RewriteRequestFlags is RewriteRequest that also sets the flags: a
@@ -278,10 +276,14 @@ func RewriteRequestFlags(b []byte, flags Flags, tag uint32, low, epoch uint64) {
 	RewriteRequest(b, tag, low, epoch)
 }
 
-func requestHeaderCRC(b []byte) uint32 {
-	c := crc32.Update(0, castagnoli, b[:60])
-	return crc32.Update(c, castagnoli, b[64:RequestHeaderSize])
-}
+// Offsets of the header checksum fields: each covers its header but
+// itself (crc.Skipping).
+const (
+	requestCRCField = 60
+	replyCRCField   = 44
+	segmentCRCField = 12
+	sackCRCField    = 12
+)
 
 // OtherVersion reports whether b looks like a request of another version
 // of this protocol that can be answered: our magic, a version byte other
@@ -291,7 +293,7 @@ func requestHeaderCRC(b []byte) uint32 {
 // refused instead of timing out.
 func OtherVersion(b []byte) (uint8, bool) {
 	if len(b) < RequestHeaderSize || be.Uint16(b[0:]) != Magic || b[2] == Version ||
-		b[3]&(replyBit|segmentBit) != 0 || be.Uint32(b[60:]) != requestHeaderCRC(b) {
+		b[3]&(replyBit|segmentBit) != 0 || !crc.Valid(b[:RequestHeaderSize], requestCRCField) {
 		return 0, false
 	}
 	return b[2], true
@@ -306,7 +308,7 @@ func VersionReply(b, req []byte, epoch uint64) int {
 		ReqID: be.Uint64(req[24:]), Epoch: epoch, PayloadCRC: Checksum(nil)}
 	rep.MarshalHeader(b)
 	b[2] = req[2]
-	be.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+	crc.Seal(b[:ReplyHeaderSize], replyCRCField)
 	return ReplyHeaderSize
 }
 
@@ -315,7 +317,7 @@ func VersionReply(b, req []byte, epoch uint64) int {
 // disk of that version from one that does not answer.
 func SetRequestVersion(b []byte, v uint8) {
 	b[2] = v
-	be.PutUint32(b[60:], requestHeaderCRC(b))
+	crc.Seal(b[:RequestHeaderSize], requestCRCField)
 }
 
 // PeerVersion reports the version byte of a datagram that is a reply of
@@ -324,7 +326,7 @@ func SetRequestVersion(b []byte, v uint8) {
 // version.
 func PeerVersion(b []byte, session uint64) (uint8, bool) {
 	if len(b) < ReplyHeaderSize || be.Uint16(b[0:]) != Magic || b[2] == Version || b[3]&replyBit == 0 ||
-		b[3]&segmentBit != 0 || be.Uint32(b[44:]) != crc32.Checksum(b[:44], castagnoli) ||
+		b[3]&segmentBit != 0 || !crc.Valid(b[:ReplyHeaderSize], replyCRCField) ||
 		be.Uint64(b[16:]) != session {
 		return 0, false
 	}
@@ -344,7 +346,7 @@ func ParseRequest(b []byte) (r Request, err error) {
 	if b[2] != Version {
 		return Request{}, ErrVersion
 	}
-	if be.Uint32(b[60:]) != requestHeaderCRC(b) {
+	if !crc.Valid(b[:RequestHeaderSize], requestCRCField) {
 		return Request{}, ErrHeaderChecksum
 	}
 	if b[3]&(replyBit|segmentBit) != 0 {
@@ -435,7 +437,7 @@ func (r *Reply) MarshalHeader(b []byte) {
 	be.PutUint64(b[24:], r.ReqID)
 	be.PutUint64(b[32:], r.Epoch)
 	be.PutUint32(b[40:], r.PayloadCRC)
-	be.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+	crc.Seal(b[:ReplyHeaderSize], replyCRCField)
 }
 
 // ParseReply decodes and validates a reply datagram.
@@ -449,7 +451,7 @@ func ParseReply(b []byte) (Reply, error) {
 	if b[2] != Version {
 		return Reply{}, ErrVersion
 	}
-	if be.Uint32(b[44:]) != crc32.Checksum(b[:44], castagnoli) {
+	if !crc.Valid(b[:ReplyHeaderSize], replyCRCField) {
 		return Reply{}, ErrHeaderChecksum
 	}
 	if b[3]&replyBit == 0 || b[3]&segmentBit != 0 {

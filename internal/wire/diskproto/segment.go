@@ -2,8 +2,9 @@ package diskproto
 
 import (
 	"fmt"
-	"hash/crc32"
 	"math/bits"
+
+	"github.com/netstation/netstation/internal/wire/crc"
 )
 
 // Segmented messages. A WRITE request or READ reply whose data does not
@@ -73,19 +74,14 @@ func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session
 	be.PutUint32(b[8:], offset)
 	be.PutUint64(b[16:], session)
 	be.PutUint64(b[24:], reqID)
-	be.PutUint32(b[12:], segmentHeaderCRC(b))
+	crc.Seal(b[:SegmentHeaderSize], segmentCRCField)
 }
 
 // SetSegmentRound sets the flags and round of a segment header written by
 // PutSegmentHeader and re-seals it: what a resend changes.
 func SetSegmentRound(b []byte, flags SegmentFlags, round uint8) {
 	b[6], b[7] = byte(flags), round
-	be.PutUint32(b[12:], segmentHeaderCRC(b))
-}
-
-func segmentHeaderCRC(b []byte) uint32 {
-	c := crc32.Update(0, castagnoli, b[:12])
-	return crc32.Update(c, castagnoli, b[16:SegmentHeaderSize])
+	crc.Seal(b[:SegmentHeaderSize], segmentCRCField)
 }
 
 // ParseSegment decodes and validates a data segment's header.
@@ -97,7 +93,7 @@ func ParseSegment(b []byte) (Segment, error) {
 		return Segment{}, ErrMagic
 	case b[2] != Version:
 		return Segment{}, ErrVersion
-	case be.Uint32(b[12:]) != segmentHeaderCRC(b):
+	case !crc.Valid(b[:SegmentHeaderSize], segmentCRCField):
 		return Segment{}, ErrHeaderChecksum
 	case b[3]&^replyBit != segmentBit, b[6]&^byte(FlagLast) != 0, be.Uint16(b[4:]) == 0:
 		return Segment{}, fmt.Errorf("%w: type %#x, flags %#x, index %d", ErrSegment, b[3], b[6], be.Uint16(b[4:]))
@@ -298,14 +294,8 @@ func (s *SACK) Marshal(b []byte) (int, error) {
 	be.PutUint32(b[32:], s.Length)
 	be.PutUint32(b[36:], 0)
 	copy(b[SACKHeaderSize:], s.Bitmap)
-	be.PutUint32(b[12:], sackCRC(b[:n]))
+	crc.Seal(b[:n], sackCRCField) // every byte of the SACK but its CRC field
 	return n, nil
-}
-
-// sackCRC covers every byte of a SACK but its CRC field.
-func sackCRC(b []byte) uint32 {
-	c := crc32.Update(0, castagnoli, b[:12])
-	return crc32.Update(c, castagnoli, b[16:])
 }
 
 // ParseSACK decodes and validates a SACK datagram.
@@ -319,7 +309,7 @@ func ParseSACK(b []byte) (SACK, error) {
 		return SACK{}, ErrVersion
 	case b[3] != sackType:
 		return SACK{}, ErrNotReply
-	case be.Uint32(b[12:]) != sackCRC(b):
+	case !crc.Valid(b, sackCRCField):
 		return SACK{}, ErrHeaderChecksum
 	case b[6] != 0 || be.Uint32(b[36:]) != 0:
 		return SACK{}, ErrFlags

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"github.com/netstation/netstation/internal/wire/crc"
 )
 
 // Port is the UDP port a display serves the protocol on: VNC's 5900 plus
@@ -127,7 +127,9 @@ type Header struct {
 	Tiles  uint32 // tiles in this frame, as the sender plans to send them
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// crcField is the offset of the checksum, which covers the whole datagram
+// but itself (crc.Skipping).
+const crcField = 28
 
 // Append appends h and payload as one datagram to dst.
 func Append(dst []byte, h *Header, payload []byte) []byte {
@@ -149,8 +151,7 @@ func Append(dst []byte, h *Header, payload []byte) []byte {
 	binary.BigEndian.PutUint32(b[24:], h.Tiles)
 	dst = append(dst, payload...)
 	b = dst[start:]
-	crc := crc32.Update(crc32.Checksum(b[:28], castagnoli), castagnoli, b[HeaderSize:])
-	binary.BigEndian.PutUint32(b[28:], crc)
+	crc.Seal(b, crcField)
 	return dst
 }
 
@@ -161,8 +162,7 @@ func Seal(b []byte) []byte {
 	if len(b) < HeaderSize {
 		return b
 	}
-	crc := crc32.Update(crc32.Checksum(b[:28], castagnoli), castagnoli, b[HeaderSize:])
-	binary.BigEndian.PutUint32(b[28:], crc)
+	crc.Seal(b, crcField)
 	return b
 }
 
@@ -180,8 +180,7 @@ func Parse(b []byte) (Header, []byte, error) {
 	if b[2] != Version {
 		return h, nil, ErrVersion
 	}
-	crc := crc32.Update(crc32.Checksum(b[:28], castagnoli), castagnoli, b[HeaderSize:])
-	if crc != binary.BigEndian.Uint32(b[28:]) {
+	if !crc.Valid(b, crcField) {
 		return h, nil, ErrChecksum
 	}
 	h = Header{

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/netstation/netstation/internal/accept"
 	"github.com/netstation/netstation/internal/wire/diskproto"
 	"github.com/netstation/netstation/peripherals/disk"
 )
@@ -54,7 +55,7 @@ const (
 // Errors.
 var (
 	ErrConfig = errors.New("nbd: bad configuration")
-	ErrClosed = errors.New("nbd: server closed")
+	ErrClosed = fmt.Errorf("nbd: server closed: %w", net.ErrClosed)
 	// ErrProtocol is wrapped by the reasons a connection was dropped for
 	// breaking the protocol (bad magic, an oversized write, ...).
 	ErrProtocol = errors.New("nbd: protocol violation")
@@ -141,26 +142,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("nbd: accept: %w", err)
-		}
+	err := accept.Loop(ln, func(c net.Conn) {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
-			return nil
+			return
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
@@ -171,7 +158,19 @@ func (s *Server) Serve(ln net.Listener) error {
 				s.log.Debug("nbd: connection ended", "remote", c.RemoteAddr(), "err", err)
 			}
 		}()
+	}, accept.Options{Stopped: s.isClosed, OnRetry: func(err error, wait time.Duration) {
+		s.log.Warn("nbd: accept failed, backing off", "err", err, "wait", wait)
+	}})
+	if err != nil {
+		return fmt.Errorf("nbd: %w", err)
 	}
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // ServeConn serves one connection until the client disconnects, breaks
