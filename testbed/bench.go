@@ -64,6 +64,9 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	if from == to {
 		return nil, errors.New("bench needs two different peripherals")
 	}
+	if err := checkPath(from, to); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
 	dst := to.Addr.Addr()
 	if a.Stack == peripherals.StackKernel || a.Stack == peripherals.StackKernelPlain {
 		defer func() {

@@ -370,14 +370,23 @@ func Ping(ctx context.Context, testbed, from, to string, args peripherals.PingAr
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, testbed)
 	}
-	if _, err := plan.Node(from); err != nil {
+	fn, err := plan.Node(from)
+	if err != nil {
 		return nil, err
 	}
 	if a, err := netip.ParseAddr(to); err == nil {
 		args.Dst = a
+		if tn := plan.nodeByAddr(a); tn != nil {
+			if err := checkPath(fn, tn); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		n, err := plan.Node(to)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkPath(fn, n); err != nil {
 			return nil, err
 		}
 		args.Dst = n.Addr.Addr()

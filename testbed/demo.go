@@ -62,6 +62,9 @@ func StorageDemo(ctx context.Context, testbed string, a StorageDemoArgs, progres
 	if cn.Kind != "cpu" || dn.Kind != "disk" {
 		return nil, fmt.Errorf("storage demo needs a cpu and a disk (got %s %s, %s %s)", cn.Name, cn.Kind, dn.Name, dn.Kind)
 	}
+	if err := checkPath(cn, dn); err != nil {
+		return nil, fmt.Errorf("storage demo: %w", err)
+	}
 	// Always leave the peripherals as we found them: the disk's link
 	// settings (which `link set` may have chosen) and the kernel baseline.
 	links, err := ShowLinks(ctx, testbed, dn.Name)
@@ -212,6 +215,9 @@ func CapabilityDemo(ctx context.Context, testbed, cpuName, diskName string) (*Ca
 	if cn.Kind != spec.KindCPU {
 		return nil, fmt.Errorf("%s is a %s, not a cpu", cn.Name, cn.Kind)
 	}
+	if err := plan.checkPathNames(cn.Name, diskName); err != nil {
+		return nil, fmt.Errorf("capability demo: %w", err)
+	}
 	before, err := DiskStats(ctx, testbed, diskName)
 	if err != nil {
 		return nil, err
@@ -326,6 +332,11 @@ func TransferDemo(ctx context.Context, testbed string, a TransferDemoArgs) (*Tra
 		nodes[i] = n
 	}
 	cn, dn, vn := nodes[0], nodes[1], nodes[2]
+	for _, p := range [][2]*NodePlan{{cn, dn}, {dn, vn}} {
+		if err := checkPath(p[0], p[1]); err != nil {
+			return nil, fmt.Errorf("transfer demo: %w", err)
+		}
+	}
 	ds, err := DisplayStats(ctx, testbed, vn.Name)
 	if err != nil {
 		return nil, err

@@ -117,6 +117,9 @@ func DisplayDemo(ctx context.Context, testbed string, a DisplayDemoArgs, progres
 	if cn.Kind != spec.KindCPU {
 		return nil, fmt.Errorf("display demo needs a cpu (%s is a %s)", cn.Name, cn.Kind)
 	}
+	if err := checkPath(cn, dn); err != nil {
+		return nil, fmt.Errorf("display demo: %w", err)
+	}
 	before, err := DisplayStats(ctx, testbed, dn.Name)
 	if err != nil {
 		return nil, err

@@ -410,6 +410,9 @@ func newValidateCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("%s: ok (testbed %s, %d nodes, %d segments)\n", file, t.Name, len(t.Nodes), max(len(t.Segments), 1))
+			for _, w := range t.Warnings() {
+				fmt.Printf("%s: warning: %s\n", file, w)
+			}
 			return nil
 		},
 	}

@@ -104,3 +104,38 @@ func TestOverlappingTestbeds(t *testing.T) {
 	b.must("up", "-f", b.topo(second, subnet+"nodes:\n  - {name: cpu0, kind: cpu}\n"))
 	b.must("down", second)
 }
+
+// TestSegmentsSayNoPath: nodes on different segments can never reach
+// each other; validate warns, and ping, the demos and bench say so at
+// once instead of timing out.
+func TestSegmentsSayNoPath(t *testing.T) {
+	b := newBed(t)
+	f := b.topo(b.name, `segments: [{name: front}, {name: back}]
+nodes:
+  - {name: cpu0, kind: cpu, segment: front}
+  - {name: disk0, kind: disk, segment: front}
+  - {name: disk1, kind: disk, segment: back}
+`)
+	if out := b.must("validate", "-f", f); !strings.Contains(out, "warning: nodes on different segments can never reach each other (nothing routes between segments): front (cpu0, disk0); back (disk1)") {
+		t.Errorf("validate:\n%s", out)
+	}
+	b.must("up", "-f", f)
+	const want = "no path: cpu0 is on segment front, disk1 on segment back"
+	disk1 := b.status(b.name).Nodes[2].IP
+	for _, args := range [][]string{
+		{"ping", "-t", b.name, "cpu0", "disk1"},
+		{"ping", "-t", b.name, "cpu0", disk1},
+		{"demo", "storage", "-t", b.name, "--disk", "disk1", "--size", "1MiB"},
+		{"demo", "capabilities", "-t", b.name, "--disk", "disk1"},
+		{"bench", "-t", b.name, "--from", "cpu0", "--to", "disk1", "--time", "1s"},
+	} {
+		start := time.Now()
+		out, err := b.run(args...)
+		if err == nil || !strings.Contains(out, want) || time.Since(start) > 5*time.Second {
+			t.Errorf("%v: %v after %v\n%s", args, err, time.Since(start), out)
+		}
+	}
+	if out, err := b.run("ping", "-t", b.name, "cpu0", "disk0", "-c", "1"); err != nil {
+		t.Errorf("ping on one segment: %v\n%s", err, out)
+	}
+}
