@@ -38,8 +38,9 @@ func newRootlessBed(t *testing.T) *bed {
 }
 
 // TestRootless runs the whole user path as an ordinary user: up, every
-// pair pings over the user-level stacks, exec, the storage demo, and a down
-// that leaves no process or state behind.
+// pair pings over the user-level stacks, exec, the storage demo (also at
+// 1 % and 10 % link-layer loss), and a down that leaves no process or
+// state behind.
 func TestRootless(t *testing.T) {
 	b := newRootlessBed(t)
 	b.must("up", "-f", b.topo(b.name, threeNodes))
@@ -55,6 +56,14 @@ func TestRootless(t *testing.T) {
 	out = b.must("demo", "storage", "-t", b.name, "--size", "16MiB", "-o", "json")
 	if !strings.Contains(out, `"match": true`) {
 		t.Errorf("storage demo: %s", out)
+	}
+	// Byte-exact under loss in the peripheral's own link layer (rootless:
+	// no BPF), at 1 % and 10 %.
+	for _, loss := range []string{"1%", "10%"} {
+		out = b.must("demo", "storage", "-t", b.name, "--size", "8MiB", "--loss", loss, "--seed", "3", "-o", "json")
+		if !strings.Contains(out, `"match": true`) {
+			t.Errorf("storage demo at %s loss: %s", loss, out)
+		}
 	}
 	// host access needs root: a one-line explanation, not EPERM.
 	out, err := b.run("up", "-f", b.topo(b.name+"h", "host_access: {ip: 10.99.1.254}\nsubnet: 10.99.1.0/24\n"+threeNodes))
