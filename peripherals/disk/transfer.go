@@ -26,7 +26,8 @@ import (
 // Flow control and loss: tiles are numbered; after every TransferWindow
 // tiles the disk sends a hold checkpoint (PRESENT with PresentHold|Ack)
 // and keeps at most TransferInFlight windows unanswered, so the display's
-// socket queue never holds more than that many windows of tiles. The frame ends with
+// socket queue never holds more than that many windows of tiles; a loss
+// halves that number and a clean frame grows it back (inFlight). The frame ends with
 // PRESENT(PresentComplete|Ack): the display presents only a frame whose
 // every tile arrived, else it reports the missing ones, which the disk
 // sends again. A lost tile never shows as a wrong rectangle.
@@ -71,18 +72,21 @@ type TransferStats struct {
 	Resent    uint64 `json:"resent"`    // of Tiles, retransmissions on the display's report
 	Bytes     uint64 `json:"bytes"`     // source bytes read from the backing file
 	Timeouts  uint64 `json:"timeouts"`  // REPORTs waited for in vain (checkpoint re-sent)
+	// WindowCuts counts the times loss (tiles reported missing, a REPORT
+	// waited for in vain) cut the windows a transfer keeps unanswered.
+	WindowCuts uint64 `json:"window_cuts"`
 }
 
 type transferCounters struct {
-	orders, completed, failed, frames, tiles, resent, bytes, timeouts atomic.Uint64
-	running                                                           atomic.Int32
+	orders, completed, failed, frames, tiles, resent, bytes, timeouts, cuts atomic.Uint64
+	running                                                                 atomic.Int32
 }
 
 func (s *Server) transferStats() TransferStats {
 	c := &s.xfer
 	return TransferStats{Orders: c.orders.Load(), Completed: c.completed.Load(), Failed: c.failed.Load(),
 		Frames: c.frames.Load(), Tiles: c.tiles.Load(), Resent: c.resent.Load(), Bytes: c.bytes.Load(),
-		Timeouts: c.timeouts.Load()}
+		Timeouts: c.timeouts.Load(), WindowCuts: c.cuts.Load()}
 }
 
 // transferGeometry checks an order against the request and the tile
@@ -227,7 +231,37 @@ type tileSender struct {
 	tok    uint16
 	res    *diskproto.TransferResult
 	window int
+	flight inFlight // windows that may be unanswered: the congestion window
+	// lossSeen: the current frame saw a loss (its window was cut).
+	lossSeen bool
 }
+
+// cut records a loss: the window shrinks (counted when it did).
+func (ts *tileSender) cut() {
+	ts.lossSeen = true
+	if ts.flight.lost() {
+		ts.s.xfer.cuts.Add(1)
+	}
+}
+
+// inFlight is a transfer's congestion window, counted in tile windows
+// (the storage protocol's rule at the tiles' layer): loss halves it,
+// never below one window; every frame presented without a loss grows it
+// back by one, up to TransferInFlight (what the display's socket queue
+// holds).
+type inFlight struct{ n int }
+
+func (w *inFlight) windows() int { return max(1, min(w.n, TransferInFlight)) }
+
+// lost cuts the window on a loss; it reports whether it shrank.
+func (w *inFlight) lost() bool {
+	n := w.windows()
+	w.n = max(1, n/2)
+	return w.n < n
+}
+
+// clean grows the window after a frame presented without loss.
+func (w *inFlight) clean() { w.n = min(w.windows()+1, TransferInFlight) }
 
 func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, frameBytes, tiles int) (diskproto.TransferResult, error) {
 	var res diskproto.TransferResult
@@ -238,7 +272,7 @@ func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, fram
 	conn := dgram.Of(pc)
 	defer conn.Close()
 	ts := &tileSender{s: s, conn: conn, dst: o.Dest, notify: o.Notify, stream: o.Stream, res: &res,
-		rbuf: make([]byte, tileproto.MaxDatagram), window: s.cfg.TransferWindow}
+		rbuf: make([]byte, tileproto.MaxDatagram), window: s.cfg.TransferWindow, flight: inFlight{TransferInFlight}}
 	if ts.window <= 0 {
 		ts.window = DefaultTransferWindow
 	}
@@ -311,9 +345,9 @@ func (ts *tileSender) frame(seq uint32) error {
 		if err := ts.present(seq, tileproto.PresentOptions{Flags: tileproto.PresentHold | tileproto.PresentAck}); err != nil {
 			return err
 		}
-		// At most TransferInFlight windows unanswered.
-		if ts.tok-acked >= TransferInFlight {
-			want := ts.tok - (TransferInFlight - 1)
+		// At most flight windows unanswered.
+		if inflight := uint16(ts.flight.windows()); ts.tok-acked >= inflight {
+			want := ts.tok - (inflight - 1)
 			if _, err := ts.await(seq, want, tileproto.PresentOptions{Flags: tileproto.PresentHold | tileproto.PresentAck}); err != nil {
 				return err
 			}
@@ -331,8 +365,13 @@ func (ts *tileSender) frame(seq uint32) error {
 			return err
 		}
 		if rep.Flags&tileproto.ReportPresented != 0 {
+			if round == 0 && !ts.lossSeen {
+				ts.flight.clean()
+			}
+			ts.lossSeen = false
 			return nil
 		}
+		ts.cut()
 		var missing []int
 		for i := 1; i <= total; i++ {
 			if rep.MissingTile(i) {
@@ -418,6 +457,7 @@ func (ts *tileSender) await(seq uint32, tok uint16, o tileproto.PresentOptions) 
 				return tileproto.Report{}, fmt.Errorf("%w: no REPORT for frame %d from %v", ErrTransfer, seq, ts.dst)
 			}
 			ts.s.xfer.timeouts.Add(1)
+			ts.cut()
 			rto = min(2*rto, transferMaxRTO)
 			if err := ts.present(seq, o); err != nil {
 				return tileproto.Report{}, err

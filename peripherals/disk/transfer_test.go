@@ -210,6 +210,9 @@ func TestTransferLossy(t *testing.T) {
 	if ds := tw.disp.Stats(); ds.Withheld == 0 || ds.Frames != 2 {
 		t.Errorf("display stats %+v", ds)
 	}
+	if x := tw.srv.Stats().Transfers; x.WindowCuts == 0 {
+		t.Errorf("loss did not cut the transfer's window: %+v", x)
+	}
 }
 
 // TestTransferRefused: a capability for another destination, without the
