@@ -118,6 +118,8 @@ pair between the same two ports (UDP_SEGMENT + UDP_GRO written directly on
 the kernel's system calls, nothing of netstation's in its data path,
 unpaced) and prints the kernel baseline's throughput as a fraction of it:
 the check that bench's kernel is the kernel at its best (root testbeds).
+It takes three alternating rounds (bench's kernel baseline unpaced, then
+the pair) and reports medians, so one busy moment does not decide it.
 
 RTT (--rtt N): N request/response pings of 64 B after each run, taken twice:
 both peripherals' processes pinned to one CPU, then to two different CPUs
@@ -183,8 +185,7 @@ Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
 			live := !jsonOut && isTerminal(os.Stderr)
 			var runs []*bench.Report
 			var labels []runLabel
-			var refs []*testbed.RefResult
-			var refLabels []runLabel
+			var refs []*refComparison
 			for _, pr := range pairs {
 				for _, size := range szs {
 					for _, st := range stackList {
@@ -215,12 +216,22 @@ Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
 						if live {
 							fmt.Fprintf(os.Stderr, "%s -> %s, %d B, standalone kernel reference pair ...\n", pr[0], pr[1], size)
 						}
-						ref, err := testbed.BenchReference(cmd.Context(), name, pr[0], pr[1], size, dur)
-						if err != nil {
-							return fmt.Errorf("%s -> %s (reference pair, %d B): %w", pr[0], pr[1], size, err)
+						cmp := &refComparison{From: pr[0], To: pr[1], Size: size}
+						for round := 0; round < refRounds; round++ {
+							krep, err := testbed.Bench(cmd.Context(), name, testbed.BenchArgs{
+								From: pr[0], To: pr[1], Stack: peripherals.StackKernel, Size: size, Duration: dur, Parallel: parallel,
+							}, nil)
+							if err != nil {
+								return fmt.Errorf("%s -> %s (kernel, reference round, %d B): %w", pr[0], pr[1], size, err)
+							}
+							ref, err := testbed.BenchReference(cmd.Context(), name, pr[0], pr[1], size, dur)
+							if err != nil {
+								return fmt.Errorf("%s -> %s (reference pair, %d B): %w", pr[0], pr[1], size, err)
+							}
+							cmp.Rounds = append(cmp.Rounds, refRound{Kernel: bench.PointOf(krep).BitsPerSecond / 1e9, Reference: ref, ReferenceGbps: ref.BitsPerSecondReceived / 1e9})
 						}
-						refs = append(refs, ref)
-						refLabels = append(refLabels, runLabel{From: pr[0], To: pr[1], Size: size})
+						cmp.finish()
+						refs = append(refs, cmp)
 					}
 				}
 			}
@@ -247,13 +258,13 @@ Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
 				if len(runs) == 1 && len(refs) == 0 {
 					return enc.Encode(runs[0])
 				}
-				out := map[string]any{"runs": runs, "summary": withReference(summarize(runs, labels), refs, refLabels)}
+				out := map[string]any{"runs": runs, "summary": withReference(summarize(runs, labels), refs)}
 				if len(refs) > 0 {
 					out["reference"] = refs
 				}
 				return enc.Encode(out)
 			}
-			printSummary(os.Stdout, withReference(summarize(runs, labels), refs, refLabels))
+			printSummary(os.Stdout, withReference(summarize(runs, labels), refs))
 			return nil
 		},
 	}
@@ -313,23 +324,70 @@ type summaryRow struct {
 	// BestKernel names the kernel configuration the ratio is against.
 	BestKernel string  `json:"best_kernel,omitempty"`
 	Ratio      float64 `json:"ratio_user_over_best_kernel,omitempty"`
-	// Reference is the standalone UDP_SEGMENT+UDP_GRO pair (--reference)
-	// and RefRatio the kernel baseline's throughput over it.
+	// Reference is the standalone UDP_SEGMENT+UDP_GRO pair (--reference,
+	// median of the rounds) and RefRatio the median over alternating
+	// rounds of the kernel baseline's unpaced throughput over the pair's.
 	Reference *stackFigures `json:"kernel_reference_pair,omitempty"`
 	RefRatio  float64       `json:"ratio_kernel_over_reference_pair,omitempty"`
 }
 
-// withReference adds the reference pair's figures to their rows.
-func withReference(rows []summaryRow, refs []*testbed.RefResult, labels []runLabel) []summaryRow {
-	for k, ref := range refs {
+// refRounds is how many alternating rounds (bench's kernel baseline, then
+// the reference pair, both unpaced) --reference takes: on a shared
+// machine one round each can land on a quiet and a busy moment.
+const refRounds = 3
+
+// refRound is one alternating round of --reference.
+type refRound struct {
+	Kernel        float64            `json:"kernel_gbit_per_second"` // bench's kernel baseline, unpaced
+	ReferenceGbps float64            `json:"reference_gbit_per_second"`
+	Reference     *testbed.RefResult `json:"reference"`
+}
+
+// refComparison is --reference for one (pair, size): the rounds and
+// their medians; Ratio is the median of the rounds' kernel/reference.
+type refComparison struct {
+	From            string     `json:"from"`
+	To              string     `json:"to"`
+	Size            int        `json:"size"`
+	Rounds          []refRound `json:"rounds"`
+	KernelMedian    float64    `json:"kernel_gbit_per_second_median"`
+	ReferenceMedian float64    `json:"reference_gbit_per_second_median"`
+	ReferenceKpps   float64    `json:"reference_kpps_median"`
+	Ratio           float64    `json:"ratio_kernel_over_reference_median"`
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (c *refComparison) finish() {
+	var k, r, kpps, ratio []float64
+	for _, x := range c.Rounds {
+		k, r = append(k, x.Kernel), append(r, x.ReferenceGbps)
+		kpps = append(kpps, x.Reference.PacketsPerSecondReceived/1e3)
+		if x.ReferenceGbps > 0 {
+			ratio = append(ratio, x.Kernel/x.ReferenceGbps)
+		}
+	}
+	c.KernelMedian, c.ReferenceMedian, c.ReferenceKpps, c.Ratio = median(k), median(r), median(kpps), median(ratio)
+}
+
+// withReference adds the reference comparisons to their rows.
+func withReference(rows []summaryRow, refs []*refComparison) []summaryRow {
+	for _, c := range refs {
 		for i := range rows {
 			r := &rows[i]
-			if r.From != labels[k].From || r.To != labels[k].To || r.Size != labels[k].Size {
-				continue
-			}
-			r.Reference = &stackFigures{Gbps: ref.BitsPerSecondReceived / 1e9, Kpps: ref.PacketsPerSecondReceived / 1e3}
-			if r.KernelBest != nil && r.Reference.Gbps > 0 {
-				r.RefRatio = r.KernelBest.Gbps / r.Reference.Gbps
+			if r.From == c.From && r.To == c.To && r.Size == c.Size {
+				r.Reference = &stackFigures{Gbps: c.ReferenceMedian, Kpps: c.ReferenceKpps}
+				r.RefRatio = c.Ratio
 			}
 		}
 	}
@@ -416,7 +474,7 @@ func printSummary(w io.Writer, rows []summaryRow) {
 		hasRef = hasRef || r.Reference != nil
 	}
 	if hasRef {
-		head += "user/best kernel\treference pair Gbit/s\treference kpps\tkernel/reference\t"
+		head += fmt.Sprintf("user/best kernel\treference pair Gbit/s\treference kpps\tkernel/reference (median of %d rounds)\t", refRounds)
 	} else {
 		head += "user/best kernel\t"
 	}
