@@ -23,6 +23,9 @@ type txState struct {
 	bufs   [][]byte
 	n      int
 	big    []byte
+	// A gathered super-frame's headers and its list of pieces.
+	hdr    [udpFrameHeaders]byte
+	pieces [][]byte
 }
 
 func (t *txState) init(s *Stack, tmpl engine.Template, batch int) {

@@ -81,6 +81,23 @@ func TestZeroAllocsPerPacket(t *testing.T) {
 			if allocs != 0 {
 				t.Errorf("caps %v, %d B batch of 32: %.2f allocations per batch", caps, size, allocs)
 			}
+			views := make([]View, 32)
+			allocs = testing.AllocsPerRun(200, func() {
+				if _, err := tx.WriteBatch(msgs); err != nil {
+					t.Fatal(err)
+				}
+				for got := 0; got < len(msgs); {
+					n, err := rx.ReadViews(views)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got += n
+					rx.Release()
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("caps %v, %d B batch of 32 read as views: %.2f allocations per batch", caps, size, allocs)
+			}
 		}
 	}
 }

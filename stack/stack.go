@@ -89,6 +89,7 @@ type Stack struct {
 	mtu     int
 	offload bool // link finishes checksums (NEEDS_CSUM)
 	gso     bool // link takes UDP_L4 super-frames
+	gather  bool // link sends a super-frame from pieces (link.GatherWriter)
 
 	arp   *arp.Cache
 	reasm *ipv4.Reassembler
@@ -188,6 +189,7 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 		done:      make(chan struct{}),
 	}
 	s.gso = s.offload && l.Caps()&link.CapGSO != 0 && l.MaxFrame() >= header.EthernetMinimumSize+header.IPv4MaximumPacket
+	_, s.gather = l.(link.GatherWriter)
 	if cfg.Gateway.IsValid() {
 		s.gw, s.hasGW = cfg.Gateway.As4(), true
 	}

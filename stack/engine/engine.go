@@ -65,3 +65,32 @@ func (e *Engine) write(frames []link.Frame) (int, error) {
 func (e *Engine) WriteChecked(frames []link.Frame) (int, error) {
 	return e.write(frames)
 }
+
+// TransmitGather sends one frame given as pieces (see link.GatherWriter)
+// after checking its headers, all in pieces[0], against t. It reports
+// false, with nothing sent, when the link cannot gather: the caller then
+// assembles the frame and uses Transmit.
+func (e *Engine) TransmitGather(v link.VNetHdr, pieces [][]byte, t *Template) (bool, error) {
+	gw, ok := e.Link.(link.GatherWriter)
+	if !ok {
+		return false, nil
+	}
+	if !t.Match(pieces[0]) {
+		e.Drop(DropTemplateMismatch)
+		return true, nil
+	}
+	var bytes uint64
+	for _, p := range pieces {
+		bytes += uint64(len(p))
+	}
+	if err := gw.WriteGather(v, pieces); err != nil {
+		e.Drops[DropLinkError].Add(1)
+		return true, err
+	}
+	if v.Flags&link.VNetNeedsCsum != 0 {
+		e.TxOffload.Add(1)
+	}
+	e.TxFrames.Add(1)
+	e.TxBytes.Add(bytes)
+	return true, nil
+}

@@ -221,7 +221,7 @@ func BenchmarkUDPStream(b *testing.B) {
 						}
 						select {
 						case <-credit:
-						case <-time.After(time.Second):
+						case <-time.After(5 * time.Second):
 							// The receiver lost datagrams: what is
 							// missing will never come.
 							waiting.Store(false)

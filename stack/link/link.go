@@ -118,3 +118,13 @@ type Link interface {
 	Caps() Caps
 	Close() error
 }
+
+// GatherWriter is implemented by links that can send one frame given as
+// pieces, gathered by the copy the kernel makes anyway: a GSO super-frame's
+// headers followed by its datagrams' payloads, never assembled in user
+// memory. pieces[0] holds at least the Ethernet header. The same checks as
+// WriteBatch apply to the frame the pieces make; the link keeps no piece
+// after it returns. Safe for concurrent use with WriteBatch.
+type GatherWriter interface {
+	WriteGather(vnet VNetHdr, pieces [][]byte) error
+}

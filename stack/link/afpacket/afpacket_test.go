@@ -363,3 +363,37 @@ func TestKernelGSOToLink(t *testing.T) {
 		t.Fatalf("vnet header %+v", r.vnet)
 	}
 }
+
+// TestWriteGather: a frame given as pieces arrives as the frame they make;
+// malformed gathered frames are refused with the WriteBatch errors.
+func TestWriteGather(t *testing.T) {
+	w := linktest.NewPair(t, 1500)
+	la := open(t, w.A, "vA", Options{})
+	lb := open(t, w.B, "vB", Options{})
+	c := collect(t, lb)
+	f := linktest.Frame(w.MACB, w.MACA, 1514, 7)
+	if err := la.WriteGather(link.VNetHdr{}, [][]byte{f[:20], f[20:20], f[20:700], f[700:]}); err != nil {
+		t.Fatal(err)
+	}
+	r := c.next(t, 5*time.Second, isTest)
+	if !bytes.Equal(r.buf, f) {
+		t.Fatalf("received %d bytes, not the %d-byte frame gathered", len(r.buf), len(f))
+	}
+	if st := la.Stats(); st.TxFrames != 1 || st.TxBytes != uint64(len(f)) {
+		t.Errorf("sender stats %+v", st)
+	}
+	for _, c := range []struct {
+		pieces [][]byte
+		vnet   link.VNetHdr
+		want   error
+	}{
+		{[][]byte{f[:10], f[10:60]}, link.VNetHdr{}, ErrFrameTooShort},
+		{nil, link.VNetHdr{}, ErrFrameTooShort},
+		{[][]byte{f, f[:10]}, link.VNetHdr{}, ErrNotGSO},
+		{[][]byte{f, make([]byte, 70000)}, link.VNetHdr{GSOType: link.GSOUDPL4}, ErrFrameTooLong},
+	} {
+		if err := la.WriteGather(c.vnet, c.pieces); !errors.Is(err, c.want) {
+			t.Errorf("WriteGather of %d pieces = %v, want %v", len(c.pieces), err, c.want)
+		}
+	}
+}

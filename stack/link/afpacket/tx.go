@@ -34,6 +34,11 @@ type txState struct {
 	ring       []byte
 	ringFrames int
 	head       int
+
+	// WriteGather's message: the virtio-net header, then the pieces.
+	gmsg  [1]unix.Mmsghdr
+	ghdr  [link.VNetHdrLen]byte
+	giovs []unix.Iovec
 }
 
 func (t *txState) init(batch int) {
@@ -70,6 +75,59 @@ func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 		err = verr
 	}
 	return n, err
+}
+
+var _ link.GatherWriter = (*Link)(nil)
+
+// WriteGather sends one frame given as pieces with one sendmsg: the
+// kernel's copy into its buffer gathers them, so a GSO super-frame is
+// never assembled in user memory. It always takes the ring-less socket
+// (the transmit ring's slots are too small for super-frames anyway).
+func (l *Link) WriteGather(v link.VNetHdr, pieces [][]byte) error {
+	total := 0
+	for _, p := range pieces {
+		total += len(p)
+	}
+	switch {
+	case len(pieces) == 0 || len(pieces[0]) < 14:
+		return fmt.Errorf("afpacket: gathered frame: %w", ErrFrameTooShort)
+	case total > maxFrameGSO:
+		return fmt.Errorf("afpacket: gathered frame (%d bytes): %w", total, ErrFrameTooLong)
+	case total > l.mtu+14 && v.GSOType&^link.GSOECN == link.GSONone:
+		return fmt.Errorf("afpacket: gathered frame (%d bytes, MTU %d): %w", total, l.mtu, ErrNotGSO)
+	}
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	if l.closed.Load() {
+		return link.ErrClosed
+	}
+	t := &l.tx
+	if cap(t.giovs) < len(pieces)+1 {
+		t.giovs = make([]unix.Iovec, len(pieces)+1)
+	}
+	iovs := t.giovs[:len(pieces)+1]
+	v.Encode(t.ghdr[:])
+	iovs[0].Base = &t.ghdr[0]
+	iovs[0].SetLen(link.VNetHdrLen)
+	for i, p := range pieces {
+		iov := &iovs[i+1]
+		iov.Base = nil
+		if len(p) > 0 {
+			iov.Base = &p[0]
+		}
+		iov.SetLen(len(p))
+	}
+	t.gmsg[0].Hdr.Iov = &iovs[0]
+	t.gmsg[0].Hdr.SetIovlen(len(iovs))
+	sent, err := l.sendmmsg(t.gmsg[:])
+	for i := range iovs {
+		iovs[i].Base = nil // do not keep the caller's buffers alive
+	}
+	if sent == 1 {
+		l.txFrames.Add(1)
+		l.txBytes.Add(uint64(total))
+	}
+	return err
 }
 
 // backoff returns the pacing of one transmit operation's retries.
