@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/netstation/netstation/cpu/manager"
 	"github.com/netstation/netstation/cpu/storage"
+	"github.com/netstation/netstation/fabric/tcbpf"
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/privtest"
 	"github.com/netstation/netstation/internal/wire/diskproto"
@@ -33,12 +37,16 @@ import (
 //   - udp: the host's kernel -> disk0, the storage protocol (32 MiB, 1 MiB
 //     I/O, queue depth 16, every byte read back compared);
 //   - nbd: the host's kernel -> disk0, nbdcopy over NBD on disk0's own TCP
-//     (32 MiB in, the whole 32 MiB disk out, compared).
+//     (32 MiB in, the whole 32 MiB disk out, compared);
+//   - nbdkit: the host's kernel -> nbdkit (file plugin, the kernel's TCP)
+//     in a kernel namespace of its own on the same bridge, whose port
+//     carries the same tc BPF impairment (same loss, same seed), nbdcopy
+//     the same way.
 //
 // Each lossy row also reports its ratio to the lossless row of the same
 // run (targets: >= 0.5 at 1 %, >= 0.2 at 10 %). Root: namespaces, BPF.
 func BenchmarkStorageLoss(b *testing.B) {
-	privtest.Tool(b, "nbdcopy")
+	privtest.Tool(b, "nbdcopy", "nbdkit", "nbdinfo")
 	const size = 32 << 20
 	for range b.N {
 		bd := newBed(b)
@@ -64,6 +72,7 @@ func BenchmarkStorageLoss(b *testing.B) {
 		if err := os.WriteFile(in, data, 0o600); err != nil {
 			b.Fatal(err)
 		}
+		nbdkitURI, nbdkitLoss := nbdkitPeer(b, plan, size)
 		lossless := map[string]float64{}
 		report := func(loss, name string, mibs float64) {
 			b.ReportMetric(mibs, name+"_MiB/s@"+loss)
@@ -102,6 +111,18 @@ func BenchmarkStorageLoss(b *testing.B) {
 				b.Fatalf("nbd at %s loss: data read back differs (%v)", loss, err)
 			}
 			bd.must("link", "set", "-t", bd.name, "disk0", "--loss", "0")
+
+			nbdkitLoss(loss)
+			start = time.Now()
+			runTool(b, 10*time.Minute, "nbdcopy", in, nbdkitURI)
+			report(loss, "nbdkit_write", size/(1<<20)/time.Since(start).Seconds())
+			start = time.Now()
+			runTool(b, 10*time.Minute, "nbdcopy", nbdkitURI, out2+".k")
+			report(loss, "nbdkit_read", size/(1<<20)/time.Since(start).Seconds())
+			if got, err := os.ReadFile(out2 + ".k"); err != nil || !bytes.Equal(got, data) {
+				b.Fatalf("nbdkit at %s loss: data read back differs (%v)", loss, err)
+			}
+			nbdkitLoss("0")
 		}
 		bd.must("down", bd.name)
 	}
@@ -156,4 +177,73 @@ func hostUDP(b *testing.B, hostIP, diskIP string, grant [diskproto.CapabilitySiz
 		b.Fatal("storage protocol: data read back differs")
 	}
 	return w, r, c.Stats()
+}
+
+// nbdkitPeer starts nbdkit (file plugin on a size-byte file, the kernel's
+// TCP) in a kernel namespace of the testbed's (so `down` removes it) on
+// disk0's bridge, at the subnet's .240, with a tc BPF impairment on its
+// fabric port like `link set --loss` puts on disk0's. It returns the URI
+// and a function setting the loss ("0", "1%", ...; seed 7).
+func nbdkitPeer(b *testing.B, plan *testbed.Plan, size int64) (string, func(string)) {
+	d, _ := plan.Node("disk0")
+	ns := testbed.Prefix(plan.Testbed) + "nbdkit"
+	port := "nk" + plan.Testbed
+	if len(port) > 15 {
+		port = port[:15]
+	}
+	addr := netip.AddrFrom4(func() [4]byte { a := plan.Subnet.Addr().As4(); a[3] = 240; return a }())
+	sh := func(argv ...string) {
+		b.Helper()
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
+	sh("ip", "netns", "add", ns)
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	sh("ip", "link", "add", port, "type", "veth", "peer", "name", port+"p")
+	sh("ip", "link", "set", port, "netns", plan.FabricNS)
+	sh("ip", "link", "set", port+"p", "netns", ns)
+	sh("ip", "-n", plan.FabricNS, "link", "set", port, "master", d.Bridge, "up")
+	sh("ip", "-n", ns, "link", "set", port+"p", "name", "eth0")
+	sh("ip", "-n", ns, "addr", "add", netip.PrefixFrom(addr, plan.Subnet.Bits()).String(), "dev", "eth0")
+	sh("ip", "-n", ns, "link", "set", "eth0", "up")
+	sh("ip", "-n", ns, "link", "set", "lo", "up")
+	img := filepath.Join(b.TempDir(), "nbdkit.img")
+	if err := os.Truncate(img, size); err != nil {
+		f, err := os.Create(img)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Truncate(size)
+		f.Close()
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, "nbdkit", "-f", "-i", addr.String(), "-p", "10809", "file", "file="+img)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	uri := fmt.Sprintf("nbd://%s:10809/", addr)
+	for i := 0; ; i++ {
+		if exec.Command("nbdinfo", "--size", uri).Run() == nil {
+			break
+		}
+		if i > 100 {
+			b.Fatalf("nbdkit at %s does not answer", uri)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	imp, err := tcbpf.Attach(plan.FabricNS, port)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { imp.Close(); tcbpf.Detach(plan.FabricNS, port) })
+	return uri, func(loss string) {
+		ppm, err := parsePercent(loss)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := imp.Set(tcbpf.Params{LossPPM: ppm, Seed: 7}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
