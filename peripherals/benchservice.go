@@ -216,8 +216,12 @@ func (p *Runtime) registerBench() {
 			conns = append(conns, c)
 		}
 		ks0 := kernelStats(conns)
+		batch := 0 // the engine's default
+		if m, ok := dgram.ModeOf(conns[0]); ok && m == dgram.KernelBest {
+			batch = min(dgram.GSOBatch(a.Size), bench.MaxBatch) // whole super-datagrams
+		}
 		res, err := bench.RunSenderStreams(ctx, conns, a.Dst, bench.SenderOptions{
-			Stack: a.Stack, Size: a.Size, Duration: a.Duration, Rate: a.Rate,
+			Stack: a.Stack, Size: a.Size, Duration: a.Duration, Rate: a.Rate, Batch: batch,
 			OnInterval: func(iv bench.Interval) { _ = s.Send(iv) },
 		})
 		if res != nil {

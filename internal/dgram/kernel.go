@@ -80,6 +80,22 @@ type KernelStats struct {
 	GRO, GSO bool
 }
 
+// GSOBatch is how many dgramSize datagrams a sender should hand a
+// KernelBest socket per WriteBatch so that every super-datagram is full:
+// the largest multiple of the datagrams one UDP_SEGMENT send carries
+// that is at least 64 (2 x 44 at 1472 B; a batch of 64 would go as 44 +
+// 20, and each super-frame costs about as much as a full one to forward).
+func GSOBatch(dgramSize int) int {
+	if dgramSize <= 0 {
+		return 64
+	}
+	segs := min(MaxGSOSegments, maxGSOBytes/dgramSize)
+	if segs <= 1 {
+		return 64
+	}
+	return segs * ((64 + segs - 1) / segs)
+}
+
 // Kernel returns a Conn on a kernel UDP socket at its best (KernelBest).
 // Closing the Conn closes c.
 func Kernel(c *net.UDPConn) Conn { return KernelWith(c, KernelBest) }

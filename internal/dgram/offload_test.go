@@ -293,3 +293,12 @@ func TestKernelBestEdges(t *testing.T) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestGSOBatch: whole super-datagrams, at least 64 datagrams.
+func TestGSOBatch(t *testing.T) {
+	for _, c := range []struct{ size, want int }{{1472, 88}, {64, 64}, {1000, 64}, {1024, 126}, {8972, 70}, {65507, 64}, {0, 64}} {
+		if got := dgram.GSOBatch(c.size); got != c.want {
+			t.Errorf("GSOBatch(%d) = %d, want %d", c.size, got, c.want)
+		}
+	}
+}

@@ -451,7 +451,7 @@ func TestBadOptions(t *testing.T) {
 	snd, rcv := userPair(t, mem.Options{})
 	dst := netip.AddrPortFrom(ipRecv, benchPort)
 	ctx := context.Background()
-	for _, o := range []bench.SenderOptions{{Size: 10}, {Size: 70000}, {Parallel: 500}, {Batch: 65}, {Rate: -1}} {
+	for _, o := range []bench.SenderOptions{{Size: 10}, {Size: 70000}, {Parallel: 500}, {Batch: bench.MaxBatch + 1}, {Rate: -1}} {
 		if _, err := bench.RunSender(ctx, snd, dst, o); err == nil {
 			t.Errorf("RunSender(%+v) accepted", o)
 		}
@@ -459,8 +459,8 @@ func TestBadOptions(t *testing.T) {
 	if _, err := bench.RunSender(ctx, snd, netip.AddrPort{}, bench.SenderOptions{Count: 1}); err == nil {
 		t.Error("RunSender without destination accepted")
 	}
-	if _, err := bench.RunReceiver(ctx, rcv, bench.ReceiverOptions{Batch: 100}); err == nil {
-		t.Error("RunReceiver with batch 100 accepted")
+	if _, err := bench.RunReceiver(ctx, rcv, bench.ReceiverOptions{Batch: bench.MaxBatch + 1}); err == nil {
+		t.Error("RunReceiver with a batch above MaxBatch accepted")
 	}
 	if _, err := bench.RunRTT(ctx, snd, dst, bench.RTTOptions{Size: 8}); err == nil {
 		t.Error("RunRTT with 8-byte pings accepted")

@@ -25,7 +25,7 @@ type ReceiverOptions struct {
 	// IdleTimeout ends a started test after this long without a datagram,
 	// in case every FIN was lost; default 3 s.
 	IdleTimeout time.Duration
-	Batch       int // datagrams per read, 1..64; default 64
+	Batch       int // datagrams per read, 1..MaxBatch; default DefaultBatch
 	BufSize     int // bytes per receive buffer; default MaxSize (longer datagrams are truncated)
 }
 
@@ -37,7 +37,7 @@ func (o *ReceiverOptions) setDefaults() error {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
 	if o.Batch == 0 {
-		o.Batch = MaxBatch
+		o.Batch = DefaultBatch
 	}
 	if o.Batch < 1 || o.Batch > MaxBatch {
 		return fmt.Errorf("%w: batch %d not in 1..%d", ErrOptions, o.Batch, MaxBatch)

@@ -228,12 +228,12 @@ func RunEcho(ctx context.Context, conn Conn) (uint64, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
 	defer conn.SetReadDeadline(time.Time{})
-	msgs := make([]Message, MaxBatch)
-	bufs := make([][]byte, MaxBatch)
+	msgs := make([]Message, DefaultBatch)
+	bufs := make([][]byte, DefaultBatch)
 	for i := range bufs {
 		bufs[i] = make([]byte, MaxSize)
 	}
-	out := make([]Message, 0, MaxBatch)
+	out := make([]Message, 0, DefaultBatch)
 	var echoed uint64
 	for ctx.Err() == nil {
 		for i := range msgs {

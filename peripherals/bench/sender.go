@@ -34,7 +34,7 @@ type SenderOptions struct {
 	Duration time.Duration // how long to send; default 10 s, unless Count is set
 	Count    uint64        // datagrams per stream; 0 = no limit (then Duration applies)
 	Rate     float64       // target payload bits/s over all streams; 0 = as fast as possible
-	Batch    int           // datagrams per write, 1..64; default 64
+	Batch    int           // datagrams per write, 1..MaxBatch; default DefaultBatch
 	Parallel int           // streams, 1..MaxStreams; default 1
 	Interval time.Duration // reporting period; default 1 s
 	// OnInterval, if set, is called with each interval as it completes
@@ -59,7 +59,7 @@ func (o *SenderOptions) setDefaults() error {
 		return fmt.Errorf("%w: negative duration or rate", ErrOptions)
 	}
 	if o.Batch == 0 {
-		o.Batch = MaxBatch
+		o.Batch = DefaultBatch
 	}
 	if o.Batch < 1 || o.Batch > MaxBatch {
 		return fmt.Errorf("%w: batch %d not in 1..%d", ErrOptions, o.Batch, MaxBatch)

@@ -16,8 +16,14 @@ const MaxSize = 65507
 // MaxStreams bounds --parallel: stream ids index a table.
 const MaxStreams = 128
 
-// MaxBatch is the largest number of datagrams moved per batch call.
-const MaxBatch = 64
+// DefaultBatch is how many datagrams a sender writes and a receiver
+// reads per batch call by default; MaxBatch is the most a caller may ask
+// (a kernel sender at its best writes whole UDP_SEGMENT super-datagrams:
+// 2 x 44 datagrams of 1472 B, see dgram.GSOBatch).
+const (
+	DefaultBatch = 64
+	MaxBatch     = 128
+)
 
 const headerMagic = 0x6e736231 // "nsb1"
 
