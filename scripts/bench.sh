@@ -130,7 +130,9 @@ cat >>"$out" <<'TXT'
 `netstation link set --loss` on disk0's port (tc BPF, both directions; a GSO super-frame is one
 frame), 32 MiB: the storage demo (cpu0 -> disk0, user-level stacks, 1 MiB I/O, queue depth 16,
 SHA-256 checked), the storage protocol from the host's kernel (through host access, every byte
-compared), and nbdcopy over NBD on disk0's own TCP from the same host (compared). Protocol version
+compared), nbdcopy over NBD on disk0's own TCP from the same host (compared), and nbdcopy against
+nbdkit (file plugin, the kernel's TCP) in a kernel namespace on the same bridge whose port carries
+the same tc BPF loss (compared). Protocol version
 3 resends only the datagrams the receiver reports missing and keeps requests full-sized. Each lossy
 figure is followed by its ratio to the lossless one of the same run; targets: >= 0.5 at 1 %,
 >= 0.2 at 10 %.
