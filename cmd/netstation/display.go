@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/netstation/netstation/cpu/render"
 	"github.com/netstation/netstation/testbed"
@@ -127,12 +128,14 @@ The default testbed is brought up if no testbed is up.`,
 			if err != nil {
 				return err
 			}
+			view := newProgressView("display", from, output == "json")
 			res, err := testbed.DisplayDemo(cmd.Context(), name, testbed.DisplayDemoArgs{CPU: from, Display: to, Args: a},
 				func(p render.Progress) {
-					if output == "text" {
-						fmt.Fprintf(os.Stderr, "%6d frames %7.1f frames/s %8.1f Mbit/s\n", p.Frames, p.FPS, p.Mbps)
-					}
+					view.update(progressReport{Phase: "stream", Done: int64(p.Frames), Total: int64(a.Frames), Unit: "frames",
+						Elapsed: p.Elapsed, RetransmitsName: "-",
+						Why: fmt.Sprintf("%s renders or sends no frames (%.0f Mbit/s so far)", from, p.Mbps)}, time.Now())
 				})
+			view.close()
 			if err != nil {
 				return err
 			}

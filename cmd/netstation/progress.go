@@ -30,7 +30,7 @@ type progressReport struct {
 	// Retransmits of the protocol client so far; RetransmitsName says what
 	// they are ("retransmits", "tiles resent").
 	Retransmits     uint64
-	RetransmitsName string
+	RetransmitsName string // "-": the work does not retransmit; not shown
 	// Why, if set, explains a lack of progress in the reporter's words
 	// (e.g. "the disk has not answered for 6s").
 	Why string
@@ -149,7 +149,7 @@ func (v *progressView) why(now time.Time) string {
 		return fmt.Sprintf("no word from %s for %s", v.reporter, now.Sub(v.lastMsg).Round(time.Second))
 	case v.last.Why != "":
 		return v.last.Why
-	case v.last.Retransmits > 0:
+	case v.last.Retransmits > 0 && v.retransmitsName() != "-":
 		return fmt.Sprintf("%d %s so far", v.last.Retransmits, v.retransmitsName())
 	}
 	return "nothing completes, for no reason the reports give"
@@ -172,10 +172,19 @@ func (v *progressView) status() string {
 		rate = fmt.Sprintf("%.1f MiB/s", float64(p.Done)/(1<<20)/secs)
 	} else {
 		amount = fmt.Sprintf("%d/%d %s", p.Done, p.Total, p.Unit)
+		if p.Total <= 0 {
+			amount = fmt.Sprintf("%d %s", p.Done, p.Unit)
+		}
 		rate = fmt.Sprintf("%.1f %s/s", float64(p.Done)/secs, p.Unit)
 	}
-	pct := 100 * float64(p.Done) / float64(max(p.Total, 1))
-	return fmt.Sprintf("%-6s %s (%3.0f%%), %s, %d %s", p.Phase, amount, pct, rate, p.Retransmits, v.retransmitsName())
+	line := fmt.Sprintf("%-6s %s (%3.0f%%), %s", p.Phase, amount, 100*float64(p.Done)/float64(max(p.Total, 1)), rate)
+	if p.Total <= 0 { // open-ended (a duration): no total, no share
+		line = fmt.Sprintf("%-6s %s, %s", p.Phase, amount, rate)
+	}
+	if v.retransmitsName() != "-" {
+		line += fmt.Sprintf(", %d %s", p.Retransmits, v.retransmitsName())
+	}
+	return line
 }
 
 // line prints a whole line, clearing a drawn terminal line first.

@@ -101,3 +101,16 @@ func TestProgressTerminal(t *testing.T) {
 		t.Errorf("line not cleared at the end: %q", out.String())
 	}
 }
+
+// TestProgressOpenEnded: a run with no known total (display --time) and
+// nothing retransmitted shows its count and rate only.
+func TestProgressOpenEnded(t *testing.T) {
+	var out bytes.Buffer
+	t0 := time.Unix(1000, 0)
+	v := newProgressViewTo(&out, false, "display", "cpu0", t0)
+	v.update(progressReport{Phase: "stream", Done: 300, Unit: "frames", Elapsed: 3 * time.Second, RetransmitsName: "-"}, t0.Add(3*time.Second))
+	v.tick(t0.Add(3 * time.Second))
+	if got, want := strings.TrimSpace(out.String()), "display: stream 300 frames, 100.0 frames/s"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
