@@ -191,8 +191,8 @@ nodes:
   - {name: disk0, kind: disk, disk: {size: 1GiB, access: open}}
 YAML
 $ns up -q -f "$tools/tools.yaml"
-cpuip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="cpu0"][0])')
-diskip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="disk0"][0])')
+cpuip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip"] for n in json.load(sys.stdin)[0]["nodes"] if n["name"]=="cpu0"][0])')
+diskip=$($ns status -t tools -o json | python3 -c 'import json,sys; print([n["ip"] for n in json.load(sys.stdin)[0]["nodes"] if n["name"]=="disk0"][0])')
 stamp "$unpinned" "$ns up -f tools.yaml (host_access); iperf3 -c CPU0 -t 5 [-R]; nbdcopy FILE nbd://DISK0/disk0 and back"
 {
   echo "# iperf3 -c cpu0 (user-level TCP server), 5 s"; iperf3 -c "$cpuip" -t 5 2>&1 | tail -4

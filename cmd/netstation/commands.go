@@ -156,7 +156,11 @@ func newStatusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status [-t NAME] [-o table|json]",
 		Short: "Show the peripherals of a testbed with their state and counters",
-		Args:  cobra.NoArgs,
+		Long: `Show the peripherals of the testbeds that are up (or of -t's) with their state
+and counters. -o json prints a JSON list with one object per testbed, with or
+without -t (a list of one): {name, subnet, phase, pid, nodes: [{name, kind, ip,
+mac, pid, state, restarts, rx, tx, drops, services, ...}], ...}.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			names := []string{name}
 			if name == "" {
@@ -185,11 +189,10 @@ func newStatusCmd() *cobra.Command {
 			}
 			switch output {
 			case "json":
+				// One shape with and without -t: a list of testbeds
+				// (docs/CLI.md; TestJSONShapes keeps it).
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				if name != "" {
-					return enc.Encode(all[0])
-				}
 				return enc.Encode(all)
 			case "table", "":
 				for i, st := range all {

@@ -132,11 +132,11 @@ const threeNodes = `nodes:
 func (b *bed) status(name string) testbed.Status {
 	b.t.Helper()
 	out := b.must("status", "-t", name, "-o", "json")
-	var st testbed.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
+	var st []testbed.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st) != 1 {
 		b.t.Fatalf("status json: %v\n%s", err, out)
 	}
-	return st
+	return st[0]
 }
 
 func (b *bed) namespaces() []string {

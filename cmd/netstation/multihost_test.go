@@ -171,6 +171,18 @@ func (c *simCluster) must(h *simHost, args ...string) string {
 	return out
 }
 
+// status is testbed tb's status as seen from h (status -o json is a list
+// of testbeds, one with -t).
+func (c *simCluster) status(h *simHost, tb string) (testbed.Status, error) {
+	c.t.Helper()
+	var st []testbed.Status
+	out := c.must(h, "status", "-t", tb, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st) != 1 {
+		return testbed.Status{}, fmt.Errorf("status -o json from %s: %v\n%s", h.name, err, out)
+	}
+	return st[0], nil
+}
+
 // members is h's view of the cluster.
 func (c *simCluster) members(h *simHost) map[string]cluster.Member {
 	out, err := c.run(h, "hosts", "-o", "json")
@@ -362,8 +374,8 @@ nodes:
 			t.Errorf("disk0's link: %v %v, want MTU 1450", l, err)
 		}
 		// status from any host shows every host's nodes.
-		var st testbed.Status
-		if err := json.Unmarshal([]byte(c.must(h2, "status", "-t", name, "-o", "json")), &st); err != nil {
+		st, err := c.status(h2, name)
+		if err != nil {
 			t.Fatal(err)
 		}
 		where := map[string]string{}
@@ -477,8 +489,7 @@ nodes:
 		dead := c.waitState([]*simHost{h1, h3}, "h2", cluster.StateDead, 60*time.Second)
 		t.Logf("h2's underlay link cut: h1 and h3 mark it dead after %.1fs", dead.Seconds())
 		// status from h1 says which host is missing.
-		var st testbed.Status
-		if err := json.Unmarshal([]byte(c.must(h1, "status", "-t", name, "-o", "json")), &st); err == nil {
+		if st, err := c.status(h1, name); err == nil {
 			if st.Phase != "degraded" || !strings.Contains(st.Error, "h2") {
 				t.Errorf("status while h2 is away: %s %q", st.Phase, st.Error)
 			}
@@ -613,8 +624,8 @@ nodes:
 		t.Errorf("segments front and back are joined:\n%s", out)
 	}
 	// The kernel of h1 reaches disk0 on h2 through host access.
-	var st testbed.Status
-	if err := json.Unmarshal([]byte(c.must(h3, "status", "-t", name, "-o", "json")), &st); err != nil || st.Phase != testbed.PhaseReady || len(st.Nodes) != 4 {
+	st, err := c.status(h3, name)
+	if err != nil || st.Phase != testbed.PhaseReady || len(st.Nodes) != 4 {
 		t.Fatalf("status from h3: %v %+v", err, st)
 	}
 	if out, err := h1.ns.Run(t, 10*time.Second, "ping", "-c", "1", "-W", "2", st.Nodes[1].IP); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +17,16 @@ import (
 func TestNewcomerEdges(t *testing.T) {
 	b := newBed(t)
 	b.must("up", "-f", b.topo(b.name, "nodes:\n  - {name: cpu0, kind: cpu}\n  - {name: disk0, kind: disk}\n"))
+
+	t.Run("status-json-is-a-list", func(t *testing.T) {
+		for _, args := range [][]string{{"status", "-o", "json"}, {"status", "-t", b.name, "-o", "json"}} {
+			var st []testbed.Status
+			out := b.must(args...)
+			if err := json.Unmarshal([]byte(out), &st); err != nil || len(st) != 1 || st[0].Name != b.name || len(st[0].Nodes) != 2 {
+				t.Errorf("%v: %v\n%s", args, err, out)
+			}
+		}
+	})
 
 	t.Run("self-ping", func(t *testing.T) {
 		out, err := b.run("ping", "-t", b.name, "cpu0", "cpu0", "-c", "2")
