@@ -24,6 +24,7 @@ func TestRxQueueLaps(t *testing.T) {
 	}
 	var sent, got, refused uint64
 	var want [][]byte // pushed, not yet popped
+	var srcs []uint64 // their sources' numbers
 	mk := func(seq uint64, n int) []byte {
 		b := make([]byte, n)
 		for i := range b {
@@ -35,6 +36,43 @@ func TestRxQueueLaps(t *testing.T) {
 		drained := q.tail.Load() == q.head.Load()
 		q.refresh()
 		for range rng.IntN(5) { // batches may be empty
+			if rng.IntN(2) == 0 {
+				// A GSO run: datagrams of seg bytes end to end, the
+				// last one shorter.
+				seg, cnt := 1+rng.IntN(700), 1+rng.IntN(8)
+				var run [][]byte
+				var all []byte
+				for j := range cnt {
+					n := seg
+					if j == cnt-1 {
+						n = 1 + rng.IntN(seg)
+					}
+					d := mk(sent+uint64(j), n)
+					run = append(run, d)
+					all = append(all, d...)
+				}
+				took := q.pushRun(all, seg, [4]byte{10, 0, 0, byte(sent)}, uint16(sent))
+				if took%seg != 0 && took != len(all) {
+					t.Fatalf("pushRun took %d bytes of a run of %d-byte datagrams", took, seg)
+				}
+				k := (took + seg - 1) / seg
+				if k == 0 {
+					if drained && len(want) == 0 {
+						t.Fatalf("round %d: a drained ring refused a run of %d-byte datagrams", round, seg)
+					}
+					refused++
+					continue
+				}
+				// Every datagram of the run carries the first one's
+				// source: fix the expectations accordingly.
+				for j := range k {
+					want = append(want, run[j])
+					srcs = append(srcs, sent)
+				}
+				sent += uint64(k)
+				drained = false
+				continue
+			}
 			p := mk(sent, rng.IntN(1500))
 			ok := q.push(p, [4]byte{10, 0, 0, byte(sent)}, uint16(sent))
 			if !ok {
@@ -46,6 +84,7 @@ func TestRxQueueLaps(t *testing.T) {
 			}
 			drained = false
 			want = append(want, p)
+			srcs = append(srcs, sent)
 			sent++
 		}
 		q.publish()
@@ -58,12 +97,12 @@ func TestRxQueueLaps(t *testing.T) {
 				if !bytes.Equal(msgs[i].Buf[:msgs[i].N], want[i]) {
 					t.Fatalf("datagram %d corrupted", got)
 				}
-				if a := msgs[i].Addr; a.Port() != uint16(got) || a.Addr().As4()[3] != byte(got) {
-					t.Fatalf("datagram %d from %v", got, a)
+				if a := msgs[i].Addr; a.Port() != uint16(srcs[i]) || a.Addr().As4()[3] != byte(srcs[i]) {
+					t.Fatalf("datagram %d from %v, want source %d", got, a, srcs[i])
 				}
 				got++
 			}
-			want = want[n:]
+			want, srcs = want[n:], srcs[n:]
 		}
 	}
 	if got == 0 || refused == 0 {

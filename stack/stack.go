@@ -403,21 +403,27 @@ func (s *Stack) deliver(p *engine.Packet) {
 			q.refresh()
 			s.rxTouched = append(s.rxTouched, c)
 		}
-		seg := len(payload)
-		if p.GSO {
-			s.st.gsoFramesIn.Add(1)
-			seg = int(p.VNet.GSOSize)
-		}
-		for {
-			n := min(seg, len(payload))
-			if !q.push(payload[:n], p.Src, p.SrcPort) {
+		if !p.GSO || len(payload) == 0 {
+			if !q.push(payload, p.Src, p.SrcPort) {
 				s.eng.Drop(engine.DropSocketQueueFull)
 				c.rxDrops.Add(1)
 			}
-			payload = payload[n:]
-			if len(payload) == 0 {
-				break
+			return
+		}
+		s.st.gsoFramesIn.Add(1)
+		seg := int(p.VNet.GSOSize)
+		for len(payload) > 0 {
+			// The segments lie end to end in the frame and go end to end
+			// into the ring: one copy for as many as fit.
+			n := q.pushRun(payload, seg, p.Src, p.SrcPort)
+			if n == 0 {
+				if !q.push(payload[:min(seg, len(payload))], p.Src, p.SrcPort) {
+					s.eng.Drop(engine.DropSocketQueueFull)
+					c.rxDrops.Add(1)
+				}
+				n = min(seg, len(payload))
 			}
+			payload = payload[n:]
 		}
 	case header.ProtocolICMP:
 		s.handleICMP(p)

@@ -346,9 +346,10 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 		c.txDatagrams.Add(datagrams)
 		c.txBytes.Add(bytes)
 	}()
+	connected := c.raddr.IsValid()
 	for i := 0; i < len(msgs); {
 		dst := msgs[i].Addr
-		if c.raddr.IsValid() {
+		if connected {
 			dst = c.raddr
 		}
 		if !dst.Addr().Is4() || dst.Port() == 0 {
@@ -363,7 +364,7 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 		j := i + 1
 		if c.s.gso && !c.noGSO.Load() && seg > 0 && seg+header.IPv4MinimumSize+header.UDPMinimumSize <= c.s.mtu {
 			for j < len(msgs) && j-i < maxGSOSegments && len(msgs[j].Buf) == seg &&
-				(j-i+1)*seg <= header.UDPMaximumPayload && (c.raddr.IsValid() || msgs[j].Addr == dst) {
+				(j-i+1)*seg <= header.UDPMaximumPayload && (connected || msgs[j].Addr == dst) {
 				j++
 			}
 		}
@@ -657,12 +658,53 @@ func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
 		}
 	}
 	copy(q.arena[off:], p)
-	q.descs[t&mask] = rxDesc{off: uint32(off), n: uint32(len(p)), end: end, src: src, port: port}
+	d := &q.descs[t&mask]
+	d.off, d.n, d.end, d.src, d.port = uint32(off), uint32(len(p)), end, src, port
 	q.wpos, q.woff = end, off+uint64(len(p))
 	q.ptail = t + 1
 	q.pendDatagrams++
 	q.pendBytes += uint64(len(p))
 	return true
+}
+
+// pushRun queues, with one copy, the longest prefix of the run p of
+// datagrams seg bytes each (the last may be shorter) that fits the ring
+// without wrapping, and returns how many bytes of p it took (whole
+// datagrams; 0 when not even one fits that way: the caller falls back to
+// push, which wraps).
+func (q *rxQueue) pushRun(p []byte, seg int, src [4]byte, port uint16) int {
+	t := q.ptail
+	mask := uint64(len(q.descs) - 1)
+	want := uint64((len(p) + seg - 1) / seg)
+	if t-q.headSeen+want > mask+1 {
+		q.headSeen = q.head.Load()
+	}
+	k := min(want, mask+1-(t-q.headSeen))
+	size := uint64(len(q.arena))
+	off := q.woff
+	room := size - off // contiguous, before the arena's end
+	if free := size - (q.wpos - q.rposSeen); free < room {
+		q.rposSeen = max(q.rposSeen, q.rpos.Load())
+		room = min(room, size-(q.wpos-q.rposSeen))
+	}
+	k = min(k, room/uint64(seg))
+	if k == 0 {
+		return 0
+	}
+	bytes := min(uint64(len(p)), k*uint64(seg))
+	copy(q.arena[off:off+bytes], p)
+	pos := q.wpos
+	for i := range k {
+		d := &q.descs[(t+i)&mask]
+		o := i * uint64(seg)
+		n := min(uint64(seg), bytes-o)
+		d.off, d.n, d.end, d.src, d.port = uint32(off+o), uint32(n), pos+o+n, src, port
+	}
+	q.wpos, q.woff = pos+bytes, off+bytes
+	q.ptail = t + k
+	q.pendDatagrams += k
+	q.pendBytes += bytes
+	return int(bytes)
 }
 
 // publish makes everything pushed so far visible to readers.

@@ -41,7 +41,13 @@ type udpStreamPair struct {
 // userStream connects two of our stacks through a bridge: sendmsg of UDP
 // GSO super-frames (runs of up to 64 equal datagrams) by the sender, the
 // stack's batch API on both ends.
-func userStream(b *testing.B, size int) udpStreamPair {
+func userStream(b *testing.B, size int) udpStreamPair { return userStreamRead(b, size, false) }
+
+// userViewsStream is userStream with a receiver that reads views into the
+// socket's ring (ReadViews) instead of copying datagrams out.
+func userViewsStream(b *testing.B, size int) udpStreamPair { return userStreamRead(b, size, true) }
+
+func userStreamRead(b *testing.B, size int, views bool) udpStreamPair {
 	a, c, la, lc := endpoints(b, true, "u")
 	sa := startStackTB(b, a, "a0", la.Attrs().HardwareAddr, userAddr, afpacket.Options{})
 	sc := startStackTB(b, c, "b0", lc.Attrs().HardwareAddr, user2Addr, afpacket.Options{})
@@ -67,6 +73,7 @@ func userStream(b *testing.B, size int) udpStreamPair {
 	for i := range in {
 		in[i].Buf = make([]byte, 2048)
 	}
+	vs := make([]stack.View, 64)
 	return udpStreamPair{
 		send: func(seq uint64, n int) error {
 			for i := range out[:n] {
@@ -76,6 +83,14 @@ func userStream(b *testing.B, size int) udpStreamPair {
 			return err
 		},
 		recv: func() (int, error) {
+			if views {
+				n, err := rx.ReadViews(vs)
+				for i := range vs[:n] {
+					_ = binary.LittleEndian.Uint64(vs[i].Payload)
+				}
+				rx.Release()
+				return n, err
+			}
 			n, err := rx.ReadBatch(in)
 			for i := range in[:n] {
 				_ = binary.LittleEndian.Uint64(in[i].Buf)
@@ -174,8 +189,9 @@ func kernelStream(b *testing.B, size int) udpStreamPair {
 	}
 }
 
-// BenchmarkUDPStream: one UDP stream through a bridge, our stacks against
-// kernel sockets at their best (UDP_SEGMENT + UDP_GRO) in the same run.
+// BenchmarkUDPStream: one UDP stream through a bridge, our stacks (the
+// copying batch API, and zero-copy views) against kernel sockets at their
+// best (UDP_SEGMENT + UDP_GRO) in the same run.
 // The sender stays at most udpBenchWindow datagrams ahead of what the
 // receiver took, so the figure is what a receiver keeps up with; pps is
 // datagrams received per second, loss what never arrived, cpu-ns/pkt and
@@ -186,7 +202,7 @@ func BenchmarkUDPStream(b *testing.B) {
 		for _, side := range []struct {
 			name string
 			mk   func(*testing.B, int) udpStreamPair
-		}{{"user", userStream}, {"kernel", kernelStream}} {
+		}{{"user", userStream}, {"user-views", userViewsStream}, {"kernel", kernelStream}} {
 			b.Run(fmt.Sprintf("%s/size=%d", side.name, size), func(b *testing.B) {
 				p := side.mk(b, size)
 				total := uint64(max(b.N, 64))
