@@ -84,6 +84,9 @@ func start(ctx context.Context, rt *peripherals.Runtime) (func() error, error) {
 	})
 	rt.AddService("storage-client")
 	peripherals.HandleArgs(rt, OpAccessCheck, func(ctx context.Context, a AccessArgs, _ *ctl.Stream) (any, error) {
+		if err := disk(ctx, &a.Disk, a.DiskName, false); err != nil {
+			return nil, err
+		}
 		return RunAccessCheck(ctx, rt.Stack(), mgr, a)
 	})
 	rt.AddService("file-manager")

@@ -31,9 +31,13 @@ const (
 // ErrUnknownOp: the peripheral serves no such op.
 var ErrUnknownOp = errors.New("unknown op")
 
+// Stream lets an op's handler send intermediate responses (progress)
+// before its result.
+type Stream = ctl.Stream
+
 // HandleArgs adds op to rt with arguments decoded into an A: the common
 // shape of a kind's op. s streams intermediate responses.
-func HandleArgs[A any](rt *Runtime, op Op, f func(ctx context.Context, args A, s *ctl.Stream) (any, error)) {
+func HandleArgs[A any](rt *Runtime, op Op, f func(ctx context.Context, args A, s *Stream) (any, error)) {
 	rt.Handle(op, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a A
 		if err := req.Decode(&a); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -213,6 +214,7 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 			np.DiskSize = n.Disk.SizeBytes
 			np.DiskOpen = n.Disk.Access == spec.AccessOpen
 		}
+		np.Params = maps.Clone(n.Params)
 		if n.Display != nil {
 			np.Width, np.Height, np.Format = n.Display.Width, n.Display.Height, n.Display.Format
 		}

@@ -5,6 +5,7 @@ import (
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/disk/diskkind"
 	"github.com/netstation/netstation/peripherals/display"
+	"github.com/netstation/netstation/peripherals/example/kv"
 )
 
 // The peripheral kinds this binary knows: topologies may declare nodes of
@@ -14,4 +15,5 @@ func init() {
 	peripherals.Register(cpu.Kind)
 	peripherals.Register(diskkind.Kind)
 	peripherals.Register(display.Kind)
+	peripherals.Register(kv.Kind) // the example kind of docs/peripherals.md
 }

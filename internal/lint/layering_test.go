@@ -40,7 +40,7 @@ func kindOf(p string) string {
 	}
 	k := strings.SplitN(p, "/", 3)[:2]
 	switch k[1] {
-	case "bench", "gossip", "node":
+	case "bench", "gossip", "node", "peripheraltest":
 		return ""
 	}
 	return strings.Join(k, "/")

@@ -38,7 +38,7 @@ func TestDocsTopology(t *testing.T) {
 		"`name`", "`subnet`", "`host_access`", "`host_access.ip`", "`host_access.segment`", "`segments`",
 		"`segments[].name`", "`hosts`", "`nodes[].host`", "`nodes`", "`nodes[].name`", "`nodes[].kind`", "`nodes[].ip`", "`nodes[].mac`",
 		"`nodes[].segment`", "`nodes[].link.rate`", "`nodes[].link.loss`", "`nodes[].link.corrupt`", "`nodes[].link.delay`", "`nodes[].link.seed`", "`nodes[].disk.size`", "`nodes[].display.width`",
-		"`nodes[].display.height`", "`nodes[].display.format`",
+		"`nodes[].display.height`", "`nodes[].display.format`", "`nodes[].params`",
 	} {
 		if !strings.Contains(string(doc), key) {
 			t.Errorf("docs/topology.md does not describe %s", key)

@@ -65,5 +65,5 @@ nodes:
 	// lab.yaml:5: nodes[0].kind: unknown kind "gpu" (want cpu, disk or display)
 	// lab.yaml:6: nodes[1].name: node name "cpu0" is used twice (first at line 4)
 	// lab.yaml:8: nodes[1].ip: 10.78.0.1 is outside the subnet 10.77.0.0/24
-	// lab.yaml:9: nodes[1].colour: unknown key "colour" (known keys: name, kind, host, ip, mac, segment, link, disk, display)
+	// lab.yaml:9: nodes[1].colour: unknown key "colour" (known keys: name, kind, host, ip, mac, segment, link, disk, display, params)
 }

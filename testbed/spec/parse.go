@@ -337,7 +337,7 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 	path := fmt.Sprintf("nodes[%d]", i)
 	d.src.lines[path] = nn.Line
 	n := Node{Line: nn.Line}
-	f := d.fields(nn, path, []string{"name", "kind", "host", "ip", "mac", "segment", "link", "disk", "display"}, reservedNodeKeys)
+	f := d.fields(nn, path, []string{"name", "kind", "host", "ip", "mac", "segment", "link", "disk", "display", "params"}, reservedNodeKeys)
 	if v := f["name"]; v != nil {
 		n.Name, _ = d.scalar(v, path+".name")
 	}
@@ -444,7 +444,40 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 			n.Display.Format, _ = d.scalar(v, path+".display.format")
 		}
 	}
+	if v := f["params"]; v != nil {
+		n.Params = d.params(v, path+".params")
+	}
 	return n
+}
+
+// params reads a node's params block: a mapping of names to single
+// values, which the node's kind checks (Validate).
+func (d *decoder) params(n *yaml.Node, path string) map[string]string {
+	if n.Kind != yaml.MappingNode {
+		d.add(n.Line, path, ErrInvalid, "want a mapping of parameter names to values, not %s", describe(n))
+		d.src.broken[path] = true
+		return nil
+	}
+	out := map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.add(k.Line, path, ErrInvalid, "keys must be plain names, not %s", describe(k))
+			continue
+		}
+		field := join(path, k.Value)
+		if _, dup := out[k.Value]; dup {
+			d.add(k.Line, field, ErrDuplicate, "key given twice (first at line %d)", d.src.lines[field])
+			continue
+		}
+		d.src.lines[field] = k.Line
+		if s, ok := d.scalar(v, field); ok {
+			out[k.Value] = s
+		} else {
+			out[k.Value] = ""
+		}
+	}
+	return out
 }
 
 func join(path, key string) string {

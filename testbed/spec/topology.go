@@ -1,10 +1,13 @@
 package spec
 
 import (
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/netstation/netstation/peripherals"
 )
 
 // Kind is what a node is: which peripheral runs in its namespace.
@@ -17,11 +20,20 @@ const (
 	KindDisplay Kind = "display"
 )
 
-// Kinds lists every known kind in the order error messages name them.
+// Kinds lists the built-in kinds in the order error messages name them.
+// A program that registers more (peripherals.Register) may declare nodes
+// of those too.
 var Kinds = []Kind{KindCPU, KindDisk, KindDisplay}
 
-// Valid reports whether k is one of Kinds.
-func (k Kind) Valid() bool { return slices.Contains(Kinds, k) }
+// Valid reports whether k is one of Kinds or a kind registered with the
+// peripherals runtime.
+func (k Kind) Valid() bool {
+	if slices.Contains(Kinds, k) {
+		return true
+	}
+	_, ok := peripherals.LookupKind(string(k))
+	return ok
+}
 
 // Defaults that Resolve fills in.
 const (
@@ -86,7 +98,10 @@ type Node struct {
 	Link    LinkParams
 	Disk    *DiskParams    // only for KindDisk
 	Display *DisplayParams // only for KindDisplay
-	Line    int            // line of the node in the file; 0 when built in code
+	// Params are the node's kind parameters (the params block), checked
+	// by its registered kind (peripherals.Kind.Params).
+	Params map[string]string
+	Line   int // line of the node in the file; 0 when built in code
 }
 
 // LinkParams shapes and impairs the node's port. Rates apply to both
@@ -150,6 +165,7 @@ func (t *Topology) Clone() *Topology {
 			d := *n.Display
 			n.Display = &d
 		}
+		n.Params = maps.Clone(n.Params)
 		c.Nodes[i] = n
 	}
 	if t.Nodes == nil {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/netstation/netstation/peripherals"
 )
 
 var (
@@ -209,6 +211,8 @@ func (t *Topology) validate(ps *problems) {
 		case n.Kind == "":
 		case !n.Kind.Valid():
 			ps.add(line("kind"), path+".kind", ErrUnknownKind, "unknown kind %q (want %s)", n.Kind, kindList())
+		default:
+			checkKindParams(ps, n, path, t.lineOf(path+".params", line("")))
 		}
 
 		checkIP(n.IP, line("ip"), path+".ip")
@@ -293,10 +297,29 @@ func (t *Topology) validate(ps *problems) {
 	}
 }
 
+// checkKindParams has a node's registered kind check its params block.
+func checkKindParams(ps *problems, n *Node, path string, line int) {
+	k, ok := peripherals.LookupKind(string(n.Kind))
+	if !ok {
+		if len(n.Params) > 0 {
+			ps.add(line, path+".params", ErrInvalid, "kind %s takes no params block in this program", n.Kind)
+		}
+		return
+	}
+	if err := k.CheckParams(n.Params); err != nil {
+		ps.add(line, path+".params", ErrInvalid, "%v", err)
+	}
+}
+
 func kindList() string {
 	s := make([]string, len(Kinds))
 	for i, k := range Kinds {
 		s[i] = string(k)
+	}
+	for _, name := range peripherals.KindNames() {
+		if !slices.Contains(Kinds, Kind(name)) {
+			s = append(s, name)
+		}
 	}
 	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
