@@ -1,3 +1,4 @@
-// Package lint holds repository-wide checks that run with go test: gofmt
-// and a package comment on every package.
+// Package lint holds repository-wide checks that run with go test: gofmt,
+// a package comment on every package, and the import layering of
+// docs/ARCHITECTURE.md ("Layering"), read with go/parser from every file.
 package lint

@@ -1,6 +1,8 @@
-// Package disk is netstation's disk peripheral: a block device served over
-// UDP with the storage protocol of docs/protocols/disk.md (wire format in
-// the diskproto sub-package).
+// Package disk is netstation's disk peripheral's storage server: a block
+// device served over UDP with the storage protocol of docs/protocols/disk.md
+// (wire format in internal/wire/diskproto). The disk kind that serves it,
+// and NBD (sub-package nbd) beside it, on a peripheral's stack is
+// sub-package diskkind.
 //
 // A Server keeps the device in a sparse backing file, so its data survives
 // restarts, and serves any number of net.PacketConn — kernel UDP sockets in
@@ -13,7 +15,7 @@
 // replayed WRITE from overwriting newer data.
 //
 // Every request passes an Authorizer. A testbed's disk runs a
-// CapabilityAuthorizer (NASD capabilities, package capability) with the
+// CapabilityAuthorizer (NASD capabilities, internal/wire/capability) with the
 // key the testbed made at up; OpenAccess, the explicit "open" mode that
 // accepts only the all-zero capability, runs when the topology asks.
 //

@@ -1,5 +1,7 @@
-// Package display is the display peripheral's server: a double-buffered
-// framebuffer fed by the tile protocol of package tileproto
+// Package display is the display peripheral: its kind (Kind: the
+// framebuffer served on the runtime's stack, UDP tiles and HTTP, with the
+// display-stats and snapshot ops) and its server, a double-buffered
+// framebuffer fed by the tile protocol of internal/wire/tileproto
 // (docs/protocols/display.md).
 //
 // Tiles of the frame being received are drawn into a back buffer; PRESENT
