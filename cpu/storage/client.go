@@ -1086,7 +1086,22 @@ func (c *Client) sack(b []byte) {
 		return
 	}
 	cl.acked = append(cl.acked[:0], sk.Bitmap...)
-	cl.expired = 0
+	if len(cl.acked) > 0 {
+		cl.expired = 0 // progress: the timer starts over
+	} else {
+		// The disk holds nothing: the header was lost, or the disk has
+		// no room to assemble. Not progress: counted like an expiry, so
+		// that a disk that keeps refusing room ends the request instead
+		// of a resend loop.
+		cl.expired++
+		if cl.expired > c.opts.MaxRetries {
+			c.st.timeouts.Add(1)
+			c.settle(cl, fmt.Errorf("%w: %v at offset %d: the disk held none of it after %d transmissions in %v",
+				ErrTimeout, cl.op, cl.off, cl.nsend, time.Since(cl.first).Round(time.Millisecond)))
+			c.mu.Unlock()
+			return
+		}
+	}
 	// What counts as lost: a burst's end reported (a segment asked)
 	// means every datagram not held. A probe's report may come while the
 	// tail is still on its way (the probe was early): then only the holes

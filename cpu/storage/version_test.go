@@ -1,11 +1,13 @@
 package storage_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,4 +96,53 @@ func TestOldClientRefused(t *testing.T) {
 	if got := srv.Stats().Errors["protocol_version_mismatch"]; got != 1 {
 		t.Errorf("disk counted %d version refusals, want 1", got)
 	}
+}
+
+// TestNoRoomEnds: a disk that answers every burst of a WRITE with an
+// empty SACK (it holds nothing, e.g. no room to assemble) ends the
+// request with ErrTimeout after MaxRetries such answers, instead of a
+// resend loop that never times out.
+func TestNoRoomEnds(t *testing.T) {
+	pc := listenUDP(t)
+	t.Cleanup(func() { pc.Close() })
+	var sacks atomic.Int64
+	go func() {
+		buf := make([]byte, 65536)
+		out := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			b := buf[:n]
+			if diskproto.IsSegment(b) {
+				seg, err := diskproto.ParseSegment(b)
+				if err == nil && seg.Flags&diskproto.FlagLast != 0 {
+					k, _ := (&diskproto.SACK{Round: seg.Round, Session: seg.Session, ReqID: seg.ReqID}).Marshal(out)
+					pc.WriteTo(out[:k], from)
+					sacks.Add(1)
+				}
+				continue
+			}
+			req, err := diskproto.ParseRequest(b)
+			if err != nil || req.Op != diskproto.OpInfo {
+				continue
+			}
+			info := diskproto.InfoPayload{Size: 1 << 20, BlockSize: 4096, Window: 8, MaxIO: 65536, WindowBytes: 1 << 20}.Marshal()
+			rep := diskproto.Reply{Op: diskproto.OpInfo, Tag: req.Tag, Session: req.Session, Epoch: 1, Payload: info}
+			k, _ := rep.Marshal(out)
+			pc.WriteTo(out[:k], from)
+		}
+	}()
+	c := dial(t, pc.LocalAddr(), nil, storage.Options{MaxRetries: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.WriteAt(ctx, make([]byte, 65536), 0, false)
+	if !errors.Is(err, storage.ErrTimeout) {
+		t.Fatalf("WriteAt: %v, want ErrTimeout", err)
+	}
+	if n := sacks.Load(); n < 4 || n > 40 {
+		t.Errorf("%d empty SACKs answered before giving up", n)
+	}
+	t.Log(err)
 }
