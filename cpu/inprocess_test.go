@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"image/png"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +19,8 @@ import (
 	"github.com/netstation/netstation/peripherals/disk/diskkind"
 	"github.com/netstation/netstation/peripherals/display"
 	"github.com/netstation/netstation/peripherals/peripheraltest"
+	"github.com/netstation/netstation/stack/link"
+	"github.com/netstation/netstation/stack/link/mem"
 )
 
 // The kinds, as the netstation binary registers them.
@@ -198,5 +203,56 @@ func TestInProcessCapabilityRefusals(t *testing.T) {
 		if seen[w] == 0 {
 			t.Errorf("no case for %q", w)
 		}
+	}
+}
+
+// TestInProcessStorageLoss: the storage demo byte-exact with 10 % of the
+// frames on the in-memory segment dropped (seeded), every port, both
+// ways, once membership has formed; the requests stay full-sized and the
+// disk's feedback drives resends.
+func TestInProcessStorageLoss(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var lossy atomic.Bool
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(15, 10))
+	drop := func(*link.Frame) bool {
+		if !lossy.Load() {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return rng.IntN(10) == 0
+	}
+	tb := peripheraltest.New(t, peripheraltest.Options{Link: mem.Options{Drop: drop}},
+		peripheraltest.Node{Name: "cpu0", Kind: "cpu"},
+		peripheraltest.Node{Name: "disk0", Kind: "disk", Params: peripherals.Params{diskkind.ParamSize: "16777216"}},
+	)
+	if _, err := capability.CreateKeyFile(peripherals.NodeFile(tb.Dir, "disk0", capability.KeyFileExt), "disk0"); err != nil {
+		t.Fatal(err)
+	}
+	tb.Start(ctx)
+	if err := tb.WaitMembership(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lossy.Store(true)
+	const size = 8 << 20
+	var res cpu.StorageResult
+	err := tb.Call(ctx, "cpu0", cpu.OpStorage, cpu.StorageArgs{DiskName: "disk0", Size: size, BlockSize: 1 << 20, QueueDepth: 4, Seed: 9},
+		&res, nil)
+	lossy.Store(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, c := res.Report, res.Client
+	t.Logf("10%% loss: write %.1f MiB/s, read %.1f MiB/s; client %+v", r.Write.MiBps(), r.Read.MiBps(), c)
+	if !r.Match || r.SHA256Write != r.SHA256Read {
+		t.Fatalf("read back differs: written %s, read %s", r.SHA256Write, r.SHA256Read)
+	}
+	if c.Retransmits == 0 || c.FeedbackResend == 0 {
+		t.Errorf("no feedback-driven resends at 10 %% loss: %+v", c)
+	}
+	if want := uint64(2*size/(256<<10) + 1); c.Requests != want {
+		t.Errorf("%d requests, want %d: full-sized requests (256 KiB) plus the flush", c.Requests, want)
 	}
 }
