@@ -125,8 +125,12 @@ RTT (--rtt N): N request/response pings of 64 B after each run, taken twice:
 both peripherals' processes pinned to one CPU, then to two different CPUs
 (every thread, sched_setaffinity); p50, p99 and p99.9 of each.
 
-Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
---plot draws throughput against datagram size, one curve per stack.`,
+Output is shaped like iperf3's. -J prints one JSON object whatever the
+stacks and sizes: {"runs": [...], "summary": [...], "reference": [...]}, where
+each run is an iperf3 -J report (start, intervals, end, with iperf3's field
+names, plus a "netstation" object) and summary has a row per pair and size
+with every stack side by side. --plot draws throughput against datagram size,
+one curve per stack.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			szs, err := parseSizes(sizes)
@@ -255,14 +259,9 @@ Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
 			if jsonOut {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "\t")
-				if len(runs) == 1 && len(refs) == 0 {
-					return enc.Encode(runs[0])
-				}
-				out := map[string]any{"runs": runs, "summary": withReference(summarize(runs, labels), refs)}
-				if len(refs) > 0 {
-					out["reference"] = refs
-				}
-				return enc.Encode(out)
+				// One shape for every --stack and size list (docs/CLI.md;
+				// TestJSONShapes keeps it): each run is an iperf3 -J report.
+				return enc.Encode(benchJSON{Runs: runs, Summary: withReference(summarize(runs, labels), refs), Reference: refs})
 			}
 			printSummary(os.Stdout, withReference(summarize(runs, labels), refs))
 			return nil
@@ -284,6 +283,13 @@ Output is shaped like iperf3's; -J prints JSON with iperf3's field names;
 	f.StringVar(&plotPath, "plot", "", "draw throughput against datagram size into this PNG")
 	f.BoolVar(&reference, "reference", false, "also run a standalone UDP_SEGMENT+UDP_GRO kernel pair between the same ports and compare the kernel baseline with it")
 	return c
+}
+
+// benchJSON is bench -J's one shape.
+type benchJSON struct {
+	Runs      []*bench.Report  `json:"runs"`
+	Summary   []summaryRow     `json:"summary"`
+	Reference []*refComparison `json:"reference,omitempty"`
 }
 
 // stackFigures are one stack's figures in a summary row.

@@ -16,10 +16,13 @@ func TestBenchStacks(t *testing.T) {
 	for _, st := range []string{"user", "kernel", "kernel-plain"} {
 		out := b.must("bench", "-t", b.name, "--from", "cpu0", "--to", "disk0", "--stack", st,
 			"--time", "1s", "--size", "1472", "--rtt", "200", "-b", "max", "-J")
-		var r map[string]any
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
+		var all struct {
+			Runs []map[string]any `json:"runs"`
+		}
+		if err := json.Unmarshal([]byte(out), &all); err != nil || len(all.Runs) != 1 {
 			t.Fatalf("%s: JSON: %v\n%s", st, err, out)
 		}
+		r := all.Runs[0] // an iperf3 -J report
 		for _, path := range [][]string{
 			{"start", "test_start", "protocol"}, {"start", "connecting_to", "host"},
 			{"end", "sum", "bits_per_second"}, {"end", "sum", "lost_percent"}, {"end", "sum", "jitter_ms"},
