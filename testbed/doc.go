@@ -16,9 +16,9 @@
 // journalled links and namespaces, sweeps the prefix, and removes the state
 // directory.
 //
-// The peripheral processes run RunNode (`netstation node run`): it reads
-// the plan, opens the node's veth with AF_PACKET and runs the peripherals
-// runtime with the node's kind on it. The kinds are those the binary
+// The peripheral processes (`netstation node run`) run peripherals/node
+// with the configuration NodeConfig derives from the plan: the node's
+// identity, kind, parameters, peers and link settings. The kinds are those the binary
 // registered (cmd/netstation/kinds.go); the CLI's clients of their ops
 // (the demos, bench, snapshots, members) live here too.
 package testbed

@@ -38,7 +38,7 @@ import (
 //
 // What is in force is kept in nodes/<node>.link.json in the state
 // directory, so that a peripheral restarted by the supervisor applies its
-// link-layer part again at start (RunNode).
+// link-layer part again at start (NodeConfig).
 
 // LinkParams are the impairments in force on one node's link. Loss and
 // corruption apply to each direction; delay to the frames the node sends.
@@ -483,7 +483,7 @@ func (s *supervisor) fillLinks(ctx context.Context, st *Status) {
 	wg.Wait()
 }
 
-// nodeLink is RunNode's link step, taken before the peripheral starts:
+// nodeLink is NodeConfig's link step, taken before the peripheral starts:
 // whether the link must keep the qdisc (shaped), the recorded link-layer
 // impairment, and apply, which relaxes the port's template to the MAC alone
 // while a kernel baseline address is up on the started peripheral (the

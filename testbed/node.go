@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
@@ -15,49 +14,45 @@ import (
 	"github.com/netstation/netstation/internal/wire/capability"
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/gossip"
-	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/netstation/netstation/peripherals/node"
 	"github.com/netstation/netstation/testbed/spec"
 )
 
-// RunNode is the body of `netstation node run`: the process is already in
-// the node's namespace (the supervisor started it there); it opens the
-// namespace's veth with AF_PACKET and runs the peripheral runtime with the
-// node's kind on it (peripherals.Start) until ctx ends or a shutdown is
-// requested. The kinds are those registered in this binary.
-func RunNode(ctx context.Context, dir, name string, log *slog.Logger) error {
+// NodeConfig is what `netstation node run` runs for node name of the
+// testbed in state directory dir (peripherals/node.Run): the node's
+// identity, kind and parameters, the testbed's nodes and membership seeds
+// from the plan, and its link settings (shaping, the recorded link-layer
+// impairment, and the anti-spoofing template relaxed while a kernel
+// baseline runs).
+func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 	plan, err := LoadPlan(dir)
 	if err != nil {
-		return err
+		return node.Config{}, err
 	}
 	n, err := plan.Node(name)
 	if err != nil {
-		return err
+		return node.Config{}, err
 	}
 	mac, err := net.ParseMAC(n.MAC)
 	if err != nil {
-		return fmt.Errorf("node %s: %w", name, err)
+		return node.Config{}, fmt.Errorf("node %s: %w", name, err)
 	}
 	nl := startNodeLink(dir, plan, n)
-	l, err := afpacket.Open(n.IfName, afpacket.Options{NoQdiscBypass: nl.shaped, Accept: n.Addr})
-	if err != nil {
-		return fmt.Errorf("open link %s: %w", n.IfName, err)
-	}
 	// The first three nodes are the membership's seeds; everyone re-joins
 	// them while one is missing.
 	var seeds []netip.AddrPort
 	for _, s := range plan.Nodes[:min(3, len(plan.Nodes))] {
 		seeds = append(seeds, netip.AddrPortFrom(s.Addr.Addr(), gossip.Port))
 	}
-	p, err := peripherals.Start(ctx, peripherals.Config{
-		Name: n.Name, Kind: string(n.Kind), Link: l, IfName: n.IfName, MAC: mac, Addr: n.Addr,
-		MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
-		Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds,
-	})
-	if err != nil {
-		return err
-	}
-	nl.apply(p)
-	return p.Wait(ctx)
+	return node.Config{
+		Peripheral: peripherals.Config{
+			Name: n.Name, Kind: string(n.Kind), IfName: n.IfName, MAC: mac, Addr: n.Addr,
+			MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
+			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds,
+		},
+		Shaped:  nl.shaped,
+		Started: nl.apply,
+	}, nil
 }
 
 // KindParams are the node's parameters as its kind takes them: the

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/node"
 	"github.com/netstation/netstation/testbed"
 	"github.com/netstation/netstation/testbed/spec"
 	"github.com/spf13/cobra"
@@ -436,7 +437,7 @@ func newSuperviseCmd() *cobra.Command {
 }
 
 func newNodeCmd() *cobra.Command {
-	node := &cobra.Command{Use: "node", Short: "Peripheral processes (started by the supervisor)", Hidden: true}
+	nodeCmd := &cobra.Command{Use: "node", Short: "Peripheral processes (started by the supervisor)", Hidden: true}
 	var dir, name string
 	run := &cobra.Command{
 		Use:   "run --state DIR --name NODE",
@@ -451,13 +452,17 @@ func newNodeCmd() *cobra.Command {
 					defer func() { pprof.StopCPUProfile(); f.Close() }()
 				}
 			}
-			return testbed.RunNode(cmd.Context(), dir, name, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			cfg, err := testbed.NodeConfig(dir, name, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			if err != nil {
+				return err
+			}
+			return node.Run(cmd.Context(), cfg)
 		},
 	}
 	run.Flags().StringVar(&dir, "state", "", "testbed state directory")
 	run.Flags().StringVar(&name, "name", "", "node name")
-	node.AddCommand(run)
-	return node
+	nodeCmd.AddCommand(run)
+	return nodeCmd
 }
 
 func hidden(c *cobra.Command, dir *string) *cobra.Command {
