@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"net"
 	"net/netip"
 	"sync"
@@ -215,8 +214,6 @@ type call struct {
 	crc      uint32            // a segmented READ reply's PayloadCRC, from its header
 	req      diskproto.Request // the request's header fields (READ: rebuilt with a bitmap on resends)
 	acked    []byte            // WRITE: the disk's latest SACK bitmap of the datagrams it holds
-	upto     int               // WRITE: resend the datagrams below it that acked lacks
-	probeTop int               // WRITE: the highest datagram held per the latest probe's SACK (-1: none)
 	round    uint8             // the latest transmission's round: its tag's low byte
 	expired  int               // consecutive timer expiries without feedback
 	out      []dgram.Message   // the datagrams of the transmission being sent
@@ -611,7 +608,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	// Reset under mu: an expire of the call's previous incarnation may
 	// still be waiting for mu (it will find no armed deadline and leave).
 	cl.op, cl.off, cl.dst, cl.nsend, cl.err, cl.settled, cl.deadline = op, off, dst, 0, nil, false, time.Time{}
-	cl.acked, cl.expired, cl.probeTop = cl.acked[:0], 0, -1
+	cl.acked, cl.expired = cl.acked[:0], 0
 	cl.reqID = c.next
 	c.next++
 	c.slots[cl.reqID%c.window] = cl
@@ -706,7 +703,7 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 			flags |= diskproto.FlagReport
 			cl.out = append(cl.out, cl.msgs[0])
 		case kind == sendMissing && len(cl.acked) > 0:
-			for i, m := range cl.msgs[:cl.upto] {
+			for i, m := range cl.msgs {
 				if !diskproto.BitmapHas(cl.acked, i) {
 					cl.out = append(cl.out, m)
 				}
@@ -1102,24 +1099,18 @@ func (c *Client) sack(b []byte) {
 			return
 		}
 	}
-	// What counts as lost: a burst's end reported (a segment asked)
-	// means every datagram not held. A probe's report may come while the
-	// tail is still on its way (the probe was early): then only the holes
-	// below the highest datagram held, unless that has not moved since
-	// the previous probe (the tail is lost, not late).
-	cl.upto = len(cl.msgs)
-	if top := highest(cl.acked); sk.Tag != 0 && top > cl.probeTop {
-		cl.upto, cl.probeTop = min(top, len(cl.msgs)), top
-	}
+	// Every datagram not held is lost, even when a probe asked: the
+	// datagrams were sent before the probe, which arrived (RACK's rule,
+	// RFC 8985: delivery order, not time, tells loss on one path).
 	missing := 0
-	for i := range cl.msgs[:cl.upto] {
+	for i := range cl.msgs {
 		if !diskproto.BitmapHas(cl.acked, i) {
 			missing++
 		}
 	}
 	if missing == 0 {
-		// It holds everything (below what may still be arriving): the
-		// reply is coming, or the timer probes again.
+		// It holds everything: the reply is coming (or lost: the timer
+		// probes).
 		c.mu.Unlock()
 		return
 	}
@@ -1134,16 +1125,6 @@ func (c *Client) sack(b []byte) {
 	c.st.feedback.Add(1)
 	c.st.retransmits.Add(1)
 	go c.transmit(cl, cl.reqID, kind)
-}
-
-// highest returns the highest datagram index a bitmap says is held, or -1.
-func highest(bm []byte) int {
-	for i := len(bm) - 1; i >= 0; i-- {
-		if bm[i] != 0 {
-			return i*8 + 7 - bits.LeadingZeros8(bm[i])
-		}
-	}
-	return -1
 }
 
 // otherVersion records that the disk answered in another protocol
