@@ -11,6 +11,7 @@ import (
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/bench"
+	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link/afpacket"
 )
 
@@ -60,7 +61,9 @@ func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Co
 	switch stackName {
 	case StackUser, "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
-		c, err := p.stack.ListenUDP(ap)
+		// The same buffer as the kernel baseline's socket (like with
+		// like): a receiver descheduled for a while rides it out.
+		c, err := p.stack.ListenUDPOptions(ap, stack.UDPOptions{QueueBytes: KernelBenchBuffer, QueueLen: KernelBenchBuffer / 256})
 		if err != nil {
 			return nil, ap, err
 		}

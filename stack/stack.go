@@ -35,6 +35,8 @@ const (
 	DefaultTTL            = 64
 	DefaultUDPQueueBytes  = 4 << 20
 	DefaultUDPQueueLen    = 4096
+	maxUDPQueueLen        = 1 << 20
+	maxUDPQueueBytes      = 1 << 31 // descriptors hold 32-bit offsets
 	DefaultICMPRateLimit  = 100
 	DefaultRxBatch        = 64
 	DefaultTxBatch        = 64

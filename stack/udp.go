@@ -69,7 +69,23 @@ var (
 // address binds the wildcard, which receives for our address and
 // broadcasts; port 0 picks an ephemeral port.
 func (s *Stack) ListenUDP(laddr netip.AddrPort) (*UDPConn, error) {
-	return s.openUDP(laddr, netip.AddrPort{})
+	return s.openUDP(laddr, netip.AddrPort{}, UDPOptions{})
+}
+
+// UDPOptions shape one socket. Zero fields take the stack's Config.
+type UDPOptions struct {
+	// QueueBytes and QueueLen size the socket's receive ring (payload
+	// bytes, datagrams), as SO_RCVBUF sizes a kernel socket's: a socket
+	// that must ride out long bursts (a benchmark's receiver beside a
+	// kernel socket with a 64 MiB buffer) asks for more than the default.
+	// Pages of the ring a reader that keeps up never needs are never
+	// touched.
+	QueueBytes, QueueLen int
+}
+
+// ListenUDPOptions is ListenUDP with options of the socket's own.
+func (s *Stack) ListenUDPOptions(laddr netip.AddrPort, o UDPOptions) (*UDPConn, error) {
+	return s.openUDP(laddr, netip.AddrPort{}, o)
 }
 
 // DialUDP opens a socket connected to raddr: it receives only from raddr
@@ -78,10 +94,10 @@ func (s *Stack) DialUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
 	if !raddr.Addr().Is4() || raddr.Port() == 0 {
 		return nil, fmt.Errorf("%w: remote %v", ErrAddr, raddr)
 	}
-	return s.openUDP(laddr, raddr)
+	return s.openUDP(laddr, raddr, UDPOptions{})
 }
 
-func (s *Stack) openUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
+func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, error) {
 	if s.closed() {
 		return nil, ErrClosed
 	}
@@ -101,7 +117,14 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
 		k.RemoteAddr, k.RemotePort = raddr.Addr().As4(), raddr.Port()
 	}
 	c := &UDPConn{s: s, raddr: raddr, done: make(chan struct{})}
-	c.q.init(s.cfg.UDPQueueLen, s.cfg.UDPQueueBytes)
+	qlen, qbytes := s.cfg.UDPQueueLen, s.cfg.UDPQueueBytes
+	if o.QueueLen > 0 {
+		qlen = min(o.QueueLen, maxUDPQueueLen)
+	}
+	if o.QueueBytes > 0 {
+		qbytes = min(max(o.QueueBytes, header.UDPMaximumPayload), maxUDPQueueBytes)
+	}
+	c.q.init(qlen, qbytes)
 	for try := 0; ; try++ {
 		if laddr.Port() == 0 {
 			p, err := s.ephemeralPort()

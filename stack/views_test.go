@@ -3,6 +3,7 @@ package stack
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -155,5 +156,29 @@ func TestReadViewsConcurrent(t *testing.T) {
 		if c != 1 {
 			t.Fatalf("datagram %d seen %d times", id, c)
 		}
+	}
+}
+
+// TestListenUDPOptions: a socket's own ring size overrides the stack's,
+// zero fields keep it, and absurd sizes are capped.
+func TestListenUDPOptions(t *testing.T) {
+	a, _ := pair(t, mem.Options{})
+	for _, c := range []struct {
+		o            UDPOptions
+		bytes, descs int
+	}{
+		{UDPOptions{}, DefaultUDPQueueBytes, DefaultUDPQueueLen},
+		{UDPOptions{QueueBytes: 64 << 20, QueueLen: 100000}, 64 << 20, 1 << 17},
+		{UDPOptions{QueueBytes: 10}, 65507, DefaultUDPQueueLen},
+		{UDPOptions{QueueLen: 1 << 30}, DefaultUDPQueueBytes, maxUDPQueueLen},
+	} {
+		u, err := a.ListenUDPOptions(netip.AddrPort{}, c.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, d := u.ReceiveBuffer(); b != c.bytes || d != c.descs {
+			t.Errorf("%+v: ring of %d bytes, %d datagrams; want %d, %d", c.o, b, d, c.bytes, c.descs)
+		}
+		u.Close()
 	}
 }

@@ -100,6 +100,11 @@ const (
 	DefaultTxRingFrames  = 256
 	DefaultTxBatch       = 64
 	DefaultTxRetryBudget = time.Second
+	// DefaultReceiveBuffer rides out a reader descheduled for tens of
+	// milliseconds at line rate on a shared machine (4 MiB lost frames
+	// beside a kernel socket with 64 MiB); the kernel charges only what
+	// is queued.
+	DefaultReceiveBuffer = 32 << 20
 )
 
 // Options shape a link. The zero value gives the defaults.
@@ -107,9 +112,12 @@ type Options struct {
 	// Rx picks the receive path (default RxRecvmmsg).
 	Rx RxMode
 	// BlockSize is the size of one receive-ring block: a power of two, at
-	// least 128 KiB so a 64 KiB GSO frame fits one block. With RxRecvmmsg,
-	// BlockSize*Blocks is the socket's receive buffer (SO_RCVBUFFORCE).
+	// least 128 KiB so a 64 KiB GSO frame fits one block.
 	BlockSize int
+	// ReceiveBuffer is the RxRecvmmsg socket's receive buffer
+	// (SO_RCVBUFFORCE), default DefaultReceiveBuffer: a bound on what the
+	// kernel queues while the reader is away, not memory taken up front.
+	ReceiveBuffer int
 	// Blocks is the number of receive-ring blocks (>= 2).
 	Blocks int
 	// BlockTimeout is the kernel's retire timer for a partly filled block,
@@ -157,6 +165,9 @@ func (o *Options) fill() error {
 	if o.TxRetryBudget == 0 {
 		o.TxRetryBudget = DefaultTxRetryBudget
 	}
+	if o.ReceiveBuffer == 0 {
+		o.ReceiveBuffer = DefaultReceiveBuffer
+	}
 	switch {
 	case o.BlockSize < 128<<10 || o.BlockSize&(o.BlockSize-1) != 0 || o.BlockSize > 1<<30:
 		return fmt.Errorf("%w: BlockSize %d is not a power of two in [128 KiB, 1 GiB]", ErrBadOptions, o.BlockSize)
@@ -170,6 +181,8 @@ func (o *Options) fill() error {
 		return fmt.Errorf("%w: Rx %v", ErrBadOptions, o.Rx)
 	case o.Tx != TxSendmmsg && o.Tx != TxRing:
 		return fmt.Errorf("%w: Tx %v", ErrBadOptions, o.Tx)
+	case o.ReceiveBuffer < 0 || o.ReceiveBuffer > 1<<30:
+		return fmt.Errorf("%w: ReceiveBuffer %d not in [0, 1 GiB]", ErrBadOptions, o.ReceiveBuffer)
 	case o.TxRingFrames < 0 || o.TxRingFrames > 1<<16:
 		return fmt.Errorf("%w: TxRingFrames %d", ErrBadOptions, o.TxRingFrames)
 	}

@@ -23,6 +23,7 @@ func TestOptionsRejected(t *testing.T) {
 		{BlockSize: 100 << 10},
 		{BlockSize: 64 << 10},
 		{Blocks: 1},
+		{ReceiveBuffer: -1},
 		{BusyPoll: -1},
 		{Tx: TxMode(7)},
 		{Rx: RxMode(7)},

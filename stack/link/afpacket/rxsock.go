@@ -56,7 +56,7 @@ func (r *rxSock) open(ifidx int, o Options) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return fmt.Errorf("receive PACKET_IGNORE_OUTGOING: %w", err)
 	}
-	rcvbuf := min(o.BlockSize*o.Blocks, 1<<30)
+	rcvbuf := o.ReceiveBuffer
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf); err != nil {
 		// Without CAP_NET_ADMIN: as much as net.core.rmem_max allows.
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err != nil {

@@ -17,7 +17,7 @@ func TestStress(t *testing.T) {
 		o    Options
 	}{
 		{"default", Options{}},
-		{"recvmmsg/smallbuf", Options{Blocks: 2, BlockSize: 128 << 10}},
+		{"recvmmsg/smallbuf", Options{ReceiveBuffer: 256 << 10}},
 		{"recvmmsg/busypoll", Options{BusyPoll: 50 * time.Microsecond}},
 		{"ring", Options{Rx: RxRing}},
 		{"ring/small", Options{Rx: RxRing, Blocks: 2, BlockSize: 128 << 10}},
