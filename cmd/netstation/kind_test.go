@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,10 +84,51 @@ nodes:
 	if ps.Counters["kv_sets"] != 2 || ps.Counters["kv_gets"] != 2 {
 		t.Errorf("kv0 status counters %v", ps.Counters)
 	}
+	// The kind's counters reach Prometheus too.
+	mc := b.cmd("metrics", "--listen", "127.0.0.1:0")
+	pr, pw := io.Pipe()
+	mc.Stderr = pw
+	if err := mc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		mc.Process.Signal(syscall.SIGTERM)
+		mc.Wait()
+	}()
+	first, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	m := regexp.MustCompile(`http://(\S+)/metrics`).FindStringSubmatch(first)
+	if m == nil {
+		t.Fatalf("metrics printed no address: %q", first)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`netstation_kind_counter_total\{[^}]*counter="kv_sets"[^}]*node="kv0"[^}]*\} 2\b`).Match(body) {
+		t.Errorf("no kv_sets = 2 series for kv0 in the metrics:\n%s", grepLines(body, "netstation_kind_counter_total"))
+	}
+
 	// A topology that gives the kind a parameter it does not take is
 	// refused before anything is created, naming the line.
 	out, err := b.run("up", "-f", b.topo(b.name+"x", "nodes:\n  - name: kv0\n    kind: kv\n    params: {colour: blue}\n"))
 	if err == nil || !strings.Contains(out, `kind kv has no parameter "colour"`) || !strings.Contains(out, ":5:") {
 		t.Errorf("bad params: err %v, output %s", err, out)
 	}
+}
+
+// grepLines returns the lines of b that contain s.
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -179,6 +179,7 @@ var (
 	descFrames  = prometheus.NewDesc("netstation_node_frames_total", "Frames received (rx) and sent (tx) by the user-level stack.", withLabels("direction"), nil)
 	descBytes   = prometheus.NewDesc("netstation_node_bytes_total", "Bytes received (rx) and sent (tx) by the user-level stack.", withLabels("direction"), nil)
 	descDrops   = prometheus.NewDesc("netstation_node_drops_total", "Frames the engine dropped, by reason.", withLabels("reason"), nil)
+	descKind    = prometheus.NewDesc("netstation_kind_counter_total", "A peripheral kind's own counters (peripherals.Runtime.Counter), by name.", withLabels("counter"), nil)
 	descSockDg  = prometheus.NewDesc("netstation_socket_datagrams_total", "UDP datagrams of one socket.", withLabels("local", "remote", "direction"), nil)
 	descSockB   = prometheus.NewDesc("netstation_socket_bytes_total", "UDP payload bytes of one socket.", withLabels("local", "remote", "direction"), nil)
 	descSockDr  = prometheus.NewDesc("netstation_socket_drops_total", "Datagrams dropped because the socket's receive ring was full.", withLabels("local", "remote"), nil)
@@ -198,7 +199,7 @@ type testbedCollector struct{ testbed string }
 var _ prometheus.Collector = (*testbedCollector)(nil)
 
 func (c *testbedCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRestart, descFrames, descBytes, descDrops, descSockDg, descSockB,
+	for _, d := range []*prometheus.Desc{descUp, descRestart, descFrames, descBytes, descDrops, descKind, descSockDg, descSockB,
 		descSockDr, descARP, descARPEnt, descFrag, descImpair, descTpl, descLink, descTplOn, descScrape} {
 		ch <- d
 	}
@@ -295,6 +296,14 @@ func collectTestbed(ch chan<- prometheus.Metric, m *testbed.Metrics) {
 		sort.Strings(reasons)
 		for _, r := range reasons {
 			counter(descDrops, p.DropReasons[r], r)
+		}
+		names := make([]string, 0, len(p.Counters))
+		for c := range p.Counters {
+			names = append(names, c)
+		}
+		sort.Strings(names)
+		for _, c := range names {
+			counter(descKind, p.Counters[c], c)
 		}
 		seen := map[[2]string]bool{}
 		for _, u := range s.UDP {
