@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,15 +67,20 @@ func (p *Runtime) joinMembership() error {
 	p.members.mu.Unlock()
 	meta.Kind = p.cfg.Kind
 	meta.Services = p.ServicePorts()
+	// Listed in status from the start: gossip.Start binds the port at
+	// once but joins the seeds before it returns, which takes a while when
+	// one does not answer.
+	svc := fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port)
+	p.AddService(svc)
 	n, err := gossip.Start(gossip.Config{Name: p.cfg.Name, Network: stackNetwork{p.Stack()}, Meta: meta,
 		Seeds: p.cfg.Seeds, Logger: p.log})
 	if err != nil {
+		p.removeService(svc)
 		return err
 	}
 	p.Handle(OpMembers, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
 		return MembersView{Node: p.cfg.Name, Members: n.Members(), Stats: n.Stats()}, nil
 	})
-	p.AddService(fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port))
 	p.members.mu.Lock()
 	p.members.node = n
 	p.members.mu.Unlock()
@@ -125,4 +131,12 @@ type MembersView struct {
 	Node    string          `json:"node"`
 	Members []gossip.Member `json:"members"`
 	Stats   gossip.Stats    `json:"stats"`
+}
+
+// removeService undoes AddService(name) for a service that failed to
+// start.
+func (p *Runtime) removeService(name string) {
+	p.opsMu.Lock()
+	p.services = slices.DeleteFunc(p.services, func(s string) bool { return s == name })
+	p.opsMu.Unlock()
 }

@@ -38,11 +38,14 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 		return node.Config{}, fmt.Errorf("node %s: %w", name, err)
 	}
 	nl := startNodeLink(dir, plan, n)
-	// The first three nodes are the membership's seeds; everyone re-joins
-	// them while one is missing.
+	// The first three nodes of the node's segment are the membership's
+	// seeds (nodes of other segments can never answer: nothing routes
+	// between segments); everyone re-joins them while one is missing.
 	var seeds []netip.AddrPort
-	for _, s := range plan.Nodes[:min(3, len(plan.Nodes))] {
-		seeds = append(seeds, netip.AddrPortFrom(s.Addr.Addr(), gossip.Port))
+	for _, s := range plan.Nodes {
+		if s.Segment == n.Segment && len(seeds) < 3 {
+			seeds = append(seeds, netip.AddrPortFrom(s.Addr.Addr(), gossip.Port))
+		}
 	}
 	return node.Config{
 		Peripheral: peripherals.Config{

@@ -218,7 +218,7 @@ func printStatus(w io.Writer, st testbed.Status) {
 		fmt.Fprintf(w, ": %s", st.Error)
 	}
 	fmt.Fprintln(w)
-	if st.Templates != "" && st.Templates != testbed.TemplatesOn {
+	if st.Templates != "" { // as status -w shows it
 		fmt.Fprintf(w, "kernel transmit templates %s\n", st.Templates)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

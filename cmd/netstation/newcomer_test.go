@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,6 +132,18 @@ nodes:
 		t.Errorf("validate:\n%s", out)
 	}
 	b.must("up", "-f", f)
+	// Every node lists its membership service from the start (disk1,
+	// alone on its segment, too), and plain status shows the templates
+	// as status -w does.
+	st := b.status(b.name)
+	for _, n := range st.Nodes {
+		if !slices.Contains(n.Services, "gossip/udp+tcp:7946") {
+			t.Errorf("%s's services lack gossip: %v", n.Name, n.Services)
+		}
+	}
+	if out := b.must("status", "-t", b.name); st.Templates == "" || !strings.Contains(out, "kernel transmit templates "+st.Templates) {
+		t.Errorf("status does not show the templates (%q):\n%s", st.Templates, out)
+	}
 	const want = "no path: cpu0 is on segment front, disk1 on segment back"
 	disk1 := b.status(b.name).Nodes[2].IP
 	for _, args := range [][]string{
