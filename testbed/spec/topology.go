@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/disk/diskkind"
+	"github.com/netstation/netstation/peripherals/display"
 )
 
 // Kind is what a node is: which peripheral runs in its namespace.
@@ -39,23 +41,25 @@ func (k Kind) Valid() bool {
 const (
 	// DefaultSegment is the segment a topology without a segments list has.
 	DefaultSegment = "lan"
-	// DefaultDiskSize is the size of a disk node without disk.size: 256 MiB.
-	DefaultDiskSize int64 = 256 << 20
+	// DefaultDiskSize is the size of a disk node without disk.size: 256 MiB
+	// (the disk kind's own default).
+	DefaultDiskSize = diskkind.DefaultSize
 	// DefaultDisplayWidth, DefaultDisplayHeight and DefaultDisplayFormat are
 	// a display node's frame buffer when its display block leaves them out.
-	DefaultDisplayWidth  = 1280
-	DefaultDisplayHeight = 720
+	// They are the display kind's own.
+	DefaultDisplayWidth  = display.DefaultWidth
+	DefaultDisplayHeight = display.DefaultHeight
 	DefaultDisplayFormat = "rgba"
 	// MaxDisplaySide bounds width and height so that the largest frame
 	// buffer (8192 x 8192 x 4 bytes) stays at 256 MiB.
-	MaxDisplaySide = 8192
+	MaxDisplaySide = display.MaxSide
 	// FirstNodeHost is the host number (offset in the subnet) from which
 	// Resolve hands out node addresses; lower ones are left for people.
 	FirstNodeHost = 10
 )
 
 // DisplayFormats lists the pixel formats a display node may declare.
-var DisplayFormats = []string{"rgba", "bgra", "rgb"}
+var DisplayFormats = display.Formats
 
 // Topology is one testbed as the topology file describes it. Parse and
 // Load return it validated but with defaults unfilled; Resolve fills them.
