@@ -2,9 +2,11 @@ package peripherals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/netstation/netstation/internal/cpupin"
@@ -12,6 +14,7 @@ import (
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/peripherals/bench"
 	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/engine"
 	"github.com/netstation/netstation/stack/link/afpacket"
 )
 
@@ -57,7 +60,27 @@ type BenchReady struct {
 
 // benchConn opens a socket on the chosen stack: the user-level one, or
 // the kernel's on the baseline address (which must be on).
+//
+// A fixed port may still be held for a moment by the previous run's
+// socket: the CLI cancels a receiver or echo and starts the next run at
+// once, while this side's handler closes its socket only when it sees the
+// cancellation. So an address in use is retried for up to benchBindWait.
 func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
+	deadline := time.Now().Add(benchBindWait)
+	for {
+		c, ap, err := p.benchConnOnce(stackName, port, noGSO)
+		if err == nil || port == 0 || !(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, engine.ErrInUse)) || time.Now().After(deadline) {
+			return c, ap, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// benchBindWait bounds how long benchConn waits for a fixed port that the
+// previous run's socket still holds.
+const benchBindWait = 3 * time.Second
+
+func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
 	case StackUser, "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
