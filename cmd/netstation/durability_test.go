@@ -188,6 +188,17 @@ func TestDiskSurvivesKill9(t *testing.T) {
 		}()
 
 		time.Sleep(time.Duration(150+r.IntN(250)) * time.Millisecond)
+		// On a loaded machine the first acknowledgements can take longer
+		// than the random delay: kill only once something was acknowledged
+		// and flushed, so every round proves something.
+		for wait := time.Now().Add(15 * time.Second); time.Now().Before(wait); time.Sleep(10 * time.Millisecond) {
+			cntMu.Lock()
+			ready := acks > 0 && flushes > 0
+			cntMu.Unlock()
+			if ready {
+				break
+			}
+		}
 		before := b.status(b.name).Nodes[diskIndex]
 		if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
