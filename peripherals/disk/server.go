@@ -149,6 +149,9 @@ type assembly struct {
 	buf   *[]byte           // the data so far, from Server.big
 	track diskproto.Assembly
 	born  time.Time
+	// headless: segments arrived before the header's datagram (lost); the
+	// length is bounded by MaxIO until the header comes and fixes it.
+	headless bool
 }
 
 // slot is one entry of a session's duplicate-request cache, indexed by
@@ -513,6 +516,17 @@ func (s *Server) sendSACK(pc dgram.Conn, to netip.AddrPort, sack *diskproto.SACK
 func (s *Server) assembleHeader(sess *session, req *diskproto.Request) *assembly {
 	i := req.ReqID % uint64(len(sess.asm))
 	a := sess.asm[i]
+	if a != nil && a.headless && a.req.ReqID == req.ReqID {
+		// The header of segments that came first: fix the length.
+		if err := a.track.SetLength(req.Length); err != nil {
+			s.stats.drop(dropBadSegment)
+			s.freeAssembly(sess, i)
+			a = nil
+		} else {
+			a.headless = false
+			a.req.Length, a.req.Offset = req.Length, req.Offset
+		}
+	}
 	if a != nil && (a.req.ReqID != req.ReqID || a.req.Length != req.Length || a.req.Offset != req.Offset) {
 		s.freeAssembly(sess, i) // the slot has moved on
 		a = nil
@@ -640,6 +654,9 @@ func (s *Server) segment(pc dgram.Conn, b []byte, from netip.AddrPort) {
 		a = sess.asm[i]
 	}
 	if a == nil || a.req.ReqID != seg.ReqID {
+		a = s.headless(sess, &seg)
+	}
+	if a == nil {
 		s.orphan(pc, sess, &seg, from) // unlocks
 		return
 	}
@@ -669,6 +686,41 @@ func (s *Server) segment(pc dgram.Conn, b []byte, from netip.AddrPort) {
 	if sack != nil {
 		s.sendSACK(pc, from, sack)
 	}
+}
+
+// headless starts the assembly of a WRITE whose segment came before its
+// header's datagram (that one lost), so that what arrives is kept and the
+// SACK asks for the header alone; nil when the request id is outside the
+// session's window, its slot has run or is running it, or memory is
+// short. Called with mu held.
+func (s *Server) headless(sess *session, seg *diskproto.Segment) *assembly {
+	if sess == nil || seg.ReqID < sess.low || seg.ReqID-sess.low >= uint64(len(sess.slots)) {
+		return nil
+	}
+	w := uint64(len(sess.slots))
+	if sl := sess.slots[seg.ReqID%w]; sl.valid && sl.reqID == seg.ReqID {
+		return nil // finished or running: orphan answers
+	}
+	i := seg.ReqID % uint64(len(sess.asm))
+	if old := sess.asm[i]; old != nil {
+		if old.req.ReqID > seg.ReqID {
+			return nil // a later request holds the slot: this is stale
+		}
+		s.freeAssembly(sess, i)
+	}
+	if s.asmBytes+s.cfg.MaxIO > s.cfg.MaxAssembly {
+		s.sweepAssemblies()
+	}
+	if s.asmBytes+s.cfg.MaxIO > s.cfg.MaxAssembly {
+		s.stats.drop(dropAssemblyFull)
+		return nil
+	}
+	a := &assembly{buf: s.big.Get().(*[]byte), born: time.Now(), headless: true,
+		req: diskproto.Request{Op: diskproto.OpWrite, Session: seg.Session, ReqID: seg.ReqID}}
+	a.track.Reset(uint32(s.cfg.MaxIO))
+	s.asmBytes += s.cfg.MaxIO
+	sess.asm[i] = a
+	return a
 }
 
 // orphan handles a data segment of no WRITE being assembled: its header

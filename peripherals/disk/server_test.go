@@ -320,17 +320,20 @@ func TestSegmentedWrite(t *testing.T) {
 		t.Fatal("assembled WRITE read back wrong")
 	}
 
-	// Segments of nothing being assembled, and impossible ones.
-	orphan := c.segmentedWrite(2, 0, 0, data, 1472, 102)
-	c.send(orphan[2]) // its header never came
-	bad := append([]byte(nil), orphan[1]...)
+	// A segment of a WRITE that has finished is an orphan; one that comes
+	// before its header's datagram is kept (version 3: the SACK then asks
+	// for the header alone); impossible ones are refused.
+	orphan := c.segmentedWrite(0, 0, 4096, data, 1472, 102)
+	c.send(orphan[2])
+	early := c.segmentedWrite(2, 0, 0, data, 1472, 102)
+	c.send(early[2]) // its header has not come
+	bad := append([]byte(nil), early[1]...)
 	diskproto.PutSegmentHeader(bad, false, 0xffff, 1344, c.sess, 2)
-	c.send(orphan[0])
 	c.send(bad)
 	// Corrupt data: the assembled CRC fails.
 	corrupt := c.segmentedWrite(2, 0, 0, data, 1472, 103)
 	for i, b := range corrupt {
-		if i == 2 {
+		if i == 4 {
 			b[len(b)-1] ^= 1
 		}
 		c.send(b)
@@ -345,5 +348,22 @@ func TestSegmentedWrite(t *testing.T) {
 	st := srv.Stats()
 	if st.Drops["orphan_segment"] != 1 || st.Drops["bad_segment"] != 1 || st.DupSegments == 0 {
 		t.Fatalf("segment drops not counted: %+v", st)
+	}
+
+	// The header last: every segment first, then the header's datagram.
+	// (A READ moves the session's low-water mark first: segments carry
+	// none, and the server keeps segments only of ids in its window.)
+	c.read(5, 4, 0, 16)
+	late := c.segmentedWrite(4, 4, 8192, data, 1472, 104)
+	for _, b := range late[1:] {
+		c.send(b)
+	}
+	c.send(late[0])
+	rep, ok = c.recv(time.Second)
+	if !ok || rep.Status != diskproto.CodeOK || rep.Tag != 104 {
+		t.Fatalf("header after its segments: %+v %v, want OK for tag 104", rep, ok)
+	}
+	if got := c.read(6, 4, 8192, uint32(len(data))); !bytes.Equal(got, data) {
+		t.Fatal("WRITE assembled header last read back wrong")
 	}
 }

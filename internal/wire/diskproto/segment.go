@@ -169,6 +169,7 @@ func (l Layout) Valid() bool {
 type Assembly struct {
 	have   []uint64 // bit i: datagram i (0: the header's) arrived
 	got    int      // data bytes arrived
+	end    int      // the furthest data byte placed, plus one
 	length int
 }
 
@@ -180,7 +181,24 @@ func (a *Assembly) Reset(length uint32) {
 	}
 	a.have = a.have[:words]
 	clear(a.have)
-	a.got, a.length = 0, int(length)
+	a.got, a.end, a.length = 0, 0, int(length)
+}
+
+// SetLength fixes the length of a message whose segments arrived before
+// its header (the assembly was Reset with an upper bound): it fails,
+// changing nothing, when what arrived does not fit length.
+func (a *Assembly) SetLength(length uint32) error {
+	top := -1
+	for w := len(a.have) - 1; w >= 0 && top < 0; w-- {
+		if a.have[w] != 0 {
+			top = w*64 + 63 - bits.LeadingZeros64(a.have[w])
+		}
+	}
+	if uint64(a.end) > uint64(length) || top > MaxSegments(length) {
+		return fmt.Errorf("%w: %d bytes up to datagram %d arrived for a %d-byte message", ErrSegment, a.end, top, length)
+	}
+	a.length = int(length)
+	return nil
 }
 
 // Add records that datagram index (0 for the header's) brought n data
@@ -198,6 +216,7 @@ func (a *Assembly) Add(index int, offset uint32, n int) (bool, error) {
 	}
 	a.have[w] |= bit
 	a.got += n
+	a.end = max(a.end, int(offset)+n)
 	return true, nil
 }
 
