@@ -2,11 +2,15 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/disk/diskkind"
+	"github.com/netstation/netstation/peripherals/display"
+	"github.com/netstation/netstation/testbed/spec"
 )
 
 // NodeMetrics is everything one node counts: the supervisor's view
@@ -19,6 +23,9 @@ type NodeMetrics struct {
 	// Peripheral is nil when the peripheral did not answer.
 	Peripheral *peripherals.Status `json:"peripheral,omitempty"`
 	Link       LinkStatus          `json:"link"`
+	// Stats is the kind's own stats op's answer (disk stats, display
+	// stats), as those commands show it; absent for other kinds.
+	Stats json.RawMessage `json:"stats,omitempty"`
 }
 
 // Metrics is one snapshot of a testbed's counters.
@@ -28,6 +35,9 @@ type Metrics struct {
 	Time      time.Time     `json:"time"`
 	Nodes     []NodeMetrics `json:"nodes"`
 }
+
+// kindStatsOp is the stats op of the kinds that have one.
+var kindStatsOp = map[spec.Kind]peripherals.Op{spec.KindDisk: diskkind.OpStats, spec.KindDisplay: display.OpStats}
 
 // metrics serves the supervisor's "metrics" op.
 func (s *supervisor) metrics(ctx context.Context) Metrics {
@@ -49,6 +59,12 @@ func (s *supervisor) metrics(ctx context.Context) Metrics {
 			var ps peripherals.Status
 			if err := ctl.Call(cctx, NodeSock(s.dir, nm.Name), "status", nil, &ps, nil); err == nil {
 				nm.Peripheral = &ps
+			}
+			if op, ok := kindStatsOp[np.Kind]; ok {
+				var raw json.RawMessage
+				if err := ctl.Call(cctx, NodeSock(s.dir, nm.Name), string(op), nil, &raw, nil); err == nil {
+					nm.Stats = raw
+				}
 			}
 		}(&m.Nodes[i], &s.plan.Nodes[i])
 	}
