@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -252,7 +253,30 @@ type conn struct {
 
 	wmu  sync.Mutex // one reply at a time
 	werr error      // the first failed reply write; under wmu
+
+	// The transmission phase's reader and the replies it ran inline,
+	// owned by transmit's goroutine.
+	br      *bufio.Reader
+	out     []byte // inline replies not yet written, header and data
+	scratch []byte // an inline WRITE's payload
 }
+
+// Inline requests. A READ or WRITE of at most inlineMax bytes (and a
+// refused request) runs on the reading goroutine and its reply joins out,
+// which is written in one piece when no further request header is
+// buffered (the next read may block), before a request that must wait
+// for its payload or budget, or when out passes outFlush. Per request
+// this saves a goroutine, its wake-up and one or two Writes (each a trip
+// through the stack and a send system call): on a loaded host every
+// thread wake-up costs a scheduling delay, and a QD1 client pays them
+// all in latency. A QD32 client's burst of requests gets its replies in
+// one Write. Larger requests still run concurrently on goroutines of
+// their own, so a slow backing store overlaps the network.
+const (
+	inlineMax    = 128 << 10
+	outFlush     = 256 << 10
+	readerBuffer = 64 << 10
+)
 
 func (cc *conn) transmissionFlags() uint16 {
 	// CAN_MULTI_CONN: every connection shares one backing file, and FLUSH
@@ -551,15 +575,22 @@ func (cc *conn) authorize(r *request) error {
 	return cc.be.Authorize(&dr, cc.c.RemoteAddr())
 }
 
-// transmit runs the transmission phase: it reads requests and runs each
-// on its own goroutine, bounded by the budget, until DISC, EOF or an error.
+// transmit runs the transmission phase: it reads requests and runs small
+// ones inline and the others each on its own goroutine, bounded by the
+// budget, until DISC, EOF or an error.
 func (cc *conn) transmit() error {
 	s := cc.s
 	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxBuffered)
 	defer bud.drain()
+	cc.br = bufio.NewReaderSize(cc.c, readerBuffer)
 	var hb [requestSize]byte
 	for {
-		if _, err := io.ReadFull(cc.c, hb[:]); err != nil {
+		if cc.br.Buffered() < requestSize {
+			if err := cc.flush(); err != nil {
+				return err
+			}
+		}
+		if _, err := io.ReadFull(cc.br, hb[:]); err != nil {
 			if err == io.EOF {
 				return nil // the client went away between requests
 			}
@@ -570,7 +601,7 @@ func (cc *conn) transmit() error {
 			return err
 		}
 		if r.typ == cmdDisc {
-			return nil // the deferred drain finishes what is in flight
+			return cc.flush() // the deferred drain finishes what is in flight
 		}
 		s.stats.Requests.Add(1)
 		if code := cc.check(&r); code != 0 {
@@ -578,31 +609,42 @@ func (cc *conn) transmit() error {
 				if r.length > MaxPayload {
 					return fmt.Errorf("%w: WRITE of %d bytes, above %d", ErrProtocol, r.length, MaxPayload)
 				}
-				if _, err := io.CopyN(io.Discard, cc.c, int64(r.length)); err != nil {
+				if err := cc.discard(int(r.length)); err != nil {
 					return err
 				}
 			}
 			s.stats.Errors.Add(1)
-			if err := cc.reply(r.handle, code, nil); err != nil {
-				return err
-			}
+			cc.queueReply(r.handle, code)
 			continue
 		}
 		if err := cc.authorize(&r); err != nil {
 			if r.typ == cmdWrite {
-				if _, err := io.CopyN(io.Discard, cc.c, int64(r.length)); err != nil {
+				if err := cc.discard(int(r.length)); err != nil {
 					return err
 				}
 			}
 			s.stats.Refused.Add(1)
-			if err := cc.reply(r.handle, errPerm, nil); err != nil {
-				return err
-			}
+			cc.queueReply(r.handle, errPerm)
 			continue
 		}
 		cost := 0
 		if r.typ == cmdRead || r.typ == cmdWrite {
 			cost = int(r.length)
+		}
+		if cost > 0 && cost <= inlineMax {
+			if err := cc.runInline(&r); err != nil {
+				return err
+			}
+			if len(cc.out) >= outFlush {
+				if err := cc.flush(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		// Waiting for budget or payload: what ran inline goes out first.
+		if err := cc.flush(); err != nil {
+			return err
 		}
 		bud.acquire(cost)
 		var buf *[]byte
@@ -610,7 +652,7 @@ func (cc *conn) transmit() error {
 			buf = getBuf(cost)
 		}
 		if r.typ == cmdWrite {
-			if _, err := io.ReadFull(cc.c, (*buf)[:cost]); err != nil {
+			if _, err := io.ReadFull(cc.br, (*buf)[:cost]); err != nil {
 				putBuf(buf)
 				bud.release(cost)
 				return err
@@ -621,6 +663,101 @@ func (cc *conn) transmit() error {
 			cc.run(&r, buf)
 		}()
 	}
+}
+
+// discard skips a refused WRITE's payload.
+func (cc *conn) discard(n int) error {
+	if cc.br.Buffered() < n {
+		if err := cc.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := cc.br.Discard(n)
+	return err
+}
+
+// runInline executes a READ or WRITE of at most inlineMax bytes on the
+// reading goroutine and queues its reply in out.
+func (cc *conn) runInline(r *request) error {
+	s := cc.s
+	switch r.typ {
+	case cmdRead:
+		h := len(cc.out)
+		cc.queueReply(r.handle, 0)
+		n := len(cc.out)
+		cc.out = grow(cc.out, int(r.length))
+		if err := cc.be.ReadAt(cc.out[n:], int64(r.offset)); err != nil {
+			cc.out = cc.out[:n]
+			binary.BigEndian.PutUint32(cc.out[h+4:], cc.failed(r, err))
+			return nil
+		}
+		s.stats.BytesRead.Add(uint64(r.length))
+	case cmdWrite:
+		if cc.br.Buffered() < int(r.length) {
+			if err := cc.flush(); err != nil {
+				return err
+			}
+		}
+		if cc.scratch == nil {
+			cc.scratch = make([]byte, inlineMax)
+		}
+		data := cc.scratch[:r.length]
+		if _, err := io.ReadFull(cc.br, data); err != nil {
+			return err
+		}
+		code := uint32(0)
+		if err := cc.be.WriteAt(data, int64(r.offset), r.flags&cmdFlagFUA != 0); err != nil {
+			code = cc.failed(r, err)
+		} else {
+			s.stats.BytesWritten.Add(uint64(r.length))
+		}
+		cc.queueReply(r.handle, code)
+	}
+	return nil
+}
+
+// grow extends b by n bytes, reallocating (doubling) only when its
+// capacity is short.
+func grow(b []byte, n int) []byte {
+	if len(b)+n <= cap(b) {
+		return b[:len(b)+n]
+	}
+	nb := make([]byte, len(b)+n, max(2*cap(b), len(b)+n, 4096))
+	copy(nb, b)
+	return nb
+}
+
+// failed counts and logs a Backend error and returns the errno to answer.
+func (cc *conn) failed(r *request, err error) uint32 {
+	cc.s.stats.Errors.Add(1)
+	cc.s.log.Warn("nbd: request failed", "cmd", r.typ, "off", r.offset, "len", r.length, "err", err)
+	return errnoOf(err)
+}
+
+// queueReply appends a simple reply header to out.
+func (cc *conn) queueReply(handle uint64, code uint32) {
+	cc.out = binary.BigEndian.AppendUint32(cc.out, simpleReplyMagic)
+	cc.out = binary.BigEndian.AppendUint32(cc.out, code)
+	cc.out = binary.BigEndian.AppendUint64(cc.out, handle)
+}
+
+// flush writes the inline replies in out in one Write.
+func (cc *conn) flush() error {
+	if len(cc.out) == 0 {
+		return nil
+	}
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if cc.werr != nil {
+		return cc.werr
+	}
+	_, err := cc.c.Write(cc.out)
+	cc.out = cc.out[:0]
+	if err != nil {
+		cc.werr = err
+		cc.c.Close()
+	}
+	return err
 }
 
 // run executes one request on the Backend and answers it.
@@ -648,9 +785,7 @@ func (cc *conn) run(r *request, buf *[]byte) {
 	}
 	code := uint32(0)
 	if err != nil {
-		s.stats.Errors.Add(1)
-		s.log.Warn("nbd: request failed", "cmd", r.typ, "off", r.offset, "len", r.length, "err", err)
-		code = errnoOf(err)
+		code = cc.failed(r, err)
 	}
 	cc.reply(r.handle, code, data)
 	if buf != nil {
