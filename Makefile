@@ -3,7 +3,7 @@
 GO ?= go
 BIN := bin/netstation
 
-.PHONY: all build test demo bench fuzz clean
+.PHONY: all build test test-race demo bench fuzz clean
 
 all: build
 
@@ -15,6 +15,14 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The race detector over the concurrent packages (the stack and its engine,
+# TCP, links, gossip, the peripherals' runtime and kinds, the cpu, the
+# internal helpers), in -short mode: `test` runs the long variants without
+# it (internal/lint, which only reads the sources, runs there alone).
+RACE_PKGS = ./stack/... ./peripherals/... ./cpu/... $(shell $(GO) list ./internal/... | grep -v /internal/lint)
+test-race:
+	$(GO) test -race -short -count=1 -timeout 15m $(RACE_PKGS)
 
 # Rootless when run by an ordinary user, with the host's namespaces as root.
 demo: build

@@ -1011,10 +1011,11 @@ func (c *Client) segment(b []byte) {
 		// just those, now (the resend may wait for the pacer: not here).
 		c.lossEvent(false)
 		cl.expired = 0
+		id := cl.reqID // under mu: once released, the call may be settled and reused
 		c.mu.Unlock()
 		c.st.feedback.Add(1)
 		c.st.retransmits.Add(1)
-		go c.transmit(cl, cl.reqID, sendMissing)
+		go c.transmit(cl, id, sendMissing)
 		return
 	}
 	c.readDone(cl) // unlocks
@@ -1121,10 +1122,11 @@ func (c *Client) sack(b []byte) {
 	if len(cl.acked) == 0 {
 		kind = sendAll // it holds nothing: the header's datagram was lost
 	}
+	id := cl.reqID // under mu: once released, the call may be settled and reused
 	c.mu.Unlock()
 	c.st.feedback.Add(1)
 	c.st.retransmits.Add(1)
-	go c.transmit(cl, cl.reqID, kind)
+	go c.transmit(cl, id, kind)
 }
 
 // otherVersion records that the disk answered in another protocol
@@ -1162,10 +1164,11 @@ func (c *Client) readDone(cl *call) {
 	}
 	if diskproto.Checksum(cl.dst) != cl.crc {
 		cl.track.Reset(uint32(len(cl.dst)))
+		id := cl.reqID // under mu: once released, the call may be settled and reused
 		c.mu.Unlock()
 		c.st.bad.Add(1)
 		c.st.retransmits.Add(1)
-		go c.transmit(cl, cl.reqID, sendAll)
+		go c.transmit(cl, id, sendAll)
 		return
 	}
 	c.settle(cl, nil)
@@ -1228,9 +1231,10 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 		}
 	case diskproto.CodeChecksum:
 		cl.acked = cl.acked[:0]
-		c.mu.Unlock() // corrupted on the way: send it again now
+		id := cl.reqID // under mu: once released, the call may be settled and reused
+		c.mu.Unlock()  // corrupted on the way: send it again now
 		c.st.retransmits.Add(1)
-		go c.transmit(cl, cl.reqID, sendAll)
+		go c.transmit(cl, id, sendAll)
 	default:
 		c.st.refused.Add(1)
 		c.lastRefusal = rep.Status

@@ -117,6 +117,9 @@ func TestCrashDurability(t *testing.T) {
 	durable := make([]uint64, writers*blocksPer) // newest durable seq per block
 	seq := make([]uint64, writers*blocksPer)     // newest seq written per block
 	opts := storage.Options{MinRTO: time.Millisecond, MaxRTO: 20 * time.Millisecond, MaxRetries: 6}
+	if raceEnabled {
+		opts.MaxRTO = 200 * time.Millisecond // a restarted disk under the race detector answers late
+	}
 	r := rand.New(rand.NewPCG(2026, 4))
 	var acked, fuaN, flushes int
 

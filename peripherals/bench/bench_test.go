@@ -319,11 +319,19 @@ func TestRTTSurvivesLostPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Samples) != 20 || res.Lost != 0 || res.Retransmits != 3 || res.Sent != 23 {
-		t.Fatalf("answered %d, lost %d, retransmits %d, sent %d; want 20, 0, 3, 23", len(res.Samples), res.Lost, res.Retransmits, res.Sent)
+	// Three drops force at least three retransmissions; a slow machine
+	// (the race detector, a loaded CI host) may add spurious ones when an
+	// answer takes longer than the 50 ms timeout. What must hold whatever
+	// the speed: every ping answered, every retransmission counted in
+	// Sent, and the echo side answering each of the 20 pings, seq 9 three
+	// times (two pongs dropped), and nothing it was not sent (a spurious
+	// retransmission may still be on its way when the test stops it).
+	if len(res.Samples) != 20 || res.Lost != 0 || res.Retransmits < 3 || res.Sent != 20+res.Retransmits {
+		t.Fatalf("answered %d, lost %d, retransmits %d, sent %d; want 20, 0, >= 3, 20+retransmits",
+			len(res.Samples), res.Lost, res.Retransmits, res.Sent)
 	}
-	if echoed != 22 { // 23 pings written, one dropped
-		t.Errorf("echo answered %d, want 22", echoed)
+	if echoed < 22 || echoed > res.Sent-1 { // one ping dropped on the way
+		t.Errorf("echo answered %d, want 22..%d (sent %d, one dropped)", echoed, res.Sent-1, res.Sent)
 	}
 	p50, p99 := res.Percentile(50), res.Percentile(99.9)
 	if p50 <= 0 || p99 < p50 || p99 != res.Samples[19] {
