@@ -109,127 +109,25 @@ func RunReceiver(ctx context.Context, conn Conn, opts ReceiverOptions) (*Result,
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	res := &Result{Role: RoleReceiver, Stack: opts.Stack}
-	if ua, ok := conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
-		res.Local = ua.AddrPort()
-	}
-	msgs := make([]Message, opts.Batch)
-	bufs := make([][]byte, opts.Batch)
-	for i := range msgs {
-		bufs[i] = make([]byte, opts.BufSize)
-	}
-	ackBuf := make([]byte, HeaderLen)
-	ack := []Message{{Buf: ackBuf}}
-
+	r := newReceiver(conn, opts)
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
 	defer conn.SetReadDeadline(time.Time{})
-
-	var (
-		streams  []recvStream
-		started  bool
-		fins     int
-		last     time.Time // last datagram of the test
-		nextTick time.Time
-		ivs      = intervals{every: opts.Interval, on: opts.OnInterval}
-		deadline time.Time
-	)
-	snapshot := func() []Totals {
-		t := make([]Totals, len(streams))
-		for i := range streams {
-			t[i] = streams[i].Totals
-		}
-		return t
-	}
-	for {
-		if ctx.Err() != nil {
-			break
-		}
+	for ctx.Err() == nil {
 		now := time.Now()
-		if started {
-			if !now.Before(nextTick) {
-				ivs.add(snapshot(), now.Sub(res.Started))
-				nextTick = nextTick.Add(opts.Interval)
-				if !nextTick.After(now) {
-					nextTick = now.Add(opts.Interval)
-				}
-			}
-			if now.Sub(last) >= opts.IdleTimeout {
-				break
-			}
+		if r.started && r.tick(now) {
+			break // idle: the sender is gone
 		}
-		want := now.Add(idlePoll)
-		if started {
-			want = nextTick
-			if idle := last.Add(opts.IdleTimeout); idle.Before(want) {
-				want = idle
-			}
+		r.armDeadline(now)
+		for i := range r.msgs {
+			r.msgs[i].Buf = r.bufs[i]
 		}
-		if !want.Equal(deadline) {
-			deadline = want
-			conn.SetReadDeadline(deadline)
-		}
-		for i := range msgs {
-			msgs[i].Buf = bufs[i]
-		}
-		n, err := conn.ReadBatch(msgs)
+		n, err := conn.ReadBatch(r.msgs)
 		arrived := time.Now()
-		for _, m := range msgs[:n] {
-			var h header
-			if parseHeader(m.Buf[:m.N], &h) != nil {
-				res.Ignored++
-				continue
-			}
-			switch h.Kind {
-			case kindData:
-				if !started {
-					if h.Streams == 0 || h.Streams > MaxStreams {
-						res.Ignored++
-						continue
-					}
-					started = true
-					res.Test, res.Remote, res.Started = h.Test, m.Addr, arrived
-					res.Parallel = int(h.Streams)
-					streams = make([]recvStream, h.Streams)
-					for i := range streams {
-						streams[i].Stream = i
-					}
-					nextTick = arrived.Add(opts.Interval)
-				}
-				if h.Test != res.Test || int(h.Stream) >= len(streams) {
-					res.Ignored++
-					continue
-				}
-				streams[h.Stream].add(h.Seq, m.N, h.Sent, arrived.UnixNano())
-				res.Size = max(res.Size, m.N)
-				last = arrived
-			case kindFIN:
-				ours := started && h.Test == res.Test && int(h.Stream) < len(streams)
-				var got uint64
-				if ours {
-					s := &streams[h.Stream]
-					if !s.fin {
-						fins++
-					}
-					s.finish(h.Seq)
-					got = s.Packets
-					last = arrived
-				}
-				a := header{Kind: kindFINAck, Stream: h.Stream, Streams: h.Streams, Test: h.Test, Seq: got, Sent: h.Sent}
-				a.encode(ackBuf)
-				ack[0].Addr = m.Addr
-				conn.WriteBatch(ack) // a lost ack only makes the sender retry
-			case kindPing: // a sender's probe before it starts (it also resolves ARP)
-				m.Buf[4] = byte(kindPong)
-				ack[0].Addr = m.Addr
-				ack[0].Buf = m.Buf[:m.N]
-				conn.WriteBatch(ack)
-				ack[0].Buf = ackBuf
-			default:
-				res.Ignored++
-			}
+		for i := range r.msgs[:n] {
+			r.handle(&r.msgs[i], arrived)
 		}
-		if started && fins == len(streams) {
+		if r.started && r.fins == len(r.streams) {
 			break
 		}
 		if err != nil && !isTimeout(err) {
@@ -239,16 +137,162 @@ func RunReceiver(ctx context.Context, conn Conn, opts ReceiverOptions) (*Result,
 			return nil, fmt.Errorf("bench: receive: %w", err)
 		}
 	}
-	if !started {
-		return res, nil
+	return r.result(), nil
+}
+
+// receiver is the state of one RunReceiver: idle until the first data
+// datagram of a test starts it, then counting per stream until every
+// stream's FIN or the idle timeout.
+type receiver struct {
+	conn Conn
+	opts ReceiverOptions
+	res  *Result
+	msgs []Message
+	bufs [][]byte
+	// ack is the one-message batch FIN-ACKs and pongs leave in.
+	ack    []Message
+	ackBuf []byte
+
+	streams  []recvStream
+	started  bool
+	fins     int
+	last     time.Time // last datagram of the test
+	nextTick time.Time
+	ivs      intervals
+	deadline time.Time // the read deadline set
+}
+
+func newReceiver(conn Conn, opts ReceiverOptions) *receiver {
+	r := &receiver{conn: conn, opts: opts, res: &Result{Role: RoleReceiver, Stack: opts.Stack},
+		msgs: make([]Message, opts.Batch), bufs: make([][]byte, opts.Batch), ackBuf: make([]byte, HeaderLen),
+		ivs: intervals{every: opts.Interval, on: opts.OnInterval}}
+	if ua, ok := conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
+		r.res.Local = ua.AddrPort()
 	}
-	end := last.Sub(res.Started)
-	ivs.final(snapshot(), max(end, ivs.last))
-	res.Intervals = ivs.list
-	res.Streams = snapshot()
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, opts.BufSize)
+	}
+	r.ack = []Message{{Buf: r.ackBuf}}
+	return r
+}
+
+// snapshot copies every stream's totals so far.
+func (r *receiver) snapshot() []Totals {
+	t := make([]Totals, len(r.streams))
+	for i := range r.streams {
+		t[i] = r.streams[i].Totals
+	}
+	return t
+}
+
+// tick closes the interval that ended by now, and reports whether the
+// test went idle (no datagram for IdleTimeout).
+func (r *receiver) tick(now time.Time) (idle bool) {
+	if !now.Before(r.nextTick) {
+		r.ivs.add(r.snapshot(), now.Sub(r.res.Started))
+		r.nextTick = r.nextTick.Add(r.opts.Interval)
+		if !r.nextTick.After(now) {
+			r.nextTick = now.Add(r.opts.Interval)
+		}
+	}
+	return now.Sub(r.last) >= r.opts.IdleTimeout
+}
+
+// armDeadline sets the read deadline to the next event: the next
+// interval's end or the idle timeout once started, a short poll before.
+func (r *receiver) armDeadline(now time.Time) {
+	want := now.Add(idlePoll)
+	if r.started {
+		want = r.nextTick
+		if idle := r.last.Add(r.opts.IdleTimeout); idle.Before(want) {
+			want = idle
+		}
+	}
+	if !want.Equal(r.deadline) {
+		r.deadline = want
+		r.conn.SetReadDeadline(r.deadline)
+	}
+}
+
+// handle accounts for one datagram: data, a FIN (answered with a
+// FIN-ACK), a ping (answered with a pong) or something to ignore.
+func (r *receiver) handle(m *Message, arrived time.Time) {
+	res := r.res
+	var h header
+	if parseHeader(m.Buf[:m.N], &h) != nil {
+		res.Ignored++
+		return
+	}
+	switch h.Kind {
+	case kindData:
+		if !r.started && !r.start(&h, m.Addr, arrived) {
+			res.Ignored++
+			return
+		}
+		if h.Test != res.Test || int(h.Stream) >= len(r.streams) {
+			res.Ignored++
+			return
+		}
+		r.streams[h.Stream].add(h.Seq, m.N, h.Sent, arrived.UnixNano())
+		res.Size = max(res.Size, m.N)
+		r.last = arrived
+	case kindFIN:
+		ours := r.started && h.Test == res.Test && int(h.Stream) < len(r.streams)
+		var got uint64
+		if ours {
+			s := &r.streams[h.Stream]
+			if !s.fin {
+				r.fins++
+			}
+			s.finish(h.Seq)
+			got = s.Packets
+			r.last = arrived
+		}
+		a := header{Kind: kindFINAck, Stream: h.Stream, Streams: h.Streams, Test: h.Test, Seq: got, Sent: h.Sent}
+		a.encode(r.ackBuf)
+		r.ack[0].Addr = m.Addr
+		r.conn.WriteBatch(r.ack) // a lost ack only makes the sender retry
+	case kindPing: // a sender's probe before it starts (it also resolves ARP)
+		m.Buf[4] = byte(kindPong)
+		r.ack[0].Addr = m.Addr
+		r.ack[0].Buf = m.Buf[:m.N]
+		r.conn.WriteBatch(r.ack)
+		r.ack[0].Buf = r.ackBuf
+	default:
+		res.Ignored++
+	}
+}
+
+// start begins the test the data datagram h (from addr) belongs to; false
+// if h announces no usable number of streams.
+func (r *receiver) start(h *header, from netip.AddrPort, arrived time.Time) bool {
+	if h.Streams == 0 || h.Streams > MaxStreams {
+		return false
+	}
+	r.started = true
+	r.res.Test, r.res.Remote, r.res.Started = h.Test, from, arrived
+	r.res.Parallel = int(h.Streams)
+	r.streams = make([]recvStream, h.Streams)
+	for i := range r.streams {
+		r.streams[i].Stream = i
+	}
+	r.nextTick = arrived.Add(r.opts.Interval)
+	return true
+}
+
+// result closes the last interval and sums the streams.
+func (r *receiver) result() *Result {
+	res := r.res
+	if !r.started {
+		return res
+	}
+	end := r.last.Sub(res.Started)
+	r.ivs.final(r.snapshot(), max(end, r.ivs.last))
+	res.Intervals = r.ivs.list
+	res.Streams = r.snapshot()
 	for i := range res.Streams {
 		res.Streams[i].End = end
 	}
 	res.Sum = sumOf(res.Streams, 0, end)
-	return res, nil
+	return res
 }
