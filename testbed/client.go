@@ -448,12 +448,6 @@ func execRootless(testbed string, n *NodePlan, cmd *exec.Cmd) error {
 	return cmd.Start()
 }
 
-// RemoteCall carries a control call to a node (target = its name) or to
-// the supervisor (target "supervisor") of a multi-host testbed's part on
-// another host. The CLI points it at the local agent; while nil, nodes on
-// other hosts cannot be reached from here.
-var RemoteCall func(ctx context.Context, host, testbed, target, op string, args, out any, each func(json.RawMessage) error) error
-
 // remoteHost returns the host node runs on when that is not this one.
 func remoteHost(dir, node string) string {
 	plan, err := LoadPlan(dir)
@@ -469,10 +463,7 @@ func remoteHost(dir, node string) string {
 // nodeCall calls op on node's control socket, on whichever host it runs.
 func nodeCall(ctx context.Context, dir, node string, op peripherals.Op, args, out any, each func(json.RawMessage) error) error {
 	if host := remoteHost(dir, node); host != "" {
-		if RemoteCall == nil {
-			return fmt.Errorf("%s runs on host %s and no agent answers here to reach it", node, host)
-		}
-		return RemoteCall(ctx, host, filepath.Base(dir), node, string(op), args, out, each)
+		return remoteCall(ctx, host, filepath.Base(dir), node, string(op), args, out, each)
 	}
 	err := ctl.Call(ctx, NodeSock(dir, node), string(op), args, out, each)
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {

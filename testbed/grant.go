@@ -204,10 +204,8 @@ func spreadRevocation(ctx context.Context, dir string, plan *Plan, disk *NodePla
 		var err error
 		if h == plan.Local {
 			err = raiseCapVersion(dir, plan, a)
-		} else if RemoteCall == nil {
-			err = fmt.Errorf("no agent answers here")
 		} else {
-			err = RemoteCall(ctx, h, plan.Testbed, "supervisor", "cap-version", a, nil, nil)
+			err = remoteCall(ctx, h, plan.Testbed, "supervisor", "cap-version", a, nil, nil)
 		}
 		if err != nil {
 			missed = append(missed, fmt.Sprintf("%s (%v)", h, err))

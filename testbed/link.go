@@ -530,8 +530,8 @@ func SetLink(ctx context.Context, testbed string, c LinkChange) (*LinkStatus, er
 		}
 	}
 	var ls LinkStatus
-	if host := remoteHost(Dir(testbed), c.Node); host != "" && RemoteCall != nil {
-		return &ls, RemoteCall(ctx, host, testbed, "supervisor", "link", c, &ls, nil)
+	if host := remoteHost(Dir(testbed), c.Node); host != "" {
+		return &ls, remoteCall(ctx, host, testbed, "supervisor", "link", c, &ls, nil)
 	}
 	if err := supervisorCall(ctx, testbed, "link", c, &ls); err != nil {
 		return nil, err
@@ -542,8 +542,8 @@ func SetLink(ctx context.Context, testbed string, c LinkChange) (*LinkStatus, er
 // ShowLinks returns the links of every node of the testbed, or of one.
 func ShowLinks(ctx context.Context, testbed, node string) ([]LinkStatus, error) {
 	var out []LinkStatus
-	if host := remoteHost(Dir(testbed), node); node != "" && host != "" && RemoteCall != nil {
-		return out, RemoteCall(ctx, host, testbed, "supervisor", "link-show", node, &out, nil)
+	if host := remoteHost(Dir(testbed), node); node != "" && host != "" {
+		return out, remoteCall(ctx, host, testbed, "supervisor", "link-show", node, &out, nil)
 	}
 	if err := supervisorCall(ctx, testbed, "link-show", node, &out); err != nil {
 		return nil, err

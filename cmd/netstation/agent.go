@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/netstation/netstation/testbed"
 	"github.com/netstation/netstation/testbed/cluster"
 	"github.com/spf13/cobra"
 )
@@ -136,8 +135,8 @@ func upMultiHost(cmd *cobra.Command, file string, timeout time.Duration, quiet b
 	if err != nil {
 		return err
 	}
-	var res cluster.UpResult
-	if err := cluster.Call(cmd.Context(), "up", cluster.UpArgs{Source: file, YAML: b, Timeout: timeout}, &res, nil); err != nil {
+	res, err := cluster.Up(cmd.Context(), file, b, timeout)
+	if err != nil {
 		return err
 	}
 	if !quiet {
@@ -150,21 +149,13 @@ func upMultiHost(cmd *cobra.Command, file string, timeout time.Duration, quiet b
 	return nil
 }
 
-// downMultiHost removes a testbed from every host through this host's
-// agent, when the testbed spans hosts (or is not here at all and an agent
-// runs). handled is false when the single-host path should run instead.
+// downMultiHost is cluster.Down with its output. handled is false when
+// the single-host path should run instead.
 func downMultiHost(cmd *cobra.Command, name string) (handled bool, err error) {
-	plan, perr := testbed.LoadPlan(testbed.Dir(name))
-	if perr == nil && !plan.MultiHost() {
-		return false, nil
-	}
-	var res cluster.DownResult
-	err = cluster.Call(cmd.Context(), "down", name, &res, nil)
-	if errors.Is(err, cluster.ErrNotRunning) {
-		if perr == nil {
-			// This host's part, at least: its agent is gone.
+	res, handled, err := cluster.Down(cmd.Context(), name)
+	if !handled {
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "no agent on this host: removing only this host's part of %s\n", name)
-			return false, nil
 		}
 		return false, nil
 	}
@@ -181,43 +172,4 @@ func downMultiHost(cmd *cobra.Command, name string) (handled bool, err error) {
 	}
 	fmt.Printf("testbed %s down\n", name)
 	return true, nil
-}
-
-// clusterTestbeds lists the multi-host testbeds the agents know, or nil
-// when no agent runs here.
-func clusterTestbeds(ctx context.Context) []string {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var names []string
-	if err := cluster.Call(ctx, "list", nil, &names, nil); err != nil {
-		return nil
-	}
-	return names
-}
-
-// localMultiHost lists the multi-host testbeds with a part on this host.
-func localMultiHost() []string {
-	names, _ := testbed.List()
-	var out []string
-	for _, n := range names {
-		if p, err := testbed.LoadPlan(testbed.Dir(n)); err == nil && p.MultiHost() {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-// statusOf is the status of one testbed: merged over its hosts by the
-// agent for a multi-host testbed, from the local supervisor otherwise.
-func statusOf(ctx context.Context, name string) (testbed.Status, error) {
-	plan, err := testbed.LoadPlan(testbed.Dir(name))
-	if err == nil && !plan.MultiHost() {
-		return testbed.GetStatus(ctx, name)
-	}
-	var st testbed.Status
-	cerr := cluster.Call(ctx, "status", name, &st, nil)
-	if errors.Is(cerr, cluster.ErrNotRunning) {
-		return testbed.GetStatus(ctx, name)
-	}
-	return st, cerr
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -161,30 +160,9 @@ one curve per stack.`,
 			if err != nil {
 				return err
 			}
-			pairs := [][2]string{{from, to}}
-			if matrix {
-				pairs = nil
-				for _, a := range plan.Nodes {
-					for _, b := range plan.Nodes {
-						if a.Name != b.Name {
-							pairs = append(pairs, [2]string{a.Name, b.Name})
-						}
-					}
-				}
-			} else if from == "" || to == "" {
-				if len(plan.Nodes) < 2 {
-					return errors.New("bench needs two peripherals")
-				}
-				if from == "" {
-					from = plan.Nodes[0].Name
-				}
-				if to == "" {
-					to = plan.Nodes[1].Name
-					if to == from {
-						to = plan.Nodes[0].Name
-					}
-				}
-				pairs = [][2]string{{from, to}}
+			pairs, err := plan.BenchPairs(from, to, matrix)
+			if err != nil {
+				return err
 			}
 			live := !jsonOut && isTerminal(os.Stderr)
 			var runs []*bench.Report

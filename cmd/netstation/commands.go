@@ -21,6 +21,7 @@ import (
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/node"
 	"github.com/netstation/netstation/testbed"
+	"github.com/netstation/netstation/testbed/cluster"
 	"github.com/netstation/netstation/testbed/spec"
 	"github.com/spf13/cobra"
 )
@@ -117,7 +118,7 @@ prefix.`,
 					return errors.New("give a NAME or --all, not both")
 				}
 				// A testbed with a part here goes from every host.
-				for _, n := range localMultiHost() {
+				for _, n := range cluster.LocalTestbeds() {
 					if _, err := downMultiHost(cmd, n); err != nil {
 						return err
 					}
@@ -169,7 +170,7 @@ mac, pid, state, restarts, rx, tx, drops, services, ...}], ...}.`,
 				if names, err = testbed.List(); err != nil {
 					return err
 				}
-				for _, n := range clusterTestbeds(cmd.Context()) {
+				for _, n := range cluster.Testbeds(cmd.Context()) {
 					if !slices.Contains(names, n) {
 						names = append(names, n)
 					}
@@ -181,7 +182,7 @@ mac, pid, state, restarts, rx, tx, drops, services, ...}], ...}.`,
 			var all []testbed.Status
 			for _, n := range names {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
-				st, err := statusOf(ctx, n) // agent.go
+				st, err := cluster.Status(ctx, n)
 				cancel()
 				if err != nil {
 					return err

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/netstation/netstation/testbed/cluster"
 	"github.com/spf13/cobra"
 )
 
@@ -58,7 +57,6 @@ each other directly over IP.
 		newDisplayCmd(), newViewCmd(), newDiskCmd(),
 		newAgentCmd(), newHostsCmd(), newMembersCmd(),
 	)
-	cluster.UseAgent() // nodes of multi-host testbeds on other hosts: via the agent
 	root.AddCommand(newGendocCmd(root))
 	addObservability(root) // link, capture, metrics, status -w (link.go)
 	return root

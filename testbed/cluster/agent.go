@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -129,7 +128,7 @@ type Agent struct {
 }
 
 // SockPath is the agent's control socket in the state root.
-func SockPath() string { return filepath.Join(testbed.StateRoot(), "agent.sock") }
+func SockPath() string { return testbed.AgentSock() }
 
 // Start runs an agent: RPC port, memberlist, control socket, and the
 // reconcile and rejoin loops. It returns once the agent serves; seeds that

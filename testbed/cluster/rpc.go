@@ -53,13 +53,7 @@ type DownResult struct {
 }
 
 // CallArgs carry a control call to a node or supervisor on another host.
-type CallArgs struct {
-	Host    string          `json:"host"`
-	Testbed string          `json:"testbed"`
-	Target  string          `json:"target"` // node name or "supervisor"
-	Op      string          `json:"op"`
-	Args    json.RawMessage `json:"args,omitempty"`
-}
+type CallArgs = testbed.AgentCallArgs
 
 // peerUpArgs is one host's share of an up.
 type peerUpArgs struct {
@@ -498,16 +492,7 @@ func (a *Agent) list(ctx context.Context) []string {
 	return out
 }
 
-func (a *Agent) hostList() []string {
-	names, _ := testbed.List()
-	var out []string
-	for _, n := range names {
-		if p, err := testbed.LoadPlan(testbed.Dir(n)); err == nil && p.MultiHost() {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+func (a *Agent) hostList() []string { return LocalTestbeds() }
 
 // forward relays a control call to the agent of the host that runs the
 // target, streaming intermediate answers back.
