@@ -159,5 +159,11 @@ func FuzzParseSegment(f *testing.F) {
 		if fresh, err := a.Add(int(seg.Index), seg.Offset, len(seg.Data)); err == nil && !fresh {
 			t.Fatal("first datagram reported as a duplicate")
 		}
+		// The header comes last and fixes a length: accepted only if what
+		// arrived fits it.
+		l := length % (diskproto.MaxIOLimit + 1) / 2
+		if err := a.SetLength(l); err == nil && a.Has(int(seg.Index)) && uint64(seg.Offset)+uint64(len(seg.Data)) > uint64(l) {
+			t.Fatalf("length %d accepted with %d bytes at %d held", l, len(seg.Data), seg.Offset)
+		}
 	})
 }
