@@ -166,8 +166,8 @@ one curve per stack.`,
 			}
 			live := !jsonOut && isTerminal(os.Stderr)
 			var runs []*bench.Report
-			var labels []runLabel
-			var refs []*refComparison
+			var labels []testbed.BenchLabel
+			var refs []*testbed.RefComparison
 			for _, pr := range pairs {
 				for _, size := range szs {
 					for _, st := range stackList {
@@ -186,7 +186,7 @@ one curve per stack.`,
 							return fmt.Errorf("%s -> %s (%s stack, %d B): %w", pr[0], pr[1], st, size, err)
 						}
 						runs = append(runs, rep)
-						labels = append(labels, runLabel{From: pr[0], To: pr[1], Size: size})
+						labels = append(labels, testbed.BenchLabel{From: pr[0], To: pr[1], Size: size})
 						if !jsonOut && !matrix && len(szs) == 1 {
 							fmt.Printf("\n== %s -> %s, %s stack\n", pr[0], pr[1], st)
 							if err := rep.Text(os.Stdout); err != nil {
@@ -198,8 +198,8 @@ one curve per stack.`,
 						if live {
 							fmt.Fprintf(os.Stderr, "%s -> %s, %d B, standalone kernel reference pair ...\n", pr[0], pr[1], size)
 						}
-						cmp := &refComparison{From: pr[0], To: pr[1], Size: size}
-						for round := 0; round < refRounds; round++ {
+						cmp := &testbed.RefComparison{From: pr[0], To: pr[1], Size: size}
+						for round := 0; round < testbed.RefRounds; round++ {
 							krep, err := testbed.Bench(cmd.Context(), name, testbed.BenchArgs{
 								From: pr[0], To: pr[1], Stack: peripherals.StackKernel, Size: size, Duration: dur, Parallel: parallel,
 							}, nil)
@@ -210,9 +210,9 @@ one curve per stack.`,
 							if err != nil {
 								return fmt.Errorf("%s -> %s (reference pair, %d B): %w", pr[0], pr[1], size, err)
 							}
-							cmp.Rounds = append(cmp.Rounds, refRound{Kernel: bench.PointOf(krep).BitsPerSecond / 1e9, Reference: ref, ReferenceGbps: ref.BitsPerSecondReceived / 1e9})
+							cmp.Rounds = append(cmp.Rounds, testbed.RefRound{Kernel: bench.PointOf(krep).BitsPerSecond / 1e9, Reference: ref, ReferenceGbps: ref.BitsPerSecondReceived / 1e9})
 						}
-						cmp.finish()
+						cmp.Finish()
 						refs = append(refs, cmp)
 					}
 				}
@@ -239,9 +239,9 @@ one curve per stack.`,
 				enc.SetIndent("", "\t")
 				// One shape for every --stack and size list (docs/CLI.md;
 				// TestJSONShapes keeps it): each run is an iperf3 -J report.
-				return enc.Encode(benchJSON{Runs: runs, Summary: withReference(summarize(runs, labels), refs), Reference: refs})
+				return enc.Encode(testbed.BenchJSON{Runs: runs, Summary: testbed.WithReference(testbed.BenchSummary(runs, labels), refs), Reference: refs})
 			}
-			printSummary(os.Stdout, withReference(summarize(runs, labels), refs))
+			printSummary(os.Stdout, testbed.WithReference(testbed.BenchSummary(runs, labels), refs))
 			return nil
 		},
 	}
@@ -263,181 +263,16 @@ one curve per stack.`,
 	return c
 }
 
-// benchJSON is bench -J's one shape.
-type benchJSON struct {
-	Runs      []*bench.Report  `json:"runs"`
-	Summary   []summaryRow     `json:"summary"`
-	Reference []*refComparison `json:"reference,omitempty"`
-}
-
-// stackFigures are one stack's figures in a summary row.
-type stackFigures struct {
-	Gbps        float64 `json:"gbit_per_second"`
-	Kpps        float64 `json:"kpps"`
-	LinkLost    float64 `json:"link_lost_percent"`
-	Overflow    float64 `json:"receiver_overflow_percent"`
-	RTTSame     *rttRow `json:"rtt_same_cpu,omitempty"`
-	RTTCrossCPU *rttRow `json:"rtt_cross_cpu,omitempty"`
-}
-
-// rttRow is one request/response run's percentiles and where it ran.
-type rttRow struct {
-	Pinning string  `json:"pinning"`
-	P50     float64 `json:"p50_us"`
-	P99     float64 `json:"p99_us"`
-	P999    float64 `json:"p99_9_us"`
-	Count   int     `json:"answered"`
-}
-
-func rttOf(f *bench.RTTFigures) *rttRow {
-	if f == nil {
-		return nil
-	}
-	return &rttRow{Pinning: f.Pinning, P50: f.P50Us, P99: f.P99Us, P999: f.P999Us, Count: f.Answered}
-}
-
-// summaryRow is one (pair, size) with every stack side by side. The
-// ratio is always against the best kernel configuration measured.
-type summaryRow struct {
-	From        string        `json:"from"`
-	To          string        `json:"to"`
-	Size        int           `json:"size"`
-	User        *stackFigures `json:"user,omitempty"`
-	KernelBest  *stackFigures `json:"kernel_gso_gro,omitempty"`
-	KernelPlain *stackFigures `json:"kernel_plain,omitempty"`
-	// BestKernel names the kernel configuration the ratio is against.
-	BestKernel string  `json:"best_kernel,omitempty"`
-	Ratio      float64 `json:"ratio_user_over_best_kernel,omitempty"`
-	// Reference is the standalone UDP_SEGMENT+UDP_GRO pair (--reference,
-	// median of the rounds) and RefRatio the median over alternating
-	// rounds of the kernel baseline's unpaced throughput over the pair's.
-	Reference *stackFigures `json:"kernel_reference_pair,omitempty"`
-	RefRatio  float64       `json:"ratio_kernel_over_reference_pair,omitempty"`
-}
-
-// refRounds is how many alternating rounds (bench's kernel baseline, then
-// the reference pair, both unpaced) --reference takes: on a shared
-// machine one round each can land on a quiet and a busy moment.
-const refRounds = 3
-
-// refRound is one alternating round of --reference.
-type refRound struct {
-	Kernel        float64            `json:"kernel_gbit_per_second"` // bench's kernel baseline, unpaced
-	ReferenceGbps float64            `json:"reference_gbit_per_second"`
-	Reference     *testbed.RefResult `json:"reference"`
-}
-
-// refComparison is --reference for one (pair, size): the rounds and
-// their medians; Ratio is the median of the rounds' kernel/reference.
-type refComparison struct {
-	From            string     `json:"from"`
-	To              string     `json:"to"`
-	Size            int        `json:"size"`
-	Rounds          []refRound `json:"rounds"`
-	KernelMedian    float64    `json:"kernel_gbit_per_second_median"`
-	ReferenceMedian float64    `json:"reference_gbit_per_second_median"`
-	ReferenceKpps   float64    `json:"reference_kpps_median"`
-	Ratio           float64    `json:"ratio_kernel_over_reference_median"`
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func (c *refComparison) finish() {
-	var k, r, kpps, ratio []float64
-	for _, x := range c.Rounds {
-		k, r = append(k, x.Kernel), append(r, x.ReferenceGbps)
-		kpps = append(kpps, x.Reference.PacketsPerSecondReceived/1e3)
-		if x.ReferenceGbps > 0 {
-			ratio = append(ratio, x.Kernel/x.ReferenceGbps)
-		}
-	}
-	c.KernelMedian, c.ReferenceMedian, c.ReferenceKpps, c.Ratio = median(k), median(r), median(kpps), median(ratio)
-}
-
-// withReference adds the reference comparisons to their rows.
-func withReference(rows []summaryRow, refs []*refComparison) []summaryRow {
-	for _, c := range refs {
-		for i := range rows {
-			r := &rows[i]
-			if r.From == c.From && r.To == c.To && r.Size == c.Size {
-				r.Reference = &stackFigures{Gbps: c.ReferenceMedian, Kpps: c.ReferenceKpps}
-				r.RefRatio = c.Ratio
-			}
-		}
-	}
-	return rows
-}
-
-// runLabel names what a run measured, whatever addresses its stack used.
-type runLabel struct {
-	From, To string
-	Size     int
-}
-
-func summarize(runs []*bench.Report, labels []runLabel) []summaryRow {
-	var rows []summaryRow
-	idx := map[runLabel]int{}
-	for k, r := range runs {
-		key := labels[k]
-		p := bench.PointOf(r)
-		i, ok := idx[key]
-		if !ok {
-			i = len(rows)
-			idx[key] = i
-			rows = append(rows, summaryRow{From: key.From, To: key.To, Size: key.Size})
-		}
-		row := &rows[i]
-		f := &stackFigures{Gbps: p.BitsPerSecond / 1e9, Kpps: p.PacketsPerSecond / 1e3,
-			RTTSame: rttOf(r.Netstation.RTT), RTTCrossCPU: rttOf(r.Netstation.RTTCrossCPU)}
-		if e := r.End.SumReceived.Packets; e > 0 && r.Netstation.HaveReceiver {
-			f.LinkLost = 100 * float64(r.Netstation.LinkLost) / float64(e)
-			f.Overflow = r.Netstation.ReceiverOverflowPercent
-		}
-		switch p.Stack {
-		case peripherals.StackKernel:
-			row.KernelBest = f
-		case peripherals.StackKernelPlain:
-			row.KernelPlain = f
-		default:
-			row.User = f
-		}
-		row.BestKernel, row.Ratio = "", 0
-		best := 0.0
-		for _, k := range []struct {
-			name string
-			f    *stackFigures
-		}{{peripherals.StackKernel, row.KernelBest}, {peripherals.StackKernelPlain, row.KernelPlain}} {
-			if k.f != nil && k.f.Gbps > best {
-				best, row.BestKernel = k.f.Gbps, k.name
-			}
-		}
-		if best > 0 && row.User != nil {
-			row.Ratio = row.User.Gbps / best
-		}
-	}
-	return rows
-}
-
-func printSummary(w io.Writer, rows []summaryRow) {
+func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	cols := []struct {
 		name string
-		get  func(summaryRow) *stackFigures
+		get  func(testbed.BenchSummaryRow) *testbed.BenchFigures
 	}{
-		{"user", func(r summaryRow) *stackFigures { return r.User }},
-		{"kernel", func(r summaryRow) *stackFigures { return r.KernelBest }},
-		{"kernel-plain", func(r summaryRow) *stackFigures { return r.KernelPlain }},
+		{"user", func(r testbed.BenchSummaryRow) *testbed.BenchFigures { return r.User }},
+		{"kernel", func(r testbed.BenchSummaryRow) *testbed.BenchFigures { return r.KernelBest }},
+		{"kernel-plain", func(r testbed.BenchSummaryRow) *testbed.BenchFigures { return r.KernelPlain }},
 	}
 	var used []int
 	for i, c := range cols {
@@ -458,7 +293,7 @@ func printSummary(w io.Writer, rows []summaryRow) {
 		hasRef = hasRef || r.Reference != nil
 	}
 	if hasRef {
-		head += fmt.Sprintf("user/best kernel\treference pair Gbit/s\treference kpps\tkernel/reference (median of %d rounds)\t", refRounds)
+		head += fmt.Sprintf("user/best kernel\treference pair Gbit/s\treference kpps\tkernel/reference (median of %d rounds)\t", testbed.RefRounds)
 	} else {
 		head += "user/best kernel\t"
 	}
@@ -505,7 +340,7 @@ func printSummary(w io.Writer, rows []summaryRow) {
 			if f == nil {
 				continue
 			}
-			for _, rt := range []*rttRow{f.RTTSame, f.RTTCrossCPU} {
+			for _, rt := range []*testbed.BenchRTT{f.RTTSame, f.RTTCrossCPU} {
 				if rt != nil {
 					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t", r.From, r.To, r.Size, cols[i].name, rt.Pinning, rt.Count, rt.P50, rt.P99, rt.P999))
 				}

@@ -128,7 +128,7 @@ func TestJSONShapes(t *testing.T) {
 		"disk-grant.txt":        testbed.Grant{},
 		"demo-capabilities.txt": testbed.CapabilityDemoResult{},
 		"link-show.txt":         []testbed.LinkStatus{},
-		"bench.txt":             benchJSON{}, // every --stack, one size or many
+		"bench.txt":             testbed.BenchJSON{}, // every --stack, one size or many
 	} {
 		got := strings.Join(jsonShape(reflect.TypeOf(v)), "\n") + "\n"
 		path := filepath.Join("testdata", "shapes", file)
