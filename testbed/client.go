@@ -32,8 +32,8 @@ var ErrNameTaken = errors.New("testbed name taken")
 
 // UpOptions tune Up.
 type UpOptions struct {
-	Timeout  time.Duration // for the whole bring-up; default 60 s
-	Progress func(Status)  // called as the supervisor reports progress
+	Timeout  time.Duration  // for the whole bring-up; default 60 s
+	Progress func(Progress) // called as the supervisor reports progress
 
 	// Host, for a topology with a hosts list, is the host whose part to
 	// bring up (see Plan.ForHost): its VXLAN endpoint address on the
@@ -152,7 +152,7 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	}
 	dir := Dir(t.Name)
 	if old, err := LoadPlan(dir); err == nil {
-		if _, alive := supervisorAlive(dir); alive {
+		if _, alive := supervisorProgress(dir); alive {
 			if !t.Subnet.IsValid() {
 				t.Subnet = old.Subnet // keep the subnet it was given
 			}
@@ -279,17 +279,19 @@ func (e *timeoutError) Unwrap() []error { return e.errs }
 func waitReady(ctx context.Context, dir string, opt UpOptions) error {
 	phase := "supervisor starting"
 	for {
-		st, alive := supervisorAlive(dir)
-		if alive {
-			phase = st.Phase
-			if opt.Progress != nil {
-				opt.Progress(st)
+		if p, alive := supervisorProgress(dir); alive {
+			phase = p.Phase
+			if p.Nodes > 0 && p.Phase == PhaseStarting {
+				phase = fmt.Sprintf("%s, %d of %d peripherals ready", p.Phase, p.Ready, p.Nodes)
 			}
-			switch st.Phase {
+			if opt.Progress != nil {
+				opt.Progress(p)
+			}
+			switch p.Phase {
 			case PhaseReady:
 				return nil
 			case PhaseFailed:
-				return fmt.Errorf("testbed %s failed: %s", st.Name, st.Error)
+				return fmt.Errorf("testbed %s failed: %s", filepath.Base(dir), p.Error)
 			}
 		}
 		select {
@@ -302,6 +304,22 @@ func waitReady(ctx context.Context, dir string, opt UpOptions) error {
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+}
+
+// supervisorProgress asks the supervisor for its Progress: counts it
+// keeps itself. (Status, which calls every peripheral, polled every 25 ms
+// by `up`, was a load of its own on a testbed coming up.) A supervisor
+// without the op (an older binary) is asked for its status.
+func supervisorProgress(dir string) (Progress, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var p Progress
+	err := ctl.Call(ctx, supervisorSock(dir), "progress", nil, &p, nil)
+	if err != nil && strings.Contains(err.Error(), "unknown op") {
+		st, alive := supervisorAlive(dir)
+		return Progress{Phase: st.Phase, Error: st.Error, Nodes: len(st.Nodes)}, alive
+	}
+	return p, err == nil
 }
 
 // Down removes the named testbed: through its supervisor when it answers,
@@ -317,10 +335,16 @@ func Down(ctx context.Context, name string) error {
 	if statErr != nil && len(left) == 0 {
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	if _, alive := supervisorAlive(dir); alive {
+	if _, alive := supervisorProgress(dir); alive {
+		sup := supervisorPID(dir)
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_ = ctl.Call(cctx, supervisorSock(dir), "down", nil, nil, nil)
+		err := ctl.Call(cctx, supervisorSock(dir), "down", nil, nil, nil)
 		cancel()
+		if err == nil && sup > 0 {
+			// It has removed everything and is on its way out: let it
+			// finish (and write its profiles) rather than kill it below.
+			waitGone(sup, 2*time.Second)
+		}
 	}
 	err := teardown(dir, plan, slog.Default())
 	if rerr := os.RemoveAll(dir); rerr != nil {
@@ -332,6 +356,31 @@ func Down(ctx context.Context, name string) error {
 		}
 	}
 	return err
+}
+
+// supervisorPID returns the pid of the testbed's supervisor from the
+// journal (0 if unknown or no longer that process).
+func supervisorPID(dir string) int {
+	ents, _ := readJournal(dir)
+	for _, e := range ents {
+		if e.Kind == entryProc && e.Name == "supervisor" && e.PID > 0 && procStartTime(e.PID) == e.Start {
+			return e.PID
+		}
+	}
+	return 0
+}
+
+// waitGone waits up to d for process pid to end.
+func waitGone(pid int, d time.Duration) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || procZombie(b) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // DownAll removes every testbed in the state root.

@@ -38,7 +38,10 @@ func openJournal(dir string) (*journal, error) {
 	return &journal{f: f}, nil
 }
 
-// record appends e and syncs it to disk.
+// record appends e. It does not fsync: what the journal records (namespaces,
+// links, processes) does not outlive a reboot, and a write() reaches the
+// page cache, which outlives a kill -9 of the writer. (An fsync per entry,
+// two per node, cost 2 ms each on this VM's ext4: 4 s of a 1,000-node up.)
 func (j *journal) record(e entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -49,7 +52,7 @@ func (j *journal) record(e entry) error {
 	if _, err := j.f.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	return j.f.Sync()
+	return nil
 }
 
 func (j *journal) Close() error { return j.f.Close() }

@@ -435,6 +435,20 @@ func (s *supervisor) restartNode(ctx context.Context, name string) error {
 
 // linkStatus reads what is in force on n's link and its counters.
 func (s *supervisor) linkStatus(ctx context.Context, n *NodePlan) LinkStatus {
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	var ps peripherals.Status
+	err := ctl.Call(cctx, NodeSock(s.dir, n.Name), "status", nil, &ps, nil)
+	ls := s.linkStatusOf(n)
+	if err == nil {
+		ls.LinkLayer = &ps.ImpairCounters
+	}
+	return ls
+}
+
+// linkStatusOf is linkStatus without the peripheral's own counters (the
+// caller has its status already).
+func (s *supervisor) linkStatusOf(n *NodePlan) LinkStatus {
 	ls := LinkStatus{Node: n.Name, LossEnforcedBy: EnforcedLinkLayer}
 	f, err := readLinkFile(s.dir, n.Name)
 	if err == nil {
@@ -455,32 +469,7 @@ func (s *supervisor) linkStatus(ctx context.Context, n *NodePlan) LinkStatus {
 		}
 		imp.Close()
 	}
-	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	var ps peripherals.Status
-	if err := ctl.Call(cctx, NodeSock(s.dir, n.Name), "status", nil, &ps, nil); err == nil {
-		ls.LinkLayer = &ps.ImpairCounters
-	}
 	return ls
-}
-
-// fillLinks adds the link of every node and the template state to st.
-func (s *supervisor) fillLinks(ctx context.Context, st *Status) {
-	st.Templates = s.links.templates()
-	var wg sync.WaitGroup
-	for i := range st.Nodes {
-		n, err := s.plan.Node(st.Nodes[i].Name)
-		if err != nil {
-			continue
-		}
-		wg.Add(1)
-		go func(ns *NodeStatus) {
-			defer wg.Done()
-			ls := s.linkStatus(ctx, n)
-			ns.Link = &ls
-		}(&st.Nodes[i])
-	}
-	wg.Wait()
 }
 
 // nodeLink is NodeConfig's link step, taken before the peripheral starts:

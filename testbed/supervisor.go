@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -96,6 +98,14 @@ type supervisor struct {
 
 	links linkManager // link.go
 
+	built atomic.Int64 // node namespaces built (Progress)
+	// startSlots bounds the process starts in flight (each a thread
+	// locked in a namespace while it forks); firstStarts counts starts
+	// from startAt until every node has had one, for the log.
+	startSlots  chan struct{}
+	startAt     time.Time
+	firstStarts atomic.Int64
+
 	mu    sync.Mutex
 	phase string
 	err   string
@@ -135,6 +145,7 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 		dir: dir, plan: plan, j: j, log: log,
 		phase: PhaseBuilding, nodes: map[string]*nodeProc{},
 		stopping: make(chan struct{}), downDone: make(chan struct{}),
+		startSlots: make(chan struct{}, startWorkers),
 	}
 	for i := range plan.Nodes {
 		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], state: StateStarting}
@@ -163,6 +174,7 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	} else {
 		log.Info("fabric built", "nodes", len(plan.Nodes), "took", time.Since(t0))
 		s.setPhase(PhaseStarting, "")
+		s.startAt = time.Now()
 		for _, n := range s.nodes {
 			s.wg.Add(1)
 			go s.superviseNode(n)
@@ -175,8 +187,12 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	}
 	s.stop()
 	s.setPhase(PhaseStopping, "")
+	t0 = time.Now()
 	s.wg.Wait()
+	log.Info("peripherals stopped", "nodes", len(plan.Nodes), "took", time.Since(t0))
+	t0 = time.Now()
 	terr := teardown(dir, plan, log)
+	log.Info("fabric removed", "took", time.Since(t0))
 	j.Close()
 	close(s.downDone)
 	// Give the "down" caller a moment to read its answer before the socket goes.
@@ -255,11 +271,14 @@ func (s *supervisor) buildFabric() error {
 	}
 	// Nodes one after another through one Session: measured faster than
 	// parallel workers, which contend on the kernel's rtnl lock.
+	t0 := time.Now()
 	for i := range p.Nodes {
 		if err := s.buildNode(&p.Nodes[i]); err != nil {
 			return err
 		}
+		s.built.Add(1)
 	}
+	s.log.Info("node namespaces built", "nodes", len(p.Nodes), "took", time.Since(t0))
 	return nil
 }
 
@@ -296,6 +315,10 @@ func (s *supervisor) buildNode(n *NodePlan) error {
 	return s.setupLink(n)
 }
 
+// startWorkers is how many peripheral processes are being started (forked
+// from a thread in the node's namespace) at once.
+const startWorkers = 8
+
 // superviseNode keeps one peripheral process running, restarting it with
 // exponential back-off (100 ms doubling to 5 s, reset after 30 s of health).
 func (s *supervisor) superviseNode(n *nodeProc) {
@@ -311,9 +334,14 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		s.startSlots <- struct{}{}
 		started := time.Now()
 		err = fabric.StartIn(n.plan.NS, cmd)
+		<-s.startSlots
 		logf.Close()
+		if err == nil && s.firstStarts.Add(1) == int64(len(s.nodes)) {
+			s.log.Info("peripherals started", "nodes", len(s.nodes), "took", time.Since(s.startAt))
+		}
 		if err == nil {
 			_ = s.j.record(entry{Kind: entryProc, Name: n.plan.Name, PID: cmd.Process.Pid, Start: procStartTime(cmd.Process.Pid)})
 			s.mu.Lock()
@@ -401,58 +429,144 @@ func stopProcess(p *os.Process, exited <-chan error) {
 	}
 }
 
+// Readiness checks: at most readyProbes control-socket calls at once, each
+// given readyCallTimeout; a node whose socket is not there yet is not
+// called at all (its directory is listed once per readyScan).
+const (
+	readyProbes      = 16
+	readyCallTimeout = 2 * time.Second
+	readyScan        = 25 * time.Millisecond
+)
+
 // waitReady marks the testbed ready when every peripheral answers on its
-// control socket; node states follow.
+// control socket; node states follow. Peripherals are checked
+// concurrently, each as soon as its socket appears: a serial poll with a
+// timeout per node made `up` of 100 peripherals wait on the slowest
+// answers one after another (issue 16).
 func (s *supervisor) waitReady() {
-	deadline := time.Now().Add(60 * time.Second)
+	start := time.Now()
+	deadline := start.Add(60 * time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var mu sync.Mutex
 	pending := map[string]bool{}
+	probing := map[string]bool{}
 	for name := range s.nodes {
 		pending[name] = true
 	}
-	for len(pending) > 0 {
-		for name := range pending {
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			err := ctl.Call(ctx, NodeSock(s.dir, name), "status", nil, nil, nil)
-			cancel()
+	sem := make(chan struct{}, readyProbes)
+	probe := func(name string) {
+		for ctx.Err() == nil {
+			sem <- struct{}{}
+			cctx, ccancel := context.WithTimeout(ctx, readyCallTimeout)
+			err := ctl.Call(cctx, NodeSock(s.dir, name), "status", nil, nil, nil)
+			ccancel()
+			<-sem
 			if err == nil {
+				mu.Lock()
 				delete(pending, name)
+				mu.Unlock()
 				s.mu.Lock()
 				s.nodes[name].state = StateRunning
 				s.mu.Unlock()
-			}
-		}
-		if len(pending) == 0 {
-			break
-		}
-		// A peripheral that keeps dying before it ever answered will not
-		// come up by waiting: fail now, with its own words.
-		for name := range pending {
-			s.mu.Lock()
-			r := s.nodes[name].restarts
-			s.mu.Unlock()
-			if r >= 3 {
-				s.setPhase(PhaseFailed, fmt.Sprintf("peripheral %s exits at start (%d tries): %s", name, r+1, tail(NodeLog(s.dir, name), 1)))
 				return
 			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	nodesDir := filepath.Join(s.dir, "nodes")
+	for {
+		mu.Lock()
+		left := len(pending)
+		mu.Unlock()
+		if left == 0 {
+			break
+		}
+		ents, _ := os.ReadDir(nodesDir)
+		mu.Lock()
+		for _, e := range ents {
+			if name, ok := strings.CutSuffix(e.Name(), ".sock"); ok && pending[name] && !probing[name] {
+				probing[name] = true
+				go probe(name)
+			}
+		}
+		mu.Unlock()
+		// A peripheral that keeps dying before it ever answered will not
+		// come up by waiting: fail now, with its own words.
+		s.mu.Lock()
+		failed := ""
+		for name, n := range s.nodes {
+			if n.restarts >= 3 && n.state != StateRunning {
+				failed = fmt.Sprintf("peripheral %s exits at start (%d tries)", name, n.restarts+1)
+				break
+			}
+		}
+		s.mu.Unlock()
+		if failed != "" {
+			name, _, _ := strings.Cut(strings.TrimPrefix(failed, "peripheral "), " ")
+			s.setPhase(PhaseFailed, failed+": "+tail(NodeLog(s.dir, name), 1))
+			return
 		}
 		if time.Now().After(deadline) {
-			s.setPhase(PhaseFailed, fmt.Sprintf("%d peripherals did not come up within 60 s (see netstation logs)", len(pending)))
+			s.setPhase(PhaseFailed, fmt.Sprintf("%d peripherals did not come up within 60 s (see netstation logs)", left))
 			return
 		}
 		select {
 		case <-s.stopping:
 			return
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(readyScan):
 		}
 	}
 	s.setPhase(PhaseReady, "")
-	s.log.Info("testbed ready")
+	s.log.Info("testbed ready", "nodes", len(s.nodes), "took", time.Since(start))
+}
+
+// Progress is a testbed's bring-up in counts: what `up` shows while it
+// waits. It costs the supervisor no call to any peripheral, unlike
+// Status.
+type Progress struct {
+	Phase string `json:"phase"`
+	Error string `json:"error,omitempty"`
+	Nodes int    `json:"nodes"`
+	// Namespaces counts the nodes whose namespace and link are built.
+	Namespaces int `json:"namespaces"`
+	// Started counts the peripherals whose process was started; Ready,
+	// those that answer on their control socket.
+	Started int `json:"started"`
+	Ready   int `json:"ready"`
+}
+
+func (s *supervisor) progress() Progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := Progress{Phase: s.phase, Error: s.err, Nodes: len(s.nodes), Namespaces: int(s.built.Load())}
+	for _, n := range s.nodes {
+		if n.pid != 0 || n.state == StateRunning {
+			p.Started++
+		}
+		if n.state == StateRunning {
+			p.Ready++
+		}
+	}
+	return p
 }
 
 func (s *supervisor) handle(ctx context.Context, req ctl.Request, stream *ctl.Stream) (any, error) {
 	switch req.Op {
 	case "status":
 		return s.status(ctx), nil
+	case "progress":
+		return s.progress(), nil
 	case "link", "link-show":
 		return s.handleLink(ctx, req)
 	case "capture", "capture-stop":
@@ -492,26 +606,38 @@ func (s *supervisor) status(ctx context.Context) Status {
 		})
 	}
 	s.mu.Unlock()
+	// One call per peripheral, statusCalls at a time: a goroutine per
+	// node each calling twice (status, then again for the link) timed
+	// the CLI out at 100 nodes on a loaded machine.
+	st.Templates = s.links.templates()
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, statusCalls)
 	for i := range st.Nodes {
-		if st.Nodes[i].PID == 0 {
-			continue
-		}
 		wg.Add(1)
-		go func(ns *NodeStatus) {
+		go func(ns *NodeStatus, np *NodePlan) {
 			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ls := s.linkStatusOf(np)
+			ns.Link = &ls
+			if ns.PID == 0 {
+				return
+			}
 			cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer cancel()
 			var ps peripherals.Status
 			if err := ctl.Call(cctx, NodeSock(s.dir, ns.Name), "status", nil, &ps, nil); err == nil {
 				ns.RX, ns.TX, ns.Drops, ns.Services, ns.DropReasons = ps.RX, ps.TX, ps.Drops, ps.Services, ps.DropReasons
+				ls.LinkLayer = &ps.ImpairCounters
 			}
-		}(&st.Nodes[i])
+		}(&st.Nodes[i], &s.plan.Nodes[i])
 	}
 	wg.Wait()
-	s.fillLinks(ctx, &st)
 	return st
 }
+
+// statusCalls bounds the peripherals status asks at once.
+const statusCalls = 32
 
 // nodeGOMAXPROCS is the Go scheduler width of each peripheral:
 // $NETSTATION_NODE_GOMAXPROCS, else 1. The receive loop waits in the

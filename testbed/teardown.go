@@ -36,6 +36,13 @@ func procStartTime(pid int) uint64 {
 	return v
 }
 
+// procZombie reports whether a /proc/<pid>/stat line is a zombie's (state
+// Z: it has exited and waits to be reaped).
+func procZombie(stat []byte) bool {
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
 // testbedProcs returns the pids of every process whose command line names
 // the state directory dir (the supervisor and all peripherals of one
 // testbed carry "--state <dir>").
@@ -68,7 +75,10 @@ func killAll(dir string, ents []entry) {
 		pids[p] = true
 	}
 	for _, e := range ents {
-		if e.Kind == entryProc && e.PID > 0 && e.Start != 0 && procStartTime(e.PID) == e.Start {
+		// Never itself: the supervisor's teardown reads the journal's
+		// own entry for it (recorded by up), and killed itself there
+		// before it could answer "down" or remove the state directory.
+		if e.Kind == entryProc && e.PID > 0 && e.PID != os.Getpid() && e.Start != 0 && procStartTime(e.PID) == e.Start {
 			pids[e.PID] = true
 		}
 	}

@@ -84,7 +84,14 @@ again on a testbed that is up is a no-op.`,
 				return upMultiHost(cmd, file, timeout, quiet) // agent.go
 			}
 			t0 := time.Now()
-			plan, err := testbed.Up(cmd.Context(), t, testbed.UpOptions{Timeout: timeout})
+			opt := testbed.UpOptions{Timeout: timeout}
+			var prog *upProgress
+			if !quiet && isTerminal(os.Stderr) {
+				prog = &upProgress{out: os.Stderr, start: t0}
+				opt.Progress = prog.show
+			}
+			plan, err := testbed.Up(cmd.Context(), t, opt)
+			prog.done()
 			if err != nil {
 				return err
 			}
@@ -101,6 +108,33 @@ again on a testbed that is up is a no-op.`,
 	c.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up if the testbed is not ready by then")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success")
 	return c
+}
+
+// upProgress shows a bring-up's counts on a terminal, on one line that it
+// rewrites, once up has taken longer than progressAfter (a small testbed
+// comes up before anything is shown).
+type upProgress struct {
+	out   io.Writer
+	start time.Time
+	last  time.Time
+	shown bool
+}
+
+func (u *upProgress) show(p testbed.Progress) {
+	now := time.Now()
+	if now.Sub(u.start) < progressAfter || now.Sub(u.last) < 100*time.Millisecond || p.Nodes == 0 {
+		return
+	}
+	u.last, u.shown = now, true
+	fmt.Fprintf(u.out, "\r%5.1fs  %s: namespaces %d/%d  started %d/%d  ready %d/%d \033[K",
+		now.Sub(u.start).Seconds(), p.Phase, p.Namespaces, p.Nodes, p.Started, p.Nodes, p.Ready, p.Nodes)
+}
+
+// done ends the progress line, if one was shown.
+func (u *upProgress) done() {
+	if u != nil && u.shown {
+		fmt.Fprint(u.out, "\r\033[K")
+	}
 }
 
 func newDownCmd() *cobra.Command {
@@ -155,6 +189,7 @@ prefix.`,
 
 func newStatusCmd() *cobra.Command {
 	var name, output string
+	var full bool
 	c := &cobra.Command{
 		Use:   "status [-t NAME] [-o table|json]",
 		Short: "Show the peripherals of a testbed with their state and counters",
@@ -181,7 +216,7 @@ mac, pid, state, restarts, rx, tx, drops, services, ...}], ...}.`,
 			}
 			var all []testbed.Status
 			for _, n := range names {
-				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 				st, err := cluster.Status(ctx, n)
 				cancel()
 				if err != nil {
@@ -201,16 +236,79 @@ mac, pid, state, restarts, rx, tx, drops, services, ...}], ...}.`,
 					if i > 0 {
 						fmt.Println()
 					}
-					printStatus(os.Stdout, st)
+					if full || len(st.Nodes) <= statusTableMax {
+						printStatus(os.Stdout, st)
+					} else {
+						printStatusSummary(os.Stdout, st)
+					}
 				}
 				return nil
 			}
 			return fmt.Errorf("unknown output format %q (table or json)", output)
 		},
 	}
+	c.Flags().BoolVar(&full, "all", false, "the full table, however many nodes (default: a summary above "+fmt.Sprint(statusTableMax)+")")
 	c.Flags().StringVarP(&name, "testbed", "t", "", "testbed name (default: all)")
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
+}
+
+// statusTableMax is the most nodes `status` lists one per line by default;
+// above it, printStatusSummary.
+const statusTableMax = 50
+
+// statusProblemsShown is how many problem nodes the summary lists.
+const statusProblemsShown = 10
+
+// printStatusSummary shows a large testbed in a few lines: nodes per
+// state and kind, totals, and the first nodes with a problem (not
+// running, restarted, or dropping), each as a line of the full table.
+func printStatusSummary(w io.Writer, st testbed.Status) {
+	fmt.Fprintf(w, "testbed %s (%s): %s", st.Name, st.Subnet, st.Phase)
+	if st.Error != "" {
+		fmt.Fprintf(w, ": %s", st.Error)
+	}
+	fmt.Fprintln(w)
+	if st.Templates != "" && st.Templates != testbed.TemplatesOn {
+		fmt.Fprintf(w, "kernel transmit templates %s\n", st.Templates)
+	}
+	states, kinds := map[string]int{}, map[string]int{}
+	var restarts int
+	var rx, tx, drops uint64
+	var problems []testbed.NodeStatus
+	nproblems := 0
+	for _, n := range st.Nodes {
+		states[n.State]++
+		kinds[n.Kind]++
+		restarts += n.Restarts
+		rx, tx, drops = rx+n.RX, tx+n.TX, drops+n.Drops
+		if n.State != testbed.StateRunning || n.Restarts > 0 {
+			nproblems++
+			if len(problems) < statusProblemsShown {
+				problems = append(problems, n)
+			}
+		}
+	}
+	counts := func(m map[string]int) string {
+		var keys []string
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+		}
+		return strings.Join(parts, ", ")
+	}
+	fmt.Fprintf(w, "%d nodes: %s (%s)\n", len(st.Nodes), counts(states), counts(kinds))
+	fmt.Fprintf(w, "restarts %d, frames rx %d tx %d, drops %d\n", restarts, rx, tx, drops)
+	if nproblems == 0 {
+		fmt.Fprintln(w, "no problems (the table of every node: --all; everything: -o json)")
+		return
+	}
+	fmt.Fprintf(w, "%d nodes not running or restarted; the first %d (all: --all or -o json):\n", nproblems, len(problems))
+	printNodeTable(w, problems)
 }
 
 func printStatus(w io.Writer, st testbed.Status) {
@@ -222,8 +320,13 @@ func printStatus(w io.Writer, st testbed.Status) {
 	if st.Templates != "" { // as status -w shows it
 		fmt.Fprintf(w, "kernel transmit templates %s\n", st.Templates)
 	}
+	printNodeTable(w, st.Nodes)
+}
+
+// printNodeTable prints nodes one per line.
+func printNodeTable(w io.Writer, nodes []testbed.NodeStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	multi := slices.ContainsFunc(st.Nodes, func(n testbed.NodeStatus) bool { return n.Host != "" })
+	multi := slices.ContainsFunc(nodes, func(n testbed.NodeStatus) bool { return n.Host != "" })
 	host := func(n testbed.NodeStatus) string {
 		if multi {
 			return n.Host + "\t"
@@ -234,7 +337,7 @@ func printStatus(w io.Writer, st testbed.Status) {
 		fmt.Fprint(tw, "HOST\t")
 	}
 	fmt.Fprintln(tw, "NODE\tKIND\tIP\tMAC\tPID\tSTATE\tRESTARTS\tRX\tTX\tDROPS\tSERVICES")
-	for _, n := range st.Nodes {
+	for _, n := range nodes {
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", host(n), n.Name, n.Kind, n.IP, n.MAC, n.PID,
 			n.State, n.Restarts, n.RX, n.TX, n.Drops, strings.Join(n.Services, ","))
 	}
@@ -432,9 +535,33 @@ func newSuperviseCmd() *cobra.Command {
 		Short: "Run a testbed's supervisor (started by up)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			defer profile("supervisor")()
 			return testbed.RunSupervisor(cmd.Context(), dir, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		},
 	}, &dir)
+}
+
+// profile starts the CPU profile of a testbed process named name when
+// $NETSTATION_CPUPROFILE_DIR is set, and returns what stops it and writes
+// a heap profile beside it (name.pprof, name.heap.pprof; for `go tool
+// pprof`): how a testbed's start-up and steady state are measured.
+func profile(name string) (stop func()) {
+	pd := os.Getenv("NETSTATION_CPUPROFILE_DIR")
+	if pd == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(pd, name+".pprof"))
+	if err != nil || pprof.StartCPUProfile(f) != nil {
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if h, err := os.Create(filepath.Join(pd, name+".heap.pprof")); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(h, 0)
+			h.Close()
+		}
+	}
 }
 
 func newNodeCmd() *cobra.Command {
@@ -445,14 +572,9 @@ func newNodeCmd() *cobra.Command {
 		Short: "Run one peripheral inside its namespace",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// $NETSTATION_CPUPROFILE_DIR: each peripheral writes a CPU
-			// profile there when it stops (for `go tool pprof`).
-			if pd := os.Getenv("NETSTATION_CPUPROFILE_DIR"); pd != "" {
-				f, err := os.Create(filepath.Join(pd, name+".pprof"))
-				if err == nil && pprof.StartCPUProfile(f) == nil {
-					defer func() { pprof.StopCPUProfile(); f.Close() }()
-				}
-			}
+			// $NETSTATION_CPUPROFILE_DIR: each peripheral writes its
+			// profiles there when it stops.
+			defer profile(name)()
 			cfg, err := testbed.NodeConfig(dir, name, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 			if err != nil {
 				return err

@@ -3,7 +3,6 @@ package tcbpf
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/netstation/netstation/fabric"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,13 +76,13 @@ func portDir(ns, ifname string) (string, error) {
 func attachTCX(ns, ifname string, progs []*ebpf.Program, types []ebpf.AttachType, anchor link.Anchor) ([]link.Link, error) {
 	var links []link.Link
 	err := fabric.Do(ns, func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		ifl, err := netlink.LinkByName(ifname) // not net.InterfaceByName: see ifindexIn
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", ifname, errors.Join(ErrNotFound, err))
 		}
 		for i, p := range progs {
 			l, err := link.AttachTCX(link.TCXOptions{
-				Interface: ifi.Index,
+				Interface: ifl.Attrs().Index,
 				Program:   p,
 				Attach:    types[i],
 				Anchor:    anchor,
@@ -159,11 +159,14 @@ func DetachAll(ns string) error {
 func ifindexIn(ns, ifname string) (int, error) {
 	var idx int
 	err := fabric.Do(ns, func() error {
-		ifi, err := net.InterfaceByName(ifname)
+		// One RTM_GETLINK by name: net.InterfaceByName dumps every link
+		// of the namespace, and the fabric's holds one per node (status
+		// of 1,000 nodes made a million link records).
+		l, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", ifname, errors.Join(ErrNotFound, err))
 		}
-		idx = ifi.Index
+		idx = l.Attrs().Index
 		return nil
 	})
 	return idx, err
