@@ -121,7 +121,11 @@ func hostPrefixes() []netip.Prefix {
 func Prepare(t *spec.Topology) (*Plan, error) {
 	var subnet netip.Prefix
 	if !t.Subnet.IsValid() {
-		p, err := spec.PickSubnet(hostPrefixes())
+		hosts := len(t.Nodes)
+		if t.HostAccess != nil {
+			hosts++
+		}
+		p, err := spec.PickSubnetFor(hostPrefixes(), hosts)
 		if err != nil {
 			return nil, err
 		}

@@ -220,6 +220,9 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 		}
 		p.Nodes = append(p.Nodes, np)
 	}
+	if err := checkBridgePorts(t, p); err != nil {
+		return nil, err
+	}
 	if t.HostAccess != nil {
 		p.Host = &HostPlan{
 			IfName: "nstn" + t.Name, // host-namespace names must be unique on the host: the testbed name is
@@ -232,6 +235,38 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// MaxBridgePorts is the most ports a Linux bridge takes (BR_MAX_PORTS is
+// 1,024 and port number 0 is reserved): a segment's nodes, its host
+// access port and its VXLAN device together.
+const MaxBridgePorts = 1023
+
+// ErrTooManyPorts: a segment needs more ports than one bridge has.
+var ErrTooManyPorts = errors.New("too many ports on one segment")
+
+// checkBridgePorts refuses a plan whose segment would need more bridge
+// ports than the kernel gives one bridge, before anything is created (the
+// kernel would fail the 1,024th enslave with a bare EXFULL mid-build).
+func checkBridgePorts(t *spec.Topology, p *Plan) error {
+	ports := map[string]int{}
+	for _, n := range p.Nodes {
+		ports[n.Segment]++
+	}
+	if t.HostAccess != nil {
+		ports[t.HostAccess.Segment]++
+	}
+	for _, seg := range p.Segments {
+		n := ports[seg.Name]
+		if seg.VXLAN != "" {
+			n++
+		}
+		if n > MaxBridgePorts {
+			return fmt.Errorf("%w: segment %s needs %d bridge ports (its nodes, host access, VXLAN) but a Linux bridge holds at most %d: spread the nodes over several segments",
+				ErrTooManyPorts, seg.Name, n, MaxBridgePorts)
+		}
+	}
+	return nil
 }
 
 // Node returns the plan of the named node.

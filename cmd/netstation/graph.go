@@ -12,7 +12,11 @@ func defaultGraphSubnet(t *spec.Topology) netip.Prefix {
 	if t.Subnet.IsValid() {
 		return netip.Prefix{}
 	}
-	p, _ := spec.PickSubnet(nil)
+	hosts := len(t.Nodes)
+	if t.HostAccess != nil {
+		hosts++
+	}
+	p, _ := spec.PickSubnetFor(nil, hosts)
 	return p
 }
 

@@ -13,7 +13,8 @@
 //
 //	name          testbed name, ^[a-z][a-z0-9]{0,9}$ (it prefixes kernel names); required
 //	subnet        IPv4 CIDR, /8 to /30, in network form; optional: the caller
-//	              picks one that avoids the host's routes (see PickSubnet)
+//	              picks one that avoids the host's routes, a /24 or as large as the
+//	              nodes need (see PickSubnetFor)
 //	host_access   optional mapping: a veth into the host's namespace
 //	  ip          its address; default: the highest usable (.254 in a /24)
 //	  segment     its segment; optional when there is one

@@ -191,12 +191,30 @@ func highestFree(p netip.Prefix, taken map[netip.Addr]bool) netip.Addr {
 // PickSubnet returns the first /24 that overlaps none of inUse, trying
 // 10.77.0.0/16, then 10.78.0.0/16, then 172.30.0.0/16 in order. Pass the
 // host's routes and the subnets of running testbeds; prefixes of length 0
-// (default routes) and IPv6 prefixes are ignored.
-func PickSubnet(inUse []netip.Prefix) (netip.Prefix, error) {
+// (default routes) and IPv6 prefixes are ignored. It is PickSubnetFor a
+// topology that fits a /24.
+func PickSubnet(inUse []netip.Prefix) (netip.Prefix, error) { return PickSubnetFor(inUse, 0) }
+
+// PickSubnetFor is PickSubnet for a topology that needs hosts addresses
+// (its nodes, plus one for host access): the prefix is a /24, or, when
+// that holds too few, the longest prefix that holds them all (a /22 for
+// 1,000 nodes), aligned, from the first pool where one is free. More than
+// a pool holds is ErrSubnetFull.
+func PickSubnetFor(inUse []netip.Prefix, hosts int) (netip.Prefix, error) {
+	bits := 24
+	for bits > 0 && hostCount(netip.PrefixFrom(netip.IPv4Unspecified(), bits)) < uint64(hosts) {
+		bits--
+	}
+	tried := false
 	for _, pool := range SubnetPools {
+		if bits < pool.Bits() {
+			continue
+		}
+		tried = true
 		base := u32(pool.Masked().Addr())
-		for i := uint32(0); i < 1<<(24-pool.Bits()); i++ {
-			cand := netip.PrefixFrom(addr4(base+i<<8), 24)
+		step := uint32(1) << (32 - bits)
+		for i := uint32(0); i < 1<<(bits-pool.Bits()); i++ {
+			cand := netip.PrefixFrom(addr4(base+i*step), bits)
 			free := true
 			for _, u := range inUse {
 				if u.IsValid() && u.Bits() > 0 && u.Addr().Is4() && u.Overlaps(cand) {
@@ -209,7 +227,11 @@ func PickSubnet(inUse []netip.Prefix) (netip.Prefix, error) {
 			}
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("spec: %w: every /24 of %v is in use", ErrNoSubnet, SubnetPools)
+	if !tried {
+		return netip.Prefix{}, fmt.Errorf("spec: %w: %d addresses need a /%d, larger than every pool of %v (give a subnet)",
+			ErrSubnetFull, hosts, bits, SubnetPools)
+	}
+	return netip.Prefix{}, fmt.Errorf("spec: %w: every /%d of %v is in use", ErrNoSubnet, bits, SubnetPools)
 }
 
 // SubnetPools are the ranges PickSubnet takes /24s from, in order.

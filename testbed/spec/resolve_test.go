@@ -215,6 +215,66 @@ func TestPickSubnet(t *testing.T) {
 	}
 }
 
+func TestPickSubnetFor(t *testing.T) {
+	p := netip.MustParsePrefix
+	tests := []struct {
+		inUse []netip.Prefix
+		hosts int
+		want  string
+	}{
+		{nil, 3, "10.77.0.0/24"},
+		{nil, 254, "10.77.0.0/24"},
+		{nil, 255, "10.77.0.0/23"},
+		{nil, 1000, "10.77.0.0/22"},
+		{nil, 1023, "10.77.0.0/21"},
+		// Clear of a host route inside the first /22, and of another
+		// testbed's /24 in the second.
+		{[]netip.Prefix{p("10.77.1.7/32"), p("10.77.4.0/24")}, 1000, "10.77.8.0/22"},
+		{[]netip.Prefix{p("10.77.0.0/16")}, 1000, "10.78.0.0/22"},
+		{nil, 65534, "10.77.0.0/16"},
+	}
+	for _, tc := range tests {
+		got, err := PickSubnetFor(tc.inUse, tc.hosts)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("PickSubnetFor(%v, %d) = %v, %v; want %s", tc.inUse, tc.hosts, got, err, tc.want)
+		}
+	}
+	if _, err := PickSubnetFor(nil, 65535); !errors.Is(err, ErrSubnetFull) {
+		t.Errorf("more than a pool holds: %v", err)
+	}
+	if _, err := PickSubnetFor([]netip.Prefix{p("10.77.0.0/17"), p("10.78.0.0/16"), p("172.30.128.0/17")}, 40000); !errors.Is(err, ErrNoSubnet) {
+		t.Errorf("no /16 free: %v", err)
+	}
+}
+
+// TestResolveThousandNodes: a topology of 1,000 nodes without a subnet
+// resolves in the /22 PickSubnetFor gives it, every address distinct.
+func TestResolveThousandNodes(t *testing.T) {
+	var sb strings.Builder
+	sb.WriteString("name: big\nnodes:\n")
+	for i := range 1000 {
+		fmt.Fprintf(&sb, "  - {name: n%d, kind: cpu}\n", i)
+	}
+	top, err := Parse("big.yaml", []byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet, err := PickSubnetFor(nil, len(top.Nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.Resolve(subnet); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, n := range top.Nodes {
+		if !subnet.Contains(n.IP) || seen[n.IP] {
+			t.Fatalf("%s: %v outside %v or taken twice", n.Name, n.IP, subnet)
+		}
+		seen[n.IP] = true
+	}
+}
+
 func TestResolvePlacesNodesOnHosts(t *testing.T) {
 	top, err := Parse("hosts.yaml", []byte(`name: mh
 subnet: 10.77.0.0/24
