@@ -233,20 +233,17 @@ echo "### root" >>"$out"
 measure "$unpinned" $ns bench --from cpu0 --to disk0 --stack all --size 64,1472 --time 5s --rtt 0
 $ns down default >/dev/null
 
-section "Testbed scale: 100 peripherals up and down"
+section "Testbed scale: 100 and 1,000 peripherals beside Mininet (issue 16)"
 cat >>"$out" <<'TXT'
-Each peripheral here is a full process with its own stack, control socket and kernel template.
-`rss` counts the netstation binary's text (shared by all peripherals) in full; `pss` divides
-shared pages among their users and is what one more peripheral costs.
+Each peripheral here is a full process with its own stack, control socket, gossip membership and
+kernel template; Mininet's hosts are bare shells on the kernel stack. `up` counts until every
+peripheral answers; the benchmark then has every peripheral ping two others over its stack, waits
+for every gossip view to list every peripheral alive, waits 30 s, measures memory (`pss` divides
+shared pages among their users: what one more peripheral costs; `rss` counts the shared binary in
+full) and the idle CPU of the whole testbed over 10 s, freezes one peripheral (SIGSTOP) until every
+other view has it dead, and takes the testbed down, checking nothing is left.
 TXT
-measure_go "$unpinned" ./cmd/netstation BenchmarkScale100
-if command -v mn >/dev/null; then
-  echo "Mininet, same run (\`mn --topo single,100 --switch lxbr --controller none --test none\`: 100 bare hosts on the kernel stack, build+start+stop):" >>"$out"
-  stamp "unpinned" "mn --topo single,100 --switch lxbr --controller none --test none"
-  { s=$(date +%s.%N); mn --topo single,100 --switch lxbr --controller none --test none >/dev/null 2>&1 || true
-    e=$(date +%s.%N); mn -c >/dev/null 2>&1 || true
-    python3 -c "print(f'mininet 100 hosts: {$e-$s:.2f} s')"; } | code
-fi
+./scripts/scale.sh 100 1000 >>"$out"
 
 section "Hot paths (go test -bench)"
 echo "### checksum (stack/checksum)" >>"$out"

@@ -43,7 +43,10 @@ type scaleFigures struct {
 type scaleOptions struct {
 	gossip bool          // wait for every view to be complete (<= 30 s)
 	settle time.Duration // then wait this long before measuring memory and idle CPU
-	freeze bool          // freeze one peripheral; every other must see it dead
+	// freeze one peripheral: every other must see it dead within
+	// freezeLimit.
+	freeze      bool
+	freezeLimit time.Duration
 }
 
 // scaleTopology writes a topology of n peripherals, a third of each kind.
@@ -81,13 +84,12 @@ func scaleRun(t testing.TB, b *bed, n int, opt scaleOptions) scaleFigures {
 		t.Errorf("status summary does not count %d running:\n%s", n, out)
 	}
 	dir := filepath.Join(b.state, b.name)
-	pingSweep(t, dir, st.Nodes)
 	if opt.gossip {
-		f.converged = waitViews(t, dir, st.Nodes, "", 30*time.Second)
-		if f.converged > 0 {
+		if waitViews(t, dir, st.Nodes, "", 30*time.Second-time.Since(ready)) > 0 {
 			f.converged = time.Since(ready)
 		}
 	}
+	pingSweep(t, dir, st.Nodes)
 	if opt.settle > 0 {
 		time.Sleep(opt.settle)
 	}
@@ -99,7 +101,7 @@ func scaleRun(t testing.TB, b *bed, n int, opt scaleOptions) scaleFigures {
 	f.rssMiB, f.pssMiB = totalRss/float64(n), totalPss/float64(n)
 	f.idleCores = cpuOf(b.state, 10*time.Second)
 	if opt.freeze {
-		f.deadSeen = freezeOne(t, dir, st.Nodes)
+		f.deadSeen = freezeOne(t, dir, st.Nodes, opt.freezeLimit)
 	}
 	t0 = time.Now()
 	b.must("down", b.name)
@@ -126,10 +128,12 @@ func pingSweep(t testing.TB, dir string, nodes []testbed.NodeStatus) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				var sum peripherals.PingSummary
-				a := peripherals.PingArgs{Dst: netip.MustParseAddr(to.IP), Count: 5, Interval: 100 * time.Millisecond, Timeout: 2 * time.Second}
+				// Patient: on a loaded machine a peripheral may wait
+				// seconds for a CPU; any answer proves its stack.
+				a := peripherals.PingArgs{Dst: netip.MustParseAddr(to.IP), Count: 3, Interval: time.Second, Timeout: 5 * time.Second}
 				err := ctl.Call(ctx, testbed.NodeSock(dir, from.Name), "ping", a, &sum, func(json.RawMessage) error { return nil })
 				if err != nil || sum.Received == 0 {
 					if failed.Add(1) <= 10 {
@@ -204,9 +208,9 @@ func waitViews(t testing.TB, dir string, nodes []testbed.NodeStatus, skip string
 }
 
 // freezeOne stops (SIGSTOP) the last peripheral and returns how long
-// until every other one's view has it dead, failing past 10 s (issue 16);
-// then lets it go on.
-func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus) time.Duration {
+// until every other one's view has it dead, failing past limit; then lets
+// it go on.
+func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus, limit time.Duration) time.Duration {
 	victim := nodes[len(nodes)-1]
 	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -217,7 +221,7 @@ func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus) time.Durati
 	for _, nd := range nodes[:len(nodes)-1] {
 		pending[nd.Name] = true
 	}
-	for time.Since(t0) < 20*time.Second {
+	for time.Since(t0) < limit+10*time.Second {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 16)
@@ -237,14 +241,14 @@ func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus) time.Durati
 		wg.Wait()
 		if len(pending) == 0 {
 			d := time.Since(t0)
-			if d > 10*time.Second {
-				t.Errorf("frozen %s seen dead by all after %v, want <= 10 s", victim.Name, d)
+			if d > limit {
+				t.Errorf("frozen %s seen dead by all after %v, want <= %v", victim.Name, d, limit)
 			}
 			return d
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Errorf("frozen %s: %d views still do not have it dead after 20 s", victim.Name, len(pending))
+	t.Errorf("frozen %s: %d views still do not have it dead after %v", victim.Name, len(pending), limit+10*time.Second)
 	return 0
 }
 
@@ -292,22 +296,27 @@ func memKiB(path, key string) float64 {
 }
 
 // TestScale200 is CI's scale run: 200 peripherals up, every one running
-// and answering pings over its stack, down leaving nothing. Times are logged, not asserted (CI machines
+// and answering pings over its stack, every gossip view complete within
+// 30 s, a frozen member seen dead by all (within 15 s here, 10 s in the
+// benchmark), down leaving nothing. Times are logged, not asserted (CI machines
 // differ); BenchmarkScale records them.
 func TestScale200(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
 	b := newBed(t)
-	f := scaleRun(t, b, 200, scaleOptions{})
-	t.Logf("200 peripherals: up %.2fs, views complete %.1fs after ready, down %.2fs, per peripheral RSS %.1f MiB, PSS %.1f MiB, idle %.0f %% of a core",
-		f.up.Seconds(), f.converged.Seconds(), f.down.Seconds(), f.rssMiB, f.pssMiB, 100*f.idleCores)
+	// The frozen member's limit is issue 16's 10 s plus slack for a CI
+	// machine running other packages' tests at once; the benchmark holds
+	// the 10 s.
+	f := scaleRun(t, b, 200, scaleOptions{gossip: true, freeze: true, freezeLimit: 15 * time.Second})
+	t.Logf("200 peripherals: up %.2fs, views complete %.1fs after ready, frozen member dead in all views after %.1fs, down %.2fs, per peripheral RSS %.1f MiB, PSS %.1f MiB, idle %.0f %% of a core",
+		f.up.Seconds(), f.converged.Seconds(), f.deadSeen.Seconds(), f.down.Seconds(), f.rssMiB, f.pssMiB, 100*f.idleCores)
 }
 
 func benchScale(b *testing.B, n int) {
 	for i := 0; i < b.N; i++ {
 		bd := newBed(b)
-		f := scaleRun(b, bd, n, scaleOptions{gossip: true, settle: 30 * time.Second, freeze: true})
+		f := scaleRun(b, bd, n, scaleOptions{gossip: true, settle: 30 * time.Second, freeze: true, freezeLimit: 10 * time.Second})
 		b.ReportMetric(f.up.Seconds(), "up_s")
 		b.ReportMetric(f.down.Seconds(), "down_s")
 		b.ReportMetric(f.converged.Seconds(), "views_s")

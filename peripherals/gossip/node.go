@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,24 +99,74 @@ type Node struct {
 	wg   sync.WaitGroup
 }
 
-// MemberlistConfig is the memberlist tuning of a testbed: a LAN profile
-// with faster failure detection (peripherals share one machine's fabric,
-// round trips are tens of microseconds): a dead node is declared in about
-// 2 s at 10 nodes, instead of 5 s or more. Without compression: LZW was a
-// quarter of every peripheral's CPU time in the start-up storm of 100
-// peripherals (issue 16), and the fabric is a bridge in memory.
+// MemberlistConfig is the memberlist tuning of a testbed, chosen by
+// measurement at 200 and 1,000 peripherals on one 2-core machine (issue
+// 16; figures in docs/BENCHMARKS.md):
+//
+//   - no compression: LZW was a quarter of every peripheral's CPU time in
+//     the start-up storm of 100 peripherals, and the fabric is a bridge in
+//     memory;
+//   - a probe every second with a 500 ms timeout (the LAN profile). At 200
+//     peripherals, probing every 500 ms with a 200 ms timeout (and gossip
+//     every 100 ms) kept 2.5 cores busy when idle and the views never
+//     settled: members that merely waited for a CPU were suspected,
+//     refuted, suspected again. With these settings: 0.9 core, every view
+//     complete;
+//   - suspicion for 2 x log10(n) probe intervals (2 s at 10 members, 6 s at
+//     1,000), so a frozen member is seen dead by all within 10 s even at
+//     1,000, where 3 x would take 9 s before the suspicion spread;
+//   - gossip every 200 ms to 3 members (a tick with nothing to send costs
+//     a wake-up only; 1 s measured no cheaper at 200);
+//   - full-state push/pull every 60 s, which memberlist stretches with the
+//     cluster's size (x6 at 1,000: every 6 minutes): at 1,000 members one
+//     moves the whole view (about 300 KB) both ways, and gossip already
+//     carries every change.
+//
+// $NETSTATION_GOSSIP overrides the timings for measurements, as
+// comma-separated key=value pairs: probe, probe-timeout, gossip and
+// push-pull (durations), suspicion and nodes (gossip fan-out) (integers),
+// e.g. "probe=1s,gossip=500ms,suspicion=2".
 func MemberlistConfig(name string) *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
 	c.Name = name
 	c.EnableCompression = false
-	c.ProbeInterval = 500 * time.Millisecond
-	c.ProbeTimeout = 200 * time.Millisecond
-	c.SuspicionMult = 3
-	c.GossipInterval = 100 * time.Millisecond
-	c.PushPullInterval = 15 * time.Second
+	c.ProbeInterval = time.Second
+	c.ProbeTimeout = 500 * time.Millisecond
+	c.SuspicionMult = 2
+	c.GossipInterval = 200 * time.Millisecond
+	c.PushPullInterval = 60 * time.Second
 	c.TCPTimeout = 2 * time.Second
 	c.DeadNodeReclaimTime = time.Second // a restarted peripheral reuses its name at once
+	tune(c, os.Getenv("NETSTATION_GOSSIP"))
 	return c
+}
+
+// tune applies $NETSTATION_GOSSIP (see MemberlistConfig); unknown keys and
+// bad values are ignored, so a typo runs the defaults rather than failing
+// every peripheral.
+func tune(c *memberlist.Config, spec string) {
+	for _, kv := range strings.Split(spec, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			continue
+		}
+		d, derr := time.ParseDuration(v)
+		n, nerr := strconv.Atoi(v)
+		switch {
+		case k == "probe" && derr == nil && d > 0:
+			c.ProbeInterval = d
+		case k == "probe-timeout" && derr == nil && d > 0:
+			c.ProbeTimeout = d
+		case k == "gossip" && derr == nil && d > 0:
+			c.GossipInterval = d
+		case k == "push-pull" && derr == nil && d > 0:
+			c.PushPullInterval = d
+		case k == "suspicion" && nerr == nil && n > 0:
+			c.SuspicionMult = n
+		case k == "nodes" && nerr == nil && n > 0:
+			c.GossipNodes = n
+		}
+	}
 }
 
 // Start joins the cluster: it opens the transport, starts memberlist and
