@@ -22,8 +22,18 @@ var _ gossip.Network = stackNetwork{}
 
 func (n stackNetwork) Addr() netip.Addr { return n.st.Addr() }
 
+// The gossip socket's receive ring: 512 datagrams, 256 KiB (a join's
+// burst of alive messages from a 1,000-member cluster fits).
+const (
+	gossipQueueLen   = 512
+	gossipQueueBytes = 256 << 10
+)
+
 func (n stackNetwork) ListenPacket(port uint16) (net.PacketConn, error) {
-	return n.st.ListenUDP(netip.AddrPortFrom(n.st.Addr(), port))
+	// Gossip is a few small datagrams a second: a ring of its own, not the
+	// stack's bulk-sized default (4 MiB, resident once the ring has
+	// wrapped: issue 16).
+	return n.st.ListenUDPOptions(netip.AddrPortFrom(n.st.Addr(), port), stack.UDPOptions{QueueLen: gossipQueueLen, QueueBytes: gossipQueueBytes})
 }
 
 func (n stackNetwork) Listen(port uint16) (net.Listener, error) {

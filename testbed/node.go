@@ -38,14 +38,18 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 		return node.Config{}, fmt.Errorf("node %s: %w", name, err)
 	}
 	nl := startNodeLink(dir, plan, n)
-	// The first three nodes of the node's segment are the membership's
-	// seeds (nodes of other segments can never answer: nothing routes
-	// between segments); everyone re-joins them while one is missing.
-	var seeds []netip.AddrPort
+	// The membership's seeds are nodes of the node's own segment (nodes of
+	// other segments can never answer: nothing routes between segments);
+	// everyone re-joins them while one is missing.
+	var segment []NodePlan
 	for _, s := range plan.Nodes {
-		if s.Segment == n.Segment && len(seeds) < 3 {
-			seeds = append(seeds, netip.AddrPortFrom(s.Addr.Addr(), gossip.Port))
+		if s.Segment == n.Segment {
+			segment = append(segment, s)
 		}
+	}
+	var seeds []netip.AddrPort
+	for _, i := range seedsOf(segment, n) {
+		seeds = append(seeds, netip.AddrPortFrom(segment[i].Addr.Addr(), gossip.Port))
 	}
 	return node.Config{
 		Peripheral: peripherals.Config{
@@ -56,6 +60,37 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 		Shaped:  nl.shaped,
 		Started: nl.apply,
 	}, nil
+}
+
+// seedsOf returns the indexes in nodes (n's segment) of the nodes n joins the membership
+// through (and re-joins while one is missing). A join is a full state
+// exchange with every seed given, so when every node joined the first
+// three, those three did 3 x n exchanges at start: at 200 peripherals they
+// stopped answering pings for 15 s and more (issue 16). Now the first
+// 3 + n/64 nodes are seeds (3 at up to 63 nodes, 18 at 1,000) and each
+// node joins two of them, picked by its position, so a seed serves about
+// 2n/k joins; the seeds join seed 0 and the next one, which ties them
+// together.
+func seedsOf(nodes []NodePlan, n *NodePlan) []int {
+	k := min(len(nodes), 3+len(nodes)/64)
+	if k <= 3 {
+		out := make([]int, k)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	}
+	pos := 0
+	for i := range nodes {
+		if nodes[i].Name == n.Name {
+			pos = i
+			break
+		}
+	}
+	if pos < k {
+		return []int{0, (pos + 1) % k}
+	}
+	return []int{pos % k, (pos + 1) % k}
 }
 
 // KindParams are the node's parameters as its kind takes them: the

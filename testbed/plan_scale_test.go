@@ -42,3 +42,38 @@ func TestPlanBridgePorts(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedsOf: small testbeds join the first three nodes; large ones
+// spread their joins so that no seed serves many more than 2n/k.
+func TestSeedsOf(t *testing.T) {
+	nodes := func(n int) []NodePlan {
+		out := make([]NodePlan, n)
+		for i := range out {
+			out[i].Name = fmt.Sprintf("n%d", i)
+		}
+		return out
+	}
+	small := nodes(10)
+	if got := seedsOf(small, &small[7]); fmt.Sprint(got) != "[0 1 2]" {
+		t.Errorf("10 nodes: seeds %v, want [0 1 2]", got)
+	}
+	big := nodes(1000)
+	load := map[int]int{}
+	for i := range big {
+		s := seedsOf(big, &big[i])
+		if len(s) != 2 {
+			t.Fatalf("node %d: seeds %v", i, s)
+		}
+		for _, j := range s {
+			if j >= 18 {
+				t.Fatalf("node %d: seed %d is not among the first 18", i, j)
+			}
+			load[j]++
+		}
+	}
+	for j, l := range load {
+		if l > 2*1000/18+20 {
+			t.Errorf("seed %d serves %d joins, want about %d", j, l, 2*1000/18)
+		}
+	}
+}

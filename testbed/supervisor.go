@@ -332,7 +332,7 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 		}
 		cmd := exec.Command(Executable, "node", "run", "--state", s.dir, "--name", n.plan.Name)
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS())
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS(), "GOGC="+nodeGOGC())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		s.startSlots <- struct{}{}
 		started := time.Now()
@@ -638,6 +638,21 @@ func (s *supervisor) status(ctx context.Context) Status {
 
 // statusCalls bounds the peripherals status asks at once.
 const statusCalls = 32
+
+// nodeGOGC is the garbage collector's target of each peripheral:
+// $NETSTATION_NODE_GOGC, else 25. A peripheral's heap is mostly long-lived
+// buffers (socket rings, framebuffers) that count toward the collector's
+// pacing although most of their pages are never touched, so the default
+// 100 let as much garbage again (TCP buffers of gossip push/pulls, decoded
+// messages) become resident before a collection: see issue 16's PSS
+// figures in docs/BENCHMARKS.md. Collections stay rare: an idle
+// peripheral allocates little.
+func nodeGOGC() string {
+	if v := os.Getenv("NETSTATION_NODE_GOGC"); v != "" {
+		return v
+	}
+	return "25"
+}
 
 // nodeGOMAXPROCS is the Go scheduler width of each peripheral:
 // $NETSTATION_NODE_GOMAXPROCS, else 1. The receive loop waits in the

@@ -41,8 +41,9 @@ type scaleFigures struct {
 
 // scaleOptions choose what a scale run measures beyond up, pings, down.
 type scaleOptions struct {
-	gossip bool          // wait for every view to be complete (<= 30 s)
-	settle time.Duration // then wait this long before measuring memory and idle CPU
+	gossip     bool          // wait for every view to be complete
+	viewsLimit time.Duration // after ready
+	settle     time.Duration // then wait this long before measuring memory and idle CPU
 	// freeze one peripheral: every other must see it dead within
 	// freezeLimit.
 	freeze      bool
@@ -70,6 +71,17 @@ func scaleRun(t testing.TB, b *bed, n int, opt scaleOptions) scaleFigures {
 	b.must("up", "-q", "--timeout", "300s", "-f", topo)
 	f.up = time.Since(t0)
 	ready := time.Now()
+	dir := filepath.Join(b.state, b.name)
+	if opt.gossip {
+		// First, before anything else asks the peripherals for work.
+		names := make([]testbed.NodeStatus, n)
+		for i := range names {
+			names[i].Name = fmt.Sprintf("p%d", i)
+		}
+		if waitViews(t, dir, names, "", opt.viewsLimit) > 0 {
+			f.converged = time.Since(ready)
+		}
+	}
 	st := b.status(b.name)
 	if len(st.Nodes) != n {
 		t.Fatalf("status -o json lists %d nodes, want %d", len(st.Nodes), n)
@@ -82,12 +94,6 @@ func scaleRun(t testing.TB, b *bed, n int, opt scaleOptions) scaleFigures {
 	// The default status of a large testbed is a summary.
 	if out := b.must("status", "-t", b.name); n > 50 && !strings.Contains(out, fmt.Sprintf("%d nodes: %d running", n, n)) {
 		t.Errorf("status summary does not count %d running:\n%s", n, out)
-	}
-	dir := filepath.Join(b.state, b.name)
-	if opt.gossip {
-		if waitViews(t, dir, st.Nodes, "", 30*time.Second-time.Since(ready)) > 0 {
-			f.converged = time.Since(ready)
-		}
 	}
 	pingSweep(t, dir, st.Nodes)
 	if opt.settle > 0 {
@@ -296,19 +302,19 @@ func memKiB(path, key string) float64 {
 }
 
 // TestScale200 is CI's scale run: 200 peripherals up, every one running
-// and answering pings over its stack, every gossip view complete within
-// 30 s, a frozen member seen dead by all (within 15 s here, 10 s in the
-// benchmark), down leaving nothing. Times are logged, not asserted (CI machines
+// and answering pings over its stack, every gossip view complete (within
+// 60 s of ready here, 30 s in the benchmark), a frozen member seen dead by
+// all (within 15 s here, 10 s in the benchmark), down leaving nothing. Times are logged, not asserted (CI machines
 // differ); BenchmarkScale records them.
 func TestScale200(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
 	b := newBed(t)
-	// The frozen member's limit is issue 16's 10 s plus slack for a CI
-	// machine running other packages' tests at once; the benchmark holds
-	// the 10 s.
-	f := scaleRun(t, b, 200, scaleOptions{gossip: true, freeze: true, freezeLimit: 15 * time.Second})
+	// The limits are issue 16's (views complete 30 s after ready, a frozen
+	// member dead in 10 s) plus slack for a CI machine running other
+	// packages' tests at once; the benchmark holds issue 16's.
+	f := scaleRun(t, b, 200, scaleOptions{gossip: true, viewsLimit: 60 * time.Second, freeze: true, freezeLimit: 15 * time.Second})
 	t.Logf("200 peripherals: up %.2fs, views complete %.1fs after ready, frozen member dead in all views after %.1fs, down %.2fs, per peripheral RSS %.1f MiB, PSS %.1f MiB, idle %.0f %% of a core",
 		f.up.Seconds(), f.converged.Seconds(), f.deadSeen.Seconds(), f.down.Seconds(), f.rssMiB, f.pssMiB, 100*f.idleCores)
 }
@@ -316,7 +322,7 @@ func TestScale200(t *testing.T) {
 func benchScale(b *testing.B, n int) {
 	for i := 0; i < b.N; i++ {
 		bd := newBed(b)
-		f := scaleRun(b, bd, n, scaleOptions{gossip: true, settle: 30 * time.Second, freeze: true, freezeLimit: 10 * time.Second})
+		f := scaleRun(b, bd, n, scaleOptions{gossip: true, viewsLimit: 30 * time.Second, settle: 30 * time.Second, freeze: true, freezeLimit: 10 * time.Second})
 		b.ReportMetric(f.up.Seconds(), "up_s")
 		b.ReportMetric(f.down.Seconds(), "down_s")
 		b.ReportMetric(f.converged.Seconds(), "views_s")

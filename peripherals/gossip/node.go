@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"sort"
@@ -206,9 +208,44 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.ml = ml
 	n.join()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.rejoinLoop()
+	go n.settleLoop()
 	return n, nil
+}
+
+// settleAt are the times after start when a node exchanges its whole
+// state with one member picked at random (a push/pull, as a join does).
+// Joins spread over several seeds (at scale, no seed can serve every
+// join) leave each seed knowing only part of the cluster; gossip then
+// spreads the rest one message at a time, which at 200 members left most
+// views incomplete 30 s after up. A few random full exchanges early on
+// complete them (anti-entropy), each node serving about as many as it
+// asks for.
+var settleAt = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second}
+
+func (n *Node) settleLoop() {
+	defer n.wg.Done()
+	start := time.Now()
+	for _, at := range settleAt {
+		select {
+		case <-n.done:
+			return
+		case <-time.After(time.Until(start.Add(at))):
+		}
+		var peers []string
+		for _, m := range n.ml.Members() {
+			if m.Name != n.cfg.Name && m.State == memberlist.StateAlive {
+				peers = append(peers, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+			}
+		}
+		if len(peers) == 0 {
+			continue
+		}
+		if _, err := n.ml.Join([]string{peers[rand.IntN(len(peers))]}); err != nil {
+			n.log.Debug("gossip: settle", "err", err)
+		}
+	}
 }
 
 // join joins every seed not in the view; it reports how many answered.
