@@ -742,3 +742,93 @@ func BenchmarkIO(b *testing.B) {
 		}
 	}
 }
+
+// TestPipelined sends bursts of requests without waiting for replies, as
+// a QD32 client does: small READs and WRITEs the server runs inline and
+// answers in batches, large ones it runs on goroutines, and refused ones
+// mixed in. Every reply must come once, with its own errno and data.
+func TestPipelined(t *testing.T) {
+	const size = 16 << 20
+	s := serve(t, size, disk.OpenAccess{}, nbd.Config{})
+	c, _ := connect(t, s.addr, nbd.OpenExport)
+	type req struct {
+		typ    uint16
+		off    uint64
+		length uint32
+		errno  uint32
+	}
+	lengths := []uint32{512, 4096, 64 << 10, 128 << 10, 128<<10 + 512, 1 << 20}
+	var reqs []req
+	off := uint64(0)
+	for i := range 40 {
+		if i%7 == 3 {
+			reqs = append(reqs, req{cmdRead, size, 4096, eInval}) // refused, answered in line
+			continue
+		}
+		n := lengths[i%len(lengths)]
+		reqs = append(reqs, req{cmdRead, off, n, 0})
+		off += uint64(n)
+	}
+	pattern := func(r req) []byte {
+		b := make([]byte, r.length)
+		for i := range b {
+			b[i] = byte(r.off>>9) ^ byte(i*7)
+		}
+		return b
+	}
+	// burst sends every request of typ from a goroutine and checks the
+	// replies as they come.
+	burst := func(typ uint16) {
+		t.Helper()
+		sent := make(chan error, 1)
+		go func() {
+			for h, r := range reqs {
+				var data []byte
+				if typ == cmdWrite {
+					if r.errno != 0 {
+						data = make([]byte, r.length)
+					} else {
+						data = pattern(r)
+					}
+				}
+				if err := c.request(typ, 0, uint64(h), r.off, r.length, data); err != nil {
+					sent <- err
+					return
+				}
+			}
+			sent <- nil
+		}()
+		seen := make(map[uint64]bool)
+		for range reqs {
+			h, errno, data, err := c.reply(func(h uint64) int {
+				if typ == cmdRead && h < uint64(len(reqs)) {
+					return int(reqs[h].length)
+				}
+				return 0
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h >= uint64(len(reqs)) || seen[h] {
+				t.Fatalf("reply for handle %d: unknown or repeated", h)
+			}
+			seen[h] = true
+			r := reqs[h]
+			want := r.errno
+			if typ == cmdWrite && r.errno == eInval {
+				want = eNoSpc // a WRITE past the end
+			}
+			if errno != want {
+				t.Fatalf("handle %d (%d bytes at %d): errno %d, want %d", h, r.length, r.off, errno, want)
+			}
+			if typ == cmdRead && errno == 0 && !bytes.Equal(data, pattern(r)) {
+				t.Fatalf("handle %d (%d bytes at %d): data differs from what was written", h, r.length, r.off)
+			}
+		}
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+	}
+	burst(cmdWrite)
+	burst(cmdRead)
+}
