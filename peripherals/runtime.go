@@ -263,6 +263,7 @@ func (p *Runtime) AddService(name string) {
 	p.opsMu.Lock()
 	p.services = append(p.services, name)
 	p.opsMu.Unlock()
+	p.log.Info("service up", "service", name)
 }
 
 // Handle adds a control-socket operation (a service's own requests). See
@@ -355,6 +356,9 @@ func (p *Runtime) Call(ctx context.Context, op Op, args, out any, stream func(js
 }
 
 func (p *Runtime) handle(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+	if Op(req.Op) != OpStatus { // status is polled (status -w, metrics): not logged
+		p.log.Debug("control request", "op", req.Op) // `netstation logs NODE --level debug`
+	}
 	switch Op(req.Op) {
 	case OpStatus:
 		return p.Status(), nil
@@ -373,6 +377,7 @@ func (p *Runtime) handle(ctx context.Context, req ctl.Request, s *ctl.Stream) (a
 			return nil, err
 		}
 		p.impair.Set(a)
+		p.log.Info("link changed (link layer)", "params", fmt.Sprintf("%+v", a))
 		return p.impair.Params(), nil
 	case OpKernel:
 		var on bool

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -326,6 +327,14 @@ func (s *supervisor) changeLink(ctx context.Context, c LinkChange) (*LinkStatus,
 	if err != nil {
 		return nil, err
 	}
+	st, err := s.changeLinkChecked(ctx, n, c)
+	if err == nil && st != nil {
+		s.nodeNote(n.Name, slog.LevelInfo, "link changed", "params", fmt.Sprintf("%+v", st.Params))
+	}
+	return st, err
+}
+
+func (s *supervisor) changeLinkChecked(ctx context.Context, n *NodePlan, c LinkChange) (*LinkStatus, error) {
 	if c.LossPPM != nil && *c.LossPPM > tcbpf.PPM || c.CorruptPPM != nil && *c.CorruptPPM > tcbpf.PPM {
 		return nil, fmt.Errorf("link %s: a rate above 100%% (%d ppm)", n.Name, tcbpf.PPM)
 	}

@@ -330,6 +330,12 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 			s.log.Error("node log", "node", n.plan.Name, "err", err)
 			return
 		}
+		s.mu.Lock()
+		restarts, lastExit := n.restarts, n.lastExit
+		s.mu.Unlock()
+		if restarts > 0 {
+			slog.New(slog.NewTextHandler(logf, nil)).Warn("supervisor: restarting the peripheral", "restarts", restarts, "last_exit", lastExit)
+		}
 		cmd := exec.Command(Executable, "node", "run", "--state", s.dir, "--name", n.plan.Name)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS(), "GOGC="+nodeGOGC())
@@ -665,4 +671,16 @@ func nodeGOMAXPROCS() string {
 		return v
 	}
 	return "1"
+}
+
+// nodeNote appends a line in slog's text format to a node's log, for what
+// the supervisor does to the node (restarts, link changes): `netstation
+// logs NODE` shows it among the peripheral's own lines.
+func (s *supervisor) nodeNote(node string, level slog.Level, msg string, args ...any) {
+	f, err := os.OpenFile(NodeLog(s.dir, node), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	slog.New(slog.NewTextHandler(f, nil)).Log(context.Background(), level, "supervisor: "+msg, args...)
 }

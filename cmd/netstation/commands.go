@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -385,8 +386,46 @@ the veth with no address.`,
 	return c
 }
 
+// levelFilter copies whole lines, leaving out slog lines below min (lines
+// without a level, such as a panic's, always pass).
+type levelFilter struct {
+	w       io.Writer
+	min     slog.Level
+	partial []byte
+}
+
+func (f *levelFilter) Write(b []byte) (int, error) {
+	f.partial = append(f.partial, b...)
+	for {
+		i := bytes.IndexByte(f.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := f.partial[:i+1]
+		if f.keep(line) {
+			if _, err := f.w.Write(line); err != nil {
+				return 0, err
+			}
+		}
+		f.partial = f.partial[i+1:]
+	}
+}
+
+func (f *levelFilter) keep(line []byte) bool {
+	_, rest, ok := bytes.Cut(line, []byte(" level="))
+	if !ok {
+		return true
+	}
+	word, _, _ := bytes.Cut(rest, []byte(" "))
+	var l slog.Level
+	if l.UnmarshalText(word) != nil {
+		return true
+	}
+	return l >= f.min
+}
+
 func newLogsCmd() *cobra.Command {
-	var name string
+	var name, level string
 	var follow bool
 	c := &cobra.Command{
 		Use:   "logs NODE|supervisor",
@@ -405,13 +444,18 @@ func newLogsCmd() *cobra.Command {
 					return err
 				}
 			}
+			var min slog.Level
+			if err := min.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--level %q: want debug, info, warn or error", level)
+			}
 			f, err := os.Open(path)
 			if err != nil {
 				return fmt.Errorf("no log for %s in testbed %s", args[0], tb)
 			}
 			defer f.Close()
+			out := &levelFilter{w: os.Stdout, min: min}
 			for {
-				if _, err := io.Copy(os.Stdout, f); err != nil {
+				if _, err := io.Copy(out, f); err != nil {
 					return err
 				}
 				if !follow {
@@ -426,6 +470,7 @@ func newLogsCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&name, "testbed", "t", "", "testbed name")
+	c.Flags().StringVar(&level, "level", "info", "the least level shown: debug, info, warn or error")
 	c.Flags().BoolVarP(&follow, "follow", "F", false, "keep printing as the log grows")
 	return c
 }
@@ -575,7 +620,9 @@ func newNodeCmd() *cobra.Command {
 			// $NETSTATION_CPUPROFILE_DIR: each peripheral writes its
 			// profiles there when it stops.
 			defer profile(name)()
-			cfg, err := testbed.NodeConfig(dir, name, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			// Everything down to debug goes to the node's log file;
+			// `netstation logs` shows info and above unless --level debug.
+			cfg, err := testbed.NodeConfig(dir, name, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 			if err != nil {
 				return err
 			}

@@ -163,3 +163,33 @@ nodes:
 		t.Errorf("ping on one segment: %v\n%s", err, out)
 	}
 }
+
+// TestLogsTellTheStory: a peripheral's log has the events a user looks
+// for — start, services bound, membership joins, link changes, refusals,
+// restarts — at info level; --level debug adds the chatter.
+func TestLogsTellTheStory(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, "nodes:\n  - {name: cpu0, kind: cpu}\n  - {name: disk0, kind: disk}\n"))
+	b.must("link", "set", "-t", b.name, "disk0", "--delay", "1ms")
+	b.must("demo", "capabilities", "-t", b.name)
+	b.killAndWaitRestart(1)
+	info := b.must("logs", "-t", b.name, "disk0")
+	for _, want := range []string{
+		`msg="peripheral up"`, `msg="service up" service=disk/udp:`, `msg="service up" service=gossip/udp+tcp:7946`,
+		`msg="gossip: member alive" name=cpu0`, `msg="supervisor: link changed"`, `refused" from=`,
+		`level=WARN msg="supervisor: restarting the peripheral" restarts=1`,
+	} {
+		if !strings.Contains(info, want) {
+			t.Errorf("logs disk0 lacks %s", want)
+		}
+	}
+	if strings.Contains(info, "level=DEBUG") {
+		t.Errorf("logs disk0 shows debug lines without --level debug")
+	}
+	if debug := b.must("logs", "-t", b.name, "disk0", "--level", "debug"); !strings.Contains(debug, "level=DEBUG") || len(debug) <= len(info) {
+		t.Errorf("logs --level debug adds nothing (%d bytes, %d at info)", len(debug), len(info))
+	}
+	if t.Failed() {
+		t.Logf("logs disk0:\n%s", info)
+	}
+}

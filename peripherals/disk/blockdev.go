@@ -135,7 +135,10 @@ func (s *Server) control(fn func(fd int) error) error {
 // and judge each request.
 func (s *Server) Admit(field [diskproto.CapabilitySize]byte) error {
 	if a, ok := s.cfg.Authorizer.(Admitter); ok {
-		return a.Admit(field)
+		if err := a.Admit(field); err != nil {
+			s.refusals.note(s.log, "NBD export", err, nil)
+			return err
+		}
 	}
 	return nil
 }

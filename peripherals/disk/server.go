@@ -118,6 +118,8 @@ type Server struct {
 
 	stats counters
 	xfer  transferCounters // transfer.go
+
+	refusals refusalLog // refusallog.go
 }
 
 type sessionKey struct {
@@ -374,6 +376,7 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 	}
 	s.stats.requests[req.Op].Add(1)
 	if err := s.cfg.Authorizer.Authorize(&req, net.UDPAddrFromAddrPort(from)); err != nil {
+		s.refusals.note(s.log, req.Op.String(), err, net.UDPAddrFromAddrPort(from))
 		s.reply(pc, from, &req, diskproto.CodeDenied, nil)
 		return false
 	}

@@ -416,8 +416,14 @@ func (e events) record(m *memberlist.Node, leaving bool) {
 		v.State = Dead
 	}
 	e.n.mu.Lock()
+	old, had := e.n.view[m.Name]
 	e.n.view[m.Name] = v
 	e.n.mu.Unlock()
+	if !had || old.State != v.State {
+		// Joins and leaves are what a user looks for in `netstation logs`.
+		e.n.log.Info("gossip: member "+string(v.State), "name", v.Name)
+		return
+	}
 	e.n.log.Debug("gossip: member", "name", v.Name, "state", v.State)
 }
 func (e events) NotifyJoin(m *memberlist.Node)   { e.record(m, false) }
