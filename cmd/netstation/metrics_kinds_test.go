@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/netstation/netstation/testbed"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -53,19 +54,19 @@ func scrape(t *testing.T, b *bed) map[string]*dto.MetricFamily {
 }
 
 // numberPaths lists the metric names a stats JSON's numbers map to, as
-// kindStats names them (maps: one name, labelled).
-func numberPaths(prefix string, k kindStats, obj map[string]any, path string, out map[string]bool) {
+// testbed.StatsMetrics names them (maps: one name, labelled).
+func numberPaths(prefix string, k testbed.StatsMetrics, obj map[string]any, path string, out map[string]bool) {
 	for key, v := range obj {
 		name := path + key
 		switch v := v.(type) {
 		case float64:
-			if k.gauges[name] {
+			if k.Gauges[name] {
 				out[prefix+name] = true
 			} else {
 				out[prefix+name+"_total"] = true
 			}
 		case map[string]any:
-			if k.labels[name] != "" {
+			if k.Labels[name] != "" {
 				if len(v) > 0 {
 					out[prefix+name+"_total"] = true
 				}
@@ -88,17 +89,17 @@ func TestMetricsEveryCounter(t *testing.T) {
 
 	for _, k := range []struct {
 		args []string
-		ks   kindStats
+		ks   testbed.StatsMetrics
 	}{
-		{[]string{"disk", "stats", "-t", b.name, "disk0", "-o", "json"}, diskStatsMetrics},
-		{[]string{"display", "stats", "-t", b.name, "display0", "-o", "json"}, displayStatsMetrics},
+		{[]string{"disk", "stats", "-t", b.name, "disk0", "-o", "json"}, testbed.DiskStatsMetrics},
+		{[]string{"display", "stats", "-t", b.name, "display0", "-o", "json"}, testbed.DisplayStatsMetrics},
 	} {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(b.must(k.args...)), &obj); err != nil {
 			t.Fatal(err)
 		}
 		want := map[string]bool{}
-		numberPaths(k.ks.prefix, k.ks, obj, "", want)
+		numberPaths(k.ks.Prefix, k.ks, obj, "", want)
 		var missing []string
 		for name := range want {
 			f := fams[name]

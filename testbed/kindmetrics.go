@@ -1,4 +1,4 @@
-package main
+package testbed
 
 import (
 	"bytes"
@@ -13,30 +13,32 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// kindStats says how one kind's stats op (disk stats, display stats)
+// StatsMetrics says how one kind's stats op (disk stats, display stats)
 // becomes metrics: every number it shows is exported.
-type kindStats struct {
-	prefix  string          // metric name prefix, e.g. netstation_disk_
-	command string          // the command that shows the same figures
-	gauges  map[string]bool // keys that are levels, not counters
-	// labels lists the maps (by key) whose keys are a label's values,
+type StatsMetrics struct {
+	Prefix  string          // metric name prefix, e.g. netstation_disk_
+	Command string          // the command that shows the same figures
+	Gauges  map[string]bool // keys that are levels, not counters
+	// Labels lists the maps (by key) whose keys are a label's values,
 	// with the label's name; other objects are flattened into names.
-	labels map[string]string
+	Labels map[string]string
 }
 
+// How disk stats and display stats become metrics (the CLI's tests check
+// every number the commands show is exported).
 var (
-	diskStatsMetrics = kindStats{prefix: "netstation_disk_", command: "netstation disk stats",
-		gauges: map[string]bool{"sessions": true, "capability_version": true},
-		labels: map[string]string{"requests": "op", "errors": "code", "drops": "reason", "refused": "reason"}}
-	displayStatsMetrics = kindStats{prefix: "netstation_display_", command: "netstation display stats",
-		gauges: map[string]bool{"width": true, "height": true, "frame": true, "stream": true, "fps": true, "avg_fps": true},
-		labels: map[string]string{"drops": "reason"}}
+	DiskStatsMetrics = StatsMetrics{Prefix: "netstation_disk_", Command: "netstation disk stats",
+		Gauges: map[string]bool{"sessions": true, "capability_version": true},
+		Labels: map[string]string{"requests": "op", "errors": "code", "drops": "reason", "refused": "reason"}}
+	DisplayStatsMetrics = StatsMetrics{Prefix: "netstation_display_", Command: "netstation display stats",
+		Gauges: map[string]bool{"width": true, "height": true, "frame": true, "stream": true, "fps": true, "avg_fps": true},
+		Labels: map[string]string{"drops": "reason"}}
 )
 
 // collect emits one metric per number of raw (a stats op's JSON answer):
 // counters as <prefix><path>_total, gauges as <prefix><path>, maps of
-// numbers labelled by their keys (k.labels), other objects flattened with "_".
-func (k kindStats) collect(ch chan<- prometheus.Metric, raw json.RawMessage, base []string) {
+// numbers labelled by their keys (k.Labels), other objects flattened with "_".
+func (k StatsMetrics) collect(ch chan<- prometheus.Metric, raw json.RawMessage, base []string) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var top map[string]any
@@ -46,7 +48,7 @@ func (k kindStats) collect(ch chan<- prometheus.Metric, raw json.RawMessage, bas
 	k.walk(ch, "", top, base)
 }
 
-func (k kindStats) walk(ch chan<- prometheus.Metric, path string, obj map[string]any, base []string) {
+func (k StatsMetrics) walk(ch chan<- prometheus.Metric, path string, obj map[string]any, base []string) {
 	keys := make([]string, 0, len(obj))
 	for key := range obj {
 		keys = append(keys, key)
@@ -62,7 +64,7 @@ func (k kindStats) walk(ch chan<- prometheus.Metric, path string, obj map[string
 			}
 			k.emit(ch, name, "", "", f, base)
 		case map[string]any:
-			if label := k.labels[name]; label != "" {
+			if label := k.Labels[name]; label != "" {
 				mk := make([]string, 0, len(v))
 				for x := range v {
 					mk = append(mk, x)
@@ -82,10 +84,10 @@ func (k kindStats) walk(ch chan<- prometheus.Metric, path string, obj map[string
 	}
 }
 
-func (k kindStats) emit(ch chan<- prometheus.Metric, name, label, value string, f float64, base []string) {
-	typ, metric, help := prometheus.CounterValue, k.prefix+name+"_total", fmt.Sprintf("%q as %s shows it (a counter).", name, k.command)
-	if k.gauges[name] {
-		typ, metric, help = prometheus.GaugeValue, k.prefix+name, fmt.Sprintf("%q as %s shows it (a level).", name, k.command)
+func (k StatsMetrics) emit(ch chan<- prometheus.Metric, name, label, value string, f float64, base []string) {
+	typ, metric, help := prometheus.CounterValue, k.Prefix+name+"_total", fmt.Sprintf("%q as %s shows it (a counter).", name, k.Command)
+	if k.Gauges[name] {
+		typ, metric, help = prometheus.GaugeValue, k.Prefix+name, fmt.Sprintf("%q as %s shows it (a level).", name, k.Command)
 	}
 	labels := append([]string{}, nodeLabels...)
 	values := append([]string{}, base...)
