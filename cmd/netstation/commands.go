@@ -519,18 +519,36 @@ func newPingCmd() *cobra.Command {
 }
 
 func newGraphCmd() *cobra.Command {
-	var file, format string
+	var file, format, tb string
 	c := &cobra.Command{
-		Use:   "graph [-f topology.yaml] [--format dot|mermaid]",
+		Use:   "graph [-f topology.yaml | -t NAME] [--format dot|mermaid]",
 		Short: "Draw a topology as Graphviz DOT or Mermaid",
-		Args:  cobra.NoArgs,
+		Long: `Draw a topology as Graphviz DOT or Mermaid: each segment a switch, each node
+with its kind, address and parameters, each link with what it does to frames
+(rate, loss, corruption, delay, or DOWN). With -f, the file's topology. Without
+it, the running testbed (-t, or the one up, as other commands choose) with its
+links as they are now (link set, link down); with none up, the embedded
+default testbed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := loadTopology(file)
-			if err != nil {
-				return err
-			}
-			if err := t.Resolve(defaultGraphSubnet(t)); err != nil {
-				return err
+			var t *spec.Topology
+			up, _ := testbed.List()
+			if file == "" && (tb != "" || len(up) > 0) {
+				name, err := pickTestbed(tb)
+				if err != nil {
+					return err
+				}
+				if t, err = testbed.LiveTopology(cmd.Context(), name); err != nil {
+					return err
+				}
+			} else {
+				var err error
+				if t, err = loadTopology(file); err != nil {
+					return err
+				}
+				if err := t.Resolve(defaultGraphSubnet(t)); err != nil {
+					return err
+				}
 			}
 			switch format {
 			case "dot":
@@ -543,7 +561,8 @@ func newGraphCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&file, "file", "f", "", "topology file (default: the embedded default testbed)")
+	c.Flags().StringVarP(&file, "file", "f", "", "topology file (default: the running testbed, else the embedded default)")
+	c.Flags().StringVarP(&tb, "testbed", "t", "", "running testbed to draw")
 	c.Flags().StringVar(&format, "format", "dot", "dot or mermaid")
 	return c
 }

@@ -193,3 +193,25 @@ func TestLogsTellTheStory(t *testing.T) {
 		t.Logf("logs disk0:\n%s", info)
 	}
 }
+
+// TestGraphRunningTestbed: graph without -f draws the running testbed,
+// not the embedded default, with its links as they are now.
+func TestGraphRunningTestbed(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, "nodes:\n  - {name: cpu7, kind: cpu}\n  - {name: disk7, kind: disk}\n"))
+	b.must("link", "set", "-t", b.name, "disk7", "--loss", "2%", "--delay", "3ms")
+	b.must("link", "down", "-t", b.name, "cpu7")
+	out := b.must("graph")
+	for _, want := range []string{`graph "` + b.name + `"`, `"node:disk7" -- "segment:lan" [label="loss 2%, delay 3ms"]`,
+		`"node:cpu7" -- "segment:lan" [label="DOWN", style=dashed, color=red]`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("graph lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "display0") {
+		t.Errorf("graph drew the embedded default:\n%s", out)
+	}
+	if m := b.must("graph", "--format", "mermaid"); !strings.Contains(m, "loss 2%, delay 3ms") {
+		t.Errorf("mermaid:\n%s", m)
+	}
+}

@@ -49,6 +49,28 @@ func hostLabel(h *HostAccess) []string {
 	return lines
 }
 
+// linkLabel says what a node's link does to its frames: rate, loss,
+// corruption, delay, or "down"; empty for a clean link.
+func linkLabel(l LinkParams) string {
+	if l.Down {
+		return "DOWN"
+	}
+	var parts []string
+	if l.RateBits > 0 {
+		parts = append(parts, FormatRate(l.RateBits))
+	}
+	if l.LossPPM > 0 {
+		parts = append(parts, "loss "+FormatPercent(l.LossPPM))
+	}
+	if l.CorruptPPM > 0 {
+		parts = append(parts, "corrupt "+FormatPercent(l.CorruptPPM))
+	}
+	if l.Delay > 0 {
+		parts = append(parts, "delay "+l.Delay.String())
+	}
+	return strings.Join(parts, ", ")
+}
+
 // dotShapes draws each kind in a shape that hints at what it is.
 var dotShapes = map[Kind]string{KindCPU: "box3d", KindDisk: "cylinder", KindDisplay: "tab"}
 
@@ -85,8 +107,12 @@ func (t *Topology) DOT() string {
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		fmt.Fprintf(&b, "\t%s -- %s", dotQuote("node:"+n.Name), dotQuote("segment:"+t.segmentOf(n.Segment)))
-		if n.Link.RateBits > 0 {
-			fmt.Fprintf(&b, " [label=%s]", dotQuote(FormatRate(n.Link.RateBits)))
+		if l := linkLabel(n.Link); l != "" {
+			style := ""
+			if n.Link.Down {
+				style = ", style=dashed, color=red"
+			}
+			fmt.Fprintf(&b, " [label=%s%s]", dotQuote(l), style)
 		}
 		b.WriteString(";\n")
 	}
@@ -150,8 +176,8 @@ func (t *Topology) Mermaid() string {
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		seg := idOf(n.Segment)
-		if n.Link.RateBits > 0 {
-			fmt.Fprintf(&b, "    n%d ---|\"%s\"| %s\n", i, mermaidText(FormatRate(n.Link.RateBits)), seg)
+		if l := linkLabel(n.Link); l != "" {
+			fmt.Fprintf(&b, "    n%d ---|\"%s\"| %s\n", i, mermaidText(l), seg)
 		} else {
 			fmt.Fprintf(&b, "    n%d --- %s\n", i, seg)
 		}

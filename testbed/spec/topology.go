@@ -116,6 +116,9 @@ type LinkParams struct {
 	CorruptPPM uint32        // frames corrupted per million, each direction
 	Delay      time.Duration // added to every frame the node sends (its link layer)
 	Seed       uint64        // makes loss and corruption reproducible; 0: random
+	// Down is live state, never read from a file: the link is cut (`link
+	// down`). Set in topologies drawn from a running testbed.
+	Down bool
 }
 
 // DiskParams configures a disk node.
