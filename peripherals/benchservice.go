@@ -45,7 +45,11 @@ type BenchArgs struct {
 	Duration time.Duration  `json:"duration,omitempty"`
 	Parallel int            `json:"parallel,omitempty"`
 	Rate     float64        `json:"rate,omitempty"`
-	Count    int            `json:"count,omitempty"` // rtt pings
+	// Window, if set, holds each stream to at most Window datagrams
+	// ahead of what the receiving application read (receiver credit,
+	// bench.SenderOptions.Window).
+	Window int `json:"window,omitempty"`
+	Count  int `json:"count,omitempty"` // rtt pings
 	// NoGSO sends every datagram as a frame of its own (user stack; for
 	// kernel sockets it means kernel-plain).
 	NoGSO bool `json:"no_gso,omitempty"`
@@ -247,7 +251,7 @@ func (p *Runtime) registerBench() {
 			batch = min(dgram.GSOBatch(a.Size), bench.MaxBatch) // whole super-datagrams
 		}
 		res, err := bench.RunSenderStreams(ctx, conns, a.Dst, bench.SenderOptions{
-			Stack: a.Stack, Size: a.Size, Duration: a.Duration, Rate: a.Rate, Batch: batch,
+			Stack: a.Stack, Size: a.Size, Duration: a.Duration, Rate: a.Rate, Window: a.Window, Batch: batch,
 			OnInterval: func(iv bench.Interval) { _ = s.Send(iv) },
 		})
 		if res != nil {

@@ -24,7 +24,7 @@ type BenchArgs struct {
 	Duration time.Duration
 	Parallel int
 	// Rate is the sender's target in bits/s: 0 = as fast as possible,
-	// RateAuto = paced at what the receiver kept in an unpaced probe.
+	// RateAuto = held by the receiver's credit (bench.DefaultWindow).
 	Rate float64
 	// RTTCount pings measure the round trip after the bulk run (0: none),
 	// twice: both ends pinned to one CPU, then to two different CPUs.
@@ -34,13 +34,12 @@ type BenchArgs struct {
 	NoGSO bool
 }
 
-// RateAuto asks Bench to pace the sender at what the receiver kept in a
-// one-second unpaced probe: the run then measures what the receiver
-// sustains, not how much an unpaced sender throws away.
+// RateAuto asks Bench for a sender held by its receiver: each stream
+// stays at most bench.DefaultWindow datagrams ahead of what the receiving
+// application has read (it reports its progress every quarter window), so
+// the run measures what the receiver sustains, not how much an unpaced
+// sender throws away at its buffers.
 const RateAuto = -1
-
-// autoProbe is the unpaced probe's length for RateAuto.
-const autoProbe = time.Second
 
 // Bench runs one test from a.From to a.To: a receiver on To, a sender on
 // From, then (optionally) a request/response run; both sides run inside
@@ -82,24 +81,15 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 		}
 		dst = peripherals.KernelAddr(to.Addr).Addr()
 	}
-	pacing := "unpaced"
+	pacing, window := "unpaced", 0
 	switch {
 	case a.Rate == RateAuto:
-		probe := a
-		probe.Rate, probe.Duration, probe.RTTCount = 0, autoProbe, 0
-		prep, err := benchOnce(ctx, dir, from, to, probe, dst, nil)
-		if err != nil {
-			return nil, fmt.Errorf("unpaced probe: %w", err)
-		}
-		a.Rate = prep.End.SumReceived.BitsPerSecond
-		if a.Rate <= 0 {
-			return nil, fmt.Errorf("unpaced probe: %s received nothing", to.Name)
-		}
-		pacing = fmt.Sprintf("paced at %.3f Gbit/s (what the receiver kept in a %v unpaced probe)", a.Rate/1e9, autoProbe)
+		a.Rate, window = 0, bench.DefaultWindow
+		pacing = fmt.Sprintf("held by receiver credit: at most %d datagrams ahead of what the receiver read", window)
 	case a.Rate > 0:
 		pacing = fmt.Sprintf("paced at %.3f Gbit/s", a.Rate/1e9)
 	}
-	rep, err := benchOnce(ctx, dir, from, to, a, dst, onInterval)
+	rep, err := benchOnce(ctx, dir, from, to, a, window, dst, onInterval)
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +103,8 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 }
 
 // benchOnce runs one bulk test: receiver on to, sender on from.
-func benchOnce(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr, onInterval func(bench.Interval)) (*bench.Report, error) {
-	args := peripherals.BenchArgs{Stack: a.Stack, Size: a.Size, Duration: a.Duration, Parallel: a.Parallel, Rate: a.Rate, NoGSO: a.NoGSO}
+func benchOnce(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, window int, dst netip.Addr, onInterval func(bench.Interval)) (*bench.Report, error) {
+	args := peripherals.BenchArgs{Stack: a.Stack, Size: a.Size, Duration: a.Duration, Parallel: a.Parallel, Rate: a.Rate, Window: window, NoGSO: a.NoGSO}
 
 	// Receiver first; the sender starts once its socket is open.
 	var recv bench.Result

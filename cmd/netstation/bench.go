@@ -91,7 +91,7 @@ func newBenchCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "bench [--from A --to B | --matrix] [--size 64..65507] [--time 10s] [--parallel N] [--stack user|kernel|kernel-plain|both|all] [-b auto|max|RATE] [-J] [--plot out.png]",
 		Short: "Measure peer-to-peer UDP throughput, loss, jitter and RTT, user-level stack beside the kernel at its best",
-		Long: `Measure peer-to-peer throughput between peripherals: a receiver in one, a
+		Long: fmt.Sprintf(`Measure peer-to-peer throughput between peripherals: a receiver in one, a
 sender in the other, both inside the testbed's namespaces.
 
 Stacks (--stack): user is the peripherals' user-level stacks; kernel is the
@@ -104,13 +104,17 @@ user-level stack over the best kernel configuration measured in the run.
 --no-gso turns segmentation offload off on every stack (user and kernel
 alike: kernel means kernel-plain then), to compare like with like.
 
-Rate (-b): auto (the default) first sends unpaced for one second and then
-paces the measured run at what the receiver kept, so the figure is what the
-receiver sustains, not what an unpaced sender threw away (iperf3 paces UDP
-by default for the same reason). max sends as fast as possible; a run whose
-receiver then dropped more than a few percent says so beside its figure.
-Loss is split into loss on the link and overflow at the receiver (its socket
-queue or, for the user-level stack, its ring).
+Rate (-b): auto (the default) lets the receiver slow the sender: the
+receiving application reports how far it has read (every %d datagrams,
+in-band on the test's own sockets) and each stream stays at most %d
+datagrams ahead of that, so the figure is what the receiver sustains, not
+what an unpaced sender threw away at its buffers (iperf3 paces UDP by
+default for the same reason; this is a window, as in TCP, so no rate has to
+be guessed). max sends as fast as possible, to see the overflow; a run whose
+receiver dropped more than a few percent says so beside its figure. A rate
+(e.g. 500mbit) paces the sender at it, without credit. The figure is always
+what the receiver kept; loss is split into loss on the way and overflow at
+the receiver (its socket queue or, for the user-level stack, its ring).
 
 --reference also runs, for each size, a standalone kernel sender/receiver
 pair between the same two ports (UDP_SEGMENT + UDP_GRO written directly on
@@ -129,7 +133,7 @@ stacks and sizes: {"runs": [...], "summary": [...], "reference": [...]}, where
 each run is an iperf3 -J report (start, intervals, end, with iperf3's field
 names, plus a "netstation" object) and summary has a row per pair and size
 with every stack side by side. --plot draws throughput against datagram size,
-one curve per stack.`,
+one curve per stack.`, bench.DefaultWindow/4, bench.DefaultWindow),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			szs, err := parseSizes(sizes)
@@ -254,7 +258,7 @@ one curve per stack.`,
 	f.DurationVar(&dur, "time", 10*time.Second, "duration of each run")
 	f.IntVarP(&parallel, "parallel", "P", 1, "parallel streams")
 	f.StringVar(&stacks, "stack", "both", "user, kernel (UDP_SEGMENT+UDP_GRO), kernel-plain (a frame per datagram), both (user+kernel) or all")
-	f.StringVarP(&rate, "bitrate", "b", "auto", "sender rate: auto (paced at what the receiver kept in a 1 s unpaced probe), max (unpaced) or a rate, e.g. 500mbit")
+	f.StringVarP(&rate, "bitrate", "b", "auto", fmt.Sprintf("sender rate: auto (held by the receiver: at most %d datagrams per stream ahead of what it read), max (unpaced) or a rate, e.g. 500mbit", bench.DefaultWindow))
 	f.IntVar(&rttCount, "rtt", 10000, "request/response pings after each run, per pinning (one CPU, two CPUs) (0: none)")
 	f.BoolVarP(&jsonOut, "json", "J", false, "JSON with iperf3's field names")
 	f.BoolVar(&noGSO, "no-gso", false, "one frame per datagram on every stack: the user-level stack without GSO, the kernel without UDP_SEGMENT/UDP_GRO (kernel-plain)")

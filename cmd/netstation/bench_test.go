@@ -93,6 +93,14 @@ func TestBenchStacks(t *testing.T) {
 		if p, _ := dig(r, "netstation", "pacing").(string); p == "" || p == "unpaced" {
 			t.Errorf("default rate: pacing %q, want auto", p)
 		}
+		// The default holds the sender to what the receiver reads: it
+		// must not overflow (issue 14: at most 1 % lost at the receiver).
+		if w, _ := dig(r, "netstation", "credit_window").(float64); w <= 0 {
+			t.Errorf("default rate: no credit window (%v)", dig(r, "netstation", "pacing"))
+		}
+		if ov, _ := dig(r, "netstation", "receiver_overflow_percent").(float64); ov > 1 {
+			t.Errorf("default rate, %v stack, %v B: the receiver dropped %.2f%%", dig(r, "netstation", "stack"), dig(r, "start", "test_start", "blksize"), ov)
+		}
 	}
 
 	// The standalone reference pair between the same ports.

@@ -15,6 +15,16 @@ type Message = dgram.Message
 // engine measures: both the user-level stack and the kernel satisfy it.
 type Conn = dgram.Conn
 
+// viewReader is a socket that lends received datagrams in place
+// (stack.UDPConn's ReadViews/Release): a receiver reads through it and
+// skips the copy out of the socket's ring.
+type viewReader interface {
+	ReadViews(views []stack.View) (int, error)
+	Release()
+}
+
+var _ viewReader = (*stack.UDPConn)(nil)
+
 // User returns the Conn for a user-level stack socket.
 func User(c *stack.UDPConn) Conn { return c }
 

@@ -28,6 +28,21 @@
 // iperf3's control connection, resolves the peer's link address so the
 // first burst is not dropped in a neighbour queue.
 //
+// A sender with a credit window (SenderOptions.Window, what `netstation
+// bench` runs by default) is slowed by its receiver instead of outrunning
+// it: its data asks the receiver to report, every quarter window, how far
+// the receiving application has read (the stream's next expected sequence
+// number: read or lost), and each stream stays at most Window datagrams
+// ahead of the last report. A stream held back asks for a report itself
+// after a while (creditProbeAfter, backing off): the receiver reads that
+// request after everything sent before it, so its answer also frees a
+// window whose last datagrams were lost. The figures stay what the
+// receiver kept; only the sender's pace changes.
+//
+// On a user-level socket the receiver reads the stack's zero-copy views
+// (stack.UDPConn.ReadViews/Release) instead of copying each datagram out
+// of the socket's ring.
+//
 // A run, side by side (start the receiver first):
 //
 //	recv, _ := bench.RunReceiver(ctx, bench.Kernel(udpConn), bench.ReceiverOptions{Stack: "kernel"})

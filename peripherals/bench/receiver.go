@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/stack"
 )
 
 // Defaults of ReceiverOptions.
@@ -58,7 +61,12 @@ type recvStream struct {
 	jitter   float64 // nanoseconds, RFC 3550 estimator
 	transit  int64   // last transit time (arrival - send), nanoseconds
 	measured bool    // transit is valid
-	fin      bool
+	// Credit: a sender that asked for it (data with Credit set) hears
+	// from its stream's socket addr every creditEvery datagrams read.
+	addr        netip.AddrPort
+	creditEvery uint64
+	credited    uint64 // next as last reported
+	fin         bool
 }
 
 // add counts one data datagram.
@@ -119,13 +127,9 @@ func RunReceiver(ctx context.Context, conn Conn, opts ReceiverOptions) (*Result,
 			break // idle: the sender is gone
 		}
 		r.armDeadline(now)
-		for i := range r.msgs {
-			r.msgs[i].Buf = r.bufs[i]
-		}
-		n, err := conn.ReadBatch(r.msgs)
-		arrived := time.Now()
-		for i := range r.msgs[:n] {
-			r.handle(&r.msgs[i], arrived)
+		err := r.read()
+		if r.started {
+			r.sendCredits()
 		}
 		if r.started && r.fins == len(r.streams) {
 			break
@@ -140,6 +144,56 @@ func RunReceiver(ctx context.Context, conn Conn, opts ReceiverOptions) (*Result,
 	return r.result(), nil
 }
 
+// read takes one batch off the socket and handles it: lent in place when
+// the socket can (a user-level socket's views into its receive ring: no
+// copy), else copied into the receiver's buffers.
+func (r *receiver) read() error {
+	if r.views != nil {
+		n, err := r.views.ReadViews(r.lent)
+		arrived := time.Now()
+		for i := range r.lent[:n] {
+			v := &r.lent[i]
+			m := Message{Buf: v.Payload, N: len(v.Payload), Addr: v.Addr}
+			r.handle(&m, arrived)
+			v.Payload = nil
+		}
+		if err == nil {
+			r.views.Release()
+		}
+		return err
+	}
+	for i := range r.msgs {
+		r.msgs[i].Buf = r.bufs[i]
+	}
+	n, err := r.conn.ReadBatch(r.msgs)
+	arrived := time.Now()
+	for i := range r.msgs[:n] {
+		r.handle(&r.msgs[i], arrived)
+	}
+	return err
+}
+
+// sendCredits reports to each stream that asked for credit how far the
+// receiver has read, once it read creditEvery more datagrams: what this
+// application consumed, not what its socket queued.
+func (r *receiver) sendCredits() {
+	r.credits = r.credits[:0]
+	for i := range r.streams {
+		s := &r.streams[i]
+		if s.creditEvery == 0 || s.next-s.credited < s.creditEvery {
+			continue
+		}
+		s.credited = s.next
+		h := header{Kind: kindCredit, Stream: uint16(i), Streams: uint16(len(r.streams)), Test: r.res.Test, Seq: s.next, Sent: time.Now().UnixNano()}
+		b := r.creditBufs[len(r.credits)]
+		h.encode(b)
+		r.credits = append(r.credits, Message{Buf: b, Addr: s.addr})
+	}
+	if len(r.credits) > 0 {
+		_, _ = dgram.WriteAll(r.conn, r.credits) // a lost credit is asked for again (creditProbeAfter)
+	}
+}
+
 // receiver is the state of one RunReceiver: idle until the first data
 // datagram of a test starts it, then counting per stream until every
 // stream's FIN or the idle timeout.
@@ -149,6 +203,12 @@ type receiver struct {
 	res  *Result
 	msgs []Message
 	bufs [][]byte
+	// views, when the socket lends datagrams in place, replaces msgs.
+	views viewReader
+	lent  []stack.View
+	// credits are the progress reports of one batch (one per stream).
+	credits    []Message
+	creditBufs [][]byte
 	// ack is the one-message batch FIN-ACKs and pongs leave in.
 	ack    []Message
 	ackBuf []byte
@@ -169,8 +229,12 @@ func newReceiver(conn Conn, opts ReceiverOptions) *receiver {
 	if ua, ok := conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
 		r.res.Local = ua.AddrPort()
 	}
-	for i := range r.bufs {
-		r.bufs[i] = make([]byte, opts.BufSize)
+	if v, ok := conn.(viewReader); ok {
+		r.views, r.lent = v, make([]stack.View, opts.Batch)
+	} else {
+		for i := range r.bufs {
+			r.bufs[i] = make([]byte, opts.BufSize)
+		}
 	}
 	r.ack = []Message{{Buf: r.ackBuf}}
 	return r
@@ -233,7 +297,11 @@ func (r *receiver) handle(m *Message, arrived time.Time) {
 			res.Ignored++
 			return
 		}
-		r.streams[h.Stream].add(h.Seq, m.N, h.Sent, arrived.UnixNano())
+		s := &r.streams[h.Stream]
+		s.add(h.Seq, m.N, h.Sent, arrived.UnixNano())
+		if h.Credit != 0 {
+			s.addr, s.creditEvery = m.Addr, uint64(h.Credit)
+		}
 		res.Size = max(res.Size, m.N)
 		r.last = arrived
 	case kindFIN:
@@ -252,6 +320,14 @@ func (r *receiver) handle(m *Message, arrived time.Time) {
 		a.encode(r.ackBuf)
 		r.ack[0].Addr = m.Addr
 		r.conn.WriteBatch(r.ack) // a lost ack only makes the sender retry
+	case kindCredit: // a sender held back by its window asks how far we read
+		// This datagram left after every datagram counted in h.Seq, and
+		// one flow keeps its order: all of them are read or lost.
+		a := h
+		a.Sent = time.Now().UnixNano()
+		a.encode(r.ackBuf)
+		r.ack[0].Addr = m.Addr
+		r.conn.WriteBatch(r.ack)
 	case kindPing: // a sender's probe before it starts (it also resolves ARP)
 		m.Buf[4] = byte(kindPong)
 		r.ack[0].Addr = m.Addr
@@ -273,6 +349,11 @@ func (r *receiver) start(h *header, from netip.AddrPort, arrived time.Time) bool
 	r.res.Test, r.res.Remote, r.res.Started = h.Test, from, arrived
 	r.res.Parallel = int(h.Streams)
 	r.streams = make([]recvStream, h.Streams)
+	r.credits = make([]Message, 0, h.Streams)
+	r.creditBufs = make([][]byte, h.Streams)
+	for i := range r.creditBufs {
+		r.creditBufs[i] = make([]byte, HeaderLen)
+	}
 	for i := range r.streams {
 		r.streams[i].Stream = i
 	}

@@ -118,9 +118,16 @@ type Extras struct {
 	FINAcked                 bool    `json:"fin_acked"`
 	Ignored                  uint64  `json:"ignored_datagrams"`
 	HaveSender, HaveReceiver bool    `json:"-"`
-	// Pacing says how the sender's rate was chosen: "unpaced", "fixed"
-	// or "auto" (paced at what the receiver kept in an unpaced probe).
+	// Pacing says how the sender's rate was chosen: unpaced, paced at a
+	// fixed rate, or held by the receiver's credit (the default).
 	Pacing string `json:"pacing,omitempty"`
+	// CreditWindow is the datagrams a stream could be ahead of what the
+	// receiving application read (0: no credit); CreditWaits counts the
+	// times the window held the sender back, CreditProbes the progress
+	// reports it asked for after waiting.
+	CreditWindow int    `json:"credit_window,omitempty"`
+	CreditWaits  uint64 `json:"credit_waits,omitempty"`
+	CreditProbes uint64 `json:"credit_probes,omitempty"`
 	// The receiver's loss split by where it happened: datagrams its own
 	// socket or ring dropped (overflow), and the rest (on the link).
 	ReceiverOverflow        uint64  `json:"receiver_overflow_packets"`
@@ -217,6 +224,9 @@ func Merge(sender, receiver *Result) *Report {
 		r.Start.TestStart.TargetBitrate = sender.Rate
 		r.Netstation.PacketsPerSecondSent = sender.Sum.PacketsPerSecond()
 		r.Netstation.WriteErrors = sender.WriteErrors
+		r.Netstation.CreditWindow = sender.Window
+		r.Netstation.CreditWaits = sender.CreditWaits
+		r.Netstation.CreditProbes = sender.CreditProbes
 		r.Netstation.FINAcked = sender.FINAcked
 		r.End.SumSent = figures(sender.Sum, true, false)
 		r.End.SumSent.LossFigures = &LossFigures{}

@@ -81,6 +81,7 @@ type Result struct {
 	Parallel int            // streams
 	Duration time.Duration  // asked for (sender); zero for a receiver
 	Rate     float64        // target bits/s, 0 = unlimited (sender)
+	Window   int            // credit window in datagrams per stream, 0 = none (sender)
 
 	Streams   []Totals
 	Intervals []Interval
@@ -89,6 +90,10 @@ type Result struct {
 	// WriteErrors counts failed writes a sender retried (for example
 	// ENOBUFS from a full queue); they are not in the totals.
 	WriteErrors uint64
+	// CreditWaits counts the times a sender's window held a stream back
+	// until the receiver reported progress, CreditProbes the credits it
+	// asked for after waiting creditProbeAfter.
+	CreditWaits, CreditProbes uint64
 	// Reached reports that the receiver answered the sender's probe
 	// before the test started.
 	Reached bool

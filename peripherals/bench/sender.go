@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,22 @@ const (
 	DefaultFINRetries = 10
 	// maxWriteErrors in a row, with nothing sent, end a stream with an error.
 	maxWriteErrors = 10000
+	// DefaultWindow is the credit window bench runs by default: a stream
+	// stays at most this many datagrams ahead of what the receiving
+	// application has read. It is far below what the receiving socket
+	// holds (64 MiB in a bench run), so the receiver cannot overflow,
+	// and large enough to keep the sender busy across the credit's round
+	// trip on a loaded machine.
+	DefaultWindow = 4096
+	// MaxWindow bounds Window: the receiver reports every Window/4
+	// datagrams, a 16-bit field.
+	MaxWindow = 4 * 0xffff
+	// creditProbeAfter is how long a stream held back by its window waits
+	// for a credit before it asks for one (a lost credit, or data lost at
+	// the window's tail, would otherwise stall it for good); it asks again
+	// after twice as long, up to creditProbeMax.
+	creditProbeAfter = 2 * time.Millisecond
+	creditProbeMax   = 64 * time.Millisecond
 )
 
 // ErrOptions is wrapped by errors about invalid options.
@@ -34,6 +51,12 @@ type SenderOptions struct {
 	Duration time.Duration // how long to send; default 10 s, unless Count is set
 	Count    uint64        // datagrams per stream; 0 = no limit (then Duration applies)
 	Rate     float64       // target payload bits/s over all streams; 0 = as fast as possible
+	// Window, if set, makes each stream stay at most Window datagrams
+	// ahead of what the receiving application has read: the receiver
+	// reports its progress every Window/4 datagrams (kindCredit), so a
+	// sender that outruns its receiver is slowed by it instead of filling
+	// its buffers until they drop. 0: no credit (Rate alone paces).
+	Window   int
 	Batch    int           // datagrams per write, 1..MaxBatch; default DefaultBatch
 	Parallel int           // streams, 1..MaxStreams; default 1
 	Interval time.Duration // reporting period; default 1 s
@@ -57,6 +80,9 @@ func (o *SenderOptions) setDefaults() error {
 	}
 	if o.Duration < 0 || o.Rate < 0 {
 		return fmt.Errorf("%w: negative duration or rate", ErrOptions)
+	}
+	if o.Window < 0 || o.Window > MaxWindow || (o.Window > 0 && o.Window < 4) {
+		return fmt.Errorf("%w: window %d not 0 or in 4..%d", ErrOptions, o.Window, MaxWindow)
 	}
 	if o.Batch == 0 {
 		o.Batch = DefaultBatch
@@ -112,7 +138,7 @@ func RunSenderStreams(ctx context.Context, conns []Conn, dst netip.AddrPort, opt
 	}
 	res := &Result{
 		Role: RoleSender, Stack: opts.Stack, Remote: dst, Test: rand.Uint32(),
-		Size: opts.Size, Parallel: opts.Parallel, Duration: opts.Duration, Rate: opts.Rate,
+		Size: opts.Size, Parallel: opts.Parallel, Duration: opts.Duration, Rate: opts.Rate, Window: opts.Window,
 	}
 	if ua, ok := conns[0].LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
 		res.Local = ua.AddrPort()
@@ -130,6 +156,13 @@ func RunSenderStreams(ctx context.Context, conns []Conn, dst netip.AddrPort, opt
 	// a receiver is there and resolves the peer's link address, so the
 	// first batch is not lost in a neighbour queue.
 	res.Reached = probe(ctx, conns[0], dst, res.Test, opts)
+
+	// Credits come back on the streams' sockets: one reader per socket
+	// hands them to its streams while they send.
+	var credits *creditReaders
+	if opts.Window > 0 {
+		credits = startCredits(conns, streams, res.Test)
+	}
 
 	res.Started = time.Now()
 	var deadline time.Time
@@ -172,6 +205,9 @@ func RunSenderStreams(ctx context.Context, conns []Conn, dst netip.AddrPort, opt
 		wg.Go(func() { errs[i] = s.run(ctx, conns[i], res.Started, deadline, pps) })
 	}
 	wg.Wait()
+	if credits != nil {
+		credits.stop()
+	}
 	end := time.Since(res.Started)
 	rep.stop(end)
 	close(stopWatch)
@@ -184,6 +220,8 @@ func RunSenderStreams(ctx context.Context, conns []Conn, dst netip.AddrPort, opt
 	for i, s := range streams {
 		res.Streams = append(res.Streams, Totals{Stream: i, End: end, Packets: s.packets.Load(), Bytes: s.bytes.Load()})
 		res.WriteErrors += s.writeErrors
+		res.CreditWaits += s.creditWaits
+		res.CreditProbes += s.creditProbes
 	}
 	res.Sum = sumOf(res.Streams, 0, end)
 	res.FINAcked = finish(conns[0], dst, res, opts)
@@ -199,9 +237,19 @@ type sendStream struct {
 	count       uint64
 	batch       int
 	writeErrors uint64
-	_           [64]byte
-	packets     atomic.Uint64
-	bytes       atomic.Uint64
+	// Credit (Window > 0): the stream may send up to credited + window.
+	window       uint64
+	creditWaits  uint64 // times the window held the stream back
+	creditProbes uint64 // credits asked for after creditProbeAfter
+	creditTimer  *time.Timer
+	probe        []Message
+	_            [64]byte
+	packets      atomic.Uint64
+	bytes        atomic.Uint64
+	_            [64]byte
+	credited     atomic.Uint64 // datagrams the receiver read (or lost), as it last reported
+	waiting      atomic.Bool   // the stream is blocked on its window
+	creditReady  chan struct{} // a credit came while waiting
 }
 
 func newSendStream(res *Result, id int, o SenderOptions, dst netip.AddrPort) *sendStream {
@@ -211,6 +259,12 @@ func newSendStream(res *Result, id int, o SenderOptions, dst netip.AddrPort) *se
 		msgs:  make([]Message, o.Batch),
 		count: o.Count,
 		batch: o.Batch,
+	}
+	if o.Window > 0 {
+		s.window = uint64(o.Window)
+		s.hdr.Credit = uint16(max(1, o.Window/4))
+		s.creditReady = make(chan struct{}, 1)
+		s.probe = []Message{{Buf: make([]byte, HeaderLen), Addr: dst}}
 	}
 	for i := range s.msgs {
 		s.msgs[i] = Message{Buf: make([]byte, o.Size), Addr: dst}
@@ -245,6 +299,16 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 			}
 			n = min(n, due-sent)
 		}
+		if s.window > 0 {
+			room := s.room(sent)
+			if room == 0 {
+				if !s.waitCredit(ctx, c, sent, deadline) {
+					break
+				}
+				continue
+			}
+			n = min(n, room)
+		}
 		ts := now.UnixNano()
 		for i := range n {
 			h := s.hdr
@@ -277,6 +341,140 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 		}
 	}
 	return nil
+}
+
+// room is how many datagrams the window lets the stream send now.
+func (s *sendStream) room(sent uint64) uint64 {
+	ahead := sent - min(sent, s.credited.Load())
+	if ahead >= s.window {
+		return 0
+	}
+	return s.window - ahead
+}
+
+// credit records the receiver's progress (credits may come out of order:
+// a probe's answer can pass a regular report).
+func (s *sendStream) credit(seq uint64) {
+	for {
+		old := s.credited.Load()
+		if seq <= old {
+			return
+		}
+		if s.credited.CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	if s.waiting.Load() && s.waiting.CompareAndSwap(true, false) {
+		select {
+		case s.creditReady <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitCredit blocks the stream until the window opens, asking the
+// receiver for its progress every creditProbeAfter; false when the test
+// ends first.
+func (s *sendStream) waitCredit(ctx context.Context, c Conn, sent uint64, deadline time.Time) bool {
+	s.creditWaits++
+	probeAfter := creditProbeAfter
+	for {
+		s.waiting.Store(true)
+		if s.room(sent) > 0 {
+			s.waiting.Store(false)
+			return true
+		}
+		wait := probeAfter
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				s.waiting.Store(false)
+				return false
+			}
+			wait = min(wait, left)
+		}
+		if s.creditTimer == nil {
+			s.creditTimer = time.NewTimer(wait)
+		} else {
+			s.creditTimer.Reset(wait)
+		}
+		select {
+		case <-s.creditReady:
+			s.creditTimer.Stop()
+		case <-ctx.Done():
+			s.creditTimer.Stop()
+			s.waiting.Store(false)
+			return false
+		case <-s.creditTimer.C:
+			// Everything sent before this probe has been read or lost
+			// by the time the receiver reads it: its answer opens the
+			// window even if the window's last datagrams were lost.
+			h := s.hdr
+			h.Kind, h.Seq, h.Sent = kindCredit, sent, time.Now().UnixNano()
+			h.encode(s.probe[0].Buf)
+			_, _ = c.WriteBatch(s.probe)
+			s.creditProbes++
+			// A receiver that is merely slow answers in its turn: ask
+			// less often the longer it takes.
+			probeAfter = min(2*probeAfter, creditProbeMax)
+		}
+	}
+}
+
+// creditReaders read the receiver's credits on the senders' sockets.
+type creditReaders struct {
+	conns   []Conn
+	done    atomic.Bool
+	running sync.WaitGroup
+}
+
+func startCredits(conns []Conn, streams []*sendStream, test uint32) *creditReaders {
+	cr := &creditReaders{}
+	for _, c := range conns {
+		if !slices.Contains(cr.conns, c) {
+			cr.conns = append(cr.conns, c)
+		}
+	}
+	for _, c := range cr.conns {
+		cr.running.Go(func() { cr.read(c, streams, test) })
+	}
+	return cr
+}
+
+func (cr *creditReaders) read(c Conn, streams []*sendStream, test uint32) {
+	in := make([]Message, 16)
+	bufs := make([][]byte, len(in))
+	for i := range bufs {
+		bufs[i] = make([]byte, 256)
+	}
+	for !cr.done.Load() {
+		for i := range in {
+			in[i].Buf = bufs[i]
+		}
+		n, err := c.ReadBatch(in)
+		for _, m := range in[:n] {
+			var h header
+			if parseHeader(m.Buf[:m.N], &h) == nil && h.Kind == kindCredit && h.Test == test && int(h.Stream) < len(streams) {
+				streams[h.Stream].credit(h.Seq)
+			}
+		}
+		if err != nil && !isTimeout(err) {
+			return // closed
+		}
+	}
+}
+
+// stop ends the readers (their sockets' read deadlines expire) and
+// clears the deadlines for the end-of-test handshake.
+func (cr *creditReaders) stop() {
+	cr.done.Store(true)
+	for _, c := range cr.conns {
+		c.SetReadDeadline(time.Now())
+	}
+	cr.running.Wait()
+	for _, c := range cr.conns {
+		c.SetReadDeadline(time.Time{})
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -120,6 +120,9 @@ func (r *Report) Text(w io.Writer) error {
 	if n.Pacing != "" {
 		fmt.Fprintf(&b, ", %s", n.Pacing)
 	}
+	if n.CreditWindow > 0 {
+		fmt.Fprintf(&b, " (held back %d times, %d progress reports asked for)", n.CreditWaits, n.CreditProbes)
+	}
 	b.WriteString("\n")
 	if n.KernelMode != "" {
 		fmt.Fprintf(&b, "kernel sockets (%s): %.1f datagrams per sent message, %.1f per received buffer\n",

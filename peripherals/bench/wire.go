@@ -36,6 +36,14 @@ const (
 	kindFINAck kind = 3 // the receiver saw a FIN; Seq holds those received
 	kindPing   kind = 4 // RTT request
 	kindPong   kind = 5 // RTT answer: the ping with its kind changed
+	// kindCredit carries a receiver's reading progress back to a sender
+	// that asked for it (data with Credit set): Seq is the stream's next
+	// expected sequence number, so every datagram below it was read by
+	// the receiving application or is lost. A sender held back by its
+	// window sends one too, with Seq = the datagrams it sent: the receiver
+	// reads it after every datagram sent before it (one flow keeps its
+	// order) and answers with the same Seq.
+	kindCredit kind = 6
 )
 
 // header is the fixed prefix of every bench datagram, big-endian:
@@ -45,7 +53,7 @@ const (
 //	5  attempt uint8   RTT retransmission count
 //	6  stream  uint16
 //	8  streams uint16  streams in the test
-//	10 size    uint16  (unused, zero)
+//	10 credit  uint16  data: report progress every credit datagrams (0: never)
 //	12 test    uint32  random id of one run
 //	16 seq     uint64
 //	24 sent    int64   sender's clock, unix nanoseconds
@@ -54,6 +62,7 @@ type header struct {
 	Attempt uint8
 	Stream  uint16
 	Streams uint16
+	Credit  uint16
 	Test    uint32
 	Seq     uint64
 	Sent    int64
@@ -69,7 +78,7 @@ func (h *header) encode(b []byte) {
 	b[5] = h.Attempt
 	binary.BigEndian.PutUint16(b[6:], h.Stream)
 	binary.BigEndian.PutUint16(b[8:], h.Streams)
-	binary.BigEndian.PutUint16(b[10:], 0)
+	binary.BigEndian.PutUint16(b[10:], h.Credit)
 	binary.BigEndian.PutUint32(b[12:], h.Test)
 	binary.BigEndian.PutUint64(b[16:], h.Seq)
 	binary.BigEndian.PutUint64(b[24:], uint64(h.Sent))
@@ -85,7 +94,7 @@ func parseHeader(b []byte, h *header) error {
 		return fmt.Errorf("%w: bad magic", errBadHeader)
 	}
 	k := kind(b[4])
-	if k < kindData || k > kindPong {
+	if k < kindData || k > kindCredit {
 		return fmt.Errorf("%w: kind %d", errBadHeader, k)
 	}
 	*h = header{
@@ -93,6 +102,7 @@ func parseHeader(b []byte, h *header) error {
 		Attempt: b[5],
 		Stream:  binary.BigEndian.Uint16(b[6:]),
 		Streams: binary.BigEndian.Uint16(b[8:]),
+		Credit:  binary.BigEndian.Uint16(b[10:]),
 		Test:    binary.BigEndian.Uint32(b[12:]),
 		Seq:     binary.BigEndian.Uint64(b[16:]),
 		Sent:    int64(binary.BigEndian.Uint64(b[24:])),
