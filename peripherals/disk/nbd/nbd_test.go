@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -831,4 +832,47 @@ func TestPipelined(t *testing.T) {
 	}
 	burst(cmdWrite)
 	burst(cmdRead)
+}
+
+// TestSteadyRequestsAllocateNothing: once a connection is warm, a 4 KiB
+// READ or WRITE costs the server no allocation (the client's side, on the
+// kernel's TCP, allocates nothing either).
+func TestSteadyRequestsAllocateNothing(t *testing.T) {
+	if testing.CoverMode() != "" || raceEnabled {
+		t.Skip("allocation counts differ under -cover and -race")
+	}
+	s := serve(t, 1<<20, disk.OpenAccess{}, nbd.Config{})
+	c, _ := connect(t, s.addr, nbd.OpenExport)
+	for _, typ := range []uint16{cmdWrite, cmdRead} {
+		req := make([]byte, 28, 28+4096)
+		binary.BigEndian.PutUint32(req[0:], reqMagic)
+		binary.BigEndian.PutUint16(req[6:], typ)
+		binary.BigEndian.PutUint64(req[8:], 7)
+		binary.BigEndian.PutUint64(req[16:], 8192)
+		binary.BigEndian.PutUint32(req[24:], 4096)
+		reply := make([]byte, 16)
+		if typ == cmdWrite {
+			req = req[:28+4096]
+		} else {
+			reply = make([]byte, 16+4096)
+		}
+		var failed error
+		allocs := testing.AllocsPerRun(200, func() {
+			if _, err := c.c.Write(req); err != nil {
+				failed = err
+			}
+			if _, err := io.ReadFull(c.c, reply); err != nil {
+				failed = err
+			}
+			if binary.BigEndian.Uint32(reply[4:]) != 0 {
+				failed = fmt.Errorf("errno %d", binary.BigEndian.Uint32(reply[4:]))
+			}
+		})
+		if failed != nil {
+			t.Fatal(failed)
+		}
+		if allocs != 0 {
+			t.Errorf("command %d: %.1f allocations per request, want 0", typ, allocs)
+		}
+	}
 }

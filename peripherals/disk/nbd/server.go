@@ -29,7 +29,8 @@ type Backend interface {
 	// export "disk0" is listed and usable).
 	OpenMode() bool
 	// Authorize is called for every request with its storage-protocol
-	// view; a non-nil error refuses it with EPERM.
+	// view (valid only during the call: it is reused); a non-nil error
+	// refuses it with EPERM.
 	Authorize(req *diskproto.Request, from net.Addr) error
 	ReadAt(p []byte, off int64) error
 	WriteAt(p []byte, off int64, fua bool) error
@@ -259,6 +260,8 @@ type conn struct {
 	br      *bufio.Reader
 	out     []byte // inline replies not yet written, header and data
 	scratch []byte // an inline WRITE's payload
+	remote  net.Addr
+	dreq    diskproto.Request // authorize's, reused: a request allocates nothing
 }
 
 // Inline requests. A READ or WRITE of at most inlineMax bytes (and a
@@ -558,7 +561,8 @@ var diskOps = [...]diskproto.Op{cmdRead: diskproto.OpRead, cmdWrite: diskproto.O
 // authorize asks the Backend's Authorizer about r's storage-protocol view.
 func (cc *conn) authorize(r *request) error {
 	cc.reqID++
-	dr := diskproto.Request{
+	dr := &cc.dreq
+	*dr = diskproto.Request{
 		Op:         diskOps[r.typ],
 		Length:     r.length,
 		Offset:     r.offset,
@@ -572,7 +576,10 @@ func (cc *conn) authorize(r *request) error {
 	if r.typ == cmdFlush {
 		dr.Length, dr.Offset = 0, 0
 	}
-	return cc.be.Authorize(&dr, cc.c.RemoteAddr())
+	if cc.remote == nil {
+		cc.remote = cc.c.RemoteAddr()
+	}
+	return cc.be.Authorize(dr, cc.remote)
 }
 
 // transmit runs the transmission phase: it reads requests and runs small
@@ -658,9 +665,10 @@ func (cc *conn) transmit() error {
 				return err
 			}
 		}
+		gr := r // its own copy: r stays on the stack for inline requests
 		go func() {
 			defer bud.release(cost)
-			cc.run(&r, buf)
+			cc.run(&gr, buf)
 		}()
 	}
 }
