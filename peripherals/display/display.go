@@ -111,6 +111,8 @@ type Display struct {
 
 	frontMu sync.RWMutex
 	front   *image.RGBA
+
+	pngs pngCache // pngcache.go
 }
 
 // New makes a display, black until the first frame is presented.

@@ -1,12 +1,10 @@
 package display
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"html/template"
-	"image/png"
 	"net/http"
 	"time"
 )
@@ -68,18 +66,14 @@ func (d *Display) Source() FrameSource {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
-		img, frames := d.Snapshot()
-		var buf bytes.Buffer
-		if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, img); err != nil {
-			return nil, 0, err
-		}
-		return buf.Bytes(), frames, nil
+		return d.PNG() // encoded once per presented frame, whoever asks
 	}
 }
 
 var displayPage = template.Must(template.New("display").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>{{.}}</title>
-<style>body{background:#222;color:#ddd;font:14px sans-serif;margin:1em}img{max-width:100%;image-rendering:pixelated}</style>
+<style>body{background:#222;color:#ddd;font:14px sans-serif;margin:1em}img{max-width:100%;image-rendering:pixelated}
+a{color:#8cf}a:visited{color:#c9f}a:hover,a:focus{color:#fff}</style>
 </head><body><h1>{{.}}</h1><img id="frame" src="/stream.png" alt="{{.}}">
 <p><a href="/snapshot.png">snapshot.png</a> · <a href="/stats.json">stats.json</a></p></body></html>
 `))

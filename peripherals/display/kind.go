@@ -1,11 +1,9 @@
 package display
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"image/png"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -179,19 +177,16 @@ func Start(p *peripherals.Runtime, width, height int, format string) (*Service, 
 			_, _ = d.Wait(wctx, a.After)
 			cancel()
 		}
-		im, n := d.Snapshot()
-		var buf bytes.Buffer
-		enc := png.Encoder{CompressionLevel: png.BestSpeed}
-		if err := enc.Encode(&buf, im); err != nil {
+		b, n, err := d.PNG()
+		if err != nil {
 			return nil, err
 		}
-		b := buf.Bytes()
 		for off := 0; off < len(b); off += SnapshotChunkSize {
 			if err := s.Send(SnapshotChunk{PNG: b[off:min(off+SnapshotChunkSize, len(b))]}); err != nil {
 				return nil, err
 			}
 		}
-		return SnapshotInfo{Frames: n, Width: im.Rect.Dx(), Height: im.Rect.Dy(), Size: len(b)}, nil
+		return SnapshotInfo{Frames: n, Width: d.cfg.Width, Height: d.cfg.Height, Size: len(b)}, nil
 	})
 	p.AddService(fmt.Sprintf("display/udp:%d", tileproto.Port))
 	return &Service{d: d}, nil
