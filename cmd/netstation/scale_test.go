@@ -68,7 +68,7 @@ func scaleRun(t testing.TB, b *bed, n int, opt scaleOptions) scaleFigures {
 	var f scaleFigures
 	topo := scaleTopology(b, n)
 	t0 := time.Now()
-	b.must("up", "-q", "--timeout", "300s", "-f", topo)
+	scaleMust(t, b, "up", "-q", "--timeout", "300s", "-f", topo)
 	f.up = time.Since(t0)
 	ready := time.Now()
 	dir := filepath.Join(b.state, b.name)
@@ -110,10 +110,19 @@ func scaleRun(t testing.TB, b *bed, n int, opt scaleOptions) scaleFigures {
 		f.deadSeen = freezeOne(t, dir, st.Nodes, opt.freezeLimit)
 	}
 	t0 = time.Now()
-	b.must("down", b.name)
+	scaleMust(t, b, "down", b.name)
 	f.down = time.Since(t0)
 	b.assertGone(b.name)
 	return f
+}
+
+// scaleMust runs a netstation command without bed.run's 90 s limit: up
+// and down of 1,000 peripherals on a loaded machine may take longer.
+func scaleMust(t testing.TB, b *bed, args ...string) {
+	t.Helper()
+	if out, err := b.cmd(args...).CombinedOutput(); err != nil {
+		t.Fatalf("netstation %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
 }
 
 // pingSweep has every peripheral ping two others over its own stack (its
