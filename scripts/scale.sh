@@ -24,11 +24,15 @@ for n in "${sizes[@]}"; do
   e=$(date +%s.%N)
   mn -c >/dev/null 2>&1 || true
   mnt=$(python3 -c "print(f'{$e-$s:.2f}')")
-  line=$(go test -run '^$' -bench "^BenchmarkScale$n\$" -benchtime 1x -count 1 -timeout 30m ./cmd/netstation 2>&1 | grep -E "^BenchmarkScale$n" || true)
+  log=$(mktemp -t scale$n.XXXX.log)
+  go test -run '^$' -bench "^BenchmarkScale$n\$" -benchtime 1x -count 1 -timeout 30m -v ./cmd/netstation >"$log" 2>&1 || true
+  line=$(grep -E "^BenchmarkScale$n" "$log" | grep ns/op || true)
   if [ -z "$line" ]; then
-    echo "| $n | $mnt s | failed | | | | | | | | |"
+    echo "| $n | $mnt s | failed: $(grep -m1 -E 'scale_test|netstation ' "$log" | tr '|' '/' | cut -c1-200) | | | | | | | | |"
+    echo "scale: $n peripherals failed; the log is $log" >&2
     continue
   fi
+  grep -E 'scale_test' "$log" | sed 's/^/    /' >&2 || true
   m() { echo "$line" | awk -v k="$1" '{for (i = 2; i <= NF; i++) if ($i == k) print $(i-1)}'; }
   up=$(m up_s); down=$(m down_s)
   tot=$(python3 -c "print(f'{$up+$down:.2f}')"); ratio=$(python3 -c "print(f'{($up+$down)/$mnt:.2f}x')")

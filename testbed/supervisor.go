@@ -435,6 +435,14 @@ func stopProcess(p *os.Process, exited <-chan error) {
 	}
 }
 
+// readyLimit is how long the peripherals of a testbed of n nodes get to
+// answer: 60 s, or 150 ms per node beyond that (1,000 peripherals start
+// in about a minute on two busy cores). `up --timeout` bounds the wait
+// from the outside.
+func readyLimit(n int) time.Duration {
+	return max(60*time.Second, time.Duration(n)*150*time.Millisecond)
+}
+
 // Readiness checks: at most readyProbes control-socket calls at once, each
 // given readyCallTimeout; a node whose socket is not there yet is not
 // called at all (its directory is listed once per readyScan).
@@ -451,7 +459,8 @@ const (
 // answers one after another (issue 16).
 func (s *supervisor) waitReady() {
 	start := time.Now()
-	deadline := start.Add(60 * time.Second)
+	limit := readyLimit(len(s.nodes))
+	deadline := start.Add(limit)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -524,7 +533,7 @@ func (s *supervisor) waitReady() {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.setPhase(PhaseFailed, fmt.Sprintf("%d peripherals did not come up within 60 s (see netstation logs)", left))
+			s.setPhase(PhaseFailed, fmt.Sprintf("%d peripherals did not come up within %v (see netstation logs)", left, limit))
 			return
 		}
 		select {
