@@ -32,7 +32,7 @@ var ErrNameTaken = errors.New("testbed name taken")
 
 // UpOptions tune Up.
 type UpOptions struct {
-	Timeout  time.Duration  // for the whole bring-up; default 60 s
+	Timeout  time.Duration  // for the whole bring-up; default 90 s, more for large testbeds
 	Progress func(Progress) // called as the supervisor reports progress
 
 	// Host, for a topology with a hosts list, is the host whose part to
@@ -152,7 +152,9 @@ func supervisorAlive(dir string) (Status, bool) {
 // remains are removed first.
 func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	if opt.Timeout == 0 {
-		opt.Timeout = 60 * time.Second
+		// The fabric (about 25 ms a node) and the peripherals' start
+		// (readyLimit) grow with the testbed.
+		opt.Timeout = 30*time.Second + readyLimit(len(t.Nodes)) + time.Duration(len(t.Nodes))*30*time.Millisecond
 	}
 	dir := Dir(t.Name)
 	if old, err := LoadPlan(dir); err == nil {

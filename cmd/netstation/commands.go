@@ -106,7 +106,7 @@ again on a testbed that is up is a no-op.`,
 		},
 	}
 	c.Flags().StringVarP(&file, "file", "f", "", "topology file (YAML)")
-	c.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up if the testbed is not ready by then")
+	c.Flags().DurationVar(&timeout, "timeout", 0, "give up if the testbed is not ready by then (default 90 s, longer for testbeds over 400 nodes)")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success")
 	return c
 }
