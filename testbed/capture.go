@@ -23,6 +23,7 @@ type CaptureArgs struct {
 	Target  string `json:"target"` // a node, or CaptureFabric
 	Count   int    `json:"count,omitempty"`
 	Snaplen int    `json:"snaplen,omitempty"`
+	Raw     bool   `json:"raw,omitempty"` // GSO super-frames whole (capture.Options.Raw)
 	Filter  string `json:"filter,omitempty"`
 }
 
@@ -58,7 +59,7 @@ func Capture(ctx context.Context, testbed, target string, w io.Writer, opts capt
 		}
 	}
 	id := fmt.Sprintf("%d-%d", time.Now().UnixNano(), captureSeq.Add(1))
-	args := CaptureArgs{ID: id, Target: target, Count: opts.Count, Snaplen: opts.Snaplen, Filter: opts.Filter}
+	args := CaptureArgs{ID: id, Target: target, Count: opts.Count, Snaplen: opts.Snaplen, Filter: opts.Filter, Raw: opts.Raw}
 	// The call outlives ctx: a Ctrl-C becomes capture-stop, and the call
 	// ends when the supervisor has sent the last frames.
 	callCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -162,7 +163,7 @@ func (s *supervisor) handleCapture(ctx context.Context, req ctl.Request, stream 
 	cw := &chunkWriter{stream: stream, done: make(chan struct{})}
 	go cw.flushEvery(captureChunkDelay)
 	st, err := capture.Run(cctx, ns, port, cw, capture.Options{
-		Count: a.Count, Snaplen: a.Snaplen, Filter: a.Filter,
+		Count: a.Count, Snaplen: a.Snaplen, Filter: a.Filter, Raw: a.Raw,
 		Ready: func() { _ = stream.Send(captureChunk{Ready: true}) },
 	})
 	if ferr := cw.close(); err == nil {

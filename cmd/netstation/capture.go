@@ -16,13 +16,17 @@ import (
 func newCaptureCmd() *cobra.Command {
 	var name, out, filter string
 	var count, snaplen int
+	var raw bool
 	c := &cobra.Command{
 		Use:   "capture NODE|fabric -w FILE|- [-c N] [--filter EXPR | EXPR...]",
 		Short: "Write what crosses a node's port (or the whole fabric) to a pcap file",
 		Long: `Capture frames on a node's fabric-side port (both directions) or, with
 "fabric", every frame entering the fabric once, and write them as pcap
 (nanosecond timestamps) that tcpdump, tshark and Wireshark read. Checksums
-left to offload are completed as a receiver would verify them.
+left to offload are completed as a receiver would verify them, and GSO
+super-frames (up to 64 KiB of TCP or UDP handed to the veth in one piece)
+are written as the MTU-sized frames the wire would carry, segmented in
+software; --raw keeps them whole, as the socket saw them (and tcpdump shows).
 
 The filter is a small tcpdump-like expression compiled to a kernel socket
 filter: e.g. "icmp", "udp and port 7000", "host 10.77.0.10 and not arp".
@@ -68,7 +72,7 @@ written. -w - writes to standard output.`,
 			w = bw
 			quiet := out == "-"
 			st, err := testbed.Capture(cmd.Context(), tb, args[0], w, capture.Options{
-				Count: count, Snaplen: snaplen, Filter: filter,
+				Count: count, Snaplen: snaplen, Filter: filter, Raw: raw,
 				Ready: func() {
 					if !quiet {
 						fmt.Fprintf(os.Stderr, "capturing on %s of testbed %s\n", args[0], tb)
@@ -83,7 +87,7 @@ written. -w - writes to standard output.`,
 					err = cerr
 				}
 			}
-			fmt.Fprintf(os.Stderr, "%d frames captured, %d dropped by the kernel\n", st.Packets, st.Dropped)
+			fmt.Fprintf(os.Stderr, "%d frames captured (%d GSO super-frames written as the frames the wire carries), %d dropped by the kernel\n", st.Packets, st.SuperFrames, st.Dropped)
 			return err
 		},
 	}
@@ -92,5 +96,6 @@ written. -w - writes to standard output.`,
 	c.Flags().IntVarP(&count, "count", "c", 0, "stop after this many frames (0 = until Ctrl-C)")
 	c.Flags().IntVarP(&snaplen, "snaplen", "s", 0, "bytes kept per frame (0 = whole frames)")
 	c.Flags().StringVar(&filter, "filter", "", "filter expression (tcpdump-like)")
+	c.Flags().BoolVar(&raw, "raw", false, "write GSO super-frames whole, as the socket saw them (default: the MTU-sized frames the wire carries)")
 	return c
 }

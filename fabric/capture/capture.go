@@ -39,12 +39,18 @@ type Options struct {
 	// Ready, if set, is called once the socket is bound and filtering:
 	// frames sent after it returns are seen.
 	Ready func()
+	// Raw writes GSO super-frames whole, as the socket saw them, instead
+	// of the frames the wire carries.
+	Raw bool
 }
 
 // Stats describe a finished capture.
 type Stats struct {
 	Packets uint64 // frames written
 	Dropped uint64 // frames the kernel dropped because the socket was full
+	// SuperFrames counts GSO super-frames written as the frames the wire
+	// carries (Options.Raw off).
+	SuperFrames uint64
 }
 
 // virtio-net header (PACKET_VNET_HDR) fields.
@@ -67,8 +73,10 @@ const (
 // offload, the default on veth) get their checksum completed before they
 // are written, so the file shows what a receiver verifies, not the
 // pseudo-header sum that travels in the frame (frames cut by Snaplen keep
-// the partial sum). GSO super-frames are written whole, as one frame
-// larger than the MTU, as tcpdump shows them.
+// the partial sum). GSO super-frames (TCP and UDP over IPv4) are written
+// as the frames the wire would carry, segmented in software (segments);
+// Options.Raw writes them whole, one frame larger than the MTU, as tcpdump
+// shows them.
 func Run(ctx context.Context, ns, ifname string, w io.Writer, opts Options) (Stats, error) {
 	st, err := run(ctx, ns, ifname, w, opts)
 	if err != nil {
@@ -159,11 +167,28 @@ func run(ctx context.Context, ns, ifname string, w io.Writer, opts Options) (Sta
 			frameLen := n - vnetHdrLen // original length (MSG_TRUNC)
 			kept := min(frameLen, len(buf)-vnetHdrLen)
 			frame := buf[vnetHdrLen : vnetHdrLen+kept]
+			at := timestamp(oob[:oobn])
+			if kept == frameLen && !opts.Raw {
+				if segs := segments(buf[:vnetHdrLen], frame); segs != nil {
+					for _, sf := range segs {
+						if !more() {
+							break
+						}
+						c := min(len(sf), snaplen)
+						if err := pw.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: c, Length: len(sf)}, sf[:c]); err != nil {
+							return fmt.Errorf("write pcap: %w", err)
+						}
+						st.Packets++
+					}
+					st.SuperFrames++
+					continue
+				}
+			}
 			if kept == frameLen {
 				completeChecksum(buf[:vnetHdrLen], frame)
 			}
 			ci := gopacket.CaptureInfo{
-				Timestamp:     timestamp(oob[:oobn]),
+				Timestamp:     at,
 				CaptureLength: kept,
 				Length:        frameLen,
 			}
