@@ -28,6 +28,15 @@ super-frames (up to 64 KiB of TCP or UDP handed to the veth in one piece)
 are written as the MTU-sized frames the wire would carry, segmented in
 software; --raw keeps them whole, as the socket saw them (and tcpdump shows).
 
+Impairments (link set --loss/--corrupt) act at the same port as the capture:
+frames the node sends are captured before they act (a frame then lost or
+corrupted is written intact: checked with --loss 100%), frames to the node
+after (the kernel runs the port's egress program before its taps): lost ones
+are absent, corrupted ones show the last byte of the IP datagram flipped.
+Where the sender left the checksum to offload, the capture completes it over
+the flipped byte, so the corruption shows with a valid checksum: the silent
+corruption fabric/tcbpf describes, not a bad checksum.
+
 The filter is a small tcpdump-like expression compiled to a kernel socket
 filter: e.g. "icmp", "udp and port 7000", "host 10.77.0.10 and not arp".
 It may follow the target as arguments, as with tcpdump.
