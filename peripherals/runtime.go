@@ -109,26 +109,29 @@ type PingSummary struct {
 // Runtime is a running peripheral: the stack, control socket, counters
 // and membership every kind gets. A kind's Start receives it.
 type Runtime struct {
-	cfg      Config
-	kind     Kind
-	link     link.Link
-	impair   *impair.Link
-	raw      link.Link // cfg.Link, under the impairment wrapper
-	stack    *stack.Stack
-	kernel   kernelState
-	opsMu    sync.Mutex
-	ops      map[Op]ctl.Handler
-	ctl      *ctl.Server
-	started  time.Time
-	services []string
-	counters counterSet
-	members  membership
-	stops    []func() error // the kind's stop, then the runtime's own
-	log      *slog.Logger
-	stopOnce sync.Once
-	stop     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
+	cfg    Config
+	kind   Kind
+	link   link.Link
+	impair *impair.Link
+	raw    link.Link // cfg.Link, under the impairment wrapper
+	stack  *stack.Stack
+	kernel kernelState
+	opsMu  sync.Mutex
+	ops    map[Op]ctl.Handler
+	ctl    *ctl.Server
+	// kindStarted is closed once the kind's Start returned: the control
+	// socket answers nothing before (see serveControl).
+	kindStarted chan struct{}
+	started     time.Time
+	services    []string
+	counters    counterSet
+	members     membership
+	stops       []func() error // the kind's stop, then the runtime's own
+	log         *slog.Logger
+	stopOnce    sync.Once
+	stop        chan struct{}
+	ctx         context.Context
+	cancel      context.CancelFunc
 }
 
 // ErrConfig: a peripheral's configuration is incomplete or wrong.
@@ -166,7 +169,7 @@ func Start(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
 	p := &Runtime{cfg: cfg, kind: k, link: il, impair: il, raw: cfg.Link, stack: st, started: time.Now(), log: cfg.Logger,
-		stop: make(chan struct{}), ops: map[Op]ctl.Handler{}}
+		stop: make(chan struct{}), ops: map[Op]ctl.Handler{}, kindStarted: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(ctx)
 	p.stops = append(p.stops, func() error { return errors.Join(p.stack.Close(), p.link.Close()) })
 	defer func() {
@@ -175,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 		}
 	}()
 	if cfg.ControlPath != "" {
-		srv, err := ctl.Listen(cfg.ControlPath, p.handle)
+		srv, err := ctl.Listen(cfg.ControlPath, p.serveControl)
 		if err != nil {
 			return nil, err
 		}
@@ -195,6 +198,7 @@ func Start(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 	if stop != nil {
 		p.stops = append(p.stops, stop)
 	}
+	close(p.kindStarted)
 	if len(cfg.Seeds) > 0 {
 		if err := p.joinMembership(); err != nil {
 			p.log.Error("gossip: not joining the membership", "err", err)
@@ -353,6 +357,22 @@ func (p *Runtime) Call(ctx context.Context, op Op, args, out any, stream func(js
 		return err
 	}
 	return json.Unmarshal(b, out)
+}
+
+// serveControl answers the control socket. The socket exists before the
+// kind has registered its operations, and whoever polls it (the
+// supervisor's readiness check, a test right after `up` or after a
+// restart) takes an answer to mean the peripheral is up: so every request,
+// status included, waits until the kind has started.
+func (p *Runtime) serveControl(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
+	select {
+	case <-p.kindStarted:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.ctx.Done():
+		return nil, fmt.Errorf("%s: %w", p.cfg.Name, net.ErrClosed)
+	}
+	return p.handle(ctx, req, s)
 }
 
 func (p *Runtime) handle(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
