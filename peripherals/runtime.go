@@ -54,8 +54,12 @@ type Config struct {
 	Testbed []Peer
 	// Seeds are the membership's seeds; empty: the peripheral joins no
 	// membership (and FindPeer finds nothing).
-	Seeds  []netip.AddrPort
-	Logger *slog.Logger
+	Seeds []netip.AddrPort
+	// Members is how many peripherals the membership should hold (the
+	// nodes of this one's segment, itself included), so a view that
+	// misses some keeps exchanging state until it has them; 0: unknown.
+	Members int
+	Logger  *slog.Logger
 }
 
 // Status is what a peripheral reports on its control socket.

@@ -55,7 +55,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 		Peripheral: peripherals.Config{
 			Name: n.Name, Kind: string(n.Kind), IfName: n.IfName, MAC: mac, Addr: n.Addr,
 			MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
-			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds,
+			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds, Members: len(segment),
 		},
 		Shaped:  nl.shaped,
 		Started: nl.apply,

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"sort"
@@ -84,6 +83,11 @@ type Config struct {
 	Seeds []netip.AddrPort
 	// Rejoin is how often missing seeds are re-joined (default 5 s).
 	Rejoin time.Duration
+	// Expect, when known, is how many members the cluster has (this node
+	// included): while the view has fewer alive, the node keeps
+	// exchanging its whole state with a random member every settleEvery,
+	// for up to settleFor after start (0: the fixed early exchanges only).
+	Expect int
 	Logger *slog.Logger
 }
 
@@ -224,22 +228,45 @@ func Start(cfg Config) (*Node, error) {
 // asks for.
 var settleAt = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second}
 
+// settleEvery and settleFor bound the exchanges that go on after
+// settleAt while the view is short of Config.Expect: a member missed by
+// the early exchanges would otherwise wait for the next push/pull (60 s
+// and more).
+const (
+	settleEvery = 10 * time.Second
+	settleFor   = 2 * time.Minute
+)
+
 func (n *Node) settleLoop() {
 	defer n.wg.Done()
 	start := time.Now()
-	for _, at := range settleAt {
+	next := func(i int) (time.Duration, bool) {
+		if i < len(settleAt) {
+			return settleAt[i], true
+		}
+		at := settleAt[len(settleAt)-1] + time.Duration(i-len(settleAt)+1)*settleEvery
+		return at, n.cfg.Expect > 0 && at <= settleFor
+	}
+	for i := 0; ; i++ {
+		at, ok := next(i)
+		if !ok {
+			return
+		}
 		select {
 		case <-n.done:
 			return
 		case <-time.After(time.Until(start.Add(at))):
 		}
+		// The view's copies, not ml.Members() (see join).
 		var peers []string
-		for _, m := range n.ml.Members() {
-			if m.Name != n.cfg.Name && m.State == memberlist.StateAlive {
-				peers = append(peers, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+		n.mu.Lock()
+		for _, m := range n.view {
+			if m.Name != n.cfg.Name && m.State == Alive {
+				peers = append(peers, m.Addr.String())
 			}
 		}
-		if len(peers) == 0 {
+		n.mu.Unlock()
+		if len(peers) == 0 || (i >= len(settleAt) && len(peers)+1 >= n.cfg.Expect) {
 			continue
 		}
 		if _, err := n.ml.Join([]string{peers[rand.IntN(len(peers))]}); err != nil {
