@@ -590,6 +590,16 @@ func (c *Conn) finLocked() {
 
 func (c *Conn) enterTimeWaitLocked() {
 	c.state = stateTimeWait
+	// Every way into TIME_WAIT has our FIN acknowledged, so nothing is
+	// left to send; once the reader has taken what arrived, nothing is
+	// left to read either. A connection waiting out TIME_WAIT then holds
+	// no rings: a busy server has a TIME_WAIT's worth of closed
+	// connections (1,300 at 1,300 HTTP requests/s, which held 500 MiB of
+	// rings in the display).
+	c.sndBuf = nil
+	if c.readableLocked() == 0 {
+		c.rcvBuf = nil
+	}
 	if c.dackArmed {
 		c.dackArmed = false
 		c.dack.Stop()

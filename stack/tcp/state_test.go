@@ -416,3 +416,30 @@ func TestTimeWaitReuse(t *testing.T) {
 	}
 	c2.Close()
 }
+
+// TestTimeWaitHoldsNoRings: a connection waiting out TIME-WAIT has
+// nothing left to send or read, so it gives its rings back (a busy
+// server holds a TIME-WAIT's worth of closed connections).
+func TestTimeWaitHoldsNoRings(t *testing.T) {
+	w := newWorld(t, worldOpts{tcp: tcp.Config{TimeWait: 10 * time.Second}})
+	c, s := w.connect(t, 80)
+	if _, err := c.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadFull(s, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Info().SendBuffer == 0 {
+		t.Fatal("a connection that wrote has no send ring")
+	}
+	c.Close()
+	if _, err := s.Read(make([]byte, 8)); err != io.EOF {
+		t.Fatalf("server read: %v", err)
+	}
+	s.Close()
+	waitState(t, c, "TIME-WAIT")
+	if got := c.Info().SendBuffer; got != 0 {
+		t.Fatalf("in TIME-WAIT the send ring is %d bytes, want none", got)
+	}
+}
