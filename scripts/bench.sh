@@ -82,8 +82,9 @@ measure "throughput unpinned; RTT: both pinnings as labelled" \
 
 section "Peer-to-peer UDP between two peripherals (netstation bench)"
 cat >>"$out" <<'TXT'
-Default testbed, cpu0 -> disk0, 5 s per point, the default rate (`-b auto`: a 1 s unpaced probe,
-then the run paced at what the receiver kept, so the figure is what the receiver sustains).
+Default testbed, cpu0 -> disk0, 5 s per point, the default rate (`-b auto`: receiver credit — the
+receiver reports every 1,024 datagrams its application read and the sender stays at most 4,096
+ahead — so the figure is what the receiver sustains, with no overflow).
 Throughput is what the receiver got. With GSO (the default where the link offers it) a batch of
 equal-sized datagrams leaves the user-level stack as one UDP_L4 super-frame, as the kernel's
 UDP_SEGMENT does. Datagrams above the MTU (8972 B and up) are IP-fragmented by both stacks (no
