@@ -41,8 +41,14 @@ up() {
 		ip -n "${pfx}h$i" link set eth0 up
 		ip -n "${pfx}h$i" link set lo up
 		mkdir -p "$root/h$i"
-		as "h$i" setsid "$ns" agent --name "h$i" --bind "10.99.0.$i" --join 10.99.0.1 \
-			--key-file "$root/cluster.key" >"$root/h$i/agent.log" 2>&1 </dev/null &
+		# exec all the way down, so that $! is the agent itself (a
+		# function run in the background is a subshell whose pid is not
+		# the agent's: killing it left agents running after down).
+		(
+			export NETSTATION_STATE_DIR="$root/h$i"
+			exec nsenter --net="/run/netns/${pfx}h$i" setsid "$ns" agent --name "h$i" --bind "10.99.0.$i" \
+				--join 10.99.0.1 --key-file "$root/cluster.key"
+		) >"$root/h$i/agent.log" 2>&1 </dev/null &
 		echo $! >"$root/h$i/agent.pid"
 	done
 	echo "$n hosts up; try:"
@@ -61,6 +67,9 @@ down() {
 	for d in "$root"/h*; do
 		[ -f "$d/agent.pid" ] && kill "$(cat "$d/agent.pid")" 2>/dev/null || true
 	done
+	# Any agent of this root that a pid file missed (the key file's path
+	# is this root's own).
+	pkill -f -- "--key-file $root/cluster.key" 2>/dev/null || true
 	sleep 1
 	for n in $(ip netns list | awk '{print $1}' | grep "^${pfx}\(h[0-9]*\|ul\)$" || true); do
 		ip netns del "$n"

@@ -45,6 +45,11 @@ func TestMultiHostScript(t *testing.T) {
 		if left := gone(); len(left) > 0 {
 			t.Errorf("namespaces left: %v", left)
 		}
+		// No agent of this run survives down (its key file is this
+		// test's own).
+		if out, err := exec.Command("pgrep", "-af", "--", "--key-file "+root+"/cluster.key").Output(); err == nil {
+			t.Errorf("agents left running after down:\n%s", out)
+		}
 	})
 	if out, err := script("up", "3"); err != nil {
 		t.Fatalf("up: %v\n%s", err, out)
