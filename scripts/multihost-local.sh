@@ -70,6 +70,12 @@ down() {
 	# Any agent of this root that a pid file missed (the key file's path
 	# is this root's own).
 	pkill -f -- "--key-file $root/cluster.key" 2>/dev/null || true
+	# An agent leaves the cluster before it exits: give it 10 s, then kill.
+	for _ in $(seq 1 50); do
+		pgrep -f -- "--key-file $root/cluster.key" >/dev/null || break
+		sleep 0.2
+	done
+	pkill -9 -f -- "--key-file $root/cluster.key" 2>/dev/null || true
 	sleep 1
 	for n in $(ip netns list | awk '{print $1}' | grep "^${pfx}\(h[0-9]*\|ul\)$" || true); do
 		ip netns del "$n"
