@@ -68,16 +68,10 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	}
 	dst := to.Addr.Addr()
 	if a.Stack == peripherals.StackKernel || a.Stack == peripherals.StackKernelPlain {
-		defer func() {
-			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = call(c, dir, from.Name, peripherals.OpKernel, false, nil)
-			_ = call(c, dir, to.Name, peripherals.OpKernel, false, nil)
-		}()
-		for _, n := range []*NodePlan{from, to} {
-			if err := call(ctx, dir, n.Name, peripherals.OpKernel, true, nil); err != nil {
-				return nil, err
-			}
+		off, err := kernelAddrsOn(ctx, dir, from, to)
+		defer off()
+		if err != nil {
+			return nil, err
 		}
 		dst = peripherals.KernelAddr(to.Addr).Addr()
 	}
@@ -275,16 +269,10 @@ func BenchReference(ctx context.Context, testbed, fromName, toName string, size 
 	if from.Host != "" || to.Host != "" {
 		return nil, errors.New("the reference pair runs only between peripherals of this host")
 	}
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = call(c, dir, from.Name, peripherals.OpKernel, false, nil)
-		_ = call(c, dir, to.Name, peripherals.OpKernel, false, nil)
-	}()
-	for _, n := range []*NodePlan{from, to} {
-		if err := call(ctx, dir, n.Name, peripherals.OpKernel, true, nil); err != nil {
-			return nil, err
-		}
+	off, err := kernelAddrsOn(ctx, dir, from, to)
+	defer off()
+	if err != nil {
+		return nil, err
 	}
 	dst := netip.AddrPortFrom(peripherals.KernelAddr(to.Addr).Addr(), RefPort)
 	rx, err := udpref.Open(filepath.Join(fabric.NetnsDir, to.NS), dst, true)
@@ -334,4 +322,23 @@ func BenchReference(ctx context.Context, testbed, fromName, toName string, size 
 		return nil, fmt.Errorf("reference pair: %s received nothing", to.Name)
 	}
 	return res, nil
+}
+
+// kernelAddrsOn turns on the kernel baseline's addresses of the nodes
+// (bench's kernel runs and the reference pair use them) and returns what
+// turns them off again; call it even when err is not nil.
+func kernelAddrsOn(ctx context.Context, dir string, nodes ...*NodePlan) (off func(), err error) {
+	off = func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, n := range nodes {
+			_ = call(c, dir, n.Name, peripherals.OpKernel, false, nil)
+		}
+	}
+	for _, n := range nodes {
+		if err := call(ctx, dir, n.Name, peripherals.OpKernel, true, nil); err != nil {
+			return off, err
+		}
+	}
+	return off, nil
 }
