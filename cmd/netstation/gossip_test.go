@@ -73,7 +73,16 @@ func TestGossip(t *testing.T) {
 	for _, m := range all {
 		b.waitMember(all, m, gossip.Alive, 15*time.Second)
 	}
-	v := b.views([]string{"cpu0"})["cpu0"]
+	// Views can converge by push-pull streams (TCP) before the first UDP
+	// probe reaches cpu0, so wait a bounded while for both to have crossed
+	// its stack.
+	var v peripherals.MembersView
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		v = b.views([]string{"cpu0"})["cpu0"]
+		if v.Stats.PacketsIn > 0 && v.Stats.StreamsIn+v.Stats.StreamsOut > 0 || time.Since(start) > 10*time.Second {
+			break
+		}
+	}
 	for _, m := range v.Members {
 		switch m.Name {
 		case "disk0":
