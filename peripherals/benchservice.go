@@ -219,8 +219,10 @@ func (p *Runtime) registerBench() {
 		defer c.Close()
 		ov0, ks0 := p.rxCounters(c), kernelStats([]bench.Conn{c})
 		_ = s.Send(BenchReady{Ready: true, Local: local})
+		cpu0 := bench.ProcessCPU()
 		res, err := bench.RunReceiver(ctx, c, bench.ReceiverOptions{Stack: a.Stack, OnInterval: func(iv bench.Interval) { _ = s.Send(iv) }})
 		if res != nil {
+			res.CPU = bench.ProcessCPU().Sub(cpu0)
 			res.Overflow = overflowSince(ov0, p.rxCounters(c))
 			res.Offload = offload([]bench.Conn{c}, ks0, false)
 		}
@@ -250,11 +252,13 @@ func (p *Runtime) registerBench() {
 		if m, ok := dgram.ModeOf(conns[0]); ok && m == dgram.KernelBest {
 			batch = min(dgram.GSOBatch(a.Size), bench.MaxBatch) // whole super-datagrams
 		}
+		cpu0 := bench.ProcessCPU()
 		res, err := bench.RunSenderStreams(ctx, conns, a.Dst, bench.SenderOptions{
 			Stack: a.Stack, Size: a.Size, Duration: a.Duration, Rate: a.Rate, Window: a.Window, Batch: batch,
 			OnInterval: func(iv bench.Interval) { _ = s.Send(iv) },
 		})
 		if res != nil {
+			res.CPU = bench.ProcessCPU().Sub(cpu0)
 			res.Offload = offload(conns, ks0, true)
 		}
 		return res, err

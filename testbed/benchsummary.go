@@ -16,10 +16,14 @@ type BenchJSON struct {
 
 // BenchFigures are one stack's figures in a summary row.
 type BenchFigures struct {
-	Gbps        float64   `json:"gbit_per_second"`
-	Kpps        float64   `json:"kpps"`
-	LinkLost    float64   `json:"link_lost_percent"`
-	Overflow    float64   `json:"receiver_overflow_percent"`
+	Gbps     float64 `json:"gbit_per_second"`
+	Kpps     float64 `json:"kpps"`
+	LinkLost float64 `json:"link_lost_percent"`
+	Overflow float64 `json:"receiver_overflow_percent"`
+	// CPUsPerGB and CPUnsPerPkt are both ends' process CPU time (user +
+	// system) per GB and per datagram received (0: not measured).
+	CPUsPerGB   float64   `json:"cpu_seconds_per_gb,omitempty"`
+	CPUnsPerPkt float64   `json:"cpu_ns_per_datagram,omitempty"`
 	RTTSame     *BenchRTT `json:"rtt_same_cpu,omitempty"`
 	RTTCrossCPU *BenchRTT `json:"rtt_cross_cpu,omitempty"`
 }
@@ -145,6 +149,7 @@ func BenchSummary(runs []*bench.Report, labels []BenchLabel) []BenchSummaryRow {
 		}
 		row := &rows[i]
 		f := &BenchFigures{Gbps: p.BitsPerSecond / 1e9, Kpps: p.PacketsPerSecond / 1e3,
+			CPUsPerGB: r.Netstation.CPUSecondsPerGB, CPUnsPerPkt: r.Netstation.CPUNanosPerDatagram,
 			RTTSame: benchRTTOf(r.Netstation.RTT), RTTCrossCPU: benchRTTOf(r.Netstation.RTTCrossCPU)}
 		if e := r.End.SumReceived.Packets; e > 0 && r.Netstation.HaveReceiver {
 			f.LinkLost = 100 * float64(r.Netstation.LinkLost) / float64(e)

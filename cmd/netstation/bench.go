@@ -267,6 +267,14 @@ one curve per stack.`, bench.DefaultWindow/4, bench.DefaultWindow),
 	return c
 }
 
+// cpuStr formats a CPU cost figure, "-" when it was not measured.
+func cpuStr(v float64, format string) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
 func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -290,7 +298,7 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 	head := "from\tto\tsize B\t"
 	for _, i := range used {
 		n := cols[i].name
-		head += n + " Gbit/s\t" + n + " kpps\t" + n + " loss way/rcvr %\t"
+		head += n + " Gbit/s\t" + n + " kpps\t" + n + " loss way/rcvr %\t" + n + " cpu s/GB\t" + n + " cpu ns/dgram\t"
 	}
 	hasRef := false
 	for _, r := range rows {
@@ -308,7 +316,7 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 		for _, i := range used {
 			f := cols[i].get(r)
 			if f == nil {
-				line += "-\t-\t-\t"
+				line += "-\t-\t-\t-\t-\t"
 				continue
 			}
 			mark := ""
@@ -316,7 +324,7 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 				mark = " !"
 				notes = append(notes, fmt.Sprintf("%s %d B: the receiver dropped %.1f%% (the figure is what it kept)", cols[i].name, r.Size, f.Overflow))
 			}
-			line += fmt.Sprintf("%.3f\t%.1f\t%.2f/%.2f%s\t", f.Gbps, f.Kpps, f.LinkLost, f.Overflow, mark)
+			line += fmt.Sprintf("%.3f\t%.1f\t%.2f/%.2f%s\t%s\t%s\t", f.Gbps, f.Kpps, f.LinkLost, f.Overflow, mark, cpuStr(f.CPUsPerGB, "%.3f"), cpuStr(f.CPUnsPerPkt, "%.0f"))
 		}
 		rs := ratioStr(r.Ratio)
 		if r.Ratio > 0 {

@@ -61,7 +61,9 @@ func TestBenchStacks(t *testing.T) {
 	}
 	out := b.must("bench", "-t", b.name, "--stack", "all", "--time", "1s", "--size", "64,1472", "--rtt", "100", "-J")
 	type figs struct {
-		Gbps float64 `json:"gbit_per_second"`
+		Gbps     float64 `json:"gbit_per_second"`
+		CPUPerGB float64 `json:"cpu_seconds_per_gb"`
+		CPUPerDg float64 `json:"cpu_ns_per_datagram"`
 	}
 	var all struct {
 		Runs    []map[string]any `json:"runs"`
@@ -83,6 +85,12 @@ func TestBenchStacks(t *testing.T) {
 	for _, s := range all.Summary {
 		if s.User == nil || s.Best == nil || s.Plain == nil || s.User.Gbps <= 0 || s.Best.Gbps <= 0 || s.Plain.Gbps <= 0 || s.Ratio <= 0 {
 			t.Fatalf("summary row %+v lacks a figure", s)
+		}
+		// CPU cost per byte and per datagram, for every stack (issue 14).
+		for _, f := range []*figs{s.User, s.Best, s.Plain} {
+			if f.CPUPerGB <= 0 || f.CPUPerDg <= 0 {
+				t.Errorf("%d B: no CPU cost in %+v", s.Size, *f)
+			}
 		}
 		best := max(s.Best.Gbps, s.Plain.Gbps)
 		if got := s.User.Gbps / best; got < s.Ratio*0.999 || got > s.Ratio*1.001 {

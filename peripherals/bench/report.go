@@ -143,6 +143,14 @@ type Extras struct {
 	// RTTCrossCPU with the ends pinned to different CPUs (see Pinning).
 	RTT         *RTTFigures `json:"rtt,omitempty"`
 	RTTCrossCPU *RTTFigures `json:"rtt_cross_cpu,omitempty"`
+	// CPU cost: each end's process CPU time during the run (user +
+	// system, getrusage), and both ends' sum per GB of payload received
+	// and per datagram received, so a faster stack cannot hide a second
+	// core it burns. Zero when a side did not measure it.
+	SenderCPU           *CPUTime `json:"sender_cpu,omitempty"`
+	ReceiverCPU         *CPUTime `json:"receiver_cpu,omitempty"`
+	CPUSecondsPerGB     float64  `json:"cpu_seconds_per_gb,omitempty"`
+	CPUNanosPerDatagram float64  `json:"cpu_ns_per_datagram,omitempty"`
 }
 
 // OverflowWarnPercent is the receiver overflow above which a run's
@@ -255,6 +263,23 @@ func Merge(sender, receiver *Result) *Report {
 		r.Netstation.BitsPerSecondReceived = receiver.Sum.BitsPerSecond()
 		r.Netstation.Ignored = receiver.Ignored
 		r.End.SumReceived = figures(receiver.Sum, false, true)
+	}
+	if sender != nil && sender.CPU.Total() > 0 {
+		c := sender.CPU
+		r.Netstation.SenderCPU = &c
+	}
+	if receiver != nil && receiver.CPU.Total() > 0 {
+		c := receiver.CPU
+		r.Netstation.ReceiverCPU = &c
+	}
+	if sender != nil && receiver != nil && r.Netstation.SenderCPU != nil && r.Netstation.ReceiverCPU != nil {
+		cpu := (sender.CPU.Total() + receiver.CPU.Total()).Seconds()
+		if receiver.Sum.Packets > 0 {
+			r.Netstation.CPUNanosPerDatagram = cpu * 1e9 / float64(receiver.Sum.Packets)
+		}
+		if receiver.Sum.Bytes > 0 {
+			r.Netstation.CPUSecondsPerGB = cpu / (float64(receiver.Sum.Bytes) / 1e9)
+		}
 	}
 	ivSrc, loss := main, main == receiver
 	if receiver != nil {

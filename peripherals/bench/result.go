@@ -111,6 +111,9 @@ type Result struct {
 	// Offload is what a kernel socket's batches became (nil for the
 	// user-level stack).
 	Offload *Offload
+	// CPU is what the side's whole process spent during the run
+	// (ProcessCPU before and after; zero when not measured).
+	CPU CPUTime
 }
 
 // Overflow counts datagrams (socket) and frames (ring) the receiving end

@@ -124,6 +124,19 @@ func (r *Report) Text(w io.Writer) error {
 		fmt.Fprintf(&b, " (held back %d times, %d progress reports asked for)", n.CreditWaits, n.CreditProbes)
 	}
 	b.WriteString("\n")
+	if n.SenderCPU != nil || n.ReceiverCPU != nil {
+		b.WriteString("cpu:")
+		if c := n.SenderCPU; c != nil {
+			fmt.Fprintf(&b, " sender %.2f s (user %.2f, system %.2f)", c.Total().Seconds(), c.User.Seconds(), c.System.Seconds())
+		}
+		if c := n.ReceiverCPU; c != nil {
+			fmt.Fprintf(&b, " receiver %.2f s (user %.2f, system %.2f)", c.Total().Seconds(), c.User.Seconds(), c.System.Seconds())
+		}
+		if n.CPUSecondsPerGB > 0 {
+			fmt.Fprintf(&b, "; both ends %.3f CPU-s per GB received, %.0f CPU-ns per datagram", n.CPUSecondsPerGB, n.CPUNanosPerDatagram)
+		}
+		b.WriteString("\n")
+	}
 	if n.KernelMode != "" {
 		fmt.Fprintf(&b, "kernel sockets (%s): %.1f datagrams per sent message, %.1f per received buffer\n",
 			n.KernelMode, n.DatagramsPerSend, n.DatagramsPerReceive)
