@@ -203,20 +203,27 @@ const (
 // call is one outstanding request. Calls are pooled with their buffer,
 // timer and done channel, so steady-state I/O does not allocate them.
 type call struct {
-	op       diskproto.Op
-	reqID    uint64
-	off      int64
-	length   int64           // data, counted against the byte window
-	buf      []byte          // the laid-out request (header and segments)
-	msgs     []dgram.Message // its datagrams, in buf
-	dst      []byte          // READ destination
-	track    diskproto.Assembly
-	crc      uint32            // a segmented READ reply's PayloadCRC, from its header
-	req      diskproto.Request // the request's header fields (READ: rebuilt with a bitmap on resends)
-	acked    []byte            // WRITE: the disk's latest SACK bitmap of the datagrams it holds
-	round    uint8             // the latest transmission's round: its tag's low byte
-	expired  int               // consecutive timer expiries without feedback
-	out      []dgram.Message   // the datagrams of the transmission being sent
+	op      diskproto.Op
+	reqID   uint64
+	off     int64
+	length  int64           // data, counted against the byte window
+	buf     []byte          // the laid-out request (header and segments)
+	msgs    []dgram.Message // its datagrams, in buf
+	dst     []byte          // READ destination
+	track   diskproto.Assembly
+	crc     uint32            // a segmented READ reply's PayloadCRC, from its header
+	req     diskproto.Request // the request's header fields (READ: rebuilt with a bitmap on resends)
+	acked   []byte            // WRITE: the disk's latest SACK bitmap of the datagrams it holds
+	round   uint8             // the latest transmission's round: its tag's low byte
+	expired int               // consecutive timer expiries without feedback
+	// silent counts the consecutive expiries after which nothing at all
+	// had come from the disk since the call's latest transmission: only
+	// those back the timer off. An expiry while the disk answers other
+	// requests is a lost datagram on a live path, and doubling the timer
+	// for it made the tail of a lossy run (10 %: a probe lost as well)
+	// wait hundreds of milliseconds with the disk answering all along.
+	silent   int
+	out      []dgram.Message // the datagrams of the transmission being sent
 	sendMu   sync.Mutex
 	sends    [4]transmission // the latest transmissions, for RTT samples
 	nsend    int
@@ -608,7 +615,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	// Reset under mu: an expire of the call's previous incarnation may
 	// still be waiting for mu (it will find no armed deadline and leave).
 	cl.op, cl.off, cl.dst, cl.nsend, cl.err, cl.settled, cl.deadline = op, off, dst, 0, nil, false, time.Time{}
-	cl.acked, cl.expired = cl.acked[:0], 0
+	cl.acked, cl.expired, cl.silent = cl.acked[:0], 0, 0
 	cl.reqID = c.next
 	c.next++
 	c.slots[cl.reqID%c.window] = cl
@@ -665,15 +672,19 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	low, epoch := c.low, c.epoch
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
-	rto := c.rtt.BackedOff(cl.expired)
-	if cl.expired == 0 && c.rtt.SRTT() > 0 && (cl.op != diskproto.OpRead || cl.track.Any()) {
+	rto := c.rtt.BackedOff(cl.silent)
+	if cl.expired == 0 && c.rtt.SRTT() > 0 {
 		// The first timer is a tail-loss probe (RFC 8985's PTO): two
-		// smoothed RTTs, not the RTO, since what it sends is small (a
-		// WRITE's header; a READ's request for the tail it lacks) and
-		// losing the last datagram of a burst, a reply or a SACK is
-		// otherwise a whole RTO. A READ that has received nothing waits
-		// the RTO: its probe would have the disk read and send it all
-		// again, and the disk may only be slow.
+		// smoothed RTTs, not the RTO, since losing the last datagram of
+		// a burst, a request, a reply or a SACK is otherwise a whole RTO
+		// (at least MinRTO, 20 ms: 20 times a lossless 256 KiB request
+		// here). What a probe sends is small (a WRITE's header; a READ's
+		// request for what it lacks), except for a READ that holds
+		// nothing yet: the disk reads and sends it all again. RTT
+		// samples of READs time the first datagram of the reply, so
+		// nothing after two of them means a lost request or a lost
+		// first super-frame far more often than a slow disk (which
+		// drops the probe as in progress if it is still reading).
 		rto = min(rto, max(2*c.rtt.SRTT(), minProbe))
 	}
 	cl.deadline = time.Now().Add(rto)
@@ -855,7 +866,19 @@ func (c *Client) expire(cl *call) {
 		c.mu.Unlock()
 		return
 	}
-	if cl.expired >= c.opts.MaxRetries {
+	heard := cl.nsend > 0 && c.lastReply.After(cl.sends[(cl.nsend-1)%len(cl.sends)].at)
+	if heard {
+		cl.silent = 0
+	} else {
+		cl.silent++
+	}
+	// Give up after MaxRetries expiries that were all silent (the disk
+	// is gone or cut off: as soon as ever), or, while the disk answers
+	// other requests, once MaxRetries expiries took at least as long as
+	// the backed-off schedule would have: a slow FLUSH or FUA WRITE (the
+	// disk drops probes of a request it is running) gets as long as
+	// before.
+	if cl.expired >= c.opts.MaxRetries && (cl.silent > cl.expired || time.Since(cl.first) >= c.patience()) {
 		c.st.timeouts.Add(1)
 		kind := ErrTimeout
 		if !c.lastReply.After(cl.first) {
@@ -867,9 +890,11 @@ func (c *Client) expire(cl *call) {
 		return
 	}
 	if cl.expired > 0 {
-		// A probe went unanswered too: the path is worse than a lost
-		// datagram (a tail-loss probe alone, RFC 8985, leaves the window).
-		c.lossEvent(true)
+		// A probe went unanswered too. With the disk silent the path is
+		// worse than a lost datagram (a tail-loss probe alone, RFC 8985,
+		// leaves the window): the window drops to its floor. With the
+		// disk answering others it is one more loss event.
+		c.lossEvent(!heard)
 	}
 	cl.expired++
 	id := cl.reqID
@@ -877,6 +902,17 @@ func (c *Client) expire(cl *call) {
 	c.st.retransmits.Add(1)
 	c.st.probes.Add(1)
 	c.transmit(cl, id, sendProbe)
+}
+
+// patience is how long MaxRetries expiries take with the timer backed off
+// at each: the least time a request the disk keeps answering others
+// through is given before it fails. Called with mu held.
+func (c *Client) patience() time.Duration {
+	var p time.Duration
+	for i := range c.opts.MaxRetries {
+		p += c.rtt.BackedOff(i)
+	}
+	return p
 }
 
 // settle ends cl with err and frees its window slot. Called with mu held.
@@ -890,6 +926,7 @@ func (c *Client) settle(cl *call, err error) {
 	if err == nil {
 		c.acked(cl.length)
 	}
+
 	c.inflight -= cl.length
 	cl.length = 0
 	cl.timer.Stop()
@@ -1010,7 +1047,7 @@ func (c *Client) segment(b []byte) {
 		// The end of the disk's burst and datagrams are missing: ask for
 		// just those, now (the resend may wait for the pacer: not here).
 		c.lossEvent(false)
-		cl.expired = 0
+		cl.expired, cl.silent = 0, 0
 		id := cl.reqID // under mu: once released, the call may be settled and reused
 		c.mu.Unlock()
 		c.st.feedback.Add(1)
@@ -1084,6 +1121,7 @@ func (c *Client) sack(b []byte) {
 		return
 	}
 	cl.acked = append(cl.acked[:0], sk.Bitmap...)
+	cl.silent = 0 // the disk answers
 	if len(cl.acked) > 0 {
 		cl.expired = 0 // progress: the timer starts over
 	} else {
