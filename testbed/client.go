@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -521,7 +522,11 @@ func nodeCall(ctx context.Context, dir, node string, op peripherals.Op, args, ou
 		return remoteCall(ctx, host, filepath.Base(dir), node, string(op), args, out, each)
 	}
 	err := ctl.Call(ctx, NodeSock(dir, node), string(op), args, out, each)
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
+	// Refused or missing: the process is not there. Reset, broken pipe or
+	// end of stream before the answer: it died while we were talking.
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return nodeDown(dir, node, err)
 	}
 	return err

@@ -17,10 +17,11 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// scrape starts `netstation metrics` for b and returns one scrape, parsed.
-func scrape(t *testing.T, b *bed) map[string]*dto.MetricFamily {
+// scrape starts `netstation metrics` with flags (e.g. "-t", b.name; none:
+// every testbed up) and returns one scrape, parsed.
+func scrape(t *testing.T, b *bed, flags ...string) map[string]*dto.MetricFamily {
 	t.Helper()
-	c := b.cmd("metrics", "-t", b.name, "--listen", "127.0.0.1:0")
+	c := b.cmd(append([]string{"metrics", "--listen", "127.0.0.1:0"}, flags...)...)
 	pr, pw := io.Pipe()
 	c.Stderr = pw
 	if err := c.Start(); err != nil {
@@ -85,7 +86,7 @@ func TestMetricsEveryCounter(t *testing.T) {
 	b.must("up", "-f", b.topo(b.name, threeNodes))
 	b.must("demo", "capabilities", "-t", b.name)
 	b.must("demo", "display", "-t", b.name, "--frames", "3")
-	fams := scrape(t, b)
+	fams := scrape(t, b, "-t", b.name)
 
 	for _, k := range []struct {
 		args []string

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	byteorder "encoding/binary"
 	"errors"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,8 +16,6 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/netstation/netstation/stack/checksum"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // TestCaptureDecodes captures the whole fabric during a ping and a storage
@@ -139,39 +133,7 @@ func TestMetricsAndWatch(t *testing.T) {
 	b.must("ping", "-t", b.name, "-c", "3", "-i", "10ms", "a", "b")
 	b.must("link", "set", "-t", b.name, "a", "--loss", "1%", "--delay", "1ms")
 
-	c := b.cmd("metrics", "--listen", "127.0.0.1:0")
-	pr, pw := io.Pipe()
-	c.Stderr = pw
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c.Process.Signal(syscall.SIGTERM)
-		c.Wait()
-	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, pr)
-	m := regexp.MustCompile(`http://(\S+)/metrics`).FindStringSubmatch(line)
-	if m == nil {
-		t.Fatalf("metrics printed no address: %q", line)
-	}
-	resp, err := http.Get("http://" + m[1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("not Prometheus text: %v\n%s", err, body)
-	}
+	fams := scrape(t, b) // every testbed up: the labels pick ours
 	value := func(name string, labels map[string]string) (float64, bool) {
 		f := fams[name]
 		if f == nil {

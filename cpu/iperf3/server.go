@@ -196,9 +196,7 @@ func (s *Server) handle(c net.Conn, seq uint64, port int) {
 	s.cur = t
 	s.mu.Unlock()
 	err := s.run(c, t, port)
-	s.mu.Lock()
-	s.cur = nil
-	s.mu.Unlock()
+	s.release(t)
 	s.untrack(c)
 	if err != nil {
 		s.failed.Add(1)
@@ -206,6 +204,15 @@ func (s *Server) handle(c net.Conn, seq uint64, port int) {
 		return
 	}
 	s.tests.Add(1)
+}
+
+// release ends t's hold on the server, if it still has it.
+func (s *Server) release(t *test) {
+	s.mu.Lock()
+	if s.cur == t {
+		s.cur = nil
+	}
+	s.mu.Unlock()
 }
 
 // run drives one test from PARAM_EXCHANGE to IPERF_DONE over the control
@@ -320,6 +327,10 @@ func (s *Server) run(ctl net.Conn, t *test, port int) error {
 	if err := writeJSON(ctl, res); err != nil {
 		return err
 	}
+	// The test is over for the server: free it before the client, told
+	// to display, can exit and a next client connect (stock iperf3 runs
+	// back to back; it would be told "the server is busy" otherwise).
+	s.release(t)
 	if err := writeState(ctl, stateDisplayResults); err != nil {
 		return err
 	}
