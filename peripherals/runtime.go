@@ -59,7 +59,13 @@ type Config struct {
 	// nodes of this one's segment, itself included), so a view that
 	// misses some keeps exchanging state until it has them; 0: unknown.
 	Members int
-	Logger  *slog.Logger
+	// Neighbors are the Ethernet addresses of the nodes on this one's
+	// segment (from the plan), permanent in the stack's ARP cache
+	// (stack.Config.Neighbors): n peers resolving each other by broadcast
+	// is n² frames each of them reads, which at 1,000 drowned the
+	// testbed (issue 16).
+	Neighbors map[netip.Addr]net.HardwareAddr
+	Logger    *slog.Logger
 }
 
 // Status is what a peripheral reports on its control socket.
@@ -167,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (_ *Runtime, err error) {
 	}
 	il := impair.Wrap(cfg.Link)
 	il.Set(cfg.Impair)
-	st, err := stack.New(il, stack.Config{MAC: cfg.MAC, Addr: cfg.Addr, MTU: cfg.MTU})
+	st, err := stack.New(il, stack.Config{MAC: cfg.MAC, Addr: cfg.Addr, MTU: cfg.MTU, Neighbors: cfg.Neighbors})
 	if err != nil {
 		il.Close()
 		return nil, fmt.Errorf("start stack: %w", err)

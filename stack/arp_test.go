@@ -1,9 +1,13 @@
 package stack
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/netstation/netstation/stack/arp"
 	"github.com/netstation/netstation/stack/header"
@@ -62,5 +66,37 @@ func TestARPGratuitousAndReply(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if st := s.Stats(); st.ARPRepliesOut != 1 || st.ARPRequestsIn != 2 {
 		t.Fatalf("replies %d requests in %d", st.ARPRepliesOut, st.ARPRequestsIn)
+	}
+}
+
+// TestSeededNeighborsNeedNoARP: with its peer given in Config.Neighbors,
+// a stack sends its first datagram straight to the peer's Ethernet
+// address, with no request before it (a decoder checks what went out);
+// entries off the subnet or of its own address are not taken.
+func TestSeededNeighborsNeedNoARP(t *testing.T) {
+	s, raw := rawPeer(t, Config{Neighbors: map[netip.Addr]net.HardwareAddr{
+		ipB:                              macB,
+		ipA:                              macB, // ours: ignored
+		netip.MustParseAddr("10.77.0.1"): macB, // off the subnet: ignored
+	}}, mem.Options{})
+	if st := s.arp.Stats(); st.Entries != 1 {
+		t.Fatalf("cache after seeding: %+v", st)
+	}
+	c, err := s.ListenUDP(netip.AddrPortFrom(ipA, 4000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WriteToUDPAddrPort([]byte("hello"), netip.AddrPortFrom(ipB, 4001)); err != nil {
+		t.Fatal(err)
+	}
+	pkt := gopacket.NewPacket(readFrame(t, raw), layers.LayerTypeEthernet, gopacket.Default)
+	eth, _ := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	udp, _ := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if eth == nil || udp == nil || eth.DstMAC.String() != macB.String() || udp.DstPort != 4001 {
+		t.Fatalf("first frame out is not the datagram to %v: %v", macB, pkt)
+	}
+	if st := s.Stats(); st.ARPRequestsOut != 0 {
+		t.Fatalf("%d ARP requests sent", st.ARPRequestsOut)
 	}
 }

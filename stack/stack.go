@@ -60,6 +60,10 @@ type Config struct {
 
 	ARP        arp.Config
 	Reassembly ipv4.ReassemblerConfig
+	// Neighbors are permanent ARP entries (arp.Cache.Seed): addresses on
+	// the stack's subnet and their Ethernet addresses, known beforehand.
+	// Others (off the subnet, ours, not 6 bytes) are ignored.
+	Neighbors map[netip.Addr]net.HardwareAddr
 
 	// UDPQueueBytes and UDPQueueLen size each UDP socket's receive ring:
 	// payload bytes and datagrams (rounded up to a power of two).
@@ -200,6 +204,7 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 		Link:       l,
 	}
 	s.arp = arp.New(cfg.ARP)
+	s.arp.Seed(s.neighbors(cfg.Neighbors))
 	s.reasm = ipv4.NewReassembler(cfg.Reassembly, &s.eng.Counters)
 	s.ipID.Store(rand.Uint32())
 	s.nextPort.Store(rand.Uint32N(ephemeralCount))
@@ -215,6 +220,18 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 		s.sendARP(header.ARPRequest, header.Broadcast, s.addr)
 	}
 	return s, nil
+}
+
+// neighbors returns the entries of ns the ARP cache may hold.
+func (s *Stack) neighbors(ns map[netip.Addr]net.HardwareAddr) map[[4]byte][6]byte {
+	out := make(map[[4]byte][6]byte, len(ns))
+	for ip, mac := range ns {
+		if !ip.Is4() || !s.prefix.Contains(ip) || ip.As4() == s.addr || len(mac) != 6 {
+			continue
+		}
+		out[ip.As4()] = [6]byte(mac)
+	}
+	return out
 }
 
 func broadcastOf(p netip.Prefix) [4]byte {

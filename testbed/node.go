@@ -42,9 +42,13 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 	// other segments can never answer: nothing routes between segments);
 	// everyone re-joins them while one is missing.
 	var segment []NodePlan
+	neighbors := map[netip.Addr]net.HardwareAddr{}
 	for _, s := range plan.Nodes {
 		if s.Segment == n.Segment {
 			segment = append(segment, s)
+			if m, err := net.ParseMAC(s.MAC); err == nil && s.Name != n.Name {
+				neighbors[s.Addr.Addr()] = m
+			}
 		}
 	}
 	var seeds []netip.AddrPort
@@ -56,6 +60,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 			Name: n.Name, Kind: string(n.Kind), IfName: n.IfName, MAC: mac, Addr: n.Addr,
 			MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
 			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds, Members: len(segment),
+			Neighbors: neighbors,
 		},
 		Shaped:  nl.shaped,
 		Started: nl.apply,

@@ -1,6 +1,7 @@
 package arp
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +28,11 @@ type Config struct {
 
 type entry struct {
 	mac     [6]byte
-	expires int64 // unix nanoseconds
+	expires int64 // unix nanoseconds; permanent for a seeded entry
 }
+
+// permanent is the expiry of a seeded entry: never.
+const permanent = math.MaxInt64
 
 type pending struct {
 	frames []link.Frame
@@ -54,6 +58,10 @@ type Cache struct {
 
 	mu      sync.Mutex
 	pending map[[4]byte]*pending
+	// soonest is the earliest time (unix nanoseconds) an entry may be
+	// forgotten: Tick scans the entries only from then on, so a cache of
+	// permanent entries costs a tick nothing however many it holds.
+	soonest int64
 
 	learned, misses, retries, failed, queueDropped atomic.Uint64
 }
@@ -72,7 +80,7 @@ func New(cfg Config) *Cache {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
-	c := &Cache{cfg: cfg, pending: make(map[[4]byte]*pending)}
+	c := &Cache{cfg: cfg, pending: make(map[[4]byte]*pending), soonest: permanent}
 	m := map[[4]byte]entry{}
 	c.resolved.Store(&m)
 	return c
@@ -86,6 +94,32 @@ func (c *Cache) Lookup(ip [4]byte, now time.Time) ([6]byte, bool) {
 		return [6]byte{}, false
 	}
 	return e.mac, true
+}
+
+// Seed adds permanent entries (an entry of ip that is already there
+// becomes permanent), as `ip neigh add ... nud permanent` does: a testbed
+// knows every address and Ethernet address on a segment, and without them
+// each of n peers broadcasts a request for each other one, n² frames that
+// every one of n peers must read (issue 16: 1,000 peripherals drowned in
+// them). A seeded entry never expires; an ARP packet from ip with another
+// Ethernet address replaces the address and keeps it permanent. Seeded
+// entries count as learned.
+func (c *Cache) Seed(entries map[[4]byte][6]byte) {
+	if len(entries) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.resolved.Load()
+	n := make(map[[4]byte]entry, len(old)+len(entries))
+	for k, v := range old {
+		n[k] = v
+	}
+	for ip, mac := range entries {
+		n[ip] = entry{mac, permanent}
+	}
+	c.resolved.Store(&n)
+	c.learned.Add(uint64(len(entries)))
 }
 
 // Known reports whether ip has an entry (live or expired) or is being
@@ -107,12 +141,19 @@ func (c *Cache) Learn(ip [4]byte, mac [6]byte, now time.Time) []link.Frame {
 	defer c.mu.Unlock()
 	old := *c.resolved.Load()
 	if e, ok := old[ip]; !ok || e.mac != mac || e.expires-now.UnixNano() < int64(c.cfg.Timeout)/2 {
+		exp := now.Add(c.cfg.Timeout).UnixNano()
+		if ok && e.expires == permanent {
+			exp = permanent // a seeded entry follows a new address, and stays
+		}
 		n := make(map[[4]byte]entry, len(old)+1)
 		for k, v := range old {
 			n[k] = v
 		}
-		n[ip] = entry{mac, now.Add(c.cfg.Timeout).UnixNano()}
+		n[ip] = entry{mac, exp}
 		c.resolved.Store(&n)
+		if exp != permanent {
+			c.soonest = min(c.soonest, exp+int64(c.cfg.Timeout))
+		}
 	}
 	c.learned.Add(1)
 	p := c.pending[ip]
@@ -171,21 +212,21 @@ func (c *Cache) Tick(now time.Time, retry [][4]byte) ([][4]byte, int) {
 		c.retries.Add(1)
 		retry = append(retry, ip)
 	}
-	old := *c.resolved.Load()
-	stale := false
-	for _, e := range old {
-		if now.UnixNano() >= e.expires+int64(c.cfg.Timeout) {
-			stale = true
-			break
-		}
+	if now.UnixNano() < c.soonest {
+		return retry, dropped
 	}
-	if stale {
-		n := make(map[[4]byte]entry, len(old))
-		for k, e := range old {
-			if now.UnixNano() < e.expires+int64(c.cfg.Timeout) {
-				n[k] = e
+	old := *c.resolved.Load()
+	n := make(map[[4]byte]entry, len(old))
+	c.soonest = permanent
+	for k, e := range old {
+		if forget := e.expires + int64(c.cfg.Timeout); e.expires == permanent || now.UnixNano() < forget {
+			n[k] = e
+			if e.expires != permanent {
+				c.soonest = min(c.soonest, forget)
 			}
 		}
+	}
+	if len(n) != len(old) {
 		c.resolved.Store(&n)
 	}
 	return retry, dropped

@@ -60,6 +60,53 @@ func TestRetriesThenFail(t *testing.T) {
 	}
 }
 
+func TestSeededEntriesArePermanent(t *testing.T) {
+	c := New(Config{})
+	t0 := time.Now()
+	other := [4]byte{10, 0, 0, 3}
+	c.Learn(other, hw, t0) // an ordinary entry beside the seeded one
+	c.Seed(map[[4]byte][6]byte{hop: hw})
+	if st := c.Stats(); st.Entries != 2 || st.Learned != 2 {
+		t.Fatalf("after seeding: %+v", st)
+	}
+	later := t0.Add(10 * DefaultTimeout)
+	c.Tick(later, nil)
+	if m, ok := c.Lookup(hop, later); !ok || m != hw {
+		t.Fatal("seeded entry expired")
+	}
+	if _, ok := c.Lookup(other, later); ok {
+		t.Fatal("learned entry outlived its timeout")
+	}
+	if st := c.Stats(); st.Entries != 1 {
+		t.Fatalf("the expired entry was not forgotten: %+v", st)
+	}
+	// A peer that answers from a new Ethernet address is followed, and
+	// its entry stays permanent.
+	moved := [6]byte{2, 0, 0, 0, 0, 9}
+	c.Learn(hop, moved, later)
+	even := later.Add(10 * DefaultTimeout)
+	c.Tick(even, nil)
+	if m, ok := c.Lookup(hop, even); !ok || m != moved {
+		t.Fatalf("moved seeded entry: %x %v", m, ok)
+	}
+}
+
+// TestTickForgetsOnlyWhenDue: the expiry scan waits for the earliest
+// entry that may go, and forgets it then.
+func TestTickForgetsOnlyWhenDue(t *testing.T) {
+	c := New(Config{Timeout: time.Second})
+	t0 := time.Now()
+	c.Learn(hop, hw, t0)
+	c.Tick(t0.Add(1500*time.Millisecond), nil) // expired, not yet forgotten
+	if st := c.Stats(); st.Entries != 1 {
+		t.Fatalf("forgotten early: %+v", st)
+	}
+	c.Tick(t0.Add(2*time.Second), nil)
+	if st := c.Stats(); st.Entries != 0 {
+		t.Fatalf("not forgotten: %+v", st)
+	}
+}
+
 func TestEncode(t *testing.T) {
 	b := make([]byte, FrameSize)
 	EncodeRequest(b, mac, ip, hop)
