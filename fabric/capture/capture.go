@@ -10,9 +10,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/netstation/netstation/fabric"
 	"github.com/netstation/netstation/stack/checksum"
 	"golang.org/x/sys/unix"
@@ -133,8 +130,8 @@ func run(ctx context.Context, ns, ifname string, w io.Writer, opts Options) (Sta
 	}
 	defer unix.Close(fd)
 
-	pw := pcapgo.NewWriterNanos(w)
-	if err := pw.WriteFileHeader(uint32(snaplen), layers.LinkTypeEthernet); err != nil {
+	pw := &pcapWriter{w: w}
+	if err := pw.writeFileHeader(uint32(snaplen)); err != nil {
 		return st, fmt.Errorf("write pcap header: %w", err)
 	}
 	if opts.Ready != nil {
@@ -175,7 +172,7 @@ func run(ctx context.Context, ns, ifname string, w io.Writer, opts Options) (Sta
 							break
 						}
 						c := min(len(sf), snaplen)
-						if err := pw.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: c, Length: len(sf)}, sf[:c]); err != nil {
+						if err := pw.writePacket(at, sf[:c], len(sf)); err != nil {
 							return fmt.Errorf("write pcap: %w", err)
 						}
 						st.Packets++
@@ -187,12 +184,7 @@ func run(ctx context.Context, ns, ifname string, w io.Writer, opts Options) (Sta
 			if kept == frameLen {
 				completeChecksum(buf[:vnetHdrLen], frame)
 			}
-			ci := gopacket.CaptureInfo{
-				Timestamp:     at,
-				CaptureLength: kept,
-				Length:        frameLen,
-			}
-			if err := pw.WritePacket(ci, frame); err != nil {
+			if err := pw.writePacket(at, frame, frameLen); err != nil {
 				return fmt.Errorf("write pcap: %w", err)
 			}
 			st.Packets++
