@@ -35,6 +35,10 @@ var ErrNameTaken = errors.New("testbed name taken")
 type UpOptions struct {
 	Timeout  time.Duration  // for the whole bring-up; default 90 s, more for large testbeds
 	Progress func(Progress) // called as the supervisor reports progress
+	// Notice, if set, is told of each host-wide change Up makes for the
+	// testbed (a host limit raised: see limits.go); they are also written
+	// to the supervisor's log.
+	Notice func(string)
 
 	// Host, for a topology with a hosts list, is the host whose part to
 	// bring up (see Plan.ForHost): its VXLAN endpoint address on the
@@ -202,6 +206,19 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 	if err := checkHostOverlap(plan, hostRoutes(), otherPlans()); err != nil {
 		return nil, err
 	}
+	sets, err := planLimits(readHostLimits(), len(plan.LocalNodes()), plan.Host != nil, !plan.Rootless)
+	if err != nil {
+		return nil, err
+	}
+	notes, err := raiseLimits(sets)
+	for _, n := range notes {
+		if opt.Notice != nil {
+			opt.Notice(n)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir+"/nodes", 0o755); err != nil {
 		return nil, err
 	}
@@ -218,6 +235,9 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 		return nil, err
 	}
 	defer logf.Close()
+	for _, n := range notes {
+		fmt.Fprintf(logf, "up: %s\n", n)
+	}
 	cmd := exec.Command(Executable, "supervise", "--state", dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives the CLI

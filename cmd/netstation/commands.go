@@ -86,6 +86,8 @@ again on a testbed that is up is a no-op.`,
 			}
 			t0 := time.Now()
 			opt := testbed.UpOptions{Timeout: timeout}
+			// Host-wide changes are said even with -q.
+			opt.Notice = func(s string) { fmt.Fprintf(os.Stderr, "netstation: %s\n", s) }
 			var prog *upProgress
 			if !quiet && isTerminal(os.Stderr) {
 				prog = &upProgress{out: os.Stderr, start: t0}
