@@ -53,10 +53,11 @@ func (m Meta) encode() ([]byte, error) {
 // State of a member as this node sees it.
 type State string
 
-// The states.
+// The states. memberlist keeps its SWIM "suspect" state to itself (the
+// Node it hands out always says alive), so a view has none: a member
+// stays alive until memberlist declares it dead.
 const (
-	Alive   State = "alive"
-	Suspect State = "suspect"
+	Alive State = "alive"
 	// Dead: failed, or left. memberlist's leave event does not say which
 	// (the node it passes carries a stale state), so neither can we.
 	Dead State = "dead"
@@ -323,21 +324,8 @@ func (n *Node) rejoinLoop() {
 // Members is this node's view, sorted by name, itself included: every
 // member it has seen, dead and left ones too.
 func (n *Node) Members() []Member {
-	live := n.ml.Members() // suspects are only visible here; not under mu (memberlist calls events with its lock held)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, m := range live {
-		if m.State == memberlist.StateSuspect {
-			v := n.view[m.Name]
-			if v.State != Suspect {
-				v.State, v.Since = Suspect, time.Now()
-				n.view[m.Name] = v
-			}
-		} else if v, ok := n.view[m.Name]; ok && v.State == Suspect && m.State == memberlist.StateAlive {
-			v.State, v.Since = Alive, time.Now()
-			n.view[m.Name] = v
-		}
-	}
 	out := make([]Member, 0, len(n.view))
 	for _, m := range n.view {
 		out = append(out, m)
@@ -372,10 +360,8 @@ func member(m *memberlist.Node) Member {
 	a, _ := netip.AddrFromSlice(m.Addr)
 	out := Member{Name: m.Name, Addr: netip.AddrPortFrom(a.Unmap(), m.Port), Since: time.Now()}
 	switch m.State {
-	case memberlist.StateAlive:
+	case memberlist.StateAlive, memberlist.StateSuspect:
 		out.State = Alive
-	case memberlist.StateSuspect:
-		out.State = Suspect
 	case memberlist.StateDead, memberlist.StateLeft:
 		out.State = Dead
 	}
