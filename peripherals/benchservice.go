@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -194,6 +195,10 @@ func kernelStats(conns []bench.Conn) []dgram.KernelStats {
 // back to the CPUs it started with).
 type PinArgs struct {
 	CPUs []int `json:"cpus"`
+	// Lease, with CPUs, returns the process to every CPU it may use
+	// unless another pin comes within it: a bench killed mid-measurement
+	// does not leave peripherals pinned. Zero: pinned until told.
+	Lease time.Duration `json:"lease_ns,omitempty"`
 }
 
 // PinResult is where the process may run now, and where it could.
@@ -297,7 +302,7 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		if err := cpupin.Process(a.CPUs); err != nil {
+		if err := p.pinLease.pin(a.CPUs, a.Lease); err != nil {
 			return nil, err
 		}
 		var r PinResult
@@ -309,4 +314,37 @@ func (p *Runtime) registerBench() {
 		return r, err
 	})
 	p.AddService(fmt.Sprintf("bench/udp:%d", BenchPort))
+}
+
+// pinLease pins the process and, for a leased pinning, undoes it when
+// the lease runs out without another pin.
+type pinLease struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	gen   uint64 // a timer that fired while a newer pin held mu stands down
+}
+
+func (l *pinLease) pin(cpus []int, lease time.Duration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	l.gen++
+	if err := cpupin.Process(cpus); err != nil {
+		return err
+	}
+	if len(cpus) > 0 && lease > 0 {
+		gen := l.gen
+		l.timer = time.AfterFunc(lease, func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.gen == gen {
+				_ = cpupin.Process(nil) // every CPU the process may use
+				l.timer = nil
+			}
+		})
+	}
+	return nil
 }

@@ -142,6 +142,7 @@ type Runtime struct {
 	stop        chan struct{}
 	ctx         context.Context
 	cancel      context.CancelFunc
+	pinLease    pinLease // the bench's CPU pinning (OpPin)
 }
 
 // ErrConfig: a peripheral's configuration is incomplete or wrong.

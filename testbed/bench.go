@@ -148,10 +148,33 @@ func benchOnce(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs,
 // (when there are two). Cross-CPU wake-ups decide a round trip on a VM,
 // so a figure without its pinning cannot be compared.
 func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr, rep *bench.Report) error {
+	// Pinnings are leased: were this process killed mid-run, the
+	// peripherals return to every CPU by themselves. renew keeps the
+	// current pinning while the measurement runs.
+	const lease = 15 * time.Second
 	pin := func(node string, cpus []int) (peripherals.PinResult, error) {
 		var r peripherals.PinResult
-		err := nodeCall(ctx, dir, node, peripherals.OpPin, peripherals.PinArgs{CPUs: cpus}, &r, nil)
+		err := nodeCall(ctx, dir, node, peripherals.OpPin, peripherals.PinArgs{CPUs: cpus, Lease: lease}, &r, nil)
 		return r, err
+	}
+	renew := func(p []int, q []int) (stop func()) {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.NewTicker(lease / 3)
+			defer t.Stop()
+			for {
+				select {
+				case <-rctx.Done():
+					return
+				case <-t.C:
+					_ = nodeCall(rctx, dir, from.Name, peripherals.OpPin, peripherals.PinArgs{CPUs: p, Lease: lease}, nil, nil)
+					_ = nodeCall(rctx, dir, to.Name, peripherals.OpPin, peripherals.PinArgs{CPUs: q, Lease: lease}, nil, nil)
+				}
+			}
+		}()
+		return func() { cancel(); <-done }
 	}
 	unpin := func() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -186,7 +209,9 @@ func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a Bench
 		if _, err := pin(to.Name, p.to); err != nil {
 			return fmt.Errorf("%s: pin: %w", to.Name, err)
 		}
+		stop := renew(p.from, p.to)
 		rt, err := benchRTT(ctx, dir, from, to, a, dst)
+		stop()
 		if err != nil {
 			return err
 		}
