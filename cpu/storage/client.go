@@ -681,25 +681,31 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
 	rto := c.rtt.BackedOff(cl.silent)
-	if srtt := c.rtt.SRTT(); srtt > 0 && (cl.expired == 0 || cl.op != diskproto.OpRead || cl.track.Any()) {
+	if srtt := c.rtt.SRTT(); srtt > 0 {
 		// The first timer is a tail-loss probe (RFC 8985's PTO): two
 		// smoothed RTTs, not the RTO, since losing the last datagram of
 		// a burst, a request, a reply or a SACK is otherwise a whole RTO
 		// (at least MinRTO, 20 ms: 20 times a lossless 256 KiB request
 		// here). What a probe sends is small (a WRITE's header; a READ's
 		// request for what it lacks), except for a READ that holds
-		// nothing yet: the disk reads and sends it all again. RTT
-		// samples of READs time the first datagram of the reply, so
-		// nothing after two of them means a lost request or a lost
-		// first super-frame far more often than a slow disk (which
-		// drops the probe as in progress if it is still reading).
+		// nothing yet: the disk reads and sends it all again. That one
+		// waits SRTT + 4 RTTVAR (RFC 6298's RTO without its floor) if
+		// longer: RTT samples of READs time the first datagram of the
+		// reply, which varies with the requests queued ahead at the
+		// disk, and two SRTTs alone re-read about one READ in twelve
+		// spuriously on a loaded machine with no loss at all.
 		// A probe lost as well (one in ten at 10 % loss, counting its
 		// answer) is probed again after twice as long, and so on up to
 		// the timer above, rather than after the RTO: its floor, MinRTO,
-		// was that one lost probe's whole cost (20 ms on a 1 ms path).
-		// Only a READ that holds nothing, whose probe is all of it
-		// again, waits the RTO after its first probe.
-		rto = min(rto, max(2*srtt, minProbe)<<min(cl.expired, 16))
+		// was that one lost probe's whole cost (20 ms on a 1 ms path),
+		// and at 10 % loss one READ in a hundred or so (its request and
+		// its probe, or their replies' first super-frames, lost) held a
+		// whole run up by it.
+		probe := max(2*srtt, minProbe)
+		if cl.op == diskproto.OpRead && !cl.track.Any() {
+			probe = max(probe, srtt+4*c.rtt.RTTVar())
+		}
+		rto = min(rto, probe<<min(cl.expired, 16))
 	}
 	cl.deadline = time.Now().Add(rto)
 	cl.timer.Reset(rto)
