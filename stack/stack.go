@@ -121,6 +121,12 @@ type Stack struct {
 	// rxTouched lists the UDP sockets the current receive batch queued
 	// datagrams on; used only by the receive goroutine.
 	rxTouched []*UDPConn
+	// lender is the link when it lends its receive buffers (nil if not).
+	// rxLoan and rxLoanOff are the frame being input's loan (link.Frame),
+	// zero when its payload cannot be lent; receive goroutine only.
+	lender    link.Lender
+	rxLoan    uint32
+	rxLoanOff uint32
 
 	st stackCounters
 
@@ -136,7 +142,7 @@ type stackCounters struct {
 	arpRequestsIn, arpRepliesIn, arpRequestsOut, arpRepliesOut     atomic.Uint64
 	echoRequestsIn, echoRepliesOut, echoRequestsOut, echoRepliesIn atomic.Uint64
 	icmpErrorsIn, unreachSent, unreachLimited                      atomic.Uint64
-	fragmentsOut, gsoFramesOut, gsoFramesIn                        atomic.Uint64
+	fragmentsOut, gsoFramesOut, gsoFramesIn, lentFramesIn          atomic.Uint64
 	linkReadErrors                                                 atomic.Uint64
 }
 
@@ -196,6 +202,7 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 	}
 	s.gso = s.offload && l.Caps()&link.CapGSO != 0 && l.MaxFrame() >= header.EthernetMinimumSize+header.IPv4MaximumPacket
 	_, s.gather = l.(link.GatherWriter)
+	s.lender, _ = l.(link.Lender)
 	if cfg.Gateway.IsValid() {
 		s.gw, s.hasGW = cfg.Gateway.As4(), true
 	}
@@ -367,8 +374,12 @@ func (s *Stack) endBatch() {
 		c.q.publish()
 		c.rxDatagrams.Add(c.q.pendDatagrams)
 		c.rxBytes.Add(c.q.pendBytes)
-		c.q.pendDatagrams, c.q.pendBytes, c.q.touched = 0, 0, false
+		lent := c.q.pendLent
+		c.q.pendDatagrams, c.q.pendBytes, c.q.pendLent, c.q.touched = 0, 0, 0, false
 		c.q.wake()
+		if lent > 0 && c.isClosed() {
+			c.reclaimLent() // looked up before it closed: nobody will read it
+		}
 	}
 	clear(s.rxTouched)
 	s.rxTouched = s.rxTouched[:0]
@@ -385,7 +396,9 @@ func (s *Stack) input(f *link.Frame, p *engine.Packet) {
 		s.handleARP(p)
 		return
 	}
+	s.rxLoan, s.rxLoanOff = f.Loan, f.LoanOff
 	if p.Fragment {
+		s.rxLoan = 0 // the datagram is reassembled elsewhere
 		whole, ok := s.reasm.Add(p.IP(), time.Now())
 		if !ok {
 			return
@@ -431,6 +444,15 @@ func (s *Stack) deliver(p *engine.Packet) {
 		}
 		s.st.gsoFramesIn.Add(1)
 		seg := int(p.VNet.GSOSize)
+		if s.rxLoan != 0 && q.lender != nil {
+			// The datagrams stay where the kernel wrote them: the link
+			// lends its buffer until the reader has them all.
+			n := q.pushLent(payload, seg, s.rxLoan, s.rxLoanOff+uint32(p.L4+header.UDPMinimumSize), p.Src, p.SrcPort)
+			payload = payload[n:]
+			if n > 0 {
+				s.st.lentFramesIn.Add(1)
+			}
+		}
 		for len(payload) > 0 {
 			// The segments lie end to end in the frame and go end to end
 			// into the ring: one copy for as many as fit.

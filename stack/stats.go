@@ -31,7 +31,10 @@ type Stats struct {
 	PortUnreachableSent            uint64
 	PortUnreachableLimited         uint64
 	GSOFramesOut, GSOFramesIn      uint64
-	LinkReadErrors                 uint64
+	// LentFramesIn counts received GSO super-frames whose datagrams were
+	// queued where the link received them (link.Lender), not copied.
+	LentFramesIn   uint64
+	LinkReadErrors uint64
 
 	UDP []SocketStats
 	TCP TCPStats
@@ -86,6 +89,7 @@ func (s *Stack) Stats() Stats {
 		PortUnreachableLimited: s.st.unreachLimited.Load(),
 		GSOFramesOut:           s.st.gsoFramesOut.Load(),
 		GSOFramesIn:            s.st.gsoFramesIn.Load(),
+		LentFramesIn:           s.st.lentFramesIn.Load(),
 		LinkReadErrors:         s.st.linkReadErrors.Load(),
 	}
 	s.socksMu.Lock()

@@ -48,8 +48,11 @@ type UDPConn struct {
 	readDeadline  atomic.Int64 // unix nanoseconds; 0 = none
 	writeDeadline atomic.Int64
 	noGSO         atomic.Bool // SetGSO(false): one frame per datagram
-	done          chan struct{}
-	closeOnce     sync.Once
+	// reclaim asks whoever next holds rmu to drop what a closed socket
+	// still queues, giving the link's lent buffers back (see reclaimLent).
+	reclaim   atomic.Bool
+	done      chan struct{}
+	closeOnce sync.Once
 
 	// Receive counters belong to the receive goroutine, transmit counters
 	// to the senders: separate cache lines.
@@ -125,6 +128,7 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, er
 		qbytes = min(max(o.QueueBytes, header.UDPMaximumPayload), maxUDPQueueBytes)
 	}
 	c.q.init(qlen, qbytes)
+	c.q.lender = s.lender
 	for try := 0; ; try++ {
 		if laddr.Port() == 0 {
 			p, err := s.ephemeralPort()
@@ -174,8 +178,35 @@ func (c *UDPConn) Close() error {
 		delete(c.s.socks, c)
 		c.s.socksMu.Unlock()
 		close(c.done)
+		c.reclaimLent()
 	})
 	return err
+}
+
+// reclaimLent drops what a closed socket queues, so that buffers the link
+// lent it go back (the socket will never be read to the end). It runs
+// under rmu: if a reader holds rmu, the flag makes that reader do it when
+// it lets go (unlockRead), and the receive goroutine calls it after
+// publishing to a closed socket. Whoever sets the flag tries the lock
+// after; whoever unlocks looks at the flag after: one of them drains.
+func (c *UDPConn) reclaimLent() {
+	if c.q.lender == nil {
+		return
+	}
+	c.reclaim.Store(true)
+	for c.reclaim.Load() && c.rmu.TryLock() {
+		c.reclaim.Store(false)
+		c.q.drain()
+		c.rmu.Unlock()
+	}
+}
+
+// unlockRead lets go of rmu and drains a closed socket if asked to meanwhile.
+func (c *UDPConn) unlockRead() {
+	c.rmu.Unlock()
+	if c.reclaim.Load() {
+		c.reclaimLent()
+	}
 }
 
 func (c *UDPConn) isClosed() bool {
@@ -233,7 +264,7 @@ func (c *UDPConn) ReadBatch(msgs []Message) (int, error) {
 		return 0, nil
 	}
 	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	defer c.unlockRead()
 	if err := c.waitQueued(); err != nil {
 		return 0, err
 	}
@@ -242,7 +273,9 @@ func (c *UDPConn) ReadBatch(msgs []Message) (int, error) {
 
 // View is a received datagram lent by the socket: Payload aliases the
 // socket's receive ring, where the stack wrote it when it took the frame
-// off the link.
+// off the link, or, for a GSO super-frame's datagrams on a link that lends
+// its receive buffers (link.Lender), the link's buffer the kernel wrote
+// the frame into: then the payload was never copied in user space.
 type View struct {
 	Payload []byte
 	Addr    netip.AddrPort
@@ -260,7 +293,7 @@ func (c *UDPConn) ReadViews(views []View) (int, error) {
 	}
 	c.rmu.Lock()
 	if err := c.waitQueued(); err != nil {
-		c.rmu.Unlock()
+		c.unlockRead()
 		return 0, err
 	}
 	n := c.q.peek(views)
@@ -277,7 +310,7 @@ func (c *UDPConn) Release() {
 	}
 	c.q.release(c.lent)
 	c.lent = 0
-	c.rmu.Unlock()
+	c.unlockRead()
 }
 
 // waitQueued blocks until a datagram is queued, the read deadline passes
@@ -613,6 +646,10 @@ type rxQueue struct {
 	tail    atomic.Uint64 // next descriptor readers may take
 	waiting atomic.Bool   // written by both, rarely: only around sleeps
 	_       [64]byte
+	// lender is the link whose buffers lent descriptors point into (nil:
+	// the link lends nothing, every datagram is in the arena). Set once,
+	// when the socket opens.
+	lender link.Lender
 	// The producer's own.
 	ptail         uint64 // next descriptor to write (>= tail)
 	wpos          uint64 // arena position (monotonic)
@@ -622,6 +659,7 @@ type rxQueue struct {
 	touched       bool   // on the stack's list for this batch
 	pendDatagrams uint64 // queued this batch: counters added at publish
 	pendBytes     uint64
+	pendLent      uint64 // of pendDatagrams, lent (pushLent)
 }
 
 // rxDesc is one queued datagram. It holds no pointer, so filling the ring
@@ -629,8 +667,21 @@ type rxQueue struct {
 type rxDesc struct {
 	off, n uint32
 	end    uint64 // arena position after this datagram
-	src    [4]byte
-	port   uint16
+	// loan, when not zero, says the datagram is not in the arena but in
+	// the link's buffer loan (link.Lender), at off; it holds one hold of
+	// it. end is then the arena position of the datagram before it.
+	loan uint32
+	src  [4]byte
+	port uint16
+}
+
+// payload is where d's bytes are.
+func (q *rxQueue) payload(d *rxDesc) []byte {
+	end := d.off + d.n
+	if d.loan != 0 {
+		return q.lender.LoanBuf(d.loan)[d.off:end:end]
+	}
+	return q.arena[d.off:end:end]
 }
 
 // init sizes the ring: n descriptors, rounded up to a power of two so
@@ -682,7 +733,7 @@ func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
 	}
 	copy(q.arena[off:], p)
 	d := &q.descs[t&mask]
-	d.off, d.n, d.end, d.src, d.port = uint32(off), uint32(len(p)), end, src, port
+	d.off, d.n, d.end, d.loan, d.src, d.port = uint32(off), uint32(len(p)), end, 0, src, port
 	q.wpos, q.woff = end, off+uint64(len(p))
 	q.ptail = t + 1
 	q.pendDatagrams++
@@ -721,11 +772,42 @@ func (q *rxQueue) pushRun(p []byte, seg int, src [4]byte, port uint16) int {
 		d := &q.descs[(t+i)&mask]
 		o := i * uint64(seg)
 		n := min(uint64(seg), bytes-o)
-		d.off, d.n, d.end, d.src, d.port = uint32(off+o), uint32(n), pos+o+n, src, port
+		d.off, d.n, d.end, d.loan, d.src, d.port = uint32(off+o), uint32(n), pos+o+n, 0, src, port
 	}
 	q.wpos, q.woff = pos+bytes, off+bytes
 	q.ptail = t + k
 	q.pendDatagrams += k
+	q.pendBytes += bytes
+	return int(bytes)
+}
+
+// pushLent queues the run p of datagrams seg bytes each (the last may be
+// shorter) without copying it: the descriptors point into the link's
+// buffer loan, where p starts at off. It takes one hold of the buffer
+// per datagram queued and returns the bytes of p it queued (whole
+// datagrams; 0 when the ring has no descriptor free or the link cannot
+// lend now: the caller copies).
+func (q *rxQueue) pushLent(p []byte, seg int, loan, off uint32, src [4]byte, port uint16) int {
+	t := q.ptail
+	mask := uint64(len(q.descs) - 1)
+	want := uint64((len(p) + seg - 1) / seg)
+	if t-q.headSeen+want > mask+1 {
+		q.headSeen = q.head.Load()
+	}
+	k := min(want, mask+1-(t-q.headSeen))
+	if k == 0 || !q.lender.Hold(loan, int(k)) {
+		return 0
+	}
+	bytes := min(uint64(len(p)), k*uint64(seg))
+	for i := range k {
+		d := &q.descs[(t+i)&mask]
+		o := i * uint64(seg)
+		n := min(uint64(seg), bytes-o)
+		d.off, d.n, d.end, d.loan, d.src, d.port = off+uint32(o), uint32(n), q.wpos, loan, src, port
+	}
+	q.ptail = t + k
+	q.pendDatagrams += k
+	q.pendLent += k
 	q.pendBytes += bytes
 	return int(bytes)
 }
@@ -770,8 +852,7 @@ func (q *rxQueue) peek(views []View) int {
 	mask := uint64(len(q.descs) - 1)
 	for i := range n {
 		d := &q.descs[(h+i)&mask]
-		end := d.off + d.n
-		views[i] = View{Payload: q.arena[d.off:end:end], Addr: netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)}
+		views[i] = View{Payload: q.payload(d), Addr: netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)}
 	}
 	return int(n)
 }
@@ -783,8 +864,42 @@ func (q *rxQueue) release(n int) {
 		return
 	}
 	h := q.head.Load()
-	q.rpos.Store(q.descs[(h+uint64(n)-1)&uint64(len(q.descs)-1)].end)
+	mask := uint64(len(q.descs) - 1)
+	if q.lender != nil {
+		q.giveBack(h, uint64(n))
+	}
+	q.rpos.Store(q.descs[(h+uint64(n)-1)&mask].end)
 	q.head.Store(h + uint64(n))
+}
+
+// giveBack returns the link holds of the lent datagrams among the n
+// descriptors from h, one Release per run of datagrams in one buffer.
+func (q *rxQueue) giveBack(h, n uint64) {
+	mask := uint64(len(q.descs) - 1)
+	var loan uint32
+	run := 0
+	for i := range n {
+		d := &q.descs[(h+i)&mask]
+		if d.loan != loan && run > 0 {
+			q.lender.Release(loan, run)
+			run = 0
+		}
+		loan = d.loan
+		if loan != 0 {
+			run++
+		}
+	}
+	if run > 0 {
+		q.lender.Release(loan, run)
+	}
+}
+
+// drain drops every published datagram (the socket is closed), giving
+// lent buffers back to the link. Callers serialise with readers.
+func (q *rxQueue) drain() {
+	if n := q.tail.Load() - q.head.Load(); n > 0 {
+		q.release(int(n))
+	}
 }
 
 // pop copies up to len(msgs) datagrams out and releases them with one
@@ -801,9 +916,16 @@ func (q *rxQueue) pop(msgs []Message) int {
 	for i := range n {
 		d := &q.descs[(h+i)&mask]
 		m := &msgs[i]
-		m.N = copy(m.Buf, q.arena[d.off:d.off+d.n])
+		if d.loan != 0 {
+			m.N = copy(m.Buf, q.payload(d))
+		} else {
+			m.N = copy(m.Buf, q.arena[d.off:d.off+d.n])
+		}
 		m.Addr = netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)
 		end = d.end
+	}
+	if q.lender != nil {
+		q.giveBack(h, n)
 	}
 	q.rpos.Store(end)
 	q.head.Store(h + n)

@@ -79,6 +79,10 @@ func TestReadViews(t *testing.T) {
 // one socket (run it with -race): every datagram is seen once, intact.
 func TestReadViewsConcurrent(t *testing.T) {
 	tx, rx := connected(t, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
+	readViewsConcurrent(t, tx, rx)
+}
+
+func readViewsConcurrent(t *testing.T, tx, rx *UDPConn) {
 	const total = 20000
 	seen := make(chan int, total)
 	check := func(b []byte) {

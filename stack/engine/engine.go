@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"github.com/netstation/netstation/stack/link"
 )
 
@@ -84,6 +85,9 @@ func (e *Engine) TransmitGather(v link.VNetHdr, pieces [][]byte, t *Template) (b
 		bytes += uint64(len(p))
 	}
 	if err := gw.WriteGather(v, pieces); err != nil {
+		if errors.Is(err, link.ErrNoGather) {
+			return false, nil
+		}
 		e.Drops[DropLinkError].Add(1)
 		return true, err
 	}

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"errors"
 	"fmt"
 	"net"
 )
@@ -68,6 +69,12 @@ func (h *VNetHdr) Encode(b []byte) {
 type Frame struct {
 	Buf  []byte
 	VNet VNetHdr
+	// Loan, when not zero, names the link buffer Buf lies in, which a
+	// caller may keep past the next ReadBatch through the link's Lender
+	// (Buf starts at LoanOff in Lender.LoanBuf(Loan)). Zero: Buf is valid
+	// only until the next ReadBatch, as usual.
+	Loan    uint32
+	LoanOff uint32
 }
 
 // Caps are the offloads a link offers.
@@ -127,4 +134,28 @@ type Link interface {
 // after it returns. Safe for concurrent use with WriteBatch.
 type GatherWriter interface {
 	WriteGather(vnet VNetHdr, pieces [][]byte) error
+}
+
+// ErrNoGather is WriteGather's answer when the link cannot gather this
+// frame now (a wrapper whose impairments need the frame whole): nothing
+// was sent, and the caller assembles the frame and uses WriteBatch.
+var ErrNoGather = errors.New("link: cannot gather this frame")
+
+// Lender is implemented by links that can lend the buffers frames arrive
+// in: a receiver keeps a frame's payload where the kernel wrote it
+// (queued on a socket for its reader) instead of copying it out before
+// the next ReadBatch, and gives the buffer back when the reader is done.
+// The link reads into other buffers meanwhile.
+type Lender interface {
+	// Hold takes n holds on the buffer of a frame with Frame.Loan == loan.
+	// Only the goroutine that got the frame calls it, before its next
+	// ReadBatch. False means the link has no buffer to spare for the
+	// loan now (too many are out): the caller copies instead.
+	Hold(loan uint32, n int) bool
+	// Release gives back n holds; the buffer is reused once all its holds
+	// are back. Safe for concurrent use.
+	Release(loan uint32, n int)
+	// LoanBuf is the buffer loan names, the same slice for the link's
+	// lifetime: a holder finds its bytes at the offsets it was given.
+	LoanBuf(loan uint32) []byte
 }

@@ -11,7 +11,10 @@
 // GSO frames, and waits in the Go netpoller, so the woken reader runs on
 // the P that polled. The socket queue hands over complete skbs: nothing
 // can be read half-written, and a frame is delivered as soon as it is
-// queued. It costs one copy more than a ring.
+// queued. It costs one copy more than a ring, but its buffers can be lent
+// (link.Lender): the stack queues a GSO super-frame's datagrams on their
+// socket where the kernel wrote them, and recvmmsg reads into other
+// buffers of a pool (up to 256) until the reader releases them.
 //
 // RxRing maps a TPACKET_V3 receive ring. The kernel hands a block to user
 // space only when it is full or its retire timer (millisecond granularity)

@@ -29,9 +29,10 @@ type rxSock struct {
 	file *os.File
 	rc   syscall.RawConn
 
-	// bufs holds rxSockBatch slots of rxSlotSize: header then frame.
-	// The pages of the tail of a slot are touched only by large frames.
-	bufs []byte
+	// pool holds the receive buffers, rxSlotSize each: header then
+	// frame. The pages of the tail of a slot are touched only by large
+	// frames. Message i reads into pool.slots[pool.at[i]].
+	pool rxPool
 	msgs []unix.Mmsghdr
 	iovs []unix.Iovec
 
@@ -75,11 +76,11 @@ func (r *rxSock) open(ifidx int, o Options) error {
 	if err != nil {
 		return fmt.Errorf("receive socket: %w", err)
 	}
-	r.bufs = make([]byte, rxSockBatch*rxSlotSize)
+	r.pool.init()
 	r.msgs = make([]unix.Mmsghdr, rxSockBatch)
 	r.iovs = make([]unix.Iovec, rxSockBatch)
 	for i := range r.msgs {
-		r.iovs[i].Base = &r.bufs[i*rxSlotSize]
+		r.iovs[i].Base = &r.pool.slots[r.pool.at[i]].buf[0]
 		r.iovs[i].SetLen(rxSlotSize)
 		r.msgs[i].Hdr.Iov = &r.iovs[i]
 		r.msgs[i].Hdr.SetIovlen(1)
@@ -145,6 +146,7 @@ func (l *Link) readSock(frames []link.Frame) (int, error) {
 	if l.opts.BusyPoll > 0 {
 		deadline = time.Now().Add(l.opts.BusyPoll)
 	}
+	r.refill(r.want) // the last batch's buffers on loan are replaced
 	for {
 		busy := !deadline.IsZero() && time.Now().Before(deadline)
 		got, err := l.sockRead(busy)
@@ -170,10 +172,12 @@ func (l *Link) deliverSock(frames []link.Frame, got int) int {
 			l.rxTrunc.Add(1)
 			continue
 		}
-		slot := r.bufs[i*rxSlotSize : i*rxSlotSize+size : i*rxSlotSize+size]
+		k := r.pool.at[i]
+		slot := r.pool.slots[k].buf[:size:size]
 		f := &frames[n]
 		f.VNet.Decode(slot)
 		f.Buf = slot[link.VNetHdrLen:]
+		f.Loan, f.LoanOff = uint32(k+1), link.VNetHdrLen
 		bytes += uint64(size - link.VNetHdrLen)
 		n++
 	}

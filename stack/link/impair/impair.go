@@ -204,3 +204,39 @@ func (w *Link) Close() error {
 
 // HardwareAddr implements link.Link.
 func (w *Link) HardwareAddr() net.HardwareAddr { return w.Link.HardwareAddr() }
+
+var (
+	_ link.Lender       = (*Link)(nil)
+	_ link.GatherWriter = (*Link)(nil)
+)
+
+// Hold implements link.Lender for a wrapped link that lends its receive
+// buffers (false otherwise: the stack copies). Frames the impairments
+// drop are simply never held.
+func (w *Link) Hold(loan uint32, n int) bool {
+	l, ok := w.Link.(link.Lender)
+	return ok && l.Hold(loan, n)
+}
+
+// Release implements link.Lender.
+func (w *Link) Release(loan uint32, n int) {
+	if l, ok := w.Link.(link.Lender); ok {
+		l.Release(loan, n)
+	}
+}
+
+// LoanBuf implements link.Lender.
+func (w *Link) LoanBuf(loan uint32) []byte { return w.Link.(link.Lender).LoanBuf(loan) }
+
+// WriteGather implements link.GatherWriter when nothing is impaired and
+// the wrapped link gathers; otherwise it returns link.ErrNoGather and the
+// sender assembles the frame for WriteBatch, which applies the
+// impairments.
+func (w *Link) WriteGather(v link.VNetHdr, pieces [][]byte) error {
+	p := w.params.Load()
+	gw, ok := w.Link.(link.GatherWriter)
+	if !ok || p.LossPPM != 0 || p.CorruptPPM != 0 || p.Down || p.Delay != 0 {
+		return link.ErrNoGather
+	}
+	return gw.WriteGather(v, pieces)
+}
