@@ -81,6 +81,31 @@ func (s *Server) WriteAt(p []byte, off int64, fua bool) error {
 	return nil
 }
 
+// WritePieceAt writes p at off as one piece of a write request whose data
+// arrives in pieces (an NBD WRITE taken straight from the connection's
+// receive buffer): it counts the bytes; WriteDone counts the request.
+func (s *Server) WritePieceAt(p []byte, off int64) error {
+	if err := s.checkRange(off, len(p)); err != nil {
+		return err
+	}
+	if _, err := s.file.WriteAt(p, off); err != nil {
+		s.stats.errors[diskproto.CodeIO].Add(1)
+		return fmt.Errorf("disk: write %d at %d: %w", len(p), off, err)
+	}
+	s.stats.bytesWritten.Add(uint64(len(p)))
+	return nil
+}
+
+// WriteDone ends a write request written with WritePieceAt: it counts the
+// request and, with fua, makes it durable (fdatasync) before it returns.
+func (s *Server) WriteDone(fua bool) error {
+	s.stats.requests[diskproto.OpWrite].Add(1)
+	if fua {
+		return s.Flush()
+	}
+	return nil
+}
+
 // Flush makes every write that completed before it durable (fdatasync of
 // the backing file), whichever front end wrote it.
 func (s *Server) Flush() error {

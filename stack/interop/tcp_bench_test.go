@@ -147,7 +147,7 @@ func BenchmarkTCPBulk(b *testing.B) {
 	for _, side := range []struct {
 		name string
 		mk   func(testing.TB) benchPair
-	}{{"user", userPair}, {"kernel", kernelPair}, {"user-bridge", userPairBridged}, {"kernel-bridge", kernelPairBridged}} {
+	}{{"user", userPair}, {"kernel", kernelPair}, {"user-bridge", userPairBridged}, {"kernel-bridge", kernelPairBridged}, {"kernel-to-user-bridge", kernelToUserPair}} {
 		b.Run(side.name, func(b *testing.B) {
 			p := side.mk(b)
 			const chunk = 1 << 20
@@ -175,4 +175,36 @@ func BenchmarkTCPBulk(b *testing.B) {
 			b.ReportMetric(float64(n)*8/el.Seconds()/1e9, "Gbit/s")
 		})
 	}
+}
+
+// kernelToUserPair is a kernel socket client sending to a server on our
+// stack through a bridge: the direction of an NBD WRITE from a kernel
+// client (fio, qemu) to a peripheral, where the kernel sends TSO/GSO
+// super-frames and paces by our ACKs.
+func kernelToUserPair(tb testing.TB) benchPair {
+	a, b, la, lb := endpoints(tb, true, "x")
+	for _, x := range []*nstest.NS{a, b} {
+		x.Run(tb, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	}
+	a.AddrAdd(tb, la, "10.99.0.9/24")
+	sb := startStackTB(tb, b, "b0", lb.Attrs().HardwareAddr, user2Addr, afpacket.Options{})
+	l, err := sb.ListenTCP(netip.AddrPortFrom(user2Addr.Addr(), 5201))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	var c net.Conn
+	if err := a.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(user2Addr.Addr(), 5201).String(), 5*time.Second)
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close(); s.Close() })
+	return benchPair{client: c, server: s, segsOut: func() uint64 { return sb.TCP().Stats().SegsOut.Load() }}
 }

@@ -131,7 +131,7 @@ type Conn struct {
 	oooFinSeq            uint32
 	rcvAdv               uint32 // right edge of the window last advertised
 	ackNow               bool
-	unacked              int // full segments received and not yet acknowledged
+	unacked              int // bytes received and not yet acknowledged
 	rcvSinceGrow         int // bytes received since the ring last grew
 	maxSnd, maxRcv       int // ring size limits (SetWriteBuffer, SetReadBuffer)
 	lingerZero           bool
@@ -390,6 +390,80 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, c.opError("read", err)
 		}
 	}
+}
+
+// ReadFunc is Read without the copy out: it waits as Read does until data
+// is readable, then lends fn views of up to max bytes of it in place in the
+// receive ring, a and then b (b is empty unless the data wraps around the
+// ring's end). fn returns how many of those bytes it used, from the start;
+// they are consumed as by Read and the window opens. ReadFunc returns
+// that count, or 0 and Read's error (io.EOF after the peer's FIN).
+//
+// The views are valid only while fn runs. fn runs without the
+// connection's lock, so the receive path goes on filling the ring around
+// them (the bytes lent are not overwritten before they are consumed), and
+// it must not call the Conn's read methods. A payload that goes straight
+// from the ring into a file (an NBD WRITE) is copied once instead of
+// twice.
+func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
+	if max <= 0 {
+		return 0, nil
+	}
+	c.rdMu.Lock()
+	defer c.rdMu.Unlock()
+	for {
+		if deadlinePassed(&c.rdDL) {
+			return 0, c.opError("read", os.ErrDeadlineExceeded)
+		}
+		c.mu.Lock()
+		if c.appClosed {
+			c.mu.Unlock()
+			return 0, c.opError("read", ErrClosed)
+		}
+		if avail := c.readableLocked(); avail > 0 {
+			a, b := ringViews(c.rcvBuf, c.irs+1, c.rcvRead, min(max, avail))
+			c.mu.Unlock()
+			n := fn(a, b)
+			if n < 0 || n > len(a)+len(b) {
+				panic("tcp: ReadFunc's fn used more than it was lent")
+			}
+			if n == 0 {
+				return 0, nil
+			}
+			c.mu.Lock()
+			c.rcvRead += uint32(n)
+			update := c.windowUpdateLocked()
+			c.mu.Unlock()
+			if update {
+				c.output()
+			}
+			return n, nil
+		}
+		if c.finRcvd {
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return 0, c.opError("read", err)
+		}
+		if c.state == stateClosed {
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		c.mu.Unlock()
+		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
+			return 0, c.opError("read", err)
+		}
+	}
+}
+
+// Buffered is how many bytes a Read would return at once now.
+func (c *Conn) Buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.readableLocked(), 0)
 }
 
 // windowUpdateLocked decides, after a read, whether the window opened

@@ -491,8 +491,13 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 			c.finLocked()
 		}
 		wake(c.rdWake)
-		c.unacked += (len(payload) + c.mssBase - 1) / max(c.mssBase, 1)
-		if hadOOO || c.unacked >= 2 {
+		// Linux's rule (__tcp_ack_snd_check): acknowledge at once when
+		// more than one full-sized segment is unacknowledged (every second
+		// segment of a bulk flow, every GSO super-frame), else delay. Small
+		// requests (an NBD or RPC header, tens of bytes) then get their
+		// ACK on the reply instead of one pure ACK (a send) per pair.
+		c.unacked += len(payload)
+		if hadOOO || c.unacked > c.mssBase {
 			c.ackNow = true
 		} else {
 			c.ackLaterLocked()

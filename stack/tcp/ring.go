@@ -29,6 +29,16 @@ func ringRead(ring []byte, base, seq uint32, p []byte) int {
 	return n
 }
 
+// ringViews returns the n bytes starting at seq in place: a, then b when
+// they wrap around the ring's end. The caller ensures n <= len(ring).
+func ringViews(ring []byte, base, seq uint32, n int) (a, b []byte) {
+	off := int((seq - base) & uint32(len(ring)-1))
+	if off+n <= len(ring) {
+		return ring[off : off+n], nil
+	}
+	return ring[off:], ring[:n-(len(ring)-off)]
+}
+
 // ringCopy moves n bytes starting at seq from ring old to ring nw (of a
 // different size, same base).
 func ringCopy(nw, old []byte, base, seq uint32, n int) {

@@ -33,6 +33,7 @@ type served struct {
 	disk *disk.Server
 	nbd  *nbd.Server
 	path string
+	dial func(testing.TB) net.Conn // on the user-level stack (serveStack); nil: kernel TCP
 }
 
 // serve starts a disk server of size bytes on a temporary backing file and
@@ -750,8 +751,15 @@ func BenchmarkIO(b *testing.B) {
 // mixed in. Every reply must come once, with its own errno and data.
 func TestPipelined(t *testing.T) {
 	const size = 16 << 20
-	s := serve(t, size, disk.OpenAccess{}, nbd.Config{})
-	c, _ := connect(t, s.addr, nbd.OpenExport)
+	t.Run("kernel-tcp", func(t *testing.T) { testPipelined(t, serve(t, size, disk.OpenAccess{}, nbd.Config{})) })
+	// On stack/tcp, WRITEs larger than the reader's buffer are streamed
+	// from the connection's receive ring into the file.
+	t.Run("stack-tcp", func(t *testing.T) { testPipelined(t, serveStack(t, size, nbd.Config{})) })
+}
+
+func testPipelined(t *testing.T, s *served) {
+	const size = 16 << 20
+	c := s.connect(t, nbd.OpenExport)
 	type req struct {
 		typ    uint16
 		off    uint64
@@ -841,20 +849,38 @@ func TestSteadyRequestsAllocateNothing(t *testing.T) {
 	if testing.CoverMode() != "" || raceEnabled {
 		t.Skip("allocation counts differ under -cover and -race")
 	}
-	s := serve(t, 1<<20, disk.OpenAccess{}, nbd.Config{})
-	c, _ := connect(t, s.addr, nbd.OpenExport)
-	for _, typ := range []uint16{cmdWrite, cmdRead} {
-		req := make([]byte, 28, 28+4096)
+	t.Run("kernel-tcp", func(t *testing.T) {
+		testSteadyAllocs(t, serve(t, 1<<20, disk.OpenAccess{}, nbd.Config{}), 4096)
+	})
+	// On stack/tcp also a WRITE streamed from the receive ring (larger
+	// than the reader's buffer); the client's side, on the same stack,
+	// allocates nothing either.
+	t.Run("stack-tcp", func(t *testing.T) { testSteadyAllocs(t, serveStack(t, 1<<20, nbd.Config{}), 4096, 256<<10) })
+}
+
+func testSteadyAllocs(t *testing.T, s *served, writeSizes ...int) {
+	c := s.connect(t, nbd.OpenExport)
+	type op struct {
+		typ uint16
+		n   int
+	}
+	var ops []op
+	for _, n := range writeSizes {
+		ops = append(ops, op{cmdWrite, n})
+	}
+	for _, o := range append(ops, op{cmdRead, 4096}) {
+		typ, n := o.typ, o.n
+		req := make([]byte, 28, 28+n)
 		binary.BigEndian.PutUint32(req[0:], reqMagic)
 		binary.BigEndian.PutUint16(req[6:], typ)
 		binary.BigEndian.PutUint64(req[8:], 7)
 		binary.BigEndian.PutUint64(req[16:], 8192)
-		binary.BigEndian.PutUint32(req[24:], 4096)
+		binary.BigEndian.PutUint32(req[24:], uint32(n))
 		reply := make([]byte, 16)
 		if typ == cmdWrite {
-			req = req[:28+4096]
+			req = req[:28+n]
 		} else {
-			reply = make([]byte, 16+4096)
+			reply = make([]byte, 16+n)
 		}
 		var failed error
 		allocs := testing.AllocsPerRun(200, func() {
@@ -872,7 +898,7 @@ func TestSteadyRequestsAllocateNothing(t *testing.T) {
 			t.Fatal(failed)
 		}
 		if allocs != 0 {
-			t.Errorf("command %d: %.1f allocations per request, want 0", typ, allocs)
+			t.Errorf("command %d of %d bytes: %.1f allocations per request, want 0", typ, n, allocs)
 		}
 	}
 }

@@ -38,9 +38,32 @@ type Backend interface {
 	Trim(off int64, n int, fua bool) error
 }
 
+// PieceWriter is a Backend that takes a WRITE's data in pieces as it
+// arrives, as *disk.Server does. With a connection that lends its receive
+// buffer (ViewReader), a WRITE's payload then goes from the TCP receive
+// ring into the backing file in one copy, on the reading goroutine, with
+// no buffer of its own and no hand-off to another goroutine.
+type PieceWriter interface {
+	// WritePieceAt writes p at off: one piece of a WRITE whose range was
+	// checked. It counts bytes, not requests.
+	WritePieceAt(p []byte, off int64) error
+	// WriteDone ends a WRITE written in pieces: it counts the request
+	// and, with fua, makes the data durable before it returns.
+	WriteDone(fua bool) error
+}
+
+// ViewReader is a connection that lends views of its receive buffer
+// instead of copying out of it, as *tcp.Conn of package stack/tcp does
+// (see its ReadFunc): fn gets up to max bytes in place, in one or two
+// pieces, and returns how many it used.
+type ViewReader interface {
+	ReadFunc(max int, fn func(a, b []byte) int) (int, error)
+}
+
 var (
-	_ Backend  = (*disk.Server)(nil)
-	_ Admitter = (*disk.Server)(nil)
+	_ Backend     = (*disk.Server)(nil)
+	_ Admitter    = (*disk.Server)(nil)
+	_ PieceWriter = (*disk.Server)(nil)
 )
 
 // OpenExport is the export name of open mode: the all-zero capability.
@@ -262,6 +285,14 @@ type conn struct {
 	scratch []byte // an inline WRITE's payload
 	remote  net.Addr
 	dreq    diskproto.Request // authorize's, reused: a request allocates nothing
+
+	// Streamed WRITEs (PieceWriter and ViewReader both present): the
+	// piece callback is made once, so lending the ring allocates nothing.
+	pw       PieceWriter
+	vr       ViewReader
+	pieceFn  func(a, b []byte) int
+	pieceOff int64
+	pieceErr error
 }
 
 // Inline requests. A READ or WRITE of at most inlineMax bytes (and a
@@ -590,6 +621,11 @@ func (cc *conn) transmit() error {
 	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxBuffered)
 	defer bud.drain()
 	cc.br = bufio.NewReaderSize(cc.c, readerBuffer)
+	cc.pw, _ = cc.be.(PieceWriter)
+	cc.vr, _ = cc.c.(ViewReader)
+	if cc.pw != nil && cc.vr != nil {
+		cc.pieceFn = cc.writePiece
+	}
 	var hb [requestSize]byte
 	for {
 		if cc.br.Buffered() < requestSize {
@@ -632,6 +668,17 @@ func (cc *conn) transmit() error {
 			}
 			s.stats.Refused.Add(1)
 			cc.queueReply(r.handle, errPerm)
+			continue
+		}
+		if r.typ == cmdWrite && (int(r.length) <= cc.br.Buffered() || cc.pieceFn != nil) {
+			if err := cc.writeInline(&r); err != nil {
+				return err
+			}
+			if len(cc.out) >= outFlush {
+				if err := cc.flush(); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		cost := 0
@@ -722,6 +769,75 @@ func (cc *conn) runInline(r *request) error {
 		cc.queueReply(r.handle, code)
 	}
 	return nil
+}
+
+// writeInline runs a WRITE on the reading goroutine and queues its reply:
+// straight from the reader's buffer when the whole payload is there, else
+// streamed from the connection's receive ring into the Backend as it
+// arrives (only with cc.pieceFn).
+func (cc *conn) writeInline(r *request) error {
+	n, fua := int(r.length), r.flags&cmdFlagFUA != 0
+	if n <= cc.br.Buffered() {
+		p, _ := cc.br.Peek(n) // cannot fail: n bytes are buffered
+		err := cc.be.WriteAt(p, int64(r.offset), fua)
+		cc.br.Discard(n)
+		cc.wrote(r, err)
+		return nil
+	}
+	// The client may wait for these replies before it sends the rest.
+	if err := cc.flush(); err != nil {
+		return err
+	}
+	cc.pieceOff, cc.pieceErr = int64(r.offset), nil
+	if k := cc.br.Buffered(); k > 0 {
+		p, _ := cc.br.Peek(k)
+		cc.pieceErr = cc.pw.WritePieceAt(p, cc.pieceOff)
+		cc.br.Discard(k)
+		cc.pieceOff += int64(k)
+		n -= k
+	}
+	// The reader's buffer is empty now, so reading the connection itself
+	// keeps the stream in order.
+	for n > 0 {
+		k, err := cc.vr.ReadFunc(n, cc.pieceFn)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		n -= k
+	}
+	err := cc.pieceErr
+	if done := cc.pw.WriteDone(fua && err == nil); err == nil {
+		err = done
+	}
+	cc.wrote(r, err)
+	return nil
+}
+
+// writePiece is cc.pieceFn: it writes the views it is lent at pieceOff
+// (after a failure it only consumes them) and uses all of them.
+func (cc *conn) writePiece(a, b []byte) int {
+	if cc.pieceErr == nil {
+		cc.pieceErr = cc.pw.WritePieceAt(a, cc.pieceOff)
+	}
+	if cc.pieceErr == nil && len(b) > 0 {
+		cc.pieceErr = cc.pw.WritePieceAt(b, cc.pieceOff+int64(len(a)))
+	}
+	cc.pieceOff += int64(len(a) + len(b))
+	return len(a) + len(b)
+}
+
+// wrote counts a WRITE's outcome and queues its reply.
+func (cc *conn) wrote(r *request, err error) {
+	code := uint32(0)
+	if err != nil {
+		code = cc.failed(r, err)
+	} else {
+		cc.s.stats.BytesWritten.Add(uint64(r.length))
+	}
+	cc.queueReply(r.handle, code)
 }
 
 // grow extends b by n bytes, reallocating (doubling) only when its

@@ -1,0 +1,131 @@
+package tcp_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/stack/tcp"
+)
+
+// TestReadFunc: data read through the views ReadFunc lends arrives whole
+// and in order, also when fn takes only part of what it is lent and when
+// the views wrap around a small ring; the peer's FIN ends it with EOF.
+func TestReadFunc(t *testing.T) {
+	w := newWorld(t, worldOpts{tcp: tcp.Config{InitialBuffer: 16 << 10, MaxBuffer: 16 << 10}})
+	c, s := w.connect(t, 81)
+	// Wrapping views, deterministically: 10,000 bytes twice through a
+	// 16 KiB ring, each read only once all of it arrived, so the second
+	// lies across the ring's end.
+	for round := range 2 {
+		msg := pattern(10000, byte(round))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); s.Buffered() < len(msg); {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d of %d bytes arrived", round, s.Buffered(), len(msg))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		var got []byte
+		n, err := s.ReadFunc(1<<20, func(a, b []byte) int {
+			if round == 1 && len(b) == 0 {
+				t.Errorf("round 1: views %d+%d bytes, want them across the ring's end", len(a), len(b))
+			}
+			got = append(append(got, a...), b...)
+			return len(a) + len(b)
+		})
+		if err != nil || n != len(msg) || !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: %d bytes, %v; equal %v", round, n, err, bytes.Equal(got, msg))
+		}
+	}
+
+	// Streaming, with fn taking only part of what it is lent at times.
+	data := pattern(3<<20+517, 3)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		c.CloseWrite()
+		werr <- err
+	}()
+	got := make([]byte, 0, len(data))
+	partial := 0
+	for i := 0; ; i++ {
+		max := []int{1 << 20, 1000, 7, 64 << 10}[i%4]
+		n, err := s.ReadFunc(max, func(a, b []byte) int {
+			if len(a)+len(b) > max {
+				t.Errorf("lent %d+%d bytes, above max %d", len(a), len(b), max)
+			}
+			take := len(a) + len(b)
+			if i%3 == 1 && take > 1 { // use only some: the rest is lent again
+				take = take/2 + 1
+				partial++
+			}
+			k := min(take, len(a))
+			got = append(got, a[:k]...)
+			got = append(got, b[:take-k]...)
+			return take
+		})
+		if errors.Is(err, io.EOF) {
+			if n != 0 {
+				t.Fatalf("EOF with %d bytes", n)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("ReadFunc after %d bytes: %v", len(got), err)
+		}
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		i := 0
+		for i < len(got) && i < len(data) && got[i] == data[i] {
+			i++
+		}
+		t.Fatalf("read %d of %d bytes; they differ from byte %d", len(got), len(data), i)
+	}
+	if partial == 0 {
+		t.Error("fn never took part of what it was lent")
+	}
+	// Nothing used means nothing consumed, and a Read still sees EOF.
+	if n, err := s.ReadFunc(10, func(a, b []byte) int { return 0 }); n != 0 || err != io.EOF {
+		t.Fatalf("after EOF: %d, %v", n, err)
+	}
+}
+
+// TestReadFuncZeroAllocs: lending the ring allocates nothing per read.
+func TestReadFuncZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	w := newWorld(t, worldOpts{tcp: tcp.Config{MaxBuffer: 1 << 20}})
+	c, s := w.connect(t, 82)
+	msg := pattern(64<<10, 5)
+	var sum int
+	run := func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(msg); {
+			n, err := s.ReadFunc(len(msg)-got, func(a, b []byte) int {
+				sum += int(a[0])
+				return len(a) + len(b)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	for range 200 { // the ring grows to its largest within 3.5 MiB
+		run()
+	}
+	if allocs := testing.AllocsPerRun(300, run); allocs != 0 {
+		t.Errorf("%.2f allocations per 64 KiB read through ReadFunc", allocs)
+	}
+}
