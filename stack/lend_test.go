@@ -189,6 +189,32 @@ func TestLentViews(t *testing.T) {
 	}
 }
 
+// TestLentSmall: a run of small datagrams is copied, not lent.
+func TestLentSmall(t *testing.T) {
+	tx, rx, l := lentConnected(t, 4)
+	out := sendRun(t, tx, 40, lendMinSegment-1, 0)
+	msgs := make([]Message, 64)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, 2048)
+	}
+	for got := 0; got < len(out); {
+		rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := rx.ReadBatch(msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range msgs[:n] {
+			if !bytes.Equal(msgs[i].Buf[:msgs[i].N], out[got].Buf) {
+				t.Fatalf("datagram %d: wrong content", got)
+			}
+			got++
+		}
+	}
+	if lent := rx.s.Stats().LentFramesIn; lent != 0 || l.held.Load() != 0 {
+		t.Fatalf("%d super-frames of %d B datagrams lent", lent, lendMinSegment-1)
+	}
+}
+
 // TestLentRefused: when the link lends no more, datagrams are copied into
 // the ring instead, intact; loans and copies interleave in order.
 func TestLentRefused(t *testing.T) {
@@ -261,7 +287,7 @@ func TestLentClose(t *testing.T) {
 // (run it with -race).
 func TestLentConcurrent(t *testing.T) {
 	tx, rx, l := lentConnected(t, 6)
-	readViewsConcurrent(t, tx, rx)
+	readViewsConcurrent(t, tx, rx, 600)
 	deadline := time.Now().Add(5 * time.Second)
 	for l.held.Load() != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)

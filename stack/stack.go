@@ -417,6 +417,12 @@ func (s *Stack) input(f *link.Frame, p *engine.Packet) {
 	s.deliver(p)
 }
 
+// lendMinSegment is the smallest datagram a super-frame is lent for
+// rather than copied into the ring: a run of small datagrams is a few
+// KiB, cheaper to copy than to pin a 64 KiB link buffer for (and each
+// lent datagram costs its reader a little more to give back).
+const lendMinSegment = 512
+
 func (s *Stack) deliver(p *engine.Packet) {
 	switch p.Proto {
 	case header.ProtocolUDP:
@@ -444,7 +450,7 @@ func (s *Stack) deliver(p *engine.Packet) {
 		}
 		s.st.gsoFramesIn.Add(1)
 		seg := int(p.VNet.GSOSize)
-		if s.rxLoan != 0 && q.lender != nil {
+		if s.rxLoan != 0 && q.lender != nil && seg >= lendMinSegment {
 			// The datagrams stay where the kernel wrote them: the link
 			// lends its buffer until the reader has them all.
 			n := q.pushLent(payload, seg, s.rxLoan, s.rxLoanOff+uint32(p.L4+header.UDPMinimumSize), p.Src, p.SrcPort)

@@ -648,8 +648,11 @@ type rxQueue struct {
 	_       [64]byte
 	// lender is the link whose buffers lent descriptors point into (nil:
 	// the link lends nothing, every datagram is in the arena). Set once,
-	// when the socket opens.
-	lender link.Lender
+	// when the socket opens. lentOut counts lent datagrams published and
+	// not yet released, so readers walk descriptors to give holds back
+	// only while there are some.
+	lender  link.Lender
+	lentOut atomic.Int64
 	// The producer's own.
 	ptail         uint64 // next descriptor to write (>= tail)
 	wpos          uint64 // arena position (monotonic)
@@ -814,6 +817,9 @@ func (q *rxQueue) pushLent(p []byte, seg int, loan, off uint32, src [4]byte, por
 
 // publish makes everything pushed so far visible to readers.
 func (q *rxQueue) publish() {
+	if q.pendLent > 0 { // before tail: a reader that sees them sees the count
+		q.lentOut.Add(int64(q.pendLent))
+	}
 	if q.tail.Load() != q.ptail {
 		q.tail.Store(q.ptail)
 	}
@@ -850,9 +856,19 @@ func (q *rxQueue) peek(views []View) int {
 	h := q.head.Load()
 	n := min(uint64(len(views)), q.tail.Load()-h)
 	mask := uint64(len(q.descs) - 1)
+	var loan uint32
+	var lent []byte
 	for i := range n {
 		d := &q.descs[(h+i)&mask]
-		views[i] = View{Payload: q.payload(d), Addr: netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)}
+		end := d.off + d.n
+		b := q.arena
+		if d.loan != 0 {
+			if d.loan != loan { // one lookup per run of datagrams in one buffer
+				loan, lent = d.loan, q.lender.LoanBuf(d.loan)
+			}
+			b = lent
+		}
+		views[i] = View{Payload: b[d.off:end:end], Addr: netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)}
 	}
 	return int(n)
 }
@@ -865,7 +881,7 @@ func (q *rxQueue) release(n int) {
 	}
 	h := q.head.Load()
 	mask := uint64(len(q.descs) - 1)
-	if q.lender != nil {
+	if q.lentOut.Load() > 0 {
 		q.giveBack(h, uint64(n))
 	}
 	q.rpos.Store(q.descs[(h+uint64(n)-1)&mask].end)
@@ -877,11 +893,12 @@ func (q *rxQueue) release(n int) {
 func (q *rxQueue) giveBack(h, n uint64) {
 	mask := uint64(len(q.descs) - 1)
 	var loan uint32
-	run := 0
+	run, total := 0, 0
 	for i := range n {
 		d := &q.descs[(h+i)&mask]
 		if d.loan != loan && run > 0 {
 			q.lender.Release(loan, run)
+			total += run
 			run = 0
 		}
 		loan = d.loan
@@ -891,6 +908,10 @@ func (q *rxQueue) giveBack(h, n uint64) {
 	}
 	if run > 0 {
 		q.lender.Release(loan, run)
+		total += run
+	}
+	if total > 0 {
+		q.lentOut.Add(-int64(total))
 	}
 }
 
@@ -924,7 +945,7 @@ func (q *rxQueue) pop(msgs []Message) int {
 		m.Addr = netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)
 		end = d.end
 	}
-	if q.lender != nil {
+	if q.lentOut.Load() > 0 {
 		q.giveBack(h, n)
 	}
 	q.rpos.Store(end)

@@ -79,14 +79,14 @@ func TestReadViews(t *testing.T) {
 // one socket (run it with -race): every datagram is seen once, intact.
 func TestReadViewsConcurrent(t *testing.T) {
 	tx, rx := connected(t, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
-	readViewsConcurrent(t, tx, rx)
+	readViewsConcurrent(t, tx, rx, 64)
 }
 
-func readViewsConcurrent(t *testing.T, tx, rx *UDPConn) {
+func readViewsConcurrent(t *testing.T, tx, rx *UDPConn, size int) {
 	const total = 20000
 	seen := make(chan int, total)
 	check := func(b []byte) {
-		if len(b) != 64 || !bytes.Equal(b[8:], pattern(56, b[0])) {
+		if len(b) != size || !bytes.Equal(b[8:], pattern(size-8, b[0])) {
 			t.Errorf("corrupt datagram % x", b)
 		}
 		seen <- int(b[0]) | int(b[1])<<8
@@ -124,13 +124,13 @@ func readViewsConcurrent(t *testing.T, tx, rx *UDPConn) {
 	}()
 	msgs := make([]Message, 32)
 	for i := range msgs {
-		msgs[i].Buf = make([]byte, 64)
+		msgs[i].Buf = make([]byte, size)
 	}
 	for sent := 0; sent < total; {
 		for i := range msgs {
 			b := msgs[i].Buf
 			b[0], b[1] = byte(sent+i), byte((sent+i)>>8)
-			copy(b[8:], pattern(56, b[0]))
+			copy(b[8:], pattern(size-8, b[0]))
 		}
 		if _, err := tx.WriteBatch(msgs); err != nil {
 			t.Fatal(err)
