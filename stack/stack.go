@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,16 @@ type Config struct {
 	// per second at most; negative disables them.
 	ICMPRateLimit int
 	RxBatch       int // frames per link read
+	// PollBudget, if positive, makes a reader that finds nothing queued
+	// (UDP and TCP reads) drive the link itself for up to this long
+	// before it sleeps, when the link can be polled (link.Poller): it
+	// polls the link, runs what arrives through the engine on its own
+	// goroutine and returns as soon as its own data is there. The reply
+	// to a request then costs no wake-up of the receive goroutine and no
+	// hand-off from it (run to completion). It buys latency with CPU
+	// time: the poller spins, yielding the CPU between polls. Off by
+	// default: a host runs many stacks on few cores.
+	PollBudget time.Duration
 	// NoGratuitousARP suppresses the announcement New sends.
 	NoGratuitousARP bool
 	// TCP holds the TCP tunables (buffers, backlog, TIME_WAIT, RTO).
@@ -119,7 +130,8 @@ type Stack struct {
 	icmpTokens float64
 	icmpLast   time.Time
 	// rxTouched lists the UDP sockets the current receive batch queued
-	// datagrams on; used only by the receive goroutine.
+	// datagrams on; used only by the holder of the link's receive turn
+	// (the receive goroutine, or a reader polling the link).
 	rxTouched []*UDPConn
 	// lender is the link when it lends its receive buffers (nil if not).
 	// rxLoan and rxLoanOff are the frame being input's loan (link.Frame),
@@ -127,6 +139,15 @@ type Stack struct {
 	lender    link.Lender
 	rxLoan    uint32
 	rxLoanOff uint32
+
+	// Run to completion (Config.PollBudget): poller is the link when it
+	// can be polled and polling is on. pollFrames and pollPkt are used
+	// only by the poller holding the link's receive turn; pollInput is
+	// s.pollBatch as a func value, made once.
+	poller     link.Poller
+	pollFrames []link.Frame
+	pollPkt    engine.Packet
+	pollInput  func([]link.Frame)
 
 	st stackCounters
 
@@ -143,7 +164,7 @@ type stackCounters struct {
 	echoRequestsIn, echoRepliesOut, echoRequestsOut, echoRepliesIn atomic.Uint64
 	icmpErrorsIn, unreachSent, unreachLimited                      atomic.Uint64
 	fragmentsOut, gsoFramesOut, gsoFramesIn, lentFramesIn          atomic.Uint64
-	linkReadErrors                                                 atomic.Uint64
+	linkReadErrors, polledFrames                                   atomic.Uint64
 }
 
 // New starts a stack on l. The stack owns l from now on: Close closes it.
@@ -218,6 +239,13 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 	s.arpTmpl = engine.Template{SrcMAC: s.mac, SrcAddr: s.addr}
 	s.ctl.init(s, engine.Template{SrcMAC: s.mac, SrcAddr: s.addr, Proto: header.ProtocolICMP}, 4)
 	s.icmpTokens = float64(s.icmpBurst())
+	if p, ok := l.(link.Poller); ok && cfg.PollBudget > 0 {
+		if _, err := p.PollBatch(nil, nil); err == nil {
+			s.poller = p
+			s.pollFrames = make([]link.Frame, cfg.RxBatch)
+			s.pollInput = s.pollBatch
+		}
+	}
 	s.tcp = tcp.New(tcpNet{s}, cfg.TCP)
 
 	s.wg.Add(2)
@@ -348,11 +376,50 @@ func (s *Stack) arpRetryInterval() time.Duration {
 	return arp.DefaultRetryInterval
 }
 
+// drive is run to completion for a reader with nothing queued: it polls
+// the link on the caller's goroutine and runs what arrives through the
+// engine (pollBatch) until ready reports true, Config.PollBudget or the
+// deadline (unix nanoseconds, 0 for none) passes, or the link fails. The
+// frame the reader waits for is then taken, processed and queued by the
+// reader itself; the receive goroutine, asleep in the link, is neither
+// woken for it nor has to wake the reader. Without a poller it returns
+// at once.
+func (s *Stack) drive(ready func() bool, deadline int64) {
+	if s.poller == nil {
+		return
+	}
+	end := time.Now().Add(s.cfg.PollBudget).UnixNano()
+	if deadline != 0 && deadline < end {
+		end = deadline
+	}
+	for {
+		n, err := s.poller.PollBatch(s.pollFrames, s.pollInput)
+		if err != nil || ready() {
+			return
+		}
+		if n == 0 {
+			runtime.Gosched() // let the stack's other goroutines run (GOMAXPROCS=1)
+		}
+		if time.Now().UnixNano() >= end {
+			return
+		}
+	}
+}
+
+// pollBatch is drive's fn for Poller.PollBatch: the link's receive turn
+// is held, as it is by the receive goroutine around its own inputBatch.
+func (s *Stack) pollBatch(frames []link.Frame) {
+	s.st.polledFrames.Add(uint64(len(frames)))
+	s.inputBatch(frames, &s.pollPkt)
+}
+
 // inputBatch runs a batch of received frames through the engine and on to
 // their owners, then publishes what the batch queued on each UDP socket
 // and wakes its reader: counters, ring publication and wake-ups are paid
-// once per batch and socket, not once per datagram. Only the receive
-// goroutine calls it (or a test standing in for it while it is idle).
+// once per batch and socket, not once per datagram. Only the holder of
+// the link's receive turn calls it: the receive goroutine between two
+// ReadBatch calls, a reader polling the link (drive), or a test standing
+// in for them while they are idle.
 func (s *Stack) inputBatch(frames []link.Frame, p *engine.Packet) {
 	if len(frames) == 0 {
 		return

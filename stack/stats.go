@@ -35,6 +35,9 @@ type Stats struct {
 	// queued where the link received them (link.Lender), not copied.
 	LentFramesIn   uint64
 	LinkReadErrors uint64
+	// PolledFrames counts received frames a reader took off the link
+	// itself (Config.PollBudget) rather than the receive goroutine.
+	PolledFrames uint64
 
 	UDP []SocketStats
 	TCP TCPStats
@@ -81,6 +84,7 @@ func (s *Stack) Stats() Stats {
 		ARPRequestsIn: s.st.arpRequestsIn.Load(), ARPRepliesIn: s.st.arpRepliesIn.Load(),
 		ARPRequestsOut: s.st.arpRequestsOut.Load(), ARPRepliesOut: s.st.arpRepliesOut.Load(),
 		Reassembly:     s.reasm.Stats(),
+		PolledFrames:   s.st.polledFrames.Load(),
 		FragmentsOut:   s.st.fragmentsOut.Load(),
 		EchoRequestsIn: s.st.echoRequestsIn.Load(), EchoRepliesOut: s.st.echoRepliesOut.Load(),
 		EchoRequestsOut: s.st.echoRequestsOut.Load(), EchoRepliesIn: s.st.echoRepliesIn.Load(),

@@ -17,12 +17,18 @@ import (
 // segments into frames and frames onto the link.
 type tcpNet struct{ s *Stack }
 
-var _ tcp.Network = tcpNet{}
+var (
+	_ tcp.Network = tcpNet{}
+	_ tcp.Driver  = tcpNet{}
+)
 
 func (n tcpNet) LocalAddr() [4]byte       { return n.s.addr }
 func (n tcpNet) MTU() int                 { return n.s.mtu }
 func (n tcpNet) GSO() bool                { return n.s.gso }
 func (n tcpNet) Drop(r engine.DropReason) { n.s.eng.Drop(r) }
+func (n tcpNet) Drive(ready func() bool, deadline int64) {
+	n.s.drive(ready, deadline)
+}
 func (n tcpNet) NewRoute(dst [4]byte, lport uint16) (tcp.Route, error) {
 	if _, _, _, err := n.s.nextHop(dst, time.Now()); err != nil {
 		return nil, err // fail a Dial at once, as a kernel does (ENETUNREACH)

@@ -43,6 +43,7 @@ type UDPConn struct {
 	lent    int        // datagrams lent by ReadViews (under rmu)
 	lending atomic.Bool
 	rtimer  *time.Timer
+	readyFn func() bool // c.readable as a func value, made once
 	tx      txState
 
 	readDeadline  atomic.Int64 // unix nanoseconds; 0 = none
@@ -120,6 +121,7 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, er
 		k.RemoteAddr, k.RemotePort = raddr.Addr().As4(), raddr.Port()
 	}
 	c := &UDPConn{s: s, raddr: raddr, done: make(chan struct{})}
+	c.readyFn = c.readable
 	qlen, qbytes := s.cfg.UDPQueueLen, s.cfg.UDPQueueBytes
 	if o.QueueLen > 0 {
 		qlen = min(o.QueueLen, maxUDPQueueLen)
@@ -313,9 +315,17 @@ func (c *UDPConn) Release() {
 	c.unlockRead()
 }
 
+// readable reports whether a reader need not wait: a datagram is queued
+// or the socket is closed.
+func (c *UDPConn) readable() bool {
+	return c.q.tail.Load() != c.q.head.Load() || c.isClosed()
+}
+
 // waitQueued blocks until a datagram is queued, the read deadline passes
-// or the socket closes. The caller holds rmu.
+// or the socket closes; with Config.PollBudget it first drives the link
+// itself. The caller holds rmu.
 func (c *UDPConn) waitQueued() error {
+	drove := false
 	for {
 		if c.q.tail.Load() != c.q.head.Load() {
 			return nil
@@ -330,6 +340,11 @@ func (c *UDPConn) waitQueued() error {
 			if wait <= 0 {
 				return os.ErrDeadlineExceeded
 			}
+		}
+		if !drove && c.s.poller != nil {
+			drove = true
+			c.s.drive(c.readyFn, dl)
+			continue
 		}
 		if !c.q.arm() {
 			continue // data arrived while arming

@@ -30,15 +30,21 @@ const echoEnv = "NETSTATION_INTEROP_ECHO"
 // rrExchanges is the fewest round trips a latency figure is taken from.
 const rrExchanges = 10000
 
+// rrPollBudget is stack.Config.PollBudget of the "user-poll" stacks: how
+// long a reader with nothing queued drives the link itself. Above a
+// cross-CPU round trip, so the reply is usually caught by the poller.
+const rrPollBudget = 200 * time.Microsecond
+
 // echoConfig tells the echo process what to serve and where.
 type echoConfig struct {
-	Stack  string       // "user" or "kernel"
-	NS     string       // namespace name
-	IfName string       // user: the veth its stack opens
-	MAC    string       // user: the veth's MAC
-	Addr   netip.Prefix // the echo end's address
-	Port   uint16       // TCP and UDP
-	CPU    int          // every thread of the process pinned here
+	Stack  string        // "user" or "kernel"
+	Poll   time.Duration // user: stack.Config.PollBudget
+	NS     string        // namespace name
+	IfName string        // user: the veth its stack opens
+	MAC    string        // user: the veth's MAC
+	Addr   netip.Prefix  // the echo end's address
+	Port   uint16        // TCP and UDP
+	CPU    int           // every thread of the process pinned here
 }
 
 func TestMain(m *testing.M) {
@@ -79,7 +85,7 @@ func echoMain(js string) error {
 			if err != nil {
 				return err
 			}
-			st, err := stack.New(l, stack.Config{MAC: mac, Addr: c.Addr, MTU: 1500})
+			st, err := stack.New(l, stack.Config{MAC: mac, Addr: c.Addr, MTU: 1500, PollBudget: c.Poll})
 			if err != nil {
 				return err
 			}
@@ -170,14 +176,18 @@ type rrPair struct {
 	dst netip.AddrPort
 }
 
-// startRR builds the pair for stackName with the echo process pinned to
-// echoCPU.
+// startRR builds the pair for stackName ("user", "user-poll": both ends
+// with rrPollBudget, or "kernel") with the echo process pinned to echoCPU.
 func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
+	var poll time.Duration
+	if stackName == "user-poll" {
+		stackName, poll = "user", rrPollBudget
+	}
 	a, e, la, le := endpoints(b, false, "rr")
 	for _, x := range []*nstest.NS{a, e} {
 		x.Run(b, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
 	}
-	cfg := echoConfig{Stack: stackName, NS: e.Name, IfName: "b0", MAC: le.Attrs().HardwareAddr.String(), Port: 7007, CPU: echoCPU}
+	cfg := echoConfig{Stack: stackName, Poll: poll, NS: e.Name, IfName: "b0", MAC: le.Attrs().HardwareAddr.String(), Port: 7007, CPU: echoCPU}
 	clientAddr := userAddr
 	cfg.Addr = user2Addr
 	if stackName == "kernel" {
@@ -209,7 +219,7 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if stackName == "user" {
-		st := startStackTB(b, a, "a0", la.Attrs().HardwareAddr, clientAddr, afpacket.Options{})
+		st := startStackCfg(b, a, "a0", afpacket.Options{}, stack.Config{MAC: la.Attrs().HardwareAddr, Addr: clientAddr, MTU: 1500, PollBudget: poll})
 		c, err := st.DialTCP(ctx, netip.AddrPort{}, p.dst)
 		if err != nil {
 			b.Fatal(err)
@@ -255,7 +265,7 @@ func BenchmarkRR(b *testing.B) {
 	}
 	for _, proto := range []string{"tcp", "udp"} {
 		for _, pin := range pins {
-			for _, st := range []string{"user", "kernel"} {
+			for _, st := range []string{"user", "user-poll", "kernel"} {
 				b.Run(fmt.Sprintf("%s/%s/%s", proto, pin.name, st), func(b *testing.B) {
 					p := startRR(b, st, pin.server)
 					if err := cpupin.Process([]int{pin.client}); err != nil {

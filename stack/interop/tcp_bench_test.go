@@ -24,13 +24,19 @@ type benchPair struct {
 
 func startStackTB(tb testing.TB, ns *nstest.NS, ifname string, mac net.HardwareAddr, addr netip.Prefix, o afpacket.Options) *stack.Stack {
 	tb.Helper()
+	return startStackCfg(tb, ns, ifname, o, stack.Config{MAC: mac, Addr: addr, MTU: 1500})
+}
+
+// startStackCfg is startStackTB with the whole stack configuration.
+func startStackCfg(tb testing.TB, ns *nstest.NS, ifname string, o afpacket.Options, cfg stack.Config) *stack.Stack {
+	tb.Helper()
 	var st *stack.Stack
 	err := ns.Do(func() error {
 		l, err := afpacket.Open(ifname, o)
 		if err != nil {
 			return err
 		}
-		st, err = stack.New(l, stack.Config{MAC: mac, Addr: addr, MTU: 1500})
+		st, err = stack.New(l, cfg)
 		if err != nil {
 			l.Close()
 		}

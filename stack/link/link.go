@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 )
 
 // ErrClosed is returned by ReadBatch and WriteBatch once the link is closed.
@@ -158,4 +160,72 @@ type Lender interface {
 	// LoanBuf is the buffer loan names, the same slice for the link's
 	// lifetime: a holder finds its bytes at the offsets it was given.
 	LoanBuf(loan uint32) []byte
+}
+
+// ErrNoPoll is returned by PollBatch when the link, as configured, cannot
+// be polled (e.g. a receive ring read only by its blocked reader).
+var ErrNoPoll = fmt.Errorf("link: receive path cannot be polled")
+
+// Poller is implemented by links whose receive path any goroutine may
+// drive without blocking, beside the goroutine blocked in ReadBatch: a
+// reader with nothing queued polls the link itself for a bounded time
+// instead of sleeping until the receive goroutine wakes it (run to
+// completion, no hand-off between goroutines on the latency path).
+//
+// Frames are taken from the medium only by the holder of the link's
+// receive turn (RxTurn), and they are processed before the turn is given
+// back: ReadBatch takes the turn with the frames it returns and keeps it
+// until its caller's next ReadBatch; PollBatch takes it, runs fn on the
+// frames and gives it back. So frames reach the caller in arrival order,
+// one goroutine at a time, whichever goroutine reads them.
+type Poller interface {
+	// PollBatch takes up to len(frames) waiting frames without blocking
+	// and runs fn on them while it holds the turn; it repeats while full
+	// batches keep coming, and returns how many frames fn saw. It returns
+	// 0, nil at once when nothing is waiting or another goroutine holds
+	// the turn (that goroutine takes the frames), and then gives the CPU
+	// up briefly, so a poller sharing a CPU with its peer lets it run.
+	// frames[i].Buf is valid only inside fn. Safe for concurrent use.
+	PollBatch(frames []Frame, fn func([]Frame)) (int, error)
+}
+
+// RxTurn is the receive turn of a Poller: a lock that the goroutine
+// woken for readable frames (the one blocked in ReadBatch) and pollers
+// take before they take frames off the medium, plus the note that makes
+// sure frames the woken goroutine left to a poller are not stranded. The
+// zero value is ready.
+type RxTurn struct {
+	mu     sync.Mutex
+	missed atomic.Bool
+}
+
+// TakeWoken is for the goroutine that sleeps until the medium is readable:
+// it takes the turn or, when a poller holds it, leaves a note for that
+// poller, which then takes what woke the sleeper before it goes (see
+// Give). After false the caller may sleep again.
+func (t *RxTurn) TakeWoken() bool {
+	t.missed.Store(true) // before the attempt: the holder's Give sees it
+	if !t.mu.TryLock() {
+		return false
+	}
+	t.missed.Store(false)
+	return true
+}
+
+// TryTake is for pollers: it takes the turn if it is free. The taker reads
+// the medium until it finds it empty before giving the turn back.
+func (t *RxTurn) TryTake() bool {
+	if !t.mu.TryLock() {
+		return false
+	}
+	t.missed.Store(false)
+	return true
+}
+
+// Give gives the turn back. True means a sleeper was woken while the turn
+// was held: the caller must TryTake again and read the medium once more,
+// or frames could wait for the next arrival.
+func (t *RxTurn) Give() bool {
+	t.mu.Unlock()
+	return t.missed.Load()
 }

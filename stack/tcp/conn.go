@@ -149,6 +149,7 @@ type Conn struct {
 	rdWake, wrWake   chan struct{}
 	rdDL, wrDL       atomic.Int64
 	rdTimer, wrTimer *time.Timer
+	rdReady          func() bool // c.readReady as a func value, made once
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -170,6 +171,7 @@ func (p *Protocol) newConn(k fourTuple, rt Route) *Conn {
 		maxSnd: p.cfg.MaxBuffer,
 		maxRcv: p.cfg.MaxBuffer,
 	}
+	c.rdReady = c.readReady
 	c.mssBase = p.net.MTU() - 40
 	batch := txBatchNoGSO
 	if p.net.GSO() {
@@ -346,13 +348,23 @@ func (c *Conn) readableLocked() int {
 	return n
 }
 
-// Read reads data in order; io.EOF after the peer's FIN.
+// readReady reports whether Read need not wait: data, the peer's FIN, an
+// error or a closed connection.
+func (c *Conn) readReady() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readableLocked() > 0 || c.finRcvd || c.err != nil || c.appClosed || c.state == stateClosed
+}
+
+// Read reads data in order; io.EOF after the peer's FIN. With nothing to
+// read it first drives the network itself when that is a Driver.
 func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	c.rdMu.Lock()
 	defer c.rdMu.Unlock()
+	drove := false
 	for {
 		if deadlinePassed(&c.rdDL) {
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
@@ -386,6 +398,11 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		c.mu.Unlock()
+		if !drove && c.p.drv != nil {
+			drove = true
+			c.p.drv.Drive(c.rdReady, c.rdDL.Load())
+			continue
+		}
 		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
 			return 0, c.opError("read", err)
 		}

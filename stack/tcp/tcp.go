@@ -68,6 +68,15 @@ type Network interface {
 	Drop(r engine.DropReason)
 }
 
+// Driver is implemented by a Network whose link a reader with nothing to
+// read may drive on its own goroutine before it sleeps (run to
+// completion): Drive processes what arrives until ready reports true, the
+// network's budget or the deadline (unix nanoseconds, 0 for none) passes.
+// It returns at once when the network does not poll.
+type Driver interface {
+	Drive(ready func() bool, deadline int64)
+}
+
 // Config holds the protocol's tunables; zero fields take the defaults.
 type Config struct {
 	// MaxBuffer is the largest send and receive buffer of a connection
@@ -183,6 +192,7 @@ type fourTuple struct {
 // belongs to the stack's receive goroutine.
 type Protocol struct {
 	net   Network
+	drv   Driver // net, when it is one
 	cfg   Config
 	laddr [4]byte
 	wsh   uint8 // our window shift, from MaxBuffer
@@ -221,6 +231,7 @@ func New(n Network, cfg Config) *Protocol {
 		listeners: make(map[uint16]*Listener),
 		ctlBuf:    make([]byte, Headroom+header.TCPMaximumSize),
 	}
+	p.drv, _ = n.(Driver)
 	for p.wsh = 0; p.wsh < header.TCPMaxWindowScale && cfg.MaxBuffer>>p.wsh > 0xffff; p.wsh++ {
 	}
 	p.nextPort.Store(rand.Uint32N(ephemeralCount))

@@ -244,7 +244,10 @@ type Link struct {
 	ringDrops uint64
 }
 
-var _ link.Link = (*Link)(nil)
+var (
+	_ link.Link   = (*Link)(nil)
+	_ link.Poller = (*Link)(nil)
+)
 
 // Open opens a link on the interface ifname of the calling thread's network
 // namespace.

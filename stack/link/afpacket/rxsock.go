@@ -16,6 +16,9 @@ import (
 const (
 	// rxSockBatch is the most frames one RxRecvmmsg ReadBatch returns.
 	rxSockBatch = 64
+	// rxPollBatch is the most frames one PollBatch round takes: a poller
+	// waits for a reply or two, not for bulk.
+	rxPollBatch = 8
 	// rxSlotSize holds a virtio-net header and the largest GSO frame,
 	// rounded up to 16 bytes.
 	rxSlotSize = (link.VNetHdrLen + maxFrameGSO + 15) &^ 15
@@ -41,6 +44,21 @@ type rxSock struct {
 	err  syscall.Errno
 	busy bool               // recv reports EAGAIN as done (busy polling)
 	recv func(uintptr) bool // r.recvmmsg as a func value, made once
+
+	// turn orders the blocked reader and pollers (link.Poller); holding
+	// says the reader has it, from frames returned until its next call.
+	turn    link.RxTurn
+	holding bool
+
+	// The pollers' own buffers (used by the holder of the turn): a
+	// poller never touches the frames the blocked reader returned.
+	pbufs    []byte
+	pmsgs    []unix.Mmsghdr
+	piovs    []unix.Iovec
+	pwant    int
+	pgot     int
+	perr     syscall.Errno
+	pollRecv func(uintptr) // r.recvPoll as a func value, made once
 }
 
 // open creates, configures and binds the receive socket on interface ifidx.
@@ -86,6 +104,16 @@ func (r *rxSock) open(ifidx int, o Options) error {
 		r.msgs[i].Hdr.SetIovlen(1)
 	}
 	r.recv = r.recvmmsg
+	r.pbufs = make([]byte, rxPollBatch*rxSlotSize)
+	r.pmsgs = make([]unix.Mmsghdr, rxPollBatch)
+	r.piovs = make([]unix.Iovec, rxPollBatch)
+	for i := range r.pmsgs {
+		r.piovs[i].Base = &r.pbufs[i*rxSlotSize]
+		r.piovs[i].SetLen(rxSlotSize)
+		r.pmsgs[i].Hdr.Iov = &r.piovs[i]
+		r.pmsgs[i].Hdr.SetIovlen(1)
+	}
+	r.pollRecv = r.recvPoll
 	return nil
 }
 
@@ -100,22 +128,61 @@ func (r *rxSock) close() {
 }
 
 // recvmmsg is the RawConn.Read callback: it reports false (wait for
-// readability) on EAGAIN unless busy polling.
+// readability) on EAGAIN unless busy polling. It reads only with the
+// receive turn and keeps the turn when it got frames; when a poller holds
+// the turn, the poller takes what is waiting and the reader sleeps again.
 func (r *rxSock) recvmmsg(fd uintptr) bool {
+	r.got, r.err = 0, 0
+	if !r.holding {
+		if !r.turn.TakeWoken() {
+			return r.busy
+		}
+		r.holding = true
+	}
 	for {
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.want), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			r.got, r.err = 0, 0
+			r.giveTurn()
 			return r.busy
 		case 0:
-			r.got, r.err = int(n), 0
+			r.got = int(n)
 		default:
-			r.got, r.err = 0, e
+			r.err = e
+			r.giveTurn()
 		}
 		return true
+	}
+}
+
+// giveTurn gives the blocked reader's turn back. A note left meanwhile
+// was its own (only the reader sleeps on readability) and it reads again
+// before it sleeps, so the note needs nothing more.
+func (r *rxSock) giveTurn() {
+	if r.holding {
+		r.holding = false
+		r.turn.Give()
+	}
+}
+
+// recvPoll is the RawConn.Control callback of PollBatch: one recvmmsg
+// into the pollers' buffers, never waiting.
+func (r *rxSock) recvPoll(fd uintptr) {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.pmsgs[0])), uintptr(r.pwant), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			r.pgot, r.perr = 0, 0
+		case 0:
+			r.pgot, r.perr = int(n), 0
+		default:
+			r.pgot, r.perr = 0, e
+		}
+		return
 	}
 }
 
@@ -141,6 +208,7 @@ func (l *Link) sockRead(busy bool) (int, error) {
 // readSock is ReadBatch for RxRecvmmsg; l.rxMu is held.
 func (l *Link) readSock(frames []link.Frame) (int, error) {
 	r := &l.rs
+	r.giveTurn() // the caller is done with the last batch
 	r.want = min(len(frames), rxSockBatch)
 	var deadline time.Time
 	if l.opts.BusyPoll > 0 {
@@ -153,31 +221,93 @@ func (l *Link) readSock(frames []link.Frame) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if n := l.deliverSock(frames, got); n > 0 {
+		if n := l.deliverSock(frames, r.msgs[:got], false); n > 0 {
 			return n, nil
 		}
+		r.giveTurn() // nothing deliverable: read again as if woken
 	}
 }
 
-// deliverSock points frames at the first got messages' frames and returns
+// PollBatch implements link.Poller for RxRecvmmsg: a recvmmsg that does
+// not wait, on the receive socket, into buffers of the pollers' own. A
+// link with RxRing returns link.ErrNoPoll: only retired blocks may be
+// read, and a poller cannot retire one.
+func (l *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error) {
+	if l.opts.Rx != RxRecvmmsg {
+		return 0, link.ErrNoPoll
+	}
+	if l.closed.Load() {
+		return 0, link.ErrClosed
+	}
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	r := &l.rs
+	total := 0
+	for r.turn.TryTake() {
+		for {
+			r.pwant = min(len(frames), rxPollBatch)
+			if err := r.rc.Control(r.pollRecv); err != nil {
+				r.turn.Give()
+				return total, link.ErrClosed
+			}
+			if r.perr != 0 {
+				err := fmt.Errorf("afpacket: recvmmsg: %w", r.perr)
+				r.turn.Give()
+				return total, err
+			}
+			got := r.pgot
+			if n := l.deliverSock(frames, r.pmsgs[:got], true); n > 0 {
+				fn(frames[:n])
+				total += n
+			}
+			if got < r.pwant {
+				break
+			}
+		}
+		if !r.turn.Give() {
+			break
+		}
+	}
+	if total == 0 {
+		// Nothing came: let a peer on this CPU run (it may be the one
+		// that answers).
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+	return total, nil
+}
+
+// deliverSock points frames at the frames of msgs, received into the
+// lendable pool (ReadBatch) or into the pollers' buffers (polled: frames
+// valid only while the poller holds the turn, never lent), and returns
 // how many it filled; truncated or runt messages are counted and skipped.
-func (l *Link) deliverSock(frames []link.Frame, got int) int {
+func (l *Link) deliverSock(frames []link.Frame, msgs []unix.Mmsghdr, polled bool) int {
 	r := &l.rs
 	n := 0
 	var bytes uint64
-	for i := 0; i < got; i++ {
-		m := &r.msgs[i]
+	for i := range msgs {
+		m := &msgs[i]
 		size := int(m.Len)
 		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || size < link.VNetHdrLen+14 || size > rxSlotSize {
 			l.rxTrunc.Add(1)
 			continue
 		}
-		k := r.pool.at[i]
-		slot := r.pool.slots[k].buf[:size:size]
+		var slot []byte
+		var loan uint32
+		if polled {
+			slot = r.pbufs[i*rxSlotSize : i*rxSlotSize+size : i*rxSlotSize+size]
+		} else {
+			k := r.pool.at[i]
+			slot = r.pool.slots[k].buf[:size:size]
+			loan = uint32(k + 1)
+		}
 		f := &frames[n]
 		f.VNet.Decode(slot)
 		f.Buf = slot[link.VNetHdrLen:]
-		f.Loan, f.LoanOff = uint32(k+1), link.VNetHdrLen
+		f.Loan, f.LoanOff = loan, 0
+		if loan != 0 {
+			f.LoanOff = link.VNetHdrLen
+		}
 		bytes += uint64(size - link.VNetHdrLen)
 		n++
 	}

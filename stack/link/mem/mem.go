@@ -2,6 +2,7 @@ package mem
 
 import (
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -35,15 +36,26 @@ type Link struct {
 	// rxBufs are the buffers of the frames the last ReadBatch returned,
 	// recycled on the next call.
 	rxBufs []*[]byte
-	done   chan struct{}
-	close  *sync.Once // shared by both ends
-	pool   *sync.Pool
+	// readable (this end's) and peerReadable (the other end's) carry one
+	// token each: a frame was queued since the reader last looked.
+	readable, peerReadable chan struct{}
+	// turn orders ReadBatch and pollers (link.Poller); holding says
+	// ReadBatch has it, from frames returned until its next call.
+	turn     link.RxTurn
+	holding  bool
+	pollBufs []*[]byte // buffers of the frames the current PollBatch took
+	done     chan struct{}
+	close    *sync.Once // shared by both ends
+	pool     *sync.Pool
 
 	// Dropped counts frames Options.Drop discarded on writes from this end.
 	Dropped atomic.Uint64
 }
 
-var _ link.Link = (*Link)(nil)
+var (
+	_ link.Link   = (*Link)(nil)
+	_ link.Poller = (*Link)(nil)
+)
 
 // Pair returns two connected ends with the given MAC addresses.
 func Pair(macA, macB net.HardwareAddr, o Options) (*Link, *Link) {
@@ -64,44 +76,100 @@ func Pair(macA, macB net.HardwareAddr, o Options) (*Link, *Link) {
 	done := make(chan struct{})
 	pool := &sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 	once := new(sync.Once)
-	a := &Link{opts: o, mac: macA, tx: ab, rx: ba, done: done, close: once, pool: pool}
-	b := &Link{opts: o, mac: macB, tx: ba, rx: ab, done: done, close: once, pool: pool}
+	ra, rb := make(chan struct{}, 1), make(chan struct{}, 1)
+	a := &Link{opts: o, mac: macA, tx: ab, rx: ba, readable: ra, peerReadable: rb, done: done, close: once, pool: pool}
+	b := &Link{opts: o, mac: macB, tx: ba, rx: ab, readable: rb, peerReadable: ra, done: done, close: once, pool: pool}
 	return a, b
 }
 
-// ReadBatch implements link.Link.
+// ReadBatch implements link.Link. It takes frames only with the receive
+// turn (link.RxTurn) and keeps the turn until the next call, so frames
+// that pollers take in between are never handed over out of order.
 func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	l.recycle()
+	if l.holding {
+		l.holding = false
+		l.turn.Give() // the caller is done with the last batch
+	}
 	if len(frames) == 0 {
 		return 0, nil
 	}
+	for {
+		select {
+		case <-l.done:
+			return 0, link.ErrClosed
+		default:
+		}
+		if l.turn.TakeWoken() {
+			if n := l.take(frames, &l.rxBufs); n > 0 {
+				l.holding = true
+				return n, nil
+			}
+			l.turn.Give()
+		}
+		// Empty, or a poller has the turn and takes what is queued.
+		select {
+		case <-l.readable:
+		case <-l.done:
+			return 0, link.ErrClosed
+		}
+	}
+}
+
+// take moves up to len(frames) queued frames into frames without
+// blocking and notes their buffers in bufs. The caller holds the turn.
+func (l *Link) take(frames []link.Frame, bufs *[]*[]byte) int {
+	n := 0
+	for n < len(frames) {
+		var f memFrame
+		select {
+		case f = <-l.rx:
+		default:
+			return n
+		}
+		frames[n] = f.f
+		*bufs = append(*bufs, f.bp)
+		n++
+	}
+	return n
+}
+
+// PollBatch implements link.Poller.
+func (l *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error) {
 	select {
 	case <-l.done:
 		return 0, link.ErrClosed
 	default:
 	}
-	var f memFrame
-	select {
-	case f = <-l.rx:
-	case <-l.done:
-		return 0, link.ErrClosed
+	if len(frames) == 0 {
+		return 0, nil
 	}
-	frames[0] = f.f
-	l.rxBufs = append(l.rxBufs, f.bp)
-	n := 1
-	// Drain what is already queued, up to the batch size, without
-	// blocking: a true batch, like a ring that holds several frames.
-	for n < len(frames) {
-		select {
-		case f = <-l.rx:
-		default:
-			return n, nil
+	total := 0
+	for l.turn.TryTake() {
+		for {
+			n := l.take(frames, &l.pollBufs)
+			if n > 0 {
+				fn(frames[:n])
+				total += n
+			}
+			for i, bp := range l.pollBufs {
+				*bp = (*bp)[:0]
+				l.pool.Put(bp)
+				l.pollBufs[i] = nil
+			}
+			l.pollBufs = l.pollBufs[:0]
+			if n < len(frames) {
+				break
+			}
 		}
-		frames[n] = f.f
-		l.rxBufs = append(l.rxBufs, f.bp)
-		n++
+		if !l.turn.Give() {
+			break
+		}
 	}
-	return n, nil
+	if total == 0 {
+		runtime.Gosched()
+	}
+	return total, nil
 }
 
 func (l *Link) recycle() {
@@ -136,8 +204,17 @@ func (l *Link) WriteBatch(frames []link.Frame) (int, error) {
 		case <-l.done:
 			return i, link.ErrClosed
 		}
+		l.notifyPeer()
 	}
 	return len(frames), nil
+}
+
+// notifyPeer tells the other end's ReadBatch that a frame is queued.
+func (l *Link) notifyPeer() {
+	select {
+	case l.peerReadable <- struct{}{}:
+	default:
+	}
 }
 
 type memError string

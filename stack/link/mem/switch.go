@@ -154,6 +154,7 @@ func (l *Link) offer(f *link.Frame) bool {
 	*bp = append((*bp)[:0], f.Buf...)
 	select {
 	case l.tx <- memFrame{link.Frame{Buf: *bp, VNet: f.VNet}, bp}:
+		l.notifyPeer()
 		return true
 	default:
 		*bp = (*bp)[:0]
