@@ -81,6 +81,25 @@ func (s *Server) WriteAt(p []byte, off int64, fua bool) error {
 	return nil
 }
 
+// ReadPieceAt reads len(p) bytes at off as one piece of a read request
+// whose data is read in pieces (an NBD READ read straight into the
+// connection's send buffer): it counts the bytes; ReadDone counts the
+// request.
+func (s *Server) ReadPieceAt(p []byte, off int64) error {
+	if err := s.checkRange(off, len(p)); err != nil {
+		return err
+	}
+	if _, err := s.file.ReadAt(p, off); err != nil {
+		s.stats.errors[diskproto.CodeIO].Add(1)
+		return fmt.Errorf("disk: read %d at %d: %w", len(p), off, err)
+	}
+	s.stats.bytesRead.Add(uint64(len(p)))
+	return nil
+}
+
+// ReadDone counts a read request read with ReadPieceAt.
+func (s *Server) ReadDone() { s.stats.requests[diskproto.OpRead].Add(1) }
+
 // WritePieceAt writes p at off as one piece of a write request whose data
 // arrives in pieces (an NBD WRITE taken straight from the connection's
 // receive buffer): it counts the bytes; WriteDone counts the request.

@@ -546,6 +546,69 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// WriteFunc is Write without the copy in: it lends fn views of free space
+// in the send ring, a and then b (b is empty unless the space wraps
+// around the ring's end), up to max bytes in all; fn fills them from the
+// start and returns how many bytes it filled, which are then sent as if
+// written. It waits, as Write does, until the ring has room for
+// min(max, a quarter of the ring), growing the ring toward its limit
+// first. It returns the count fn returned, or 0 and Write's error.
+//
+// The views are valid only while fn runs. fn runs without the
+// connection's lock, so segments already queued go on being sent and
+// acknowledged around them, and it must not call the Conn's write
+// methods. A file read straight into the views (pread, an NBD READ's
+// reply) is copied once instead of twice.
+func (c *Conn) WriteFunc(max int, fn func(a, b []byte) int) (int, error) {
+	if max <= 0 {
+		return 0, nil
+	}
+	c.wrMu.Lock()
+	defer c.wrMu.Unlock()
+	for {
+		if deadlinePassed(&c.wrDL) {
+			return 0, c.opError("write", os.ErrDeadlineExceeded)
+		}
+		c.mu.Lock()
+		if err := c.writeErrLocked(); err != nil {
+			c.mu.Unlock()
+			return 0, c.opError("write", err)
+		}
+		if c.sndBuf == nil {
+			c.sndBuf = make([]byte, c.p.cfg.InitialBuffer)
+		}
+		queued := int(c.sndEnd - c.sndUnaData())
+		if len(c.sndBuf)-queued < max && len(c.sndBuf) < c.maxSnd {
+			c.growSendLocked(queued + max)
+		}
+		free := len(c.sndBuf) - queued
+		if free > 0 && free >= min(max, len(c.sndBuf)/4) {
+			a, b := ringViews(c.sndBuf, c.iss+1, c.sndEnd, min(free, max))
+			c.mu.Unlock()
+			n := fn(a, b)
+			if n < 0 || n > len(a)+len(b) {
+				panic("tcp: WriteFunc's fn filled more than it was lent")
+			}
+			if n == 0 {
+				return 0, nil
+			}
+			c.mu.Lock()
+			if err := c.writeErrLocked(); err != nil { // closed meanwhile
+				c.mu.Unlock()
+				return 0, c.opError("write", err)
+			}
+			c.sndEnd += uint32(n)
+			c.mu.Unlock()
+			c.output()
+			return n, nil
+		}
+		c.mu.Unlock()
+		if err := wait(c.wrWake, &c.wrDL, &c.wrTimer); err != nil {
+			return 0, c.opError("write", err)
+		}
+	}
+}
+
 func (c *Conn) writeErrLocked() error {
 	switch {
 	case c.err != nil:

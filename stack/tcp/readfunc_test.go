@@ -129,3 +129,76 @@ func TestReadFuncZeroAllocs(t *testing.T) {
 		t.Errorf("%.2f allocations per 64 KiB read through ReadFunc", allocs)
 	}
 }
+
+// fillViews copies from src into the views a and b, at most n bytes, and
+// returns how many it copied.
+func fillViews(a, b, src []byte, n int) int {
+	n = min(n, len(a)+len(b), len(src))
+	k := copy(a[:min(n, len(a))], src)
+	return k + copy(b[:n-k], src[k:n])
+}
+
+// TestWriteFunc: data written into the views WriteFunc lends arrives whole
+// and in order, also when fn fills only part of them and when they wrap
+// around a small send ring.
+func TestWriteFunc(t *testing.T) {
+	w := newWorld(t, worldOpts{tcp: tcp.Config{InitialBuffer: 16 << 10, MaxBuffer: 16 << 10}})
+	c, s := w.connect(t, 83)
+	// Wrapping views, deterministically: 10,000 bytes twice into a 16 KiB
+	// ring, the second once the first was acknowledged.
+	for round := range 2 {
+		msg := pattern(10000, byte(round))
+		for deadline := time.Now().Add(10 * time.Second); c.Info().Unacked != 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d bytes still unacknowledged", round, c.Info().Unacked)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		n, err := c.WriteFunc(len(msg), func(a, b []byte) int {
+			if round == 1 && len(b) == 0 {
+				t.Errorf("round 1: views %d+%d bytes, want them across the ring's end", len(a), len(b))
+			}
+			return fillViews(a, b, msg, len(msg))
+		})
+		if err != nil || n != len(msg) {
+			t.Fatalf("round %d: WriteFunc %d, %v", round, n, err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: read %v; equal %v", round, err, bytes.Equal(got, msg))
+		}
+	}
+
+	// Streaming, with fn filling only part of what it is lent at times.
+	data := pattern(3<<20+517, 9)
+	werr := make(chan error, 1)
+	go func() {
+		off := 0
+		for i := 0; off < len(data); i++ {
+			max := []int{1 << 20, 1000, 7, 64 << 10}[i%4]
+			n, err := c.WriteFunc(min(max, len(data)-off), func(a, b []byte) int {
+				want := len(a) + len(b)
+				if i%3 == 1 && want > 1 {
+					want = want/2 + 1
+				}
+				return fillViews(a, b, data[off:], want)
+			})
+			if err != nil {
+				werr <- err
+				return
+			}
+			off += n
+		}
+		werr <- c.CloseWrite()
+	}()
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read %d of %d bytes; equal %v", len(got), len(data), bytes.Equal(got, data))
+	}
+}

@@ -52,6 +52,26 @@ type PieceWriter interface {
 	WriteDone(fua bool) error
 }
 
+// PieceReader is a Backend that reads a READ's data in pieces, as
+// *disk.Server does. With a connection that lends its send buffer
+// (ViewWriter), a large READ is read from the file straight into the TCP
+// send ring, in one copy and with no buffer of its own.
+type PieceReader interface {
+	// ReadPieceAt reads len(p) bytes at off: one piece of a READ whose
+	// range was checked. It counts bytes, not requests.
+	ReadPieceAt(p []byte, off int64) error
+	// ReadDone counts a READ read in pieces.
+	ReadDone()
+}
+
+// ViewWriter is a connection that lends views of free space in its send
+// buffer instead of copying into it, as *tcp.Conn of package stack/tcp
+// does (see its WriteFunc): fn fills up to max bytes in place, in one or
+// two pieces, and returns how many it filled.
+type ViewWriter interface {
+	WriteFunc(max int, fn func(a, b []byte) int) (int, error)
+}
+
 // ViewReader is a connection that lends views of its receive buffer
 // instead of copying out of it, as *tcp.Conn of package stack/tcp does
 // (see its ReadFunc): fn gets up to max bytes in place, in one or two
@@ -64,6 +84,7 @@ var (
 	_ Backend     = (*disk.Server)(nil)
 	_ Admitter    = (*disk.Server)(nil)
 	_ PieceWriter = (*disk.Server)(nil)
+	_ PieceReader = (*disk.Server)(nil)
 )
 
 // OpenExport is the export name of open mode: the all-zero capability.
@@ -293,6 +314,24 @@ type conn struct {
 	pieceFn  func(a, b []byte) int
 	pieceOff int64
 	pieceErr error
+
+	// Streamed READ replies (PieceReader and ViewWriter both present),
+	// one at a time under wmu: the header, then the data read from the
+	// file into the send ring.
+	pr      PieceReader
+	vw      ViewWriter
+	replyFn func(a, b []byte) int
+	rd      streamedRead
+}
+
+// streamedRead is the state of the READ reply being streamed.
+type streamedRead struct {
+	hdr       [simpleReplySize]byte
+	hdrLeft   int // header bytes still to place
+	off       int64
+	left      int // data bytes still to read
+	committed bool
+	err       error
 }
 
 // Inline requests. A READ or WRITE of at most inlineMax bytes (and a
@@ -626,6 +665,11 @@ func (cc *conn) transmit() error {
 	if cc.pw != nil && cc.vr != nil {
 		cc.pieceFn = cc.writePiece
 	}
+	cc.pr, _ = cc.be.(PieceReader)
+	cc.vw, _ = cc.c.(ViewWriter)
+	if cc.pr != nil && cc.vw != nil {
+		cc.replyFn = cc.fillReply
+	}
 	var hb [requestSize]byte
 	for {
 		if cc.br.Buffered() < requestSize {
@@ -702,8 +746,8 @@ func (cc *conn) transmit() error {
 		}
 		bud.acquire(cost)
 		var buf *[]byte
-		if cost > 0 {
-			buf = getBuf(cost)
+		if cost > 0 && (r.typ != cmdRead || cc.replyFn == nil) {
+			buf = getBuf(cost) // a streamed READ reply needs none
 		}
 		if r.typ == cmdWrite {
 			if _, err := io.ReadFull(cc.br, (*buf)[:cost]); err != nil {
@@ -887,6 +931,10 @@ func (cc *conn) flush() error {
 // run executes one request on the Backend and answers it.
 func (cc *conn) run(r *request, buf *[]byte) {
 	s := cc.s
+	if r.typ == cmdRead && buf == nil {
+		cc.streamRead(r)
+		return
+	}
 	fua := r.flags&cmdFlagFUA != 0
 	var data []byte
 	var err error
@@ -915,6 +963,77 @@ func (cc *conn) run(r *request, buf *[]byte) {
 	if buf != nil {
 		putBuf(buf)
 	}
+}
+
+// streamRead answers a READ by reading the file straight into the
+// connection's send ring, behind the reply's header. A read that fails
+// before anything was sent is answered with its errno; one that fails
+// after the header went out cannot be (the header said success), so the
+// connection is closed and the client sees no wrong data.
+func (cc *conn) streamRead(r *request) {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if cc.werr != nil {
+		return
+	}
+	rd := &cc.rd
+	*rd = streamedRead{hdrLeft: simpleReplySize, off: int64(r.offset), left: int(r.length)}
+	binary.BigEndian.PutUint32(rd.hdr[0:], simpleReplyMagic)
+	binary.BigEndian.PutUint64(rd.hdr[8:], r.handle)
+	for rd.hdrLeft+rd.left > 0 && rd.err == nil {
+		if _, err := cc.vw.WriteFunc(rd.hdrLeft+rd.left, cc.replyFn); err != nil {
+			cc.werr = err
+			cc.c.Close()
+			return
+		}
+	}
+	cc.pr.ReadDone()
+	if rd.err == nil {
+		cc.s.stats.BytesRead.Add(uint64(r.length))
+		return
+	}
+	code := cc.failed(r, rd.err)
+	if rd.committed {
+		cc.werr = fmt.Errorf("nbd: READ failed after its reply began: %w", rd.err)
+		cc.c.Close()
+		return
+	}
+	// Nothing went out: the answer is the header alone, with the errno.
+	binary.BigEndian.PutUint32(rd.hdr[4:], code)
+	if _, err := cc.c.Write(rd.hdr[:]); err != nil {
+		cc.werr = err
+		cc.c.Close()
+	}
+}
+
+// fillReply is cc.replyFn: it places what is left of the header in the
+// views lent, then reads the file into the rest. On a failed read it
+// fills nothing more (and nothing at all if nothing was committed yet).
+func (cc *conn) fillReply(a, b []byte) int {
+	rd := &cc.rd
+	n := 0
+	for _, v := range [2][]byte{a, b} {
+		if rd.hdrLeft > 0 {
+			k := copy(v, rd.hdr[simpleReplySize-rd.hdrLeft:])
+			rd.hdrLeft -= k
+			v = v[k:]
+			n += k
+		}
+		if k := min(len(v), rd.left); k > 0 {
+			if err := cc.pr.ReadPieceAt(v[:k], rd.off); err != nil {
+				rd.err = err
+				if !rd.committed {
+					return 0
+				}
+				return n
+			}
+			rd.off += int64(k)
+			rd.left -= k
+			n += k
+		}
+	}
+	rd.committed = true
+	return n
 }
 
 func errnoOf(err error) uint32 {
