@@ -2,13 +2,13 @@ package nbd_test
 
 import (
 	"context"
-	"net"
-	"net/netip"
-	"path/filepath"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
