@@ -59,6 +59,13 @@ type VethSpec struct {
 	MACA, MACB        net.HardwareAddr
 	MTU               int    // 0 = kernel default (1500)
 	MasterA           string // bridge in NamespaceA to enslave end A to; "" = none
+	// PinMACB adds a static forwarding entry for MACB on end A (which
+	// needs MasterA and MACB): the bridge sends frames for B by its port
+	// from the start instead of flooding them to every port until B has
+	// sent a frame. With 1,000 peripherals, joins to members not yet
+	// started were flooded to all 1,000 ports (br_flood 12 % of all
+	// samples, issue 16).
+	PinMACB bool
 }
 
 func (v VethSpec) check() error {
@@ -188,6 +195,14 @@ func (s *Session) createVeth(v VethSpec) error {
 	}
 	if err := runIn(eb.fd, func() error { return disableIPv6(v.NameB) }); err != nil {
 		return err
+	}
+	if v.PinMACB && masterIndex != 0 && len(v.MACB) == 6 {
+		if err := ea.h.NeighSet(&netlink.Neigh{
+			LinkIndex: la.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
+			Flags: netlink.NTF_MASTER, HardwareAddr: v.MACB,
+		}); err != nil {
+			return fmt.Errorf("static forwarding entry for %s on %s: %w", v.MACB, v.NameA, err)
+		}
 	}
 	if err := ea.h.LinkSetUp(la); err != nil {
 		return fmt.Errorf("set %s up: %w", v.NameA, err)

@@ -314,3 +314,120 @@ func TestSessionStaleCache(t *testing.T) {
 		t.Errorf("closed session: %v", err)
 	}
 }
+
+// TestPinnedMACIsNotFlooded: with PinMACB, the bridge holds a static entry
+// for each leaf's MAC from the start, so a frame to a leaf that has never
+// sent one goes to that leaf only; without, the bridge floods it to every
+// port (here: the third leaf would see it).
+func TestPinnedMACIsNotFlooded(t *testing.T) {
+	p := testPrefix(t)
+	s, err := NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	brNS := p + "fab"
+	if err := s.CreateNetns(brNS); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateBridge(brNS, "br", 1500); err != nil {
+		t.Fatal(err)
+	}
+	macs := make([]net.HardwareAddr, 3)
+	for i := range 3 {
+		leaf := fmt.Sprintf("%sn%d", p, i)
+		if err := s.CreateNetns(leaf); err != nil {
+			t.Fatal(err)
+		}
+		macs[i] = net.HardwareAddr{0x02, 0x4e, 0x54, 0, 0, byte(i + 1)}
+		if err := s.CreateVeth(VethSpec{NameA: fmt.Sprintf("p%d", i), NamespaceA: brNS, MasterA: "br",
+			NameB: "eth0", NamespaceB: leaf, MACB: macs[i], PinMACB: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := s.Handle(brNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		port, err := h.LinkByName(fmt.Sprintf("p%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		neighs, err := h.NeighList(port.Attrs().Index, netlink.FAMILY_ALL|7) // AF_BRIDGE
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, n := range neighs {
+			if n.LinkIndex == port.Attrs().Index && n.HardwareAddr.String() == macs[i].String() && n.State&netlink.NUD_NOARP != 0 {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no static forwarding entry for %s on p%d: %v", macs[i], i, neighs)
+		}
+	}
+	// Leaf 0 sends to leaf 1, which has never sent a frame: a kernel
+	// address and a permanent neighbour entry, so no ARP broadcast.
+	from, to := netip.MustParseAddr("10.214.0.1"), netip.MustParseAddr("10.214.0.2")
+	for i, a := range []netip.Addr{from, to} {
+		if err := s.SetAddr(fmt.Sprintf("%sn%d", p, i), "eth0", netip.PrefixFrom(a, 24)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h0, err := s.Handle(p + "n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eth0, err := h0.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h0.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_PERMANENT, IP: to.AsSlice(), HardwareAddr: macs[1]}); err != nil {
+		t.Fatal(err)
+	}
+	rx2, _, _, err := s.LinkStats(p+"n2", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc net.PacketConn
+	if err := s.Do(p+"n0", func() (err error) {
+		sc, err = net.ListenPacket("udp4", netip.AddrPortFrom(from, 0).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	// A listener on leaf 1, or it would answer with port unreachables,
+	// after an ARP broadcast of its own.
+	var rc net.PacketConn
+	if err := s.Do(p+"n1", func() (err error) {
+		rc, err = net.ListenPacket("udp4", netip.AddrPortFrom(to, 9).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	rx1, _, _, _ := s.LinkStats(p+"n1", "eth0")
+	for range 5 {
+		if _, err := sc.WriteTo([]byte("pinned"), &net.UDPAddr{IP: to.AsSlice(), Port: 9}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n1, _, _, _ := s.LinkStats(p+"n1", "eth0")
+		if n1 >= rx1+5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaf 1 received %d of 5 frames", n1-rx1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n2, _, _, _ := s.LinkStats(p+"n2", "eth0"); n2 != rx2 {
+		t.Errorf("leaf 2 received %d frames meant for leaf 1 (flooded)", n2-rx2)
+	}
+}
