@@ -81,7 +81,10 @@ type Status struct {
 }
 
 type nodeProc struct {
-	plan     *NodePlan
+	plan *NodePlan
+	// turn is closed when the node may start the first time, holding a
+	// start slot (startInOrder).
+	turn     chan struct{}
 	pid      int
 	state    string
 	restarts int
@@ -148,7 +151,7 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 		startSlots: make(chan struct{}, startWorkers),
 	}
 	for i := range plan.Nodes {
-		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], state: StateStarting}
+		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], state: StateStarting, turn: make(chan struct{})}
 	}
 	// Capability keys: in the state directory (0600) before any
 	// peripheral starts; handed over by path, never over the network.
@@ -179,6 +182,7 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 			s.wg.Add(1)
 			go s.superviseNode(n)
 		}
+		go s.startInOrder()
 		go s.waitReady()
 	}
 	select {
@@ -295,7 +299,7 @@ func (s *supervisor) buildNode(n *NodePlan) error {
 	}
 	if err := s.fab.CreateVeth(fabric.VethSpec{
 		NameA: n.Port, NamespaceA: s.plan.FabricNS, MasterA: n.Bridge,
-		NameB: n.IfName, NamespaceB: n.NS, MACB: mac, MTU: s.plan.MTU,
+		NameB: n.IfName, NamespaceB: n.NS, MACB: mac, MTU: s.plan.MTU, PinMACB: true,
 	}); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
@@ -319,6 +323,23 @@ func (s *supervisor) buildNode(n *NodePlan) error {
 // from a thread in the node's namespace) at once.
 const startWorkers = 8
 
+// startInOrder gives the nodes their first start in the plan's order,
+// startWorkers at a time: the membership seeds (the first nodes of each
+// segment, seedsOf) are up before the others join them. In the map's
+// random order, at 1,000 peripherals most joins went to seeds not yet
+// started, timed out and were retried every 5 s by hundreds of members
+// (issue 16).
+func (s *supervisor) startInOrder() {
+	for i := range s.plan.Nodes {
+		select {
+		case s.startSlots <- struct{}{}:
+		case <-s.stopping:
+			return
+		}
+		close(s.nodes[s.plan.Nodes[i].Name].turn)
+	}
+}
+
 // superviseNode keeps one peripheral process running, restarting it with
 // exponential back-off (100 ms doubling to 5 s, reset after 30 s of health).
 func (s *supervisor) superviseNode(n *nodeProc) {
@@ -340,7 +361,16 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS(), "GOGC="+nodeGOGC())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		s.startSlots <- struct{}{}
+		if restarts == 0 {
+			select { // the slot comes with the turn
+			case <-n.turn:
+			case <-s.stopping:
+				logf.Close()
+				return
+			}
+		} else {
+			s.startSlots <- struct{}{}
+		}
 		started := time.Now()
 		err = fabric.StartIn(n.plan.NS, cmd)
 		<-s.startSlots
