@@ -277,3 +277,23 @@ func TestARPRetriesThenGivesUp(t *testing.T) {
 		t.Fatalf("requests %d retries %d failed %d, want 3/2/1", st.ARPRequestsOut, st.ARP.Retries, st.ARP.Failed)
 	}
 }
+
+// TestLoneFragmentExpiresWithIdleTimer: the stack's timer sleeps while
+// nothing is pending and wakes for a fragment, which it drops once the
+// reassembly timeout passes.
+func TestLoneFragmentExpiresWithIdleTimer(t *testing.T) {
+	s, raw := rawPeer(t, Config{Reassembly: ipv4.ReassemblerConfig{Timeout: 100 * time.Millisecond}}, mem.Options{})
+	time.Sleep(50 * time.Millisecond) // the timer has gone to sleep
+	frags := fragmentFrames(udpFrame(1, 7000, make([]byte, 3000)), 1000, 43)
+	inject(t, s, raw, frags[0])
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Drops[engine.DropFragmentTimeout] < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("lone fragment never expired: %+v", s.Stats().Reassembly)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := s.Stats().Reassembly.Pending; p != 0 {
+		t.Fatalf("%d datagrams still held", p)
+	}
+}

@@ -74,6 +74,7 @@ func (t *txState) push(b []byte, v link.VNetHdr, resolved bool, hop [4]byte, now
 		return
 	}
 	request, dropped := s.arp.Enqueue(hop, link.Frame{Buf: b, VNet: v}, now)
+	s.wakeTimer()
 	if dropped {
 		s.eng.Drop(engine.DropARPQueueFull)
 	}

@@ -116,10 +116,13 @@ type Stack struct {
 	ipID     atomic.Uint32
 	nextPort atomic.Uint32
 
-	ctl     txState // ICMP and anything else the stack itself sends
-	arpMu   sync.Mutex
-	arpBuf  [arp.FrameSize]byte
-	arpTmpl engine.Template
+	ctl txState // ICMP and anything else the stack itself sends
+	// timerWake restarts timerLoop's ticker, stopped while the ARP cache
+	// and the reassembler are idle.
+	timerWake chan struct{}
+	arpMu     sync.Mutex
+	arpBuf    [arp.FrameSize]byte
+	arpTmpl   engine.Template
 
 	pingMu    sync.Mutex
 	pings     map[uint16]chan time.Time
@@ -220,6 +223,7 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 		pingIdent: uint16(rand.Uint32()),
 		socks:     make(map[*UDPConn]struct{}),
 		done:      make(chan struct{}),
+		timerWake: make(chan struct{}, 1),
 	}
 	s.gso = s.offload && l.Caps()&link.CapGSO != 0 && l.MaxFrame() >= header.EthernetMinimumSize+header.IPv4MaximumPacket
 	_, s.gather = l.(link.GatherWriter)
@@ -355,6 +359,19 @@ func (s *Stack) timerLoop() {
 	defer t.Stop()
 	var retry [][4]byte
 	for {
+		if s.arp.Idle() && s.reasm.Stats().Pending == 0 {
+			// Nothing to retry or expire: no wake-up every iv for an
+			// idle peripheral (each one also wakes the Go runtime's
+			// monitor thread; at 1,000 peripherals the idle wake-ups
+			// alone kept a core busy, issue 16).
+			t.Stop()
+			select {
+			case <-s.done:
+				return
+			case <-s.timerWake:
+			}
+			t.Reset(iv)
+		}
 		select {
 		case <-s.done:
 			return
@@ -366,6 +383,15 @@ func (s *Stack) timerLoop() {
 			}
 			s.reasm.Expire(now)
 		}
+	}
+}
+
+// wakeTimer tells timerLoop there is work for it (an address to resolve,
+// an entry that will expire, a datagram being reassembled).
+func (s *Stack) wakeTimer() {
+	select {
+	case s.timerWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -468,6 +494,7 @@ func (s *Stack) input(f *link.Frame, p *engine.Packet) {
 		s.rxLoan = 0 // the datagram is reassembled elsewhere
 		whole, ok := s.reasm.Add(p.IP(), time.Now())
 		if !ok {
+			s.wakeTimer()
 			return
 		}
 		if r := s.eng.ClassifyIP(whole, p); r != engine.DropNone {
@@ -570,6 +597,7 @@ func (s *Stack) handleARP(p *engine.Packet) {
 		if queued := s.arp.Learn(spa, sha, time.Now()); len(queued) > 0 {
 			s.eng.WriteChecked(queued)
 		}
+		s.wakeTimer()
 	}
 	if op == header.ARPRequest && forUs {
 		s.sendARP(header.ARPReply, sha, spa)

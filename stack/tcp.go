@@ -90,6 +90,7 @@ func (r *tcpRoute) Output(segs []tcp.Segment) error {
 			continue
 		}
 		request, dropped := s.arp.Enqueue(hop, link.Frame{Buf: b, VNet: v}, now)
+		s.wakeTimer()
 		if dropped {
 			s.eng.Drop(engine.DropARPQueueFull)
 		}

@@ -232,6 +232,15 @@ func (c *Cache) Tick(now time.Time, retry [][4]byte) ([][4]byte, int) {
 	return retry, dropped
 }
 
+// Idle reports whether Tick has nothing to do now or later: no address
+// being resolved and no entry that will expire (seeded ones never do).
+// The stack stops its timer while the cache and the reassembler are idle.
+func (c *Cache) Idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending) == 0 && c.soonest == permanent
+}
+
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
