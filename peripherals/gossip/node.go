@@ -124,6 +124,14 @@ type Node struct {
 //     1,000, where 3 x would take 9 s before the suspicion spread;
 //   - gossip every 200 ms to 3 members (a tick with nothing to send costs
 //     a wake-up only; 1 s measured no cheaper at 200);
+//   - each change retransmitted 1 x log10(n) times by every member that
+//     learns it (memberlist's default 4 x): a member learns of each
+//     other one from several neighbours anyway, and with 4 x the alive
+//     messages of 1,000 members starting were 16 million decodes that
+//     kept both cores busy (perf of a 1,000 up: handleAlive, msgpack
+//     decode and getBroadcasts a third of all samples) until starts timed
+//     out. A member that misses one learns it in the push/pull exchanges
+//     below;
 //   - full-state push/pull every 60 s, which memberlist stretches with the
 //     cluster's size (x6 at 1,000: every 6 minutes): at 1,000 members one
 //     moves the whole view (about 300 KB) both ways, and gossip already
@@ -131,7 +139,8 @@ type Node struct {
 //
 // $NETSTATION_GOSSIP overrides the timings for measurements, as
 // comma-separated key=value pairs: probe, probe-timeout, gossip and
-// push-pull (durations), suspicion and nodes (gossip fan-out) (integers),
+// push-pull (durations), suspicion, nodes (gossip fan-out) and
+// retransmit (integers),
 // e.g. "probe=1s,gossip=500ms,suspicion=2".
 func MemberlistConfig(name string) *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
@@ -143,6 +152,7 @@ func MemberlistConfig(name string) *memberlist.Config {
 	c.GossipInterval = 200 * time.Millisecond
 	c.PushPullInterval = 60 * time.Second
 	c.TCPTimeout = 2 * time.Second
+	c.RetransmitMult = 1
 	c.DeadNodeReclaimTime = time.Second // a restarted peripheral reuses its name at once
 	tune(c, os.Getenv("NETSTATION_GOSSIP"))
 	return c
@@ -172,6 +182,8 @@ func tune(c *memberlist.Config, spec string) {
 			c.SuspicionMult = n
 		case k == "nodes" && nerr == nil && n > 0:
 			c.GossipNodes = n
+		case k == "retransmit" && nerr == nil && n > 0:
+			c.RetransmitMult = n
 		}
 	}
 }
@@ -267,7 +279,9 @@ func (n *Node) settleLoop() {
 			}
 		}
 		n.mu.Unlock()
-		if len(peers) == 0 || (i >= len(settleAt) && len(peers)+1 >= n.cfg.Expect) {
+		// A complete view needs no exchange: at 1,000 members each moves
+		// about 300 KB both ways and costs both ends 10 ms and more.
+		if len(peers) == 0 || (n.cfg.Expect > 0 && len(peers)+1 >= n.cfg.Expect) {
 			continue
 		}
 		if _, err := n.ml.Join([]string{peers[rand.IntN(len(peers))]}); err != nil {
@@ -431,14 +445,25 @@ func (e events) record(m *memberlist.Node, leaving bool) {
 	e.n.mu.Lock()
 	old, had := e.n.view[m.Name]
 	e.n.view[m.Name] = v
+	size := len(e.n.view)
 	e.n.mu.Unlock()
-	if !had || old.State != v.State {
-		// Joins and leaves are what a user looks for in `netstation logs`.
+	switch {
+	case had && old.State != v.State:
+		// Leaves and returns are what a user looks for in `netstation logs`.
 		e.n.log.Info("gossip: member "+string(v.State), "name", v.Name)
-		return
+	case !had && size <= logJoinsUpTo:
+		e.n.log.Info("gossip: member "+string(v.State), "name", v.Name)
+	case !had && size == e.n.cfg.Expect:
+		e.n.log.Info("gossip: view complete", "members", size)
 	}
-	e.n.log.Debug("gossip: member", "name", v.Name, "state", v.State)
 }
+
+// logJoinsUpTo: a node logs each member it learns of while its view is
+// this small; beyond, only changes of state and the view becoming
+// complete. At 1,000 peripherals a line per join was a million log
+// writes at start (perf: 4 % of all samples).
+const logJoinsUpTo = 64
+
 func (e events) NotifyJoin(m *memberlist.Node)   { e.record(m, false) }
 func (e events) NotifyLeave(m *memberlist.Node)  { e.record(m, true) }
 func (e events) NotifyUpdate(m *memberlist.Node) { e.record(m, false) }
