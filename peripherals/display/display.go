@@ -109,6 +109,11 @@ type Display struct {
 	times    [64]time.Time // recent present times, a ring
 	wake     chan struct{} // closed and replaced at every present
 
+	// rect is the screen. back and front stay nil (the screen black)
+	// until the first tile arrives: two opaque-black 1280x720 buffers
+	// were 7 MiB of dirty pages in every display that never showed a
+	// frame, the biggest part of a display's memory (issue 16).
+	rect    image.Rectangle
 	frontMu sync.RWMutex
 	front   *image.RGBA
 
@@ -126,17 +131,31 @@ func New(cfg Config) (*Display, error) {
 	if _, err := tileproto.ParseFormat(cfg.Format); err != nil {
 		return nil, err
 	}
-	r := image.Rect(0, 0, cfg.Width, cfg.Height)
-	d := &Display{cfg: cfg, back: image.NewRGBA(r), front: image.NewRGBA(r),
+	d := &Display{cfg: cfg, rect: image.Rect(0, 0, cfg.Width, cfg.Height),
 		scratch: make([]byte, tileproto.MaxTileBytes), wake: make(chan struct{}),
 		have: make([]uint64, (1<<16)/64)}
-	for _, im := range []*image.RGBA{d.back, d.front} {
-		for i := 3; i < len(im.Pix); i += 4 {
-			im.Pix[i] = 0xff // opaque black
-		}
-	}
 	d.st = Stats{Width: cfg.Width, Height: cfg.Height, Format: cfg.Format, Drops: map[string]uint64{}}
 	return d, nil
+}
+
+// black returns an opaque black image of the screen's size.
+func (d *Display) black() *image.RGBA {
+	im := image.NewRGBA(d.rect)
+	for i := 3; i < len(im.Pix); i += 4 {
+		im.Pix[i] = 0xff
+	}
+	return im
+}
+
+// buffers makes the back and front buffers at the first tile. d.mu held.
+func (d *Display) buffers() {
+	if d.back != nil {
+		return
+	}
+	d.back = d.black()
+	d.frontMu.Lock()
+	d.front = d.black()
+	d.frontMu.Unlock()
 }
 
 // dropReason maps a decoding error to its counter.
@@ -325,6 +344,7 @@ func (d *Display) presentPending() {
 
 // draw converts pix (h.W x h.H in h.Format) into the back buffer.
 func (d *Display) draw(h *tileproto.Header, pix []byte) {
+	d.buffers()
 	w, bpp := int(h.W), h.Format.BytesPerPixel()
 	for row := 0; row < int(h.H); row++ {
 		src := pix[row*w*bpp : (row+1)*w*bpp]
@@ -349,6 +369,7 @@ func (d *Display) present(implicit bool) {
 	if d.expected > d.received {
 		d.st.TilesLost += uint64(d.expected - d.received)
 	}
+	d.buffers()
 	d.frontMu.Lock()
 	d.front, d.back = d.back, d.front
 	d.frontMu.Unlock()
@@ -406,6 +427,9 @@ func (d *Display) Snapshot() (*image.RGBA, uint64) {
 	d.frontMu.RLock()
 	d.mu.Unlock()
 	defer d.frontMu.RUnlock()
+	if d.front == nil {
+		return d.black(), n
+	}
 	im := image.NewRGBA(d.front.Rect)
 	copy(im.Pix, d.front.Pix)
 	return im, n

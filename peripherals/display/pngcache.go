@@ -45,10 +45,15 @@ func (d *Display) PNG() ([]byte, uint64, error) {
 	n = d.st.Frames
 	d.frontMu.RLock()
 	d.mu.Unlock()
-	if c.scratch == nil || c.scratch.Rect != d.front.Rect {
+	switch {
+	case d.front == nil: // black until the first tile
+		c.scratch = d.black()
+	case c.scratch == nil || c.scratch.Rect != d.front.Rect:
 		c.scratch = image.NewRGBA(d.front.Rect)
+		fallthrough
+	default:
+		copy(c.scratch.Pix, d.front.Pix)
 	}
-	copy(c.scratch.Pix, d.front.Pix)
 	d.frontMu.RUnlock()
 	var buf bytes.Buffer
 	buf.Grow(len(c.png))
