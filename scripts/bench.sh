@@ -87,8 +87,13 @@ receiver reports every 1,024 datagrams its application read and the sender stays
 ahead — so the figure is what the receiver sustains, with no overflow).
 Throughput is what the receiver got. With GSO (the default where the link offers it) a batch of
 equal-sized datagrams leaves the user-level stack as one UDP_L4 super-frame, as the kernel's
-UDP_SEGMENT does. Datagrams above the MTU (8972 B and up) are IP-fragmented by both stacks (no
-segmentation offload applies).
+UDP_SEGMENT does; on receive, a super-frame of datagrams of 512 B and more stays in the buffer the
+kernel wrote it into, lent by the link to the socket until the reader releases it (no copy in user
+space). Datagrams above the MTU (8972 B and up) are IP-fragmented by both stacks (no
+segmentation offload applies). `cpu s/GB` and `cpu ns/dgram` are the CPU time of both ends'
+processes (user + system, getrusage around the run; the kernel's work for a veth's receive side
+runs in the sender's system calls and is counted there) per GB and per datagram received: a
+stack cannot buy throughput with a second core unseen.
 TXT
 measure "$unpinned" $ns bench --from cpu0 --to disk0 --stack all --size 64,512,1472,8972,32768,65507 --time 5s --rtt 0 \
   --plot docs/bench/udp-size.png
