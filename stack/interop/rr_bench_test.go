@@ -69,6 +69,12 @@ func echoMain(js string) error {
 	if err := cpupin.Process([]int{c.CPU}); err != nil {
 		return err
 	}
+	// One CPU, one P: what the runtime would settle on by itself a
+	// second or so after the pinning (GOMAXPROCS follows the affinity
+	// mask), and what peripherals run with. A second P has nothing to run
+	// on but the same CPU: its thread, parked in epoll_wait, is woken by
+	// every arriving frame and preempts whatever runs there.
+	runtime.GOMAXPROCS(1)
 	var (
 		tl net.Listener
 		uc net.PacketConn
@@ -248,8 +254,10 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 // and over UDP, on our stacks and on kernel sockets in the same run, over
 // at least 10,000 exchanges each, taken twice: every thread of the client
 // process and of the echo process (a process of its own) pinned to one
-// CPU, then to two different CPUs. Reports p50, p99 and p99.9 in
-// microseconds; the sub-benchmark's name states the pinning.
+// CPU, then to two different CPUs, each process with GOMAXPROCS=1 (one
+// CPU each). Reports p50, p99 and p99.9 in microseconds; the
+// sub-benchmark's name states the pinning. The user-poll stacks read with
+// stack.Config.PollBudget (run to completion).
 func BenchmarkRR(b *testing.B) {
 	cpus, err := cpupin.Allowed()
 	if err != nil {
@@ -271,6 +279,8 @@ func BenchmarkRR(b *testing.B) {
 					if err := cpupin.Process([]int{pin.client}); err != nil {
 						b.Fatal(err)
 					}
+					runtime.GOMAXPROCS(1) // as in echoMain
+					defer runtime.SetDefaultGOMAXPROCS()
 					defer cpupin.Process(nil)
 					rt := p.tcpRTT
 					if proto == "udp" {
