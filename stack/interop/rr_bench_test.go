@@ -173,8 +173,9 @@ func inNS(name string, fn func() error) error {
 // rrPair is a client in this process and the echo end in a child process,
 // over a veth between two namespaces of the benchmark's own.
 type rrPair struct {
-	tcp net.Conn
-	udp interface {
+	echoPID int
+	tcp     net.Conn
+	udp     interface {
 		WriteToUDPAddrPort([]byte, netip.AddrPort) (int, error)
 		ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error)
 		SetReadDeadline(time.Time) error
@@ -221,7 +222,7 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	if err != nil || line != "ready\n" {
 		b.Fatalf("echo process: %q, %v", line, err)
 	}
-	p := &rrPair{dst: netip.AddrPortFrom(cfg.Addr.Addr(), cfg.Port)}
+	p := &rrPair{dst: netip.AddrPortFrom(cfg.Addr.Addr(), cfg.Port), echoPID: cmd.Process.Pid}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if stackName == "user" {
@@ -293,6 +294,7 @@ func BenchmarkRR(b *testing.B) {
 					}
 					n := max(b.N, rrExchanges)
 					samples := make([]time.Duration, 0, n)
+					cpu0 := cpuTime(b, os.Getpid()) + cpuTime(b, p.echoPID)
 					b.ResetTimer()
 					for range n {
 						d, err := rt()
@@ -302,6 +304,7 @@ func BenchmarkRR(b *testing.B) {
 						samples = append(samples, d)
 					}
 					b.StopTimer()
+					cpu := cpuTime(b, os.Getpid()) + cpuTime(b, p.echoPID) - cpu0
 					slices.Sort(samples)
 					pct := func(q float64) float64 {
 						return float64(samples[min(len(samples)-1, int(q*float64(len(samples))))]) / 1e3
@@ -315,10 +318,36 @@ func BenchmarkRR(b *testing.B) {
 					b.ReportMetric(pct(0.99), "p99-us")
 					b.ReportMetric(pct(0.999), "p99.9-us")
 					b.ReportMetric(float64(len(samples)), "exchanges")
+					// CPU time of both processes, every thread, per round
+					// trip: what a latency costs (a polling reader spins).
+					b.ReportMetric(float64(cpu)/float64(len(samples))/1e3, "cpu-us/rtt")
 				})
 			}
 		}
 	}
+}
+
+// cpuTime is the CPU time every thread of process pid has had so far
+// (the first field of /proc/PID/task/TID/schedstat, in nanoseconds).
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(b), &ns); err != nil {
+			tb.Fatalf("%s/%s/schedstat: %v", dir, t.Name(), err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum
 }
 
 func (p *rrPair) tcpRTT() (time.Duration, error) {
