@@ -178,9 +178,13 @@ cat >>"$out" <<'TXT'
 64 B request, 64 B response, one at a time, over TCP and over UDP, our stacks and kernel sockets,
 at least 10,000 exchanges each (`exchanges`), p50/p99/p99.9 in microseconds. The echo end is a
 process of its own; `same-cpu` pins every thread of both processes to one CPU, `cross-cpu` the
-client to one CPU and the echo to another.
+client to one CPU and the echo to another; each process runs GOMAXPROCS=1. `user-poll` is our
+stack with run to completion (stack.Config.PollBudget 200 us: a reader with nothing queued polls
+the link itself and processes its reply on its own goroutine); `user` is the default (the
+receive goroutine takes every frame and wakes the reader). `cpu-us/rtt` is the CPU time of both
+processes (every thread) per round trip: a polling reader spins, yielding the CPU between polls.
 TXT
-measure_go "as named: same-cpu / cross-cpu (sched_setaffinity on every thread)" ./stack/interop 'BenchmarkRR' '-benchtime 1x'
+measure_go "as named: same-cpu / cross-cpu (sched_setaffinity on every thread), GOMAXPROCS=1 per process" ./stack/interop 'BenchmarkRR' '-benchtime 1x'
 
 section "Standard tools against the peripherals' own TCP (iperf3, nbdcopy, curl)"
 cat >>"$out" <<'TXT'
