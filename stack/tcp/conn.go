@@ -132,6 +132,7 @@ type Conn struct {
 	rcvAdv               uint32 // right edge of the window last advertised
 	ackNow               bool
 	unacked              int // bytes received and not yet acknowledged
+	rdLowat              int // a waiting ReadFunc wants this much readable before it is woken
 	rcvSinceGrow         int // bytes received since the ring last grew
 	maxSnd, maxRcv       int // ring size limits (SetWriteBuffer, SetReadBuffer)
 	lingerZero           bool
@@ -437,7 +438,15 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 			c.mu.Unlock()
 			return 0, c.opError("read", ErrClosed)
 		}
-		if avail := c.readableLocked(); avail > 0 {
+		// Lend at least a low-water mark's worth (an eighth of the ring)
+		// unless less is asked for or no more will come: a bulk reader
+		// wakes, and writes, once per many segments instead of once per
+		// super-frame. The window stays open meanwhile: the mark is well
+		// below the free ring.
+		lowat := min(max, c.rcvCap/8)
+		avail := c.readableLocked()
+		if avail > 0 && (avail >= lowat || c.finRcvd || c.err != nil || c.state == stateClosed) {
+			c.rdLowat = 0
 			a, b := ringViews(c.rcvBuf, c.irs+1, c.rcvRead, min(max, avail))
 			c.mu.Unlock()
 			n := fn(a, b)
@@ -469,8 +478,12 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 			c.mu.Unlock()
 			return 0, io.EOF
 		}
+		c.rdLowat = lowat // the receive path wakes us only past it
 		c.mu.Unlock()
 		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
+			c.mu.Lock()
+			c.rdLowat = 0
+			c.mu.Unlock()
 			return 0, c.opError("read", err)
 		}
 	}

@@ -490,7 +490,9 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 			c.oooFin = false
 			c.finLocked()
 		}
-		wake(c.rdWake)
+		if c.readableLocked() >= c.rdLowat {
+			wake(c.rdWake)
+		}
 		// Linux's rule (__tcp_ack_snd_check): acknowledge at once when
 		// more than one full-sized segment is unacknowledged (every second
 		// segment of a bulk flow, every GSO super-frame), else delay. Small

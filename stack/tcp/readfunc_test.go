@@ -202,3 +202,69 @@ func TestWriteFunc(t *testing.T) {
 		t.Fatalf("read %d of %d bytes; equal %v", len(got), len(data), bytes.Equal(got, data))
 	}
 }
+
+// TestReadFuncLowWater: a ReadFunc asking for much waits until an eighth
+// of the ring is readable, unless the peer's FIN says no more will come;
+// one asking for little gets it at once.
+func TestReadFuncLowWater(t *testing.T) {
+	w := newWorld(t, worldOpts{tcp: tcp.Config{InitialBuffer: 16 << 10, MaxBuffer: 16 << 10}}) // low-water mark 2 KiB
+	c, s := w.connect(t, 84)
+	take := func(a, b []byte) int { return len(a) + len(b) }
+	if _, err := c.Write(pattern(100, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ReadFunc(100, take); n != 100 || err != nil {
+		t.Fatalf("ReadFunc(100): %d, %v", n, err)
+	}
+	if _, err := c.Write(pattern(100, 2)); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	go func() {
+		n, _ := s.ReadFunc(1<<20, take)
+		got <- n
+	}()
+	select {
+	case n := <-got:
+		t.Fatalf("ReadFunc(1 MiB) returned %d bytes, below the low-water mark", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := c.Write(pattern(4000, 3)); err != nil {
+		t.Fatal(err)
+	}
+	left := 4100
+	select {
+	case n := <-got:
+		if n < 2048 {
+			t.Fatalf("ReadFunc(1 MiB) returned %d bytes", n)
+		}
+		left -= n
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadFunc(1 MiB) not woken with 4,100 bytes readable")
+	}
+	for left > 0 { // what the last ReadFunc left
+		n, err := s.ReadFunc(left, take)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left -= n
+	}
+	// Below the mark, the FIN wakes it.
+	if _, err := c.Write(pattern(10, 4)); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		n, _ := s.ReadFunc(1<<20, take)
+		got <- n
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.CloseWrite()
+	select {
+	case n := <-got:
+		if n != 10 {
+			t.Fatalf("after the FIN: %d bytes, want 10", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadFunc not woken by the FIN")
+	}
+}
