@@ -208,7 +208,20 @@ func (w *Link) HardwareAddr() net.HardwareAddr { return w.Link.HardwareAddr() }
 var (
 	_ link.Lender       = (*Link)(nil)
 	_ link.GatherWriter = (*Link)(nil)
+	_ link.Poller       = (*Link)(nil)
 )
+
+// PollBatch implements link.Poller when the wrapped link polls and nothing
+// is impaired on receive; otherwise it returns link.ErrNoPoll, and the
+// frames reach the stack through ReadBatch and its impairments.
+func (w *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error) {
+	p := w.params.Load()
+	pl, ok := w.Link.(link.Poller)
+	if !ok || p.LossPPM != 0 || p.CorruptPPM != 0 || p.Down {
+		return 0, link.ErrNoPoll
+	}
+	return pl.PollBatch(frames, fn)
+}
 
 // Hold implements link.Lender for a wrapped link that lends its receive
 // buffers (false otherwise: the stack copies). Frames the impairments

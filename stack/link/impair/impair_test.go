@@ -129,3 +129,32 @@ func TestCorruptFlipsPayload(t *testing.T) {
 		t.Error("caller's buffer was modified")
 	}
 }
+
+// TestPollPassesThrough: with nothing impaired on receive, pollers take
+// frames from the wrapped link; with loss, corruption or the link down
+// they are told no (link.ErrNoPoll), so every frame goes through
+// ReadBatch's impairments.
+func TestPollPassesThrough(t *testing.T) {
+	a, b := mem.Pair(net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}, mem.Options{})
+	t.Cleanup(func() { a.Close() })
+	w := Wrap(b)
+	if _, err := a.WriteBatch([]link.Frame{frame(1)}); err != nil {
+		t.Fatal(err)
+	}
+	frames := make([]link.Frame, 4)
+	got := 0
+	fn := func(f []link.Frame) { got += len(f) }
+	if n, err := w.PollBatch(frames, fn); n != 1 || err != nil || got != 1 {
+		t.Fatalf("unimpaired: %d %v, fn saw %d", n, err, got)
+	}
+	for _, p := range []Params{{LossPPM: 1}, {CorruptPPM: 1}, {Down: true}} {
+		w.Set(p)
+		if _, err := w.PollBatch(frames, fn); err != link.ErrNoPoll {
+			t.Errorf("%+v: %v, want ErrNoPoll", p, err)
+		}
+	}
+	w.Set(Params{Delay: time.Millisecond}) // a delay is on transmit only
+	if _, err := w.PollBatch(frames, fn); err != nil {
+		t.Errorf("transmit delay only: %v", err)
+	}
+}
