@@ -21,7 +21,7 @@ func newMembersCmd() *cobra.Command {
 		Long: `Every peripheral joins a memberlist (SWIM) cluster over its own user-level
 stack (UDP and TCP port 7946) and publishes its kind, service ports and
 capacity. members prints one peripheral's view: who it knows, in which state
-(alive, suspect, dead) since when, and what they offer. A peripheral killed
+(alive or dead; memberlist keeps its SWIM suspicion to itself) since when, and what they offer. A peripheral killed
 without a goodbye turns dead in every view within seconds; its restart turns
 alive again.`,
 		Args: cobra.NoArgs,
