@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -17,7 +19,8 @@ import (
 // loss (both ways), corruption, delay, small buffers, a slow reader,
 // SACK and timestamps on or off, with and without offloads, moving data
 // both ways and closing; every byte must arrive and nothing may stall.
-// The seed of each case is in its name for replay. Corruption is applied
+// The seed of each case is in its name; NETSTATION_TCP_SEED=<seed> replays
+// that case alone. Corruption is applied
 // on one side only: two flipped bytes in one frame can cancel out in the
 // 16-bit checksum (a known TCP weakness: a corrupted timestamp then
 // wedges PAWS), which is not what this test is about.
@@ -26,8 +29,17 @@ func TestRandomImpairments(t *testing.T) {
 	if testing.Short() {
 		n = 3
 	}
+	base := uint64(time.Now().UnixNano())
+	if v := os.Getenv("NETSTATION_TCP_SEED"); v != "" {
+		// Replay one case: NETSTATION_TCP_SEED=<the seed in its name>.
+		var err error
+		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("NETSTATION_TCP_SEED: %v", err)
+		}
+		n = 1
+	}
 	for i := range n {
-		seed := uint64(time.Now().UnixNano()) + uint64(i)
+		seed := base + uint64(i)
 		r := rand.New(rand.NewPCG(seed, 1))
 		cfg := tcp.Config{NoSACK: r.IntN(3) == 0, NoTimestamps: r.IntN(3) == 0, MinRTO: 20 * time.Millisecond,
 			MaxBuffer: []int{8 << 10, 64 << 10, 4 << 20}[r.IntN(3)], InitialBuffer: 4096}
