@@ -83,13 +83,19 @@ func (p *Runtime) joinMembership() error {
 	svc := fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port)
 	p.AddService(svc)
 	n, err := gossip.Start(gossip.Config{Name: p.cfg.Name, Network: stackNetwork{p.Stack()}, Meta: meta,
-		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Logger: p.log})
+		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, Logger: p.log})
 	if err != nil {
 		p.removeService(svc)
 		return err
 	}
 	p.Handle(OpMembers, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
 		return MembersView{Node: p.cfg.Name, Members: n.Members(), Stats: n.Stats()}, nil
+	})
+	p.Handle(OpJoin, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
+		// Spread over 2 ms per member (2 s at 1,000) so that the seeds
+		// are not all asked at once.
+		go n.Join(time.Duration(p.cfg.Members) * 2 * time.Millisecond)
+		return nil, nil
 	})
 	p.members.mu.Lock()
 	p.members.node = n

@@ -65,6 +65,10 @@ type Config struct {
 	// is n² frames each of them reads, which at 1,000 drowned the
 	// testbed (issue 16).
 	Neighbors map[netip.Addr]net.HardwareAddr
+	// DeferJoin: the membership answers others but joins its seeds only
+	// when told (op join), as gossip.Config.Deferred; the supervisor
+	// tells every peripheral once all of them answer.
+	DeferJoin bool
 	Logger    *slog.Logger
 }
 

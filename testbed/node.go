@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 
 	"github.com/netstation/netstation/internal/wire/capability"
@@ -60,7 +61,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 			Name: n.Name, Kind: string(n.Kind), IfName: n.IfName, MAC: mac, Addr: n.Addr,
 			MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
 			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds, Members: len(segment),
-			Neighbors: neighbors,
+			Neighbors: neighbors, DeferJoin: os.Getenv(deferJoinEnv) == "1",
 		},
 		Shaped:  nl.shaped,
 		Started: nl.apply,

@@ -360,6 +360,10 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 		cmd := exec.Command(Executable, "node", "run", "--state", s.dir, "--name", n.plan.Name)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+nodeGOMAXPROCS(), "GOGC="+nodeGOGC())
+		if restarts == 0 {
+			// Join the membership when told (joinAll), not at start.
+			cmd.Env = append(cmd.Env, deferJoinEnv+"=1")
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if restarts == 0 {
 			select { // the slot comes with the turn
@@ -572,8 +576,54 @@ func (s *supervisor) waitReady() {
 		case <-time.After(readyScan):
 		}
 	}
+	s.joinAll(ctx)
 	s.setPhase(PhaseReady, "")
 	s.log.Info("testbed ready", "nodes", len(s.nodes), "took", time.Since(start))
+}
+
+// deferJoinEnv, set to 1 in a peripheral's first start, makes it join the
+// membership only when told (peripherals.Config.DeferJoin): joinAll tells
+// them all once every one answers. A restarted peripheral joins at once.
+const deferJoinEnv = "NETSTATION_DEFER_JOIN"
+
+// joinAll tells every peripheral to join the membership (op join), a few
+// at a time. Starting 1,000 peripherals that joined one by one as they
+// came up made each start pay for gossip about all the earlier ones
+// (perf: memberlist's alive handling, msgpack and the runtime's monitor
+// thread most of the samples) until starts took seconds each and the
+// testbed never came up (issue 16). A peripheral that misses the call
+// joins by itself after gossip.DeferredJoinLimit.
+func (s *supervisor) joinAll(ctx context.Context) {
+	t0 := time.Now()
+	todo := make([]string, 0, len(s.nodes))
+	for name := range s.nodes {
+		todo = append(todo, name)
+	}
+	// Three rounds: on a saturated machine a call may time out.
+	for round := 0; round < 3 && len(todo) > 0 && ctx.Err() == nil; round++ {
+		var mu sync.Mutex
+		var failed []string
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, readyProbes)
+		for _, name := range todo {
+			wg.Add(1)
+			go func(name string) {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				cctx, cancel := context.WithTimeout(ctx, readyCallTimeout)
+				defer cancel()
+				if err := ctl.Call(cctx, NodeSock(s.dir, name), string(peripherals.OpJoin), nil, nil, nil); err != nil {
+					mu.Lock()
+					failed = append(failed, name)
+					mu.Unlock()
+				}
+			}(name)
+		}
+		wg.Wait()
+		todo = failed
+	}
+	s.log.Info("peripherals told to join the membership", "nodes", len(s.nodes), "failed", len(todo), "took", time.Since(t0))
 }
 
 // Progress is a testbed's bring-up in counts: what `up` shows while it

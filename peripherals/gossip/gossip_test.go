@@ -146,3 +146,32 @@ func TestGarbage(t *testing.T) {
 	waitView(t, []*gossip.Node{a, b}, "disk51", gossip.Alive, 5*time.Second)
 	waitView(t, []*gossip.Node{a, b}, "cpu50", gossip.Alive, 5*time.Second)
 }
+
+// TestDeferredJoin: deferred nodes answer others but join their seed
+// only when told; then every view fills.
+func TestDeferredJoin(t *testing.T) {
+	seed := []netip.AddrPort{netip.AddrPortFrom(addr(60), gossip.Port)}
+	var ns []*gossip.Node
+	for i := 60; i < 63; i++ {
+		n, err := gossip.Start(gossip.Config{Name: fmt.Sprintf("d%d", i), Network: gossip.Kernel(addr(i)),
+			Seeds: seed, Rejoin: 300 * time.Millisecond, Deferred: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Shutdown()
+		ns = append(ns, n)
+	}
+	time.Sleep(700 * time.Millisecond) // longer than a rejoin period
+	for _, n := range ns {
+		if got := len(n.Members()); got != 1 {
+			t.Fatalf("a deferred node lists %d members before Join", got)
+		}
+	}
+	for _, n := range ns {
+		n.Join(50 * time.Millisecond)
+		n.Join(0) // again: nothing
+	}
+	for i := 60; i < 63; i++ {
+		waitView(t, ns, fmt.Sprintf("d%d", i), gossip.Alive, 10*time.Second)
+	}
+}

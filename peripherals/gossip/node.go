@@ -89,8 +89,20 @@ type Config struct {
 	// exchanging its whole state with a random member every settleEvery,
 	// for up to settleFor after start (0: the fixed early exchanges only).
 	Expect int
-	Logger *slog.Logger
+	// Deferred: Start opens the transport and memberlist (the node
+	// answers others' joins) but joins no seed until Join is called, or
+	// DeferredJoinLimit has passed. A testbed's supervisor starts every
+	// peripheral first and tells them all to join once they answer:
+	// members joining one by one while the others were still starting
+	// made every start pay for gossip about all the earlier ones, and
+	// 1,000 peripherals never finished starting (issue 16).
+	Deferred bool
+	Logger   *slog.Logger
 }
+
+// DeferredJoinLimit is how long a deferred node waits for Join before it
+// joins by itself.
+const DeferredJoinLimit = 5 * time.Minute
 
 // Node is a peripheral's membership in the cluster.
 type Node struct {
@@ -104,6 +116,9 @@ type Node struct {
 	view map[string]Member // every member ever seen, dead ones included
 	done chan struct{}
 	wg   sync.WaitGroup
+
+	joinOnce sync.Once
+	joinNow  chan struct{} // closed by Join
 }
 
 // MemberlistConfig is the memberlist tuning of a testbed, chosen by
@@ -124,14 +139,14 @@ type Node struct {
 //     1,000, where 3 x would take 9 s before the suspicion spread;
 //   - gossip every 200 ms to 3 members (a tick with nothing to send costs
 //     a wake-up only; 1 s measured no cheaper at 200);
-//   - each change retransmitted 1 x log10(n) times by every member that
-//     learns it (memberlist's default 4 x): a member learns of each
-//     other one from several neighbours anyway, and with 4 x the alive
-//     messages of 1,000 members starting were 16 million decodes that
-//     kept both cores busy (perf of a 1,000 up: handleAlive, msgpack
-//     decode and getBroadcasts a third of all samples) until starts timed
-//     out. A member that misses one learns it in the push/pull exchanges
-//     below;
+//   - each change retransmitted 2 x log10(n) times by every member that
+//     learns it (memberlist's default 4 x): with 4 x the alive messages
+//     of 1,000 members starting were 16 million decodes that kept both
+//     cores busy (perf of a 1,000 up: handleAlive, msgpack decode and
+//     getBroadcasts a third of all samples) until starts timed out; with
+//     1 x at 200, views took 36 s after the join to complete (each member
+//     missed a few percent of the messages and waited for a full-state
+//     exchange) and a frozen member 14.5 s to be dead in all;
 //   - full-state push/pull every 60 s, which memberlist stretches with the
 //     cluster's size (x6 at 1,000: every 6 minutes): at 1,000 members one
 //     moves the whole view (about 300 KB) both ways, and gossip already
@@ -152,7 +167,7 @@ func MemberlistConfig(name string) *memberlist.Config {
 	c.GossipInterval = 200 * time.Millisecond
 	c.PushPullInterval = 60 * time.Second
 	c.TCPTimeout = 2 * time.Second
-	c.RetransmitMult = 1
+	c.RetransmitMult = 2
 	c.DeadNodeReclaimTime = time.Second // a restarted peripheral reuses its name at once
 	tune(c, os.Getenv("NETSTATION_GOSSIP"))
 	return c
@@ -211,7 +226,8 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, tr: tr, meta: meta, log: cfg.Logger, view: map[string]Member{}, done: make(chan struct{})}
+	n := &Node{cfg: cfg, tr: tr, meta: meta, log: cfg.Logger, view: map[string]Member{}, done: make(chan struct{}),
+		joinNow: make(chan struct{})}
 	mc := MemberlistConfig(cfg.Name)
 	mc.Transport = tr
 	mc.Delegate = delegate{n}
@@ -224,11 +240,52 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	n.ml = ml
+	if !cfg.Deferred {
+		n.start()
+		return n, nil
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-n.joinNow:
+		case <-time.After(DeferredJoinLimit):
+			n.log.Warn("gossip: never told to join; joining", "after", DeferredJoinLimit)
+		case <-n.done:
+			return
+		}
+		n.start()
+	}()
+	return n, nil
+}
+
+// Join ends a deferred node's wait (Config.Deferred): it joins its seeds
+// after a pause drawn at random below spread, so that a thousand nodes
+// told at once do not all reach the seeds in the same instant. Calls
+// after the first do nothing.
+func (n *Node) Join(spread time.Duration) {
+	n.joinOnce.Do(func() {
+		if spread > 0 {
+			select {
+			case <-time.After(rand.N(spread)):
+			case <-n.done:
+			}
+		}
+		close(n.joinNow)
+	})
+}
+
+// start joins the seeds and starts the loops that keep the view whole.
+func (n *Node) start() {
+	select {
+	case <-n.done:
+		return
+	default:
+	}
 	n.join()
 	n.wg.Add(2)
 	go n.rejoinLoop()
 	go n.settleLoop()
-	return n, nil
 }
 
 // settleAt are the times after start when a node exchanges its whole
