@@ -54,6 +54,10 @@ type BenchArgs struct {
 	// NoGSO sends every datagram as a frame of its own (user stack; for
 	// kernel sockets it means kernel-plain).
 	NoGSO bool `json:"no_gso,omitempty"`
+	// Poll, for the user stack's echo and rtt sockets, is how long a
+	// reader with nothing queued drives the link itself before it sleeps
+	// (stack.UDPConn.SetPollBudget: run to completion); 0: it sleeps.
+	Poll time.Duration `json:"poll_ns,omitempty"`
 }
 
 // BenchReady is the first message a receiving or echoing side streams:
@@ -70,10 +74,10 @@ type BenchReady struct {
 // socket: the CLI cancels a receiver or echo and starts the next run at
 // once, while this side's handler closes its socket only when it sees the
 // cancellation. So an address in use is retried for up to benchBindWait.
-func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool, poll time.Duration) (bench.Conn, netip.AddrPort, error) {
 	deadline := time.Now().Add(benchBindWait)
 	for {
-		c, ap, err := p.benchConnOnce(stackName, port, noGSO)
+		c, ap, err := p.benchConnOnce(stackName, port, noGSO, poll)
 		if err == nil || port == 0 || !(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, engine.ErrInUse)) || time.Now().After(deadline) {
 			return c, ap, err
 		}
@@ -85,7 +89,7 @@ func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool) (bench.Co
 // previous run's socket still holds.
 const benchBindWait = 3 * time.Second
 
-func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll time.Duration) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
 	case StackUser, "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
@@ -96,6 +100,7 @@ func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool) (benc
 			return nil, ap, err
 		}
 		c.SetGSO(!noGSO)
+		c.SetPollBudget(poll)
 		return bench.User(c), netip.AddrPortFrom(ap.Addr(), uint16(c.LocalAddr().(*net.UDPAddr).Port)), nil
 	case StackKernel, StackKernelPlain:
 		p.kernel.mu.Lock()
@@ -217,7 +222,7 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, local, err := p.benchConn(a.Stack, BenchPort, a.NoGSO)
+		c, local, err := p.benchConn(a.Stack, BenchPort, a.NoGSO, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -246,7 +251,7 @@ func (p *Runtime) registerBench() {
 			}
 		}()
 		for i := 0; i < n; i++ {
-			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO)
+			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, 0)
 			if err != nil {
 				return nil, err
 			}
@@ -273,7 +278,7 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, local, err := p.benchConn(a.Stack, EchoPort, a.NoGSO)
+		c, local, err := p.benchConn(a.Stack, EchoPort, a.NoGSO, a.Poll)
 		if err != nil {
 			return nil, err
 		}
@@ -290,7 +295,7 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, _, err := p.benchConn(a.Stack, 0, a.NoGSO)
+		c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, a.Poll)
 		if err != nil {
 			return nil, err
 		}

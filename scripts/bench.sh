@@ -74,7 +74,9 @@ reference pair (internal/udpref: blocking sendmsg of up to 64 datagrams with a U
 recvmsg with UDP_GRO, 64 MiB buffers, nothing of netstation's in its data path) runs between the
 same two ports, on the same kernel addresses, right after bench's runs. `kernel/reference` is
 bench's kernel baseline as a fraction of it (the target is at least 0.6 at 1472 B). RTT: 10,000
-round trips of 64 B per stack and pinning.
+round trips of 64 B per stack and pinning; the user stack's readers drive the link themselves for
+up to 200 us before they sleep (`--rtt-poll`, the default: run to completion, as SO_BUSY_POLL; its
+label says so), the kernel's sockets sleep in recvmsg as usual.
 TXT
 $ns up -q
 measure "throughput unpinned; RTT: both pinnings as labelled" \

@@ -174,3 +174,50 @@ func TestZeroAllocsPolling(t *testing.T) {
 		t.Logf("%d of 2001 datagrams taken by the polling reader", p)
 	}
 }
+
+// TestSocketPollBudget: a socket's own budget (SetPollBudget, as
+// SO_BUSY_POLL) turns polling on for its readers alone on a stack that
+// does not poll, and a budget of zero turns it off on one that does.
+func TestSocketPollBudget(t *testing.T) {
+	exchange := func(t *testing.T, a, b *Stack, budget time.Duration) uint64 {
+		rx, err := a.ListenUDP(netip.AddrPortFrom(ipA, 8001))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rx.Close()
+		rx.SetPollBudget(budget)
+		tx, err := b.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipA, 8001))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Close()
+		msg, buf := pattern(64, 0), make([]byte, 2048)
+		before := a.Stats().PolledFrames
+		for i := range 500 {
+			if _, err := tx.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, _, err := rx.ReadFromUDPAddrPort(buf); err != nil || n != len(msg) {
+				t.Fatalf("datagram %d: %d bytes, %v", i, n, err)
+			}
+		}
+		return a.Stats().PolledFrames - before
+	}
+	t.Run("on", func(t *testing.T) {
+		a, b := pollPair(t, 0)
+		// As in TestZeroAllocsPolling: the datagram is on the link before
+		// the read starts, so the reader's poll takes it, as a rule.
+		if p := exchange(t, a, b, 20*time.Millisecond); p == 0 {
+			t.Error("none of 500 datagrams taken by the socket's polling reader")
+		} else {
+			t.Logf("%d of 500 taken by the polling reader", p)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		a, b := pollPair(t, 20*time.Millisecond)
+		if p := exchange(t, a, b, 0); p != 0 {
+			t.Errorf("%d datagrams taken by polling with the socket's budget at zero", p)
+		}
+	})
+}

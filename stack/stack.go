@@ -84,7 +84,8 @@ type Config struct {
 	// to a request then costs no wake-up of the receive goroutine and no
 	// hand-off from it (run to completion). It buys latency with CPU
 	// time: the poller spins, yielding the CPU between polls. Off by
-	// default: a host runs many stacks on few cores.
+	// default: a host runs many stacks on few cores. A UDP socket can
+	// have a budget of its own (UDPConn.SetPollBudget, as SO_BUSY_POLL).
 	PollBudget time.Duration
 	// NoGratuitousARP suppresses the announcement New sends.
 	NoGratuitousARP bool
@@ -243,7 +244,9 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 	s.arpTmpl = engine.Template{SrcMAC: s.mac, SrcAddr: s.addr}
 	s.ctl.init(s, engine.Template{SrcMAC: s.mac, SrcAddr: s.addr, Proto: header.ProtocolICMP}, 4)
 	s.icmpTokens = float64(s.icmpBurst())
-	if p, ok := l.(link.Poller); ok && cfg.PollBudget > 0 {
+	// A pollable link is kept whatever the stack's budget: a socket may
+	// bring one of its own.
+	if p, ok := l.(link.Poller); ok {
 		if _, err := p.PollBatch(nil, nil); err == nil {
 			s.poller = p
 			s.pollFrames = make([]link.Frame, cfg.RxBatch)
@@ -404,17 +407,17 @@ func (s *Stack) arpRetryInterval() time.Duration {
 
 // drive is run to completion for a reader with nothing queued: it polls
 // the link on the caller's goroutine and runs what arrives through the
-// engine (pollBatch) until ready reports true, Config.PollBudget or the
-// deadline (unix nanoseconds, 0 for none) passes, or the link fails. The
+// engine (pollBatch) until ready reports true, budget or the deadline
+// (unix nanoseconds, 0 for none) passes, or the link fails. The
 // frame the reader waits for is then taken, processed and queued by the
 // reader itself; the receive goroutine, asleep in the link, is neither
 // woken for it nor has to wake the reader. Without a poller it returns
-// at once.
-func (s *Stack) drive(ready func() bool, deadline int64) {
-	if s.poller == nil {
+// at once, as it does for a budget of zero.
+func (s *Stack) drive(ready func() bool, deadline int64, budget time.Duration) {
+	if s.poller == nil || budget <= 0 {
 		return
 	}
-	end := time.Now().Add(s.cfg.PollBudget).UnixNano()
+	end := time.Now().Add(budget).UnixNano()
 	if deadline != 0 && deadline < end {
 		end = deadline
 	}

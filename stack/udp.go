@@ -48,7 +48,8 @@ type UDPConn struct {
 
 	readDeadline  atomic.Int64 // unix nanoseconds; 0 = none
 	writeDeadline atomic.Int64
-	noGSO         atomic.Bool // SetGSO(false): one frame per datagram
+	noGSO         atomic.Bool  // SetGSO(false): one frame per datagram
+	pollBudget    atomic.Int64 // SetPollBudget; starts at Config.PollBudget
 	// reclaim asks whoever next holds rmu to drop what a closed socket
 	// still queues, giving the link's lent buffers back (see reclaimLent).
 	reclaim   atomic.Bool
@@ -122,6 +123,7 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, er
 	}
 	c := &UDPConn{s: s, raddr: raddr, done: make(chan struct{})}
 	c.readyFn = c.readable
+	c.pollBudget.Store(int64(s.cfg.PollBudget))
 	qlen, qbytes := s.cfg.UDPQueueLen, s.cfg.UDPQueueBytes
 	if o.QueueLen > 0 {
 		qlen = min(o.QueueLen, maxUDPQueueLen)
@@ -169,6 +171,14 @@ func (c *UDPConn) ReceiveBuffer() (bytes, datagrams int) { return len(c.q.arena)
 // as a frame of its own, as a kernel socket without UDP_SEGMENT sends:
 // benchmarks use it to compare like with like.
 func (c *UDPConn) SetGSO(on bool) { c.noGSO.Store(!on) }
+
+// SetPollBudget sets how long a reader of this socket that finds nothing
+// queued drives the link itself before it sleeps (Config.PollBudget, for
+// this socket alone; 0 turns it off), as SO_BUSY_POLL does for a kernel
+// socket: a request/response socket buys latency with CPU time without
+// every other socket of the stack spinning too. It has no effect on a
+// link that cannot be polled.
+func (c *UDPConn) SetPollBudget(d time.Duration) { c.pollBudget.Store(int64(max(d, 0))) }
 
 // Close unregisters the socket and unblocks its readers.
 func (c *UDPConn) Close() error {
@@ -322,7 +332,7 @@ func (c *UDPConn) readable() bool {
 }
 
 // waitQueued blocks until a datagram is queued, the read deadline passes
-// or the socket closes; with Config.PollBudget it first drives the link
+// or the socket closes; with a poll budget (SetPollBudget) it first drives the link
 // itself. The caller holds rmu.
 func (c *UDPConn) waitQueued() error {
 	drove := false
@@ -341,9 +351,9 @@ func (c *UDPConn) waitQueued() error {
 				return os.ErrDeadlineExceeded
 			}
 		}
-		if !drove && c.s.poller != nil {
+		if budget := time.Duration(c.pollBudget.Load()); !drove && budget > 0 && c.s.poller != nil {
 			drove = true
-			c.s.drive(c.readyFn, dl)
+			c.s.drive(c.readyFn, dl, budget)
 			continue
 		}
 		if !c.q.arm() {

@@ -29,6 +29,10 @@ type BenchArgs struct {
 	// RTTCount pings measure the round trip after the bulk run (0: none),
 	// twice: both ends pinned to one CPU, then to two different CPUs.
 	RTTCount int
+	// RTTPoll, for the user stack's round trips, is how long each end's
+	// reader drives the link itself before it sleeps (run to completion,
+	// stack.UDPConn.SetPollBudget); 0: readers sleep until woken.
+	RTTPoll time.Duration
 	// NoGSO: one frame per datagram on every stack (the kernel's sockets
 	// without UDP_SEGMENT/UDP_GRO).
 	NoGSO bool
@@ -215,7 +219,11 @@ func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a Bench
 		if err != nil {
 			return err
 		}
-		f := rt.Figures(cpupin.Label(p.from, p.to))
+		label := cpupin.Label(p.from, p.to)
+		if a.RTTPoll > 0 && (a.Stack == peripherals.StackUser || a.Stack == "") {
+			label += fmt.Sprintf("; readers poll up to %v", a.RTTPoll)
+		}
+		f := rt.Figures(label)
 		if p.cross {
 			rep.Netstation.RTTCrossCPU = f
 		} else {
@@ -231,7 +239,7 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
 		first := true
-		done <- nodeCall(ectx, dir, to.Name, peripherals.OpBenchEcho, peripherals.BenchArgs{Stack: a.Stack}, nil, func(json.RawMessage) error {
+		done <- nodeCall(ectx, dir, to.Name, peripherals.OpBenchEcho, peripherals.BenchArgs{Stack: a.Stack, Poll: a.RTTPoll}, nil, func(json.RawMessage) error {
 			if first {
 				first = false
 				close(ready)
@@ -246,7 +254,7 @@ func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, 
 	}
 	var rt bench.RTTResult
 	err := nodeCall(ctx, dir, from.Name, peripherals.OpBenchRTT, peripherals.BenchArgs{
-		Stack: a.Stack, Dst: netip.AddrPortFrom(dst, peripherals.EchoPort), Size: 64, Count: a.RTTCount,
+		Stack: a.Stack, Dst: netip.AddrPortFrom(dst, peripherals.EchoPort), Size: 64, Count: a.RTTCount, Poll: a.RTTPoll,
 	}, &rt, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: rtt: %w", from.Name, err)

@@ -85,6 +85,7 @@ func newBenchCmd() *cobra.Command {
 		tb, from, to, sizes, stacks, plotPath string
 		dur                                   time.Duration
 		parallel, rttCount                    int
+		rttPoll                               time.Duration
 		rate                                  string
 		jsonOut, matrix, noGSO, reference     bool
 	)
@@ -180,7 +181,7 @@ one curve per stack.`, bench.DefaultWindow/4, bench.DefaultWindow),
 						}
 						rep, err := testbed.Bench(cmd.Context(), name, testbed.BenchArgs{
 							From: pr[0], To: pr[1], Stack: st, Size: size, Duration: dur, Parallel: parallel,
-							Rate: bps, RTTCount: rttCount, NoGSO: noGSO,
+							Rate: bps, RTTCount: rttCount, RTTPoll: rttPoll, NoGSO: noGSO,
 						}, func(iv bench.Interval) {
 							if live {
 								bench.WriteInterval(os.Stderr, iv, true)
@@ -260,6 +261,7 @@ one curve per stack.`, bench.DefaultWindow/4, bench.DefaultWindow),
 	f.StringVar(&stacks, "stack", "both", "user, kernel (UDP_SEGMENT+UDP_GRO), kernel-plain (a frame per datagram), both (user+kernel) or all")
 	f.StringVarP(&rate, "bitrate", "b", "auto", fmt.Sprintf("sender rate: auto (held by the receiver: at most %d datagrams per stream ahead of what it read), max (unpaced) or a rate, e.g. 500mbit", bench.DefaultWindow))
 	f.IntVar(&rttCount, "rtt", 10000, "request/response pings after each run, per pinning (one CPU, two CPUs) (0: none)")
+	f.DurationVar(&rttPoll, "rtt-poll", 200*time.Microsecond, "user stack: how long a round trip's reader drives the link itself before it sleeps (run to completion, as SO_BUSY_POLL; 0: off)")
 	f.BoolVarP(&jsonOut, "json", "J", false, "JSON with iperf3's field names")
 	f.BoolVar(&noGSO, "no-gso", false, "one frame per datagram on every stack: the user-level stack without GSO, the kernel without UDP_SEGMENT/UDP_GRO (kernel-plain)")
 	f.StringVar(&plotPath, "plot", "", "draw throughput against datagram size into this PNG")
