@@ -255,7 +255,14 @@ shared pages among their users: what one more peripheral costs; `rss` counts the
 full) and the idle CPU of the whole testbed over 10 s, freezes one peripheral (SIGSTOP) until every
 other view has it dead, and takes the testbed down, checking nothing is left.
 TXT
-./scripts/scale.sh 100 1000 >>"$out"
+# SCALE_SIZES picks the sizes (default 100 and 1,000; a 1,000 run takes minutes).
+# shellcheck disable=SC2086
+./scripts/scale.sh ${SCALE_SIZES:-100 1000} >>"$out"
+cat >>"$out" <<'TXT'
+
+The profiles that found where time and memory go at scale, and the figures before and after each
+change, are in [SCALE.md](SCALE.md).
+TXT
 
 section "Hot paths (go test -bench)"
 echo "### checksum (stack/checksum)" >>"$out"
