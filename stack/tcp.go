@@ -26,8 +26,11 @@ func (n tcpNet) LocalAddr() [4]byte       { return n.s.addr }
 func (n tcpNet) MTU() int                 { return n.s.mtu }
 func (n tcpNet) GSO() bool                { return n.s.gso }
 func (n tcpNet) Drop(r engine.DropReason) { n.s.eng.Drop(r) }
-func (n tcpNet) Drive(ready func() bool, deadline int64) {
-	n.s.drive(ready, deadline, n.s.cfg.PollBudget)
+func (n tcpNet) Drive(ready func() bool, deadline int64, budget time.Duration) {
+	if budget < 0 {
+		budget = n.s.cfg.PollBudget
+	}
+	n.s.drive(ready, deadline, budget)
 }
 func (n tcpNet) NewRoute(dst [4]byte, lport uint16) (tcp.Route, error) {
 	if _, _, _, err := n.s.nextHop(dst, time.Now()); err != nil {

@@ -151,6 +151,8 @@ type Conn struct {
 	rdDL, wrDL       atomic.Int64
 	rdTimer, wrTimer *time.Timer
 	rdReady          func() bool // c.readReady as a func value, made once
+	// pollBudget is SetPollBudget's; negative: the network's own.
+	pollBudget atomic.Int64
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -173,6 +175,7 @@ func (p *Protocol) newConn(k fourTuple, rt Route) *Conn {
 		maxRcv: p.cfg.MaxBuffer,
 	}
 	c.rdReady = c.readReady
+	c.pollBudget.Store(-1)
 	c.mssBase = p.net.MTU() - 40
 	batch := txBatchNoGSO
 	if p.net.GSO() {
@@ -354,8 +357,17 @@ func (c *Conn) readableLocked() int {
 func (c *Conn) readReady() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.readableLocked() > 0 || c.finRcvd || c.err != nil || c.appClosed || c.state == stateClosed
+	n := c.readableLocked()
+	return n > 0 && n >= c.rdLowat || c.finRcvd || c.err != nil || c.appClosed || c.state == stateClosed
 }
+
+// SetPollBudget sets how long a reader of this connection that finds
+// nothing to read drives the network itself before it sleeps (run to
+// completion, as SO_BUSY_POLL; 0 turns it off), when the network is a
+// Driver that can poll. Without it the network's own budget applies. A
+// server whose clients wait on each reply (NBD at queue depth 1) buys its
+// latency with CPU time on this connection alone.
+func (c *Conn) SetPollBudget(d time.Duration) { c.pollBudget.Store(int64(max(d, 0))) }
 
 // Read reads data in order; io.EOF after the peer's FIN. With nothing to
 // read it first drives the network itself when that is a Driver.
@@ -401,7 +413,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		c.mu.Unlock()
 		if !drove && c.p.drv != nil {
 			drove = true
-			c.p.drv.Drive(c.rdReady, c.rdDL.Load())
+			c.p.drv.Drive(c.rdReady, c.rdDL.Load(), time.Duration(c.pollBudget.Load()))
 			continue
 		}
 		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
@@ -429,6 +441,7 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 	}
 	c.rdMu.Lock()
 	defer c.rdMu.Unlock()
+	drove := false
 	for {
 		if deadlinePassed(&c.rdDL) {
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
@@ -480,6 +493,14 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 		}
 		c.rdLowat = lowat // the receive path wakes us only past it
 		c.mu.Unlock()
+		if !drove && c.p.drv != nil {
+			drove = true // readReady waits for the mark too
+			c.p.drv.Drive(c.rdReady, c.rdDL.Load(), time.Duration(c.pollBudget.Load()))
+			c.mu.Lock()
+			c.rdLowat = 0 // set again before any wait
+			c.mu.Unlock()
+			continue
+		}
 		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
 			c.mu.Lock()
 			c.rdLowat = 0

@@ -70,11 +70,12 @@ type Network interface {
 
 // Driver is implemented by a Network whose link a reader with nothing to
 // read may drive on its own goroutine before it sleeps (run to
-// completion): Drive processes what arrives until ready reports true, the
-// network's budget or the deadline (unix nanoseconds, 0 for none) passes.
-// It returns at once when the network does not poll.
+// completion): Drive processes what arrives until ready reports true,
+// budget (negative: the network's own) or the deadline (unix nanoseconds,
+// 0 for none) passes. It returns at once when the network does not poll
+// or the budget is zero.
 type Driver interface {
-	Drive(ready func() bool, deadline int64)
+	Drive(ready func() bool, deadline int64, budget time.Duration)
 }
 
 // Config holds the protocol's tunables; zero fields take the defaults.

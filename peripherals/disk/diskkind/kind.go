@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/internal/dgram"
@@ -193,7 +194,7 @@ func Start(p *peripherals.Runtime, path string, size int64, access Access) (*Ser
 	// NBD on TCP port 10809 of the same stack (stack/tcp), beside the UDP
 	// protocol, on the same file and under the same capabilities: nbdinfo,
 	// nbdcopy and fio's nbd engine talk to the disk directly.
-	ns, err := nbd.NewServer(nbd.Config{Backend: srv, Logger: p.Logger()})
+	ns, err := nbd.NewServer(nbd.Config{Backend: srv, Logger: p.Logger(), PollBudget: nbdPollBudget})
 	if err == nil {
 		var ln net.Listener
 		if ln, err = p.Stack().ListenTCP(netip.AddrPortFrom(p.Addr(), nbd.Port)); err == nil {
@@ -223,3 +224,8 @@ func (d *Service) Close() error {
 
 // The storage server is what NBD serves.
 var _ nbd.Backend = (*disk.Server)(nil)
+
+// nbdPollBudget is how long an NBD connection's reader drives the link
+// itself before it sleeps (nbd.Config.PollBudget): NBD clients wait on
+// each reply, and a kernel sender's window waits on our ACKs.
+const nbdPollBudget = 200 * time.Microsecond

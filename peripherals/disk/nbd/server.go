@@ -120,7 +120,12 @@ type Config struct {
 	// HandshakeTimeout bounds the negotiation phase, so a client that
 	// connects and stalls does not hold a connection forever.
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
+	// PollBudget, on a connection that can poll (stack/tcp's SetPollBudget),
+	// is how long its request reader drives the network itself before it
+	// sleeps: a client at queue depth 1 and a sender waiting on ACKs get
+	// them without a wake-up. 0: the connection's default.
+	PollBudget time.Duration
+	Logger     *slog.Logger
 }
 
 // Server serves NBD connections.
@@ -244,6 +249,9 @@ func (s *Server) serveConn(c net.Conn) error {
 		s.mu.Unlock()
 	}()
 	s.stats.Conns.Add(1)
+	if p, ok := c.(interface{ SetPollBudget(time.Duration) }); ok && s.cfg.PollBudget > 0 {
+		p.SetPollBudget(s.cfg.PollBudget)
+	}
 	cc := &conn{s: s, c: c, be: s.cfg.Backend}
 	var sid [8]byte
 	rand.Read(sid[:])
