@@ -245,7 +245,8 @@ echo "### root" >>"$out"
 measure "$unpinned" $ns bench --from cpu0 --to disk0 --stack all --size 64,1472 --time 5s --rtt 0
 $ns down default >/dev/null
 
-section "Testbed scale: 100 and 1,000 peripherals beside Mininet (issue 16)"
+scale_sizes=${SCALE_SIZES:-100 1000}
+section "Testbed scale: ${scale_sizes// / and } peripherals beside Mininet (issue 16)"
 cat >>"$out" <<'TXT'
 Each peripheral here is a full process with its own stack, control socket, gossip membership and
 kernel template; Mininet's hosts are bare shells on the kernel stack. `up` counts until every
@@ -255,9 +256,9 @@ shared pages among their users: what one more peripheral costs; `rss` counts the
 full) and the idle CPU of the whole testbed over 10 s, freezes one peripheral (SIGSTOP) until every
 other view has it dead, and takes the testbed down, checking nothing is left.
 TXT
-# SCALE_SIZES picks the sizes (default 100 and 1,000; a 1,000 run takes minutes).
+# SCALE_SIZES picks the sizes (default 100 and 1000; a 1,000 run takes minutes).
 # shellcheck disable=SC2086
-./scripts/scale.sh ${SCALE_SIZES:-100 1000} >>"$out"
+./scripts/scale.sh $scale_sizes >>"$out"
 cat >>"$out" <<'TXT'
 
 The profiles that found where time and memory go at scale, and the figures before and after each
