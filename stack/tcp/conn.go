@@ -361,6 +361,25 @@ func (c *Conn) readReady() bool {
 	return n > 0 && n >= c.rdLowat || c.finRcvd || c.err != nil || c.appClosed || c.state == stateClosed
 }
 
+// readEndLocked is what a reader with nothing to read gets when no more
+// will come: io.EOF after the peer's FIN or once closed, or the
+// connection's error; nil while data may still arrive. c.mu is held.
+func (c *Conn) readEndLocked() error {
+	switch {
+	case c.finRcvd, c.state == stateClosed && c.err == nil:
+		return io.EOF
+	case c.err != nil:
+		return c.opError("read", c.err)
+	}
+	return nil
+}
+
+// drive lets a reader with nothing to read drive the network itself for
+// the connection's poll budget (run to completion); c.p.drv is set.
+func (c *Conn) drive() {
+	c.p.drv.Drive(c.rdReady, c.rdDL.Load(), time.Duration(c.pollBudget.Load()))
+}
+
 // SetPollBudget sets how long a reader of this connection that finds
 // nothing to read drives the network itself before it sleeps (run to
 // completion, as SO_BUSY_POLL; 0 turns it off), when the network is a
@@ -397,23 +416,14 @@ func (c *Conn) Read(b []byte) (int, error) {
 			}
 			return n, nil
 		}
-		if c.finRcvd {
+		if err := c.readEndLocked(); err != nil {
 			c.mu.Unlock()
-			return 0, io.EOF
-		}
-		if c.err != nil {
-			err := c.err
-			c.mu.Unlock()
-			return 0, c.opError("read", err)
-		}
-		if c.state == stateClosed {
-			c.mu.Unlock()
-			return 0, io.EOF
+			return 0, err
 		}
 		c.mu.Unlock()
 		if !drove && c.p.drv != nil {
 			drove = true
-			c.p.drv.Drive(c.rdReady, c.rdDL.Load(), time.Duration(c.pollBudget.Load()))
+			c.drive()
 			continue
 		}
 		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
@@ -478,24 +488,15 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 			}
 			return n, nil
 		}
-		if c.finRcvd {
+		if err := c.readEndLocked(); err != nil {
 			c.mu.Unlock()
-			return 0, io.EOF
-		}
-		if c.err != nil {
-			err := c.err
-			c.mu.Unlock()
-			return 0, c.opError("read", err)
-		}
-		if c.state == stateClosed {
-			c.mu.Unlock()
-			return 0, io.EOF
+			return 0, err
 		}
 		c.rdLowat = lowat // the receive path wakes us only past it
 		c.mu.Unlock()
 		if !drove && c.p.drv != nil {
 			drove = true // readReady waits for the mark too
-			c.p.drv.Drive(c.rdReady, c.rdDL.Load(), time.Duration(c.pollBudget.Load()))
+			c.drive()
 			c.mu.Lock()
 			c.rdLowat = 0 // set again before any wait
 			c.mu.Unlock()
