@@ -126,19 +126,25 @@ type Conn struct {
 	rcvBuf               []byte // allocated at the first data; rcvCap long
 	rcvCap               int
 	ooo                  []seqRange
-	finRcvd              bool
-	oooFin               bool
-	oooFinSeq            uint32
-	rcvAdv               uint32 // right edge of the window last advertised
-	ackNow               bool
-	unacked              int // bytes received and not yet acknowledged
-	rdLowat              int // a waiting ReadFunc wants this much readable before it is woken
-	rcvSinceGrow         int // bytes received since the ring last grew
-	maxSnd, maxRcv       int // ring size limits (SetWriteBuffer, SetReadBuffer)
-	lingerZero           bool
-	retrans              uint64
-	bytesAcked           uint64
-	bytesReceived        uint64
+	// dsack is a duplicate just received, reported once as the first
+	// SACK block of the next segment (D-SACK, RFC 2883): a sender that
+	// retransmitted for nothing (reordering on the path) learns so and
+	// widens its reordering window instead of retransmitting again.
+	dsack          seqRange
+	dsackPending   bool
+	finRcvd        bool
+	oooFin         bool
+	oooFinSeq      uint32
+	rcvAdv         uint32 // right edge of the window last advertised
+	ackNow         bool
+	unacked        int // bytes received and not yet acknowledged
+	rdLowat        int // a waiting ReadFunc wants this much readable before it is woken
+	rcvSinceGrow   int // bytes received since the ring last grew
+	maxSnd, maxRcv int // ring size limits (SetWriteBuffer, SetReadBuffer)
+	lingerZero     bool
+	retrans        uint64
+	bytesAcked     uint64
+	bytesReceived  uint64
 
 	// Transmit side: one goroutine at a time builds and sends.
 	txMu      sync.Mutex

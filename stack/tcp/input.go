@@ -89,6 +89,9 @@ func (c *Conn) inputLocked(in *inSeg) (reuse bool) {
 			c.dropLocked(engine.DropTCPOutOfWindow)
 			return false
 		}
+		if n := len(in.payload); n > 0 { // D-SACK it (RFC 2883)
+			c.dsack, c.dsackPending = seqRange{start: in.seq, end: in.seq + uint32(n)}, true
+		}
 		in.payload = in.payload[:0]
 		in.flags &^= header.TCPFlagFIN
 	}
@@ -173,6 +176,10 @@ func (c *Conn) inputLocked(in *inSeg) (reuse bool) {
 	if len(payload) > 0 || fin {
 		if seqLT(seq, c.rcvNxt) {
 			d := c.rcvNxt - seq
+			if n := min(int(d), len(payload)); n > 0 {
+				c.dsack, c.dsackPending = seqRange{start: seq, end: seq + uint32(n)}, true
+				c.ackNow = true
+			}
 			if int(d) >= len(payload) {
 				if int(d) > len(payload) {
 					fin = false // the FIN, too, is old

@@ -167,3 +167,57 @@ func TestFastRetransmitWithinSent(t *testing.T) {
 		t.Fatalf("fast retransmission: %d bytes at %d; only 500 were sent at %d", len(re.Payload), re.Seq, a.iss+1)
 	}
 }
+
+// TestDSACK: a segment received twice (a retransmission the first copy
+// of which arrived, as after reordering on the path) is acknowledged with
+// a D-SACK block naming the duplicate (RFC 2883), once; a sender that
+// retransmitted for nothing learns so. Checked with gopacket's decoder.
+func TestDSACK(t *testing.T) {
+	r := newRawPeer(t, tcp.Config{})
+	l, err := r.s.ListenTCP(netip.AddrPortFrom(ipA, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r.send(2001, 80, 10, 0, flagSYN, nil, header.TCPOptions{MSS: 1460, SACKPermitted: true})
+	sa := r.expectFlags("SA")
+	r.send(2001, 80, 11, sa.Seq+1, flagACK, nil, header.TCPOptions{})
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sack := func(s *layers.TCP) [][2]uint32 {
+		var out [][2]uint32
+		for _, o := range s.Options {
+			if o.OptionType == layers.TCPOptionKindSACK {
+				for b := o.OptionData; len(b) >= 8; b = b[8:] {
+					out = append(out, [2]uint32{be32(b), be32(b[4:])})
+				}
+			}
+		}
+		return out
+	}
+	data := pattern(1000, 5)
+	r.send(2001, 80, 11, sa.Seq+1, flagACK, data, header.TCPOptions{})
+	r.send(2001, 80, 1011, sa.Seq+1, flagACK, data, header.TCPOptions{})
+	for ack := r.expectFlags("A"); ack.Ack != 2011; ack = r.expectFlags("A") {
+		if len(sack(ack)) != 0 {
+			t.Fatalf("SACK blocks %v with nothing out of order or duplicated", sack(ack))
+		}
+	}
+	// The second segment again: acknowledged at once, with a D-SACK.
+	r.send(2001, 80, 1011, sa.Seq+1, flagACK, data, header.TCPOptions{})
+	ack := r.expectFlags("A")
+	if got := sack(ack); ack.Ack != 2011 || len(got) != 1 || got[0] != [2]uint32{1011, 2011} {
+		t.Fatalf("ACK of a duplicate: ack %d, SACK %v; want ack 2011 and a D-SACK [1011, 2011)", ack.Ack, got)
+	}
+	// Reported once: new data is acknowledged without it.
+	r.send(2001, 80, 2011, sa.Seq+1, flagACK, data, header.TCPOptions{})
+	r.send(2001, 80, 3011, sa.Seq+1, flagACK, data, header.TCPOptions{})
+	for ack = r.expectFlags("A"); ack.Ack != 4011; ack = r.expectFlags("A") {
+	}
+	if got := sack(ack); len(got) != 0 {
+		t.Fatalf("the D-SACK came again: %v", got)
+	}
+}

@@ -55,10 +55,15 @@ func (c *Conn) optsLocked(o *header.TCPOptions) {
 		o.TSVal = c.p.tsNow()
 		o.TSEcr = c.tsRecent
 	}
-	if c.sackOK && len(c.ooo) > 0 {
+	if c.sackOK && (len(c.ooo) > 0 || c.dsackPending) {
 		maxBlocks := 4
 		if c.tsOK {
 			maxBlocks = 3
+		}
+		if c.dsackPending { // RFC 2883: the duplicate first, once
+			o.SACK[0] = header.SACKBlock{Start: c.dsack.start, End: c.dsack.end}
+			o.NumSACK = 1
+			c.dsackPending = false
 		}
 		// RFC 2018: the most recently changed block first; ooo[last]
 		// is not tracked, so report from the highest down.
