@@ -400,42 +400,10 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	c.rdMu.Lock()
-	defer c.rdMu.Unlock()
-	drove := false
-	for {
-		if deadlinePassed(&c.rdDL) {
-			return 0, c.opError("read", os.ErrDeadlineExceeded)
-		}
-		c.mu.Lock()
-		if c.appClosed {
-			c.mu.Unlock()
-			return 0, c.opError("read", ErrClosed)
-		}
-		if avail := c.readableLocked(); avail > 0 {
-			n := ringRead(c.rcvBuf, c.irs+1, c.rcvRead, b[:min(len(b), avail)])
-			c.rcvRead += uint32(n)
-			update := c.windowUpdateLocked()
-			c.mu.Unlock()
-			if update {
-				c.output()
-			}
-			return n, nil
-		}
-		if err := c.readEndLocked(); err != nil {
-			c.mu.Unlock()
-			return 0, err
-		}
-		c.mu.Unlock()
-		if !drove && c.p.drv != nil {
-			drove = true
-			c.drive()
-			continue
-		}
-		if err := wait(c.rdWake, &c.rdDL, &c.rdTimer); err != nil {
-			return 0, c.opError("read", err)
-		}
-	}
+	return c.read(len(b), false, func(x, y []byte) int {
+		n := copy(b, x)
+		return n + copy(b[n:], y)
+	})
 }
 
 // ReadFunc is Read without the copy out: it waits as Read does until data
@@ -455,6 +423,13 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 	if max <= 0 {
 		return 0, nil
 	}
+	return c.read(max, true, fn)
+}
+
+// read is Read and ReadFunc: it waits until data is readable (with bulk,
+// a low-water mark's worth), then lends fn views of up to max bytes and
+// consumes what fn used.
+func (c *Conn) read(max int, bulk bool, fn func(a, b []byte) int) (int, error) {
 	c.rdMu.Lock()
 	defer c.rdMu.Unlock()
 	drove := false
@@ -472,7 +447,10 @@ func (c *Conn) ReadFunc(max int, fn func(a, b []byte) int) (int, error) {
 		// wakes, and writes, once per many segments instead of once per
 		// super-frame. The window stays open meanwhile: the mark is well
 		// below the free ring.
-		lowat := min(max, c.rcvCap/8)
+		lowat := 1
+		if bulk {
+			lowat = min(max, c.rcvCap/8)
+		}
 		avail := c.readableLocked()
 		if avail > 0 && (avail >= lowat || c.finRcvd || c.err != nil || c.state == stateClosed) {
 			c.rdLowat = 0
