@@ -184,17 +184,11 @@ func viewOf(dir, node string, state gossip.State, about string) (count int, has 
 	return count, has, nil
 }
 
-// waitViews waits until every node's view has every node alive (except
-// one called skip) and returns how long that took, or fails after limit.
-func waitViews(t testing.TB, dir string, nodes []testbed.NodeStatus, skip string, limit time.Duration) time.Duration {
+// untilAll asks every pending node, 16 at a time, every pause until done
+// reports true for each or limit passes; it returns the time taken and
+// what is still pending.
+func untilAll(pending map[string]bool, limit, pause time.Duration, done func(name string) bool) (time.Duration, int) {
 	t0 := time.Now()
-	pending := map[string]bool{}
-	for _, nd := range nodes {
-		if nd.Name != skip {
-			pending[nd.Name] = true
-		}
-	}
-	want := len(pending)
 	for time.Since(t0) < limit {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -205,7 +199,7 @@ func waitViews(t testing.TB, dir string, nodes []testbed.NodeStatus, skip string
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				if c, _, err := viewOf(dir, name, gossip.Alive, ""); err == nil && c >= want {
+				if done(name) {
 					mu.Lock()
 					delete(pending, name)
 					mu.Unlock()
@@ -214,12 +208,32 @@ func waitViews(t testing.TB, dir string, nodes []testbed.NodeStatus, skip string
 		}
 		wg.Wait()
 		if len(pending) == 0 {
-			return time.Since(t0)
+			return time.Since(t0), 0
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(pause)
 	}
-	t.Errorf("%d of %d views still incomplete %v after ready", len(pending), want, limit)
-	return 0
+	return time.Since(t0), len(pending)
+}
+
+// waitViews waits until every node's view has every node alive (except
+// one called skip) and returns how long that took, or fails after limit.
+func waitViews(t testing.TB, dir string, nodes []testbed.NodeStatus, skip string, limit time.Duration) time.Duration {
+	pending := map[string]bool{}
+	for _, nd := range nodes {
+		if nd.Name != skip {
+			pending[nd.Name] = true
+		}
+	}
+	want := len(pending)
+	d, left := untilAll(pending, limit, 500*time.Millisecond, func(name string) bool {
+		c, _, err := viewOf(dir, name, gossip.Alive, "")
+		return err == nil && c >= want
+	})
+	if left > 0 {
+		t.Errorf("%d of %d views still incomplete %v after ready", left, want, limit)
+		return 0
+	}
+	return d
 }
 
 // freezeOne stops (SIGSTOP) the last peripheral and returns how long
@@ -231,40 +245,22 @@ func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus, limit time.
 		t.Fatal(err)
 	}
 	defer syscall.Kill(victim.PID, syscall.SIGCONT)
-	t0 := time.Now()
 	pending := map[string]bool{}
 	for _, nd := range nodes[:len(nodes)-1] {
 		pending[nd.Name] = true
 	}
-	for time.Since(t0) < limit+10*time.Second {
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 16)
-		for name := range pending {
-			wg.Add(1)
-			go func(name string) {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				if _, dead, err := viewOf(dir, name, gossip.Dead, victim.Name); err == nil && dead {
-					mu.Lock()
-					delete(pending, name)
-					mu.Unlock()
-				}
-			}(name)
-		}
-		wg.Wait()
-		if len(pending) == 0 {
-			d := time.Since(t0)
-			if d > limit {
-				t.Errorf("frozen %s seen dead by all after %v, want <= %v", victim.Name, d, limit)
-			}
-			return d
-		}
-		time.Sleep(250 * time.Millisecond)
+	d, left := untilAll(pending, limit+10*time.Second, 250*time.Millisecond, func(name string) bool {
+		_, dead, err := viewOf(dir, name, gossip.Dead, victim.Name)
+		return err == nil && dead
+	})
+	if left > 0 {
+		t.Errorf("frozen %s: %d views still do not have it dead after %v", victim.Name, left, limit+10*time.Second)
+		return 0
 	}
-	t.Errorf("frozen %s: %d views still do not have it dead after %v", victim.Name, len(pending), limit+10*time.Second)
-	return 0
+	if d > limit {
+		t.Errorf("frozen %s seen dead by all after %v, want <= %v", victim.Name, d, limit)
+	}
+	return d
 }
 
 // cpuOf returns the CPU time (user + system) the processes of every
