@@ -149,10 +149,11 @@ func TestTCP(t *testing.T) {
 			// What was received was sent; at most what sat in the
 			// socket buffers when the test ended can be missing.
 			// With -O each side starts counting when its own omitted
-			// seconds end, a moment apart.
+			// seconds end, a moment apart: tens of milliseconds of a 2 s
+			// count on a loaded machine (CI saw 1.8 % over).
 			over := 1.0
 			if tc.name == "omit" {
-				over = 1.01
+				over = 1.05
 			}
 			if e.SumReceived.Bytes > over*e.SumSent.Bytes || e.SumReceived.Bytes < 0.8*e.SumSent.Bytes {
 				t.Fatalf("received %.0f bytes of %.0f sent", e.SumReceived.Bytes, e.SumSent.Bytes)
