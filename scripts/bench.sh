@@ -183,8 +183,15 @@ process of its own; `same-cpu` pins every thread of both processes to one CPU, `
 client to one CPU and the echo to another; each process runs GOMAXPROCS=1. `user-poll` is our
 stack with run to completion (stack.Config.PollBudget 200 us: a reader with nothing queued polls
 the link itself and processes its reply on its own goroutine); `user` is the default (the
-receive goroutine takes every frame and wakes the reader). `cpu-us/rtt` is the CPU time of both
-processes (every thread) per round trip: a polling reader spins, yielding the CPU between polls.
+receive goroutine takes every frame and wakes the reader). `kernel` is kernel sockets read as Go
+reads them (they sleep in the netpoller); `kernel-busypoll` is the kernel's counterpart of
+`user-poll`, its best for latency: blocking sockets with SO_BUSY_POLL 200 us, on veths with GRO on
+and TSO off, so packets arrive through the veth's NAPI and the reader polls it on its own CPU (the
+benchmark fails if the socket sees no NAPI id rather than report a sleeping socket under that
+name). Busy polling spins in the kernel without yielding, so on one shared CPU it delays the very
+peer it waits for: the kernel's best same-cpu figure is `kernel`, its best cross-cpu figure
+`kernel-busypoll`, and ratios are taken against the better of the two. `cpu-us/rtt` is the CPU time
+of both processes (every thread) per round trip: a polling reader spins.
 TXT
 measure_go "as named: same-cpu / cross-cpu (sched_setaffinity on every thread), GOMAXPROCS=1 per process" ./stack/interop 'BenchmarkRR' '-benchtime 1x'
 

@@ -101,6 +101,11 @@ func echoMain(js string) error {
 			u, err := st.ListenUDP(ap)
 			uc = u
 			return err
+		case "kernel-busypoll":
+			if err := enableNAPI(c.IfName); err != nil {
+				return err
+			}
+			return busyPollEcho(ap)
 		case "kernel":
 			var err error
 			if tl, err = net.Listen("tcp4", ap.String()); err != nil {
@@ -113,6 +118,11 @@ func echoMain(js string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if c.Stack == "kernel-busypoll" {
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin)
+		return nil
 	}
 	go func() {
 		for {
@@ -181,10 +191,12 @@ type rrPair struct {
 		SetReadDeadline(time.Time) error
 	}
 	dst netip.AddrPort
+	bp  *busyPollClient // kernel-busypoll: the client's sockets
 }
 
 // startRR builds the pair for stackName ("user", "user-poll": both ends
-// with rrPollBudget, or "kernel") with the echo process pinned to echoCPU.
+// with rrPollBudget, "kernel", or "kernel-busypoll": kernel sockets that
+// busy-poll for rrPollBudget) with the echo process pinned to echoCPU.
 func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	var poll time.Duration
 	if stackName == "user-poll" {
@@ -197,7 +209,7 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	cfg := echoConfig{Stack: stackName, Poll: poll, NS: e.Name, IfName: "b0", MAC: le.Attrs().HardwareAddr.String(), Port: 7007, CPU: echoCPU}
 	clientAddr := userAddr
 	cfg.Addr = user2Addr
-	if stackName == "kernel" {
+	if stackName == "kernel" || stackName == "kernel-busypoll" {
 		a.AddrAdd(b, la, "10.98.0.1/24")
 		e.AddrAdd(b, le, "10.98.0.2/24")
 		clientAddr, cfg.Addr = netip.MustParsePrefix("10.98.0.1/24"), netip.MustParsePrefix("10.98.0.2/24")
@@ -236,6 +248,18 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 			b.Fatal(err)
 		}
 		p.tcp, p.udp = c, u
+	} else if stackName == "kernel-busypoll" {
+		if err := a.Do(func() error {
+			if err := enableNAPI("a0"); err != nil {
+				return err
+			}
+			var err error
+			p.bp, err = dialBusyPoll(clientAddr.Addr(), p.dst)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(p.bp.Close)
 	} else if err := a.Do(func() error {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp4", p.dst.String())
 		if err != nil {
@@ -247,7 +271,9 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { p.tcp.Close(); p.udp.(io.Closer).Close() })
+	if p.bp == nil {
+		b.Cleanup(func() { p.tcp.Close(); p.udp.(io.Closer).Close() })
+	}
 	return p
 }
 
@@ -258,7 +284,9 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 // CPU, then to two different CPUs, each process with GOMAXPROCS=1 (one
 // CPU each). Reports p50, p99 and p99.9 in microseconds; the
 // sub-benchmark's name states the pinning. The user-poll stacks read with
-// stack.Config.PollBudget (run to completion).
+// stack.Config.PollBudget (run to completion); their kernel counterpart,
+// kernel-busypoll, reads blocking sockets with SO_BUSY_POLL for the same
+// budget, through the veth's NAPI (GRO on).
 func BenchmarkRR(b *testing.B) {
 	cpus, err := cpupin.Allowed()
 	if err != nil {
@@ -274,7 +302,7 @@ func BenchmarkRR(b *testing.B) {
 	}
 	for _, proto := range []string{"tcp", "udp"} {
 		for _, pin := range pins {
-			for _, st := range []string{"user", "user-poll", "kernel"} {
+			for _, st := range []string{"user", "user-poll", "kernel", "kernel-busypoll"} {
 				b.Run(fmt.Sprintf("%s/%s/%s", proto, pin.name, st), func(b *testing.B) {
 					p := startRR(b, st, pin.server)
 					if err := cpupin.Process([]int{pin.client}); err != nil {
@@ -287,8 +315,23 @@ func BenchmarkRR(b *testing.B) {
 					if proto == "udp" {
 						rt = p.udpRTT
 					}
+					if p.bp != nil {
+						rt = p.bp.tcpRTT
+						if proto == "udp" {
+							rt = p.bp.udpRTT
+						}
+					}
 					for range 200 { // warm up: ARP, the connection's first segments
 						if _, err := rt(); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if p.bp != nil {
+						fd := p.bp.tcp
+						if proto == "udp" {
+							fd = p.bp.udp
+						}
+						if err := busyPollCheck(fd); err != nil {
 							b.Fatal(err)
 						}
 					}
