@@ -16,7 +16,7 @@ func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/"
 
 // testHelpers are the internal packages that exist for tests; test files
 // anywhere may import them.
-var testHelpers = []string{"internal/nstest", "internal/privtest", "internal/linktest", "internal/cpupin"}
+var testHelpers = []string{"internal/nstest", "internal/privtest", "internal/linktest", "internal/cpupin", "internal/ethtool"}
 
 // leafLibraries are stack packages with no state of a stack (pure
 // functions over bytes) that code outside the stack's users may share.
