@@ -77,8 +77,9 @@ bench's kernel baseline as a fraction of it (the target is at least 0.6 at 1472 
 round trips of 64 B per stack and pinning; the user stack's readers drive the link themselves for
 up to 200 us before they sleep (`--rtt-poll`, the default: run to completion, as SO_BUSY_POLL; its
 label says so), the kernel's sockets sleep in recvmsg as usual. That is not the kernel at its best
-for latency: with SO_BUSY_POLL its cross-CPU round trips are faster than ours (BenchmarkRR's
-`kernel-busypoll` rows below), so these RTT rows compare like with unlike across CPUs.
+for latency across CPUs, where a sleeping reader pays a wake-up: BenchmarkRR below adds kernel
+sockets that busy-poll (`kernel-busypoll`), the counterpart of our polling readers, and its ratios
+are the ones that count.
 TXT
 $ns up -q
 measure "throughput unpinned; RTT: both pinnings as labelled" \
