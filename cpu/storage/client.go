@@ -116,6 +116,10 @@ type Stats struct {
 	Probes         uint64 `json:"probes"`
 	LossEvents     uint64 `json:"loss_events"`
 	Cwnd           int64  `json:"cwnd_bytes"`
+	// PaceRate is the rate (bytes/s) data is paced at now: this client's
+	// WRITE data and, carried in every READ (version 4), the disk's
+	// replies; 0 before the first RTT sample (unpaced).
+	PaceRate uint64 `json:"pace_rate"`
 	// SinceReply is the time since the disk last answered anything (0
 	// before the first answer): what a progress display shows when a run
 	// stalls. LastRefusal is the latest error code the disk answered.
@@ -375,14 +379,14 @@ func (c *Client) hello(ctx context.Context) error {
 			return fmt.Errorf("%w: %w", ErrDiskGone, err)
 		}
 		if try == 1 {
-			// No answer yet: also ask in the previous version, which
-			// drops ours unanswered. If the disk speaks that one, say so
-			// instead of timing out.
+			// No answer yet: also ask in the previous versions, whose
+			// disks drop ours unanswered. If the disk speaks one of them,
+			// say so instead of timing out.
 			var old [diskproto.RequestHeaderSize]byte
-			copy(old[:], b[:n])
-			diskproto.SetRequestVersion(old[:], diskproto.Version-1)
-			m[0].Buf = old[:]
-			_, _ = c.pc.WriteBatch(m[:])
+			for v := uint8(diskproto.Version - 1); v >= 2; v-- {
+				m[0].Buf = old[:diskproto.LegacyRequest(old[:], b[:n], v)]
+				_, _ = c.pc.WriteBatch(m[:])
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -436,7 +440,7 @@ func (c *Client) Info() Info {
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	srtt, rttvar, rto, cwnd := c.rtt.SRTT(), c.rtt.RTTVar(), c.rtt.RTO(), c.cwnd
+	srtt, rttvar, rto, cwnd, rate := c.rtt.SRTT(), c.rtt.RTTVar(), c.rtt.RTO(), c.cwnd, c.paceRate()
 	var sinceReply time.Duration
 	if !c.lastReply.IsZero() {
 		sinceReply = time.Since(c.lastReply)
@@ -453,7 +457,7 @@ func (c *Client) Stats() Stats {
 		SRTT: srtt, RTTVar: rttvar, RTO: rto, Kernel: kernelSocket(c.pc),
 
 		SACKs: c.st.sacks.Load(), FeedbackResend: c.st.feedback.Load(), ResentDgrams: c.st.resent.Load(),
-		Probes: c.st.probes.Load(), LossEvents: c.st.losses.Load(), Cwnd: cwnd,
+		Probes: c.st.probes.Load(), LossEvents: c.st.losses.Load(), Cwnd: cwnd, PaceRate: rate,
 		SinceReply: sinceReply, LastRefusal: refusal,
 	}
 }
@@ -714,6 +718,8 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 		// The request alone, with the bitmap of what arrived if anything did.
 		req := cl.req
 		req.Tag, req.Low, req.Epoch = tag, low, epoch
+		// The disk paces the reply at the rate we pace our own data.
+		req.PaceRate = c.paceRate()
 		var have []byte
 		if kind != sendAll {
 			have = cl.track.Held(nil)
@@ -788,12 +794,11 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 // Unpaced before the first RTT sample.
 func (c *Client) pacing(bytes int) {
 	c.mu.Lock()
-	rtt, cwnd := c.minRTT, c.cwnd
+	rate := float64(c.paceRate())
 	c.mu.Unlock()
-	if rtt <= 0 || cwnd <= 0 {
+	if rate == 0 {
 		return
 	}
-	rate := float64(cwnd) * paceGain / rtt.Seconds() // bytes per second
 	p := &c.pace
 	p.mu.Lock()
 	now := time.Now()
@@ -806,6 +811,17 @@ func (c *Client) pacing(bytes int) {
 	if wait > 0 {
 		time.Sleep(wait)
 	}
+}
+
+// paceRate is the rate in bytes per second at which data is sent, ours
+// (pacing) and the disk's READ replies (the request's PaceRate): the
+// congestion window per minimum RTT, times paceGain; 0 (unpaced) before
+// the first RTT sample. Called with mu held.
+func (c *Client) paceRate() uint64 {
+	if c.minRTT <= 0 || c.cwnd <= 0 {
+		return 0
+	}
+	return uint64(float64(c.cwnd) * paceGain / c.minRTT.Seconds())
 }
 
 // sample feeds an RTT sample to the estimator and to the windowed

@@ -150,6 +150,11 @@ func TestRoundTripEveryOp(t *testing.T) {
 	if cs.BytesRead == 0 || cs.BytesWritten != uint64(len(data)+len(fua)) || cs.SRTT <= 0 {
 		t.Errorf("client stats %+v", cs)
 	}
+	// The READs came after RTT samples: each carried the client's pace
+	// rate (version 4) and the disk paced its reply at it.
+	if cs.PaceRate == 0 || st.PacedReads == 0 || st.PacedReads > st.Requests["read"] {
+		t.Errorf("pace rate %d B/s; the disk paced %d of %d READs", cs.PaceRate, st.PacedReads, st.Requests["read"])
+	}
 }
 
 func TestDeviceReaderWriterAt(t *testing.T) {

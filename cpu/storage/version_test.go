@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"net"
 	"strings"
@@ -15,10 +16,13 @@ import (
 	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
-// v2Disk answers the way a disk of protocol version 2 did: INFO requests
-// in version 2 get an INFO reply in version 2; anything else (our version
-// 3) is dropped unanswered. It returns the address it serves on.
-func v2Disk(t *testing.T) net.Addr {
+// oldDisk answers the way a disk of protocol version v (2 or 3) did: INFO
+// requests in version v (their 128-byte header) get an INFO reply in
+// version v; anything else, our version 4 included, is dropped
+// unanswered (a version 3 disk checks another version's header CRC over
+// its own 128 bytes, which version 4's does not match). It returns the
+// address it serves on.
+func oldDisk(t *testing.T, v uint8) net.Addr {
 	pc := listenUDP(t)
 	t.Cleanup(func() { pc.Close() })
 	go func() {
@@ -29,15 +33,15 @@ func v2Disk(t *testing.T) net.Addr {
 				return
 			}
 			b := buf[:n]
-			if n < diskproto.RequestHeaderSize || b[2] != 2 || diskproto.Op(b[3]) != diskproto.OpInfo {
-				continue // version 2 dropped what it could not parse
+			if n < diskproto.LegacyRequestHeaderSize || b[2] != v || diskproto.Op(b[3]) != diskproto.OpInfo {
+				continue // dropped what it could not parse
 			}
 			info := diskproto.InfoPayload{Size: 1 << 20, BlockSize: 4096, Window: 8, MaxIO: 65536, WindowBytes: 1 << 20}.Marshal()
 			rep := diskproto.Reply{Op: diskproto.OpInfo, Tag: binary.BigEndian.Uint32(b[8:]),
 				Session: binary.BigEndian.Uint64(b[16:]), Epoch: 1, Payload: info}
 			out := make([]byte, diskproto.ReplyHeaderSize+len(info))
 			rep.Marshal(out)
-			out[2] = 2 // the version 2 header: the same layout, its own version byte
+			out[2] = v // the reply header of versions 2-4: the same layout, its own version byte
 			binary.BigEndian.PutUint32(out[44:], crc32.Checksum(out[:44], crc32.MakeTable(crc32.Castagnoli)))
 			pc.WriteTo(out, from)
 		}
@@ -46,55 +50,67 @@ func v2Disk(t *testing.T) net.Addr {
 }
 
 // TestOldDiskRefused: a client of this version dialling a disk of version
-// 2 fails fast with ErrVersion naming both versions, instead of timing out.
+// 3 or 2 fails fast with ErrVersion naming both versions, instead of
+// timing out.
 func TestOldDiskRefused(t *testing.T) {
-	addr := v2Disk(t)
-	start := time.Now()
-	_, err := storage.Dial(listenUDP(t), addr, storage.Options{InitialRTO: 20 * time.Millisecond})
-	if !errors.Is(err, storage.ErrVersion) {
-		t.Fatalf("Dial: %v, want ErrVersion", err)
+	for _, v := range []uint8{3, 2} {
+		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
+			addr := oldDisk(t, v)
+			start := time.Now()
+			_, err := storage.Dial(listenUDP(t), addr, storage.Options{InitialRTO: 20 * time.Millisecond})
+			if !errors.Is(err, storage.ErrVersion) {
+				t.Fatalf("Dial: %v, want ErrVersion", err)
+			}
+			if !strings.Contains(err.Error(), fmt.Sprintf("version %d", v)) || !strings.Contains(err.Error(), "version 4") {
+				t.Errorf("error does not name both versions: %v", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v to tell", d)
+			}
+			t.Log(err)
+		})
 	}
-	if !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "version 3") {
-		t.Errorf("error does not name both versions: %v", err)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("took %v to tell", d)
-	}
-	t.Log(err)
 }
 
-// TestOldClientRefused: a version 2 client's INFO gets a version 2 reply
-// with CodeVersion ("protocol version mismatch") from a disk of this
-// version, which counts it, instead of silence.
+// TestOldClientRefused: the INFO of a version 3 or 2 client (the 128-byte
+// header of those versions) gets a reply in its version with CodeVersion
+// ("protocol version mismatch") from a disk of this version, which counts
+// it, instead of silence. A version 3 client parses that reply and fails
+// with its ErrVersion.
 func TestOldClientRefused(t *testing.T) {
 	srv, addr := startServer(t, 1<<20, nil)
-	pc := listenUDP(t)
-	defer pc.Close()
-	b := make([]byte, diskproto.RequestHeaderSize)
-	req := diskproto.Request{Op: diskproto.OpInfo, Tag: 5, Session: 77}
-	req.Marshal(b)
-	diskproto.SetRequestVersion(b, 2)
-	if _, err := pc.WriteTo(b, addr); err != nil {
-		t.Fatal(err)
-	}
-	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
-	rb := make([]byte, 2048)
-	n, _, err := pc.ReadFrom(rb)
-	if err != nil {
-		t.Fatalf("no reply to a version 2 request: %v", err)
-	}
-	rb = rb[:n]
-	if v, ok := diskproto.PeerVersion(rb, 77); !ok || v != 2 {
-		t.Fatalf("reply is not a version 2 reply to our session: % x", rb)
-	}
-	if code := diskproto.Code(binary.BigEndian.Uint16(rb[4:])); code != diskproto.CodeVersion {
-		t.Fatalf("status %v, want %v", code, diskproto.CodeVersion)
-	}
-	if binary.BigEndian.Uint32(rb[8:]) != 5 {
-		t.Error("tag not echoed")
-	}
-	if got := srv.Stats().Errors["protocol_version_mismatch"]; got != 1 {
-		t.Errorf("disk counted %d version refusals, want 1", got)
+	for i, v := range []uint8{3, 2} {
+		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
+			pc := listenUDP(t)
+			defer pc.Close()
+			b := make([]byte, diskproto.RequestHeaderSize)
+			req := diskproto.Request{Op: diskproto.OpInfo, Tag: 5, Session: 77}
+			req.Marshal(b)
+			old := make([]byte, diskproto.RequestHeaderSize)
+			old = old[:diskproto.LegacyRequest(old, b, v)]
+			if _, err := pc.WriteTo(old, addr); err != nil {
+				t.Fatal(err)
+			}
+			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			rb := make([]byte, 2048)
+			n, _, err := pc.ReadFrom(rb)
+			if err != nil {
+				t.Fatalf("no reply to a version %d request: %v", v, err)
+			}
+			rb = rb[:n]
+			if got, ok := diskproto.PeerVersion(rb, 77); !ok || got != v {
+				t.Fatalf("reply is not a version %d reply to our session: % x", v, rb)
+			}
+			if code := diskproto.Code(binary.BigEndian.Uint16(rb[4:])); code != diskproto.CodeVersion {
+				t.Fatalf("status %v, want %v", code, diskproto.CodeVersion)
+			}
+			if binary.BigEndian.Uint32(rb[8:]) != 5 {
+				t.Error("tag not echoed")
+			}
+			if got := srv.Stats().Errors["protocol_version_mismatch"]; got != uint64(i+1) {
+				t.Errorf("disk counted %d version refusals, want %d", got, i+1)
+			}
+		})
 	}
 }
 

@@ -89,6 +89,10 @@ type Config struct {
 	// DefaultTransferWindow. Keep 2 windows under the display's socket
 	// queue.
 	TransferWindow int
+	// MaxPaced bounds the bytes of READ reply buffers waiting for their
+	// pacing slots (default DefaultMaxPaced); beyond it replies leave
+	// unpaced (pace.go).
+	MaxPaced int
 }
 
 // Server is a disk peripheral's storage service.
@@ -118,6 +122,7 @@ type Server struct {
 
 	stats counters
 	xfer  transferCounters // transfer.go
+	pacer pacer            // pace.go
 
 	refusals refusalLog // refusallog.go
 }
@@ -143,6 +148,11 @@ type session struct {
 	lastUse uint64
 	slots   []slot
 	asm     []*assembly // WRITEs whose segments are arriving, by request id modulo the window
+	// paceNext is when the session's next paced chunk of READ reply data
+	// may leave, paceQueued the bytes of its replies waiting in the
+	// pacer (pace.go). Guarded by Server.pacer.mu.
+	paceNext   time.Time
+	paceQueued uint64
 }
 
 // assembly is a WRITE whose data is still arriving in segments.
@@ -197,6 +207,7 @@ func NewServer(cfg Config) (*Server, error) {
 	def(&cfg.WindowBytes, DefaultWindowBytes)
 	def(&cfg.Datagram, diskproto.DefaultDatagram)
 	def(&cfg.MaxAssembly, DefaultMaxAssembly)
+	def(&cfg.MaxPaced, DefaultMaxPaced)
 	switch {
 	case cfg.BlockSize < 512 || cfg.BlockSize&(cfg.BlockSize-1) != 0:
 		return nil, fmt.Errorf("%w: block size %d is not a power of two >= 512", ErrConfig, cfg.BlockSize)
@@ -207,7 +218,8 @@ func NewServer(cfg Config) (*Server, error) {
 	case cfg.WindowBytes < diskproto.MinDatagram || cfg.MaxAssembly < cfg.MaxIO:
 		return nil, fmt.Errorf("%w: window bytes %d below %d or assembly memory %d below max I/O %d",
 			ErrConfig, cfg.WindowBytes, diskproto.MinDatagram, cfg.MaxAssembly, cfg.MaxIO)
-	case cfg.Window < 1 || cfg.Window > diskproto.MaxWindow || cfg.Workers < 1 || cfg.Queue < 1 || cfg.MaxSessions < 1:
+	case cfg.Window < 1 || cfg.Window > diskproto.MaxWindow || cfg.Workers < 1 || cfg.Queue < 1 || cfg.MaxSessions < 1 ||
+		cfg.MaxPaced < 0:
 		return nil, fmt.Errorf("%w: window, workers, queue and sessions must be positive (window <= %d)", ErrConfig, diskproto.MaxWindow)
 	case cfg.Size < 0 || cfg.Size%int64(cfg.BlockSize) != 0:
 		return nil, fmt.Errorf("%w: size %d is not a multiple of the block size %d", ErrConfig, cfg.Size, cfg.BlockSize)
@@ -269,6 +281,8 @@ func NewServer(cfg Config) (*Server, error) {
 		s.workers.Add(1)
 		go s.worker()
 	}
+	s.pacer.init()
+	go s.paceLoop()
 	return s, nil
 }
 
@@ -826,8 +840,11 @@ func (s *Server) run(j *job, w *workerScratch) {
 	switch req.Op {
 	case diskproto.OpRead:
 		ob := s.outs.Get().(*[]byte)
-		defer s.outs.Put(ob)
-		status = s.readReply(j, *ob, w) // records the outcome (finish) before it sends
+		var kept bool
+		status, kept = s.readReply(j, ob, w) // records the outcome (finish) before it sends
+		if !kept {
+			s.outs.Put(ob)
+		}
 		if status == diskproto.CodeOK {
 			return
 		}
@@ -898,8 +915,10 @@ func (s *Server) trim(off, n int64) diskproto.Code {
 // carries the request's round (its tag's low byte), so the client reports
 // a loss at once. The slot is marked done before the data leaves: a report
 // that arrives while the worker is still sending must not be dropped as
-// "in progress".
-func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
+// "in progress". A READ that carries a pace rate (version 4) leaves paced
+// (pace.go); kept reports that the pacer took obuf.
+func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.Code, kept bool) {
+	ob := *obuf
 	req := &j.req
 	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: int(req.Length), Datagram: s.cfg.Datagram}
 	if req.ReplyDatagram != 0 {
@@ -914,7 +933,7 @@ func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
 	if err := preadFull(s.fd, w.iovs, int64(req.Offset)); err != nil {
 		s.log.Warn("disk: read failed", "off", req.Offset, "len", req.Length, "err", err)
 		s.finish(j, diskproto.CodeIO, false)
-		return diskproto.CodeIO
+		return diskproto.CodeIO, false
 	}
 	var crc uint32
 	for _, v := range w.iovs {
@@ -957,8 +976,12 @@ func (s *Server) readReply(j *job, ob []byte, w *workerScratch) diskproto.Code {
 		s.stats.bytesRead.Add(uint64(req.Length))
 	}
 	s.finish(j, diskproto.CodeOK, false)
+	if rate := s.paceRate(req.PaceRate); rate != 0 {
+		s.stats.pacedReads.Add(1)
+		return diskproto.CodeOK, s.paceSend(j.pc, j.sess, obuf, w.msgs, rate)
+	}
 	s.sendAll(j.pc, w.msgs)
-	return diskproto.CodeOK
+	return diskproto.CodeOK, false
 }
 
 // preadFull fills iovs from the backing file at off; a hole or the end of
@@ -1039,6 +1062,8 @@ func (s *Server) Close() error {
 	s.serving.Wait()
 	close(s.jobs)
 	s.workers.Wait()
+	close(s.pacer.stop) // replies still waiting for their slots are dropped: READs are retried
+	<-s.pacer.done
 	err := unix.Fdatasync(s.fd)
 	if cerr := s.file.Close(); err == nil {
 		err = cerr

@@ -60,6 +60,11 @@ type counters struct {
 	sacks          atomic.Uint64 // SACKs sent for WRITEs still arriving
 	resentReads    atomic.Uint64 // READs with FlagHave answered
 	resentSegments atomic.Uint64 // datagrams those sent
+	// READ reply pacing (protocol version 4, pace.go).
+	pacedReads   atomic.Uint64 // READ replies sent paced
+	paceWaits    atomic.Uint64 // of those, the replies part of which waited for the pacer
+	paceFloor    atomic.Uint64 // READs asking for a rate below MinPaceRate (raised to it)
+	paceOverflow atomic.Uint64 // replies whose rest left at once: schedule too far ahead or pacer full
 }
 
 func (c *counters) drop(reason int) { c.drops[reason].Add(1) }
@@ -85,6 +90,15 @@ type Stats struct {
 	SACKs          uint64 `json:"sacks"`
 	ResentReads    uint64 `json:"resent_reads"`
 	ResentSegments uint64 `json:"resent_segments"`
+	// Paced READ replies (version 4): PacedReads were sent at their
+	// request's pace rate, PaceWaits of them in part by the pacer after
+	// a wait; PaceFloor READs asked for less than MinPaceRate (raised to
+	// it); PaceOverflow replies left the rest at once (their session's
+	// schedule more than a second ahead, or the pacer full).
+	PacedReads   uint64 `json:"paced_reads"`
+	PaceWaits    uint64 `json:"pace_waits"`
+	PaceFloor    uint64 `json:"pace_floor"`
+	PaceOverflow uint64 `json:"pace_overflow"`
 	// Access is "capability" or "open"; Refused counts the requests the
 	// CapabilityAuthorizer refused, by reason (see CapabilityAuthorizer.Stats),
 	// and Version is its current capability version.
@@ -112,6 +126,11 @@ func (s *Server) Stats() Stats {
 		SACKs:          s.stats.sacks.Load(),
 		ResentReads:    s.stats.resentReads.Load(),
 		ResentSegments: s.stats.resentSegments.Load(),
+
+		PacedReads:   s.stats.pacedReads.Load(),
+		PaceWaits:    s.stats.paceWaits.Load(),
+		PaceFloor:    s.stats.paceFloor.Load(),
+		PaceOverflow: s.stats.paceOverflow.Load(),
 	}
 	for i := range s.stats.requests {
 		if v := s.stats.requests[i].Load(); v != 0 {

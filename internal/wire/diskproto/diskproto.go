@@ -10,17 +10,24 @@ import (
 // Wire constants. The layouts are tabled in docs/protocols/disk.md.
 const (
 	Magic = 0x4E44 // "ND": netstation disk
-	// Version 3: receivers report which datagrams of a segmented message
-	// they hold (SACK) and senders resend only the missing ones; 2: data
-	// larger than a datagram travels in segments.
-	Version = 3
+	// Version 4: a READ carries the rate at which the disk is to pace its
+	// reply (the request header grows by 8 bytes); 3: receivers report
+	// which datagrams of a segmented message they hold (SACK) and senders
+	// resend only the missing ones; 2: data larger than a datagram
+	// travels in segments.
+	Version = 4
 
 	// Port is the UDP port a disk peripheral serves on.
 	Port = 10810
 
 	// RequestHeaderSize is the fixed size of a request header, capability
-	// included; a WRITE's data follows it.
-	RequestHeaderSize = 128
+	// and pace rate included; a WRITE's data follows it.
+	RequestHeaderSize = 136
+	// LegacyRequestHeaderSize is the request header of versions 2 and 3:
+	// version 4's without the pace rate. A disk recognizes such requests
+	// to refuse them (OtherVersion); a client probes with one
+	// (LegacyRequest).
+	LegacyRequestHeaderSize = 128
 	// ReplyHeaderSize is the fixed size of a reply header; a READ's data or
 	// an INFO's InfoPayload follows it.
 	ReplyHeaderSize = 48
@@ -210,6 +217,11 @@ type Request struct {
 	Capability    [CapabilitySize]byte
 	// PayloadCRC is the CRC32C of all of a WRITE's data (Length bytes).
 	PayloadCRC uint32
+	// PaceRate is the rate, in bytes per second, at which the disk is to
+	// send a READ's reply data (version 4): the client's congestion
+	// window per RTT, as it paces its own WRITE data. 0: unpaced (no RTT
+	// sample yet). Only a READ may carry one.
+	PaceRate uint64
 	// Payload is the WRITE data carried in the header's datagram: all of
 	// it, or its first part when Partial (the rest arrives in segments).
 	Payload []byte
@@ -256,7 +268,8 @@ func (r *Request) MarshalHeader(b []byte) {
 	be.PutUint64(b[40:], r.Epoch)
 	be.PutUint64(b[48:], r.Offset)
 	be.PutUint32(b[56:], r.PayloadCRC)
-	copy(b[64:RequestHeaderSize], r.Capability[:])
+	copy(b[64:LegacyRequestHeaderSize], r.Capability[:])
+	be.PutUint64(b[128:], r.PaceRate)
 	crc.Seal(b[:RequestHeaderSize], requestCRCField)
 }
 
@@ -287,13 +300,18 @@ const (
 
 // OtherVersion reports whether b looks like a request of another version
 // of this protocol that can be answered: our magic, a version byte other
-// than ours, a header as long as ours and its CRC (computed as in versions
-// 2 and 3) intact. It returns the version byte. A server answers such a
-// request with VersionReply so that the requester learns why it is
-// refused instead of timing out.
+// than ours, and a header with its CRC intact in the layout of versions 2
+// and 3 (LegacyRequestHeaderSize bytes, CRC at 60 over the rest) or in
+// ours. It returns the version byte. A server answers such a request with
+// VersionReply so that the requester learns why it is refused instead of
+// timing out.
 func OtherVersion(b []byte) (uint8, bool) {
-	if len(b) < RequestHeaderSize || be.Uint16(b[0:]) != Magic || b[2] == Version ||
-		b[3]&(replyBit|segmentBit) != 0 || !crc.Valid(b[:RequestHeaderSize], requestCRCField) {
+	if len(b) < LegacyRequestHeaderSize || be.Uint16(b[0:]) != Magic || b[2] == Version ||
+		b[3]&(replyBit|segmentBit) != 0 {
+		return 0, false
+	}
+	if !crc.Valid(b[:LegacyRequestHeaderSize], requestCRCField) &&
+		(len(b) < RequestHeaderSize || !crc.Valid(b[:RequestHeaderSize], requestCRCField)) {
 		return 0, false
 	}
 	return b[2], true
@@ -301,8 +319,9 @@ func OtherVersion(b []byte) (uint8, bool) {
 
 // VersionReply writes into b (at least ReplyHeaderSize bytes) the reply to
 // a request of another version (OtherVersion): the reply header of
-// versions 2 and 3 with the requester's version byte, its tag, session
-// and request id, and status CodeVersion. It returns the reply's length.
+// versions 2 to 4 (they share it) with the requester's version byte, its
+// tag, session and request id, and status CodeVersion. It returns the
+// reply's length.
 func VersionReply(b, req []byte, epoch uint64) int {
 	rep := Reply{Op: Op(req[3]), Status: CodeVersion, Tag: be.Uint32(req[8:]), Session: be.Uint64(req[16:]),
 		ReqID: be.Uint64(req[24:]), Epoch: epoch, PayloadCRC: Checksum(nil)}
@@ -312,12 +331,16 @@ func VersionReply(b, req []byte, epoch uint64) int {
 	return ReplyHeaderSize
 }
 
-// SetRequestVersion rewrites the version byte of a marshalled request
-// header and re-seals it: a client's probe in another version, to tell a
-// disk of that version from one that does not answer.
-func SetRequestVersion(b []byte, v uint8) {
-	b[2] = v
-	crc.Seal(b[:RequestHeaderSize], requestCRCField)
+// LegacyRequest writes into dst (at least LegacyRequestHeaderSize bytes)
+// the header of the marshalled request b in the layout of versions 2 and
+// 3 with version byte v (the pace rate left out) and returns its length:
+// a client's probe in an older version, to tell a disk of that version
+// from one that does not answer.
+func LegacyRequest(dst, b []byte, v uint8) int {
+	copy(dst, b[:LegacyRequestHeaderSize])
+	dst[2] = v
+	crc.Seal(dst[:LegacyRequestHeaderSize], requestCRCField)
+	return LegacyRequestHeaderSize
 }
 
 // PeerVersion reports the version byte of a datagram that is a reply of
@@ -337,14 +360,15 @@ func PeerVersion(b []byte, session uint64) (uint8, bool) {
 // ReplyCode accepts, r holds the trustworthy header fields (so an error
 // reply can echo them); on the others r is zero.
 func ParseRequest(b []byte) (r Request, err error) {
-	if len(b) < RequestHeaderSize {
+	switch {
+	case len(b) < 3:
 		return Request{}, ErrShort
-	}
-	if be.Uint16(b[0:]) != Magic {
+	case be.Uint16(b[0:]) != Magic:
 		return Request{}, ErrMagic
-	}
-	if b[2] != Version {
-		return Request{}, ErrVersion
+	case b[2] != Version:
+		return Request{}, ErrVersion // another version's header may be shorter: say so first
+	case len(b) < RequestHeaderSize:
+		return Request{}, ErrShort
 	}
 	if !crc.Valid(b[:RequestHeaderSize], requestCRCField) {
 		return Request{}, ErrHeaderChecksum
@@ -366,14 +390,15 @@ func ParseRequest(b []byte) (r Request, err error) {
 		ReplyDatagram: be.Uint16(b[6:]),
 		PayloadCRC:    be.Uint32(b[56:]),
 	}
-	copy(r.Capability[:], b[64:RequestHeaderSize])
+	copy(r.Capability[:], b[64:LegacyRequestHeaderSize])
+	r.PaceRate = be.Uint64(b[128:])
 	payload := b[RequestHeaderSize:]
 	switch {
 	case !r.Op.Valid():
 		return r, ErrUnknownOp
 	case r.ReplyDatagram != 0 && (r.ReplyDatagram < MinDatagram || r.ReplyDatagram > MaxDatagram),
 		r.Flags&^validFlags != 0, r.Flags&(FlagFUA|FlagReport) != 0 && r.Op != OpWrite,
-		r.Flags&FlagHave != 0 && r.Op != OpRead:
+		r.Flags&FlagHave != 0 && r.Op != OpRead, r.PaceRate != 0 && r.Op != OpRead:
 		return r, ErrFlags
 	case r.Op == OpWrite && uint64(len(payload)) > uint64(r.Length),
 		r.Op == OpWrite && len(payload) == 0 && r.Length > 0,

@@ -2,7 +2,9 @@ package diskproto_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math/rand/v2"
 	"testing"
 
@@ -88,8 +90,11 @@ func mmax(a, b int) int {
 	return b
 }
 
-// TestVersionReply: a request of version 2 is recognized, and the reply
-// to it parses as version 2 carrying CodeVersion and the request's ids.
+// TestVersionReply: requests of versions 2 and 3 (the 128-byte header,
+// built here byte by byte with hash/crc32, not with the package) and of a
+// later version in our layout are recognized, and the reply to each
+// parses in the requester's version carrying CodeVersion and the
+// request's ids. A legacy header with a bad CRC is not answered.
 func TestVersionReply(t *testing.T) {
 	b := make([]byte, diskproto.RequestHeaderSize)
 	req := diskproto.Request{Op: diskproto.OpInfo, Tag: 42, Session: 7, ReqID: 0}
@@ -97,27 +102,65 @@ func TestVersionReply(t *testing.T) {
 	if _, other := diskproto.OtherVersion(b); other {
 		t.Fatal("our own version taken for another")
 	}
-	diskproto.SetRequestVersion(b, 2)
-	if _, err := diskproto.ParseRequest(b); !errors.Is(err, diskproto.ErrVersion) {
-		t.Fatalf("version 2 request parsed: %v", err)
+	legacy := func(v uint8) []byte {
+		h := make([]byte, diskproto.LegacyRequestHeaderSize)
+		binary.BigEndian.PutUint16(h[0:], diskproto.Magic)
+		h[2], h[3] = v, byte(diskproto.OpInfo)
+		binary.BigEndian.PutUint32(h[8:], 42)
+		binary.BigEndian.PutUint64(h[16:], 7)
+		binary.BigEndian.PutUint32(h[56:], crc32.Checksum(nil, castagnoli))
+		c := crc32.Update(0, castagnoli, h[:60])
+		binary.BigEndian.PutUint32(h[60:], crc32.Update(c, castagnoli, h[64:]))
+		return h
 	}
-	v, other := diskproto.OtherVersion(b)
-	if !other || v != 2 {
-		t.Fatalf("version 2 request not recognized: %d %v", v, other)
-	}
-	rb := make([]byte, diskproto.ReplyHeaderSize)
-	rb = rb[:diskproto.VersionReply(rb, b, 99)]
-	if rb[2] != 2 {
-		t.Fatalf("reply in version %d", rb[2])
-	}
-	if v, ok := diskproto.PeerVersion(rb, 7); !ok || v != 2 {
-		t.Fatalf("PeerVersion = %d %v", v, ok)
-	}
-	// Parsed the way version 2 did (ours but for the version byte).
-	diskproto.SetReplyVersionForTest(rb, diskproto.Version)
-	rep, err := diskproto.ParseReply(rb)
-	if err != nil || rep.Status != diskproto.CodeVersion || rep.Tag != 42 || rep.Session != 7 {
-		t.Fatalf("reply %+v, %v", rep, err)
+	down := make([]byte, diskproto.RequestHeaderSize)
+	down = down[:diskproto.LegacyRequest(down, b, 3)]
+	later := append([]byte(nil), b...)
+	later[2] = diskproto.Version + 1
+	resealRequest(later)
+	for _, tc := range []struct {
+		name string
+		v    uint8
+		b    []byte
+	}{
+		{"version 2", 2, legacy(2)},
+		{"version 3", 3, legacy(3)},
+		{"version 3 by LegacyRequest", 3, down},
+		{"a later version", diskproto.Version + 1, later},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "version 3 by LegacyRequest" {
+				if want := legacy(3); !bytes.Equal(tc.b, want) {
+					t.Fatalf("LegacyRequest = % x, want % x", tc.b, want)
+				}
+			}
+			if _, err := diskproto.ParseRequest(tc.b); !errors.Is(err, diskproto.ErrVersion) {
+				t.Fatalf("parsed: %v", err)
+			}
+			v, other := diskproto.OtherVersion(tc.b)
+			if !other || v != tc.v {
+				t.Fatalf("not recognized: %d %v", v, other)
+			}
+			rb := make([]byte, diskproto.ReplyHeaderSize)
+			rb = rb[:diskproto.VersionReply(rb, tc.b, 99)]
+			if rb[2] != tc.v {
+				t.Fatalf("reply in version %d", rb[2])
+			}
+			if v, ok := diskproto.PeerVersion(rb, 7); !ok || v != tc.v {
+				t.Fatalf("PeerVersion = %d %v", v, ok)
+			}
+			// Parsed the way that version does (ours but for the version byte).
+			diskproto.SetReplyVersionForTest(rb, diskproto.Version)
+			rep, err := diskproto.ParseReply(rb)
+			if err != nil || rep.Status != diskproto.CodeVersion || rep.Tag != 42 || rep.Session != 7 {
+				t.Fatalf("reply %+v, %v", rep, err)
+			}
+			bad := append([]byte(nil), tc.b...)
+			bad[20] ^= 1
+			if _, other := diskproto.OtherVersion(bad); other {
+				t.Fatal("a header with a bad CRC recognized")
+			}
+		})
 	}
 }
 
