@@ -70,7 +70,7 @@ HDR
 section "The kernel baseline against a standalone UDP_SEGMENT + UDP_GRO pair (netstation bench --reference)"
 cat >>"$out" <<'TXT'
 Default testbed, cpu0 -> disk0 through the fabric bridge, unpaced (`-b max`), 5 s per point. The
-reference pair (internal/udpref: blocking sendmsg of up to 64 datagrams with a UDP_SEGMENT cmsg,
+reference pair (internal/udpref: blocking sendmsg of up to 128 datagrams with a UDP_SEGMENT cmsg,
 recvmsg with UDP_GRO, 64 MiB buffers, nothing of netstation's in its data path) runs between the
 same two ports, on the same kernel addresses, right after bench's runs. `kernel/reference` is
 bench's kernel baseline as a fraction of it (the target is at least 0.6 at 1472 B). RTT: 10,000
@@ -90,7 +90,9 @@ cat >>"$out" <<'TXT'
 Default testbed, cpu0 -> disk0, 5 s per point, the default rate (`-b auto`: receiver credit — the
 receiver reports every 1,024 datagrams its application read and the sender stays at most 4,096
 ahead — so the figure is what the receiver sustains, with no overflow).
-Throughput is what the receiver got. With GSO (the default where the link offers it) a batch of
+Throughput is what the receiver got. Both stacks' senders write batches of whole super-datagrams
+(2 x 44 of 1472 B, 128 of 64 B: the kernel's UDP_MAX_SEGMENTS) and their receivers read up to 128
+datagrams per call. With GSO (the default where the link offers it) a batch of
 equal-sized datagrams leaves the user-level stack as one UDP_L4 super-frame, as the kernel's
 UDP_SEGMENT does; on receive, a super-frame of datagrams of 512 B and more stays in the buffer the
 kernel wrote it into, lent by the link to the socket until the reader releases it (no copy in user

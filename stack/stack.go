@@ -43,7 +43,14 @@ const (
 	DefaultTxBatch        = 64
 	ephemeralFirst        = 49152
 	ephemeralCount        = 65536 - ephemeralFirst
-	maxGSOSegments        = 64
+	// maxGSOSegments is the most datagrams one UDP_L4 super-frame
+	// carries: UDP_MAX_SEGMENTS, which the kernel enforces on packet
+	// sockets' virtio-net headers as on UDP_SEGMENT. It is 128 in current
+	// kernels and was 64 before; a link that refuses a super-frame of more
+	// than 64 with EINVAL lowers the stack's limit to legacyGSOSegments
+	// for good (Stack.gsoSegs).
+	maxGSOSegments    = 128
+	legacyGSOSegments = 64
 	minMTU                = 68
 	frameHeaderRoom       = header.EthernetMinimumSize
 	udpFrameHeaders       = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
@@ -108,6 +115,9 @@ type Stack struct {
 	offload bool // link finishes checksums (NEEDS_CSUM)
 	gso     bool // link takes UDP_L4 super-frames
 	gather  bool // link sends a super-frame from pieces (link.GatherWriter)
+	// gsoSegs is the most datagrams a UDP super-frame carries: starts at
+	// maxGSOSegments, lowered once if the kernel refuses that many.
+	gsoSegs atomic.Int32
 
 	arp   *arp.Cache
 	reasm *ipv4.Reassembler
@@ -227,6 +237,7 @@ func New(l link.Link, cfg Config) (*Stack, error) {
 		timerWake: make(chan struct{}, 1),
 	}
 	s.gso = s.offload && l.Caps()&link.CapGSO != 0 && l.MaxFrame() >= header.EthernetMinimumSize+header.IPv4MaximumPacket
+	s.gsoSegs.Store(maxGSOSegments)
 	_, s.gather = l.(link.GatherWriter)
 	s.lender, _ = l.(link.Lender)
 	if cfg.Gateway.IsValid() {

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/netstation/netstation/stack/checksum"
@@ -444,7 +446,8 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 		}
 		j := i + 1
 		if c.s.gso && !c.noGSO.Load() && seg > 0 && seg+header.IPv4MinimumSize+header.UDPMinimumSize <= c.s.mtu {
-			for j < len(msgs) && j-i < maxGSOSegments && len(msgs[j].Buf) == seg &&
+			limit := int(c.s.gsoSegs.Load())
+			for j < len(msgs) && j-i < limit && len(msgs[j].Buf) == seg &&
 				(j-i+1)*seg <= header.UDPMaximumPayload && (connected || msgs[j].Addr == dst) {
 				j++
 			}
@@ -452,6 +455,13 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 		var err error
 		if j-i >= 2 {
 			err = c.sendGSO(msgs[i:j], dst, now)
+			if err != nil && j-i > legacyGSOSegments && errors.Is(err, syscall.EINVAL) {
+				// A kernel whose UDP_MAX_SEGMENTS is still 64: the
+				// super-frame went alone and was refused whole, so
+				// send the run again in super-frames it takes.
+				c.s.gsoSegs.Store(legacyGSOSegments)
+				continue
+			}
 		} else {
 			err = c.sendOne(msgs[i].Buf, dst, now)
 		}
@@ -580,6 +590,11 @@ func (c *UDPConn) sendGSO(msgs []Message, dst netip.AddrPort, now time.Time) err
 			s.st.gsoFramesOut.Add(1)
 			return err
 		}
+	}
+	// The super-frame goes alone, so an error is about it only (and the
+	// caller may send its datagrams again).
+	if err := t.flush(); err != nil {
+		return err
 	}
 	b, err := t.bigBuf()
 	if err != nil {

@@ -3,7 +3,10 @@ package stack
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,5 +160,108 @@ func TestGSO(t *testing.T) {
 	}
 	if a.Stats().GSOFramesIn != 1 || b.Stats().GSOFramesOut != 1 {
 		t.Fatalf("GSO counters: in %d out %d", a.Stats().GSOFramesIn, b.Stats().GSOFramesOut)
+	}
+}
+
+// legacyLink refuses, as a kernel whose UDP_MAX_SEGMENTS is 64 does, any
+// UDP_L4 super-frame of more than 64 datagrams with EINVAL, and sends the
+// rest.
+type legacyLink struct {
+	*mem.Link
+	refused atomic.Int32
+}
+
+func (l *legacyLink) WriteBatch(frames []link.Frame) (int, error) {
+	for i, f := range frames {
+		v := f.VNet
+		if v.GSOType == link.GSOUDPL4 && (len(f.Buf)-int(v.HdrLen)+int(v.GSOSize)-1)/int(v.GSOSize) > legacyGSOSegments {
+			n, err := l.Link.WriteBatch(frames[:i])
+			if err != nil {
+				return n, err
+			}
+			l.refused.Add(1)
+			return n, fmt.Errorf("afpacket: sendmmsg: %w", syscall.EINVAL)
+		}
+	}
+	return l.Link.WriteBatch(frames)
+}
+
+// TestGSOSegments sends runs of small datagrams: they leave as
+// super-frames of up to 128 (UDP_MAX_SEGMENTS of current kernels), and a
+// link that refuses more than 64 with EINVAL (older kernels) gets every
+// datagram in super-frames of 64 from then on, nothing lost or doubled.
+func TestGSOSegments(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy=%v", legacy), func(t *testing.T) {
+			rec := new(recorder)
+			o := mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Drop: rec.hook}
+			ma, mb := mem.Pair(macA, macB, o)
+			var la link.Link = ma
+			ll := &legacyLink{Link: ma}
+			if legacy {
+				la = ll
+			}
+			a, err := New(la, Config{Addr: netip.PrefixFrom(ipA, 24)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := New(mb, Config{Addr: netip.PrefixFrom(ipB, 24)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.Close(); b.Close() })
+			if _, err := a.Ping(ctxT(t), ipB, 1); err != nil {
+				t.Fatal(err)
+			}
+			cb, _ := b.ListenUDP(netip.AddrPortFrom(ipB, 6000))
+			ca, _ := a.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipB, 6000))
+			const n, size = 300, 64
+			msgs := make([]Message, n)
+			for i := range msgs {
+				msgs[i].Buf = pattern(size, byte(i))
+			}
+			rec.take()
+			for round := 0; round < 2; round++ {
+				if k, err := ca.WriteBatch(msgs); err != nil || k != n {
+					t.Fatalf("round %d: WriteBatch: %d, %v", round, k, err)
+				}
+				in := make([]Message, n)
+				for i := range in {
+					in[i].Buf = make([]byte, 2000)
+				}
+				cb.SetReadDeadline(time.Now().Add(5 * time.Second))
+				for got := 0; got < n; {
+					k, err := cb.ReadBatch(in[got:])
+					if err != nil {
+						t.Fatalf("round %d: after %d: %v", round, got, err)
+					}
+					got += k
+				}
+				for i := range in {
+					if !bytes.Equal(in[i].Buf[:in[i].N], msgs[i].Buf) {
+						t.Fatalf("round %d: datagram %d differs", round, i)
+					}
+				}
+			}
+			want := []int{128, 128, 44}
+			if legacy {
+				want = []int{64, 64, 64, 64, 44}
+			}
+			var segs []int
+			for _, f := range rec.take() {
+				if f.VNet.GSOType == link.GSOUDPL4 {
+					segs = append(segs, (len(f.Buf)-42+size-1)/size)
+				}
+			}
+			if fmt.Sprint(segs) != fmt.Sprint(append(want, want...)) {
+				t.Errorf("super-frames of %v datagrams, want %v twice", segs, want)
+			}
+			if legacy && ll.refused.Load() != 1 {
+				t.Errorf("the link refused %d super-frames, want 1 (then the stack keeps to 64)", ll.refused.Load())
+			}
+			if d := b.Stats().TotalDrops(); d != 0 {
+				t.Errorf("receiver drops: %v", b.Stats().Drops)
+			}
+		})
 	}
 }

@@ -187,7 +187,7 @@ func BurstLimit(c Conn, dgramSize int) int {
 	}
 	perFrame := 1
 	if k.mode == KernelBest && dgramSize > 0 && int64(dgramSize) <= k.gsoMax.Load() {
-		perFrame = min(MaxGSOSegments, maxGSOBytes/dgramSize)
+		perFrame = min(int(k.segMax.Load()), maxGSOBytes/dgramSize)
 	}
 	return backlog / 2 * perFrame * dgramSize
 }

@@ -40,8 +40,13 @@ func (m KernelMode) String() string {
 
 // Limits of UDP_SEGMENT (linux/udp.h, net/ipv4/udp.c).
 const (
-	// MaxGSOSegments is UDP_MAX_SEGMENTS: datagrams per super-datagram.
-	MaxGSOSegments = 64
+	// MaxGSOSegments is UDP_MAX_SEGMENTS, the most datagrams one
+	// UDP_SEGMENT send carries: 128 in current kernels. Older kernels
+	// allow 64 and refuse more with EINVAL; a socket then keeps to
+	// LegacyGSOSegments from its first refusal on.
+	MaxGSOSegments = 128
+	// LegacyGSOSegments is UDP_MAX_SEGMENTS of older kernels.
+	LegacyGSOSegments = 64
 	// maxGSOBytes is the most payload one send may carry over IPv4:
 	// 65,535 less the IPv4 and UDP headers (EMSGSIZE beyond).
 	maxGSOBytes = 65507
@@ -121,6 +126,7 @@ func KernelWith(c *net.UDPConn, mode KernelMode) Conn {
 	if mode == KernelBest {
 		k.gsoMax.Store(maxGSOBytes)
 	}
+	k.segMax.Store(MaxGSOSegments)
 	return k
 }
 
@@ -161,6 +167,9 @@ type kernelConn struct {
 	// when the kernel refuses a size (EMSGSIZE: above the path MTU), 0 when
 	// the socket cannot segment at all (EIO: no checksum offload).
 	gsoMax atomic.Int64
+	// segMax is the most datagrams per UDP_SEGMENT send: MaxGSOSegments,
+	// or LegacyGSOSegments once the kernel refused more.
+	segMax atomic.Int64
 	pool   sync.Pool // *sendScratch
 
 	rmu sync.Mutex
@@ -207,7 +216,8 @@ func (k *kernelConn) sendScratch(n int) *sendScratch {
 
 // WriteBatch sends msgs. In KernelBest mode each run of consecutive
 // datagrams to one destination whose sizes are equal (the run's last may
-// be shorter), at most MaxGSOSegments of them and 65,507 bytes in all,
+// be shorter), at most MaxGSOSegments of them (LegacyGSOSegments on a
+// kernel that refuses more) and 65,507 bytes in all,
 // goes as one message whose iovecs are the datagrams (no copy) and whose
 // UDP_SEGMENT cmsg carries the size; single datagrams go as they are.
 func (k *kernelConn) WriteBatch(msgs []Message) (int, error) {
@@ -229,7 +239,7 @@ func (k *kernelConn) writeOnce(msgs []Message) (sent int, retry bool, err error)
 	}
 	s := k.sendScratch(len(msgs))
 	defer k.pool.Put(s)
-	gsoMax := int(k.gsoMax.Load())
+	gsoMax, segMax := int(k.gsoMax.Load()), int(k.segMax.Load())
 	nm := 0
 	for i := 0; i < len(msgs); {
 		m := &msgs[i]
@@ -241,7 +251,7 @@ func (k *kernelConn) writeOnce(msgs []Message) (sent int, retry bool, err error)
 		j := i + 1
 		if size > 0 && size <= gsoMax {
 			total := size
-			for j < len(msgs) && j-i < MaxGSOSegments && msgs[j].Addr == m.Addr {
+			for j < len(msgs) && j-i < segMax && msgs[j].Addr == m.Addr {
 				l := len(msgs[j].Buf)
 				if l > size || l == 0 || total+l > maxGSOBytes {
 					break
@@ -283,7 +293,7 @@ func (k *kernelConn) writeOnce(msgs []Message) (sent int, retry bool, err error)
 			}
 		}
 		sentMsgs += n
-		if err != nil && n == 0 && s.counts[sentMsgs] > 1 && k.refuseGSO(err, len(msgs[sent].Buf)) {
+		if err != nil && n == 0 && s.counts[sentMsgs] > 1 && k.refuseGSO(err, len(msgs[sent].Buf), s.counts[sentMsgs]) {
 			retry = true
 			err = nil
 			break
@@ -303,10 +313,16 @@ func (k *kernelConn) writeOnce(msgs []Message) (sent int, retry bool, err error)
 	return sent, retry, err
 }
 
-// refuseGSO lowers gsoMax after the kernel refused a segmented send of
-// size-byte datagrams and reports whether the send should be retried.
-func (k *kernelConn) refuseGSO(err error, size int) bool {
+// refuseGSO lowers segMax or gsoMax after the kernel refused a segmented
+// send of segs size-byte datagrams and reports whether the send should be
+// retried.
+func (k *kernelConn) refuseGSO(err error, size, segs int) bool {
 	switch {
+	case errors.Is(err, unix.EINVAL) && segs > LegacyGSOSegments:
+		// More segments than an older kernel's UDP_MAX_SEGMENTS: keep
+		// to its limit first (a size refusal shows on the next try).
+		k.segMax.Store(LegacyGSOSegments)
+		return true
 	case errors.Is(err, unix.EMSGSIZE), errors.Is(err, unix.EINVAL):
 		// gso_size above the path MTU (EINVAL before Linux 6.x, EMSGSIZE after)
 		for {

@@ -258,6 +258,22 @@ func TestKernelBestEdges(t *testing.T) {
 		}
 	}
 
+	// 128 x 64 B: one super-datagram, UDP_MAX_SEGMENTS of current
+	// kernels (an older kernel refuses it and the Conn keeps to 64).
+	small := make([]dgram.Message, 128)
+	for i := range small {
+		small[i] = dgram.Message{Buf: make([]byte, 64), Addr: p.bAddr}
+		binary.BigEndian.PutUint32(small[i].Buf, uint32(i))
+	}
+	before, _ = dgram.Stats(snd)
+	if n, err := snd.WriteBatch(small); n != 128 || err != nil {
+		t.Fatalf("WriteBatch of 128 x 64 B: %d, %v", n, err)
+	}
+	recvAll(t, rcv, p.aAddr, 128, 64, 64)
+	if after, _ := dgram.Stats(snd); after.GSOSends-before.GSOSends != 1 || after.SendMessages-before.SendMessages != 1 {
+		t.Errorf("128 x 64 B: %d messages, %d GSO, want one of 128 (a kernel with UDP_MAX_SEGMENTS 64 sends two)", after.SendMessages-before.SendMessages, after.GSOSends-before.GSOSends)
+	}
+
 	// Above the MTU: the kernel refuses gso_size > MTU; the Conn learns
 	// and IP-fragments them one by one instead.
 	sendAll(t, snd, p.bAddr, 128, 4000)
@@ -296,7 +312,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // TestGSOBatch: whole super-datagrams, at least 64 datagrams.
 func TestGSOBatch(t *testing.T) {
-	for _, c := range []struct{ size, want int }{{1472, 88}, {64, 64}, {1000, 64}, {1024, 126}, {8972, 70}, {65507, 64}, {0, 64}} {
+	for _, c := range []struct{ size, want int }{{1472, 88}, {64, 128}, {1000, 65}, {1024, 126}, {8972, 70}, {65507, 64}, {0, 64}} {
 		if got := dgram.GSOBatch(c.size); got != c.want {
 			t.Errorf("GSOBatch(%d) = %d, want %d", c.size, got, c.want)
 		}

@@ -1,7 +1,8 @@
 // Package udpref is the reference the kernel baseline is held to: the
 // kernel's UDP at its best, written directly on golang.org/x/sys/unix and
 // nothing of ours (the shape of the kernel's own udpgso_bench_tx/rx). A
-// sender writes super-datagrams of up to 64 equal datagrams with one
+// sender writes super-datagrams of up to 128 equal datagrams (the
+// kernel's UDP_MAX_SEGMENTS; 64 on a kernel that refuses 128) with one
 // sendmsg each (UDP_SEGMENT cmsg, no more than 65,507 bytes); a receiver
 // with UDP_GRO reads a super-frame per recvmsg and counts its datagrams
 // from the UDP_GRO cmsg's segment size. Both use 64 MiB socket buffers
@@ -129,7 +130,7 @@ func (s *Socket) Send(dst netip.AddrPort, size int, d time.Duration) (Result, er
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	segs := min(64, maxPayload/size)
+	segs := min(128, maxPayload/size)
 	buf := make([]byte, segs*size)
 	var oob []byte
 	if segs > 1 {
@@ -150,6 +151,10 @@ func (s *Socket) Send(dst netip.AddrPort, size int, d time.Duration) (Result, er
 		n, err := unix.SendmsgN(s.fd, buf, oob, to, 0)
 		if err != nil {
 			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			if errors.Is(err, unix.EINVAL) && segs > 64 && r.Calls == 0 {
+				segs, buf = 64, buf[:64*size] // an older kernel's UDP_MAX_SEGMENTS
 				continue
 			}
 			return r, fmt.Errorf("udpref: sendmsg: %w", err)

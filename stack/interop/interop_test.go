@@ -224,7 +224,8 @@ func TestStackToStackVeth(t *testing.T) {
 
 // TestGSOBatchToKernel: batches of equal datagrams leave our stack as UDP
 // GSO super-frames, gathered from the caller's buffers (1472 B) or
-// assembled (100 B); the kernel segments them and its socket receives
+// assembled (100 B, 64 B: 128 of them in one super-frame, the kernel's
+// UDP_MAX_SEGMENTS); the kernel segments them and its socket receives
 // every datagram intact, with valid checksums.
 func TestGSOBatchToKernel(t *testing.T) {
 	forBoth(t, func(t *testing.T, bridged bool) {
@@ -253,8 +254,9 @@ func TestGSOBatchToKernel(t *testing.T) {
 		}
 		gso0 := w.st.Stats().GSOFramesOut
 		buf := make([]byte, 2048)
-		for _, size := range []int{1472, 100} {
-			msgs := make([]stack.Message, 50)
+		for _, c := range []struct{ size, n int }{{1472, 50}, {100, 50}, {64, 128}} {
+			size := c.size
+			msgs := make([]stack.Message, c.n)
 			for i := range msgs {
 				msgs[i].Buf = make([]byte, size)
 				rand.Read(msgs[i].Buf)
@@ -273,8 +275,8 @@ func TestGSOBatchToKernel(t *testing.T) {
 				}
 			}
 		}
-		if n := w.st.Stats().GSOFramesOut - gso0; n < 3 {
-			t.Errorf("%d GSO frames sent, want at least 3 (44+6 x 1472 B, 50 x 100 B)", n)
+		if n := w.st.Stats().GSOFramesOut - gso0; n != 4 {
+			t.Errorf("%d GSO frames sent, want 4 (44+6 x 1472 B, 50 x 100 B, 128 x 64 B)", n)
 		}
 		if n := kernelCsumErrors(t, w.kernel); n != 0 {
 			t.Errorf("kernel InCsumErrors = %d", n)

@@ -26,6 +26,10 @@ import (
 // receiver waits for it instead of losing datagrams counted as sent.
 const udpBenchWindow = stack.DefaultUDPQueueLen / 4
 
+// udpBenchBatch is how many datagrams each end hands its stack per call:
+// a whole super-frame of 64 B datagrams (UDP_MAX_SEGMENTS, 128).
+const udpBenchBatch = 128
+
 // udpStreamPair is one direction of a UDP stream between two namespaces
 // through a bridge: send writes one batch of datagrams (each stamped with
 // its sequence number in the first 8 bytes), recv blocks for the next
@@ -39,7 +43,7 @@ type udpStreamPair struct {
 }
 
 // userStream connects two of our stacks through a bridge: sendmsg of UDP
-// GSO super-frames (runs of up to 64 equal datagrams) by the sender, the
+// GSO super-frames (runs of up to 128 equal datagrams) by the sender, the
 // stack's batch API on both ends.
 func userStream(b *testing.B, size int) udpStreamPair { return userStreamRead(b, size, false) }
 
@@ -65,15 +69,15 @@ func userStreamRead(b *testing.B, size int, views bool) udpStreamPair {
 	if _, err := sa.Ping(ctx, user2Addr.Addr(), 56); err != nil { // resolves ARP both ways
 		b.Fatal(err)
 	}
-	out := make([]stack.Message, 64)
+	out := make([]stack.Message, udpBenchBatch)
 	for i := range out {
 		out[i].Buf = make([]byte, size)
 	}
-	in := make([]stack.Message, 64)
+	in := make([]stack.Message, udpBenchBatch)
 	for i := range in {
 		in[i].Buf = make([]byte, 2048)
 	}
-	vs := make([]stack.View, 64)
+	vs := make([]stack.View, udpBenchBatch)
 	return udpStreamPair{
 		send: func(seq uint64, n int) error {
 			for i := range out[:n] {
@@ -109,7 +113,7 @@ const (
 )
 
 // kernelStream connects two kernel UDP sockets at their best: the sender
-// writes runs of up to 44 (1472 B) or 64 datagrams as one UDP_SEGMENT
+// writes runs of up to 44 (1472 B) or 128 (64 B) datagrams as one UDP_SEGMENT
 // send, the receiver takes coalesced super-frames with UDP_GRO and 64 MiB
 // buffers.
 func kernelStream(b *testing.B, size int) udpStreamPair {
@@ -147,7 +151,7 @@ func kernelStream(b *testing.B, size int) udpStreamPair {
 	setopt(tx, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20)
 	setopt(rx, solUDP, udpGRO, 1)
 	setopt(tx, solUDP, udpSegment, size)
-	perSend := min(64, 65507/size)
+	perSend := min(128, 65507/size)
 	out := make([]byte, perSend*size)
 	in := make([]byte, 65536)
 	oob := make([]byte, 64)
@@ -246,7 +250,7 @@ func BenchmarkUDPStream(b *testing.B) {
 							}
 						}
 					}
-					n := int(min(64, total-sent))
+					n := int(min(udpBenchBatch, total-sent))
 					if err := p.send(sent, n); err != nil {
 						b.Fatal(err)
 					}
