@@ -33,24 +33,24 @@ var (
 
 // Defaults for Config.
 const (
-	DefaultTTL            = 64
-	DefaultUDPQueueBytes  = 4 << 20
-	DefaultUDPQueueLen    = 4096
-	maxUDPQueueLen        = 1 << 20
-	maxUDPQueueBytes      = 1 << 31 // descriptors hold 32-bit offsets
-	DefaultICMPRateLimit  = 100
-	DefaultRxBatch        = 64
-	DefaultTxBatch        = 64
-	ephemeralFirst        = 49152
-	ephemeralCount        = 65536 - ephemeralFirst
+	DefaultTTL           = 64
+	DefaultUDPQueueBytes = 4 << 20
+	DefaultUDPQueueLen   = 4096
+	maxUDPQueueLen       = 1 << 20
+	maxUDPQueueBytes     = 1 << 31 // descriptors hold 32-bit offsets
+	DefaultICMPRateLimit = 100
+	DefaultRxBatch       = 64
+	DefaultTxBatch       = 64
+	ephemeralFirst       = 49152
+	ephemeralCount       = 65536 - ephemeralFirst
 	// maxGSOSegments is the most datagrams one UDP_L4 super-frame
 	// carries: UDP_MAX_SEGMENTS, which the kernel enforces on packet
 	// sockets' virtio-net headers as on UDP_SEGMENT. It is 128 in current
 	// kernels and was 64 before; a link that refuses a super-frame of more
 	// than 64 with EINVAL lowers the stack's limit to legacyGSOSegments
 	// for good (Stack.gsoSegs).
-	maxGSOSegments    = 128
-	legacyGSOSegments = 64
+	maxGSOSegments        = 128
+	legacyGSOSegments     = 64
 	minMTU                = 68
 	frameHeaderRoom       = header.EthernetMinimumSize
 	udpFrameHeaders       = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
