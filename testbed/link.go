@@ -190,7 +190,7 @@ func bpfReason(err error) string {
 	case errors.Is(err, syscall.EPERM), errors.Is(err, os.ErrPermission):
 		return "BPF not permitted here (rootless, or unprivileged BPF disabled); spoofing is not blocked in the kernel"
 	case errors.Is(err, syscall.ENOSYS), errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EINVAL):
-		return "this kernel cannot attach tcx programs; spoofing is not blocked in the kernel"
+		return "this kernel cannot attach tc BPF programs; spoofing is not blocked in the kernel"
 	}
 	return "BPF unavailable; spoofing is not blocked in the kernel"
 }

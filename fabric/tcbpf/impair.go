@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 )
 
 // Direction names one side of a host-side port.
@@ -124,10 +124,16 @@ const (
 	pinImpEgress   = "impair_egress"
 )
 
-var impairPins = []string{pinImpIngress, pinImpEgress, pinImpParams, pinImpSeq, pinImpCounters}
+var (
+	impairPins  = []string{pinImpIngress, pinImpEgress, pinImpParams, pinImpSeq, pinImpCounters}
+	impairHooks = []hook{
+		{parent: netlink.HANDLE_MIN_INGRESS, prio: prioImpairment, pin: pinImpIngress},
+		{parent: netlink.HANDLE_MIN_EGRESS, prio: prioImpairment, pin: pinImpEgress},
+	}
+)
 
 // An Impairment is the loss/corruption/down program pair on one port: a
-// tcx program on its ingress and one on its egress sharing one parameter
+// cls_bpf program on its ingress and one on its egress sharing one parameter
 // map. The programs and maps are pinned under the port's directory in
 // [PinRoot], so they outlive the process that attached them and any
 // process can [Open] them to change parameters or read counters.
@@ -136,7 +142,6 @@ type Impairment struct {
 	params     *ebpf.Map
 	seq        *ebpf.Map
 	counters   *ebpf.Map
-	links      []link.Link // nil when opened without links
 }
 
 // Attach attaches a pass-everything impairment to ifname in ns ("" = the
@@ -155,19 +160,15 @@ func Attach(ns, ifname string) (*Impairment, error) {
 }
 
 func attach(ns, ifname string) (_ *Impairment, err error) {
-	dir, links, err := preparePort(ns, ifname, pinImpIngress, pinImpEgress)
+	dir, live, err := preparePort(ns, ifname, impairHooks)
 	if err != nil {
 		return nil, err
 	}
-	if links != nil {
+	if live {
 		imp, err := Open(ns, ifname)
 		if err != nil {
-			for _, l := range links {
-				l.Close()
-			}
 			return nil, fmt.Errorf("reuse attached impairment: %w", err)
 		}
-		imp.links = links
 		if err := imp.Set(Params{}); err != nil {
 			imp.Close()
 			return nil, fmt.Errorf("reuse attached impairment: %w", err)
@@ -195,7 +196,7 @@ func attach(ns, ifname string) (_ *Impairment, err error) {
 	var progs []*ebpf.Program
 	defer func() {
 		for _, p := range progs {
-			p.Close() // the links hold their own references
+			p.Close() // the filters and pins hold their own references
 		}
 	}()
 	for dir, name := range []string{"ns_imp_ingress", "ns_imp_egress"} {
@@ -205,16 +206,17 @@ func attach(ns, ifname string) (_ *Impairment, err error) {
 		}
 		progs = append(progs, p)
 	}
-	// Appended at the tail: a template (attached at the head) runs first.
-	imp.links, err = attachTCX(ns, ifname, progs, []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress}, nil)
+	err = pinAll(dir, map[string]interface{ Pin(string) error }{
+		pinImpParams: imp.params, pinImpSeq: imp.seq, pinImpCounters: imp.counters,
+		pinImpIngress: progs[0], pinImpEgress: progs[1],
+	})
 	if err != nil {
 		return nil, err
 	}
-	err = pinAll(dir, map[string]interface{ Pin(string) error }{
-		pinImpParams: imp.params, pinImpSeq: imp.seq, pinImpCounters: imp.counters,
-		pinImpIngress: imp.links[0], pinImpEgress: imp.links[1],
-	})
-	if err != nil {
+	// Far behind the head: a template (attached at the head) runs first.
+	if err := attachFilters(ns, ifname, progs, impairHooks); err != nil {
+		detachFilters(ns, ifname, impairHooks) // a hook attached before the failure
+		removePins(dir, impairPins...)
 		return nil, err
 	}
 	return imp, nil
@@ -232,10 +234,9 @@ func Open(ns, ifname string) (*Impairment, error) {
 	return imp, nil
 }
 
-// Detach removes the impairment of ifname in ns, if any. Its programs
-// leave the port once no process holds them open.
+// Detach removes the impairment of ifname in ns, if any.
 func Detach(ns, ifname string) error {
-	return detachPins(ns, ifname, "impairment", impairPins...)
+	return detachPins(ns, ifname, "impairment", impairHooks, impairPins...)
 }
 
 // Set replaces the parameters and restarts both directions' sequences, so
@@ -294,13 +295,7 @@ func (imp *Impairment) Counters() (Counters, error) {
 // Close releases this handle. The programs stay attached (they are pinned);
 // use [Detach] to remove them.
 func (imp *Impairment) Close() error {
-	var errs []error
-	for _, l := range imp.links {
-		errs = append(errs, l.Close())
-	}
-	imp.links = nil
-	errs = append(errs, closeMaps(&imp.params, &imp.seq, &imp.counters)...)
-	return errors.Join(errs...)
+	return errors.Join(closeMaps(&imp.params, &imp.seq, &imp.counters)...)
 }
 
 func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {

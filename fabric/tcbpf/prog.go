@@ -7,12 +7,13 @@ import (
 	"github.com/cilium/ebpf/asm"
 )
 
-// Verdicts a tcx (or clsact direct-action) program returns. TCX_NEXT lets
-// the next program on the hook decide, so the template and the impairment
-// chain; at the end of the chain it means "pass".
+// Verdicts a direct-action cls_bpf program returns (tcx reads them the
+// same way). TC_ACT_UNSPEC lets the next filter on the hook decide, so the
+// template and the impairment chain; at the end of the chain it means
+// "pass". TC_ACT_SHOT drops.
 const (
-	tcxNext = -1
-	tcxDrop = 2
+	actNext = -1
+	actShot = 2
 )
 
 // Offsets into struct __sk_buff.
@@ -221,10 +222,10 @@ func impairInstructions(dir int, params, seq, counters *ebpf.Map) asm.Instructio
 		asm.FnSkbStoreBytes.Call(),
 		asm.JNE.Imm(asm.R0, 0, "pass"),
 	)
-	ins = append(ins, verdict(lb, "corrupted", counters, key(kindCorrupted), tcxNext)...)
-	ins = append(ins, verdict(lb, "pass", counters, key(kindPassed), tcxNext)...)
-	ins = append(ins, verdict(lb, "dropped", counters, key(kindDropped), tcxDrop)...)
-	ins = append(ins, verdict(lb, "blocked", counters, key(kindBlocked), tcxDrop)...)
+	ins = append(ins, verdict(lb, "corrupted", counters, key(kindCorrupted), actNext)...)
+	ins = append(ins, verdict(lb, "pass", counters, key(kindPassed), actNext)...)
+	ins = append(ins, verdict(lb, "dropped", counters, key(kindDropped), actShot)...)
+	ins = append(ins, verdict(lb, "blocked", counters, key(kindBlocked), actShot)...)
 	return ins
 }
 
@@ -280,12 +281,12 @@ func templateInstructions(params, counters *ebpf.Map) asm.Instructions {
 	ins = append(ins, loadBytes(22, asm.R0, -16, 6, "runt")...)
 	ins = append(ins, jumpUnlessOwnMAC(-16, "badarp")...)
 	ins = append(ins, passIfOwnIP(28, "badarp")...)
-	ins = append(ins, verdict(lb, "pass", counters, tplPassed, tcxNext)...)
-	ins = append(ins, verdict(lb, "badmac", counters, tplBadMAC, tcxDrop)...)
-	ins = append(ins, verdict(lb, "badip", counters, tplBadIP, tcxDrop)...)
-	ins = append(ins, verdict(lb, "badarp", counters, tplBadARP, tcxDrop)...)
-	ins = append(ins, verdict(lb, "badtype", counters, tplBadType, tcxDrop)...)
-	ins = append(ins, verdict(lb, "runt", counters, tplRunt, tcxDrop)...)
+	ins = append(ins, verdict(lb, "pass", counters, tplPassed, actNext)...)
+	ins = append(ins, verdict(lb, "badmac", counters, tplBadMAC, actShot)...)
+	ins = append(ins, verdict(lb, "badip", counters, tplBadIP, actShot)...)
+	ins = append(ins, verdict(lb, "badarp", counters, tplBadARP, actShot)...)
+	ins = append(ins, verdict(lb, "badtype", counters, tplBadType, actShot)...)
+	ins = append(ins, verdict(lb, "runt", counters, tplRunt, actShot)...)
 	return ins
 }
 

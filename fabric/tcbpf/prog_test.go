@@ -159,14 +159,14 @@ func TestImpairMatchesDecide(t *testing.T) {
 			for i := range uint64(n) {
 				wantDrop, wantCorrupt := Decide(p, Direction(dir), i)
 				ret, out := runOnce(t, o.progs[dir], frame)
-				if wantDrop != (ret == tcxDrop) {
+				if wantDrop != (ret == actShot) {
 					t.Fatalf("%+v dir %d frame %d: verdict %d, Decide says drop=%v", p, dir, i, ret, wantDrop)
 				}
-				if ret == tcxDrop {
+				if ret == actShot {
 					drops++
 					continue
 				}
-				if ret != tcxNext {
+				if ret != actNext {
 					t.Fatalf("verdict %d", ret)
 				}
 				changed := !bytes.Equal(out[:len(frame)], frame)
@@ -228,18 +228,18 @@ func TestImpairDownAndUnseeded(t *testing.T) {
 	o := newImpairObjs(t)
 	frame := udpFrame(net.HardwareAddr{2, 0, 0, 0, 0, 1}, netip.MustParseAddr("10.0.0.1"), 32)
 	o.params.Put(uint32(0), Params{Down: true, LossPPM: 0}.marshal())
-	if ret, _ := runOnce(t, o.progs[0], frame); ret != tcxDrop {
+	if ret, _ := runOnce(t, o.progs[0], frame); ret != actShot {
 		t.Fatalf("Down: verdict %d", ret)
 	}
 	o.params.Put(uint32(0), Params{}.marshal())
-	if ret, _ := runOnce(t, o.progs[0], frame); ret != tcxNext {
+	if ret, _ := runOnce(t, o.progs[0], frame); ret != actNext {
 		t.Fatalf("no impairment: verdict %d", ret)
 	}
 	o.params.Put(uint32(0), Params{LossPPM: 200_000}.marshal())
 	const n = 5000
 	drops := 0
 	for range n {
-		if ret, _ := runOnce(t, o.progs[1], frame); ret == tcxDrop {
+		if ret, _ := runOnce(t, o.progs[1], frame); ret == actShot {
 			drops++
 		}
 	}
@@ -274,7 +274,7 @@ func TestImpairCorruptOnlyIPv4Payload(t *testing.T) {
 	short := arp[:20]
 	for name, f := range map[string][]byte{"arp": arp, "ip header only": hdrOnly, "short": short} {
 		ret, out := runOnce(t, o.progs[0], f)
-		if ret != tcxNext || !bytes.Equal(out[:len(f)], f) {
+		if ret != actNext || !bytes.Equal(out[:len(f)], f) {
 			t.Errorf("%s: verdict %d, changed %v", name, ret, !bytes.Equal(out[:len(f)], f))
 		}
 	}
@@ -301,14 +301,14 @@ func TestTemplateProgram(t *testing.T) {
 		slot   int
 		verdct int32
 	}{
-		{"own udp", udpFrame(mac, ip, 10), tplPassed, tcxNext},
-		{"own arp", arpFrame(mac, mac, ip), tplPassed, tcxNext},
-		{"wrong mac", udpFrame(other, ip, 10), tplBadMAC, tcxDrop},
-		{"wrong ip", udpFrame(mac, bad, 10), tplBadIP, tcxDrop},
-		{"arp wrong sha", arpFrame(mac, other, ip), tplBadARP, tcxDrop},
-		{"arp wrong spa", arpFrame(mac, mac, bad), tplBadARP, tcxDrop},
-		{"ipv6", ipv6, tplBadType, tcxDrop},
-		{"runt arp", arpFrame(mac, mac, ip)[:30], tplRunt, tcxDrop},
+		{"own udp", udpFrame(mac, ip, 10), tplPassed, actNext},
+		{"own arp", arpFrame(mac, mac, ip), tplPassed, actNext},
+		{"wrong mac", udpFrame(other, ip, 10), tplBadMAC, actShot},
+		{"wrong ip", udpFrame(mac, bad, 10), tplBadIP, actShot},
+		{"arp wrong sha", arpFrame(mac, other, ip), tplBadARP, actShot},
+		{"arp wrong spa", arpFrame(mac, mac, bad), tplBadARP, actShot},
+		{"ipv6", ipv6, tplBadType, actShot},
+		{"runt arp", arpFrame(mac, mac, ip)[:30], tplRunt, actShot},
 	}
 	for _, c := range cases {
 		before, _ := sumPerCPU(counters, uint32(c.slot))
@@ -321,7 +321,7 @@ func TestTemplateProgram(t *testing.T) {
 	// MAC-only template: any source IP passes.
 	val, _ := templateValue(mac, netip.Addr{})
 	params.Put(uint32(0), val)
-	if ret, _ := runOnce(t, p, udpFrame(mac, bad, 10)); ret != tcxNext {
+	if ret, _ := runOnce(t, p, udpFrame(mac, bad, 10)); ret != actNext {
 		t.Errorf("MAC-only template dropped a frame from its MAC: %d", ret)
 	}
 	if _, err := templateValue(mac[:5], ip); err == nil {

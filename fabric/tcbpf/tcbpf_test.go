@@ -17,8 +17,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -460,7 +458,7 @@ func TestAttachErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	tpl.Close()
-	if in, eg := tcxPrograms(t, br, "va"); in != 2 || eg != 1 {
+	if in, eg := filterPrograms(t, br, "va"); in != 2 || eg != 1 {
 		t.Errorf("after attaching twice: %d ingress and %d egress programs, want 2 and 1", in, eg)
 	}
 	// A port deleted and made again under the same name gets fresh
@@ -477,7 +475,7 @@ func TestAttachErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer imp3.Close()
-	if in, eg := tcxPrograms(t, br, "va"); in != 1 || eg != 1 {
+	if in, eg := filterPrograms(t, br, "va"); in != 1 || eg != 1 {
 		t.Errorf("on the new port: %d ingress and %d egress programs, want 1 and 1", in, eg)
 	}
 	if err := imp3.Set(Params{Down: true}); err != nil {
@@ -671,28 +669,27 @@ func macOf(t *testing.T, ns *nstest.NS, ifname string) net.HardwareAddr {
 	return l.Attrs().HardwareAddr
 }
 
-// tcxPrograms counts the tcx programs on the port's ingress and egress.
-func tcxPrograms(t *testing.T, ns *nstest.NS, ifname string) (in, eg int) {
+// filterPrograms counts the bpf filters on the port's clsact ingress and
+// egress.
+func filterPrograms(t *testing.T, ns *nstest.NS, ifname string) (in, eg int) {
 	t.Helper()
 	l, err := ns.Handle.LinkByName(ifname)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = ns.Do(func() error {
-		for _, x := range []struct {
-			n  *int
-			at ebpf.AttachType
-		}{{&in, ebpf.AttachTCXIngress}, {&eg, ebpf.AttachTCXEgress}} {
-			r, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: x.at})
-			if err != nil {
-				return err
-			}
-			*x.n = len(r.Programs)
+	for _, x := range []struct {
+		n      *int
+		parent uint32
+	}{{&in, netlink.HANDLE_MIN_INGRESS}, {&eg, netlink.HANDLE_MIN_EGRESS}} {
+		fs, err := ns.Handle.FilterList(l, x.parent)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+		for _, f := range fs {
+			if _, ok := f.(*netlink.BpfFilter); ok {
+				*x.n++
+			}
+		}
 	}
 	return in, eg
 }

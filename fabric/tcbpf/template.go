@@ -7,7 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 )
 
 // TemplateCounters count the frames a template saw, by verdict.
@@ -28,22 +28,24 @@ func (c TemplateCounters) Dropped() uint64 {
 const (
 	pinTplParams   = "template_params"
 	pinTplCounters = "template_counters"
-	pinTplLink     = "template_ingress"
+	pinTplProg     = "template_ingress"
 )
 
-var templatePins = []string{pinTplLink, pinTplParams, pinTplCounters}
+var (
+	templatePins  = []string{pinTplProg, pinTplParams, pinTplCounters}
+	templateHooks = []hook{{parent: netlink.HANDLE_MIN_INGRESS, prio: prioTemplate, pin: pinTplProg}}
+)
 
 // A Template is the kernel-enforced transmit template of one host-side
-// port: a tcx program at the head of the port's ingress (frames the
+// port: a cls_bpf program at the head of the port's ingress (frames the
 // peripheral sent) that lets through only frames from the peripheral's own
 // MAC carrying IPv4 from its own address or ARP naming its own MAC and
 // address. It is a separate program from the impairment and runs before it
-// (it is attached at the head, the impairment at the tail), so a spoofed
+// (it is attached at the head, the impairment far behind), so a spoofed
 // frame is counted as spoofed, never as lost, and the two are replaced and
 // removed independently.
 type Template struct {
 	params, counters *ebpf.Map
-	link             link.Link
 }
 
 func templateValue(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
@@ -80,17 +82,15 @@ func attachTemplate(ns, ifname string, mac net.HardwareAddr, ip netip.Addr) (_ *
 	if err != nil {
 		return nil, err
 	}
-	dir, links, err := preparePort(ns, ifname, pinTplLink)
+	dir, live, err := preparePort(ns, ifname, templateHooks)
 	if err != nil {
 		return nil, err
 	}
-	if links != nil {
+	if live {
 		t, err := OpenTemplate(ns, ifname)
 		if err != nil {
-			links[0].Close()
 			return nil, fmt.Errorf("reuse attached template: %w", err)
 		}
-		t.link = links[0]
 		if err := t.Set(mac, ip); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("reuse attached template: %w", err)
@@ -120,15 +120,17 @@ func attachTemplate(ns, ifname string, mac net.HardwareAddr, ip netip.Addr) (_ *
 		return nil, err
 	}
 	defer p.Close()
-	links, err = attachTCX(ns, ifname, []*ebpf.Program{p}, []ebpf.AttachType{ebpf.AttachTCXIngress}, link.Head())
+	// Pinned before it is attached: a filter whose pins are missing could
+	// be neither reused nor told from another tc user's.
+	err = pinAll(dir, map[string]interface{ Pin(string) error }{
+		pinTplParams: t.params, pinTplCounters: t.counters, pinTplProg: p,
+	})
 	if err != nil {
 		return nil, err
 	}
-	t.link = links[0]
-	err = pinAll(dir, map[string]interface{ Pin(string) error }{
-		pinTplParams: t.params, pinTplCounters: t.counters, pinTplLink: t.link,
-	})
-	if err != nil {
+	if err := attachFilters(ns, ifname, []*ebpf.Program{p}, templateHooks); err != nil {
+		detachFilters(ns, ifname, templateHooks)
+		removePins(dir, templatePins...)
 		return nil, err
 	}
 	return t, nil
@@ -147,7 +149,7 @@ func OpenTemplate(ns, ifname string) (*Template, error) {
 
 // DetachTemplate removes the template of ifname in ns, if any.
 func DetachTemplate(ns, ifname string) error {
-	return detachPins(ns, ifname, "template", templatePins...)
+	return detachPins(ns, ifname, "template", templateHooks, templatePins...)
 }
 
 // Set changes the peripheral's MAC and address without reattaching.
@@ -183,11 +185,5 @@ func (t *Template) Counters() (TemplateCounters, error) {
 
 // Close releases this handle; the program stays attached (pinned).
 func (t *Template) Close() error {
-	var errs []error
-	if t.link != nil {
-		errs = append(errs, t.link.Close())
-		t.link = nil
-	}
-	errs = append(errs, closeMaps(&t.params, &t.counters)...)
-	return errors.Join(errs...)
+	return errors.Join(closeMaps(&t.params, &t.counters)...)
 }
