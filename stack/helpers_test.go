@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -27,6 +28,13 @@ var (
 func pair(t testing.TB, o mem.Options) (*Stack, *Stack) {
 	t.Helper()
 	la, lb := mem.Pair(macA, macB, o)
+	return stacksOn(t, la, lb)
+}
+
+// stacksOn starts stack A (ipA) on la and stack B (ipB) on lb and closes
+// them when the test ends.
+func stacksOn(t testing.TB, la, lb link.Link) (*Stack, *Stack) {
+	t.Helper()
 	a, err := New(la, Config{Addr: netip.PrefixFrom(ipA, 24)})
 	if err != nil {
 		t.Fatal(err)
@@ -165,4 +173,36 @@ func fixIPChecksum(b []byte) {
 	hl := ip.HeaderLength()
 	b[24], b[25] = 0, 0
 	binary.BigEndian.PutUint16(b[24:], ^sum16(b[14:14+hl]))
+}
+
+// expectBatch reads len(want) datagrams from c (5 s at most) and fails
+// unless they are want's, in order.
+func expectBatch(t testing.TB, c *UDPConn, want []Message) {
+	t.Helper()
+	in := make([]Message, len(want))
+	for i := range in {
+		in[i].Buf = make([]byte, 2048)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got := 0; got < len(want); {
+		k, err := c.ReadBatch(in[got:])
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", got, len(want), err)
+		}
+		got += k
+	}
+	for i := range in {
+		if !bytes.Equal(in[i].Buf[:in[i].N], want[i].Buf) {
+			t.Fatalf("datagram %d differs", i)
+		}
+	}
+}
+
+// patterns is n datagrams of size bytes, each a pattern of its own.
+func patterns(n, size int) []Message {
+	msgs := make([]Message, n)
+	for i := range msgs {
+		msgs[i].Buf = pattern(size, byte(i))
+	}
+	return msgs
 }

@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -113,32 +112,12 @@ func TestGSO(t *testing.T) {
 	ca, _ := a.ListenUDP(netip.AddrPortFrom(ipA, 6000))
 	cb, _ := b.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipA, 6000))
 	const n, size = 40, 1400
-	msgs := make([]Message, n)
-	for i := range msgs {
-		msgs[i].Buf = pattern(size, byte(i))
-	}
+	msgs := patterns(n, size)
 	rec.take()
 	if k, err := cb.WriteBatch(msgs); err != nil || k != n {
 		t.Fatalf("WriteBatch: %d, %v", k, err)
 	}
-	in := make([]Message, n)
-	for i := range in {
-		in[i].Buf = make([]byte, 2000)
-	}
-	got := 0
-	ca.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for got < n {
-		k, err := ca.ReadBatch(in[got:])
-		if err != nil {
-			t.Fatalf("after %d: %v", got, err)
-		}
-		got += k
-	}
-	for i := range in {
-		if !bytes.Equal(in[i].Buf[:in[i].N], msgs[i].Buf) {
-			t.Fatalf("datagram %d differs", i)
-		}
-	}
+	expectBatch(t, ca, msgs)
 	frames := rec.take()
 	if len(frames) != 1 {
 		t.Fatalf("%d frames on the wire, want one super-frame", len(frames))
@@ -201,47 +180,20 @@ func TestGSOSegments(t *testing.T) {
 			if legacy {
 				la = ll
 			}
-			a, err := New(la, Config{Addr: netip.PrefixFrom(ipA, 24)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := New(mb, Config{Addr: netip.PrefixFrom(ipB, 24)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { a.Close(); b.Close() })
+			a, b := stacksOn(t, la, mb)
 			if _, err := a.Ping(ctxT(t), ipB, 1); err != nil {
 				t.Fatal(err)
 			}
 			cb, _ := b.ListenUDP(netip.AddrPortFrom(ipB, 6000))
 			ca, _ := a.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipB, 6000))
 			const n, size = 300, 64
-			msgs := make([]Message, n)
-			for i := range msgs {
-				msgs[i].Buf = pattern(size, byte(i))
-			}
+			msgs := patterns(n, size)
 			rec.take()
 			for round := 0; round < 2; round++ {
 				if k, err := ca.WriteBatch(msgs); err != nil || k != n {
 					t.Fatalf("round %d: WriteBatch: %d, %v", round, k, err)
 				}
-				in := make([]Message, n)
-				for i := range in {
-					in[i].Buf = make([]byte, 2000)
-				}
-				cb.SetReadDeadline(time.Now().Add(5 * time.Second))
-				for got := 0; got < n; {
-					k, err := cb.ReadBatch(in[got:])
-					if err != nil {
-						t.Fatalf("round %d: after %d: %v", round, got, err)
-					}
-					got += k
-				}
-				for i := range in {
-					if !bytes.Equal(in[i].Buf[:in[i].N], msgs[i].Buf) {
-						t.Fatalf("round %d: datagram %d differs", round, i)
-					}
-				}
+				expectBatch(t, cb, msgs)
 			}
 			want := []int{128, 128, 44}
 			if legacy {
