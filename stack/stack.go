@@ -472,6 +472,7 @@ func (s *Stack) inputBatch(frames []link.Frame, p *engine.Packet) {
 	s.eng.RxFrames.Add(uint64(len(frames)))
 	s.eng.RxBytes.Add(bytes)
 	s.endBatch()
+	s.tcp.Flush()
 }
 
 // endBatch publishes the datagrams queued since the last call and wakes

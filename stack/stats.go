@@ -31,8 +31,9 @@ type Stats struct {
 	PortUnreachableSent            uint64
 	PortUnreachableLimited         uint64
 	GSOFramesOut, GSOFramesIn      uint64
-	// LentFramesIn counts received GSO super-frames whose datagrams were
-	// queued where the link received them (link.Lender), not copied.
+	// LentFramesIn counts received GSO super-frames whose datagrams (UDP)
+	// or payload (TCP) were queued where the link received them
+	// (link.Lender), not copied.
 	LentFramesIn   uint64
 	LinkReadErrors uint64
 	// PolledFrames counts received frames a reader took off the link

@@ -20,12 +20,24 @@ type tcpNet struct{ s *Stack }
 var (
 	_ tcp.Network = tcpNet{}
 	_ tcp.Driver  = tcpNet{}
+	_ tcp.Lender  = tcpNet{}
 )
 
 func (n tcpNet) LocalAddr() [4]byte       { return n.s.addr }
 func (n tcpNet) MTU() int                 { return n.s.mtu }
 func (n tcpNet) GSO() bool                { return n.s.gso }
 func (n tcpNet) Drop(r engine.DropReason) { n.s.eng.Drop(r) }
+
+// Hold and Release lend the link's receive buffers to TCP (tcp.Lender):
+// only frames that arrived lent (deliverTCP's loan) are held.
+func (n tcpNet) Hold(loan uint32, k int) bool {
+	if n.s.lender == nil || !n.s.lender.Hold(loan, k) {
+		return false
+	}
+	n.s.st.lentFramesIn.Add(1)
+	return true
+}
+func (n tcpNet) Release(loan uint32, k int) { n.s.lender.Release(loan, k) }
 func (n tcpNet) Drive(ready func() bool, deadline int64, budget time.Duration) {
 	if budget < 0 {
 		budget = n.s.cfg.PollBudget
@@ -136,5 +148,8 @@ func (s *Stack) deliverTCP(p *engine.Packet) {
 		gso = int(p.VNet.GSOSize)
 		s.st.gsoFramesIn.Add(1)
 	}
-	s.tcp.Deliver(p.Src, p.Dst, p.Buf[p.L4:p.End], gso)
+	// The segment lies in the frame as received, where the link may lend
+	// it (s.rxLoan is zero otherwise); ACKs wait for the batch's end
+	// (inputBatch's tcp.Flush).
+	s.tcp.Input(p.Src, p.Dst, p.Buf[p.L4:p.End], gso, s.rxLoan)
 }

@@ -123,8 +123,10 @@ type Conn struct {
 
 	// Receive sequence space. Byte seq s lives at rcvBuf[(s-irs-1)&mask].
 	irs, rcvNxt, rcvRead uint32
-	rcvBuf               []byte // allocated at the first data; rcvCap long
+	rcvBuf               []byte // allocated at the first data copied; rcvCap long
 	rcvCap               int
+	lent                 lentQueue // in-order data left in the network's buffers
+	viewsOut             bool      // a reader's fn holds views of the receive buffer
 	ooo                  []seqRange
 	// dsack is a duplicate just received, reported once as the first
 	// SACK block of the next segment (D-SACK, RFC 2883): a sender that
@@ -145,6 +147,9 @@ type Conn struct {
 	retrans        uint64
 	bytesAcked     uint64
 	bytesReceived  uint64
+
+	// flushing: queued on Protocol.flushing (its receive turn's holder only).
+	flushing bool
 
 	// Transmit side: one goroutine at a time builds and sends.
 	txMu      sync.Mutex
@@ -454,17 +459,24 @@ func (c *Conn) read(max int, bulk bool, fn func(a, b []byte) int) (int, error) {
 		avail := c.readableLocked()
 		if avail > 0 && (avail >= lowat || c.finRcvd || c.err != nil || c.state == stateClosed) {
 			c.rdLowat = 0
-			a, b := ringViews(c.rcvBuf, c.irs+1, c.rcvRead, min(max, avail))
+			a, b := c.rcvViewsLocked(min(max, avail))
+			c.viewsOut = true
 			c.mu.Unlock()
 			n := fn(a, b)
 			if n < 0 || n > len(a)+len(b) {
 				panic("tcp: ReadFunc's fn used more than it was lent")
 			}
+			c.mu.Lock()
+			c.viewsOut = false
+			if c.appClosed {
+				c.releaseLentLocked() // Close left them to us
+			}
 			if n == 0 {
+				c.mu.Unlock()
 				return 0, nil
 			}
-			c.mu.Lock()
 			c.rcvRead += uint32(n)
+			c.consumedLocked()
 			update := c.windowUpdateLocked()
 			c.mu.Unlock()
 			if update {
@@ -720,6 +732,7 @@ func (c *Conn) Close() error {
 		return c.opError("close", ErrClosed)
 	}
 	c.appClosed = true
+	c.releaseLentLockedUnlessViewed() // nobody reads them any more
 	if c.lingerZero || (c.readableLocked() > 0 && c.state.synchronized()) {
 		c.abortLocked(ErrConnAborted)
 	} else {
@@ -739,6 +752,7 @@ func (c *Conn) Close() error {
 func (c *Conn) Abort() {
 	c.mu.Lock()
 	c.appClosed = true
+	c.releaseLentLockedUnlessViewed()
 	c.abortLocked(ErrConnAborted)
 	c.mu.Unlock()
 }

@@ -28,8 +28,13 @@
 //     segments (RFC 6928), CUBIC (RFC 9438) in congestion avoidance;
 //   - speed: with a GSO-capable route, sends leave as TCPv4 super-frames of
 //     up to 64 KiB; received super-frames are taken as they are; payload is
-//     copied once, into ring buffers indexed by sequence number that grow
-//     on demand up to Config.MaxBuffer (4 MiB by default) and hold
-//     out-of-order data in place. The steady state allocates nothing per
-//     segment.
+//     copied at most once, into ring buffers indexed by sequence number
+//     that grow on demand up to Config.MaxBuffer (4 MiB by default) and
+//     hold out-of-order data in place. When the network lends the buffers
+//     frames arrive in (Lender), an in-order super-frame's payload is not
+//     copied at all: it stays in the link's buffer until the reader has
+//     consumed it (lend.go). Segments are taken in receive batches (Input),
+//     and each connection sends what the batch calls for once, when the
+//     batch ends (Flush): a bulk receiver acknowledges once per batch. The
+//     steady state allocates nothing per segment.
 package tcp

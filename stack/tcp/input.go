@@ -8,8 +8,10 @@ import (
 )
 
 // input processes one segment for the connection (RFC 9293 §3.10.7.3
-// for SYN-SENT, §3.10.7.4 for the other states).
-func (c *Conn) input(in *inSeg) {
+// for SYN-SENT, §3.10.7.4 for the other states). It reports whether the
+// connection may owe the network a segment now (the caller runs output,
+// at the latest when its receive batch ends).
+func (c *Conn) input(in *inSeg) bool {
 	c.mu.Lock()
 	reuse := c.inputLocked(in)
 	c.mu.Unlock()
@@ -22,9 +24,9 @@ func (c *Conn) input(in *inSeg) {
 		if l != nil {
 			l.input(in)
 		}
-		return
+		return false
 	}
-	c.output()
+	return true
 }
 
 func (c *Conn) dropLocked(r engine.DropReason) { c.p.net.Drop(r) }
@@ -483,11 +485,10 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 			c.rcvSinceGrow = 0
 		}
 	}
-	if c.rcvBuf == nil { // a connection that never receives never pays for a ring
-		c.rcvBuf = make([]byte, c.rcvCap)
-	}
 	if seq == c.rcvNxt {
-		ringWrite(c.rcvBuf, c.irs+1, seq, payload)
+		if !c.lendLocked(seq, payload, in.loan) {
+			c.ringWriteLocked(seq, payload)
+		}
 		before := c.rcvNxt
 		c.rcvNxt += uint32(len(payload))
 		hadOOO := len(c.ooo) > 0
@@ -519,9 +520,17 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 	if !c.addOOOLocked(seq, seq+uint32(len(payload))) {
 		c.dropLocked(engine.DropTCPOutOfOrderFull)
 	} else {
-		ringWrite(c.rcvBuf, c.irs+1, seq, payload)
+		c.ringWriteLocked(seq, payload)
 	}
 	c.ackNow = true
+}
+
+// ringWriteLocked copies payload into the receive ring at seq.
+func (c *Conn) ringWriteLocked(seq uint32, payload []byte) {
+	if c.rcvBuf == nil { // a connection that never receives never pays for a ring
+		c.rcvBuf = make([]byte, c.rcvCap)
+	}
+	ringWrite(c.rcvBuf, c.irs+1, seq, payload)
 }
 
 // addOOOLocked records [start, end) as held, merging neighbours.

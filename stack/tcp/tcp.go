@@ -78,6 +78,17 @@ type Driver interface {
 	Drive(ready func() bool, deadline int64, budget time.Duration)
 }
 
+// Lender is implemented by a Network whose received segments may lie in
+// buffers of the link it can lend (Input's loan, not zero): the payload of
+// an in-order super-frame then stays where the kernel wrote it, queued for
+// the reader, instead of being copied into the receive ring. Hold takes n
+// holds on the buffer of loan (false: none to spare now, the payload is
+// copied); Release gives n back and is safe for concurrent use.
+type Lender interface {
+	Hold(loan uint32, n int) bool
+	Release(loan uint32, n int)
+}
+
 // Config holds the protocol's tunables; zero fields take the defaults.
 type Config struct {
 	// MaxBuffer is the largest send and receive buffer of a connection
@@ -189,15 +200,16 @@ type fourTuple struct {
 }
 
 // Protocol is the TCP instance of one stack: its connections, listeners
-// and ephemeral ports. Its methods are safe for concurrent use; Deliver
-// belongs to the stack's receive goroutine.
+// and ephemeral ports. Its methods are safe for concurrent use; Deliver,
+// Input and Flush belong to the stack's holder of the link's receive turn.
 type Protocol struct {
-	net   Network
-	drv   Driver // net, when it is one
-	cfg   Config
-	laddr [4]byte
-	wsh   uint8 // our window shift, from MaxBuffer
-	epoch time.Time
+	net    Network
+	drv    Driver // net, when it is one
+	lender Lender // net, when it is one
+	cfg    Config
+	laddr  [4]byte
+	wsh    uint8 // our window shift, from MaxBuffer
+	epoch  time.Time
 
 	mu        sync.RWMutex
 	conns     map[fourTuple]*Conn
@@ -207,6 +219,12 @@ type Protocol struct {
 
 	ctlMu  sync.Mutex // guards ctl and ctlBuf: RSTs for segments without a connection
 	ctlBuf []byte
+
+	// flushing is the connections whose output (ACKs, window updates,
+	// data the ACKs let go) waits for the end of the receive batch:
+	// Flush sends it, once per connection and batch. Used only by the
+	// caller of Input and Flush (the holder of the link's receive turn).
+	flushing []*Conn
 
 	st Stats
 }
@@ -233,6 +251,7 @@ func New(n Network, cfg Config) *Protocol {
 		ctlBuf:    make([]byte, Headroom+header.TCPMaximumSize),
 	}
 	p.drv, _ = n.(Driver)
+	p.lender, _ = n.(Lender)
 	for p.wsh = 0; p.wsh < header.TCPMaxWindowScale && cfg.MaxBuffer>>p.wsh > 0xffff; p.wsh++ {
 	}
 	p.nextPort.Store(rand.Uint32N(ephemeralCount))
@@ -406,9 +425,30 @@ func (p *Protocol) remove(c *Conn) {
 }
 
 // Deliver processes one received segment seg (TCP header and payload,
-// checksum already verified) from src to dst. gsoSize is the segment size
-// of a received super-frame, 0 otherwise. It does not retain seg.
+// checksum already verified) from src to dst and sends what it calls for
+// at once. gsoSize is the segment size of a received super-frame, 0
+// otherwise. It does not retain seg.
 func (p *Protocol) Deliver(src, dst [4]byte, seg []byte, gsoSize int) {
+	p.Input(src, dst, seg, gsoSize, 0)
+	p.Flush()
+}
+
+// lendMin is the smallest in-order payload kept in a lent link buffer
+// rather than copied into the ring: a super-frame's worth. A segment of
+// one MSS would pin a 64 KiB buffer for 1.4 KiB and run the link's pool
+// of loans dry.
+const lendMin = 8 << 10
+
+// Input is Deliver for a receive batch: what the segment calls for (an
+// ACK, data the ACK lets go) is sent by the Flush that ends the batch,
+// once per connection however many of its segments the batch held. A
+// bulk receiver then acknowledges once per batch, and the ACK leaves
+// before the batch's data is read. A non-zero loan says seg lies in a
+// buffer the network lends (see Lender): in-order payload of lendMin
+// bytes or more may stay there until the reader consumes it. Input and
+// Flush belong to one goroutine at a time (the stack's holder of the
+// link's receive turn).
+func (p *Protocol) Input(src, dst [4]byte, seg []byte, gsoSize int, loan uint32) {
 	t := header.TCP(seg)
 	if !t.IsValid() {
 		p.net.Drop(engine.DropTCPTruncated)
@@ -423,6 +463,9 @@ func (p *Protocol) Deliver(src, dst [4]byte, seg []byte, gsoSize int) {
 	in.payload = t.Payload()
 	in.sport, in.dport = t.SrcPort(), t.DstPort()
 	in.src = src
+	if p.lender != nil {
+		in.loan = loan
+	}
 	p.st.SegsIn.Add(1)
 	if gsoSize > 0 {
 		p.st.GSOIn.Add(1)
@@ -436,7 +479,10 @@ func (p *Protocol) Deliver(src, dst [4]byte, seg []byte, gsoSize int) {
 	p.mu.RUnlock()
 	switch {
 	case c != nil:
-		c.input(&in)
+		if c.input(&in) && !c.flushing {
+			c.flushing = true
+			p.flushing = append(p.flushing, c)
+		}
 	case l != nil && dst == p.laddr:
 		l.input(&in)
 	default:
@@ -445,6 +491,17 @@ func (p *Protocol) Deliver(src, dst [4]byte, seg []byte, gsoSize int) {
 			p.resetFor(&in)
 		}
 	}
+}
+
+// Flush ends a receive batch: every connection Input gave a segment to
+// sends what it owes.
+func (p *Protocol) Flush() {
+	for i, c := range p.flushing {
+		c.flushing = false
+		c.output()
+		p.flushing[i] = nil
+	}
+	p.flushing = p.flushing[:0]
 }
 
 // resetFor answers a segment that found no connection (RFC 9293 §3.10.7.1).
@@ -490,6 +547,7 @@ type inSeg struct {
 	wnd          uint16
 	opts         header.TCPOptions
 	payload      []byte
+	loan         uint32 // payload lies in this buffer of p.lender (0: none)
 }
 
 // segLen is the sequence space the segment occupies.

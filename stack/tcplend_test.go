@@ -1,0 +1,174 @@
+package stack
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/stack/link"
+	"github.com/netstation/netstation/stack/link/impair"
+	"github.com/netstation/netstation/stack/link/mem"
+	"github.com/netstation/netstation/stack/tcp"
+)
+
+// tcpLent connects a client on a plain mem link to a server on a stack
+// whose link lends its receive buffers (at most limit out at once).
+// The client's frames are lost at lossPPM (once connected), so segments
+// also arrive out of order.
+func tcpLent(t *testing.T, limit int32, lossPPM uint32) (client, server *tcp.Conn, srv *Stack, l *lendingLink) {
+	t.Helper()
+	la, lb := mem.Pair(macA, macB, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
+	l = newLendingLink(la, limit)
+	a, err := New(l, Config{Addr: netip.PrefixFrom(ipA, 24)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossy := impair.Wrap(lb)
+	b, err := New(lossy, Config{Addr: netip.PrefixFrom(ipB, 24)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(); a.Close() })
+	ln, err := a.ListenTCP(netip.AddrPortFrom(ipA, 9000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	client, err = b.DialTCP(ctxT(t), netip.AddrPort{}, netip.AddrPortFrom(ipA, 9000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-acc:
+		server = c.(*tcp.Conn)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no accept")
+	}
+	lossy.Set(impair.Params{LossPPM: lossPPM, Seed: 1})
+	return client, server, a, l
+}
+
+// randomBytes is a stream no shift of which repeats it (unlike pattern).
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// waitHeld waits until the link has want buffers on loan.
+func waitHeld(t *testing.T, l *lendingLink, want int32) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); l.held.Load() != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d buffers on loan, want %d", l.held.Load(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestTCPLent: a TCP stream into a stack whose link lends its buffers
+// arrives whole and in order through Read and through ReadFunc taking
+// parts of what it is lent, the super-frames' payloads are lent rather
+// than copied, and every buffer goes back to the link once read. With
+// the link's loans capped low, the rest is copied and the stream is the
+// same, and so it is with losses (data held out of order is copied, and
+// loans resume in order after it).
+func TestTCPLent(t *testing.T) {
+	for _, c := range []struct {
+		limit int32
+		loss  uint32
+	}{{7, 0}, {1, 0}, {7, 20000}} {
+		limit := c.limit
+		client, server, st, l := tcpLent(t, limit, c.loss)
+		data := randomBytes(6<<20+1234, uint64(limit))
+		werr := make(chan error, 1)
+		go func() {
+			_, err := client.Write(data)
+			client.CloseWrite()
+			werr <- err
+		}()
+		server.SetReadDeadline(time.Now().Add(30 * time.Second)) // a stream gone wrong fails, not hangs
+		got := make([]byte, 0, len(data))
+		buf := make([]byte, 100<<10)
+		for i := 0; ; i++ {
+			var n int
+			var err error
+			if i%2 == 0 {
+				n, err = server.Read(buf[:[]int{100 << 10, 1000, 7, 64 << 10}[i/2%4]])
+				got = append(got, buf[:n]...)
+			} else {
+				n, err = server.ReadFunc(1<<20, func(a, b []byte) int {
+					take := len(a) + len(b)
+					if i%3 == 0 && take > 1 {
+						take = take/2 + 1 // the rest is lent again
+					}
+					k := min(take, len(a))
+					got = append(got, a[:k]...)
+					got = append(got, b[:take-k]...)
+					return take
+				})
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("limit %d: read after %d bytes: %v", limit, len(got), err)
+			}
+		}
+		if err := <-werr; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			i := 0
+			for i < min(len(got), len(data)) && got[i] == data[i] {
+				i++
+			}
+			t.Fatalf("limit %d: got %d bytes, want %d; first difference at %d", limit, len(got), len(data), i)
+		}
+		if lent := st.Stats().LentFramesIn; lent == 0 {
+			t.Errorf("limit %d: no super-frame lent", limit)
+		}
+		if c.loss > 0 && client.Info().Retransmits == 0 {
+			t.Errorf("loss %d ppm: nothing retransmitted", c.loss)
+		}
+		waitHeld(t, l, 0)
+	}
+}
+
+// TestTCPLentClose: data left unread on loan goes back to the link when
+// the connection is closed.
+func TestTCPLentClose(t *testing.T) {
+	client, server, st, l := tcpLent(t, 7, 0)
+	data := randomBytes(512<<10, 9)
+	if _, err := client.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); server.Buffered() < len(data); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d bytes arrived", server.Buffered(), len(data))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st.Stats().LentFramesIn == 0 || l.held.Load() == 0 {
+		t.Fatalf("nothing on loan (%d lent, %d held)", st.Stats().LentFramesIn, l.held.Load())
+	}
+	// Read some, from inside a lent chunk, then close with the rest unread.
+	buf := make([]byte, 3000)
+	if _, err := io.ReadFull(server, buf); err != nil || !bytes.Equal(buf, data[:3000]) {
+		t.Fatalf("read: %v, equal %v", err, bytes.Equal(buf, data[:3000]))
+	}
+	server.Close()
+	waitHeld(t, l, 0)
+}
