@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -231,9 +230,7 @@ mac, pid, state, restarts, rx, tx, drops, services, ...}], ...}.`,
 			case "json":
 				// One shape with and without -t: a list of testbeds
 				// (docs/CLI.md; TestJSONShapes keeps it).
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(all)
+				return printJSON(all)
 			case "table", "":
 				for i, st := range all {
 					if i > 0 {

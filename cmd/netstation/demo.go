@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -51,8 +50,8 @@ The default testbed is brought up if no testbed is up.`,
 			if _, err := fmt.Sscanf(tile, "%dx%d", &a.TileW, &a.TileH); err != nil {
 				return fmt.Errorf("--tile %q: want WxH, e.g. 20x18", tile)
 			}
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o must be text or json")
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			name, err := ensureTestbed(cmd, tb)
 			if err != nil {
@@ -65,11 +64,8 @@ The default testbed is brought up if no testbed is up.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				j, _ := json.MarshalIndent(res, "", "  ")
-				fmt.Println(string(j))
-			} else {
-				printTransfer(a, res)
+			if err := emit(output, res, func() { printTransfer(a, res) }); err != nil {
+				return err
 			}
 			if !res.Match {
 				return fmt.Errorf("%s shows a frame that differs from the image in %d pixels", a.Display, res.DiffPixels)
@@ -129,8 +125,8 @@ the disk counting the wanted reason). On a multi-host testbed the revocation
 reaches every host that runs a cpu, through the agents.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o must be text or json")
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			name, err := ensureTestbed(cmd, tb)
 			if err != nil {
@@ -141,10 +137,7 @@ reaches every host that runs a cpu, through the agents.`,
 				return err
 			}
 			unexpected := res.Unexpected()
-			if output == "json" {
-				j, _ := json.MarshalIndent(res, "", "  ")
-				fmt.Println(string(j))
-			} else {
+			err = emit(output, res, func() {
 				for _, k := range res.Cases {
 					mark := "as expected"
 					if slices.Contains(unexpected, k.Name) {
@@ -153,6 +146,9 @@ reaches every host that runs a cpu, through the agents.`,
 					fmt.Printf("  %-42s %-6s -> %-14s (%s)\n", k.Name, k.Op, k.Code, mark)
 				}
 				fmt.Printf("%s refused: %s; capability version %d -> %d\n", to, formatDrops(res.Refused), res.VersionBefore, res.VersionAfter)
+			})
+			if err != nil {
+				return err
 			}
 			if len(unexpected) > 0 {
 				return fmt.Errorf("%d of %d cases UNEXPECTED: %s", len(unexpected), len(res.Cases), strings.Join(unexpected, "; "))
@@ -184,16 +180,12 @@ func newDiskCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				j, _ := json.MarshalIndent(st, "", "  ")
-				fmt.Println(string(j))
-				return nil
-			}
-			fmt.Printf("%s: access %s (capability version %d), %d sessions\n", a[0], st.Access, st.Version, st.Sessions)
-			fmt.Printf("  requests %s\n  errors %s\n  drops %s\n  refused %s\n", formatDrops(st.Requests), formatDrops(st.Errors), formatDrops(st.Drops), formatDrops(st.Refused))
-			x := st.Transfers
-			fmt.Printf("  transfers: %d orders, %d completed, %d failed, %d frames, %d tiles (%d resent), %d bytes\n", x.Orders, x.Completed, x.Failed, x.Frames, x.Tiles, x.Resent, x.Bytes)
-			return nil
+			return emit(output, st, func() {
+				fmt.Printf("%s: access %s (capability version %d), %d sessions\n", a[0], st.Access, st.Version, st.Sessions)
+				fmt.Printf("  requests %s\n  errors %s\n  drops %s\n  refused %s\n", formatDrops(st.Requests), formatDrops(st.Errors), formatDrops(st.Drops), formatDrops(st.Refused))
+				x := st.Transfers
+				fmt.Printf("  transfers: %d orders, %d completed, %d failed, %d frames, %d tiles (%d resent), %d bytes\n", x.Orders, x.Completed, x.Failed, x.Frames, x.Tiles, x.Resent, x.Bytes)
+			})
 		},
 	}
 	stats.Flags().StringVarP(&output, "output", "o", "text", "text or json")
@@ -245,8 +237,8 @@ nbdcopy onto the disk needs); all is every right. --offset and --length take
 sizes (4096, 64MiB); the default range is the whole disk.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o must be text or json")
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			var g testbed.GrantArgs
 			var err error
@@ -278,18 +270,14 @@ sizes (4096, 64MiB); the default range is the whole disk.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				j, _ := json.MarshalIndent(res, "", "  ")
-				fmt.Println(string(j))
-				return nil
-			}
-			fmt.Printf("%s: %s on bytes [%d, %d), version %d, until %s (%v)\n", res.Disk, res.Rights, res.Offset,
-				res.Offset+res.Length, res.Version, res.Expires.Local().Format(time.RFC3339), ttl)
-			fmt.Printf("capability: %s\n", res.Capability)
-			fmt.Printf("uri: %s\n", res.URI)
-			fmt.Printf("reach: %s\n", res.Reach)
-			fmt.Printf("revoke: netstation disk revoke -t %s %s\n", name, res.Disk)
-			return nil
+			return emit(output, res, func() {
+				fmt.Printf("%s: %s on bytes [%d, %d), version %d, until %s (%v)\n", res.Disk, res.Rights, res.Offset,
+					res.Offset+res.Length, res.Version, res.Expires.Local().Format(time.RFC3339), ttl)
+				fmt.Printf("capability: %s\n", res.Capability)
+				fmt.Printf("uri: %s\n", res.URI)
+				fmt.Printf("reach: %s\n", res.Reach)
+				fmt.Printf("revoke: netstation disk revoke -t %s %s\n", name, res.Disk)
+			})
 		},
 	}
 	f := c.Flags()
@@ -342,8 +330,8 @@ The default testbed is brought up if no testbed is up.`,
 			if stackName != "user" && stackName != "kernel" {
 				return fmt.Errorf("--stack must be user or kernel")
 			}
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o must be text or json")
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			name, err := ensureTestbed(cmd, tb)
 			if err != nil {

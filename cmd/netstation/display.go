@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -65,16 +64,12 @@ func newDisplayStatsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				j, _ := json.MarshalIndent(st, "", "  ")
-				fmt.Println(string(j))
-				return nil
-			}
-			fmt.Printf("%s: %dx%d %s\n", a[0], st.Width, st.Height, st.Format)
-			fmt.Printf("  frames presented %d (%d by rule), %.1f frames/s now, %.1f over the stream\n", st.Frames, st.Implicit, st.FPS, st.AvgFPS)
-			fmt.Printf("  tiles %d received, %d lost; %d datagrams, %d bytes\n", st.Tiles, st.TilesLost, st.Datagrams, st.Bytes)
-			fmt.Printf("  drops %s\n", formatDrops(st.Drops))
-			return nil
+			return emit(output, st, func() {
+				fmt.Printf("%s: %dx%d %s\n", a[0], st.Width, st.Height, st.Format)
+				fmt.Printf("  frames presented %d (%d by rule), %.1f frames/s now, %.1f over the stream\n", st.Frames, st.Implicit, st.FPS, st.AvgFPS)
+				fmt.Printf("  tiles %d received, %d lost; %d datagrams, %d bytes\n", st.Tiles, st.TilesLost, st.Datagrams, st.Bytes)
+				fmt.Printf("  drops %s\n", formatDrops(st.Drops))
+			})
 		},
 	}
 	c.Flags().StringVarP(&tb, "testbed", "t", "", "testbed (default: the one up)")
@@ -118,8 +113,8 @@ The default testbed is brought up if no testbed is up.`,
 			if _, err := fmt.Sscanf(tile, "%dx%d", &a.TileW, &a.TileH); err != nil {
 				return fmt.Errorf("--tile %q: want WxH, e.g. 20x18", tile)
 			}
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o must be text or json")
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			if a.Frames == 0 && a.Duration == 0 {
 				a.Frames = 300
@@ -140,9 +135,7 @@ The default testbed is brought up if no testbed is up.`,
 				return err
 			}
 			if output == "json" {
-				j, _ := json.MarshalIndent(res, "", "  ")
-				fmt.Println(string(j))
-				return nil
+				return printJSON(res)
 			}
 			s := res.Sent
 			fmt.Printf("%s -> %s: %d frames of %dx%d %s in %.2fs: %.1f frames/s, %.1f Mbit/s (%d tiles, %d RLE; rendering %.2fs)\n",

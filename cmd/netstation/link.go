@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -134,9 +133,7 @@ once (counted in status) so that its link keeps the qdisc.`,
 			}
 			switch output {
 			case "json":
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(links)
+				return printJSON(links)
 			case "table", "":
 				printLinks(os.Stdout, links)
 				return nil

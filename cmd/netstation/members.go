@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -35,12 +34,10 @@ alive again.`,
 				return err
 			}
 			if output == "json" {
-				b, _ := json.MarshalIndent(v, "", "  ")
-				fmt.Println(string(b))
-				return nil
+				return printJSON(v)
 			}
-			if output != "text" {
-				return fmt.Errorf("-o must be text or json")
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			fmt.Printf("view of %s (%d members, %d packets in, %d out)\n", v.Node, v.Stats.Members, v.Stats.PacketsIn, v.Stats.PacketsOut)
 			w := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
