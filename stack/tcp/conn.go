@@ -490,8 +490,16 @@ func (c *Conn) read(max int, bulk bool, fn func(a, b []byte) int) (int, error) {
 		}
 		c.rdLowat = lowat // the receive path wakes us only past it
 		c.mu.Unlock()
-		if !drove && c.p.drv != nil {
-			drove = true // readReady waits for the mark too
+		// Only a reader waiting for the next byte drives the network: one
+		// waiting for a low-water mark's worth waits for many segments,
+		// whose latency polling does not buy, and it would take them off
+		// the link itself (in buffers the link does not lend, so copied,
+		// and spinning between them) while the receive goroutine, woken
+		// by the netpoller, takes them in lent buffers and acknowledges
+		// them as promptly. Under fio's 1 MiB NBD WRITEs this was a quarter
+		// less CPU per byte in disk0 (1.10 against 1.48 s per GiB).
+		if !drove && c.p.drv != nil && lowat <= 1 {
+			drove = true
 			c.drive()
 			c.mu.Lock()
 			c.rdLowat = 0 // set again before any wait
