@@ -345,7 +345,15 @@ func (s *Stack) receiveLoop() {
 	errs := 0
 	for {
 		n, err := s.link.ReadBatch(frames)
-		s.inputBatch(frames[:n], &p)
+		if s.inputBatch(frames[:n], &p) {
+			// A reader was woken: let it run now, while what it reads
+			// is still in cache. With one P (peripherals run with
+			// GOMAXPROCS=1) it would otherwise wait until this loop
+			// blocks or is preempted (10 ms), by which time the loop has
+			// queued megabytes more: the first datagrams are cold, and
+			// the link's lendable buffers run out so the stack copies.
+			runtime.Gosched()
+		}
 		if err != nil {
 			if errors.Is(err, link.ErrClosed) || s.closed() {
 				return
@@ -460,9 +468,9 @@ func (s *Stack) pollBatch(frames []link.Frame) {
 // the link's receive turn calls it: the receive goroutine between two
 // ReadBatch calls, a reader polling the link (drive), or a test standing
 // in for them while they are idle.
-func (s *Stack) inputBatch(frames []link.Frame, p *engine.Packet) {
+func (s *Stack) inputBatch(frames []link.Frame, p *engine.Packet) (woke bool) {
 	if len(frames) == 0 {
-		return
+		return false
 	}
 	var bytes uint64
 	for i := range frames {
@@ -471,26 +479,31 @@ func (s *Stack) inputBatch(frames []link.Frame, p *engine.Packet) {
 	}
 	s.eng.RxFrames.Add(uint64(len(frames)))
 	s.eng.RxBytes.Add(bytes)
-	s.endBatch()
+	woke = s.endBatch()
 	s.tcp.Flush()
+	return woke
 }
 
 // endBatch publishes the datagrams queued since the last call and wakes
-// the readers of the sockets that got some.
-func (s *Stack) endBatch() {
+// the readers of the sockets that got some; it reports whether one was
+// asleep.
+func (s *Stack) endBatch() (woke bool) {
 	for _, c := range s.rxTouched {
 		c.q.publish()
 		c.rxDatagrams.Add(c.q.pendDatagrams)
 		c.rxBytes.Add(c.q.pendBytes)
 		lent := c.q.pendLent
 		c.q.pendDatagrams, c.q.pendBytes, c.q.pendLent, c.q.touched = 0, 0, 0, false
-		c.q.wake()
+		if c.q.wake() {
+			woke = true
+		}
 		if lent > 0 && c.isClosed() {
 			c.reclaimLent() // looked up before it closed: nobody will read it
 		}
 	}
 	clear(s.rxTouched)
 	s.rxTouched = s.rxTouched[:0]
+	return woke
 }
 
 // input runs one received frame through the engine and on to its owner.

@@ -865,11 +865,13 @@ func (q *rxQueue) publish() {
 	}
 }
 
-// wake rouses a sleeping reader, if any.
-func (q *rxQueue) wake() {
+// wake rouses a sleeping reader, if any, and reports whether it did.
+func (q *rxQueue) wake() bool {
 	if q.waiting.Load() && q.waiting.CompareAndSwap(true, false) {
 		q.kick()
+		return true
 	}
+	return false
 }
 
 func (q *rxQueue) kick() {
