@@ -18,14 +18,19 @@ import (
 type tcpNet struct{ s *Stack }
 
 var (
-	_ tcp.Network = tcpNet{}
-	_ tcp.Driver  = tcpNet{}
-	_ tcp.Lender  = tcpNet{}
+	_ tcp.Network  = tcpNet{}
+	_ tcp.Driver   = tcpNet{}
+	_ tcp.Lender   = tcpNet{}
+	_ tcp.Gatherer = tcpNet{}
 )
 
-func (n tcpNet) LocalAddr() [4]byte       { return n.s.addr }
-func (n tcpNet) MTU() int                 { return n.s.mtu }
-func (n tcpNet) GSO() bool                { return n.s.gso }
+func (n tcpNet) LocalAddr() [4]byte { return n.s.addr }
+func (n tcpNet) MTU() int           { return n.s.mtu }
+func (n tcpNet) GSO() bool          { return n.s.gso }
+
+// Gather: a link that gathers and finishes checksums takes a segment's
+// payload from the connection's send ring as pieces (tcp.Gatherer).
+func (n tcpNet) Gather() bool             { return n.s.gather && n.s.offload }
 func (n tcpNet) Drop(r engine.DropReason) { n.s.eng.Drop(r) }
 
 // Hold and Release lend the link's receive buffers to TCP (tcp.Lender):
@@ -61,6 +66,7 @@ type tcpRoute struct {
 	dst    [4]byte
 	tmpl   engine.Template
 	frames []link.Frame
+	pieces [][]byte // a gathered segment's: headers, payload pieces
 }
 
 const tcpCsumStart = header.EthernetMinimumSize + header.IPv4MinimumSize
@@ -75,8 +81,15 @@ func (r *tcpRoute) Output(segs []tcp.Segment) error {
 	eth := header.EthernetFields{Dst: mac, Src: s.mac, Type: header.EtherTypeIPv4}
 	r.frames = r.frames[:0]
 	for i := range segs {
-		b := segs[i].Buf
-		l4 := len(b) - tcpCsumStart
+		seg := &segs[i]
+		b := seg.Buf
+		pay := len(seg.Payload[0]) + len(seg.Payload[1])
+		if pay > 0 && !ok {
+			// Waiting for ARP: the queue keeps a copy of the whole frame.
+			b = append(append(b, seg.Payload[0]...), seg.Payload[1]...)
+			pay = 0
+		}
+		l4 := len(b) + pay - tcpCsumStart
 		header.Ethernet(b).Encode(&eth)
 		header.IPv4(b[header.EthernetMinimumSize:]).Encode(&header.IPv4Fields{
 			TotalLength: uint16(header.IPv4MinimumSize + l4),
@@ -89,12 +102,22 @@ func (r *tcpRoute) Output(segs []tcp.Segment) error {
 		})
 		pseudo := checksum.PseudoHeader(s.addr, r.dst, header.ProtocolTCP, uint16(l4))
 		var v link.VNetHdr
-		if g := segs[i].GSOSize; g > 0 {
-			v = link.VNetHdr{GSOType: link.GSOTCPv4, GSOSize: uint16(g), HdrLen: uint16(tcpCsumStart + segs[i].HdrLen)}
+		if g := seg.GSOSize; g > 0 {
+			v = link.VNetHdr{GSOType: link.GSOTCPv4, GSOSize: uint16(g), HdrLen: uint16(tcpCsumStart + seg.HdrLen)}
 			engine.SetL4Checksum(b, tcpCsumStart, 16, pseudo, true, &v)
 			s.st.gsoFramesOut.Add(1)
 		} else {
-			engine.SetL4Checksum(b, tcpCsumStart, 16, pseudo, s.offload, &v)
+			// A gathered segment's checksum is the link's to finish
+			// (tcpNet.Gather asks for offload).
+			engine.SetL4Checksum(b, tcpCsumStart, 16, pseudo, s.offload || pay > 0, &v)
+		}
+		if pay > 0 {
+			if err := r.gather(b, seg, v); err != nil {
+				clear(r.frames)
+				r.frames = r.frames[:0]
+				return err
+			}
+			continue
 		}
 		if ok {
 			r.frames = append(r.frames, link.Frame{Buf: b, VNet: v})
@@ -118,6 +141,34 @@ func (r *tcpRoute) Output(segs []tcp.Segment) error {
 	}
 	_, err = s.eng.Transmit(r.frames, &r.tmpl)
 	clear(r.frames) // do not keep the connection's buffers reachable from here
+	return err
+}
+
+// gather sends the segment whose headers are b and whose payload is in
+// seg.Payload as pieces the link gathers, after the frames before it; a
+// link that cannot gather this frame now gets it assembled in b's room.
+func (r *tcpRoute) gather(b []byte, seg *tcp.Segment, v link.VNetHdr) error {
+	s := r.s
+	if len(r.frames) > 0 { // keep the order of frames
+		_, err := s.eng.Transmit(r.frames, &r.tmpl)
+		clear(r.frames)
+		r.frames = r.frames[:0]
+		if err != nil {
+			return err
+		}
+	}
+	r.pieces = append(r.pieces[:0], b, seg.Payload[0])
+	if len(seg.Payload[1]) > 0 {
+		r.pieces = append(r.pieces, seg.Payload[1])
+	}
+	sent, err := s.eng.TransmitGather(v, r.pieces, &r.tmpl)
+	clear(r.pieces) // do not keep the connection's buffers reachable from here
+	if sent {
+		return err
+	}
+	b = append(append(b, seg.Payload[0]...), seg.Payload[1]...)
+	f := [1]link.Frame{{Buf: b, VNet: v}}
+	_, err = s.eng.Transmit(f[:], &r.tmpl)
 	return err
 }
 

@@ -28,6 +28,9 @@ func (c *Conn) output() {
 				if c.rt.Output(c.txSegs[:n]) == nil {
 					c.p.st.SegsOut.Add(uint64(n))
 				}
+				for i := range n {
+					c.txSegs[i].Payload = [2][]byte{} // keep no old ring alive
+				}
 			}
 			if !more {
 				break
@@ -39,6 +42,11 @@ func (c *Conn) output() {
 		}
 	}
 }
+
+// gatherMin is the smallest payload sent from the ring as a piece of its
+// own (Gatherer) rather than copied behind the header: a request's or
+// reply's few bytes cost less to copy than a longer gather list.
+const gatherMin = 2048
 
 // buf returns tx slot i with room for size bytes.
 func (c *Conn) buf(i, size int) []byte {
@@ -440,10 +448,16 @@ func (c *Conn) buildDataLocked(i int, seq uint32, size int, fin bool) {
 	hl := header.TCPMinimumSize + header.TCPOptionsSize(&f.Opts)
 	b := c.buf(i, Headroom+hl+size)
 	header.TCP(b[Headroom:]).Encode(&f)
-	if size > 0 {
+	s := Segment{Buf: b, HdrLen: hl}
+	if size >= gatherMin && c.p.gather {
+		// The payload stays in the ring until the link's copy: bytes the
+		// writer may reuse meanwhile are only those the peer acknowledged,
+		// which it drops as duplicates if this is a retransmission of them.
+		s.Buf = b[:Headroom+hl]
+		s.Payload[0], s.Payload[1] = ringViews(c.sndBuf, c.iss+1, seq, size)
+	} else if size > 0 {
 		ringRead(c.sndBuf, c.iss+1, seq, b[Headroom+hl:])
 	}
-	s := Segment{Buf: b, HdrLen: hl}
 	if mss := c.mssForHdrLocked(hl); size > mss {
 		s.GSOSize = mss
 		c.p.st.GSOOut.Add(1)

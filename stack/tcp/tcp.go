@@ -40,10 +40,26 @@ const Headroom = header.EthernetMinimumSize + header.IPv4MinimumSize
 // payload. GSOSize > 0 asks the link to cut the payload into segments of
 // GSOSize bytes (TCPv4 GSO); the route may then not compute the checksum
 // itself.
+//
+// With a Gatherer network, a data segment may leave its payload where it
+// is, in the connection's send ring: Buf then ends after the TCP header,
+// Payload holds the payload in one or two pieces, and Buf's capacity has
+// room for the payload after the header, so a route that cannot gather
+// this frame appends the pieces to Buf and sends it whole. The route
+// computes no checksum over Payload itself (the link finishes it).
 type Segment struct {
 	Buf     []byte
 	GSOSize int
 	HdrLen  int // TCP header length, options included
+	Payload [2][]byte
+}
+
+// Gatherer is implemented by a Network whose routes send a segment's
+// headers and payload as pieces gathered by the link (Segment.Payload),
+// with the checksum offloaded: a super-frame is then never assembled in
+// user memory, and the copy into the link is the only one.
+type Gatherer interface {
+	Gather() bool
 }
 
 // Route sends the segments of one connection. The route belongs to one
@@ -206,6 +222,7 @@ type Protocol struct {
 	net    Network
 	drv    Driver // net, when it is one
 	lender Lender // net, when it is one
+	gather bool   // net gathers Segment.Payload
 	cfg    Config
 	laddr  [4]byte
 	wsh    uint8 // our window shift, from MaxBuffer
@@ -252,6 +269,9 @@ func New(n Network, cfg Config) *Protocol {
 	}
 	p.drv, _ = n.(Driver)
 	p.lender, _ = n.(Lender)
+	if g, ok := n.(Gatherer); ok {
+		p.gather = g.Gather()
+	}
 	for p.wsh = 0; p.wsh < header.TCPMaxWindowScale && cfg.MaxBuffer>>p.wsh > 0xffff; p.wsh++ {
 	}
 	p.nextPort.Store(rand.Uint32N(ephemeralCount))

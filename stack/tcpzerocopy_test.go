@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +172,92 @@ func TestTCPLentClose(t *testing.T) {
 	}
 	server.Close()
 	waitHeld(t, l, 0)
+}
+
+// gatherLink is a mem link that gathers as afpacket does (one frame given
+// as pieces); it assembles the frame in a buffer of its own, as the
+// kernel's copy would, and counts the frames it gathered.
+type gatherLink struct {
+	link.Link
+	gathered atomic.Int64
+}
+
+func (g *gatherLink) WriteGather(v link.VNetHdr, pieces [][]byte) error {
+	var b []byte
+	for _, p := range pieces {
+		b = append(b, p...)
+	}
+	g.gathered.Add(1)
+	_, err := g.Link.WriteBatch([]link.Frame{{Buf: b, VNet: v}})
+	return err
+}
+
+// TestTCPGather: on a link that gathers, bulk data leaves from the send
+// ring as pieces and arrives whole; small writes (below gatherMin) are
+// copied behind their header. On a link that refuses to gather (an
+// impairment wrapper over one that cannot), the route assembles the frame
+// and the stream is the same.
+func TestTCPGather(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		la, lb := mem.Pair(macA, macB, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
+		var lnk link.Link
+		g := &gatherLink{Link: lb}
+		lnk = g
+		if refuse {
+			lnk = impair.Wrap(lb) // mem does not gather: ErrNoGather
+		}
+		a, err := New(la, Config{Addr: netip.PrefixFrom(ipA, 24)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := New(lnk, Config{Addr: netip.PrefixFrom(ipB, 24)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close(); a.Close() })
+		ln, err := a.ListenTCP(netip.AddrPortFrom(ipA, 9001))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc := make(chan net.Conn, 1)
+		go func() {
+			c, _ := ln.Accept()
+			acc <- c
+		}()
+		client, err := b.DialTCP(ctxT(t), netip.AddrPort{}, netip.AddrPortFrom(ipA, 9001))
+		if err != nil {
+			t.Fatal(err)
+		}
+		server := <-acc
+		ln.Close()
+		data := randomBytes(5<<20+333, 5)
+		werr := make(chan error, 1)
+		go func() {
+			// Small and large writes.
+			for off := 0; off < len(data); {
+				n := min(len(data)-off, []int{100, 300 << 10, 7}[off%3])
+				if _, err := client.Write(data[off : off+n]); err != nil {
+					werr <- err
+					return
+				}
+				off += n
+			}
+			werr <- client.CloseWrite()
+		}()
+		server.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got, err := io.ReadAll(server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-werr; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("refuse %v: got %d bytes, want %d, equal %v", refuse, len(got), len(data), bytes.Equal(got, data))
+		}
+		if !refuse && g.gathered.Load() == 0 {
+			t.Error("no segment gathered")
+		}
+		server.Close()
+	}
 }
