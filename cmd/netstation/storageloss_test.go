@@ -96,8 +96,8 @@ func BenchmarkStorageLoss(b *testing.B) {
 			w, r, st := hostUDP(b, hostIP, diskIP, grant, data)
 			report(loss, "udp_write", w)
 			report(loss, "udp_read", r)
-			b.Logf("udp at %s loss: %d requests, %d retransmits (%d on feedback, %d probes), %d loss events",
-				loss, st.Requests, st.Retransmits, st.FeedbackResend, st.Probes, st.LossEvents)
+			b.Logf("udp at %s loss: %d requests, %d retransmits (%d on feedback, %d probes), %d loss events, cwnd %d, pace rate %d MiB/s",
+				loss, st.Requests, st.Retransmits, st.FeedbackResend, st.Probes, st.LossEvents, st.Cwnd, st.PaceRate>>20)
 
 			uri := fmt.Sprintf("nbd://%s/%s", diskIP, hex.EncodeToString(grant[:]))
 			out2 := filepath.Join(b.TempDir(), "out")

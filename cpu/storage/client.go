@@ -772,7 +772,7 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 		for _, m := range msgs[:k] {
 			bytes += len(m.Buf)
 		}
-		c.pacing(bytes)
+		c.pacing(bytes, len(msgs) == len(cl.out))
 		if _, err := dgram.WriteAll(c.pc, msgs[:k]); err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				c.mu.Lock()
@@ -791,8 +791,12 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 // RTT (of the last minRTTWindow), times paceGain, with paceCredit of
 // burst: the base RTT, since the smoothed one grows with the queues and
 // the disk's work, and pacing by it would throttle the path it measures.
-// Unpaced before the first RTT sample.
-func (c *Client) pacing(bytes int) {
+// Unpaced before the first RTT sample. Only a transmission's first chunk
+// may find the schedule forgotten (an idle sender gets the credit); later
+// ones catch up on a sleep that overslept (Go's timers wake a millisecond
+// or more late), so the rate is the rate asked for, not the credit per
+// wake-up.
+func (c *Client) pacing(bytes int, first bool) {
 	c.mu.Lock()
 	rate := float64(c.paceRate())
 	c.mu.Unlock()
@@ -802,7 +806,7 @@ func (c *Client) pacing(bytes int) {
 	p := &c.pace
 	p.mu.Lock()
 	now := time.Now()
-	if p.next.Before(now.Add(-paceCredit)) {
+	if first && p.next.Before(now.Add(-paceCredit)) {
 		p.next = now.Add(-paceCredit)
 	}
 	p.next = p.next.Add(time.Duration(float64(bytes) / rate * 1e9))

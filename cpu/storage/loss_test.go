@@ -192,8 +192,9 @@ func BenchmarkLossRecovery(b *testing.B) {
 				}
 			})
 		}
-		st := c.Stats()
-		b.Logf("loss %d ppm: %d requests, %d retransmits (%d feedback, %d probes), %d loss events, cwnd %d",
-			ppm, st.Requests, st.Retransmits, st.FeedbackResend, st.Probes, st.LossEvents, st.Cwnd)
+		st, ds := c.Stats(), bed.srv.Stats()
+		b.Logf("loss %d ppm: %d requests, %d retransmits (%d feedback, %d probes), %d loss events, cwnd %d, pace rate %d MiB/s; disk: %d READs paced, %d waited",
+			ppm, st.Requests, st.Retransmits, st.FeedbackResend, st.Probes, st.LossEvents, st.Cwnd, st.PaceRate>>20,
+			ds.PacedReads, ds.PaceWaits)
 	}
 }

@@ -1,6 +1,12 @@
 package disk
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/internal/wire/diskproto"
+)
 
 // TestInFlight: a transfer's window of unanswered tile windows halves on
 // loss (never below one), grows back by one per clean frame, and never
@@ -32,5 +38,51 @@ func TestInFlight(t *testing.T) {
 		if w.windows() != i {
 			t.Fatalf("clean frame %d: %d windows, want %d", i-1, w.windows(), i)
 		}
+	}
+}
+
+// sendTimes is a dgram.Conn that records when each datagram was sent.
+type sendTimes struct {
+	dgram.Conn // nil: only WriteBatch is called
+	at         []time.Time
+}
+
+func (c *sendTimes) WriteBatch(msgs []dgram.Message) (int, error) {
+	for range msgs {
+		c.at = append(c.at, time.Now())
+	}
+	return len(msgs), nil
+}
+
+// TestTilePacing: before a checkpoint RTT sample tiles leave at once; with
+// one (10 ms, one window of 100 KB in flight: 15 MB/s) a window of 256
+// tiles of 1,472 B (four chunks of 64) is spread over the three chunks
+// after the first, at least 3 x 94 KB at 15 MB/s; the waits are counted.
+func TestTilePacing(t *testing.T) {
+	s := &Server{}
+	conn := &sendTimes{}
+	ts := &tileSender{s: s, conn: conn, tiles: make([][]byte, 256), flight: inFlight{1}, winBytes: 100_000,
+		res: &diskproto.TransferResult{}}
+	for i := range ts.tiles {
+		ts.tiles[i] = make([]byte, 1472)
+	}
+	if err := ts.send(0, 256, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := conn.at[255].Sub(conn.at[0]); d > 50*time.Millisecond || s.xfer.paceWaits.Load() != 0 {
+		t.Errorf("unpaced: %v, %d waits", d, s.xfer.paceWaits.Load())
+	}
+	ts.minRTT = 10 * time.Millisecond
+	ts.paceNext = time.Time{}
+	conn.at = conn.at[:0]
+	if err := ts.send(0, 256, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := time.Duration(3*64*1472) * time.Second / 15_000_000
+	if d := conn.at[255].Sub(conn.at[0]); d < want*9/10 {
+		t.Errorf("paced window sent in %v, want at least %v", d, want)
+	}
+	if w := s.xfer.paceWaits.Load(); w != 3 {
+		t.Errorf("%d pace waits, want 3", w)
 	}
 }

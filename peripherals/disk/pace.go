@@ -136,10 +136,16 @@ func (s *Server) paceSend(pc dgram.Conn, sess *session, ob *[]byte, msgs []dgram
 	return false
 }
 
-// paceSlot is when sess's next chunk may leave: its schedule, or now less the
-// credit if it has fallen behind. Called with pacer.mu held.
+// paceSlot is when sess's next chunk may leave: its schedule, or, for a
+// session with nothing queued that has fallen behind it, now less the
+// credit. A session with replies queued keeps its schedule however late
+// the pacer is: Go's timers wake a sleeping process a millisecond or more
+// after the time asked for, and forgiving that lateness at each wake-up
+// would cap the rate at the credit per wake-up, not at the rate asked for
+// (what a session can catch up is its queue, under its window). Called
+// with pacer.mu held.
 func paceSlot(sess *session, now time.Time) time.Time {
-	if early := now.Add(-paceCredit); sess.paceNext.Before(early) {
+	if early := now.Add(-paceCredit); sess.paceQueued == 0 && sess.paceNext.Before(early) {
 		return early
 	}
 	return sess.paceNext

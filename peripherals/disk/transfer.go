@@ -30,7 +30,9 @@ import (
 // halves that number and a clean frame grows it back (inFlight). The frame ends with
 // PRESENT(PresentComplete|Ack): the display presents only a frame whose
 // every tile arrived, else it reports the missing ones, which the disk
-// sends again. A lost tile never shows as a wrong rectangle.
+// sends again. A lost tile never shows as a wrong rectangle. Tiles leave
+// paced, in chunks of paceChunk, at 1.5 x the windows in flight per
+// minimum checkpoint RTT (tileSender.pace), as READ replies do.
 
 // Transfer tuning.
 const (
@@ -75,18 +77,21 @@ type TransferStats struct {
 	// WindowCuts counts the times loss (tiles reported missing, a REPORT
 	// waited for in vain) cut the windows a transfer keeps unanswered.
 	WindowCuts uint64 `json:"window_cuts"`
+	// PaceWaits counts the chunks of tiles that waited for their pacing
+	// slot (tileSender.pace).
+	PaceWaits uint64 `json:"pace_waits"`
 }
 
 type transferCounters struct {
-	orders, completed, failed, frames, tiles, resent, bytes, timeouts, cuts atomic.Uint64
-	running                                                                 atomic.Int32
+	orders, completed, failed, frames, tiles, resent, bytes, timeouts, cuts, paceWaits atomic.Uint64
+	running                                                                            atomic.Int32
 }
 
 func (s *Server) transferStats() TransferStats {
 	c := &s.xfer
 	return TransferStats{Orders: c.orders.Load(), Completed: c.completed.Load(), Failed: c.failed.Load(),
 		Frames: c.frames.Load(), Tiles: c.tiles.Load(), Resent: c.resent.Load(), Bytes: c.bytes.Load(),
-		Timeouts: c.timeouts.Load(), WindowCuts: c.cuts.Load()}
+		Timeouts: c.timeouts.Load(), WindowCuts: c.cuts.Load(), PaceWaits: c.paceWaits.Load()}
 }
 
 // transferGeometry checks an order against the request and the tile
@@ -234,6 +239,14 @@ type tileSender struct {
 	flight inFlight // windows that may be unanswered: the congestion window
 	// lossSeen: the current frame saw a loss (its window was cut).
 	lossSeen bool
+	// Pacing, the storage protocol's rule at the tiles' layer: chunks of
+	// paceChunk tiles at 1.5 x the windows in flight per minimum
+	// checkpoint RTT, with paceCredit. The order runs in a goroutine of
+	// its own, so waiting here holds up nobody else.
+	sentAt   [64]time.Time // when the PRESENT of token t (index t % 64) was last sent
+	minRTT   time.Duration // the least PRESENT -> REPORT time; 0: unpaced
+	winBytes int           // the datagram bytes of one window of tiles
+	paceNext time.Time
 }
 
 // cut records a loss: the window shrinks (counted when it did).
@@ -280,6 +293,7 @@ func (s *Server) stream(req *diskproto.Request, o *diskproto.TransferOrder, fram
 	bpp := format.BytesPerPixel()
 	tw, th := int(o.TileW), int(o.TileH)
 	ts.window = max(1, min(ts.window, TransferWindowBytes/(tileproto.HeaderSize+tw*th*bpp)))
+	ts.winBytes = ts.window * (tileproto.HeaderSize + tw*th*bpp)
 	if ts.stream == 0 {
 		var b [4]byte
 		rand.Read(b[:])
@@ -423,10 +437,44 @@ func (ts *tileSender) send(from, to int, list []int) error {
 	for k := 0; k < n; k++ {
 		ts.msgs = append(ts.msgs, dgram.Message{Buf: at(k), Addr: ts.dst})
 	}
-	if _, err := dgram.WriteAll(ts.conn, ts.msgs); err != nil {
-		return fmt.Errorf("disk: transfer: send: %w", err)
+	for msgs := ts.msgs; len(msgs) > 0; {
+		k := min(len(msgs), paceChunk)
+		ts.pace(len(msgs) == len(ts.msgs))
+		if _, err := dgram.WriteAll(ts.conn, msgs[:k]); err != nil {
+			return fmt.Errorf("disk: transfer: send: %w", err)
+		}
+		ts.paid(bytesOf(msgs[:k]))
+		msgs = msgs[k:]
 	}
 	return nil
+}
+
+// pace waits for the next chunk's slot: send, then pay (paid), as the
+// disk paces READ replies (pace.go). Only the first chunk of a send may
+// find the schedule forgotten (an idle sender gets the credit); later
+// ones catch up on a sleep that overslept, so the rate is the rate asked
+// for, not the credit per timer wake-up.
+func (ts *tileSender) pace(first bool) {
+	if ts.minRTT <= 0 {
+		return
+	}
+	now := time.Now()
+	if early := now.Add(-paceCredit); first && ts.paceNext.Before(early) {
+		ts.paceNext = early
+	}
+	if wait := ts.paceNext.Sub(now); wait > 0 {
+		ts.s.xfer.paceWaits.Add(1)
+		time.Sleep(wait)
+	}
+}
+
+// paid moves the pacing slot on by n bytes at the current rate.
+func (ts *tileSender) paid(n uint64) {
+	if ts.minRTT <= 0 {
+		return
+	}
+	rate := uint64(float64(ts.flight.windows()*ts.winBytes) * 1.5 / ts.minRTT.Seconds())
+	ts.paceNext = ts.paceNext.Add(airtime(n, max(rate, MinPaceRate)))
 }
 
 // present sends a PRESENT for frame seq carrying the current token.
@@ -434,6 +482,7 @@ func (ts *tileSender) present(seq uint32, o tileproto.PresentOptions) error {
 	h := tileproto.Header{Stream: ts.stream, Frame: seq, Tiles: uint32(len(ts.tiles)), Index: ts.tok}
 	ts.ctl = tileproto.AppendPresent(ts.ctl[:0], &h, o)
 	ts.one[0] = dgram.Message{Buf: ts.ctl, Addr: ts.dst}
+	ts.sentAt[ts.tok%uint16(len(ts.sentAt))] = time.Now()
 	if _, err := dgram.WriteAll(ts.conn, ts.one[:]); err != nil {
 		return fmt.Errorf("disk: transfer: send: %w", err)
 	}
@@ -474,6 +523,13 @@ func (ts *tileSender) await(seq uint32, tok uint16, o tileproto.PresentOptions) 
 		rep, err := tileproto.ParseReport(&h, p)
 		if err != nil {
 			continue
+		}
+		if ts.tok-h.Index < uint16(len(ts.sentAt)) {
+			// A re-sent PRESENT moved its time on: a REPORT answering the
+			// first gives a short sample, which only paces less.
+			if r := time.Since(ts.sentAt[h.Index%uint16(len(ts.sentAt))]); r > 0 && (ts.minRTT == 0 || r < ts.minRTT) {
+				ts.minRTT = r
+			}
 		}
 		ts.res.Windows++
 		return rep, nil
