@@ -19,8 +19,8 @@ import (
 // and hands the rest of the reply, with its buffer, to the server's one
 // pacer goroutine, which sends each chunk when it is due. No worker sleeps:
 // a paced client never holds a worker, and other sessions are served
-// meanwhile. Chunks are 64 datagrams (one GSO super-frame of the
-// user-level stack), as the client paces. The schedule is per session
+// meanwhile. Chunks are 64 datagrams (at most one GSO super-frame
+// of the user-level stack), as the client paces. The schedule is per session
 // (the rate is the session's, whatever its requests), in the manner of
 // Linux's fq: a chunk leaves at the session's next slot, and sending it
 // moves the slot on by its bytes at the rate.
