@@ -1,6 +1,8 @@
 package disk
 
 import (
+	"math"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -31,7 +33,7 @@ import (
 // of buffers, leaves at once (counted pace_overflow), so a tiny rate can
 // neither pin a goroutine nor hold memory for long, and a session asking
 // for more than it drains gets what version 3 gave everyone. airtime's
-// arithmetic cannot overflow for any byte count memory can hold.
+// arithmetic cannot overflow.
 const (
 	// MinPaceRate is the slowest a disk paces a reply, in bytes per
 	// second. A client's rate is at least 1.5 x half its window per RTT,
@@ -57,7 +59,8 @@ type pacedReply struct {
 	pc   dgram.Conn
 	sess *session
 	ob   *[]byte
-	msgs []dgram.Message
+	msgs []dgram.Message // the reply's datagrams still to send: msgs[next:]
+	next int
 	rate uint64
 	due  time.Time // when msgs' next chunk may leave
 	seq  uint64    // FIFO among equal due times
@@ -116,7 +119,7 @@ func (s *Server) paceSend(pc dgram.Conn, sess *session, ob *[]byte, msgs []dgram
 			}
 			pr := p.get()
 			pr.pc, pr.sess, pr.ob, pr.rate, pr.due = pc, sess, ob, rate, due
-			pr.msgs = append(pr.msgs[:0], msgs...)
+			pr.msgs, pr.next = append(pr.msgs[:0], msgs...), 0
 			p.bytes += cap(*ob)
 			sess.paceQueued += rest
 			p.push(pr)
@@ -151,10 +154,18 @@ func paceSlot(sess *session, now time.Time) time.Time {
 	return sess.paceNext
 }
 
-// airtime is how long n bytes take at rate bytes/s (rate > 0), in two
-// parts so that n x 1e9 cannot overflow.
+// airtime is how long n bytes take at rate bytes/s (rate > 0): whole
+// seconds, then the rest in 128-bit arithmetic, so no n or rate
+// overflows; beyond 2^32 s (far past any bound it is compared with) it
+// is the largest Duration.
 func airtime(n, rate uint64) time.Duration {
-	return time.Duration(n/rate)*time.Second + time.Duration(n%rate*uint64(time.Second)/rate)
+	sec := n / rate
+	if sec >= 1<<32 {
+		return time.Duration(math.MaxInt64)
+	}
+	hi, lo := bits.Mul64(n%rate, uint64(time.Second))
+	frac, _ := bits.Div64(hi, lo, rate) // hi < rate: n%rate < rate and 1e9 < 2^64
+	return time.Duration(sec)*time.Second + time.Duration(frac)
 }
 
 // bytesOf is the bytes of msgs.
@@ -191,12 +202,12 @@ func (s *Server) paceLoop() {
 				p.push(pr)
 				continue
 			}
-			k := copy(chunk[:], pr.msgs)
+			k := copy(chunk[:], pr.msgs[pr.next:])
 			n := bytesOf(chunk[:k])
 			pr.sess.paceNext = due.Add(airtime(n, pr.rate))
 			pr.sess.paceQueued -= n
-			pr.msgs = pr.msgs[k:]
-			last := len(pr.msgs) == 0
+			pr.next += k // not pr.msgs[k:]: the slice keeps its capacity for the next reply
+			last := pr.next == len(pr.msgs)
 			if last {
 				p.bytes -= cap(*pr.ob)
 			}

@@ -1,0 +1,101 @@
+package disk
+
+import (
+	"math"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netstation/netstation/internal/dgram"
+)
+
+// countConn is a dgram.Conn that counts the datagrams sent.
+type countConn struct {
+	dgram.Conn // nil: only WriteBatch is called
+	n          atomic.Int64
+}
+
+func (c *countConn) WriteBatch(msgs []dgram.Message) (int, error) {
+	c.n.Add(int64(len(msgs)))
+	return len(msgs), nil
+}
+
+// TestPacedSendAllocs: a paced reply, part sent by the worker and the rest
+// queued for the pacer goroutine and sent by it, allocates nothing in the
+// steady state (the pacer's records, heap and message slices are reused).
+func TestPacedSendAllocs(t *testing.T) {
+	s := &Server{cfg: Config{MaxPaced: DefaultMaxPaced}}
+	s.outs.New = func() any { b := make([]byte, 300<<10); return &b }
+	s.pacer.init()
+	go s.paceLoop()
+	defer func() { close(s.pacer.stop); <-s.pacer.done }()
+	conn, sess := &countConn{}, &session{}
+	to := netip.MustParseAddrPort("10.0.0.1:9")
+	var msgs []dgram.Message
+	ob := s.outs.Get().(*[]byte)
+	for i := range 180 { // a 256 KiB reply in 1,472-byte datagrams
+		msgs = append(msgs, dgram.Message{Buf: (*ob)[i*1472 : (i+1)*1472], Addr: to})
+	}
+	s.outs.Put(ob)
+	var sent int64
+	reply := func() {
+		ob := s.outs.Get().(*[]byte)
+		if !s.paceSend(conn, sess, ob, msgs, 200<<20) { // 1.4 ms of air: the pacer sends most of it
+			s.outs.Put(ob)
+		}
+		sent += int64(len(msgs))
+		for conn.n.Load() < sent || !s.pacerIdle() {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	for range 5 {
+		reply() // warm up: the pacer's free list and heap
+	}
+	waits := s.stats.paceWaits.Load()
+	if a := testing.AllocsPerRun(50, reply); a > 0 {
+		t.Errorf("%.1f allocations per paced reply", a)
+	}
+	if s.stats.paceWaits.Load() == waits {
+		t.Error("no reply waited for the pacer: the test tested the worker's path only")
+	}
+}
+
+// FuzzPaceArithmetic: whatever rate a READ asks for and whatever bytes a
+// session queues, the rate paced at is 0 or at least MinPaceRate, and the
+// airtime is non-negative, monotone in the bytes and never above what
+// MinPaceRate gives (no overflow, no wrap-around into a short wait).
+func FuzzPaceArithmetic(f *testing.F) {
+	for _, seed := range [][2]uint64{{0, 0}, {1, 1 << 20}, {math.MaxUint64, math.MaxUint64}, {1500, 94_208}, {MinPaceRate - 1, 1 << 40}} {
+		f.Add(seed[0], seed[1])
+	}
+	s := &Server{}
+	f.Fuzz(func(t *testing.T, asked, n uint64) {
+		n = min(n, math.MaxUint64-1)
+		rate := s.paceRate(asked)
+		if asked == 0 {
+			if rate != 0 {
+				t.Fatalf("rate 0 paced at %d", rate)
+			}
+			return
+		}
+		if rate < MinPaceRate || (asked >= MinPaceRate && rate != asked) {
+			t.Fatalf("asked %d, paced at %d", asked, rate)
+		}
+		d, d1 := airtime(n, rate), airtime(n+1, rate)
+		if d < 0 || d1 < d || d > airtime(n, MinPaceRate) {
+			t.Fatalf("airtime(%d, %d) = %v, of one byte more %v", n, rate, d, d1)
+		}
+		if want := float64(n) / float64(rate) * 1e9; want < 1<<62 && math.Abs(float64(d)-want) > 1+want*1e-9 {
+			t.Fatalf("airtime(%d, %d) = %v, want %.0f ns", n, rate, d, want)
+		}
+	})
+}
+
+// pacerIdle reports whether the pacer holds nothing: every buffer it took
+// is back in its pool.
+func (s *Server) pacerIdle() bool {
+	s.pacer.mu.Lock()
+	defer s.pacer.mu.Unlock()
+	return len(s.pacer.queue) == 0 && s.pacer.bytes == 0 && len(s.pacer.free) > 0
+}
