@@ -198,6 +198,32 @@ func TestPacedReadReply(t *testing.T) {
 		t.Errorf("paced reads %d after an unpaced one", st.PacedReads)
 	}
 
+	// A resend (HAVE: datagram 0 held) is paced too.
+	bm := []byte{0x01}
+	s.send(t, diskproto.Request{Op: diskproto.OpRead, Flags: diskproto.FlagHave, Tag: 5, Length: 1 << 20,
+		PaceRate: 16 << 20, Payload: bm})
+	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: 1 << 20, Datagram: 1472}
+	var rfirst, rlast time.Time
+	for got := 1; got < l.Count(); got++ {
+		_, seg, ok := s.recv(t, 10*time.Second)
+		if !ok || seg == nil {
+			t.Fatalf("resend: %d of %d datagrams", got-1, l.Count()-1)
+		}
+		if !bytes.Equal(seg.Data, b.data[seg.Offset:int(seg.Offset)+len(seg.Data)]) {
+			t.Fatalf("resent segment %d differs", seg.Index)
+		}
+		if rfirst.IsZero() {
+			rfirst = time.Now()
+		}
+		rlast = time.Now()
+	}
+	if d := rlast.Sub(rfirst); d < 45*time.Millisecond {
+		t.Errorf("1 MiB resent at 16 MiB/s arrived in %v", d)
+	}
+	if st := b.srv.Stats(); st.ResentReads != 1 || st.PacedReads != 2 {
+		t.Errorf("resent reads %d, paced %d: want 1 and 2", st.ResentReads, st.PacedReads)
+	}
+
 	// 1 B/s: the floor, 1 MiB/s, so about 0.9 s for 896 KiB (within the
 	// second a reply may wait).
 	slow := b.session(t, 3)
