@@ -57,7 +57,8 @@ func (c *sendTimes) WriteBatch(msgs []dgram.Message) (int, error) {
 // TestTilePacing: before a checkpoint RTT sample tiles leave at once; with
 // one (10 ms, one window of 100 KB in flight: 15 MB/s) a window of 256
 // tiles of 1,472 B (four chunks of 64) is spread over the three chunks
-// after the first, at least 3 x 94 KB at 15 MB/s; the waits are counted.
+// after the first, at least 3 x 94 KB at 15 MB/s (a late wake-up only
+// spreads it more); the waits are counted.
 func TestTilePacing(t *testing.T) {
 	s := &Server{}
 	conn := &sendTimes{}
@@ -69,8 +70,8 @@ func TestTilePacing(t *testing.T) {
 	if err := ts.send(0, 256, nil); err != nil {
 		t.Fatal(err)
 	}
-	if d := conn.at[255].Sub(conn.at[0]); d > 50*time.Millisecond || s.xfer.paceWaits.Load() != 0 {
-		t.Errorf("unpaced: %v, %d waits", d, s.xfer.paceWaits.Load())
+	if w := s.xfer.paceWaits.Load(); w != 0 {
+		t.Errorf("unpaced: %d waits", w)
 	}
 	ts.minRTT = 10 * time.Millisecond
 	ts.paceNext = time.Time{}
@@ -82,7 +83,9 @@ func TestTilePacing(t *testing.T) {
 	if d := conn.at[255].Sub(conn.at[0]); d < want*9/10 {
 		t.Errorf("paced window sent in %v, want at least %v", d, want)
 	}
-	if w := s.xfer.paceWaits.Load(); w != 3 {
-		t.Errorf("%d pace waits, want 3", w)
+	// Three waits, or fewer when a sleep overslept and the next chunk
+	// caught up; never none.
+	if w := s.xfer.paceWaits.Load(); w < 1 || w > 3 {
+		t.Errorf("%d pace waits, want 1 to 3", w)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,11 +15,45 @@ import (
 )
 
 // pacedBed is a disk with one worker and 1 MiB requests on loopback, and
-// raw sessions that receive whole segmented READ replies.
+// raw sessions that receive whole segmented READ replies. The disk's
+// socket records when each datagram was sent: a loaded machine may read
+// them late and all at once, but the pacer never sends one early.
 type pacedBed struct {
 	srv  *disk.Server
 	addr net.Addr
 	data []byte
+	sent *sendLog
+}
+
+// sendLog is a net.PacketConn (not a *net.UDPConn: dgram.Of takes it one
+// datagram per call) that records each datagram's destination and time.
+type sendLog struct {
+	net.PacketConn
+	mu sync.Mutex
+	to []string
+	at []time.Time
+}
+
+func (l *sendLog) WriteTo(b []byte, addr net.Addr) (int, error) {
+	l.mu.Lock()
+	l.to, l.at = append(l.to, addr.String()), append(l.at, time.Now())
+	l.mu.Unlock()
+	return l.PacketConn.WriteTo(b, addr)
+}
+
+// span returns the first and last send times to addr after from.
+func (l *sendLog) span(addr net.Addr, from time.Time) (first, last time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, to := range l.to {
+		if to == addr.String() && l.at[i].After(from) {
+			if first.IsZero() {
+				first = l.at[i]
+			}
+			last = l.at[i]
+		}
+	}
+	return first, last
 }
 
 func newPacedBed(t *testing.T, maxPaced int) *pacedBed {
@@ -35,8 +70,9 @@ func newPacedBed(t *testing.T, maxPaced int) *pacedBed {
 		t.Fatal(err)
 	}
 	dgram.SetKernelBuffers(spc, 8<<20)
+	sent := &sendLog{PacketConn: spc}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(spc) }()
+	go func() { done <- srv.Serve(sent) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-done; err != nil {
@@ -44,7 +80,7 @@ func newPacedBed(t *testing.T, maxPaced int) *pacedBed {
 		}
 		spc.Close()
 	})
-	b := &pacedBed{srv: srv, addr: spc.LocalAddr(), data: make([]byte, size)}
+	b := &pacedBed{srv: srv, addr: spc.LocalAddr(), data: make([]byte, size), sent: sent}
 	r := rand.New(rand.NewPCG(5, 6))
 	for i := range b.data {
 		b.data[i] = byte(r.Uint32())
@@ -134,9 +170,11 @@ func (s *pacedSession) write(t *testing.T, off int, data []byte) {
 }
 
 // read asks for n bytes at off at rate and returns them with the times
-// the first and last datagram arrived.
-func (s *pacedSession) read(t *testing.T, off, n int, rate uint64) (got []byte, first, last time.Time) {
+// the disk sent the first and last datagram.
+func (s *pacedSession) read(t *testing.T, log *sendLog, off, n int, rate uint64) (got []byte, first, last time.Time) {
 	t.Helper()
+	asked := time.Now()
+	defer func() { first, last = log.span(s.pc.LocalAddr(), asked) }()
 	s.send(t, diskproto.Request{Op: diskproto.OpRead, Tag: 3, Offset: uint64(off), Length: uint32(n), PaceRate: rate})
 	got = make([]byte, n)
 	var track diskproto.Assembly
@@ -146,10 +184,6 @@ func (s *pacedSession) read(t *testing.T, off, n int, rate uint64) (got []byte, 
 		if !ok {
 			t.Fatalf("READ of %d at %d: reply incomplete", n, off)
 		}
-		if first.IsZero() {
-			first = time.Now()
-		}
-		last = time.Now()
 		switch {
 		case rep != nil:
 			if rep.Status != diskproto.CodeOK {
@@ -177,7 +211,7 @@ func TestPacedReadReply(t *testing.T) {
 	s := b.session(t, 2)
 
 	// 1 MiB at 16 MiB/s: 62 ms, less one chunk and the 250 us credit.
-	got, first, last := s.read(t, 0, 1<<20, 16<<20)
+	got, first, last := s.read(t, b.sent, 0, 1<<20, 16<<20)
 	if !bytes.Equal(got, b.data[:1<<20]) {
 		t.Fatal("paced reply differs from the data")
 	}
@@ -191,7 +225,7 @@ func TestPacedReadReply(t *testing.T) {
 	}
 
 	// Unpaced (rate 0): byte-exact, and not counted as paced.
-	if got, _, _ := s.read(t, 1<<20, 256<<10, 0); !bytes.Equal(got, b.data[1<<20:1<<20+256<<10]) {
+	if got, _, _ := s.read(t, b.sent, 1<<20, 256<<10, 0); !bytes.Equal(got, b.data[1<<20:1<<20+256<<10]) {
 		t.Fatal("unpaced reply differs from the data")
 	}
 	if st := b.srv.Stats(); st.PacedReads != 1 {
@@ -199,6 +233,7 @@ func TestPacedReadReply(t *testing.T) {
 	}
 
 	// A resend (HAVE: datagram 0 held) is paced too.
+	asked := time.Now()
 	bm := []byte{0x01}
 	s.send(t, diskproto.Request{Op: diskproto.OpRead, Flags: diskproto.FlagHave, Tag: 5, Length: 1 << 20,
 		PaceRate: 16 << 20, Payload: bm})
@@ -212,11 +247,8 @@ func TestPacedReadReply(t *testing.T) {
 		if !bytes.Equal(seg.Data, b.data[seg.Offset:int(seg.Offset)+len(seg.Data)]) {
 			t.Fatalf("resent segment %d differs", seg.Index)
 		}
-		if rfirst.IsZero() {
-			rfirst = time.Now()
-		}
-		rlast = time.Now()
 	}
+	rfirst, rlast = b.sent.span(s.pc.LocalAddr(), asked)
 	if d := rlast.Sub(rfirst); d < 45*time.Millisecond {
 		t.Errorf("1 MiB resent at 16 MiB/s arrived in %v", d)
 	}
@@ -227,28 +259,27 @@ func TestPacedReadReply(t *testing.T) {
 	// 1 B/s: the floor, 1 MiB/s, so about 0.9 s for 896 KiB (within the
 	// second a reply may wait).
 	slow := b.session(t, 3)
+	slowAsked := time.Now()
 	slow.send(t, diskproto.Request{Op: diskproto.OpRead, Tag: 4, Length: 896 << 10, PaceRate: 1})
 	if _, _, ok := slow.recv(t, 5*time.Second); !ok {
 		t.Fatal("no start of the slow reply")
 	}
-	slowStart := time.Now()
 	other := b.session(t, 4)
-	got, _, otherDone := other.read(t, 2<<20, 64<<10, 0)
+	got, _, otherDone := other.read(t, b.sent, 2<<20, 64<<10, 0)
 	if !bytes.Equal(got, b.data[2<<20:2<<20+64<<10]) {
 		t.Fatal("other session's reply differs")
 	}
-	var slowDone time.Time
 	for got := 1; got < (diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: 896 << 10, Datagram: 1472}).Count(); got++ {
 		if _, _, ok := slow.recv(t, 5*time.Second); !ok {
 			t.Fatalf("slow reply: %d datagrams arrived", got)
 		}
-		slowDone = time.Now()
 	}
+	slowStart, slowDone := b.sent.span(slow.pc.LocalAddr(), slowAsked)
 	if d := slowDone.Sub(slowStart); d < 600*time.Millisecond {
 		t.Errorf("896 KiB at the 1 MiB/s floor arrived in %v", d)
 	}
 	if !otherDone.Before(slowDone) {
-		t.Errorf("another session's READ waited for the paced one (done %v after it)", otherDone.Sub(slowDone))
+		t.Errorf("another session's READ waited for the paced one (sent %v after it)", otherDone.Sub(slowDone))
 	}
 	if st := b.srv.Stats(); st.PaceFloor != 1 || st.PaceOverflow != 0 {
 		t.Errorf("pace_floor %d, pace_overflow %d: want 1 and 0", st.PaceFloor, st.PaceOverflow)
@@ -279,7 +310,7 @@ func TestPaceOverflow(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		b := newPacedBed(t, 1) // no room for any buffer
 		s := b.session(t, 2)
-		got, first, last := s.read(t, 0, 1<<20, 16<<20)
+		got, first, last := s.read(t, b.sent, 0, 1<<20, 16<<20)
 		if !bytes.Equal(got, b.data[:1<<20]) {
 			t.Fatal("reply differs from the data")
 		}
