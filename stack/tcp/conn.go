@@ -107,12 +107,22 @@ type Conn struct {
 	rttTime        time.Time
 	retries        int
 
+	// The timers are lazy: timerKind and timerDue say what is due when,
+	// timerAt when the runtime timer fires (zero: it does not). A timer
+	// that may fire too early is left running, and its firing arms it
+	// again for what is due then (or for nothing): a request/response
+	// connection arms and disarms the retransmission and delayed-ACK
+	// timers on every message, and a runtime timer operation each time
+	// was a tenth of its CPU.
 	timer     *time.Timer
 	timerKind uint8
 	timerDue  time.Time
+	timerAt   time.Time
 	dack      *time.Timer
 	dackArmed bool
-	probe     bool // send a window (or keepalive) probe with the next output
+	dackDue   time.Time
+	dackAt    time.Time // when dack fires (zero: it does not)
+	probe     bool      // send a window (or keepalive) probe with the next output
 	sendRST   bool
 
 	// Keepalive.
@@ -790,9 +800,10 @@ func (c *Conn) teardownLocked(err error) {
 	}
 	c.state = stateClosed
 	c.timer.Stop()
-	c.timerKind = timerNone
+	c.timerKind, c.timerAt = timerNone, time.Time{}
 	if c.dack != nil {
 		c.dack.Stop()
+		c.dackArmed, c.dackAt = false, time.Time{}
 	}
 	c.p.remove(c)
 	c.rt.Close()

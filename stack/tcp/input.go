@@ -623,10 +623,7 @@ func (c *Conn) enterTimeWaitLocked() {
 	if c.readableLocked() == 0 {
 		c.rcvBuf = nil
 	}
-	if c.dackArmed {
-		c.dackArmed = false
-		c.dack.Stop()
-	}
+	c.dackArmed = false
 	c.setTimer(timerTimeWait, c.p.cfg.TimeWait)
 	wake(c.wrWake)
 }

@@ -56,11 +56,15 @@ func (c *Conn) buf(i, size int) []byte {
 	return c.txBufs[i][:size]
 }
 
-// optsLocked fills the options of a non-SYN segment.
-func (c *Conn) optsLocked(o *header.TCPOptions) {
+// optsLocked fills the options of a non-SYN segment. With sizeOnly it
+// fills them only as far as their size goes (no clock read, and a
+// pending D-SACK stays pending for the segment that carries it).
+func (c *Conn) optsLocked(o *header.TCPOptions, sizeOnly bool) {
 	if c.tsOK {
 		o.HasTS = true
-		o.TSVal = c.p.tsNow()
+		if !sizeOnly {
+			o.TSVal = c.p.tsNow()
+		}
 		o.TSEcr = c.tsRecent
 	}
 	if c.sackOK && (len(c.ooo) > 0 || c.dsackPending) {
@@ -71,7 +75,7 @@ func (c *Conn) optsLocked(o *header.TCPOptions) {
 		if c.dsackPending { // RFC 2883: the duplicate first, once
 			o.SACK[0] = header.SACKBlock{Start: c.dsack.start, End: c.dsack.end}
 			o.NumSACK = 1
-			c.dsackPending = false
+			c.dsackPending = sizeOnly
 		}
 		// RFC 2018: the most recently changed block first; ooo[last]
 		// is not tracked, so report from the highest down.
@@ -386,15 +390,12 @@ func (c *Conn) sentAckLocked() {
 	c.ackNow = false
 	c.unacked = 0
 	c.lastAckSent = c.rcvNxt
-	if c.dackArmed {
-		c.dackArmed = false
-		c.dack.Stop()
-	}
+	c.dackArmed = false // a running timer finds nothing due
 }
 
 func (c *Conn) hdrLenLocked() int {
 	var o header.TCPOptions
-	c.optsLocked(&o)
+	c.optsLocked(&o, true)
 	return header.TCPMinimumSize + header.TCPOptionsSize(&o)
 }
 
@@ -426,7 +427,7 @@ func (c *Conn) buildSynLocked(i int) {
 
 func (c *Conn) buildAckLocked(i int, seq uint32) {
 	f := header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: seq, Ack: c.rcvNxt, Flags: header.TCPFlagACK}
-	c.optsLocked(&f.Opts)
+	c.optsLocked(&f.Opts, false)
 	f.Window = c.windowFieldLocked(false)
 	b := c.buf(i, Headroom+header.TCPMaximumSize)
 	hl := header.TCP(b[Headroom:]).Encode(&f)
@@ -437,7 +438,7 @@ func (c *Conn) buildAckLocked(i int, seq uint32) {
 // FIN after them if fin) into slot i.
 func (c *Conn) buildDataLocked(i int, seq uint32, size int, fin bool) {
 	f := header.TCPFields{SrcPort: c.key.lport, DstPort: c.key.rport, Seq: seq, Ack: c.rcvNxt, Flags: header.TCPFlagACK}
-	c.optsLocked(&f.Opts)
+	c.optsLocked(&f.Opts, false)
 	f.Window = c.windowFieldLocked(false)
 	if size > 0 && seq+uint32(size) == c.sndEnd {
 		f.Flags |= header.TCPFlagPSH
@@ -475,12 +476,17 @@ func (c *Conn) rstFields() *header.TCPFields {
 func (c *Conn) setTimer(kind uint8, d time.Duration) {
 	c.timerKind = kind
 	c.timerDue = time.Now().Add(d)
+	if !c.timerAt.IsZero() && !c.timerAt.After(c.timerDue) {
+		return // it fires first and arms itself again for timerDue
+	}
+	c.timerAt = c.timerDue
 	c.timer.Reset(d)
 }
 
+// stopTimer disarms the timer; a runtime timer still running finds
+// nothing due when it fires.
 func (c *Conn) stopTimer() {
 	c.timerKind = timerNone
-	c.timer.Stop()
 }
 
 // armRTO arms the retransmission timer, or first a tail loss probe
@@ -517,11 +523,13 @@ func (c *Conn) idleTimerLocked() {
 
 func (c *Conn) onTimer() {
 	c.mu.Lock()
+	c.timerAt = time.Time{}
 	if c.state == stateClosed || c.timerKind == timerNone {
 		c.mu.Unlock()
 		return
 	}
-	if d := time.Until(c.timerDue); d > time.Millisecond { // a stale firing after a Reset
+	if d := time.Until(c.timerDue); d > time.Millisecond { // fired before what is due now
+		c.timerAt = c.timerDue
 		c.timer.Reset(d)
 		c.mu.Unlock()
 		return
@@ -615,12 +623,18 @@ func (c *Conn) retransmitTimeoutLocked() {
 	c.armRTO()
 }
 
-// ackLaterLocked arms the delayed-ACK timer.
+// ackLaterLocked arms the delayed-ACK timer (lazily, as setTimer): it
+// runs in the input path, where c.lastRecv is now.
 func (c *Conn) ackLaterLocked() {
 	if c.dackArmed {
 		return
 	}
 	c.dackArmed = true
+	c.dackDue = c.lastRecv.Add(c.p.cfg.DelayedACK)
+	if !c.dackAt.IsZero() && !c.dackAt.After(c.dackDue) {
+		return
+	}
+	c.dackAt = c.dackDue
 	if c.dack == nil {
 		c.dack = time.AfterFunc(c.p.cfg.DelayedACK, c.onDelayedACK)
 		return
@@ -630,7 +644,14 @@ func (c *Conn) ackLaterLocked() {
 
 func (c *Conn) onDelayedACK() {
 	c.mu.Lock()
+	c.dackAt = time.Time{}
 	if !c.dackArmed || c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	if d := time.Until(c.dackDue); d > time.Millisecond { // fired before what is due now
+		c.dackAt = c.dackDue
+		c.dack.Reset(d)
 		c.mu.Unlock()
 		return
 	}
