@@ -27,7 +27,9 @@
 //   - congestion control: slow start from an initial window of 10
 //     segments (RFC 6928), CUBIC (RFC 9438) in congestion avoidance;
 //   - speed: with a GSO-capable route, sends leave as TCPv4 super-frames of
-//     up to 64 KiB; received super-frames are taken as they are; payload is
+//     up to 64 KiB, their payload gathered by the link straight from the
+//     send ring (Gatherer: only the headers are built apart); received
+//     super-frames are taken as they are; payload is
 //     copied at most once, into ring buffers indexed by sequence number
 //     that grow on demand up to Config.MaxBuffer (4 MiB by default) and
 //     hold out-of-order data in place. When the network lends the buffers
