@@ -84,10 +84,20 @@ func (c *rawClient) recv(wait time.Duration) (diskproto.Reply, bool) {
 	return rep, true
 }
 
+// replyWait is how long a test waits for a reply it expects; drainIdle is
+// how long a quiet socket must stay quiet before a test counts its replies
+// as drained. Both leave room for a loaded machine: they cost time only
+// when something is wrong (a silence a test expects is checked with short
+// waits of its own, which a slow machine can only make easier to pass).
+const (
+	replyWait = 5 * time.Second
+	drainIdle = time.Second
+)
+
 func (c *rawClient) do(r diskproto.Request) diskproto.Reply {
 	c.t.Helper()
 	c.send(c.marshal(r))
-	rep, ok := c.recv(2 * time.Second)
+	rep, ok := c.recv(replyWait)
 	if !ok {
 		c.t.Fatalf("no reply to %v", r.Op)
 	}
@@ -123,7 +133,7 @@ func TestReplayedWriteCannotOverwrite(t *testing.T) {
 	a, b := bytes.Repeat([]byte{'A'}, 4096), bytes.Repeat([]byte{'B'}, 4096)
 	oldWrite := c.marshal(diskproto.Request{Op: diskproto.OpWrite, Tag: 10, ReqID: 0, Low: 0, Payload: a})
 	c.send(oldWrite)
-	if rep, _ := c.recv(time.Second); rep.Status != diskproto.CodeOK {
+	if rep, _ := c.recv(replyWait); rep.Status != diskproto.CodeOK {
 		t.Fatalf("first write: %v", rep.Status)
 	}
 	if rep := c.do(diskproto.Request{Op: diskproto.OpWrite, Tag: 11, ReqID: 1, Low: 0, Payload: b}); rep.Status != diskproto.CodeOK {
@@ -132,7 +142,7 @@ func TestReplayedWriteCannotOverwrite(t *testing.T) {
 
 	// In window: the cached reply comes back, the data stays B.
 	c.send(oldWrite)
-	rep, ok := c.recv(time.Second)
+	rep, ok := c.recv(replyWait)
 	if !ok || rep.Status != diskproto.CodeOK || rep.ReqID != 0 {
 		t.Fatalf("replay in window: reply %+v %v, want the cached OK", rep, ok)
 	}
@@ -187,12 +197,12 @@ func TestHostileRequests(t *testing.T) {
 	w := c.marshal(diskproto.Request{Op: diskproto.OpWrite, Tag: 20, Payload: []byte("payload")})
 	w[len(w)-1] ^= 1
 	c.send(w)
-	if rep, ok := c.recv(time.Second); !ok || rep.Status != diskproto.CodeChecksum {
+	if rep, ok := c.recv(replyWait); !ok || rep.Status != diskproto.CodeChecksum {
 		t.Errorf("bad payload CRC: %+v %v, want checksum error", rep, ok)
 	}
 	u := c.marshal(diskproto.Request{Op: 9, Tag: 21}) // below 0x40: the top bits say reply and segment
 	c.send(u)
-	if rep, ok := c.recv(time.Second); !ok || rep.Status != diskproto.CodeBadOp {
+	if rep, ok := c.recv(replyWait); !ok || rep.Status != diskproto.CodeBadOp {
 		t.Errorf("unknown opcode: %+v %v, want bad op", rep, ok)
 	}
 	// Those that do not are dropped and counted.
@@ -222,7 +232,7 @@ func TestHostileRequests(t *testing.T) {
 		c.pc.WriteTo(b, c.srv)
 	}
 	for { // drain the error replies
-		if _, ok := c.recv(200 * time.Millisecond); !ok {
+		if _, ok := c.recv(drainIdle); !ok {
 			break
 		}
 	}
@@ -312,7 +322,7 @@ func TestSegmentedWrite(t *testing.T) {
 	re := c.segmentedWrite(0, 0, 4096, data, 1472, 101)
 	c.send(re[0])
 	c.send(re[3])
-	rep, ok := c.recv(time.Second)
+	rep, ok := c.recv(replyWait)
 	if !ok || rep.Status != diskproto.CodeOK || rep.Tag != 101 {
 		t.Fatalf("retransmission: %+v %v, want OK for tag 101", rep, ok)
 	}
@@ -338,7 +348,7 @@ func TestSegmentedWrite(t *testing.T) {
 		}
 		c.send(b)
 	}
-	rep, ok = c.recv(time.Second)
+	rep, ok = c.recv(replyWait)
 	if !ok || rep.Status != diskproto.CodeChecksum {
 		t.Fatalf("corrupt assembled data: %+v %v, want a checksum error", rep, ok)
 	}
@@ -359,7 +369,7 @@ func TestSegmentedWrite(t *testing.T) {
 		c.send(b)
 	}
 	c.send(late[0])
-	rep, ok = c.recv(time.Second)
+	rep, ok = c.recv(replyWait)
 	if !ok || rep.Status != diskproto.CodeOK || rep.Tag != 104 {
 		t.Fatalf("header after its segments: %+v %v, want OK for tag 104", rep, ok)
 	}
