@@ -175,3 +175,24 @@ func TestDeferredJoin(t *testing.T) {
 		waitView(t, ns, fmt.Sprintf("d%d", i), gossip.Alive, 10*time.Second)
 	}
 }
+
+// TestLargeClusterConfig: beyond LargeCluster members the failure
+// detector is the starved-CPU one, at and below it the small-cluster one,
+// and $NETSTATION_GOSSIP still overrides either.
+func TestLargeClusterConfig(t *testing.T) {
+	t.Setenv("NETSTATION_GOSSIP", "")
+	small, large := gossip.MemberlistConfig("a", gossip.LargeCluster), gossip.MemberlistConfig("a", gossip.LargeCluster+1)
+	if small.ProbeInterval != time.Second || small.ProbeTimeout != 500*time.Millisecond || small.DisableTcpPings || small.RetransmitMult != 2 {
+		t.Errorf("%d members: probe %v/%v, tcp pings off %v, retransmit %d", gossip.LargeCluster, small.ProbeInterval, small.ProbeTimeout, small.DisableTcpPings, small.RetransmitMult)
+	}
+	if large.ProbeInterval != 3*time.Second || large.ProbeTimeout != 2*time.Second || !large.DisableTcpPings ||
+		large.RetransmitMult != 1 || large.GossipInterval != time.Second {
+		t.Errorf("%d members: probe %v/%v, tcp pings off %v, retransmit %d, gossip %v", gossip.LargeCluster+1,
+			large.ProbeInterval, large.ProbeTimeout, large.DisableTcpPings, large.RetransmitMult, large.GossipInterval)
+	}
+	t.Setenv("NETSTATION_GOSSIP", "probe=1s,tcp-ping=on,retransmit=x")
+	c := gossip.MemberlistConfig("a", 1000)
+	if c.ProbeInterval != time.Second || c.DisableTcpPings || c.RetransmitMult != 1 {
+		t.Errorf("overridden: probe %v, tcp pings off %v, retransmit %d (a bad value keeps the setting)", c.ProbeInterval, c.DisableTcpPings, c.RetransmitMult)
+	}
+}

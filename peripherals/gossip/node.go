@@ -152,12 +152,15 @@ type Node struct {
 //     moves the whole view (about 300 KB) both ways, and gossip already
 //     carries every change.
 //
+// A cluster of more than LargeCluster members (n, when known) is tuned
+// for starved CPUs instead (see largeCluster).
+//
 // $NETSTATION_GOSSIP overrides the timings for measurements, as
 // comma-separated key=value pairs: probe, probe-timeout, gossip and
 // push-pull (durations), suspicion, nodes (gossip fan-out) and
-// retransmit (integers),
+// retransmit (integers), tcp-ping (on or off),
 // e.g. "probe=1s,gossip=500ms,suspicion=2".
-func MemberlistConfig(name string) *memberlist.Config {
+func MemberlistConfig(name string, n int) *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
 	c.Name = name
 	c.EnableCompression = false
@@ -169,8 +172,45 @@ func MemberlistConfig(name string) *memberlist.Config {
 	c.TCPTimeout = 2 * time.Second
 	c.RetransmitMult = 2
 	c.DeadNodeReclaimTime = time.Second // a restarted peripheral reuses its name at once
+	if n > LargeCluster {
+		largeCluster(c)
+	}
 	tune(c, os.Getenv("NETSTATION_GOSSIP"))
 	return c
+}
+
+// LargeCluster is the size beyond which MemberlistConfig trades failure
+// detection time for a membership that survives starved CPUs.
+const LargeCluster = 256
+
+// largeCluster sets the failure detector of a cluster of hundreds of
+// members sharing a few cores (issue 16). With the settings above, 300
+// and 500 peripherals on 2 cores never went quiet after the join: joining
+// costs every member a decode of every other's alive message, several
+// times over, which kept both cores busy; a probed member then waited
+// longer than the 500 ms probe timeout for a CPU, was suspected and
+// declared dead although it was alive, refuted, and its new alive message
+// went to all again: one member's view at 500 saw 388-490 deaths in the
+// first 45 s, and the load average passed 700 (perf: the Go runtime's
+// monitor thread, sysmon, polling every 20 us in every busy peripheral,
+// 21 % of their samples; memberlist's alive handling 13 %, msgpack 8 %).
+// Measured at 500 (`NETSTATION_GOSSIP`, one run each, docs/SCALE.md):
+// probe 1 s with a 800 ms timeout, or 2 s with 1 s or 1.5 s, gossip 500 ms
+// to 4-5 members, retransmit 1 x: the same storm; probe 3 s with a 2 s
+// timeout, gossip every second, retransmit 1 x, no TCP fallback ping:
+// 6 deaths seen in the first seconds, then none, 0.58 core 25-45 s after
+// up. A frozen member then takes longer to be declared dead (suspicion
+// 2 x log10(n) probe intervals: 16 s at 500, 18 s at 1,000).
+//
+//   - no TCP ping after a failed UDP probe: the fabric is one bridge, so
+//     TCP reaches no member UDP cannot, and a connection through a starved
+//     member's stack is the most expensive way to learn it is slow.
+func largeCluster(c *memberlist.Config) {
+	c.ProbeInterval = 3 * time.Second
+	c.ProbeTimeout = 2 * time.Second
+	c.GossipInterval = time.Second
+	c.RetransmitMult = 1
+	c.DisableTcpPings = true
 }
 
 // tune applies $NETSTATION_GOSSIP (see MemberlistConfig); unknown keys and
@@ -199,6 +239,8 @@ func tune(c *memberlist.Config, spec string) {
 			c.GossipNodes = n
 		case k == "retransmit" && nerr == nil && n > 0:
 			c.RetransmitMult = n
+		case k == "tcp-ping" && (v == "on" || v == "off"):
+			c.DisableTcpPings = v == "off"
 		}
 	}
 }
@@ -228,7 +270,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, tr: tr, meta: meta, log: cfg.Logger, view: map[string]Member{}, done: make(chan struct{}),
 		joinNow: make(chan struct{})}
-	mc := MemberlistConfig(cfg.Name)
+	mc := MemberlistConfig(cfg.Name, cfg.Expect)
 	mc.Transport = tr
 	mc.Delegate = delegate{n}
 	mc.Events = events{n}
