@@ -14,6 +14,7 @@ import (
 
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/rtt"
 )
 
@@ -868,32 +869,36 @@ func (c *Client) acked(n int64) {
 
 // layOut marshals req into cl.buf: the header alone, or for a WRITE the
 // header's datagram and the data segments (diskproto.Layout), and points
-// cl.msgs at the datagrams. The data is copied once, here; every
-// retransmission resends these bytes with a fresh tag in the header.
+// cl.msgs at the datagrams. The data is copied once, here, and its
+// checksum taken from each copy while it is in cache (one read of the
+// caller's buffer, not two); every retransmission resends these bytes
+// with a fresh tag in the header.
 func (c *Client) layOut(cl *call, req *diskproto.Request) {
 	payload := req.Payload
 	req.Payload = nil
 	if req.Op == diskproto.OpWrite {
 		req.Length = uint32(len(payload))
 	}
-	req.PayloadCRC = diskproto.Checksum(payload)
 	l := diskproto.Layout{Header: diskproto.RequestHeaderSize, Length: len(payload), Datagram: c.opts.Datagram}
 	size, count := l.Size(), l.Count()
 	if cap(cl.buf) < size {
 		cl.buf = make([]byte, size)
 	}
 	cl.buf = cl.buf[:size]
-	req.MarshalHeader(cl.buf)
 	cl.msgs = cl.msgs[:0]
+	var sum uint32
 	for i := range count {
 		a, b := l.Span(i)
 		da, db, off := l.Data(i)
 		if i > 0 {
 			diskproto.PutSegmentHeader(cl.buf[a:], false, uint16(i), uint32(off), req.Session, req.ReqID)
 		}
-		copy(cl.buf[da:db], payload[off:])
+		n := copy(cl.buf[da:db], payload[off:])
+		sum = diskproto.UpdateChecksum(sum, cl.buf[da:da+n])
 		cl.msgs = append(cl.msgs, dgram.Message{Buf: cl.buf[a:b], Addr: c.server})
 	}
+	req.PayloadCRC = sum // the header goes last: it carries the sum
+	req.MarshalHeader(cl.buf)
 }
 
 // expire runs when cl's timer fires: retransmit, or give up. A firing
@@ -1003,11 +1008,39 @@ func (c *Client) wait(ctx context.Context, cl *call) error {
 	return err
 }
 
+// viewReader is a socket that lends received datagrams instead of
+// copying them out (stack.UDPConn): the reader copies a READ segment from
+// the socket's ring straight into the caller's buffer.
+type viewReader interface {
+	ReadViews(views []stack.View) (int, error)
+	Release()
+}
+
+var _ viewReader = (*stack.UDPConn)(nil)
+
 // reader receives and dispatches replies and READ data segments until
-// the PacketConn fails. It reads in batches.
+// the PacketConn fails. It reads in batches: lent views on a user-level
+// socket (nothing in a datagram is kept past its handling), copies
+// otherwise.
 func (c *Client) reader() {
 	defer close(c.readerDone)
 	const batch = 64
+	if vr, ok := c.pc.(viewReader); ok {
+		views := make([]stack.View, batch)
+		for {
+			n, err := vr.ReadViews(views)
+			if err != nil && n <= 0 {
+				if c.readFailed(err) {
+					return
+				}
+				continue
+			}
+			for i := range views[:n] {
+				c.received(views[i].Payload)
+			}
+			vr.Release()
+		}
+	}
 	msgs := make([]dgram.Message, batch)
 	for i := range msgs {
 		msgs[i].Buf = make([]byte, diskproto.MaxDatagram+1)
@@ -1015,47 +1048,61 @@ func (c *Client) reader() {
 	for {
 		n, err := c.pc.ReadBatch(msgs)
 		if err != nil && n <= 0 {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if c.readFailed(err) {
+				return
 			}
-			c.mu.Lock()
-			if !c.closed {
-				c.readerErr = fmt.Errorf("%w: receive: %w", ErrDiskGone, err)
-				for _, cl := range c.slots {
-					if cl != nil {
-						c.settle(cl, c.readerErr)
-					}
-				}
-				c.closed = true
-			}
-			c.mu.Unlock()
-			return
+			continue
 		}
 		for i := range msgs[:n] {
-			b := msgs[i].Buf[:min(msgs[i].N, len(msgs[i].Buf))]
-			if diskproto.IsSACK(b) {
-				c.sack(b)
-				continue
-			}
-			if diskproto.IsSegment(b) {
-				c.segment(b)
-				continue
-			}
-			rep, err := diskproto.ParseReply(b)
-			if err != nil || rep.Session != c.session {
-				// A reply in another version that does not refuse that
-				// version (a disk of our version refuses our probe in
-				// the old one) is a disk of that version.
-				if v, ok := diskproto.PeerVersion(b, c.session); ok && binary.BigEndian.Uint16(b[4:]) != uint16(diskproto.CodeVersion) {
-					c.otherVersion(v)
-				}
-				c.st.bad.Add(1)
-				continue
-			}
-			c.dispatch(&rep)
+			c.received(msgs[i].Buf[:min(msgs[i].N, len(msgs[i].Buf))])
 		}
 	}
+}
+
+// readFailed handles a receive error: a deadline is not one (false: read
+// on); anything else ends every call and the reader (true).
+func (c *Client) readFailed(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	c.mu.Lock()
+	if !c.closed {
+		c.readerErr = fmt.Errorf("%w: receive: %w", ErrDiskGone, err)
+		for _, cl := range c.slots {
+			if cl != nil {
+				c.settle(cl, c.readerErr)
+			}
+		}
+		c.closed = true
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// received handles one datagram from the disk. b is valid only during the
+// call: nothing may keep it.
+func (c *Client) received(b []byte) {
+	if diskproto.IsSACK(b) {
+		c.sack(b)
+		return
+	}
+	if diskproto.IsSegment(b) {
+		c.segment(b)
+		return
+	}
+	rep, err := diskproto.ParseReply(b)
+	if err != nil || rep.Session != c.session {
+		// A reply in another version that does not refuse that
+		// version (a disk of our version refuses our probe in
+		// the old one) is a disk of that version.
+		if v, ok := diskproto.PeerVersion(b, c.session); ok && binary.BigEndian.Uint16(b[4:]) != uint16(diskproto.CodeVersion) {
+			c.otherVersion(v)
+		}
+		c.st.bad.Add(1)
+		return
+	}
+	c.dispatch(&rep)
 }
 
 // segment places one data segment of a READ reply into its call's

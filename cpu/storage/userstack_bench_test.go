@@ -161,4 +161,5 @@ func BenchmarkUserStackStorage(b *testing.B) {
 		})
 	}
 	b.Logf("client %+v", c.Stats())
+	b.Logf("disk %+v", srv.Stats())
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/wire/diskproto"
+	"github.com/netstation/netstation/stack"
 )
 
 // Defaults of Config's zero fields.
@@ -339,6 +340,9 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		s.mu.Unlock()
 		s.serving.Done()
 	}()
+	if vr, ok := bc.(viewReader); ok {
+		return s.serveViews(bc, vr, bufs)
+	}
 	for {
 		n, err := bc.ReadBatch(msgs)
 		if s.closing.Load() {
@@ -358,6 +362,51 @@ func (s *Server) Serve(pc net.PacketConn) error {
 				m.Buf = *bufs[i]
 			}
 		}
+	}
+}
+
+// viewReader is a socket that lends received datagrams instead of
+// copying them out (stack.UDPConn).
+type viewReader interface {
+	ReadViews(views []stack.View) (int, error)
+	Release()
+}
+
+var _ viewReader = (*stack.UDPConn)(nil)
+
+// serveViews is Serve's loop on a socket that lends its datagrams: a
+// WRITE's data segment is copied from the socket's ring straight into its
+// assembly (once, not twice); any other datagram is copied into a pooled
+// buffer first, as a worker may keep it past the views' release.
+func (s *Server) serveViews(bc dgram.Conn, vr viewReader, bufs []*[]byte) error {
+	views := make([]stack.View, len(bufs))
+	for {
+		n, err := vr.ReadViews(views)
+		if s.closing.Load() {
+			if err == nil {
+				vr.Release()
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("disk: serve: read: %w", err)
+		}
+		for i := range views[:n] {
+			b, from := views[i].Payload, views[i].Addr
+			if len(b) > diskproto.MaxDatagram {
+				s.stats.drop(dropOversize)
+				continue
+			}
+			if diskproto.IsSegment(b) {
+				s.segment(bc, b, from)
+				continue
+			}
+			m := copy(*bufs[i], b)
+			if s.handle(bc, bufs[i], m, from) {
+				bufs[i] = s.bufs.Get().(*[]byte) // the job owns the old one
+			}
+		}
+		vr.Release()
 	}
 }
 
