@@ -92,9 +92,7 @@ func (p *Runtime) joinMembership() error {
 		return MembersView{Node: p.cfg.Name, Members: n.Members(), Stats: n.Stats()}, nil
 	})
 	p.Handle(OpJoin, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
-		// Spread over 2 ms per member (2 s at 1,000) so that the seeds
-		// are not all asked at once.
-		go n.Join(time.Duration(p.cfg.Members) * 2 * time.Millisecond)
+		go n.Join(gossip.JoinSpread(p.cfg.Members))
 		return nil, nil
 	})
 	p.members.mu.Lock()

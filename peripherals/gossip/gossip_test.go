@@ -196,3 +196,13 @@ func TestLargeClusterConfig(t *testing.T) {
 		t.Errorf("overridden: probe %v, tcp pings off %v, retransmit %d (a bad value keeps the setting)", c.ProbeInterval, c.DisableTcpPings, c.RetransmitMult)
 	}
 }
+
+// TestJoinSpread: the joins of a large cluster are spread ten times wider.
+func TestJoinSpread(t *testing.T) {
+	if got := gossip.JoinSpread(200); got != 400*time.Millisecond {
+		t.Errorf("JoinSpread(200) = %v, want 400ms", got)
+	}
+	if got := gossip.JoinSpread(1000); got != 20*time.Second {
+		t.Errorf("JoinSpread(1000) = %v, want 20s", got)
+	}
+}

@@ -317,6 +317,21 @@ func (n *Node) Join(spread time.Duration) {
 	})
 }
 
+// JoinSpread is how long the joins of a cluster of n members told to join
+// at once (a testbed's supervisor, once every peripheral answers) are
+// spread over, each node pausing a random part of it: 2 ms per member, so
+// that the seeds are not all asked at once, and 20 ms per member beyond
+// LargeCluster. Each join sets off the dissemination of the joiner's alive
+// message to every member known so far, several decodes each: 1,000
+// members joining within 2 s kept more than 1,000 threads runnable on 2
+// cores, and members starved past every probe timeout (docs/SCALE.md).
+func JoinSpread(n int) time.Duration {
+	if n > LargeCluster {
+		return time.Duration(n) * 20 * time.Millisecond
+	}
+	return time.Duration(n) * 2 * time.Millisecond
+}
+
 // start joins the seeds and starts the loops that keep the view whole.
 func (n *Node) start() {
 	select {
