@@ -24,16 +24,8 @@ func tcpLent(t *testing.T, limit int32, lossPPM uint32) (client, server *tcp.Con
 	t.Helper()
 	la, lb := mem.Pair(macA, macB, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
 	l = newLendingLink(la, limit)
-	a, err := New(l, Config{Addr: netip.PrefixFrom(ipA, 24)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	lossy := impair.Wrap(lb)
-	b, err := New(lossy, Config{Addr: netip.PrefixFrom(ipB, 24)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close(); a.Close() })
+	a, b := stacksOn(t, l, lossy)
 	ln, err := a.ListenTCP(netip.AddrPortFrom(ipA, 9000))
 	if err != nil {
 		t.Fatal(err)
@@ -206,15 +198,7 @@ func TestTCPGather(t *testing.T) {
 		if refuse {
 			lnk = impair.Wrap(lb) // mem does not gather: ErrNoGather
 		}
-		a, err := New(la, Config{Addr: netip.PrefixFrom(ipA, 24)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := New(lnk, Config{Addr: netip.PrefixFrom(ipB, 24)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close(); a.Close() })
+		a, b := stacksOn(t, la, lnk)
 		ln, err := a.ListenTCP(netip.AddrPortFrom(ipA, 9001))
 		if err != nil {
 			t.Fatal(err)
