@@ -218,6 +218,8 @@ type call struct {
 	dst     []byte          // READ destination
 	track   diskproto.Assembly
 	crc     uint32            // a segmented READ reply's PayloadCRC, from its header
+	sum     uint32            // CRC-32C of dst[:summed], taken as datagrams are copied in order
+	summed  int               // < 0: a datagram overlapped summed bytes (readDone sums all of dst)
 	req     diskproto.Request // the request's header fields (READ: rebuilt with a bitmap on resends)
 	acked   []byte            // WRITE: the disk's latest SACK bitmap of the datagrams it holds
 	round   uint8             // the latest transmission's round: its tag's low byte
@@ -640,6 +642,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	}
 	if op == diskproto.OpRead {
 		cl.track.Reset(length)
+		cl.sum, cl.summed = 0, 0
 	}
 	cl.first = time.Now()
 	c.mu.Unlock()
@@ -1128,7 +1131,7 @@ func (c *Client) segment(b []byte) {
 		return
 	}
 	if fresh {
-		copy(cl.dst[seg.Offset:], seg.Data)
+		cl.placed(int(seg.Offset), copy(cl.dst[seg.Offset:], seg.Data))
 	}
 	if seg.Flags&diskproto.FlagLast != 0 && !cl.track.Complete() && c.answersRecent(cl, seg.Round) {
 		// The end of the disk's burst and datagrams are missing: ask for
@@ -1279,6 +1282,28 @@ func (c *Client) outstanding(reqID uint64, op diskproto.Op) *call {
 	return cl
 }
 
+// placed extends cl's running checksum over data just copied into dst
+// at off (n bytes) when it continues the summed prefix. Called with mu held.
+func (cl *call) placed(off, n int) {
+	switch {
+	case cl.summed < 0:
+	case off == cl.summed:
+		cl.sum = diskproto.UpdateChecksum(cl.sum, cl.dst[off:off+n])
+		cl.summed += n
+	case off < cl.summed:
+		cl.summed = -1 // overwrote summed bytes: sum them all again
+	}
+}
+
+// checksum returns the CRC-32C of dst, reading only what the running
+// checksum did not cover. Called with mu held.
+func (cl *call) checksum() uint32 {
+	if cl.summed < 0 || cl.summed > len(cl.dst) {
+		return diskproto.Checksum(cl.dst)
+	}
+	return diskproto.UpdateChecksum(cl.sum, cl.dst[cl.summed:])
+}
+
 // readDone settles a segmented READ once all of its reply has arrived and
 // checks out; a reply that arrived whole but corrupt is asked for again.
 // Called with mu held; returns with it free.
@@ -1287,8 +1312,9 @@ func (c *Client) readDone(cl *call) {
 		c.mu.Unlock()
 		return
 	}
-	if diskproto.Checksum(cl.dst) != cl.crc {
+	if cl.checksum() != cl.crc {
 		cl.track.Reset(uint32(len(cl.dst)))
+		cl.sum, cl.summed = 0, 0
 		id := cl.reqID // under mu: once released, the call may be settled and reused
 		c.mu.Unlock()
 		c.st.bad.Add(1)
@@ -1338,7 +1364,7 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 				return
 			}
 			if fresh {
-				copy(cl.dst, rep.Payload)
+				cl.placed(0, copy(cl.dst, rep.Payload))
 				cl.crc = rep.PayloadCRC
 			}
 			c.readDone(cl) // unlocks
