@@ -217,13 +217,12 @@ type call struct {
 	msgs    []dgram.Message // its datagrams, in buf
 	dst     []byte          // READ destination
 	track   diskproto.Assembly
-	crc     uint32            // a segmented READ reply's PayloadCRC, from its header
-	sum     uint32            // CRC-32C of dst[:summed], taken as datagrams are copied in order
-	summed  int               // < 0: a datagram overlapped summed bytes (readDone sums all of dst)
-	req     diskproto.Request // the request's header fields (READ: rebuilt with a bitmap on resends)
-	acked   []byte            // WRITE: the disk's latest SACK bitmap of the datagrams it holds
-	round   uint8             // the latest transmission's round: its tag's low byte
-	expired int               // consecutive timer expiries without feedback
+	crc     uint32                    // a segmented READ reply's PayloadCRC, from its header
+	sum     diskproto.RunningChecksum // of dst, taken as datagrams are copied in
+	req     diskproto.Request         // the request's header fields (READ: rebuilt with a bitmap on resends)
+	acked   []byte                    // WRITE: the disk's latest SACK bitmap of the datagrams it holds
+	round   uint8                     // the latest transmission's round: its tag's low byte
+	expired int                       // consecutive timer expiries without feedback
 	// silent counts the consecutive expiries after which nothing at all
 	// had come from the disk since the call's latest transmission: only
 	// those back the timer off. An expiry while the disk answers other
@@ -642,7 +641,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	}
 	if op == diskproto.OpRead {
 		cl.track.Reset(length)
-		cl.sum, cl.summed = 0, 0
+		cl.sum.Reset()
 	}
 	cl.first = time.Now()
 	c.mu.Unlock()
@@ -1283,26 +1282,8 @@ func (c *Client) outstanding(reqID uint64, op diskproto.Op) *call {
 }
 
 // placed extends cl's running checksum over data just copied into dst
-// at off (n bytes) when it continues the summed prefix. Called with mu held.
-func (cl *call) placed(off, n int) {
-	switch {
-	case cl.summed < 0:
-	case off == cl.summed:
-		cl.sum = diskproto.UpdateChecksum(cl.sum, cl.dst[off:off+n])
-		cl.summed += n
-	case off < cl.summed:
-		cl.summed = -1 // overwrote summed bytes: sum them all again
-	}
-}
-
-// checksum returns the CRC-32C of dst, reading only what the running
-// checksum did not cover. Called with mu held.
-func (cl *call) checksum() uint32 {
-	if cl.summed < 0 || cl.summed > len(cl.dst) {
-		return diskproto.Checksum(cl.dst)
-	}
-	return diskproto.UpdateChecksum(cl.sum, cl.dst[cl.summed:])
-}
+// at off (n bytes). Called with mu held.
+func (cl *call) placed(off, n int) { cl.sum.Placed(cl.dst, off, n) }
 
 // readDone settles a segmented READ once all of its reply has arrived and
 // checks out; a reply that arrived whole but corrupt is asked for again.
@@ -1312,9 +1293,9 @@ func (c *Client) readDone(cl *call) {
 		c.mu.Unlock()
 		return
 	}
-	if cl.checksum() != cl.crc {
+	if cl.sum.Sum(cl.dst) != cl.crc {
 		cl.track.Reset(uint32(len(cl.dst)))
-		cl.sum, cl.summed = 0, 0
+		cl.sum.Reset()
 		id := cl.reqID // under mu: once released, the call may be settled and reused
 		c.mu.Unlock()
 		c.st.bad.Add(1)

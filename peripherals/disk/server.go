@@ -165,34 +165,14 @@ type assembly struct {
 	// headless: segments arrived before the header's datagram (lost); the
 	// length is bounded by MaxIO until the header comes and fixes it.
 	headless bool
-	// sum is the CRC-32C of the data's first summed bytes, taken from
-	// each datagram as it is copied in order (while in cache); summed < 0
-	// means a datagram overlapped them: the whole is summed at the end.
-	sum    uint32
-	summed int
+	// crc is the data's CRC-32C, taken from each datagram as it is
+	// copied in (while in cache).
+	crc diskproto.RunningChecksum
 }
 
 // placed extends a's running checksum over data just copied to off (n
-// bytes) when it continues the summed prefix. Called with mu held.
-func (a *assembly) placed(off, n int) {
-	switch {
-	case a.summed < 0:
-	case off == a.summed:
-		a.sum = diskproto.UpdateChecksum(a.sum, (*a.buf)[off:off+n])
-		a.summed += n
-	case off < a.summed:
-		a.summed = -1 // overwrote summed bytes: sum them all again
-	}
-}
-
-// checksum returns the CRC-32C of payload, a's assembled data, reading
-// only what the running checksum did not cover.
-func (a *assembly) checksum(payload []byte) uint32 {
-	if a.summed < 0 || a.summed > len(payload) {
-		return diskproto.Checksum(payload)
-	}
-	return diskproto.UpdateChecksum(a.sum, payload[a.summed:])
-}
+// bytes). Called with mu held.
+func (a *assembly) placed(off, n int) { a.crc.Placed(*a.buf, off, n) }
 
 // slot is one entry of a session's duplicate-request cache, indexed by
 // request id modulo the window.
@@ -697,7 +677,7 @@ func (s *Server) sweepAssemblies() {
 func (s *Server) assembled(pc dgram.Conn, sess *session, a *assembly, from netip.AddrPort) {
 	req := a.req
 	req.Payload = (*a.buf)[:req.Length]
-	if a.checksum(req.Payload) != req.PayloadCRC {
+	if a.crc.Sum(req.Payload) != req.PayloadCRC {
 		s.big.Put(a.buf)
 		s.reply(pc, from, &req, diskproto.CodeChecksum, nil)
 		return

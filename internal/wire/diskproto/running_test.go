@@ -1,4 +1,4 @@
-package disk
+package diskproto_test
 
 import (
 	"math/rand/v2"
@@ -7,12 +7,12 @@ import (
 	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
-// TestAssemblyChecksum: the running checksum of a WRITE's assembly equals
-// the CRC-32C of the assembled bytes however the datagrams arrive: in
-// order, out of order, and when one overwrites bytes already summed (a
-// hostile or broken client), where a checksum of the first copy would
-// pass data that is no longer there.
-func TestAssemblyChecksum(t *testing.T) {
+// TestRunningChecksum: the running checksum equals the CRC-32C of the
+// placed bytes however the pieces arrive: in order, out of order, and when
+// one overwrites bytes already summed (a broken or hostile peer), where a
+// checksum of the first copy would vouch for bytes no longer there. The
+// disk's WRITE assembly and the client's READ destination both use it.
+func TestRunningChecksum(t *testing.T) {
 	const length, per = 16000, 1400
 	data := make([]byte, length)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -30,16 +30,20 @@ func TestAssemblyChecksum(t *testing.T) {
 
 	for name, pieces := range map[string][]piece{"in order": inOrder, "out of order": swapped, "overlapping": overlap} {
 		buf := make([]byte, length)
-		a := &assembly{buf: &buf}
+		var r diskproto.RunningChecksum
 		for k, p := range pieces {
 			src := data[p.off : p.off+p.n]
 			if k >= len(inOrder) {
 				src = make([]byte, p.n) // other bytes over summed ones
 			}
-			a.placed(p.off, copy(buf[p.off:], src))
+			r.Placed(buf, p.off, copy(buf[p.off:], src))
 		}
-		if got, want := a.checksum(buf), diskproto.Checksum(buf); got != want {
-			t.Errorf("%s: running checksum %08x, the assembled bytes' %08x", name, got, want)
+		if got, want := r.Sum(buf), diskproto.Checksum(buf); got != want {
+			t.Errorf("%s: running checksum %08x, the placed bytes' %08x", name, got, want)
+		}
+		r.Reset()
+		if got, want := r.Sum(data), diskproto.Checksum(data); got != want {
+			t.Errorf("%s: after Reset %08x, want %08x", name, got, want)
 		}
 	}
 }
