@@ -90,28 +90,26 @@ func (c *Conn) rcvViewsLocked(n int) (a, b []byte) {
 // them below rcvRead).
 func (c *Conn) consumedLocked() {
 	l := &c.lent
-	for l.n > 0 {
-		h := l.at(0)
-		if seqGT(h.seq+uint32(len(h.buf)), c.rcvRead) {
-			return
-		}
-		c.p.lender.Release(h.loan, 1)
-		*h = lentChunk{}
-		l.head = (l.head + 1) % maxLent
-		l.n--
+	for l.n > 0 && !seqGT(l.at(0).seq+uint32(len(l.at(0).buf)), c.rcvRead) {
+		c.popLentLocked()
 	}
 }
 
 // releaseLentLocked gives every chunk back: nobody will read them.
 func (c *Conn) releaseLentLocked() {
-	l := &c.lent
-	for l.n > 0 {
-		h := l.at(0)
-		c.p.lender.Release(h.loan, 1)
-		*h = lentChunk{}
-		l.head = (l.head + 1) % maxLent
-		l.n--
+	for c.lent.n > 0 {
+		c.popLentLocked()
 	}
+}
+
+// popLentLocked gives the oldest chunk back to the network.
+func (c *Conn) popLentLocked() {
+	l := &c.lent
+	h := l.at(0)
+	c.p.lender.Release(h.loan, 1)
+	*h = lentChunk{}
+	l.head = (l.head + 1) % maxLent
+	l.n--
 }
 
 // releaseLentLockedUnlessViewed is releaseLentLocked for Close: while a
