@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"container/heap"
 	"math"
 	"math/bits"
 	"sync"
@@ -70,7 +71,7 @@ type pacedReply struct {
 // time, and the pacing schedule of every session (session.paceNext).
 type pacer struct {
 	mu    sync.Mutex
-	queue []*pacedReply // a min-heap by (due, seq)
+	queue paceQueue // a min-heap by (due, seq)
 	free  []*pacedReply
 	bytes int // buffer bytes held by queue
 	seq   uint64
@@ -260,44 +261,31 @@ func (p *pacer) put(pr *pacedReply) {
 	p.free = append(p.free, pr)
 }
 
-func (p *pacer) less(i, j int) bool {
-	a, b := p.queue[i], p.queue[j]
-	return a.due.Before(b.due) || (a.due.Equal(b.due) && a.seq < b.seq)
+// paceQueue is the pacer's replies as a container/heap, soonest due
+// first and first come first among equals.
+type paceQueue []*pacedReply
+
+func (q paceQueue) Len() int { return len(q) }
+func (q paceQueue) Less(i, j int) bool {
+	return q[i].due.Before(q[j].due) || (q[i].due.Equal(q[j].due) && q[i].seq < q[j].seq)
+}
+func (q paceQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *paceQueue) Push(x any)   { *q = append(*q, x.(*pacedReply)) }
+func (q *paceQueue) Pop() any {
+	old := *q
+	n := len(old) - 1
+	pr := old[n]
+	old[n] = nil
+	*q = old[:n]
+	return pr
 }
 
 // push adds pr to the heap. Called with mu held.
 func (p *pacer) push(pr *pacedReply) {
 	p.seq++
 	pr.seq = p.seq
-	p.queue = append(p.queue, pr)
-	for i := len(p.queue) - 1; i > 0; {
-		up := (i - 1) / 2
-		if !p.less(i, up) {
-			break
-		}
-		p.queue[i], p.queue[up] = p.queue[up], p.queue[i]
-		i = up
-	}
+	heap.Push(&p.queue, pr)
 }
 
 // pop removes the heap's head. Called with mu held.
-func (p *pacer) pop() {
-	n := len(p.queue) - 1
-	p.queue[0] = p.queue[n]
-	p.queue[n] = nil
-	p.queue = p.queue[:n]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && p.less(l, m) {
-			m = l
-		}
-		if r < n && p.less(r, m) {
-			m = r
-		}
-		if m == i {
-			return
-		}
-		p.queue[i], p.queue[m] = p.queue[m], p.queue[i]
-		i = m
-	}
-}
+func (p *pacer) pop() { heap.Pop(&p.queue) }
