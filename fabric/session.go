@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -416,6 +417,41 @@ func NetnsExists(name string) bool {
 	}
 	_, _, err := nsIdentity(filepath.Join(NetnsDir, name))
 	return err == nil
+}
+
+// NetnsUsers returns the processes whose network namespace is one of the
+// named namespaces, by pid, read from /proc/PID/ns/net. Processes that end
+// while it reads, or that it may not inspect, are left out.
+func NetnsUsers(names []string) []int {
+	type id struct{ dev, ino uint64 }
+	want := make(map[id]bool, len(names))
+	for _, n := range names {
+		if checkNetnsName(n) != nil {
+			continue
+		}
+		if dev, ino, err := nsIdentity(filepath.Join(NetnsDir, n)); err == nil {
+			want[id{dev, ino}] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && want[id{st.Dev, st.Ino}] {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // ListNetns returns the names under /run/netns that start with prefix,

@@ -27,6 +27,27 @@ import (
 // ErrRunning: the testbed is already up with a different topology.
 var ErrRunning = errors.New("testbed already up with a different topology")
 
+// ErrForeign: the testbed's namespaces are in use, but by a testbed this
+// state root does not know (one brought up with another
+// NETSTATION_STATE_DIR).
+var ErrForeign = errors.New("testbed owned by another state directory")
+
+// pidList formats up to max pids, then how many more.
+func pidList(pids []int, max int) string {
+	var b strings.Builder
+	for i, p := range pids {
+		if i == max {
+			fmt.Fprintf(&b, " and %d more", len(pids)-max)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, p)
+	}
+	return b.String()
+}
+
 // ErrNameTaken: kernel objects with the testbed's name prefix exist that no
 // testbed in this state root owns.
 var ErrNameTaken = errors.New("testbed name taken")
@@ -361,6 +382,16 @@ func Down(ctx context.Context, name string) error {
 	}
 	if statErr != nil && len(left) == 0 {
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if statErr != nil {
+		// Namespaces with the testbed's prefix but no state here: leftovers
+		// of a crash, which down sweeps, or a live testbed that another
+		// state directory owns, whose processes would outlive the sweep.
+		if pids := fabric.NetnsUsers(left); len(pids) > 0 {
+			return fmt.Errorf("%w: %s has no state in %s, but processes run in its namespaces (%d: pid %s): "+
+				"bring it down with the NETSTATION_STATE_DIR it was brought up with",
+				ErrForeign, name, StateRoot(), len(pids), pidList(pids, 5))
+		}
 	}
 	if _, alive := supervisorProgress(dir); alive {
 		sup := supervisorPID(dir)

@@ -146,7 +146,10 @@ func newDownCmd() *cobra.Command {
 		Short: "Remove a testbed (or every testbed) completely",
 		Long: `Remove a testbed: its processes, namespaces, links and state. Works after a
 crash or kill -9 of any part, from the state journal and the testbed's name
-prefix.`,
+prefix. Namespaces with the name's prefix that this state directory
+(NETSTATION_STATE_DIR) has no record of are swept as leftovers, unless
+processes still run in them: then the testbed belongs to another state
+directory, and down refuses and names them.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all {
