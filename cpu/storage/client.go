@@ -117,6 +117,11 @@ type Stats struct {
 	Probes         uint64 `json:"probes"`
 	LossEvents     uint64 `json:"loss_events"`
 	Cwnd           int64  `json:"cwnd_bytes"`
+	// Answers to retransmissions (version 5): "in progress" (the disk
+	// has the request; its reply follows) and "sent" (a READ's reply
+	// left the disk; with nothing of it here, asked for again).
+	InProgress  uint64 `json:"in_progress"`
+	SentAnswers uint64 `json:"sent_answers"`
 	// PaceRate is the rate (bytes/s) data is paced at now: this client's
 	// WRITE data and, carried in every READ (version 4), the disk's
 	// replies; 0 before the first RTT sample (unpaced).
@@ -185,6 +190,7 @@ type Client struct {
 	st         struct {
 		requests, retransmits, timeouts, refused, late, bad, reopens, bytesRead, bytesWritten atomic.Uint64
 		sacks, feedback, resent, probes, losses                                               atomic.Uint64
+		inProgress, sentAnswers                                                               atomic.Uint64
 	}
 }
 
@@ -221,6 +227,7 @@ type call struct {
 	sum     diskproto.RunningChecksum // of dst, taken as datagrams are copied in
 	req     diskproto.Request         // the request's header fields (READ: rebuilt with a bitmap on resends)
 	acked   []byte                    // WRITE: the disk's latest SACK bitmap of the datagrams it holds
+	have    []byte                    // READ: the bitmap sent with FlagHave (reused)
 	round   uint8                     // the latest transmission's round: its tag's low byte
 	expired int                       // consecutive timer expiries without feedback
 	// silent counts the consecutive expiries after which nothing at all
@@ -381,11 +388,12 @@ func (c *Client) hello(ctx context.Context) error {
 			return fmt.Errorf("%w: %w", ErrDiskGone, err)
 		}
 		if try == 1 {
-			// No answer yet: also ask in the previous versions, whose
-			// disks drop ours unanswered. If the disk speaks one of them,
-			// say so instead of timing out.
+			// No answer yet: also ask in versions 3 and 2, whose disks
+			// drop ours unanswered (a disk of version 4 parses our
+			// header and answers CodeVersion itself). If the disk speaks
+			// one of them, say so instead of timing out.
 			var old [diskproto.RequestHeaderSize]byte
-			for v := uint8(diskproto.Version - 1); v >= 2; v-- {
+			for v := uint8(3); v >= 2; v-- {
 				m[0].Buf = old[:diskproto.LegacyRequest(old[:], b[:n], v)]
 				_, _ = c.pc.WriteBatch(m[:])
 			}
@@ -460,6 +468,7 @@ func (c *Client) Stats() Stats {
 
 		SACKs: c.st.sacks.Load(), FeedbackResend: c.st.feedback.Load(), ResentDgrams: c.st.resent.Load(),
 		Probes: c.st.probes.Load(), LossEvents: c.st.losses.Load(), Cwnd: cwnd, PaceRate: rate,
+		InProgress: c.st.inProgress.Load(), SentAnswers: c.st.sentAnswers.Load(),
 		SinceReply: sinceReply, LastRefusal: refusal,
 	}
 }
@@ -687,35 +696,7 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	low, epoch := c.low, c.epoch
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
-	rto := c.rtt.BackedOff(cl.silent)
-	if srtt := c.rtt.SRTT(); srtt > 0 {
-		// The first timer is a tail-loss probe (RFC 8985's PTO): two
-		// smoothed RTTs, not the RTO, since losing the last datagram of
-		// a burst, a request, a reply or a SACK is otherwise a whole RTO
-		// (at least MinRTO, 20 ms: 20 times a lossless 256 KiB request
-		// here). What a probe sends is small (a WRITE's header; a READ's
-		// request for what it lacks), except for a READ that holds
-		// nothing yet: the disk reads and sends it all again. That one
-		// waits SRTT + 4 RTTVAR (RFC 6298's RTO without its floor) if
-		// longer: RTT samples of READs time the first datagram of the
-		// reply, which varies with the requests queued ahead at the
-		// disk, and two SRTTs alone re-read about one READ in twelve
-		// spuriously on a loaded machine with no loss at all.
-		// A probe lost as well (one in ten at 10 % loss, counting its
-		// answer) is probed again after twice as long, and so on up to
-		// the timer above, rather than after the RTO: its floor, MinRTO,
-		// was that one lost probe's whole cost (20 ms on a 1 ms path),
-		// and at 10 % loss one READ in a hundred or so (its request and
-		// its probe, or their replies' first super-frames, lost) held a
-		// whole run up by it.
-		probe := max(2*srtt, minProbe)
-		if cl.op == diskproto.OpRead && !cl.track.Any() {
-			probe = max(probe, srtt+4*c.rtt.RTTVar())
-		}
-		rto = min(rto, probe<<min(cl.expired, 16))
-	}
-	cl.deadline = time.Now().Add(rto)
-	cl.timer.Reset(rto)
+	c.arm(cl)
 	cl.out = cl.out[:0]
 	if cl.op == diskproto.OpRead {
 		// The request alone, with the bitmap of what arrived if anything did.
@@ -724,9 +705,17 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 		// The disk paces the reply at the rate we pace our own data.
 		req.PaceRate = c.paceRate()
 		var have []byte
-		if kind != sendAll {
-			have = cl.track.Held(nil)
+		switch {
+		case kind != sendAll:
+			have = cl.track.Held(cl.have[:0])
+		case cl.nsend > 1:
+			// All of it again (the disk said it sent the reply and
+			// nothing of it came, or it came corrupt, or the disk
+			// restarted): an empty bitmap, which the disk runs, where a
+			// READ without one gets CodeSent.
+			have = append(cl.have[:0], 0)
 		}
+		cl.have = have[:0]
 		if len(have) > 0 {
 			req.Flags |= diskproto.FlagHave
 			req.Payload = have
@@ -788,6 +777,44 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 		}
 		msgs = msgs[k:]
 	}
+}
+
+// arm (re)arms cl's retransmission timer for its latest transmission.
+// Called with mu held.
+func (c *Client) arm(cl *call) {
+	rto := c.rtt.BackedOff(cl.silent)
+	if srtt := c.rtt.SRTT(); srtt > 0 {
+		// The first timer is a tail-loss probe (RFC 8985's PTO): two
+		// smoothed RTTs, not the RTO, since losing the last datagram of
+		// a burst, a request, a reply or a SACK is otherwise a whole RTO
+		// (at least MinRTO, 20 ms: 20 times a lossless 256 KiB request
+		// here). What a probe sends is small (a WRITE's header; a READ's
+		// request for what it lacks; a READ that holds nothing yet is
+		// answered "in progress" or "sent", version 5). A READ holding
+		// nothing waits SRTT + 4 RTTVAR (RFC 6298's RTO without its floor) if
+		// longer: RTT samples of READs time the first datagram of the
+		// reply, which varies with the requests queued ahead at the
+		// disk, and two SRTTs alone re-read about one READ in twelve
+		// spuriously on a loaded machine with no loss at all.
+		// A probe lost as well (one in ten at 10 % loss, counting its
+		// answer) is probed again after twice as long, and so on up to
+		// the timer above, rather than after the RTO: its floor, MinRTO,
+		// was that one lost probe's whole cost (20 ms on a 1 ms path),
+		// and at 10 % loss one READ in a hundred or so (its request and
+		// its probe, or their replies' first super-frames, lost) held a
+		// whole run up by it. A probe the disk answers "in progress"
+		// (version 5) starts the doubling over (dispatch): before, the
+		// disk dropped it, and at queue depth 16 probes of READs queued
+		// behind others doubled up to the 20 ms cap and counted as
+		// losses, with the disk answering all along.
+		probe := max(2*srtt, minProbe)
+		if cl.op == diskproto.OpRead && !cl.track.Any() {
+			probe = max(probe, srtt+4*c.rtt.RTTVar())
+		}
+		rto = min(rto, probe<<min(cl.expired, 16))
+	}
+	cl.deadline = time.Now().Add(rto)
+	cl.timer.Reset(rto)
 }
 
 // pacing waits until bytes may leave: the congestion window per minimum
@@ -921,9 +948,9 @@ func (c *Client) expire(cl *call) {
 	// Give up after MaxRetries expiries that were all silent (the disk
 	// is gone or cut off: as soon as ever), or, while the disk answers
 	// other requests, once MaxRetries expiries took at least as long as
-	// the backed-off schedule would have: a slow FLUSH or FUA WRITE (the
-	// disk drops probes of a request it is running) gets as long as
-	// before.
+	// the backed-off schedule would have. A request whose probes the
+	// disk answers "in progress" never gets here (dispatch resets
+	// expired): a slow FLUSH waits as long as the disk works on it.
 	if cl.expired >= c.opts.MaxRetries && (cl.silent > cl.expired || time.Since(cl.first) >= c.patience()) {
 		c.st.timeouts.Add(1)
 		kind := ErrTimeout
@@ -1319,6 +1346,42 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 	if cl == nil {
 		c.mu.Unlock()
 		c.st.late.Add(1)
+		return
+	}
+	switch rep.Status {
+	case diskproto.CodeInProgress:
+		// The disk has the request and is running it (or still sending
+		// its reply): the probe was answered, the reply follows. Probe
+		// again at the first timer, not a doubled one, and no loss. Not
+		// an RTT sample: it times the path, not the disk's work, and
+		// would pull the probe timer below the replies' round trip.
+		c.st.inProgress.Add(1)
+		cl.expired, cl.silent = 0, 0
+		c.arm(cl)
+		c.mu.Unlock()
+		return
+	case diskproto.CodeSent:
+		c.st.sentAnswers.Add(1)
+		if cl.op != diskproto.OpRead {
+			c.mu.Unlock()
+			c.st.bad.Add(1)
+			return
+		}
+		cl.expired, cl.silent = 0, 0
+		if cl.track.Any() {
+			// What is missing is found by the reply's last datagram
+			// (feedback) or, if that was lost, the next probe.
+			c.arm(cl)
+			c.mu.Unlock()
+			return
+		}
+		// The whole reply left before this answer, on the same path, and
+		// none of it came: lost. Ask for all of it again.
+		c.lossEvent(false)
+		id := cl.reqID // under mu: once released, the call may be settled and reused
+		c.mu.Unlock()
+		c.st.retransmits.Add(1)
+		go c.transmit(cl, id, sendAll)
 		return
 	}
 	for i, s := range cl.sends[:min(cl.nsend, len(cl.sends))] {

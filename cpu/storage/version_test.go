@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,9 +19,9 @@ import (
 
 // oldDisk answers the way a disk of protocol version v (2 or 3) did: INFO
 // requests in version v (their 128-byte header) get an INFO reply in
-// version v; anything else, our version 4 included, is dropped
+// version v; anything else, our version included, is dropped
 // unanswered (a version 3 disk checks another version's header CRC over
-// its own 128 bytes, which version 4's does not match). It returns the
+// its own 128 bytes, which ours does not match). It returns the
 // address it serves on.
 func oldDisk(t *testing.T, v uint8) net.Addr {
 	pc := listenUDP(t)
@@ -61,7 +62,7 @@ func TestOldDiskRefused(t *testing.T) {
 			if !errors.Is(err, storage.ErrVersion) {
 				t.Fatalf("Dial: %v, want ErrVersion", err)
 			}
-			if !strings.Contains(err.Error(), fmt.Sprintf("version %d", v)) || !strings.Contains(err.Error(), "version 4") {
+			if !strings.Contains(err.Error(), fmt.Sprintf("version %d", v)) || !strings.Contains(err.Error(), fmt.Sprintf("version %d", diskproto.Version)) {
 				t.Errorf("error does not name both versions: %v", err)
 			}
 			if d := time.Since(start); d > 5*time.Second {
@@ -161,4 +162,82 @@ func TestNoRoomEnds(t *testing.T) {
 		t.Errorf("%d empty SACKs answered before giving up", n)
 	}
 	t.Log(err)
+}
+
+// TestProbeAnsweredInProgress (version 5): a READ the disk holds running
+// for many probe intervals is not given up, and its probes are not loss
+// events, while the disk answers them "in progress"; when the disk
+// answers "sent" and nothing of the reply came, the client asks for all
+// of it again (FlagHave, empty bitmap) at once, and gets it.
+func TestProbeAnsweredInProgress(t *testing.T) {
+	pc := listenUDP(t)
+	t.Cleanup(func() { pc.Close() })
+	data := randomBytes(7, 4096)
+	const hold = 150 * time.Millisecond
+	var inProgress, sent, asked atomic.Int64
+	go func() {
+		buf := make([]byte, 65536)
+		out := make([]byte, 65536)
+		var first time.Time
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			req, err := diskproto.ParseRequest(buf[:n])
+			if err != nil {
+				continue
+			}
+			rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID, Epoch: 1}
+			switch {
+			case req.Op == diskproto.OpInfo:
+				rep.Payload = diskproto.InfoPayload{Size: 1 << 20, BlockSize: 4096, Window: 8, MaxIO: 65536, WindowBytes: 1 << 20}.Marshal()
+			case req.Op != diskproto.OpRead:
+				continue
+			case first.IsZero():
+				first = time.Now() // the READ runs: no answer yet
+				continue
+			case req.Flags&diskproto.FlagHave == 0 && time.Since(first) < hold:
+				rep.Status = diskproto.CodeInProgress
+				inProgress.Add(1)
+			case req.Flags&diskproto.FlagHave == 0:
+				rep.Status = diskproto.CodeSent // its reply left, and was lost
+				sent.Add(1)
+			case len(req.Payload) == 1 && req.Payload[0] == 0:
+				asked.Add(1)
+				rep.Length, rep.Payload = uint32(len(data)), data
+			default:
+				t.Errorf("READ retransmitted with bitmap % x", req.Payload)
+				continue
+			}
+			k, err := rep.Marshal(out)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			pc.WriteTo(out[:k], from)
+		}
+	}()
+	c := dial(t, pc.LocalAddr(), nil, storage.Options{InitialRTO: 5 * time.Millisecond, MinRTO: 5 * time.Millisecond,
+		MaxRetries: 3, Datagram: 8192})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := make([]byte, len(data))
+	if _, err := c.ReadAt(ctx, got, 0); err != nil {
+		t.Fatalf("ReadAt: %v (the disk answered %d probes in progress)", err, inProgress.Load())
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("wrong data")
+	}
+	st := c.Stats()
+	t.Logf("in progress %d, sent %d, asked again %d; client %+v", inProgress.Load(), sent.Load(), asked.Load(), st)
+	if inProgress.Load() <= 3 || st.InProgress != uint64(inProgress.Load()) {
+		t.Errorf("%d probes answered in progress (client counted %d): want more than MaxRetries", inProgress.Load(), st.InProgress)
+	}
+	if sent.Load() != 1 || asked.Load() != 1 || st.SentAnswers != 1 {
+		t.Errorf("sent %d, asked again %d, client counted %d sent: want 1 each", sent.Load(), asked.Load(), st.SentAnswers)
+	}
+	if st.LossEvents != 1 {
+		t.Errorf("%d loss events, want 1 (the reply lost; probes answered in progress are none)", st.LossEvents)
+	}
 }

@@ -59,6 +59,7 @@ const (
 type pacedReply struct {
 	pc   dgram.Conn
 	sess *session
+	id   uint64 // the READ's request id: its slot is told when the last chunk left
 	ob   *[]byte
 	msgs []dgram.Message // the reply's datagrams still to send: msgs[next:]
 	next int
@@ -100,7 +101,7 @@ func (s *Server) paceRate(asked uint64) uint64 {
 // rate bytes/s: what is due now, at once; the rest is queued for the
 // pacer goroutine, which then owns ob. It reports whether it kept ob (the
 // caller must not reuse it). msgs is not retained.
-func (s *Server) paceSend(pc dgram.Conn, sess *session, ob *[]byte, msgs []dgram.Message, rate uint64) bool {
+func (s *Server) paceSend(pc dgram.Conn, sess *session, id uint64, ob *[]byte, msgs []dgram.Message, rate uint64) bool {
 	p := &s.pacer
 	for len(msgs) > 0 {
 		k := min(len(msgs), paceChunk)
@@ -119,7 +120,7 @@ func (s *Server) paceSend(pc dgram.Conn, sess *session, ob *[]byte, msgs []dgram
 				return false
 			}
 			pr := p.get()
-			pr.pc, pr.sess, pr.ob, pr.rate, pr.due = pc, sess, ob, rate, due
+			pr.pc, pr.sess, pr.id, pr.ob, pr.rate, pr.due = pc, sess, id, ob, rate, due
 			pr.msgs, pr.next = append(pr.msgs[:0], msgs...), 0
 			p.bytes += cap(*ob)
 			sess.paceQueued += rest
@@ -218,7 +219,11 @@ func (s *Server) paceLoop() {
 			p.mu.Lock()
 			if last {
 				s.outs.Put(pr.ob)
+				sess, id := pr.sess, pr.id
 				p.put(pr)
+				p.mu.Unlock()
+				s.sent(sess, id) // takes s.mu, never held with p.mu
+				p.mu.Lock()
 				continue
 			}
 			pr.due = paceSlot(pr.sess, time.Now())

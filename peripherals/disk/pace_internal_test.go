@@ -30,7 +30,7 @@ func TestPacedSendAllocs(t *testing.T) {
 	s.pacer.init()
 	go s.paceLoop()
 	defer func() { close(s.pacer.stop); <-s.pacer.done }()
-	conn, sess := &countConn{}, &session{}
+	conn, sess := &countConn{}, &session{slots: make([]slot, 4)}
 	to := netip.MustParseAddrPort("10.0.0.1:9")
 	var msgs []dgram.Message
 	ob := s.outs.Get().(*[]byte)
@@ -41,7 +41,7 @@ func TestPacedSendAllocs(t *testing.T) {
 	var sent int64
 	reply := func() {
 		ob := s.outs.Get().(*[]byte)
-		if !s.paceSend(conn, sess, ob, msgs, 200<<20) { // 1.4 ms of air: the pacer sends most of it
+		if !s.paceSend(conn, sess, 1, ob, msgs, 200<<20) { // 1.4 ms of air: the pacer sends most of it
 			s.outs.Put(ob)
 		}
 		sent += int64(len(msgs))

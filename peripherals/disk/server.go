@@ -126,6 +126,10 @@ type Server struct {
 	pacer pacer            // pace.go
 
 	refusals refusalLog // refusallog.go
+
+	// runHook, set by tests, runs on the worker before each request: it
+	// can hold a request "running".
+	runHook atomic.Pointer[func(*diskproto.Request)]
 }
 
 type sessionKey struct {
@@ -177,11 +181,12 @@ func (a *assembly) placed(off, n int) { a.crc.Placed(*a.buf, off, n) }
 // slot is one entry of a session's duplicate-request cache, indexed by
 // request id modulo the window.
 type slot struct {
-	reqID  uint64
-	valid  bool
-	done   bool
-	cached bool // reply holds the answer to replay (non-idempotent ops)
-	status diskproto.Code
+	reqID   uint64
+	valid   bool
+	done    bool
+	cached  bool // reply holds the answer to replay (non-idempotent ops)
+	sending bool // a READ's reply is leaving (worker or pacer): done, not yet sent
+	status  diskproto.Code
 }
 
 type job struct {
@@ -500,8 +505,11 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 	sl := &sess.slots[req.ReqID%w]
 	if sl.valid && sl.reqID == req.ReqID {
 		if !sl.done {
+			// Queued or running: its reply follows. Say so (48 bytes,
+			// less than the request), so the client holds its timer
+			// instead of backing off as if the probe were lost.
 			s.mu.Unlock()
-			s.stats.drop(dropInProgress) // the first copy's reply is coming
+			s.reply(pc, from, &req, diskproto.CodeInProgress, nil)
 			return false
 		}
 		if sl.cached {
@@ -511,7 +519,22 @@ func (s *Server) handle(pc dgram.Conn, buf *[]byte, n int, from netip.AddrPort) 
 			s.reply(pc, from, &req, status, nil)
 			return false
 		}
-		// A finished READ: idempotent, run it again.
+		// A finished READ. Without FlagHave the client holds nothing of
+		// the reply: it is still leaving (in progress), or it left and is
+		// on its way or lost (sent: the client tells which, since this
+		// answer follows the reply on the same path). Reading and sending
+		// it all again here was a whole second reply for every probe that
+		// crossed one in flight. With FlagHave: idempotent, run it again
+		// for the datagrams the bitmap lacks (an empty one: all of them).
+		if req.Flags&diskproto.FlagHave == 0 {
+			status := diskproto.CodeSent
+			if sl.sending {
+				status = diskproto.CodeInProgress
+			}
+			s.mu.Unlock()
+			s.reply(pc, from, &req, status, nil)
+			return false
+		}
 	}
 	if req.Partial() {
 		a, sack := s.assemble(sess, &req)
@@ -892,6 +915,9 @@ type workerScratch struct {
 // run executes one request on the backing file and answers it.
 func (s *Server) run(j *job, w *workerScratch) {
 	req := &j.req
+	if h := s.runHook.Load(); h != nil {
+		(*h)(req)
+	}
 	off := int64(req.Offset)
 	status := diskproto.CodeOK
 	switch req.Op {
@@ -937,6 +963,27 @@ func (s *Server) finish(j *job, status diskproto.Code, cache bool) {
 	s.mu.Unlock()
 }
 
+// sending marks a READ finished with its reply about to leave; sent (below)
+// ends that, once the last datagram was handed to the socket.
+func (s *Server) sending(j *job) {
+	s.mu.Lock()
+	sl := &j.sess.slots[j.req.ReqID%uint64(len(j.sess.slots))]
+	if sl.valid && sl.reqID == j.req.ReqID {
+		sl.done, sl.sending = true, true
+	}
+	s.mu.Unlock()
+}
+
+// sent records that the whole reply to READ reqID of sess has left.
+func (s *Server) sent(sess *session, reqID uint64) {
+	s.mu.Lock()
+	sl := &sess.slots[reqID%uint64(len(sess.slots))]
+	if sl.valid && sl.reqID == reqID {
+		sl.sending = false
+	}
+	s.mu.Unlock()
+}
+
 func (s *Server) sync() diskproto.Code {
 	s.stats.syncs.Add(1)
 	if err := unix.Fdatasync(s.fd); err != nil {
@@ -970,9 +1017,11 @@ func (s *Server) trim(off, n int64) diskproto.Code {
 // super-frames. A READ with FlagHave gets only the datagrams its bitmap
 // lacks. The last datagram sent is marked FlagLast and every segment
 // carries the request's round (its tag's low byte), so the client reports
-// a loss at once. The slot is marked done before the data leaves: a report
-// that arrives while the worker is still sending must not be dropped as
-// "in progress". A READ that carries a pace rate (version 4) leaves paced
+// a loss at once. The slot is marked done (and sending) before the data
+// leaves: a report with FlagHave that arrives while the worker is still
+// sending is run, not answered "in progress"; a retransmission without
+// FlagHave is answered CodeInProgress until the last datagram left, then
+// CodeSent. A READ that carries a pace rate (version 4) leaves paced
 // (pace.go); kept reports that the pacer took obuf.
 func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.Code, kept bool) {
 	ob := *obuf
@@ -1032,12 +1081,16 @@ func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.
 	} else {
 		s.stats.bytesRead.Add(uint64(req.Length))
 	}
-	s.finish(j, diskproto.CodeOK, false)
+	s.sending(j)
 	if rate := s.paceRate(req.PaceRate); rate != 0 {
 		s.stats.pacedReads.Add(1)
-		return diskproto.CodeOK, s.paceSend(j.pc, j.sess, obuf, w.msgs, rate)
+		if s.paceSend(j.pc, j.sess, req.ReqID, obuf, w.msgs, rate) {
+			return diskproto.CodeOK, true // the pacer calls sent
+		}
+	} else {
+		s.sendAll(j.pc, w.msgs)
 	}
-	s.sendAll(j.pc, w.msgs)
+	s.sent(j.sess, req.ReqID)
 	return diskproto.CodeOK, false
 }
 

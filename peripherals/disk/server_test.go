@@ -377,3 +377,70 @@ func TestSegmentedWrite(t *testing.T) {
 		t.Fatal("WRITE assembled header last read back wrong")
 	}
 }
+
+// TestRetransmissionAnswers (version 5): a retransmission of a request the
+// disk is still running is answered "in progress" (it was dropped, so the
+// client's timer backed off as if the probe were lost); one of a READ
+// whose reply has left, without FlagHave, is answered "sent", not with
+// the data read and sent a second time; with FlagHave and an empty
+// bitmap the READ runs again and sends all of it.
+func TestRetransmissionAnswers(t *testing.T) {
+	srv, c := setup(t, 1<<20)
+	hold := make(chan struct{})
+	disk.SetRunHook(srv, func(r *diskproto.Request) {
+		if r.ReqID == 1 || r.ReqID == 2 {
+			<-hold
+		}
+	})
+	c.hello()
+	data := bytes.Repeat([]byte("retransmission answers"), 200)[:4096]
+	if rep := c.do(diskproto.Request{Op: diskproto.OpWrite, Tag: 5, ReqID: 0, Offset: 8192, Length: 4096, Payload: data}); rep.Status != diskproto.CodeOK {
+		t.Fatalf("WRITE: %v", rep.Status)
+	}
+	read := diskproto.Request{Op: diskproto.OpRead, Tag: 11, ReqID: 1, Offset: 8192, Length: 4096}
+	c.send(c.marshal(read))
+	write := diskproto.Request{Op: diskproto.OpWrite, Tag: 21, ReqID: 2, Offset: 0, Length: 4096, Payload: data}
+	c.send(c.marshal(write))
+	// Both are held running: their retransmissions are answered.
+	for _, r := range []diskproto.Request{read, write} {
+		r.Tag++
+		if rep := c.do(r); rep.Status != diskproto.CodeInProgress {
+			t.Fatalf("%v retransmitted while running: %v, want %v", r.Op, rep.Status, diskproto.CodeInProgress)
+		}
+	}
+	close(hold)
+	got := map[uint32]diskproto.Reply{}
+	for len(got) < 2 {
+		rep, ok := c.recv(replyWait)
+		if !ok {
+			t.Fatalf("replies of the held requests: got %d of 2", len(got))
+		}
+		rep.Payload = append([]byte(nil), rep.Payload...)
+		got[rep.Tag] = rep
+	}
+	if rep := got[11]; rep.Status != diskproto.CodeOK || !bytes.Equal(rep.Payload, data) {
+		t.Fatalf("READ reply: %v, %d bytes", rep.Status, len(rep.Payload))
+	}
+	if rep := got[21]; rep.Status != diskproto.CodeOK {
+		t.Fatalf("WRITE reply: %v", rep.Status)
+	}
+	before := srv.Stats().BytesRead
+	read.Tag = 13
+	if rep := c.do(read); rep.Status != diskproto.CodeSent || len(rep.Payload) != 0 {
+		t.Fatalf("READ retransmitted after its reply left: %v with %d bytes, want %v and none", rep.Status, len(rep.Payload), diskproto.CodeSent)
+	}
+	if _, ok := c.recv(50 * time.Millisecond); ok {
+		t.Fatal("a second reply to the retransmission")
+	}
+	read.Tag, read.Flags, read.Payload = 14, diskproto.FlagHave, []byte{0}
+	if rep := c.do(read); rep.Status != diskproto.CodeOK || !bytes.Equal(rep.Payload, data) {
+		t.Fatalf("READ asked again with an empty bitmap: %v, %d bytes", rep.Status, len(rep.Payload))
+	}
+	st := srv.Stats()
+	if st.BytesRead != before || st.ResentReads != 1 {
+		t.Errorf("read %d bytes more and resent %d READs, want 0 and 1", st.BytesRead-before, st.ResentReads)
+	}
+	if st.Errors["in_progress"] != 2 || st.Errors["reply_sent"] != 1 {
+		t.Errorf("answers counted: %v", st.Errors)
+	}
+}

@@ -10,12 +10,16 @@ import (
 // Wire constants. The layouts are tabled in docs/protocols/disk.md.
 const (
 	Magic = 0x4E44 // "ND": netstation disk
-	// Version 4: a READ carries the rate at which the disk is to pace its
-	// reply (the request header grows by 8 bytes); 3: receivers report
-	// which datagrams of a segmented message they hold (SACK) and senders
+	// Version 5: a retransmission of a request the disk is still running
+	// is answered CodeInProgress, and one of a READ whose reply has left
+	// CodeSent, instead of silence or a second reading (a READ asks for
+	// all of it again with FlagHave and an empty bitmap); 4: a READ
+	// carries the rate at which the disk is to pace its reply (the
+	// request header grows by 8 bytes); 3: receivers report which
+	// datagrams of a segmented message they hold (SACK) and senders
 	// resend only the missing ones; 2: data larger than a datagram
 	// travels in segments.
-	Version = 4
+	Version = 5
 
 	// Port is the UDP port a disk peripheral serves on.
 	Port = 10810
@@ -139,12 +143,23 @@ const (
 	// The reply carries the requester's version byte, so an old client
 	// can parse it; docs/protocols/disk.md.
 	CodeVersion Code = 12
-	NumCodes         = 13
+	// CodeInProgress (version 5): the request is queued or running at the
+	// disk, or its READ reply is still leaving; its reply follows. The
+	// answer to a retransmission, so that the client knows the request
+	// arrived and holds its timer instead of backing off.
+	CodeInProgress Code = 13
+	// CodeSent (version 5): the whole reply to this READ has left the
+	// disk. The answer to a READ retransmitted without FlagHave; a client
+	// that still holds nothing of the reply lost all of it (the reply went
+	// before this answer on the same path) and asks again with FlagHave
+	// and an empty bitmap.
+	CodeSent Code = 14
+	NumCodes      = 15
 )
 
 var codeNames = [NumCodes]string{"ok", "bad request", "unknown operation", "payload checksum",
 	"invalid length", "too big", "out of range", "i/o error", "no session", "outside window", "access denied",
-	"transfer failed", "protocol version mismatch"}
+	"transfer failed", "protocol version mismatch", "in progress", "reply sent"}
 
 func (c Code) String() string {
 	if int(c) < NumCodes {
@@ -319,7 +334,7 @@ func OtherVersion(b []byte) (uint8, bool) {
 
 // VersionReply writes into b (at least ReplyHeaderSize bytes) the reply to
 // a request of another version (OtherVersion): the reply header of
-// versions 2 to 4 (they share it) with the requester's version byte, its
+// versions 2 to 5 (they share it) with the requester's version byte, its
 // tag, session and request id, and status CodeVersion. It returns the
 // reply's length.
 func VersionReply(b, req []byte, epoch uint64) int {
