@@ -18,7 +18,9 @@ import (
 	"github.com/netstation/netstation/internal/cpupin"
 	"github.com/netstation/netstation/internal/nstest"
 	"github.com/netstation/netstation/stack"
+	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/afpacket"
+	"github.com/netstation/netstation/stack/link/afxdp"
 	"github.com/vishvananda/netns"
 )
 
@@ -38,6 +40,7 @@ const rrPollBudget = 200 * time.Microsecond
 // echoConfig tells the echo process what to serve and where.
 type echoConfig struct {
 	Stack  string        // "user" or "kernel"
+	Link   string        // user: "afpacket" (default) or "xsk"
 	Poll   time.Duration // user: stack.Config.PollBudget
 	NS     string        // namespace name
 	IfName string        // user: the veth its stack opens
@@ -87,7 +90,7 @@ func echoMain(js string) error {
 			if err != nil {
 				return err
 			}
-			l, err := afpacket.Open(c.IfName, afpacket.Options{})
+			l, err := openRRLink(c.Link, c.IfName)
 			if err != nil {
 				return err
 			}
@@ -158,6 +161,20 @@ func echoMain(js string) error {
 	return nil
 }
 
+// openRRLink opens the link of a "user" end of BenchmarkRR on ifname, in
+// the calling thread's namespace: kind "afpacket" (or "") is the default
+// afpacket link; "xsk" the full AF_XDP link (XSK transmit, XDP program
+// redirecting every frame to the XSK's receive ring).
+func openRRLink(kind, ifname string) (link.Link, error) {
+	switch kind {
+	case "", "afpacket":
+		return afpacket.Open(ifname, afpacket.Options{})
+	case "xsk":
+		return afxdp.Open(ifname, afxdp.Options{Rx: afxdp.RxXSK})
+	}
+	return nil, fmt.Errorf("unknown link %q", kind)
+}
+
 // inNS runs fn on a locked thread inside the named namespace.
 func inNS(name string, fn func() error) error {
 	runtime.LockOSThread()
@@ -195,18 +212,23 @@ type rrPair struct {
 }
 
 // startRR builds the pair for stackName ("user", "user-poll": both ends
-// with rrPollBudget, "kernel", or "kernel-busypoll": kernel sockets that
-// busy-poll for rrPollBudget) with the echo process pinned to echoCPU.
+// with rrPollBudget, "user-xsk-poll": the same on the full AF_XDP link,
+// "kernel", or "kernel-busypoll": kernel sockets that busy-poll for
+// rrPollBudget) with the echo process pinned to echoCPU.
 func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	var poll time.Duration
-	if stackName == "user-poll" {
+	linkKind := "afpacket"
+	switch stackName {
+	case "user-poll":
 		stackName, poll = "user", rrPollBudget
+	case "user-xsk-poll":
+		stackName, poll, linkKind = "user", rrPollBudget, "xsk"
 	}
 	a, e, la, le := endpoints(b, false, "rr")
 	for _, x := range []*nstest.NS{a, e} {
 		x.Run(b, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
 	}
-	cfg := echoConfig{Stack: stackName, Poll: poll, NS: e.Name, IfName: "b0", MAC: le.Attrs().HardwareAddr.String(), Port: 7007, CPU: echoCPU}
+	cfg := echoConfig{Stack: stackName, Link: linkKind, Poll: poll, NS: e.Name, IfName: "b0", MAC: le.Attrs().HardwareAddr.String(), Port: 7007, CPU: echoCPU}
 	clientAddr := userAddr
 	cfg.Addr = user2Addr
 	if stackName == "kernel" || stackName == "kernel-busypoll" {
@@ -238,7 +260,20 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if stackName == "user" {
-		st := startStackCfg(b, a, "a0", afpacket.Options{}, stack.Config{MAC: la.Attrs().HardwareAddr, Addr: clientAddr, MTU: 1500, PollBudget: poll})
+		var st *stack.Stack
+		if err := a.Do(func() error {
+			l, err := openRRLink(linkKind, "a0")
+			if err != nil {
+				return err
+			}
+			if st, err = stack.New(l, stack.Config{MAC: la.Attrs().HardwareAddr, Addr: clientAddr, MTU: 1500, PollBudget: poll}); err != nil {
+				l.Close()
+			}
+			return err
+		}); err != nil {
+			b.Fatalf("client stack (%s link): %v", linkKind, err)
+		}
+		b.Cleanup(func() { st.Close() })
 		c, err := st.DialTCP(ctx, netip.AddrPort{}, p.dst)
 		if err != nil {
 			b.Fatal(err)
@@ -286,7 +321,11 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 // sub-benchmark's name states the pinning. The user-poll stacks read with
 // stack.Config.PollBudget (run to completion); their kernel counterpart,
 // kernel-busypoll, reads blocking sockets with SO_BUSY_POLL for the same
-// budget, through the veth's NAPI (GRO on).
+// budget, through the veth's NAPI (GRO on). user-xsk-poll is user-poll on
+// the full AF_XDP link (afxdp.RxXSK) at both ends: a poller reads the XSK's
+// receive ring, shared memory, with no system call (the sender's CPU runs
+// the veth's NAPI and XDP program in its transmit call). A copy-mode XSK
+// cannot busy-poll: see package afxdp.
 func BenchmarkRR(b *testing.B) {
 	cpus, err := cpupin.Allowed()
 	if err != nil {
@@ -302,7 +341,7 @@ func BenchmarkRR(b *testing.B) {
 	}
 	for _, proto := range []string{"tcp", "udp"} {
 		for _, pin := range pins {
-			for _, st := range []string{"user", "user-poll", "kernel", "kernel-busypoll"} {
+			for _, st := range []string{"user", "user-poll", "user-xsk-poll", "kernel", "kernel-busypoll"} {
 				b.Run(fmt.Sprintf("%s/%s/%s", proto, pin.name, st), func(b *testing.B) {
 					p := startRR(b, st, pin.server)
 					if err := cpupin.Process([]int{pin.client}); err != nil {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -119,13 +121,15 @@ type Stats struct {
 	RxOversize uint64
 	// XSK drop counters (XDP_STATISTICS).
 	RxDropped, RxRingFull, RxFillEmpty, TxInvalid uint64
+	// PolledFrames counts frames taken by PollBatch (RxXSK).
+	PolledFrames uint64
 	// AFPacket holds the mixed link's receive-half counters.
 	AFPacket afpacket.Stats
 }
 
 // Link is a link.Link with XSK transmission and either XSK or AF_PACKET
-// reception. ReadBatch must not be called concurrently; WriteBatch, Stats
-// and Close may be called from any goroutine.
+// reception. ReadBatch must not be called concurrently; WriteBatch,
+// PollBatch, Stats and Close may be called from any goroutine.
 type Link struct {
 	opts   Options
 	x      *xsk
@@ -133,7 +137,6 @@ type Link struct {
 	xsks   *ebpf.Map
 	prog   *ebpf.Program
 	attach ebpflink.Link
-	evfd   int
 	mtu    int
 	mac    net.HardwareAddr
 	closed atomic.Bool
@@ -141,15 +144,35 @@ type Link struct {
 	txMu   sync.Mutex
 	txFree []uint64 // UMEM addresses free for transmission
 
-	rxMu   sync.Mutex
-	rxHeld []uint64 // addresses delivered by the last ReadBatch
-	pfd    [2]unix.PollFd
+	// RxXSK. rxLife is read-held by ReadBatch and PollBatch while they
+	// touch the rings, write-held by Close while it unmaps them. wait is
+	// a duplicate of the XSK's descriptor registered with the Go
+	// netpoller, where the blocked reader sleeps (so a reader costs no
+	// thread and, with one P, does not hold the P in a blocking poll);
+	// closing it wakes the reader.
+	rxLife sync.RWMutex
+	wait   *os.File
+	waitRC syscall.RawConn
+	// turn orders the blocked reader and pollers (link.Poller); holding
+	// says the reader has it, from the frames it returned until its next
+	// call. The fill ring is written only by the holder of the turn.
+	turn     link.RxTurn
+	holding  bool
+	rxHeld   []uint64     // addresses delivered by the last ReadBatch
+	rdFrames []link.Frame // the blocked reader's frames, for readReady
+	rdN      int
+	readCb   func(uintptr) bool // l.readReady as a func value, made once
+	pollHeld []uint64           // addresses a poller is running fn on
 
 	rxFrames, rxBytes, rxOversize atomic.Uint64
 	txFrames, txBytes, txRetry    atomic.Uint64
+	polled                        atomic.Uint64
 }
 
-var _ link.Link = (*Link)(nil)
+var (
+	_ link.Link   = (*Link)(nil)
+	_ link.Poller = (*Link)(nil)
+)
 
 // Open opens a link on the interface ifname of the calling thread's network
 // namespace.
@@ -164,7 +187,7 @@ func Open(ifname string, opts Options) (*Link, error) {
 	if ifi.MTU+14 > opts.FrameSize {
 		return nil, fmt.Errorf("%w: MTU %d does not fit FrameSize %d", ErrBadOptions, ifi.MTU, opts.FrameSize)
 	}
-	l := &Link{opts: opts, evfd: -1, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...)}
+	l := &Link{opts: opts, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...)}
 	if err := l.open(ifi.Index, ifname); err != nil {
 		l.release()
 		return nil, fmt.Errorf("afxdp: open %s: %w", ifname, err)
@@ -205,14 +228,21 @@ func (l *Link) open(ifindex int, ifname string) error {
 		}
 		x.fill.publish(uint32(rxFrames))
 		l.rxHeld = make([]uint64, 0, rxFrames)
+		l.pollHeld = make([]uint64, 0, xskPollBatch)
 		if err := l.attachXDP(ifindex); err != nil {
 			return err
 		}
-		evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		wfd, err := unix.FcntlInt(uintptr(x.fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("eventfd: %w", err)
+			return fmt.Errorf("dup XSK: %w", err)
 		}
-		l.evfd = evfd
+		// The XSK was made non-blocking: os.NewFile registers the
+		// duplicate with the netpoller.
+		l.wait = os.NewFile(uintptr(wfd), "xsk")
+		if l.waitRC, err = l.wait.SyscallConn(); err != nil {
+			return fmt.Errorf("XSK: %w", err)
+		}
+		l.readCb = l.readReady
 	}
 	return nil
 }
@@ -256,9 +286,9 @@ func (l *Link) release() {
 	if l.ap != nil {
 		_ = l.ap.Close()
 	}
-	if l.evfd >= 0 {
-		_ = unix.Close(l.evfd)
-		l.evfd = -1
+	if l.wait != nil {
+		_ = l.wait.Close()
+		l.wait = nil
 	}
 }
 
@@ -284,6 +314,7 @@ func (l *Link) Stats() Stats {
 		TxFrames: l.txFrames.Load(), TxBytes: l.txBytes.Load(),
 		TxRetries: l.txRetry.Load(), RxOversize: l.rxOversize.Load(),
 	}
+	s.PolledFrames = l.polled.Load()
 	if l.ap != nil {
 		s.AFPacket = l.ap.Stats()
 		s.RxFrames += s.AFPacket.RxFrames
@@ -310,15 +341,16 @@ func (l *Link) Close() error {
 	if l.ap != nil {
 		_ = l.ap.Close() // wakes a ReadBatch sleeping in the afpacket half
 	}
-	if l.evfd >= 0 {
-		var one = [8]byte{1}
-		_, _ = unix.Write(l.evfd, one[:])
+	if l.wait != nil {
+		// Wakes a ReadBatch asleep in the netpoller; the XSK itself
+		// stays open (the duplicate is only for waiting) until release.
+		_ = l.wait.Close()
 	}
-	l.rxMu.Lock()
+	l.rxLife.Lock()
 	l.txMu.Lock()
 	l.release()
 	l.txMu.Unlock()
-	l.rxMu.Unlock()
+	l.rxLife.Unlock()
 	return nil
 }
 
@@ -413,8 +445,9 @@ func (l *Link) backoff() link.TxBackoff {
 }
 
 // ReadBatch blocks until at least one frame has arrived and fills
-// frames[:n]. Frames point into UMEM (or the mixed link's AF_PACKET ring)
-// and stay valid until the next ReadBatch or Close.
+// frames[:n]. Frames point into UMEM (or the mixed link's AF_PACKET
+// buffers) and stay valid until the next ReadBatch or Close; with RxXSK
+// the caller holds the link's receive turn until then (link.Poller).
 func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if len(frames) == 0 {
 		return 0, nil
@@ -422,52 +455,164 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if l.ap != nil {
 		return l.readAFPacket(frames)
 	}
-	l.rxMu.Lock()
-	defer l.rxMu.Unlock()
+	l.rxLife.RLock()
+	defer l.rxLife.RUnlock()
 	if l.closed.Load() {
 		return 0, link.ErrClosed
 	}
-	x := l.x
-	// Frames of the last call go back to the fill ring: it always has
-	// room, since it and the receive ring share RxFrames addresses.
-	if n := len(l.rxHeld); n > 0 {
-		prod := *x.fill.prod
-		for i, a := range l.rxHeld {
-			*x.fill.addr(prod + uint32(i)) = a
-		}
-		x.fill.publish(uint32(n))
-		l.rxHeld = l.rxHeld[:0]
+	if l.holding {
+		// The caller is done with the last batch: its frames go back
+		// to the fill ring before the turn does.
+		l.refill(&l.rxHeld)
+		l.holding = false
+		l.turn.Give() // a note left meanwhile was the reader's own
 	}
-	l.pfd = [2]unix.PollFd{{Fd: int32(x.fd), Events: unix.POLLIN}, {Fd: int32(l.evfd), Events: unix.POLLIN}}
-	pfd := l.pfd[:]
+	l.rdFrames, l.rdN = frames, 0
 	for {
-		n := int(min(x.rx.ready(), uint32(len(frames))))
-		if n > 0 {
-			cons := *x.rx.cons
-			var bytes uint64
-			for i := 0; i < n; i++ {
-				d := x.rx.xdpDesc(cons + uint32(i))
-				// Copy mode: addresses are chunk-aligned, the frame
-				// sits at Addr (which includes the headroom).
-				f := &frames[i]
-				f.Buf = x.umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]
-				f.VNet = link.VNetHdr{}
-				l.rxHeld = append(l.rxHeld, d.Addr&^uint64(l.opts.FrameSize-1))
-				bytes += uint64(d.Len)
+		err := l.waitRC.Read(l.readCb)
+		if err != nil || l.closed.Load() {
+			if l.closed.Load() || errors.Is(err, os.ErrClosed) {
+				return 0, link.ErrClosed
 			}
-			x.rx.consume(uint32(n))
-			l.rxFrames.Add(uint64(n))
-			l.rxBytes.Add(bytes)
-			return n, nil
+			return 0, fmt.Errorf("afxdp: %w", err)
 		}
-		if l.closed.Load() {
-			return 0, link.ErrClosed
-		}
-		pfd[0].Revents, pfd[1].Revents = 0, 0
-		if _, err := unix.Poll(pfd, -1); err != nil && !errors.Is(err, unix.EINTR) {
-			return 0, err
+		if l.rdN > 0 {
+			l.rdFrames = nil
+			return l.rdN, nil
 		}
 	}
+}
+
+// readReady is ReadBatch's RawConn.Read callback: with the receive turn,
+// it takes what the receive ring holds and keeps the turn if that is
+// anything; it reports false (sleep until the XSK is readable) when the
+// ring is empty or a poller holds the turn (the poller takes the frames).
+func (l *Link) readReady(uintptr) bool {
+	if l.closed.Load() {
+		return true
+	}
+	if !l.turn.TakeWoken() {
+		return false
+	}
+	if l.rdN = l.takeRx(l.rdFrames, &l.rxHeld); l.rdN == 0 {
+		l.turn.Give()
+		return false
+	}
+	l.holding = true
+	return true
+}
+
+// takeRx points frames at what the receive ring holds, up to len(frames),
+// consumes those entries and appends their UMEM chunks to held. The caller
+// holds the receive turn.
+func (l *Link) takeRx(frames []link.Frame, held *[]uint64) int {
+	x := l.x
+	n := int(min(x.rx.ready(), uint32(len(frames))))
+	if n == 0 {
+		return 0
+	}
+	cons := *x.rx.cons
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		d := x.rx.xdpDesc(cons + uint32(i))
+		// Copy mode: addresses are chunk-aligned, the frame sits at
+		// Addr (which includes the headroom).
+		f := &frames[i]
+		f.Buf = x.umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]
+		f.VNet = link.VNetHdr{}
+		f.Loan, f.LoanOff = 0, 0
+		*held = append(*held, d.Addr&^uint64(l.opts.FrameSize-1))
+		bytes += uint64(d.Len)
+	}
+	x.rx.consume(uint32(n))
+	l.rxFrames.Add(uint64(n))
+	l.rxBytes.Add(bytes)
+	return n
+}
+
+// refill gives the chunks in held back to the fill ring and empties held.
+// The fill ring always has room: it and the receive ring share RxFrames
+// chunks. The caller holds the receive turn.
+func (l *Link) refill(held *[]uint64) {
+	n := len(*held)
+	if n == 0 {
+		return
+	}
+	x := l.x
+	prod := *x.fill.prod
+	for i, a := range *held {
+		*x.fill.addr(prod + uint32(i)) = a
+	}
+	x.fill.publish(uint32(n))
+	*held = (*held)[:0]
+}
+
+// xskPollBatch is the most frames one PollBatch round takes: a poller
+// waits for a reply or two, not for bulk.
+const xskPollBatch = 8
+
+// PollBatch implements link.Poller. With RxXSK it reads the receive ring,
+// memory shared with the kernel, with no system call; finding it empty, it
+// gives the CPU up (sched_yield). The mixed link polls its AF_PACKET half.
+func (l *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error) {
+	if l.ap != nil {
+		return l.ap.PollBatch(frames, func(fs []link.Frame) {
+			if k := l.dropOversize(fs); k > 0 {
+				fn(fs[:k])
+			}
+		})
+	}
+	if !l.rxLife.TryRLock() {
+		return 0, link.ErrClosed // Close is under way
+	}
+	defer l.rxLife.RUnlock()
+	if l.closed.Load() {
+		return 0, link.ErrClosed
+	}
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	frames = frames[:min(len(frames), xskPollBatch)]
+	total := 0
+	for l.turn.TryTake() {
+		for {
+			n := l.takeRx(frames, &l.pollHeld)
+			if n > 0 {
+				fn(frames[:n])
+				total += n
+				l.refill(&l.pollHeld)
+			}
+			if n < len(frames) {
+				break
+			}
+		}
+		if !l.turn.Give() {
+			break
+		}
+	}
+	if total > 0 {
+		l.polled.Add(uint64(total))
+		return total, nil
+	}
+	// Let a peer on this CPU run (it may be the one that answers).
+	unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	return 0, nil
+}
+
+// dropOversize drops, counted, frames above MaxFrame (GSO super-frames
+// from a kernel peer: this link promises MaxFrame = MTU+14) and returns
+// how many remain at the front of frames.
+func (l *Link) dropOversize(frames []link.Frame) int {
+	k := 0
+	for i := range frames {
+		if len(frames[i].Buf) > l.mtu+14 {
+			l.rxOversize.Add(1)
+			continue
+		}
+		frames[k] = frames[i]
+		k++
+	}
+	return k
 }
 
 func (l *Link) readAFPacket(frames []link.Frame) (int, error) {
@@ -476,18 +621,7 @@ func (l *Link) readAFPacket(frames []link.Frame) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		// Drop frames above MaxFrame (GSO super-frames from a kernel
-		// peer): this link promises MaxFrame = MTU+14.
-		k := 0
-		for i := 0; i < n; i++ {
-			if len(frames[i].Buf) > l.mtu+14 {
-				l.rxOversize.Add(1)
-				continue
-			}
-			frames[k] = frames[i]
-			k++
-		}
-		if k > 0 {
+		if k := l.dropOversize(frames[:n]); k > 0 {
 			return k, nil
 		}
 	}

@@ -89,7 +89,9 @@ type xsk struct {
 // newXSK creates an XSK bound in copy mode to queue of ifindex with a UMEM
 // of frames x frameSize bytes. rxSize 0 makes a transmit-only socket.
 func newXSK(ifindex, queue, frames, frameSize int, fillSize, compSize, rxSize, txSize uint32) (*xsk, error) {
-	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	// Non-blocking: a duplicate of it waits in the Go netpoller, and
+	// every call on it is MSG_DONTWAIT anyway.
+	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket(AF_XDP): %w", err)
 	}
