@@ -99,6 +99,23 @@ func TestZeroAllocsPerPacket(t *testing.T) {
 			if allocs != 0 {
 				t.Errorf("caps %v, %d B batch of 32 read as views: %.2f allocations per batch", caps, size, allocs)
 			}
+			runs := make([]Run, 8)
+			allocs = testing.AllocsPerRun(200, func() {
+				if _, err := tx.WriteBatch(msgs); err != nil {
+					t.Fatal(err)
+				}
+				for got := 0; got < len(msgs); {
+					_, d, err := rx.ReadRuns(runs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got += d
+					rx.Release()
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("caps %v, %d B batch of 32 read as runs: %.2f allocations per batch", caps, size, allocs)
+			}
 		}
 	}
 }

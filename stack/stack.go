@@ -74,7 +74,8 @@ type Config struct {
 	Neighbors map[netip.Addr]net.HardwareAddr
 
 	// UDPQueueBytes and UDPQueueLen size each UDP socket's receive ring:
-	// payload bytes and datagrams (rounded up to a power of two).
+	// payload bytes and descriptors, rounded up to a power of two (a
+	// descriptor holds a datagram, or a GSO super-frame's run of them).
 	// Generous by default (4 MiB, 4096): small buffers are what made
 	// gVisor drop 95 % at line rate.
 	UDPQueueBytes int

@@ -82,7 +82,8 @@ func (s *Stack) ListenUDP(laddr netip.AddrPort) (*UDPConn, error) {
 // UDPOptions shape one socket. Zero fields take the stack's Config.
 type UDPOptions struct {
 	// QueueBytes and QueueLen size the socket's receive ring (payload
-	// bytes, datagrams), as SO_RCVBUF sizes a kernel socket's: a socket
+	// bytes, descriptors: a descriptor holds a datagram, or a GSO
+	// super-frame's run of them), as SO_RCVBUF sizes a kernel socket's: a socket
 	// that must ride out long bursts (a benchmark's receiver beside a
 	// kernel socket with a 64 MiB buffer) asks for more than the default.
 	// Pages of the ring a reader that keeps up never needs are never
@@ -165,7 +166,9 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, er
 }
 
 // ReceiveBuffer is the socket's receive queue: payload bytes and datagrams
-// it holds before dropping. Protocols size their windows from it.
+// it holds at least before dropping (runs of a GSO super-frame's datagrams
+// take one descriptor each, so it may hold more). Protocols size their
+// windows from it.
 func (c *UDPConn) ReceiveBuffer() (bytes, datagrams int) { return len(c.q.arena), len(c.q.descs) }
 
 // SetGSO turns UDP segmentation offload on (the default, where the link
@@ -316,8 +319,52 @@ func (c *UDPConn) ReadViews(views []View) (int, error) {
 	return n, nil
 }
 
-// Release gives back the views of the last ReadViews. Their payloads must
-// not be used afterwards. Without views out it does nothing.
+// Run is a run of received datagrams from one sender lying end to end in
+// Payload, Seg bytes each but the last (which may be shorter), as a GSO
+// super-frame carried them and as UDP_GRO hands them to a kernel socket's
+// reader; a datagram that came alone is a run of one (Seg is then its
+// length). Payload aliases the socket's ring or the link's buffer, like a
+// View's. A run of one empty datagram has an empty Payload.
+type Run struct {
+	Payload []byte
+	Seg     int
+	Addr    netip.AddrPort
+}
+
+// Datagrams is how many datagrams r holds.
+func (r *Run) Datagrams() int {
+	if len(r.Payload) == 0 || r.Seg <= 0 {
+		return 1
+	}
+	return (len(r.Payload) + r.Seg - 1) / r.Seg
+}
+
+// ReadRuns is ReadViews a run at a time: it blocks like ReadBatch, then
+// fills runs with up to len(runs) queued runs without copying them and
+// returns how many runs and how many datagrams they hold. The stack keeps
+// no descriptor per datagram of a super-frame and the reader walks the
+// run itself (Payload[i*Seg:], up to Seg bytes), so a GSO stream costs
+// the receiving side a descriptor per super-frame, not per datagram. The
+// runs stay valid, and other readers wait, until Release, which must
+// follow every successful ReadRuns.
+func (c *UDPConn) ReadRuns(runs []Run) (n, datagrams int, err error) {
+	if len(runs) == 0 {
+		return 0, 0, nil
+	}
+	c.rmu.Lock()
+	if err := c.waitQueued(); err != nil {
+		c.unlockRead()
+		return 0, 0, err
+	}
+	n, datagrams = c.q.peekRuns(runs)
+	c.lent = datagrams
+	c.lending.Store(true)
+	return n, datagrams, nil
+}
+
+// Release gives back the views of the last ReadViews, or the runs of the
+// last ReadRuns. Their payloads must not be used afterwards. Without
+// views or runs out it does nothing.
 func (c *UDPConn) Release() {
 	if !c.lending.Swap(false) {
 		return
@@ -665,11 +712,16 @@ func (s *Stack) pseudo(dst [4]byte, length uint16) uint16 {
 
 // rxQueue is a socket's receive ring: a descriptor ring and a byte arena,
 // filled by the single receive goroutine and drained by readers (who
-// serialise on UDPConn.rmu). Head and tail are atomics, so the producer
-// never takes a lock. The producer writes descriptors ahead of tail and
-// publishes a whole receive batch with one store (publish); it works from
-// cached copies of the readers' positions and reloads them only when the
-// ring looks full or at the start of a batch, so the two sides share cache
+// serialise on UDPConn.rmu). A descriptor is a run of datagrams from one
+// sender lying end to end, as a GSO super-frame carries them (a lone
+// datagram is a run of one): the producer writes one descriptor per
+// super-frame, not one per datagram, and a reader that takes runs
+// (ReadRuns) gets them whole, as UDP_GRO hands a kernel socket's reader
+// a super-frame. Head and tail are atomics, so the producer never takes a
+// lock. The producer writes descriptors ahead of tail and publishes a
+// whole receive batch with one store (publish); it works from cached
+// copies of the readers' positions and reloads them only when the ring
+// looks full or at the start of a batch, so the two sides share cache
 // lines once per batch, not once per datagram. A reader about to sleep
 // sets waiting, and the producer wakes it through a one-slot channel
 // without allocating.
@@ -681,6 +733,9 @@ type rxQueue struct {
 	// Written by readers.
 	head atomic.Uint64 // next descriptor to read
 	rpos atomic.Uint64 // arena position up to which readers released
+	// part is how many datagrams of the descriptor at head readers have
+	// taken and released already (readers only).
+	part uint32
 	_    [64]byte
 	// Written by the producer.
 	tail    atomic.Uint64 // next descriptor readers may take
@@ -688,9 +743,9 @@ type rxQueue struct {
 	_       [64]byte
 	// lender is the link whose buffers lent descriptors point into (nil:
 	// the link lends nothing, every datagram is in the arena). Set once,
-	// when the socket opens. lentOut counts lent datagrams published and
-	// not yet released, so readers walk descriptors to give holds back
-	// only while there are some.
+	// when the socket opens. lentOut counts lent descriptors published
+	// and not yet released, so readers walk descriptors to give holds
+	// back only while there are some.
 	lender  link.Lender
 	lentOut atomic.Int64
 	// The producer's own.
@@ -702,29 +757,36 @@ type rxQueue struct {
 	touched       bool   // on the stack's list for this batch
 	pendDatagrams uint64 // queued this batch: counters added at publish
 	pendBytes     uint64
-	pendLent      uint64 // of pendDatagrams, lent (pushLent)
+	pendLent      uint64 // descriptors queued this batch that are lent (pushLent)
 }
 
-// rxDesc is one queued datagram. It holds no pointer, so filling the ring
-// costs the garbage collector nothing.
+// rxDesc is one queued run of cnt datagrams, n bytes in all, seg bytes
+// each but the last. It holds no pointer, so filling the ring costs the
+// garbage collector nothing.
 type rxDesc struct {
-	off, n uint32
-	end    uint64 // arena position after this datagram
-	// loan, when not zero, says the datagram is not in the arena but in
-	// the link's buffer loan (link.Lender), at off; it holds one hold of
-	// it. end is then the arena position of the datagram before it.
+	off, n   uint32
+	seg, cnt uint32
+	end      uint64 // arena position after this run
+	// loan, when not zero, says the run is not in the arena but in the
+	// link's buffer loan (link.Lender), at off; it holds one hold of it.
+	// end is then the arena position of the run before it.
 	loan uint32
 	src  [4]byte
 	port uint16
 }
 
-// payload is where d's bytes are.
-func (q *rxQueue) payload(d *rxDesc) []byte {
-	end := d.off + d.n
+// datagram is where datagram i of d is, as offsets into d's buffer.
+func (d *rxDesc) datagram(i uint32) (from, to uint32) {
+	from = d.off + i*d.seg
+	return from, min(from+d.seg, d.off+d.n)
+}
+
+// buf is the buffer d's bytes are in: the arena or the link's loan.
+func (q *rxQueue) buf(d *rxDesc) []byte {
 	if d.loan != 0 {
-		return q.lender.LoanBuf(d.loan)[d.off:end:end]
+		return q.lender.LoanBuf(d.loan)
 	}
-	return q.arena[d.off:end:end]
+	return q.arena
 }
 
 // init sizes the ring: n descriptors, rounded up to a power of two so
@@ -751,15 +813,22 @@ func (q *rxQueue) refresh() {
 	}
 }
 
-// push copies the datagram p from src:port into the ring without
-// publishing it; false means the ring is full.
-func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
-	t := q.ptail
-	mask := uint64(len(q.descs) - 1)
+// descFree reports whether a descriptor is free for the producer.
+func (q *rxQueue) descFree() bool {
+	t, mask := q.ptail, uint64(len(q.descs)-1)
 	if t-q.headSeen > mask {
 		if q.headSeen = q.head.Load(); t-q.headSeen > mask {
 			return false
 		}
+	}
+	return true
+}
+
+// push copies the datagram p from src:port into the ring without
+// publishing it; false means the ring is full.
+func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
+	if !q.descFree() {
+		return false
 	}
 	size := uint64(len(q.arena))
 	pos, off := q.wpos, q.woff
@@ -775,8 +844,9 @@ func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
 		}
 	}
 	copy(q.arena[off:], p)
-	d := &q.descs[t&mask]
-	d.off, d.n, d.end, d.loan, d.src, d.port = uint32(off), uint32(len(p)), end, 0, src, port
+	t := q.ptail
+	d := &q.descs[t&uint64(len(q.descs)-1)]
+	*d = rxDesc{off: uint32(off), n: uint32(len(p)), seg: uint32(len(p)), cnt: 1, end: end, src: src, port: port}
 	q.wpos, q.woff = end, off+uint64(len(p))
 	q.ptail = t + 1
 	q.pendDatagrams++
@@ -784,19 +854,16 @@ func (q *rxQueue) push(p []byte, src [4]byte, port uint16) bool {
 	return true
 }
 
-// pushRun queues, with one copy, the longest prefix of the run p of
-// datagrams seg bytes each (the last may be shorter) that fits the ring
-// without wrapping, and returns how many bytes of p it took (whole
-// datagrams; 0 when not even one fits that way: the caller falls back to
-// push, which wraps).
+// pushRun queues, with one copy and one descriptor, the longest prefix of
+// the run p of datagrams seg bytes each (the last may be shorter) that
+// fits the ring without wrapping, and returns how many bytes of p it took
+// (whole datagrams; 0 when not even one fits that way: the caller falls
+// back to push, which wraps).
 func (q *rxQueue) pushRun(p []byte, seg int, src [4]byte, port uint16) int {
-	t := q.ptail
-	mask := uint64(len(q.descs) - 1)
-	want := uint64((len(p) + seg - 1) / seg)
-	if t-q.headSeen+want > mask+1 {
-		q.headSeen = q.head.Load()
+	if len(p) == 0 || seg <= 0 || !q.descFree() {
+		return 0
 	}
-	k := min(want, mask+1-(t-q.headSeen))
+	want := uint64((len(p) + seg - 1) / seg)
 	size := uint64(len(q.arena))
 	off := q.woff
 	room := size - off // contiguous, before the arena's end
@@ -804,55 +871,45 @@ func (q *rxQueue) pushRun(p []byte, seg int, src [4]byte, port uint16) int {
 		q.rposSeen = max(q.rposSeen, q.rpos.Load())
 		room = min(room, size-(q.wpos-q.rposSeen))
 	}
-	k = min(k, room/uint64(seg))
+	k := min(want, room/uint64(seg))
+	bytes := k * uint64(seg)
+	if k < want && room >= uint64(len(p)) {
+		k, bytes = want, uint64(len(p)) // the short last datagram fits too
+	}
 	if k == 0 {
 		return 0
 	}
-	bytes := min(uint64(len(p)), k*uint64(seg))
+	bytes = min(bytes, uint64(len(p)))
 	copy(q.arena[off:off+bytes], p)
 	pos := q.wpos
-	for i := range k {
-		d := &q.descs[(t+i)&mask]
-		o := i * uint64(seg)
-		n := min(uint64(seg), bytes-o)
-		d.off, d.n, d.end, d.loan, d.src, d.port = uint32(off+o), uint32(n), pos+o+n, 0, src, port
-	}
+	t := q.ptail
+	d := &q.descs[t&uint64(len(q.descs)-1)]
+	*d = rxDesc{off: uint32(off), n: uint32(bytes), seg: uint32(seg), cnt: uint32(k), end: pos + bytes, src: src, port: port}
 	q.wpos, q.woff = pos+bytes, off+bytes
-	q.ptail = t + k
+	q.ptail = t + 1
 	q.pendDatagrams += k
 	q.pendBytes += bytes
 	return int(bytes)
 }
 
 // pushLent queues the run p of datagrams seg bytes each (the last may be
-// shorter) without copying it: the descriptors point into the link's
-// buffer loan, where p starts at off. It takes one hold of the buffer
-// per datagram queued and returns the bytes of p it queued (whole
-// datagrams; 0 when the ring has no descriptor free or the link cannot
-// lend now: the caller copies).
+// shorter) without copying it: one descriptor points into the link's
+// buffer loan, where p starts at off, and takes one hold of the buffer.
+// It returns the bytes of p it queued: all of them, or 0 when the ring
+// has no descriptor free or the link cannot lend now (the caller copies).
 func (q *rxQueue) pushLent(p []byte, seg int, loan, off uint32, src [4]byte, port uint16) int {
-	t := q.ptail
-	mask := uint64(len(q.descs) - 1)
-	want := uint64((len(p) + seg - 1) / seg)
-	if t-q.headSeen+want > mask+1 {
-		q.headSeen = q.head.Load()
-	}
-	k := min(want, mask+1-(t-q.headSeen))
-	if k == 0 || !q.lender.Hold(loan, int(k)) {
+	if len(p) == 0 || seg <= 0 || !q.descFree() || !q.lender.Hold(loan, 1) {
 		return 0
 	}
-	bytes := min(uint64(len(p)), k*uint64(seg))
-	for i := range k {
-		d := &q.descs[(t+i)&mask]
-		o := i * uint64(seg)
-		n := min(uint64(seg), bytes-o)
-		d.off, d.n, d.end, d.loan, d.src, d.port = off+uint32(o), uint32(n), q.wpos, loan, src, port
-	}
-	q.ptail = t + k
+	k := uint64((len(p) + seg - 1) / seg)
+	t := q.ptail
+	d := &q.descs[t&uint64(len(q.descs)-1)]
+	*d = rxDesc{off: off, n: uint32(len(p)), seg: uint32(seg), cnt: uint32(k), end: q.wpos, loan: loan, src: src, port: port}
+	q.ptail = t + 1
 	q.pendDatagrams += k
-	q.pendLent += k
-	q.pendBytes += bytes
-	return int(bytes)
+	q.pendLent++
+	q.pendBytes += uint64(len(p))
+	return len(p)
 }
 
 // publish makes everything pushed so far visible to readers.
@@ -892,46 +949,82 @@ func (q *rxQueue) arm() bool {
 	return true
 }
 
-// peek fills views with up to len(views) queued datagrams, in place.
-// Callers serialise and release what they peeked.
+// peek fills views with up to len(views) queued datagrams, in place, and
+// returns how many. Callers serialise and release what they peeked.
 func (q *rxQueue) peek(views []View) int {
-	h := q.head.Load()
-	n := min(uint64(len(views)), q.tail.Load()-h)
+	h, t := q.head.Load(), q.tail.Load()
 	mask := uint64(len(q.descs) - 1)
-	var loan uint32
-	var lent []byte
-	for i := range n {
-		d := &q.descs[(h+i)&mask]
-		end := d.off + d.n
-		b := q.arena
-		if d.loan != 0 {
-			if d.loan != loan { // one lookup per run of datagrams in one buffer
-				loan, lent = d.loan, q.lender.LoanBuf(d.loan)
-			}
-			b = lent
+	part := q.part
+	n := 0
+	for ; h != t && n < len(views); h++ {
+		d := &q.descs[h&mask]
+		b := q.buf(d) // one lookup per run
+		addr := netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)
+		for i := part; i < d.cnt && n < len(views); i++ {
+			from, to := d.datagram(i)
+			views[n] = View{Payload: b[from:to:to], Addr: addr}
+			n++
 		}
-		views[i] = View{Payload: b[d.off:end:end], Addr: netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)}
+		part = 0
 	}
-	return int(n)
+	return n
+}
+
+// peekRuns fills runs with up to len(runs) queued runs, in place (the
+// first may be the rest of a run readers took part of), and returns how
+// many runs and datagrams. Callers serialise and release the datagrams.
+func (q *rxQueue) peekRuns(runs []Run) (nr, datagrams int) {
+	h, t := q.head.Load(), q.tail.Load()
+	mask := uint64(len(q.descs) - 1)
+	part := q.part
+	for ; h != t && nr < len(runs); h++ {
+		d := &q.descs[h&mask]
+		from, _ := d.datagram(part)
+		end := d.off + d.n
+		runs[nr] = Run{Payload: q.buf(d)[from:end:end], Seg: int(d.seg), Addr: netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)}
+		datagrams += int(d.cnt - part)
+		nr++
+		part = 0
+	}
+	return nr, datagrams
 }
 
 // release hands the first n queued datagrams' ring space back to the
-// producer.
+// producer: the descriptors they finish, and link holds of lent ones.
 func (q *rxQueue) release(n int) {
 	if n == 0 {
 		return
 	}
 	h := q.head.Load()
 	mask := uint64(len(q.descs) - 1)
-	if q.lentOut.Load() > 0 {
-		q.giveBack(h, uint64(n))
+	left, part := uint32(n), q.part
+	done := uint64(0) // descriptors finished
+	var end uint64
+	for left > 0 {
+		d := &q.descs[(h+done)&mask]
+		if rest := d.cnt - part; left < rest {
+			part += left
+			break
+		} else {
+			left -= rest
+		}
+		end = d.end
+		done++
+		part = 0
 	}
-	q.rpos.Store(q.descs[(h+uint64(n)-1)&mask].end)
-	q.head.Store(h + uint64(n))
+	q.part = part
+	if done == 0 {
+		return
+	}
+	if q.lentOut.Load() > 0 {
+		q.giveBack(h, done)
+	}
+	q.rpos.Store(end)
+	q.head.Store(h + done)
 }
 
-// giveBack returns the link holds of the lent datagrams among the n
-// descriptors from h, one Release per run of datagrams in one buffer.
+// giveBack returns the link holds of the lent descriptors among the n
+// from h, one Release per run of descriptors in one buffer.
 func (q *rxQueue) giveBack(h, n uint64) {
 	mask := uint64(len(q.descs) - 1)
 	var loan uint32
@@ -960,37 +1053,39 @@ func (q *rxQueue) giveBack(h, n uint64) {
 // drain drops every published datagram (the socket is closed), giving
 // lent buffers back to the link. Callers serialise with readers.
 func (q *rxQueue) drain() {
-	if n := q.tail.Load() - q.head.Load(); n > 0 {
-		q.release(int(n))
+	h, t := q.head.Load(), q.tail.Load()
+	if h == t {
+		return
 	}
+	mask := uint64(len(q.descs) - 1)
+	if q.lentOut.Load() > 0 {
+		q.giveBack(h, t-h)
+	}
+	q.part = 0
+	q.rpos.Store(q.descs[(t-1)&mask].end)
+	q.head.Store(t)
 }
 
 // pop copies up to len(msgs) datagrams out and releases them with one
 // store of each reader position. Callers serialise.
 func (q *rxQueue) pop(msgs []Message) int {
-	h := q.head.Load()
-	avail := q.tail.Load() - h
-	n := min(uint64(len(msgs)), avail)
-	if n == 0 {
-		return 0
-	}
-	var end uint64
+	h, t := q.head.Load(), q.tail.Load()
 	mask := uint64(len(q.descs) - 1)
-	for i := range n {
-		d := &q.descs[(h+i)&mask]
-		m := &msgs[i]
-		if d.loan != 0 {
-			m.N = copy(m.Buf, q.payload(d))
-		} else {
-			m.N = copy(m.Buf, q.arena[d.off:d.off+d.n])
+	part := q.part
+	n := 0
+	for p := h; p != t && n < len(msgs); p++ {
+		d := &q.descs[p&mask]
+		b := q.buf(d)
+		addr := netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)
+		for i := part; i < d.cnt && n < len(msgs); i++ {
+			from, to := d.datagram(i)
+			m := &msgs[n]
+			m.N = copy(m.Buf, b[from:to])
+			m.Addr = addr
+			n++
 		}
-		m.Addr = netip.AddrPortFrom(netip.AddrFrom4(d.src), d.port)
-		end = d.end
+		part = 0
 	}
-	if q.lentOut.Load() > 0 {
-		q.giveBack(h, n)
-	}
-	q.rpos.Store(end)
-	q.head.Store(h + n)
-	return int(n)
+	q.release(n)
+	return n
 }

@@ -52,7 +52,8 @@ func TestReadViews(t *testing.T) {
 			}
 			got++
 		}
-		if &views[0].Payload[0] != &rx.q.arena[rx.q.descs[rx.q.head.Load()&uint64(len(rx.q.descs)-1)].off] {
+		head := &rx.q.descs[rx.q.head.Load()&uint64(len(rx.q.descs)-1)]
+		if from, _ := head.datagram(rx.q.part); &views[0].Payload[0] != &rx.q.arena[from] {
 			t.Fatal("the view does not alias the ring")
 		}
 		rx.Release()
@@ -184,5 +185,131 @@ func TestListenUDPOptions(t *testing.T) {
 			t.Errorf("%+v: ring of %d bytes, %d datagrams; want %d, %d", c.o, b, d, c.bytes, c.descs)
 		}
 		u.Close()
+	}
+}
+
+// readRunsAll reads runs until want datagrams came and returns them split
+// into datagrams (copied), checking each run's shape on the way.
+func readRunsAll(t *testing.T, rx *UDPConn, runs []Run, want int, check func(r *Run)) [][]byte {
+	t.Helper()
+	var got [][]byte
+	for len(got) < want {
+		rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, d, err := rx.ReadRuns(runs)
+		if err != nil {
+			t.Fatalf("after %d datagrams: %v", len(got), err)
+		}
+		sum := 0
+		for i := range runs[:n] {
+			r := &runs[i]
+			if cap(r.Payload) != len(r.Payload) {
+				t.Fatal("a run may be appended to, over the next one")
+			}
+			if check != nil {
+				check(r)
+			}
+			sum += r.Datagrams()
+			p := r.Payload
+			for {
+				k := min(max(r.Seg, 1), len(p))
+				got = append(got, bytes.Clone(p[:k]))
+				if p = p[k:]; len(p) == 0 {
+					break
+				}
+			}
+		}
+		if sum != d {
+			t.Fatalf("ReadRuns said %d datagrams, its runs hold %d", d, sum)
+		}
+		rx.Release()
+	}
+	return got
+}
+
+// TestReadRuns: a GSO super-frame comes out of ReadRuns as one run (its
+// datagrams end to end, Seg bytes each, the last shorter), lone datagrams
+// (an empty one too) as runs of one, all from the right sender and in
+// order; a run a ReadViews took part of comes out as its rest; ReadBatch
+// after ReadRuns takes what is left. On a mem pair (the ring) and on a
+// lending link (the link's buffers).
+func TestReadRuns(t *testing.T) {
+	for _, lend := range []bool{false, true} {
+		var tx, rx *UDPConn
+		if lend {
+			tx, rx, _ = lentConnected(t, 4)
+		} else {
+			tx, rx = connected(t, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
+		}
+		var want [][]byte
+		out := make([]Message, 40)
+		for i := range out {
+			out[i].Buf = pattern(1000, byte(i))
+			if i == len(out)-1 {
+				out[i].Buf = pattern(999, byte(i)) // not the super-frame's size: a frame of its own
+			}
+			want = append(want, out[i].Buf)
+		}
+		if _, err := tx.WriteBatch(out); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range [][]byte{pattern(7, 99), {}} {
+			if _, err := tx.Write(p); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, p)
+		}
+		// Everything queued first, so that each read below finds what it
+		// expects (the receive goroutine may be slow, as under -race).
+		for dl := time.Now().Add(5 * time.Second); rx.rxDatagrams.Load() < uint64(len(want)); {
+			if time.Now().After(dl) {
+				t.Fatalf("lend %v: %d of %d datagrams queued", lend, rx.rxDatagrams.Load(), len(want))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// Three datagrams as views first: the super-frame's run is then
+		// read from its fourth datagram.
+		views := make([]View, 3)
+		rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := rx.ReadViews(views)
+		if err != nil || n != 3 {
+			t.Fatalf("ReadViews: %d, %v", n, err)
+		}
+		for i := range views[:n] {
+			if !bytes.Equal(views[i].Payload, want[i]) {
+				t.Fatalf("lend %v: view %d wrong", lend, i)
+			}
+		}
+		rx.Release()
+		runs := make([]Run, 2)
+		first := true
+		check := func(r *Run) {
+			if r.Addr.Addr() != ipB || r.Addr.Port() != tx.laddr.Port() {
+				t.Fatalf("run from %v", r.Addr)
+			}
+			if first {
+				first = false
+				if r.Seg != 1000 || len(r.Payload) != 36*1000 {
+					t.Fatalf("lend %v: first run %d bytes of %d-byte datagrams, want the super-frame's last 36 of 1000", lend, len(r.Payload), r.Seg)
+				}
+			}
+		}
+		// Two runs (the super-frame's rest, the 999-byte datagram), then
+		// one (7 bytes): the empty datagram stays queued.
+		got := readRunsAll(t, rx, runs, 37, check)
+		got = append(got, readRunsAll(t, rx, runs[:1], 1, check)...)
+		for i := range got {
+			if !bytes.Equal(got[i], want[3+i]) {
+				t.Fatalf("lend %v: datagram %d: %d bytes, wrong content", lend, 3+i, len(got[i]))
+			}
+		}
+		msgs := []Message{{Buf: make([]byte, 64)}}
+		rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := rx.ReadBatch(msgs); err != nil || n != 1 || msgs[0].N != 0 {
+			t.Fatalf("lend %v: ReadBatch after the runs: %d, %v, %d bytes (want the empty datagram)", lend, n, err, msgs[0].N)
+		}
+		rx.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, _, err := rx.ReadRuns(runs); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("empty socket: %v, want a deadline error", err)
+		}
 	}
 }

@@ -39,9 +39,10 @@
 // window whose last datagrams were lost. The figures stay what the
 // receiver kept; only the sender's pace changes.
 //
-// On a user-level socket the receiver reads the stack's zero-copy views
-// (stack.UDPConn.ReadViews/Release) instead of copying each datagram out
-// of the socket's ring.
+// On a user-level socket the receiver reads the stack's zero-copy runs
+// (stack.UDPConn.ReadRuns/Release: a GSO super-frame's datagrams end to
+// end, as the kernel baseline reads UDP_GRO buffers) instead of copying
+// each datagram out of the socket's ring.
 //
 // A run, side by side (start the receiver first):
 //

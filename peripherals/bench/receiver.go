@@ -145,20 +145,31 @@ func RunReceiver(ctx context.Context, conn Conn, opts ReceiverOptions) (*Result,
 }
 
 // read takes one batch off the socket and handles it: lent in place when
-// the socket can (a user-level socket's views into its receive ring: no
-// copy), else copied into the receiver's buffers.
+// the socket can (a user-level socket's runs of datagrams in its receive
+// ring or the link's buffers: no copy), else copied into the receiver's
+// buffers.
 func (r *receiver) read() error {
-	if r.views != nil {
-		n, err := r.views.ReadViews(r.lent)
+	if r.runs != nil {
+		n, _, err := r.runs.ReadRuns(r.lent)
 		arrived := time.Now()
 		for i := range r.lent[:n] {
-			v := &r.lent[i]
-			m := Message{Buf: v.Payload, N: len(v.Payload), Addr: v.Addr}
-			r.handle(&m, arrived)
-			v.Payload = nil
+			run := &r.lent[i]
+			p, seg := run.Payload, max(run.Seg, 1)
+			for {
+				k := min(seg, len(p))
+				m := Message{Buf: p[:k], N: k, Addr: run.Addr}
+				r.handle(&m, arrived)
+				if p = p[k:]; len(p) == 0 {
+					break
+				}
+			}
+			run.Payload = nil
+			if r.started {
+				r.sendCredits() // a run may be 128 datagrams: credit as they are read
+			}
 		}
 		if err == nil {
-			r.views.Release()
+			r.runs.Release()
 		}
 		return err
 	}
@@ -203,9 +214,9 @@ type receiver struct {
 	res  *Result
 	msgs []Message
 	bufs [][]byte
-	// views, when the socket lends datagrams in place, replaces msgs.
-	views viewReader
-	lent  []stack.View
+	// runs, when the socket lends datagrams in place, replaces msgs.
+	runs runReader
+	lent []stack.Run
 	// credits are the progress reports of one batch (one per stream).
 	credits    []Message
 	creditBufs [][]byte
@@ -229,8 +240,8 @@ func newReceiver(conn Conn, opts ReceiverOptions) *receiver {
 	if ua, ok := conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
 		r.res.Local = ua.AddrPort()
 	}
-	if v, ok := conn.(viewReader); ok {
-		r.views, r.lent = v, make([]stack.View, opts.Batch)
+	if v, ok := conn.(runReader); ok {
+		r.runs, r.lent = v, make([]stack.Run, opts.Batch)
 	} else {
 		for i := range r.bufs {
 			r.bufs[i] = make([]byte, opts.BufSize)
