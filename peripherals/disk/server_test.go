@@ -425,14 +425,24 @@ func TestRetransmissionAnswers(t *testing.T) {
 		t.Fatalf("WRITE reply: %v", rep.Status)
 	}
 	before := srv.Stats().BytesRead
-	read.Tag = 13
-	if rep := c.do(read); rep.Status != diskproto.CodeSent || len(rep.Payload) != 0 {
-		t.Fatalf("READ retransmitted after its reply left: %v with %d bytes, want %v and none", rep.Status, len(rep.Payload), diskproto.CodeSent)
+	// The reply may arrive before its worker has marked it sent: until
+	// then the answer is "in progress".
+	for deadline := time.Now().Add(replyWait); ; {
+		read.Tag++
+		rep := c.do(read)
+		if rep.Status == diskproto.CodeInProgress && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if rep.Status != diskproto.CodeSent || len(rep.Payload) != 0 {
+			t.Fatalf("READ retransmitted after its reply left: %v with %d bytes, want %v and none", rep.Status, len(rep.Payload), diskproto.CodeSent)
+		}
+		break
 	}
 	if _, ok := c.recv(50 * time.Millisecond); ok {
 		t.Fatal("a second reply to the retransmission")
 	}
-	read.Tag, read.Flags, read.Payload = 14, diskproto.FlagHave, []byte{0}
+	read.Tag, read.Flags, read.Payload = read.Tag+1, diskproto.FlagHave, []byte{0}
 	if rep := c.do(read); rep.Status != diskproto.CodeOK || !bytes.Equal(rep.Payload, data) {
 		t.Fatalf("READ asked again with an empty bitmap: %v, %d bytes", rep.Status, len(rep.Payload))
 	}
@@ -440,7 +450,7 @@ func TestRetransmissionAnswers(t *testing.T) {
 	if st.BytesRead != before || st.ResentReads != 1 {
 		t.Errorf("read %d bytes more and resent %d READs, want 0 and 1", st.BytesRead-before, st.ResentReads)
 	}
-	if st.Errors["in_progress"] != 2 || st.Errors["reply_sent"] != 1 {
+	if st.Errors["in_progress"] < 2 || st.Errors["reply_sent"] != 1 {
 		t.Errorf("answers counted: %v", st.Errors)
 	}
 }
