@@ -54,7 +54,7 @@ func (s *Server) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	s.stats.requests[diskproto.OpRead].Add(1)
-	if _, err := s.file.ReadAt(p, off); err != nil {
+	if err := s.readData(p, off); err != nil {
 		// The file is as long as the device, so even io.EOF means failure.
 		s.stats.errors[diskproto.CodeIO].Add(1)
 		return fmt.Errorf("disk: read %d at %d: %w", len(p), off, err)
@@ -70,7 +70,7 @@ func (s *Server) WriteAt(p []byte, off int64, fua bool) error {
 		return err
 	}
 	s.stats.requests[diskproto.OpWrite].Add(1)
-	if _, err := s.file.WriteAt(p, off); err != nil {
+	if err := s.writeData(p, off); err != nil {
 		s.stats.errors[diskproto.CodeIO].Add(1)
 		return fmt.Errorf("disk: write %d at %d: %w", len(p), off, err)
 	}
@@ -89,7 +89,7 @@ func (s *Server) ReadPieceAt(p []byte, off int64) error {
 	if err := s.checkRange(off, len(p)); err != nil {
 		return err
 	}
-	if _, err := s.file.ReadAt(p, off); err != nil {
+	if err := s.readData(p, off); err != nil {
 		s.stats.errors[diskproto.CodeIO].Add(1)
 		return fmt.Errorf("disk: read %d at %d: %w", len(p), off, err)
 	}
@@ -107,7 +107,7 @@ func (s *Server) WritePieceAt(p []byte, off int64) error {
 	if err := s.checkRange(off, len(p)); err != nil {
 		return err
 	}
-	if _, err := s.file.WriteAt(p, off); err != nil {
+	if err := s.writeData(p, off); err != nil {
 		s.stats.errors[diskproto.CodeIO].Add(1)
 		return fmt.Errorf("disk: write %d at %d: %w", len(p), off, err)
 	}
@@ -147,6 +147,9 @@ func (s *Server) Trim(off int64, n int, fua bool) error {
 	err := s.control(func(fd int) error {
 		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
 	})
+	if err == nil {
+		s.clearHeld(off, int64(n))
+	}
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		_, err = s.file.WriteAt(make([]byte, n), off)
 	}
