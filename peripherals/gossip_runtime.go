@@ -83,7 +83,7 @@ func (p *Runtime) joinMembership() error {
 	svc := fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port)
 	p.AddService(svc)
 	n, err := gossip.Start(gossip.Config{Name: p.cfg.Name, Network: stackNetwork{p.Stack()}, Meta: meta,
-		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, Logger: p.log})
+		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, QuietJoins: true, Logger: p.log})
 	if err != nil {
 		p.removeService(svc)
 		return err
@@ -91,9 +91,9 @@ func (p *Runtime) joinMembership() error {
 	p.Handle(OpMembers, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
 		return MembersView{Node: p.cfg.Name, Members: n.Members(), Stats: n.Stats()}, nil
 	})
-	p.Handle(OpJoin, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
-		go n.Join(gossip.JoinSpread(p.cfg.Members))
-		return nil, nil
+	HandleArgs(p, OpJoin, func(_ context.Context, a JoinArgs, _ *ctl.Stream) (any, error) {
+		got, err := n.Exchange(a.Peers)
+		return JoinResult{Answered: got, Members: n.Stats().Members}, err
 	})
 	p.members.mu.Lock()
 	p.members.node = n
@@ -138,6 +138,24 @@ func (p *Runtime) FindPeer(ctx context.Context, name, kind string, kernel bool) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// JoinArgs of op join: the members to exchange the whole membership state
+// with, one after another (gossip.Node.Exchange); none: the peripheral's
+// seeds. The first join of a peripheral started with Config.DeferJoin
+// ends its wait. The testbed's supervisor completes every view with these
+// (every peripheral joins its seeds, the seeds exchange with each other,
+// every other peripheral exchanges with one seed), since peripherals do
+// not re-broadcast each other's joins (gossip.Config.QuietJoins).
+type JoinArgs struct {
+	Peers []netip.AddrPort `json:"peers,omitempty"`
+}
+
+// JoinResult: how many of the peers answered, and how many members the
+// view holds (not dead) after the exchanges.
+type JoinResult struct {
+	Answered int `json:"answered"`
+	Members  int `json:"members"`
 }
 
 // MembersView is one peripheral's view of the membership.

@@ -19,7 +19,7 @@ const (
 	OpImpair    Op = "impair"   // impair.Params -> impair.Params in force
 	OpKernel    Op = "kernel"   // bool -> the kernel baseline's address
 	OpMembers   Op = "members"  // -> MembersView
-	OpJoin      Op = "join"     // a deferred membership joins (Config.DeferJoin)
+	OpJoin      Op = "join"     // JoinArgs -> JoinResult: full-state exchanges (ends Config.DeferJoin's wait)
 	OpBenchRecv Op = "bench-recv"
 	OpBenchSend Op = "bench-send"
 	OpBenchEcho Op = "bench-echo"

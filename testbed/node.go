@@ -78,7 +78,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 // 2n/k joins; the seeds join seed 0 and the next one, which ties them
 // together.
 func seedsOf(nodes []NodePlan, n *NodePlan) []int {
-	k := min(len(nodes), 3+len(nodes)/64)
+	k := seedCount(len(nodes))
 	if k <= 3 {
 		out := make([]int, k)
 		for i := range out {
@@ -98,6 +98,10 @@ func seedsOf(nodes []NodePlan, n *NodePlan) []int {
 	}
 	return []int{pos % k, (pos + 1) % k}
 }
+
+// seedCount is how many of a segment's n nodes (the first ones) are
+// membership seeds.
+func seedCount(n int) int { return min(n, 3+n/64) }
 
 // KindParams are the node's parameters as its kind takes them: the
 // topology's params block, with the disk and display blocks' fields under

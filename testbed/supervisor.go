@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/netstation/netstation/fabric"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/gossip"
 	"golang.org/x/sys/unix"
 )
 
@@ -588,54 +590,118 @@ func (s *supervisor) waitReady() {
 		case <-time.After(readyScan):
 		}
 	}
-	s.joinAll(ctx)
 	s.setPhase(PhaseReady, "")
 	s.log.Info("testbed ready", "nodes", len(s.nodes), "took", time.Since(start))
+	// After ready: `up` returns while the views fill (BenchmarkScale
+	// times them from ready).
+	jctx, jcancel := context.WithCancel(context.Background())
+	defer jcancel()
+	go func() {
+		select {
+		case <-s.stopping:
+			jcancel()
+		case <-jctx.Done():
+		}
+	}()
+	s.joinMembership(jctx)
 }
 
 // deferJoinEnv, set to 1 in a peripheral's first start, makes it join the
-// membership only when told (peripherals.Config.DeferJoin): joinAll tells
-// them all once every one answers. A restarted peripheral joins at once.
+// membership only when told (peripherals.Config.DeferJoin): joinMembership
+// tells them all once every one answers. A restarted peripheral joins at
+// once.
 const deferJoinEnv = "NETSTATION_DEFER_JOIN"
 
-// joinAll tells every peripheral to join the membership (op join), a few
-// at a time. Starting 1,000 peripherals that joined one by one as they
-// came up made each start pay for gossip about all the earlier ones
-// (perf: memberlist's alive handling, msgpack and the runtime's monitor
-// thread most of the samples) until starts took seconds each and the
-// testbed never came up (issue 16). A peripheral that misses the call
-// joins by itself after gossip.DeferredJoinLimit.
-func (s *supervisor) joinAll(ctx context.Context) {
+// joinCallTimeout bounds one op join: a seed's round exchanges the whole
+// view (about 300 KB each way at 1,000 members) with every other seed of
+// its segment, on a machine that may be saturated.
+const joinCallTimeout = 30 * time.Second
+
+// joinMembership completes every peripheral's membership view with three
+// rounds of full-state exchanges (op join), readyProbes calls at a time,
+// each round once the one before has ended: every peripheral with its
+// seeds (seedsOf), so that every seed knows who joined it; every seed with
+// all the other seeds of its segment, so that every seed knows everyone;
+// every other peripheral with one seed. Peripherals do not re-broadcast
+// each other's joins (gossip.Config.QuietJoins): at 1,000 members the
+// dissemination of 1,000 joins to 1,000 members, each received and
+// decoded several times, kept both cores busy for minutes after up, and
+// 8 minutes after up views were still half complete (issue 16). The
+// rounds are about 2n exchanges of at most the whole view. A peripheral
+// that misses its call joins by itself after gossip.DeferredJoinLimit,
+// and every peripheral exchanges with a random member while its view is
+// short, from 30 s on.
+func (s *supervisor) joinMembership(ctx context.Context) {
 	t0 := time.Now()
-	todo := make([]string, 0, len(s.nodes))
-	for name := range s.nodes {
-		todo = append(todo, name)
+	segments := map[string][]NodePlan{}
+	for _, n := range s.plan.Nodes {
+		segments[n.Segment] = append(segments[n.Segment], n)
 	}
-	// Three rounds: on a saturated machine a call may time out.
-	for round := 0; round < 3 && len(todo) > 0 && ctx.Err() == nil; round++ {
-		var mu sync.Mutex
-		var failed []string
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, readyProbes)
-		for _, name := range todo {
-			wg.Add(1)
-			go func(name string) {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				cctx, cancel := context.WithTimeout(ctx, readyCallTimeout)
-				defer cancel()
-				if err := ctl.Call(cctx, NodeSock(s.dir, name), string(peripherals.OpJoin), nil, nil, nil); err != nil {
-					mu.Lock()
-					failed = append(failed, name)
-					mu.Unlock()
-				}
-			}(name)
+	var own, seeds, others []joinCall
+	for _, seg := range segments {
+		k := seedCount(len(seg))
+		all := make([]netip.AddrPort, k)
+		for i := range all {
+			all[i] = netip.AddrPortFrom(seg[i].Addr.Addr(), gossip.Port)
 		}
-		wg.Wait()
-		todo = failed
+		for i, n := range seg {
+			own = append(own, joinCall{name: n.Name})
+			if i < k {
+				seeds = append(seeds, joinCall{name: n.Name, peers: all})
+			} else {
+				others = append(others, joinCall{name: n.Name, peers: all[i%k : i%k+1]})
+			}
+		}
 	}
-	s.log.Info("peripherals told to join the membership", "nodes", len(s.nodes), "failed", len(todo), "took", time.Since(t0))
+	for _, r := range []struct {
+		what  string
+		calls []joinCall
+	}{{"peripherals joined their seeds", own}, {"seeds exchanged views", seeds}, {"peripherals exchanged views with a seed", others}} {
+		t1 := time.Now()
+		failed := s.joinRound(ctx, r.calls)
+		s.log.Info(r.what, "calls", len(r.calls), "failed", failed, "took", time.Since(t1))
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	s.log.Info("membership joined", "nodes", len(s.nodes), "took", time.Since(t0))
+}
+
+// joinCall is one op join: node name, exchanging with peers (none: its
+// seeds).
+type joinCall struct {
+	name  string
+	peers []netip.AddrPort
+}
+
+// joinRound makes the calls, readyProbes at a time, each tried up to
+// three times (on a saturated machine a call may time out); it returns
+// how many failed.
+func (s *supervisor) joinRound(ctx context.Context, calls []joinCall) int {
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, readyProbes)
+	for _, c := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var err error
+			for try := 0; try < 3 && ctx.Err() == nil; try++ {
+				cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
+				err = ctl.Call(cctx, NodeSock(s.dir, c.name), string(peripherals.OpJoin), peripherals.JoinArgs{Peers: c.peers}, nil, nil)
+				cancel()
+				if err == nil {
+					return
+				}
+			}
+			failed.Add(1)
+			s.log.Debug("op join", "node", c.name, "err", err)
+		}()
+	}
+	wg.Wait()
+	return int(failed.Load())
 }
 
 // Progress is a testbed's bring-up in counts: what `up` shows while it

@@ -148,7 +148,7 @@ func TestGarbage(t *testing.T) {
 }
 
 // TestDeferredJoin: deferred nodes answer others but join their seed
-// only when told; then every view fills.
+// only when told (Exchange); then every view fills.
 func TestDeferredJoin(t *testing.T) {
 	seed := []netip.AddrPort{netip.AddrPortFrom(addr(60), gossip.Port)}
 	var ns []*gossip.Node
@@ -168,8 +168,9 @@ func TestDeferredJoin(t *testing.T) {
 		}
 	}
 	for _, n := range ns {
-		n.Join(50 * time.Millisecond)
-		n.Join(0) // again: nothing
+		if _, err := n.Exchange(nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := 60; i < 63; i++ {
 		waitView(t, ns, fmt.Sprintf("d%d", i), gossip.Alive, 10*time.Second)
@@ -181,7 +182,7 @@ func TestDeferredJoin(t *testing.T) {
 // and $NETSTATION_GOSSIP still overrides either.
 func TestLargeClusterConfig(t *testing.T) {
 	t.Setenv("NETSTATION_GOSSIP", "")
-	small, large := gossip.MemberlistConfig("a", gossip.LargeCluster), gossip.MemberlistConfig("a", gossip.LargeCluster+1)
+	small, large := gossip.MemberlistConfig("a", gossip.LargeCluster, false), gossip.MemberlistConfig("a", gossip.LargeCluster+1, false)
 	if small.ProbeInterval != time.Second || small.ProbeTimeout != 500*time.Millisecond || small.DisableTcpPings || small.RetransmitMult != 2 {
 		t.Errorf("%d members: probe %v/%v, tcp pings off %v, retransmit %d", gossip.LargeCluster, small.ProbeInterval, small.ProbeTimeout, small.DisableTcpPings, small.RetransmitMult)
 	}
@@ -191,18 +192,73 @@ func TestLargeClusterConfig(t *testing.T) {
 			large.ProbeInterval, large.ProbeTimeout, large.DisableTcpPings, large.RetransmitMult, large.GossipInterval)
 	}
 	t.Setenv("NETSTATION_GOSSIP", "probe=1s,tcp-ping=on,retransmit=x")
-	c := gossip.MemberlistConfig("a", 1000)
+	c := gossip.MemberlistConfig("a", 1000, false)
 	if c.ProbeInterval != time.Second || c.DisableTcpPings || c.RetransmitMult != 1 {
 		t.Errorf("overridden: probe %v, tcp pings off %v, retransmit %d (a bad value keeps the setting)", c.ProbeInterval, c.DisableTcpPings, c.RetransmitMult)
 	}
+	t.Setenv("NETSTATION_GOSSIP", "")
+	if q := gossip.MemberlistConfig("a", 1000, true); q.RetransmitMult != 4 {
+		t.Errorf("quiet joins: retransmit %d, want 4", q.RetransmitMult)
+	}
 }
 
-// TestJoinSpread: the joins of a large cluster are spread ten times wider.
-func TestJoinSpread(t *testing.T) {
-	if got := gossip.JoinSpread(200); got != 400*time.Millisecond {
-		t.Errorf("JoinSpread(200) = %v, want 400ms", got)
+// TestQuietJoins: a cluster that does not re-broadcast joins, completed
+// by the supervisor's three rounds of exchanges (every node with its
+// seeds, the seeds with each other, every other node with one seed),
+// still spreads a death and a restarted member's return to every view.
+func TestQuietJoins(t *testing.T) {
+	const size, base = 24, 100
+	seedAddr := func(i int) netip.AddrPort { return netip.AddrPortFrom(addr(base+i), gossip.Port) }
+	startQuiet := func(i int, deferred bool) *gossip.Node {
+		n, err := gossip.Start(gossip.Config{Name: fmt.Sprintf("q%d", i), Network: gossip.Kernel(addr(base + i)),
+			Meta: gossip.Meta{Kind: "disk"}, Seeds: []netip.AddrPort{seedAddr(0), seedAddr(1 + i%2)},
+			Expect: size, Deferred: deferred, QuietJoins: true, Rejoin: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	if got := gossip.JoinSpread(1000); got != 20*time.Second {
-		t.Errorf("JoinSpread(1000) = %v, want 20s", got)
+	ns := make([]*gossip.Node, size)
+	for i := range ns {
+		ns[i] = startQuiet(i, true)
 	}
+	defer func() {
+		for _, n := range ns {
+			n.Shutdown()
+		}
+	}()
+	exchange := func(n *gossip.Node, peers []netip.AddrPort) {
+		if _, err := n.Exchange(peers); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range ns {
+		exchange(n, nil)
+	}
+	seeds := []netip.AddrPort{seedAddr(0), seedAddr(1), seedAddr(2)}
+	for _, n := range ns[:3] {
+		exchange(n, seeds)
+	}
+	for i, n := range ns[3:] {
+		exchange(n, seeds[i%3:i%3+1])
+	}
+	for i := range ns {
+		if got := len(ns[i].Find("disk")); got != size {
+			t.Fatalf("q%d lists %d alive after the exchanges, want %d", i, got, size)
+		}
+	}
+	ns[7].Shutdown()
+	others := append(append([]*gossip.Node(nil), ns[:7]...), ns[8:]...)
+	dead := waitView(t, others, "q7", gossip.Dead, 30*time.Second)
+	ns[7] = startQuiet(7, false) // a restart joins its seeds at once
+	back := waitView(t, ns, "q7", gossip.Alive, 30*time.Second)
+	var quieted uint64
+	for _, n := range ns {
+		quieted += n.Stats().Quieted
+	}
+	if quieted == 0 {
+		t.Error("no join was kept from gossip")
+	}
+	t.Logf("%d joins kept from gossip; killed: dead in all views after %v, restarted: alive in all after %v",
+		quieted, dead.Round(time.Millisecond), back.Round(time.Millisecond))
 }

@@ -97,7 +97,15 @@ type Config struct {
 	// made every start pay for gossip about all the earlier ones, and
 	// 1,000 peripherals never finished starting (issue 16).
 	Deferred bool
-	Logger   *slog.Logger
+	// QuietJoins: the node does not re-broadcast other members' joins
+	// (their alive messages at the first incarnation; quietPacket), so a
+	// member it does not learn of from a full-state exchange it learns
+	// of from the settle exchanges or the periodic push/pull only. For
+	// clusters whose views are completed by Exchange calls (a testbed's
+	// supervisor does). Refutations, suspicions and deaths still spread
+	// by gossip.
+	QuietJoins bool
+	Logger     *slog.Logger
 }
 
 // DeferredJoinLimit is how long a deferred node waits for Join before it
@@ -118,7 +126,7 @@ type Node struct {
 	wg   sync.WaitGroup
 
 	joinOnce sync.Once
-	joinNow  chan struct{} // closed by Join
+	joinNow  chan struct{} // closed by Exchange
 }
 
 // MemberlistConfig is the memberlist tuning of a testbed, chosen by
@@ -155,12 +163,19 @@ type Node struct {
 // A cluster of more than LargeCluster members (n, when known) is tuned
 // for starved CPUs instead (see largeCluster).
 //
+// A cluster whose members keep joins out of gossip (quietJoins,
+// Config.QuietJoins) retransmits every change 4 x log10(n) times,
+// memberlist's default: what is left to gossip is rare (suspicions,
+// deaths, refutations), and with 2 x a refuting member of 24 was missed
+// by one view in a third of the runs (TestQuietJoins), which then waited
+// for a full-state exchange.
+//
 // $NETSTATION_GOSSIP overrides the timings for measurements, as
 // comma-separated key=value pairs: probe, probe-timeout, gossip and
 // push-pull (durations), suspicion, nodes (gossip fan-out) and
 // retransmit (integers), tcp-ping (on or off),
 // e.g. "probe=1s,gossip=500ms,suspicion=2".
-func MemberlistConfig(name string, n int) *memberlist.Config {
+func MemberlistConfig(name string, n int, quietJoins bool) *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
 	c.Name = name
 	c.EnableCompression = false
@@ -174,6 +189,9 @@ func MemberlistConfig(name string, n int) *memberlist.Config {
 	c.DeadNodeReclaimTime = time.Second // a restarted peripheral reuses its name at once
 	if n > LargeCluster {
 		largeCluster(c)
+	}
+	if quietJoins {
+		c.RetransmitMult = 4
 	}
 	tune(c, os.Getenv("NETSTATION_GOSSIP"))
 	return c
@@ -270,7 +288,10 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, tr: tr, meta: meta, log: cfg.Logger, view: map[string]Member{}, done: make(chan struct{}),
 		joinNow: make(chan struct{})}
-	mc := MemberlistConfig(cfg.Name, cfg.Expect)
+	mc := MemberlistConfig(cfg.Name, cfg.Expect, cfg.QuietJoins)
+	if cfg.QuietJoins {
+		tr.QuietJoins(cfg.Name)
+	}
 	mc.Transport = tr
 	mc.Delegate = delegate{n}
 	mc.Events = events{n}
@@ -291,45 +312,47 @@ func Start(cfg Config) (*Node, error) {
 		defer n.wg.Done()
 		select {
 		case <-n.joinNow:
+			// Told: whoever called Exchange makes the exchanges that
+			// complete the view; the settle exchanges only catch what
+			// they missed, later.
+			n.loops(settleLate)
 		case <-time.After(DeferredJoinLimit):
 			n.log.Warn("gossip: never told to join; joining", "after", DeferredJoinLimit)
+			n.start()
 		case <-n.done:
-			return
 		}
-		n.start()
 	}()
 	return n, nil
 }
 
-// Join ends a deferred node's wait (Config.Deferred): it joins its seeds
-// after a pause drawn at random below spread, so that a thousand nodes
-// told at once do not all reach the seeds in the same instant. Calls
-// after the first do nothing.
-func (n *Node) Join(spread time.Duration) {
-	n.joinOnce.Do(func() {
-		if spread > 0 {
-			select {
-			case <-time.After(rand.N(spread)):
-			case <-n.done:
-			}
-		}
-		close(n.joinNow)
-	})
-}
-
-// JoinSpread is how long the joins of a cluster of n members told to join
-// at once (a testbed's supervisor, once every peripheral answers) are
-// spread over, each node pausing a random part of it: 2 ms per member, so
-// that the seeds are not all asked at once, and 20 ms per member beyond
-// LargeCluster. Each join sets off the dissemination of the joiner's alive
-// message to every member known so far, several decodes each: 1,000
-// members joining within 2 s kept more than 1,000 threads runnable on 2
-// cores, and members starved past every probe timeout (docs/SCALE.md).
-func JoinSpread(n int) time.Duration {
-	if n > LargeCluster {
-		return time.Duration(n) * 20 * time.Millisecond
+// Exchange makes a full-state exchange (memberlist's push/pull, as a join
+// does) with each of peers in turn, or with the node's seeds when peers is
+// empty, and returns how many answered. It ends a deferred node's wait
+// (Config.Deferred). A testbed's supervisor completes every view with
+// three rounds of these: every node with its seeds, then every seed with
+// all the others, then every other node with one seed; that is about 2n
+// exchanges of (at most) the whole view instead of the dissemination of n
+// joins to n members (QuietJoins).
+func (n *Node) Exchange(peers []netip.AddrPort) (int, error) {
+	n.joinOnce.Do(func() { close(n.joinNow) })
+	if len(peers) == 0 {
+		peers = n.cfg.Seeds
 	}
-	return time.Duration(n) * 2 * time.Millisecond
+	self := netip.AddrPortFrom(n.cfg.Network.Addr(), n.cfg.Port)
+	var to []string
+	for _, p := range peers {
+		if p != self {
+			to = append(to, p.String())
+		}
+	}
+	if len(to) == 0 {
+		return 0, nil
+	}
+	got, err := n.ml.Join(to)
+	if err != nil {
+		err = fmt.Errorf("gossip: exchange with %d of %d failed: %w", len(to)-got, len(to), err)
+	}
+	return got, err
 }
 
 // start joins the seeds and starts the loops that keep the view whole.
@@ -340,9 +363,16 @@ func (n *Node) start() {
 	default:
 	}
 	n.join()
+	n.loops(settleAt)
+}
+
+// loops starts the loops that keep the view whole: re-joins of missing
+// seeds, and full-state exchanges at the times of schedule (then every
+// settleEvery while the view is short).
+func (n *Node) loops(schedule []time.Duration) {
 	n.wg.Add(2)
 	go n.rejoinLoop()
-	go n.settleLoop()
+	go n.settleLoop(schedule)
 }
 
 // settleAt are the times after start when a node exchanges its whole
@@ -355,6 +385,10 @@ func (n *Node) start() {
 // asks for.
 var settleAt = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second}
 
+// settleLate is the schedule of a node whose view Exchange calls complete:
+// a first look 30 s after it is told, when those are long done.
+var settleLate = []time.Duration{30 * time.Second}
+
 // settleEvery and settleFor bound the exchanges that go on after
 // settleAt while the view is short of Config.Expect: a member missed by
 // the early exchanges would otherwise wait for the next push/pull (60 s
@@ -364,15 +398,16 @@ const (
 	settleFor   = 2 * time.Minute
 )
 
-func (n *Node) settleLoop() {
+func (n *Node) settleLoop(schedule []time.Duration) {
 	defer n.wg.Done()
 	start := time.Now()
+	last := schedule[len(schedule)-1]
 	next := func(i int) (time.Duration, bool) {
-		if i < len(settleAt) {
-			return settleAt[i], true
+		if i < len(schedule) {
+			return schedule[i], true
 		}
-		at := settleAt[len(settleAt)-1] + time.Duration(i-len(settleAt)+1)*settleEvery
-		return at, n.cfg.Expect > 0 && at <= settleFor
+		at := last + time.Duration(i-len(schedule)+1)*settleEvery
+		return at, n.cfg.Expect > 0 && at <= max(settleFor, last+settleFor/2)
 	}
 	for i := 0; ; i++ {
 		at, ok := next(i)
@@ -505,12 +540,15 @@ type Stats struct {
 	StreamsIn  uint64 `json:"streams_in"`
 	StreamsOut uint64 `json:"streams_out"`
 	Dropped    uint64 `json:"dropped"`
+	// Quieted: other members' joins not re-broadcast (Config.QuietJoins).
+	Quieted uint64 `json:"quieted,omitempty"`
 }
 
 // Stats returns the transport's counters.
 func (n *Node) Stats() Stats {
 	return Stats{Members: n.ml.NumMembers(), PacketsIn: n.tr.PacketsIn.Load(), PacketsOut: n.tr.PacketsOut.Load(),
-		StreamsIn: n.tr.StreamsIn.Load(), StreamsOut: n.tr.StreamsOut.Load(), Dropped: n.tr.Dropped.Load()}
+		StreamsIn: n.tr.StreamsIn.Load(), StreamsOut: n.tr.StreamsOut.Load(), Dropped: n.tr.Dropped.Load(),
+		Quieted: n.tr.Quieted.Load()}
 }
 
 // Leave tells the others this node goes (they drop it at once instead of
