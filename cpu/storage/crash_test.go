@@ -122,6 +122,7 @@ func TestCrashDurability(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(2026, 4))
 	var acked, fuaN, flushes int
+	var mu sync.Mutex // guards the counters above, seq and durable while writers run
 
 	for round := range rounds {
 		child := startDiskChild(t, path)
@@ -141,7 +142,7 @@ func TestCrashDurability(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		var mu sync.Mutex
+		roundFlushes := flushes
 		var wg sync.WaitGroup
 		ctx := context.Background()
 		for w := range writers {
@@ -184,7 +185,19 @@ func TestCrashDurability(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(20+r.IntN(80)) * time.Millisecond)
+		// Kill at a random moment, but only once this round has made a
+		// write durable by FLUSH: on a loaded machine under the race
+		// detector a fixed 20-100 ms was seen to end every round before
+		// any flush completed, and the test proved nothing.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			mu.Lock()
+			done := flushes > roundFlushes
+			mu.Unlock()
+			if done {
+				break
+			}
+		}
+		time.Sleep(time.Duration(r.IntN(80)) * time.Millisecond)
 		child.kill() // kill -9 with writes in flight
 		wg.Wait()
 		c.Close()
