@@ -10,6 +10,9 @@
 #   read QD8, 4 KiB random read QD1, 4 KiB random read QD32.
 # Prints a markdown table. Needs root, nbdkit and fio (with its nbd engine).
 # Usage: scripts/nbd-peer.sh [path/to/netstation]   (NBD_PEER_TIME=5 s per job)
+# NBD_PEER_JOBS="randread32 seqwrite" runs only those jobs and
+# NBD_PEER_TARGETS="disk0" only those servers (one line per job, no table);
+# with NETSTATION_CPUPROFILE_DIR set, disk0 writes its profile there at down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "nbd-peer: needs root" >&2; exit 1; }
@@ -85,11 +88,13 @@ done
 
 # job name, rw, bs, iodepth
 jobs=("seqwrite write 1m 8" "seqread read 1m 8" "randread1 randread 4k 1" "randread32 randread 4k 32")
-for target in disk0 nbdkit; do
+sel=${NBD_PEER_JOBS:-}
+for target in ${NBD_PEER_TARGETS:-disk0 nbdkit}; do
   uri="nbd://$diskip:10809/disk0"
   [ "$target" = nbdkit ] && uri="nbd://$net.240:10809/"
   for j in "${jobs[@]}"; do
     set -- $j
+    [ -n "$sel" ] && [[ " $sel " != *" $1 "* ]] && continue
     ip netns exec "$fns" fio --name="$1" --ioengine=nbd --uri="$uri" --rw="$2" --bs="$3" --iodepth="$4" \
       --size=$region --runtime="$runtime" --time_based --randrepeat=0 --output-format=json \
       >"$work/$target-$1.json" 2>"$work/$target-$1.err" || {
@@ -97,6 +102,18 @@ for target in disk0 nbdkit; do
   done
 done
 
+if [ -n "$sel" ] || [ -n "${NBD_PEER_TARGETS:-}" ]; then
+  for f in "$work"/*.json; do
+    python3 - "$f" <<'PY'
+import json, sys, os
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])["jobs"][0]
+side = j["write"] if j["write"]["io_bytes"] > 0 else j["read"]
+print(f"{os.path.basename(sys.argv[1])[:-5]}: {side['iops']:,.0f} IOPS, {side['bw']/1024:,.0f} MiB/s")
+PY
+  done
+  exit 0
+fi
 python3 - "$work" "$runtime" <<'PY'
 import json, sys
 work, runtime = sys.argv[1], sys.argv[2]

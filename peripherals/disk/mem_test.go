@@ -134,3 +134,25 @@ func TestMappedTruncated(t *testing.T) {
 		t.Errorf("a READ reply's copy: %v, want ErrFault", err)
 	}
 }
+
+// TestMappedCopiesAllocs: a READ reply's copy out of the mapping and a
+// WRITE's copy into it allocate nothing.
+func TestMappedCopiesAllocs(t *testing.T) {
+	s := newMapped(t, filepath.Join(memDir(t), "d.img"), 1<<20)
+	defer s.Close()
+	p := make([]byte, 256<<10)
+	if err := s.WriteAt(p, 0, false); err != nil { // through the file: holes
+		t.Fatal(err)
+	}
+	iovs := [][]byte{p[:1440], p[1440:2880], p[2880:4000]}
+	if a := testing.AllocsPerRun(100, func() {
+		if err := s.writeData(p, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.readInto(iovs, 4096, 4000); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("%.1f allocations per mapped write and read", a)
+	}
+}
