@@ -27,7 +27,9 @@
 // descriptor (the socket signals readability when it fills the ring), and
 // it and pollers take frames in turns (link.RxTurn), so frames are
 // processed once and in order. A poller that finds the ring empty yields
-// the CPU, as afpacket's does. The mixed link polls its AF_PACKET half.
+// the CPU, as afpacket's does, and looks again as soon as it is back (what
+// a peer on the same CPU sent meanwhile costs no further round of the
+// caller's loop). The mixed link polls its AF_PACKET half.
 //
 // On BenchmarkRR (stack/interop; 64-byte request/response, our stack at
 // both ends, each process pinned, GOMAXPROCS=1), the full XSK link with

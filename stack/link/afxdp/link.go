@@ -573,6 +573,23 @@ func (l *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error
 		return 0, nil
 	}
 	frames = frames[:min(len(frames), xskPollBatch)]
+	total := l.pollRing(frames, fn)
+	if total == 0 {
+		// Let a peer on this CPU run (it may be the one that answers),
+		// then look again at once: the ring costs nothing to read, and
+		// what the peer sent meanwhile is taken without another round
+		// of the caller's loop.
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		total = l.pollRing(frames, fn)
+	}
+	l.polled.Add(uint64(total))
+	return total, nil
+}
+
+// pollRing takes what the receive ring holds, in rounds of len(frames),
+// and runs fn on each round, if it gets the receive turn; it returns how
+// many frames fn saw.
+func (l *Link) pollRing(frames []link.Frame, fn func([]link.Frame)) int {
 	total := 0
 	for l.turn.TryTake() {
 		for {
@@ -590,13 +607,7 @@ func (l *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error
 			break
 		}
 	}
-	if total > 0 {
-		l.polled.Add(uint64(total))
-		return total, nil
-	}
-	// Let a peer on this CPU run (it may be the one that answers).
-	unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-	return 0, nil
+	return total
 }
 
 // dropOversize drops, counted, frames above MaxFrame (GSO super-frames
