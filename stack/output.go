@@ -26,6 +26,8 @@ type txState struct {
 	// A gathered super-frame's headers and its list of pieces.
 	hdr    [udpFrameHeaders]byte
 	pieces [][]byte
+	// run is the run BeginRun opened (UDP sockets only).
+	run txRun
 }
 
 func (t *txState) init(s *Stack, tmpl engine.Template, batch int) {

@@ -45,7 +45,7 @@ func TestZeroAllocsPerPacket(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race")
 	}
-	for _, caps := range []link.Caps{0, link.CapVNetHdr} {
+	for _, caps := range []link.Caps{0, link.CapVNetHdr, link.CapVNetHdr | link.CapGSO} {
 		for _, size := range []int{64, 1472} {
 			tx, rx := connected(t, mem.Options{Caps: caps})
 			msg := pattern(size, 0)
@@ -115,6 +115,28 @@ func TestZeroAllocsPerPacket(t *testing.T) {
 			})
 			if allocs != 0 {
 				t.Errorf("caps %v, %d B batch of 32 read as runs: %.2f allocations per batch", caps, size, allocs)
+			}
+			k := min(tx.MaxRun(size), 32)
+			allocs = testing.AllocsPerRun(200, func() {
+				area, err := tx.BeginRun(netip.AddrPort{}, size, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				copy(area, msg)
+				if _, err := tx.EndRun(); err != nil {
+					t.Fatal(err)
+				}
+				for got := 0; got < k; {
+					_, d, err := rx.ReadRuns(runs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got += d
+					rx.Release()
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("caps %v, %d B run of %d written in place: %.2f allocations per run", caps, size, k, allocs)
 			}
 		}
 	}

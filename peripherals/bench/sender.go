@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/stack"
 )
 
 // Defaults of SenderOptions, ReceiverOptions and RTTOptions.
@@ -275,6 +276,11 @@ func newSendStream(res *Result, id int, o SenderOptions, dst netip.AddrPort) *se
 func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time, pps float64) error {
 	var sent uint64
 	failures := 0
+	rw, _ := c.(runWriter)
+	maxRun := 0
+	if rw != nil {
+		maxRun = rw.MaxRun(len(s.msgs[0].Buf))
+	}
 	for ctx.Err() == nil {
 		now := time.Now()
 		if !deadline.IsZero() && !now.Before(deadline) {
@@ -310,12 +316,18 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 			n = min(n, room)
 		}
 		ts := now.UnixNano()
-		for i := range n {
-			h := s.hdr
-			h.Seq, h.Sent = sent+i, ts
-			h.encode(s.msgs[i].Buf)
+		var w int
+		var err error
+		if maxRun > 1 {
+			w, err = s.writeRuns(rw, n, sent, ts, maxRun)
+		} else {
+			for i := range n {
+				h := s.hdr
+				h.Seq, h.Sent = sent+i, ts
+				h.encode(s.msgs[i].Buf)
+			}
+			w, err = c.WriteBatch(s.msgs[:n])
 		}
-		w, err := c.WriteBatch(s.msgs[:n])
 		if w > 0 {
 			sent += uint64(w)
 			s.packets.Add(uint64(w))
@@ -341,6 +353,46 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 		}
 	}
 	return nil
+}
+
+// runWriter is a socket that lets a sender write datagrams in place, a
+// GSO super-frame's run at a time (stack.UDPConn's BeginRun/EndRun): in
+// the link's transmit slot when the link lends them, so the payload is
+// never copied on the way out.
+type runWriter interface {
+	MaxRun(seg int) int
+	BeginRun(dst netip.AddrPort, seg, count int) ([]byte, error)
+	EndRun() (int, error)
+}
+
+var _ runWriter = (*stack.UDPConn)(nil)
+
+// writeRuns sends n datagrams, numbered from sent, as runs of at most
+// maxRun written in place: each datagram's header is written where it
+// leaves from, and its payload bytes are left as they are (zeros, as in
+// the buffers of the copying path, WriteBatch).
+func (s *sendStream) writeRuns(rw runWriter, n, sent uint64, ts int64, maxRun int) (int, error) {
+	size := len(s.msgs[0].Buf)
+	dst := s.msgs[0].Addr
+	done := 0
+	for uint64(done) < n {
+		k := min(int(n)-done, maxRun)
+		buf, err := rw.BeginRun(dst, size, k)
+		if err != nil {
+			return done, err
+		}
+		for i := range k {
+			h := s.hdr
+			h.Seq, h.Sent = sent+uint64(done+i), ts
+			h.encode(buf[i*size:])
+		}
+		m, err := rw.EndRun()
+		done += m
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // room is how many datagrams the window lets the stream send now.

@@ -360,3 +360,157 @@ func TestKernelGSOToRuns(t *testing.T) {
 		}
 	})
 }
+
+// runCases are the runs the BeginRun tests send: full super-frames of
+// both benchmark sizes, a short one, and a run of one (a plain frame).
+var runCases = []struct{ seg, n int }{{1472, 44}, {64, 128}, {1000, 3}, {1000, 1}}
+
+// fillRun writes random datagrams into a run's area and returns them.
+func fillRun(buf []byte, seg, n int) [][]byte {
+	rand.Read(buf[:seg*n])
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = bytes.Clone(buf[i*seg : (i+1)*seg])
+	}
+	return out
+}
+
+// TestRunsToKernel: datagrams written in place with BeginRun leave as UDP
+// GSO super-frames (a run of one as a plain frame); the kernel segments
+// them and its socket receives every datagram intact and in order,
+// checksums valid.
+func TestRunsToKernel(t *testing.T) {
+	forBoth(t, func(t *testing.T, bridged bool) {
+		w := &world{kernel: nstest.New(t, "k"), user: nstest.New(t, "u")}
+		var kIf netlink.Link
+		if bridged {
+			br := nstest.New(t, "br")
+			b := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+			if err := br.Handle.LinkAdd(b); err != nil {
+				t.Fatal(err)
+			}
+			bl, _ := br.Handle.LinkByName("br0")
+			br.Handle.LinkSetUp(bl)
+			kIf, _ = nstest.Veth(t, w.kernel, "k0", br, "pk", 1500)
+			w.userIf, _ = nstest.Veth(t, w.user, "u0", br, "pu", 1500)
+			for _, n := range []string{"pk", "pu"} {
+				l, _ := br.Handle.LinkByName(n)
+				if err := br.Handle.LinkSetMaster(l, bl); err != nil {
+					t.Fatal(err)
+				}
+			}
+		} else {
+			kIf, w.userIf = nstest.Veth(t, w.kernel, "k0", w.user, "u0", 1500)
+		}
+		w.kernel.AddrAdd(t, kIf, kernelAddr.String())
+		st := startStack(t, w.user, "u0", w.userIf.Attrs().HardwareAddr, userAddr)
+		var kc *net.UDPConn
+		if err := w.kernel.Do(func() error {
+			var err error
+			kc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: kernelAddr.Addr().AsSlice(), Port: 7000})
+			if err == nil {
+				kc.SetReadBuffer(8 << 20)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer kc.Close()
+		uc, err := st.ListenUDP(netip.AddrPortFrom(userAddr.Addr(), 7001))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := st.Ping(ctx, kernelAddr.Addr(), 56); err != nil { // resolve ARP first
+			t.Fatal(err)
+		}
+		dst := netip.AddrPortFrom(kernelAddr.Addr(), 7000)
+		gso0 := st.Stats().GSOFramesOut
+		buf := make([]byte, 2048)
+		for _, c := range runCases {
+			if m := uc.MaxRun(c.seg); m < c.n {
+				t.Fatalf("MaxRun(%d) = %d, want at least %d", c.seg, m, c.n)
+			}
+			area, err := uc.BeginRun(dst, c.seg, c.n)
+			if err != nil {
+				t.Fatalf("BeginRun %d x %d B: %v", c.n, c.seg, err)
+			}
+			want := fillRun(area, c.seg, c.n)
+			if n, err := uc.EndRun(); n != c.n || err != nil {
+				t.Fatalf("EndRun %d x %d B: %d, %v", c.n, c.seg, n, err)
+			}
+			for i := range want {
+				kc.SetReadDeadline(time.Now().Add(3 * time.Second))
+				n, from, err := kc.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatalf("%d B: kernel received %d of %d: %v", c.seg, i, c.n, err)
+				}
+				if !bytes.Equal(buf[:n], want[i]) || from.Port() != 7001 {
+					t.Fatalf("%d B: datagram %d differs (%d bytes from %v)", c.seg, i, n, from)
+				}
+			}
+		}
+		if n := st.Stats().GSOFramesOut - gso0; n != uint64(len(runCases)-1) {
+			t.Errorf("%d GSO frames sent, want %d", n, len(runCases)-1)
+		}
+		if n := kernelCsumErrors(t, w.kernel); n != 0 {
+			t.Errorf("kernel InCsumErrors = %d", n)
+		}
+	})
+}
+
+// TestRunsStackToStack: two of our stacks on a real veth pair, the sender
+// writing runs in place, the receiver reading them as runs where its link
+// received them: every datagram intact, one run per super-frame.
+func TestRunsStackToStack(t *testing.T) {
+	privtest.Root(t)
+	a, b := nstest.New(t, "a"), nstest.New(t, "b")
+	la, lb := nstest.Veth(t, a, "a0", b, "b0", 1500)
+	sa := startStack(t, a, "a0", la.Attrs().HardwareAddr, userAddr)
+	sb := startStack(t, b, "b0", lb.Attrs().HardwareAddr, user2Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := sa.Ping(ctx, user2Addr.Addr(), 56); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	ub, err := sb.ListenUDP(netip.AddrPortFrom(user2Addr.Addr(), 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua, err := sa.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(user2Addr.Addr(), 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make([]stack.Run, 4)
+	for _, c := range runCases {
+		area, err := ua.BeginRun(netip.AddrPort{}, c.seg, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fillRun(area, c.seg, c.n)
+		if _, err := ua.EndRun(); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		for len(got) < c.seg*c.n {
+			ub.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, _, err := ub.ReadRuns(runs)
+			if err != nil {
+				t.Fatalf("%d x %d B: after %d bytes: %v", c.n, c.seg, len(got), err)
+			}
+			for i := range runs[:n] {
+				if runs[i].Seg != c.seg || runs[i].Addr.Addr() != userAddr.Addr() {
+					ub.Release()
+					t.Fatalf("%d x %d B: a run of %d-byte datagrams from %v", c.n, c.seg, runs[i].Seg, runs[i].Addr)
+				}
+				got = append(got, runs[i].Payload...)
+			}
+			ub.Release()
+		}
+		if !bytes.Equal(got, bytes.Join(want, nil)) {
+			t.Fatalf("%d x %d B: the datagrams differ", c.n, c.seg)
+		}
+	}
+}
