@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/internal/wire/diskproto"
 )
 
 // countConn is a dgram.Conn that counts the datagrams sent.
@@ -98,4 +99,51 @@ func (s *Server) pacerIdle() bool {
 	s.pacer.mu.Lock()
 	defer s.pacer.mu.Unlock()
 	return len(s.pacer.queue) == 0 && s.pacer.bytes == 0 && len(s.pacer.free) > 0
+}
+
+// TestPacedReplySent: a READ whose reply the pacer finishes stays
+// "sending" (its retransmissions answered in progress) until the pacer's
+// last chunk left, then is marked sent.
+func TestPacedReplySent(t *testing.T) {
+	s := &Server{cfg: Config{MaxPaced: DefaultMaxPaced}}
+	s.outs.New = func() any { b := make([]byte, 300<<10); return &b }
+	s.pacer.init()
+	go s.paceLoop()
+	defer func() { close(s.pacer.stop); <-s.pacer.done }()
+	conn, sess := &countConn{}, &session{slots: make([]slot, 4)}
+	sess.slots[1] = slot{reqID: 5, valid: true}
+	j := &job{req: diskproto.Request{ReqID: 5}, sess: sess}
+	s.sending(j)
+	to := netip.MustParseAddrPort("10.0.0.1:9")
+	ob := s.outs.Get().(*[]byte)
+	var msgs []dgram.Message
+	for i := range 180 {
+		msgs = append(msgs, dgram.Message{Buf: (*ob)[i*1472 : (i+1)*1472], Addr: to})
+	}
+	if !s.paceSend(conn, sess, 5, ob, msgs, MinPaceRate*50) { // 5 ms of air: the pacer sends most of it
+		t.Fatal("the reply did not wait for the pacer")
+	}
+	s.mu.Lock()
+	sending := sess.slots[1].sending
+	s.mu.Unlock()
+	if !sending && conn.n.Load() < int64(len(msgs)) {
+		t.Fatal("marked sent before the pacer sent its last chunk")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		sl := sess.slots[1]
+		s.mu.Unlock()
+		if !sl.sending {
+			if n := conn.n.Load(); n != int64(len(msgs)) {
+				t.Fatalf("marked sent with %d of %d datagrams sent", n, len(msgs))
+			}
+			if !sl.done || !sl.valid {
+				t.Fatalf("slot %+v", sl)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never marked sent (%d of %d datagrams sent)", conn.n.Load(), len(msgs))
+		}
+	}
 }
