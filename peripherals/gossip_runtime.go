@@ -88,8 +88,8 @@ func (p *Runtime) joinMembership() error {
 		p.removeService(svc)
 		return err
 	}
-	p.Handle(OpMembers, func(context.Context, ctl.Request, *ctl.Stream) (any, error) {
-		return MembersView{Node: p.cfg.Name, Members: n.Members(), Stats: n.Stats()}, nil
+	HandleArgs(p, OpMembers, func(_ context.Context, a MembersArgs, _ *ctl.Stream) (any, error) {
+		return membersView(p.cfg.Name, n, a), nil
 	})
 	HandleArgs(p, OpJoin, func(_ context.Context, a JoinArgs, _ *ctl.Stream) (any, error) {
 		got, err := n.Exchange(a.Peers)
@@ -158,11 +158,44 @@ type JoinResult struct {
 	Members  int `json:"members"`
 }
 
+// MembersArgs of op members (all optional): Name lists only the member of
+// that name; Count leaves the list out and counts members by state. A
+// view of 1,000 members is about 200 KB of JSON: a benchmark polling every
+// view to see it complete needs only the counts.
+type MembersArgs struct {
+	Name  string `json:"name,omitempty"`
+	Count bool   `json:"count,omitempty"`
+}
+
 // MembersView is one peripheral's view of the membership.
 type MembersView struct {
 	Node    string          `json:"node"`
 	Members []gossip.Member `json:"members"`
 	Stats   gossip.Stats    `json:"stats"`
+	// Alive and Dead count the view's members (MembersArgs.Count).
+	Alive int `json:"alive,omitempty"`
+	Dead  int `json:"dead,omitempty"`
+}
+
+func membersView(self string, n *gossip.Node, a MembersArgs) MembersView {
+	v := MembersView{Node: self, Stats: n.Stats()}
+	for _, m := range n.Members() {
+		if a.Count {
+			switch m.State {
+			case gossip.Alive:
+				v.Alive++
+			case gossip.Dead:
+				v.Dead++
+			}
+		}
+		if (a.Name == "" && !a.Count) || m.Name == a.Name {
+			v.Members = append(v.Members, m)
+		}
+	}
+	if v.Members == nil {
+		v.Members = []gossip.Member{}
+	}
+	return v
 }
 
 // removeService undoes AddService(name) for a service that failed to

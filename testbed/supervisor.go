@@ -619,10 +619,11 @@ const joinCallTimeout = 30 * time.Second
 
 // joinMembership completes every peripheral's membership view with three
 // rounds of full-state exchanges (op join), readyProbes calls at a time,
-// each round once the one before has ended: every peripheral with its
-// seeds (seedsOf), so that every seed knows who joined it; every seed with
-// all the other seeds of its segment, so that every seed knows everyone;
-// every other peripheral with one seed. Peripherals do not re-broadcast
+// each round once the one before has ended: every peripheral but the seeds
+// (the first seedCount of its segment) with one seed, so that every seed
+// knows who joined it; every seed with all the other seeds of its
+// segment, so that every seed knows everyone; every other peripheral with
+// its seed again. Peripherals do not re-broadcast
 // each other's joins (gossip.Config.QuietJoins): at 1,000 members the
 // dissemination of 1,000 joins to 1,000 members, each received and
 // decoded several times, kept both cores busy for minutes after up, and
@@ -637,7 +638,7 @@ func (s *supervisor) joinMembership(ctx context.Context) {
 	for _, n := range s.plan.Nodes {
 		segments[n.Segment] = append(segments[n.Segment], n)
 	}
-	var own, seeds, others []joinCall
+	var seeds, others []joinCall
 	for _, seg := range segments {
 		k := seedCount(len(seg))
 		all := make([]netip.AddrPort, k)
@@ -645,7 +646,6 @@ func (s *supervisor) joinMembership(ctx context.Context) {
 			all[i] = netip.AddrPortFrom(seg[i].Addr.Addr(), gossip.Port)
 		}
 		for i, n := range seg {
-			own = append(own, joinCall{name: n.Name})
 			if i < k {
 				seeds = append(seeds, joinCall{name: n.Name, peers: all})
 			} else {
@@ -656,7 +656,7 @@ func (s *supervisor) joinMembership(ctx context.Context) {
 	for _, r := range []struct {
 		what  string
 		calls []joinCall
-	}{{"peripherals joined their seeds", own}, {"seeds exchanged views", seeds}, {"peripherals exchanged views with a seed", others}} {
+	}{{"peripherals joined a seed", others}, {"seeds exchanged views", seeds}, {"peripherals exchanged views with their seed", others}} {
 		t1 := time.Now()
 		failed := s.joinRound(ctx, r.calls)
 		s.log.Info(r.what, "calls", len(r.calls), "failed", failed, "took", time.Since(t1))

@@ -197,8 +197,11 @@ func TestLargeClusterConfig(t *testing.T) {
 		t.Errorf("overridden: probe %v, tcp pings off %v, retransmit %d (a bad value keeps the setting)", c.ProbeInterval, c.DisableTcpPings, c.RetransmitMult)
 	}
 	t.Setenv("NETSTATION_GOSSIP", "")
-	if q := gossip.MemberlistConfig("a", 1000, true); q.RetransmitMult != 4 {
-		t.Errorf("quiet joins: retransmit %d, want 4", q.RetransmitMult)
+	if q := gossip.MemberlistConfig("a", 200, true); q.RetransmitMult != 4 {
+		t.Errorf("quiet joins, 200: retransmit %d, want 4", q.RetransmitMult)
+	}
+	if q := gossip.MemberlistConfig("a", 1000, true); q.RetransmitMult != 2 {
+		t.Errorf("quiet joins, 1000: retransmit %d, want 2", q.RetransmitMult)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -127,6 +128,9 @@ type Node struct {
 
 	joinOnce sync.Once
 	joinNow  chan struct{} // closed by Exchange
+
+	metaMu sync.Mutex
+	metas  map[string]Meta // decodeMeta's cache
 }
 
 // MemberlistConfig is the memberlist tuning of a testbed, chosen by
@@ -165,10 +169,13 @@ type Node struct {
 //
 // A cluster whose members keep joins out of gossip (quietJoins,
 // Config.QuietJoins) retransmits every change 4 x log10(n) times,
-// memberlist's default: what is left to gossip is rare (suspicions,
-// deaths, refutations), and with 2 x a refuting member of 24 was missed
-// by one view in a third of the runs (TestQuietJoins), which then waited
-// for a full-state exchange.
+// memberlist's default, 2 x beyond LargeCluster: what is left to gossip is
+// rare (suspicions, deaths, refutations), and with 2 x a refuting member
+// of 24 was missed by one view in a third of the runs (TestQuietJoins),
+// which then waited for a full-state exchange. At 1,000, 2 x is 8
+// transmits per member that learns a change: a member misses one with
+// odds of about e^-8; 4 x made every false suspicion on a starved machine
+// (and its refutation) cost twice as many decodes.
 //
 // $NETSTATION_GOSSIP overrides the timings for measurements, as
 // comma-separated key=value pairs: probe, probe-timeout, gossip and
@@ -192,6 +199,9 @@ func MemberlistConfig(name string, n int, quietJoins bool) *memberlist.Config {
 	}
 	if quietJoins {
 		c.RetransmitMult = 4
+		if n > LargeCluster {
+			c.RetransmitMult = 2
+		}
 	}
 	tune(c, os.Getenv("NETSTATION_GOSSIP"))
 	return c
@@ -386,8 +396,9 @@ func (n *Node) loops(schedule []time.Duration) {
 var settleAt = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second}
 
 // settleLate is the schedule of a node whose view Exchange calls complete:
-// a first look 30 s after it is told, when those are long done.
-var settleLate = []time.Duration{30 * time.Second}
+// a first look a minute after it is told, when those are long done (at
+// 1,000 peripherals the rounds take about 40 s on 2 cores).
+var settleLate = []time.Duration{time.Minute}
 
 // settleEvery and settleFor bound the exchanges that go on after
 // settleAt while the view is short of Config.Expect: a member missed by
@@ -445,18 +456,37 @@ func (n *Node) join() int {
 	// own nodes, whose address and port it rewrites under its lock when
 	// an alive message arrives (a data race to read them here). The view
 	// holds copies, made in the event callbacks under that lock.
-	have := map[netip.AddrPort]bool{}
+	// Every few seconds, with views of 1,000: no allocation per member
+	// (a map of the view's addresses was 7 % of an idle 1,000-peripheral
+	// testbed's samples, with the collections it caused).
+	self := netip.AddrPortFrom(n.cfg.Network.Addr(), n.cfg.Port)
+	missing := make([]bool, len(n.cfg.Seeds))
+	left := 0
+	for i, s := range n.cfg.Seeds {
+		if s != self {
+			missing[i] = true
+			left++
+		}
+	}
 	n.mu.Lock()
 	for _, m := range n.view {
-		if m.State != Dead {
-			have[m.Addr] = true
+		if left == 0 {
+			break
+		}
+		if m.State == Dead {
+			continue
+		}
+		for i, s := range n.cfg.Seeds {
+			if missing[i] && m.Addr == s {
+				missing[i] = false
+				left--
+			}
 		}
 	}
 	n.mu.Unlock()
-	self := netip.AddrPortFrom(n.cfg.Network.Addr(), n.cfg.Port)
 	var todo []string
-	for _, s := range n.cfg.Seeds {
-		if s != self && !have[s] {
+	for i, s := range n.cfg.Seeds {
+		if missing[i] {
 			todo = append(todo, s.String())
 		}
 	}
@@ -518,8 +548,9 @@ func (n *Node) Lookup(name string) (Member, bool) {
 	return Member{}, false
 }
 
-// member converts.
-func member(m *memberlist.Node) Member {
+// member converts. Called with memberlist's lock held, for every member
+// a full-state exchange brings (1,000 at a time).
+func (n *Node) member(m *memberlist.Node) Member {
 	a, _ := netip.AddrFromSlice(m.Addr)
 	out := Member{Name: m.Name, Addr: netip.AddrPortFrom(a.Unmap(), m.Port), Since: time.Now()}
 	switch m.State {
@@ -528,8 +559,37 @@ func member(m *memberlist.Node) Member {
 	case memberlist.StateDead, memberlist.StateLeft:
 		out.State = Dead
 	}
-	_ = json.Unmarshal(m.Meta, &out.Meta) // foreign or empty metadata: zero Meta
+	out.Meta = n.decodeMeta(m.Meta)
 	return out
+}
+
+// decodeMeta decodes a member's metadata, once per distinct encoding:
+// peripherals of a kind with the same parameters publish the same bytes,
+// and a view of 1,000 holds a few distinct ones. Foreign or empty
+// metadata is the zero Meta. The cache is bounded (metaCacheMax).
+func (n *Node) decodeMeta(b []byte) Meta {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	if m, ok := n.metas[string(b)]; ok {
+		return m.clone()
+	}
+	var m Meta
+	_ = json.Unmarshal(b, &m)
+	if n.metas == nil || len(n.metas) >= metaCacheMax {
+		n.metas = map[string]Meta{}
+	}
+	n.metas[string(b)] = m
+	return m.clone()
+}
+
+const metaCacheMax = 256
+
+// clone copies m's map, so that members never share one.
+func (m Meta) clone() Meta {
+	if m.Services != nil {
+		m.Services = maps.Clone(m.Services)
+	}
+	return m
 }
 
 // Stats of the transport.
@@ -590,7 +650,7 @@ type events struct{ n *Node }
 // record keeps m's latest state in the view. memberlist calls it with
 // its own lock held: only n.mu is taken here.
 func (e events) record(m *memberlist.Node, leaving bool) {
-	v := member(m)
+	v := e.n.member(m)
 	if leaving {
 		v.State = Dead
 	}
