@@ -39,13 +39,24 @@
 //
 // On BenchmarkRR (stack/interop; 64-byte request/response, our stack at
 // both ends, each process pinned, GOMAXPROCS=1), the full XSK link with
-// polling readers ("user-xsk-poll") beat polling AF_PACKET ("user-poll")
-// on one CPU: in one run on 2026-12-01 with other work on the machine, TCP p50 8.5 vs
-// 10.0 us and UDP 8.5 vs 10.3 us (kernel sockets 12.5 and 11.8 us); across
-// two CPUs the gain was smaller (TCP 7.7 vs 9.1 us) and the kernel's busy
-// polling stayed ahead (6.5 us). Each XSK send costs the sender about as
-// much as an AF_PACKET send (2-2.5 us in copy mode, the receiver's XDP
-// program and copy included), so two of them are most of the round trip.
+// polling readers ("user-xsk-poll") beats polling AF_PACKET ("user-poll")
+// and, on one CPU, kernel sockets. 5 runs on 2026-12-01, 22:45-22:49 UTC,
+// with other work on the machine (load 6-27), p50 in us, same run:
+//
+//	                  user-xsk-poll  user-poll  kernel (same CPU) / kernel-busypoll (across)
+//	TCP, same CPU     8.1-12.9       11.1-16.7  11.5-17.8   xsk/kernel 0.65-0.81
+//	UDP, same CPU     7.3-11.3       10.3-18.5  11.6-20.4   0.44-0.72
+//	TCP, across CPUs  6.5-9.1        7.9-11.4   5.9-8.0     1.09-1.31
+//	UDP, across CPUs  5.8-8.1        7.8-9.8    5.8-7.4     0.86-1.27
+//
+// On one CPU its UDP p99 stayed under the kernel's in all 5 runs, its TCP
+// p99 over it in 4; across CPUs the kernel's busy polling kept p99 at
+// 66-122 us where ours reached 78-1712. Each XSK send costs the sender
+// about as much as an AF_PACKET send (2-2.5 us in copy mode, the
+// receiver's XDP program and copy included): two of them are most of a
+// round trip across CPUs. Reproduce with go test -run '^$' -bench
+// 'BenchmarkRR/(tcp|udp)/same-cpu/(user-poll|user-xsk-poll|kernel)$'
+// -benchtime 20000x ./stack/interop, and cross-cpu with kernel-busypoll.
 //
 // That the blocked reader waits in the netpoller has a price: the XSK
 // stays registered with the runtime's epoll instance, so every frame the
