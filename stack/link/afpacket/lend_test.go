@@ -95,3 +95,53 @@ func TestLend(t *testing.T) {
 	send(64) // the freed buffers take frames again
 	recv(64, func(f *link.Frame) {})
 }
+
+// TestBatchBytes: once recvmmsg has returned GSO super-frames, the next
+// calls ask for no more than rxSockBatchBytes of them (a batch of 64
+// would be 4 MiB, more than L2: the copy and the reader would miss),
+// and every frame still arrives, in order.
+func TestBatchBytes(t *testing.T) {
+	w := linktest.NewPair(t, 1500)
+	la := open(t, w.A, "vA", Options{})
+	lb := open(t, w.B, "vB", Options{ReceiveBuffer: 64 << 20})
+	const count, payload = 100, 44 * 1400
+	var want []uint32
+	for i := range count {
+		f := linktest.UDPFrame(w.MACB, w.MACA, [4]byte{10, 1, 1, 1}, [4]byte{10, 1, 1, 2}, 1000, 2000, linktest.Pattern(payload, byte(i)), true, 1400)
+		if _, err := la.WriteBatch([]link.Frame{f}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, uint32(i))
+	}
+	frames := make([]link.Frame, 64)
+	got, batches := 0, 0
+	for got < count {
+		n, err := lb.ReadBatch(frames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytes, big := 0, 0
+		for _, f := range frames[:n] {
+			if len(f.Buf) < payload {
+				continue // not ours (IPv6 noise and the like)
+			}
+			if f.Buf[42] != byte(got) {
+				t.Fatalf("frame %d: payload of frame %d", got, f.Buf[42])
+			}
+			bytes += len(f.Buf)
+			big++
+			got++
+		}
+		if batches > 0 && bytes > rxSockBatchBytes {
+			t.Fatalf("batch %d: %d super-frames, %d bytes (at most %d after the first)", batches, big, bytes, rxSockBatchBytes)
+		}
+		if big > 0 {
+			batches++
+		}
+	}
+	// The first batch may take rxSockBatch frames (nothing told the link
+	// they are big yet); the rest go rxSockBatchBytes at a time.
+	if least := 1 + (count-rxSockBatch)*(payload+42)/rxSockBatchBytes; batches < least {
+		t.Fatalf("%d super-frames in %d batches, want at least %d", count, batches, least)
+	}
+}
