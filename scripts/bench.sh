@@ -187,7 +187,9 @@ at least 10,000 exchanges each (`exchanges`), p50/p99/p99.9 in microseconds. The
 process of its own; `same-cpu` pins every thread of both processes to one CPU, `cross-cpu` the
 client to one CPU and the echo to another; each process runs GOMAXPROCS=1. `user-poll` is our
 stack with run to completion (stack.Config.PollBudget 200 us: a reader with nothing queued polls
-the link itself and processes its reply on its own goroutine); `user` is the default (the
+the link itself and processes its reply on its own goroutine); `user-xsk-poll` is `user-poll` on
+the full AF_XDP link at both ends (stack/link/afxdp RxXSK: an XDP program redirects every frame to
+the XSK, whose receive ring the poller reads with no system call); `user` is the default (the
 receive goroutine takes every frame and wakes the reader). `kernel` is kernel sockets read as Go
 reads them (they sleep in the netpoller); `kernel-busypoll` is the kernel's counterpart of
 `user-poll`, its best for latency: blocking sockets with SO_BUSY_POLL 200 us, on veths with GRO on
