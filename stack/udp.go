@@ -593,6 +593,24 @@ func (c *UDPConn) sendOne(p []byte, dst netip.AddrPort, now time.Time) error {
 	return nil
 }
 
+// gsoLinearMax is the most of a GSO super-frame the virtio-net header's
+// hdr_len asks the kernel to put in the skb's linear head: 64 KiB less
+// the skb's shared info and headroom, so that the head is one order-4
+// allocation (44 x 1472 B fit; the rest of a larger frame goes to page
+// fragments).
+const gsoLinearMax = 65024
+
+// gsoHdrLen is the hdr_len of a GSO super-frame of n bytes: the whole
+// frame, up to gsoLinearMax, rather than its headers. A packet socket's
+// packet_snd puts hdr_len bytes in the skb's head and the rest in page
+// fragments, and one contiguous head is much cheaper to fill and to read
+// than the fragment pages: at 1472 B, 3 rounds alternating on a quiet
+// machine, sender CPU per datagram 478/493/426 -> 320/306/292 ns and the
+// receiver's 477/500/401 -> 378/384/353 ns (its copy out of the head is
+// cheaper too). The kernel uses hdr_len for nothing else on transmit,
+// and a receiver's header carries its own.
+func gsoHdrLen(n int) uint16 { return uint16(min(n, gsoLinearMax)) }
+
 // gatherMinSegment is the smallest datagram a super-frame is gathered
 // for rather than assembled: below it, the kernel's walk of one iovec per
 // datagram costs more than the copy it saves (64 B datagrams measured
@@ -614,7 +632,7 @@ func (c *UDPConn) sendGSO(msgs []Message, dst netip.AddrPort, now time.Time) err
 	eth.Dst = mac
 	// The kernel segments the super-frame and fixes each segment's UDP
 	// length and checksum from the pseudo-header sum over the total length.
-	v := link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(seg), HdrLen: udpFrameHeaders}
+	v := link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(seg), HdrLen: gsoHdrLen(udpFrameHeaders + total)}
 	if ok && s.gather && seg >= gatherMinSegment {
 		// Headers of their own, payloads where the caller has them: the
 		// kernel's copy gathers the frame.

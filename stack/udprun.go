@@ -133,7 +133,7 @@ func (c *UDPConn) EndRun() (int, error) {
 		// The kernel segments the super-frame and fixes each segment's
 		// UDP length and checksum from the pseudo-header sum over the
 		// total length.
-		v = link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(r.seg), HdrLen: udpFrameHeaders}
+		v = link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(r.seg), HdrLen: gsoHdrLen(len(b))}
 		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
 	} else {
 		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), s.offload, &v)

@@ -124,7 +124,8 @@ func TestGSO(t *testing.T) {
 	}
 	f := frames[0]
 	v := f.VNet
-	if v.GSOType != link.GSOUDPL4 || v.GSOSize != size || v.HdrLen != 42 ||
+	// hdr_len asks for the whole frame in the skb's head (gsoHdrLen).
+	if v.GSOType != link.GSOUDPL4 || v.GSOSize != size || int(v.HdrLen) != min(len(f.Buf), gsoLinearMax) ||
 		v.Flags != link.VNetNeedsCsum || v.CsumStart != 34 || v.CsumOffset != 6 {
 		t.Fatalf("vnet header %+v", v)
 	}
@@ -153,7 +154,7 @@ type legacyLink struct {
 func (l *legacyLink) WriteBatch(frames []link.Frame) (int, error) {
 	for i, f := range frames {
 		v := f.VNet
-		if v.GSOType == link.GSOUDPL4 && (len(f.Buf)-int(v.HdrLen)+int(v.GSOSize)-1)/int(v.GSOSize) > legacyGSOSegments {
+		if v.GSOType == link.GSOUDPL4 && (len(f.Buf)-udpFrameHeaders+int(v.GSOSize)-1)/int(v.GSOSize) > legacyGSOSegments {
 			n, err := l.Link.WriteBatch(frames[:i])
 			if err != nil {
 				return n, err
