@@ -42,7 +42,11 @@
 // On a user-level socket the receiver reads the stack's zero-copy runs
 // (stack.UDPConn.ReadRuns/Release: a GSO super-frame's datagrams end to
 // end, as the kernel baseline reads UDP_GRO buffers) instead of copying
-// each datagram out of the socket's ring.
+// each datagram out of the socket's ring, and the sender writes each
+// super-frame's worth of datagrams in place (stack.UDPConn.BeginRun/EndRun:
+// it writes every datagram's header where the datagram leaves from and
+// leaves the payload bytes as they are, zeros, as in the buffers the
+// kernel baseline's sendmmsg copies from).
 //
 // A run, side by side (start the receiver first):
 //
