@@ -178,22 +178,19 @@ type MembersView struct {
 }
 
 func membersView(self string, n *gossip.Node, a MembersArgs) MembersView {
-	v := MembersView{Node: self, Stats: n.Stats()}
-	for _, m := range n.Members() {
-		if a.Count {
-			switch m.State {
-			case gossip.Alive:
-				v.Alive++
-			case gossip.Dead:
-				v.Dead++
-			}
-		}
-		if (a.Name == "" && !a.Count) || m.Name == a.Name {
+	v := MembersView{Node: self, Stats: n.Stats(), Members: []gossip.Member{}}
+	switch {
+	case a.Count:
+		v.Alive, v.Dead = n.Count()
+		if m, ok := n.Lookup(a.Name); ok && a.Name != "" {
 			v.Members = append(v.Members, m)
 		}
-	}
-	if v.Members == nil {
-		v.Members = []gossip.Member{}
+	case a.Name != "":
+		if m, ok := n.Lookup(a.Name); ok {
+			v.Members = append(v.Members, m)
+		}
+	default:
+		v.Members = n.Members()
 	}
 	return v
 }

@@ -83,7 +83,8 @@ type Config struct {
 	// Seeds are joined at start and re-joined while any is missing from
 	// the view, so a partition or a lost join heals.
 	Seeds []netip.AddrPort
-	// Rejoin is how often missing seeds are re-joined (default 5 s).
+	// Rejoin is how often missing seeds are re-joined (default 5 s, 30 s
+	// beyond LargeCluster members).
 	Rejoin time.Duration
 	// Expect, when known, is how many members the cluster has (this node
 	// included): while the view has fewer alive, the node keeps
@@ -233,10 +234,22 @@ const LargeCluster = 256
 //   - no TCP ping after a failed UDP probe: the fabric is one bridge, so
 //     TCP reaches no member UDP cannot, and a connection through a starved
 //     member's stack is the most expensive way to learn it is slow.
+//
+// With joins kept out of gossip and views completed by full-state
+// exchanges (QuietJoins), at 1,000 on 2 cores (BenchmarkScale1000,
+// docs/SCALE.md): probe 3 s / 2 s, gossip 1 s: views complete 53 s after
+// ready (the exchanges competed with 1,000 members probing), 75 % of a
+// core idle; probe 1 s / 800 ms, suspicion 1, gossip 500 ms: the storm
+// again (false suspicions under the start-up load, load average 1,500);
+// probe 5 s / 3 s, gossip 3 s: views complete 29.4 s after ready, 50 % of
+// a core idle. The last is what a large cluster gets, with suspicion for
+// 1 x log10(n) probe intervals (15 s at 1,000) so that a frozen member is
+// not left for 30 s.
 func largeCluster(c *memberlist.Config) {
-	c.ProbeInterval = 3 * time.Second
-	c.ProbeTimeout = 2 * time.Second
-	c.GossipInterval = time.Second
+	c.ProbeInterval = 5 * time.Second
+	c.ProbeTimeout = 3 * time.Second
+	c.GossipInterval = 3 * time.Second
+	c.SuspicionMult = 1
 	c.RetransmitMult = 1
 	c.DisableTcpPings = true
 }
@@ -284,6 +297,10 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if cfg.Rejoin <= 0 {
 		cfg.Rejoin = 5 * time.Second
+		if cfg.Expect > LargeCluster {
+			// Every wake-up of an idle peripheral costs (issue 16).
+			cfg.Rejoin = 30 * time.Second
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -521,6 +538,7 @@ func (n *Node) Members() []Member {
 	defer n.mu.Unlock()
 	out := make([]Member, 0, len(n.view))
 	for _, m := range n.view {
+		m.Meta = m.Meta.clone()
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -540,12 +558,27 @@ func (n *Node) Find(kind string) []Member {
 
 // Lookup returns the member called name, if this node knows it.
 func (n *Node) Lookup(name string) (Member, bool) {
-	for _, m := range n.Members() {
-		if m.Name == name {
-			return m, true
+	n.mu.Lock()
+	m, ok := n.view[name]
+	n.mu.Unlock()
+	m.Meta = m.Meta.clone()
+	return m, ok
+}
+
+// Count returns how many members the view holds alive and dead, without
+// copying it (a benchmark polls every view of 1,000 members).
+func (n *Node) Count() (alive, dead int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.view {
+		switch m.State {
+		case Alive:
+			alive++
+		case Dead:
+			dead++
 		}
 	}
-	return Member{}, false
+	return alive, dead
 }
 
 // member converts. Called with memberlist's lock held, for every member
@@ -566,12 +599,14 @@ func (n *Node) member(m *memberlist.Node) Member {
 // decodeMeta decodes a member's metadata, once per distinct encoding:
 // peripherals of a kind with the same parameters publish the same bytes,
 // and a view of 1,000 holds a few distinct ones. Foreign or empty
-// metadata is the zero Meta. The cache is bounded (metaCacheMax).
+// metadata is the zero Meta. The cache is bounded (metaCacheMax). Members
+// of the view share the decoded Services map; what the Node hands out is
+// a copy (Members, Lookup).
 func (n *Node) decodeMeta(b []byte) Meta {
 	n.metaMu.Lock()
 	defer n.metaMu.Unlock()
 	if m, ok := n.metas[string(b)]; ok {
-		return m.clone()
+		return m
 	}
 	var m Meta
 	_ = json.Unmarshal(b, &m)
@@ -579,7 +614,7 @@ func (n *Node) decodeMeta(b []byte) Meta {
 		n.metas = map[string]Meta{}
 	}
 	n.metas[string(b)] = m
-	return m.clone()
+	return m
 }
 
 const metaCacheMax = 256
