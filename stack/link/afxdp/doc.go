@@ -51,7 +51,10 @@
 //
 // On one CPU its UDP p99 stayed under the kernel's in all 5 runs, its TCP
 // p99 over it in 4; across CPUs the kernel's busy polling kept p99 at
-// 66-122 us where ours reached 78-1712. Each XSK send costs the sender
+// 66-122 us where ours reached 78-1712. Two quieter runs at 23:25 (load
+// 5-12): p50 xsk/kernel 0.52-0.62 (TCP) and 0.58-0.64 (UDP) on one CPU,
+// 1.03 (TCP) and 0.86-1.07 (UDP) against busy polling across CPUs, and p99
+// under the kernel's in 7 of the 8 rows. Each XSK send costs the sender
 // about as much as an AF_PACKET send (2-2.5 us in copy mode, the
 // receiver's XDP program and copy included): two of them are most of a
 // round trip across CPUs. Reproduce with go test -run '^$' -bench
