@@ -187,7 +187,7 @@ func TestLargeClusterConfig(t *testing.T) {
 		t.Errorf("%d members: probe %v/%v, tcp pings off %v, retransmit %d", gossip.LargeCluster, small.ProbeInterval, small.ProbeTimeout, small.DisableTcpPings, small.RetransmitMult)
 	}
 	if large.ProbeInterval != 5*time.Second || large.ProbeTimeout != 3*time.Second || !large.DisableTcpPings ||
-		large.RetransmitMult != 1 || large.GossipInterval != 3*time.Second || large.SuspicionMult != 1 {
+		large.RetransmitMult != 1 || large.GossipInterval != 3*time.Second || large.SuspicionMult != 1 || large.GossipNodes != 6 {
 		t.Errorf("%d members: probe %v/%v, tcp pings off %v, retransmit %d, gossip %v", gossip.LargeCluster+1,
 			large.ProbeInterval, large.ProbeTimeout, large.DisableTcpPings, large.RetransmitMult, large.GossipInterval)
 	}
