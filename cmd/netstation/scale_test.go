@@ -366,7 +366,10 @@ func TestScale200(t *testing.T) {
 func benchScale(b *testing.B, n int) {
 	for i := 0; i < b.N; i++ {
 		bd := newBed(b)
-		f := scaleRun(b, bd, n, scaleOptions{gossip: true, viewsLimit: 30 * time.Second, settle: 30 * time.Second, freeze: true, freezeLimit: 10 * time.Second})
+		// The limits are caps, not issue 16's targets (views 30 s, dead
+		// 10 s): the benchmark reports the figure a missed target shows,
+		// where failing at the target would hide every other figure.
+		f := scaleRun(b, bd, n, scaleOptions{gossip: true, viewsLimit: 5 * time.Minute, settle: 30 * time.Second, freeze: true, freezeLimit: time.Minute})
 		b.Logf("%d peripherals: up %.2fs, views complete %.1fs after ready, frozen member dead in all views after %.1fs, down %.2fs, per peripheral RSS %.1f MiB, PSS %.1f MiB, idle %.0f %% of a core",
 			n, f.up.Seconds(), f.converged.Seconds(), f.deadSeen.Seconds(), f.down.Seconds(), f.rssMiB, f.pssMiB, 100*f.idleCores)
 		b.ReportMetric(f.up.Seconds(), "up_s")
