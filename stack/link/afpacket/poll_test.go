@@ -3,7 +3,6 @@ package afpacket
 import (
 	"encoding/binary"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,89 +11,21 @@ import (
 )
 
 // TestPollerOrder: the receive goroutine blocked in ReadBatch and pollers
-// take frames off one socket at once; each frame is taken once, and they
-// are processed one goroutine at a time in the order they were sent (seen
-// has no lock of its own: the race detector checks the receive turn too).
+// take frames off one socket at once (linktest.CheckPollerOrder).
 func TestPollerOrder(t *testing.T) {
-	const total = 5000
 	w := linktest.NewPair(t, 1500)
 	la := open(t, w.A, "vA", Options{})
 	lb := open(t, w.B, "vB", Options{})
-	var seen []uint32
-	record := func(frames []link.Frame) {
-		for _, f := range frames {
-			if linktest.IsTest(f.Buf) {
-				seen = append(seen, binary.BigEndian.Uint32(f.Buf[len(f.Buf)-4:]))
+	linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast,
+		Send: func(i int) error {
+			f := linktest.Frame(w.MACB, w.MACA, 60, 0)
+			binary.BigEndian.PutUint32(f[len(f)-4:], uint32(i))
+			if i%64 == 63 {
+				time.Sleep(100 * time.Microsecond) // stay under the receive buffer
 			}
-		}
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		frames := make([]link.Frame, 16)
-		for {
-			n, err := lb.ReadBatch(frames)
-			if err != nil {
-				return
-			}
-			record(frames[:n])
-		}
-	}()
-	stop := make(chan struct{})
-	var polled [2]int
-	for i := range polled {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			frames := make([]link.Frame, 4)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n, err := lb.PollBatch(frames, record)
-				if err != nil {
-					return
-				}
-				polled[i] += n
-			}
-		}()
-	}
-	for i := range total {
-		f := linktest.Frame(w.MACB, w.MACA, 60, 0)
-		binary.BigEndian.PutUint32(f[len(f)-4:], uint32(i))
-		if _, err := la.WriteBatch([]link.Frame{{Buf: f}}); err != nil {
-			t.Fatal(err)
-		}
-		if i%64 == 63 {
-			time.Sleep(100 * time.Microsecond) // stay under the receive buffer
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for done := false; !done; {
-		if time.Now().After(deadline) {
-			break
-		}
-		if done = lb.rs.turn.TryTake(); done {
-			done = len(seen) >= total
-			lb.rs.turn.Give()
-		}
-		time.Sleep(time.Millisecond)
-	}
-	close(stop)
-	lb.Close()
-	wg.Wait()
-	if len(seen) != total {
-		t.Fatalf("%d of %d frames processed", len(seen), total)
-	}
-	for i, v := range seen {
-		if v != uint32(i) {
-			t.Fatalf("frame %d processed as number %d: out of order or twice", v, i)
-		}
-	}
-	t.Logf("%d of %d frames taken by pollers", polled[0]+polled[1], total)
+			_, err := la.WriteBatch([]link.Frame{{Buf: f}})
+			return err
+		}})
 }
 
 // TestPollBatchRing: a receive ring cannot be polled beside its reader.
