@@ -189,18 +189,27 @@ func TestUDPWithKernel(t *testing.T) {
 	})
 }
 
-// TestStackToStackVeth runs two of our stacks on a real veth pair.
-func TestStackToStackVeth(t *testing.T) {
+// stacksOnVeth starts two of our stacks (userAddr, user2Addr) on a real
+// veth pair between two namespaces of the test's own and checks they
+// reach each other (ping).
+func stacksOnVeth(t *testing.T) (sa, sb *stack.Stack) {
+	t.Helper()
 	privtest.Root(t)
 	a, b := nstest.New(t, "a"), nstest.New(t, "b")
 	la, lb := nstest.Veth(t, a, "a0", b, "b0", 1500)
-	sa := startStack(t, a, "a0", la.Attrs().HardwareAddr, userAddr)
-	sb := startStack(t, b, "b0", lb.Attrs().HardwareAddr, user2Addr)
+	sa = startStack(t, a, "a0", la.Attrs().HardwareAddr, userAddr)
+	sb = startStack(t, b, "b0", lb.Attrs().HardwareAddr, user2Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if _, err := sa.Ping(ctx, user2Addr.Addr(), 56); err != nil {
 		t.Fatalf("ping: %v", err)
 	}
+	return sa, sb
+}
+
+// TestStackToStackVeth runs two of our stacks on a real veth pair.
+func TestStackToStackVeth(t *testing.T) {
+	sa, sb := stacksOnVeth(t)
 	ub, err := sb.ListenUDP(netip.AddrPortFrom(user2Addr.Addr(), 9))
 	if err != nil {
 		t.Fatal(err)
@@ -465,16 +474,7 @@ func TestRunsToKernel(t *testing.T) {
 // writing runs in place, the receiver reading them as runs where its link
 // received them: every datagram intact, one run per super-frame.
 func TestRunsStackToStack(t *testing.T) {
-	privtest.Root(t)
-	a, b := nstest.New(t, "a"), nstest.New(t, "b")
-	la, lb := nstest.Veth(t, a, "a0", b, "b0", 1500)
-	sa := startStack(t, a, "a0", la.Attrs().HardwareAddr, userAddr)
-	sb := startStack(t, b, "b0", lb.Attrs().HardwareAddr, user2Addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := sa.Ping(ctx, user2Addr.Addr(), 56); err != nil {
-		t.Fatalf("ping: %v", err)
-	}
+	sa, sb := stacksOnVeth(t)
 	ub, err := sb.ListenUDP(netip.AddrPortFrom(user2Addr.Addr(), 9))
 	if err != nil {
 		t.Fatal(err)
