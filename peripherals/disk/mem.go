@@ -105,16 +105,27 @@ func (s *Server) markHeld(off, n int64) {
 	if n <= 0 || s.mem.held == nil {
 		return
 	}
-	first, last := uint64(off)>>pageShift, uint64(off+n-1)>>pageShift
-	for p := first; p <= last; {
-		w, bit := p/64, p%64
-		k := min(64-bit, last-p+1)
-		mask := ^uint64(0) >> (64 - k) << bit
+	forPageMasks(uint64(off)>>pageShift, uint64(off+n-1)>>pageShift+1, func(w, mask uint64) bool {
 		if s.mem.held[w].Load()&mask != mask {
 			s.mem.held[w].Or(mask)
 		}
+		return true
+	})
+}
+
+// forPageMasks calls fn with each word of the held bitmap that pages
+// [first, end) touch and the mask of their bits in it, in order, until fn
+// returns false; it reports whether fn never did.
+func forPageMasks(first, end uint64, fn func(w, mask uint64) bool) bool {
+	for p := first; p < end; {
+		bit := p % 64
+		k := min(64-bit, end-p)
+		if !fn(p/64, ^uint64(0)>>(64-k)<<bit) {
+			return false
+		}
 		p += k
 	}
+	return true
 }
 
 // clearHeld clears the held bits of the pages [off, off+n) covers whole.
@@ -127,12 +138,10 @@ func (s *Server) clearHeld(off, n int64) {
 	if off+n == int64(s.size) {
 		end = uint64(len(s.mem.held)) * 64
 	}
-	for p := first; p < end; {
-		w, bit := p/64, p%64
-		k := min(64-bit, end-p)
-		s.mem.held[w].And(^(^uint64(0) >> (64 - k) << bit))
-		p += k
-	}
+	forPageMasks(first, end, func(w, mask uint64) bool {
+		s.mem.held[w].And(^mask)
+		return true
+	})
 }
 
 // allHeld reports whether every page of [off, off+n) is held.
@@ -140,17 +149,9 @@ func (s *Server) allHeld(off, n int64) bool {
 	if n <= 0 {
 		return true
 	}
-	first, last := uint64(off)>>pageShift, uint64(off+n-1)>>pageShift
-	for p := first; p <= last; {
-		w, bit := p/64, p%64
-		k := min(64-bit, last-p+1)
-		mask := ^uint64(0) >> (64 - k) << bit
-		if s.mem.held[w].Load()&mask != mask {
-			return false
-		}
-		p += k
-	}
-	return true
+	return forPageMasks(uint64(off)>>pageShift, uint64(off+n-1)>>pageShift+1, func(w, mask uint64) bool {
+		return s.mem.held[w].Load()&mask == mask
+	})
 }
 
 // readMapped copies len(p) bytes at off out of the mapping, if the file
