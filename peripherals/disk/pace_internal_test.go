@@ -22,16 +22,22 @@ func (c *countConn) WriteBatch(msgs []dgram.Message) (int, error) {
 	return len(msgs), nil
 }
 
-// TestPacedSendAllocs: a paced reply, part sent by the worker and the rest
-// queued for the pacer goroutine and sent by it, allocates nothing in the
-// steady state (the pacer's records, heap and message slices are reused).
-func TestPacedSendAllocs(t *testing.T) {
+// pacedServer is a disk server with only its pacer running (stopped at
+// the test's end), a connection that counts what it sends, and a session.
+func pacedServer(t *testing.T) (*Server, *countConn, *session) {
 	s := &Server{cfg: Config{MaxPaced: DefaultMaxPaced}}
 	s.outs.New = func() any { b := make([]byte, 300<<10); return &b }
 	s.pacer.init()
 	go s.paceLoop()
-	defer func() { close(s.pacer.stop); <-s.pacer.done }()
-	conn, sess := &countConn{}, &session{slots: make([]slot, 4)}
+	t.Cleanup(func() { close(s.pacer.stop); <-s.pacer.done })
+	return s, &countConn{}, &session{slots: make([]slot, 4)}
+}
+
+// TestPacedSendAllocs: a paced reply, part sent by the worker and the rest
+// queued for the pacer goroutine and sent by it, allocates nothing in the
+// steady state (the pacer's records, heap and message slices are reused).
+func TestPacedSendAllocs(t *testing.T) {
+	s, conn, sess := pacedServer(t)
 	to := netip.MustParseAddrPort("10.0.0.1:9")
 	var msgs []dgram.Message
 	ob := s.outs.Get().(*[]byte)
@@ -105,12 +111,7 @@ func (s *Server) pacerIdle() bool {
 // "sending" (its retransmissions answered in progress) until the pacer's
 // last chunk left, then is marked sent.
 func TestPacedReplySent(t *testing.T) {
-	s := &Server{cfg: Config{MaxPaced: DefaultMaxPaced}}
-	s.outs.New = func() any { b := make([]byte, 300<<10); return &b }
-	s.pacer.init()
-	go s.paceLoop()
-	defer func() { close(s.pacer.stop); <-s.pacer.done }()
-	conn, sess := &countConn{}, &session{slots: make([]slot, 4)}
+	s, conn, sess := pacedServer(t)
 	sess.slots[1] = slot{reqID: 5, valid: true}
 	j := &job{req: diskproto.Request{ReqID: 5}, sess: sess}
 	s.sending(j)
