@@ -44,6 +44,21 @@ func kernelUDP(port int) (iperf3.DatagramConn, error) {
 	return c, nil
 }
 
+// settled returns the server's test counts once they add up to n, or
+// after 10 s. The client exits as soon as it has sent IPERF_DONE; the
+// server counts the test after reading it, a moment later (CI saw the
+// last test still uncounted).
+func (s *served) settled(n uint64) (completed, abandoned uint64) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		completed, abandoned = s.srv.Tests()
+		if completed+abandoned >= n || time.Now().After(deadline) {
+			return completed, abandoned
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func serve(t testing.TB, srv *iperf3.Server) *served {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -171,7 +186,7 @@ func TestTCP(t *testing.T) {
 			t.Logf("%s: %.2f Gbit/s received", tc.name, e.SumReceived.BPS/1e9)
 		})
 	}
-	if ok, failed := s.srv.Tests(); ok != 6 || failed != 0 {
+	if ok, failed := s.settled(6); ok != 6 || failed != 0 {
 		t.Fatalf("server counted %d tests completed, %d abandoned", ok, failed)
 	}
 }
