@@ -209,6 +209,11 @@ type rrPair struct {
 	}
 	dst netip.AddrPort
 	bp  *busyPollClient // kernel-busypoll: the client's sockets
+	// req and resp are the client's messages, here rather than on
+	// tcpRTT's stack: a slice passed through an interface (net.Conn)
+	// escapes, and two arrays allocated per exchange would be the
+	// harness's allocations, not the stack's.
+	req, resp [64]byte
 }
 
 // startRR builds the pair for stackName ("user", "user-poll": both ends
@@ -325,7 +330,11 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 // the full AF_XDP link (afxdp.RxXSK) at both ends: a poller reads the XSK's
 // receive ring, shared memory, with no system call (the sender's CPU runs
 // the veth's NAPI and XDP program in its transmit call). A copy-mode XSK
-// cannot busy-poll: see package afxdp.
+// cannot busy-poll: see package afxdp. B/op and allocs/op are the whole
+// run's (b.N is 1 for at least rrExchanges exchanges): the harness allocates
+// nothing per exchange (the messages live in rrPair; the busy-polling
+// client reads instead of recvfrom, which allocates the sender's address),
+// so a count that grows with the exchanges is the stack's.
 func BenchmarkRR(b *testing.B) {
 	cpus, err := cpupin.Allowed()
 	if err != nil {
@@ -433,25 +442,23 @@ func cpuTime(tb testing.TB, pid int) time.Duration {
 }
 
 func (p *rrPair) tcpRTT() (time.Duration, error) {
-	var req, resp [64]byte
 	t0 := time.Now()
-	if _, err := p.tcp.Write(req[:]); err != nil {
+	if _, err := p.tcp.Write(p.req[:]); err != nil {
 		return 0, err
 	}
-	if _, err := io.ReadFull(p.tcp, resp[:]); err != nil {
+	if _, err := io.ReadFull(p.tcp, p.resp[:]); err != nil {
 		return 0, err
 	}
 	return time.Since(t0), nil
 }
 
 func (p *rrPair) udpRTT() (time.Duration, error) {
-	var req, resp [64]byte
 	t0 := time.Now()
-	if _, err := p.udp.WriteToUDPAddrPort(req[:], p.dst); err != nil {
+	if _, err := p.udp.WriteToUDPAddrPort(p.req[:], p.dst); err != nil {
 		return 0, err
 	}
 	p.udp.SetReadDeadline(t0.Add(2 * time.Second))
-	if _, _, err := p.udp.ReadFromUDPAddrPort(resp[:]); err != nil {
+	if _, _, err := p.udp.ReadFromUDPAddrPort(p.resp[:]); err != nil {
 		return 0, fmt.Errorf("no answer (a lost datagram on a veth is a failure here): %w", err)
 	}
 	return time.Since(t0), nil
