@@ -13,6 +13,7 @@ import (
 	"github.com/netstation/netstation/internal/cpupin"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/internal/dgram"
+	"github.com/netstation/netstation/internal/ethtool"
 	"github.com/netstation/netstation/peripherals/bench"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/engine"
@@ -31,6 +32,11 @@ const (
 	StackUser        = "user"
 	StackKernel      = "kernel"       // kernel sockets at their best: UDP_SEGMENT + UDP_GRO
 	StackKernelPlain = "kernel-plain" // kernel sockets, one frame per datagram
+	// StackKernelBusyPoll is the kernel at its best for latency, for
+	// round trips only (bench-echo, bench-rtt): blocking sockets with
+	// SO_BUSY_POLL, the port's GRO on so its packets come through NAPI
+	// (dgram.BusyPollConn).
+	StackKernelBusyPoll = "kernel-busypoll"
 )
 
 // KernelBenchBuffer is the kernel sockets' receive and send buffer in a
@@ -102,7 +108,7 @@ func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll 
 		c.SetGSO(!noGSO)
 		c.SetPollBudget(poll)
 		return bench.User(c), netip.AddrPortFrom(ap.Addr(), uint16(c.LocalAddr().(*net.UDPAddr).Port)), nil
-	case StackKernel, StackKernelPlain:
+	case StackKernel, StackKernelPlain, StackKernelBusyPoll:
 		p.kernel.mu.Lock()
 		on := p.kernel.on
 		p.kernel.mu.Unlock()
@@ -110,6 +116,16 @@ func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll 
 			return nil, netip.AddrPort{}, fmt.Errorf("kernel baseline address is not up on %s", p.cfg.Name)
 		}
 		ap := netip.AddrPortFrom(KernelAddr(p.cfg.Addr).Addr(), port)
+		if stackName == StackKernelBusyPoll {
+			if poll <= 0 {
+				return nil, ap, fmt.Errorf("%s is for round trips with a poll budget, not bulk runs", StackKernelBusyPoll)
+			}
+			c, err := dgram.ListenBusyPoll(ap, poll)
+			if err != nil {
+				return nil, ap, err
+			}
+			return c, c.LocalAddr().(*net.UDPAddr).AddrPort(), nil
+		}
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			return nil, ap, err
@@ -124,6 +140,36 @@ func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll 
 	}
 	return nil, netip.AddrPort{}, fmt.Errorf("unknown stack %q (user, kernel or kernel-plain)", stackName)
 }
+
+// napiFor turns GRO on for the peripheral's port while a busy-polling
+// kernel socket reads from it, and returns what puts it back. A veth
+// receives through NAPI, which SO_BUSY_POLL polls, only with GRO on (Linux
+// 5.13 and later); for the 64 B datagrams of a round trip GRO coalesces
+// nothing. Other stacks need nothing: a no-op.
+func (p *Runtime) napiFor(stackName string) (restore func(), err error) {
+	if stackName != StackKernelBusyPoll {
+		return func() {}, nil
+	}
+	if p.cfg.IfName == "" {
+		return nil, fmt.Errorf("%s: %s's link is not a kernel interface", StackKernelBusyPoll, p.cfg.Name)
+	}
+	was, err := ethtool.Get(p.cfg.IfName, ethtool.GRO)
+	if err != nil {
+		return nil, err
+	}
+	if was {
+		return func() {}, nil
+	}
+	if err := ethtool.Set(p.cfg.IfName, ethtool.GRO, true); err != nil {
+		return nil, fmt.Errorf("GRO on %s (veth NAPI, for busy polling): %w", p.cfg.IfName, err)
+	}
+	return func() { _ = ethtool.Set(p.cfg.IfName, ethtool.GRO, false) }, nil
+}
+
+// errNoNAPI is a busy-polling run whose datagrams did not come through
+// NAPI: its socket slept like a plain one, and its figure would be
+// mislabelled.
+var errNoNAPI = fmt.Errorf("%s: the datagrams did not come through NAPI, so the socket could not busy-poll", StackKernelBusyPoll)
 
 // rxCounters are what the receiving end has counted so far: its drops
 // for want of room (c's socket queue; for a user-level socket also the
@@ -282,6 +328,11 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
+		restore, err := p.napiFor(a.Stack)
+		if err != nil {
+			return nil, err
+		}
+		defer restore()
 		c, local, err := p.benchConn(a.Stack, EchoPort, a.NoGSO, a.Poll)
 		if err != nil {
 			return nil, err
@@ -299,12 +350,21 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
+		restore, err := p.napiFor(a.Stack)
+		if err != nil {
+			return nil, err
+		}
+		defer restore()
 		c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, a.Poll)
 		if err != nil {
 			return nil, err
 		}
 		defer c.Close()
-		return bench.RunRTT(ctx, c, a.Dst, bench.RTTOptions{Stack: a.Stack, Size: a.Size, Count: a.Count, Duration: a.Duration})
+		res, err := bench.RunRTT(ctx, c, a.Dst, bench.RTTOptions{Stack: a.Stack, Size: a.Size, Count: a.Count, Duration: a.Duration})
+		if bp, ok := c.(*dgram.BusyPollConn); ok && err == nil && !bp.BusyPolled() {
+			return nil, errNoNAPI
+		}
+		return res, err
 	})
 	p.Handle(OpPin, func(ctx context.Context, req ctl.Request, s *ctl.Stream) (any, error) {
 		var a PinArgs

@@ -75,11 +75,13 @@ recvmsg with UDP_GRO, 64 MiB buffers, nothing of netstation's in its data path) 
 same two ports, on the same kernel addresses, right after bench's runs. `kernel/reference` is
 bench's kernel baseline as a fraction of it (the target is at least 0.6 at 1472 B). RTT: 10,000
 round trips of 64 B per stack and pinning; the user stack's readers drive the link themselves for
-up to 200 us before they sleep (`--rtt-poll`, the default: run to completion, as SO_BUSY_POLL; its
-label says so), the kernel's sockets sleep in recvmsg as usual. That is not the kernel at its best
-for latency across CPUs, where a sleeping reader pays a wake-up: BenchmarkRR below adds kernel
-sockets that busy-poll (`kernel-busypoll`), the counterpart of our polling readers, and its ratios
-are the ones that count.
+up to 200 us before they sleep (`--rtt-poll`, the default: run to completion; its label says so).
+The kernel's round trips are taken twice: on sockets that sleep in recvmsg as usual (`kernel`), and
+on sockets that busy-poll for the same 200 us (`kernel-busypoll`: SO_BUSY_POLL, the ports' GRO on
+and the bridge side's TSO off so packets come through NAPI, put back afterwards), the kernel at its
+best for latency across CPUs, where a sleeping reader pays a wake-up. On one shared CPU busy
+polling delays the very peer it waits for, so there the plain kernel is the better one. BenchmarkRR
+below measures the same for TCP and UDP, with its ratios against the better kernel of each pinning.
 TXT
 $ns up -q
 measure "throughput unpinned; RTT: both pinnings as labelled" \

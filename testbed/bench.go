@@ -11,6 +11,7 @@ import (
 
 	"github.com/netstation/netstation/fabric"
 	"github.com/netstation/netstation/internal/cpupin"
+	"github.com/netstation/netstation/internal/ethtool"
 	"github.com/netstation/netstation/internal/udpref"
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/bench"
@@ -93,7 +94,7 @@ func Bench(ctx context.Context, testbed string, a BenchArgs, onInterval func(ben
 	}
 	rep.Netstation.Pacing = pacing
 	if a.RTTCount > 0 {
-		if err := benchRTTPinned(ctx, dir, from, to, a, dst, rep); err != nil {
+		if err := benchRTTPinned(ctx, dir, plan, from, to, a, dst, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -151,7 +152,7 @@ func benchOnce(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs,
 // benchRTT's pinnings: both ends on one CPU, then on two different ones
 // (when there are two). Cross-CPU wake-ups decide a round trip on a VM,
 // so a figure without its pinning cannot be compared.
-func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr, rep *bench.Report) error {
+func benchRTTPinned(ctx context.Context, dir string, plan *Plan, from, to *NodePlan, a BenchArgs, dst netip.Addr, rep *bench.Report) error {
 	// Pinnings are leased: were this process killed mid-run, the
 	// peripherals return to every CPU by themselves. renew keeps the
 	// current pinning while the measurement runs.
@@ -202,6 +203,22 @@ func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a Bench
 		from, to []int
 		cross    bool
 	}
+	// The kernel at its best for latency busy-polls as long as the
+	// user-level readers poll (like with like): a kernel run measures its
+	// round trips twice, plain and busy-polling. A busy-polling run the
+	// kernel refuses (SO_BUSY_POLL needs CAP_NET_ADMIN in the initial
+	// user namespace: a rootless testbed) is reported as missing, with
+	// why, rather than ending the bench.
+	busyPoll := a.Stack == peripherals.StackKernel && !a.NoGSO && a.RTTPoll > 0
+	if busyPoll {
+		restore, err := napiPath(plan, from, to)
+		if err != nil {
+			busyPoll = false
+			rep.Netstation.RTTBusyPollError = err.Error()
+		} else {
+			defer restore()
+		}
+	}
 	runs := []pinning{{[]int{fr.Allowed[0]}, []int{fr.Allowed[0]}, false}}
 	if len(tr.Allowed) > 1 {
 		runs = append(runs, pinning{[]int{fr.Allowed[0]}, []int{tr.Allowed[1]}, true})
@@ -215,6 +232,13 @@ func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a Bench
 		}
 		stop := renew(p.from, p.to)
 		rt, err := benchRTT(ctx, dir, from, to, a, dst)
+		var busy *bench.RTTResult
+		var busyErr error
+		if err == nil && busyPoll {
+			ba := a
+			ba.Stack = peripherals.StackKernelBusyPoll
+			busy, busyErr = benchRTT(ctx, dir, from, to, ba, dst)
+		}
 		stop()
 		if err != nil {
 			return err
@@ -224,13 +248,71 @@ func benchRTTPinned(ctx context.Context, dir string, from, to *NodePlan, a Bench
 			label += fmt.Sprintf("; readers poll up to %v", a.RTTPoll)
 		}
 		f := rt.Figures(label)
+		var bf *bench.RTTFigures
+		if busy != nil {
+			bf = busy.Figures(cpupin.Label(p.from, p.to) + fmt.Sprintf("; SO_BUSY_POLL %v", a.RTTPoll))
+		}
+		if busyErr != nil && rep.Netstation.RTTBusyPollError == "" {
+			rep.Netstation.RTTBusyPollError = busyErr.Error()
+		}
 		if p.cross {
-			rep.Netstation.RTTCrossCPU = f
+			rep.Netstation.RTTCrossCPU, rep.Netstation.RTTBusyPollCrossCPU = f, bf
 		} else {
-			rep.Netstation.RTT = f
+			rep.Netstation.RTT, rep.Netstation.RTTBusyPoll = f, bf
 		}
 	}
 	return nil
+}
+
+// napiPath readies the fabric for busy-polling kernel sockets on the two
+// nodes' ports: TSO off on the bridge's side of each port. A veth hands a
+// frame to its peer's NAPI, which SO_BUSY_POLL polls, only when the
+// sending side has TSO off (a forwarded frame; Linux's
+// veth_skb_is_eligible_for_gro); the ports themselves turn GRO on (the
+// peripherals do, peripherals.StackKernelBusyPoll). TSO does nothing for
+// 64 B datagrams. restore puts back what was on. It needs the fabric
+// namespace on this host, entered as root.
+func napiPath(plan *Plan, nodes ...*NodePlan) (restore func(), err error) {
+	if plan.Rootless {
+		return nil, errors.New("a rootless testbed: SO_BUSY_POLL needs CAP_NET_ADMIN in the initial user namespace")
+	}
+	var ports []string
+	for _, n := range nodes {
+		if plan.MultiHost() && n.Host != plan.Local {
+			return nil, fmt.Errorf("%s runs on another host: its port's offloads are not this host's to set", n.Name)
+		}
+		ports = append(ports, n.Port)
+	}
+	var undo []string
+	restore = func() {
+		_ = fabric.Do(plan.FabricNS, func() error {
+			for _, p := range undo {
+				_ = ethtool.Set(p, ethtool.TSO, true)
+			}
+			return nil
+		})
+	}
+	err = fabric.Do(plan.FabricNS, func() error {
+		for _, p := range ports {
+			on, err := ethtool.Get(p, ethtool.TSO)
+			if err != nil {
+				return err
+			}
+			if !on {
+				continue
+			}
+			if err := ethtool.Set(p, ethtool.TSO, false); err != nil {
+				return fmt.Errorf("TSO off on %s (for busy polling): %w", p, err)
+			}
+			undo = append(undo, p)
+		}
+		return nil
+	})
+	if err != nil {
+		restore()
+		return nil, err
+	}
+	return restore, nil
 }
 
 func benchRTT(ctx context.Context, dir string, from, to *NodePlan, a BenchArgs, dst netip.Addr) (*bench.RTTResult, error) {

@@ -26,6 +26,11 @@ type BenchFigures struct {
 	CPUnsPerPkt float64   `json:"cpu_ns_per_datagram,omitempty"`
 	RTTSame     *BenchRTT `json:"rtt_same_cpu,omitempty"`
 	RTTCrossCPU *BenchRTT `json:"rtt_cross_cpu,omitempty"`
+	// The kernel's round trips again on busy-polling sockets (kernel
+	// runs only; bench.Report's RTTBusyPoll), or why they are missing.
+	RTTBusyPollSame     *BenchRTT `json:"rtt_busypoll_same_cpu,omitempty"`
+	RTTBusyPollCrossCPU *BenchRTT `json:"rtt_busypoll_cross_cpu,omitempty"`
+	RTTBusyPollError    string    `json:"rtt_busypoll_error,omitempty"`
 }
 
 // BenchRTT is one request/response run's percentiles and where it ran.
@@ -150,7 +155,9 @@ func BenchSummary(runs []*bench.Report, labels []BenchLabel) []BenchSummaryRow {
 		row := &rows[i]
 		f := &BenchFigures{Gbps: p.BitsPerSecond / 1e9, Kpps: p.PacketsPerSecond / 1e3,
 			CPUsPerGB: r.Netstation.CPUSecondsPerGB, CPUnsPerPkt: r.Netstation.CPUNanosPerDatagram,
-			RTTSame: benchRTTOf(r.Netstation.RTT), RTTCrossCPU: benchRTTOf(r.Netstation.RTTCrossCPU)}
+			RTTSame: benchRTTOf(r.Netstation.RTT), RTTCrossCPU: benchRTTOf(r.Netstation.RTTCrossCPU),
+			RTTBusyPollSame: benchRTTOf(r.Netstation.RTTBusyPoll), RTTBusyPollCrossCPU: benchRTTOf(r.Netstation.RTTBusyPollCrossCPU),
+			RTTBusyPollError: r.Netstation.RTTBusyPollError}
 		if e := r.End.SumReceived.Packets; e > 0 && r.Netstation.HaveReceiver {
 			f.LinkLost = 100 * float64(r.Netstation.LinkLost) / float64(e)
 			f.Overflow = r.Netstation.ReceiverOverflowPercent

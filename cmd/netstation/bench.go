@@ -127,7 +127,13 @@ the pair) and reports medians, so one busy moment does not decide it.
 
 RTT (--rtt N): N request/response pings of 64 B after each run, taken twice:
 both peripherals' processes pinned to one CPU, then to two different CPUs
-(every thread, sched_setaffinity); p50, p99 and p99.9 of each.
+(every thread, sched_setaffinity); p50, p99 and p99.9 of each. The user
+stack's readers poll the link for --rtt-poll before they sleep; a kernel
+run then takes its round trips again on sockets that do the same
+(SO_BUSY_POLL for --rtt-poll, the ports' GRO on so their packets come
+through NAPI): the kernel-busypoll rows, the kernel at its best for
+latency. A kernel that refuses SO_BUSY_POLL (rootless testbeds) gets a
+note instead.
 
 Output is shaped like iperf3's. -J prints one JSON object whatever the
 stacks and sizes: {"runs": [...], "summary": [...], "reference": [...]}, where
@@ -347,17 +353,23 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 		fmt.Fprintln(w, "! "+n)
 	}
 	// Round trips, one line per stack and pinning.
-	var lines []string
+	var lines, rttNotes []string
 	for _, r := range rows {
 		for _, i := range used {
 			f := cols[i].get(r)
 			if f == nil {
 				continue
 			}
-			for _, rt := range []*testbed.BenchRTT{f.RTTSame, f.RTTCrossCPU} {
-				if rt != nil {
-					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t", r.From, r.To, r.Size, cols[i].name, rt.Pinning, rt.Count, rt.P50, rt.P99, rt.P999))
+			for _, rt := range []struct {
+				stack string
+				f     *testbed.BenchRTT
+			}{{cols[i].name, f.RTTSame}, {cols[i].name, f.RTTCrossCPU}, {"kernel-busypoll", f.RTTBusyPollSame}, {"kernel-busypoll", f.RTTBusyPollCrossCPU}} {
+				if rt.f != nil {
+					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t", r.From, r.To, r.Size, rt.stack, rt.f.Pinning, rt.f.Count, rt.f.P50, rt.f.P99, rt.f.P999))
 				}
+			}
+			if f.RTTBusyPollError != "" {
+				rttNotes = append(rttNotes, fmt.Sprintf("kernel-busypoll %d B: no figure: %s", r.Size, f.RTTBusyPollError))
 			}
 		}
 	}
@@ -371,6 +383,9 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 		fmt.Fprintln(tw, l)
 	}
 	tw.Flush()
+	for _, n := range rttNotes {
+		fmt.Fprintln(w, "! "+n)
+	}
 }
 
 func ratioStr(r float64) string {

@@ -3,7 +3,40 @@ package main
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/netstation/netstation/fabric"
+	"github.com/netstation/netstation/internal/ethtool"
 )
+
+// portOffloads are the offloads a busy-polling bench switches for its
+// round trips and must put back: TSO on the bridge's side of cpu0's and
+// disk0's ports, GRO on the ports themselves.
+type portOffloads struct{ bridgeTSO, portGRO [2]bool }
+
+func offloads(t *testing.T, b *bed) portOffloads {
+	t.Helper()
+	plan := b.plan()
+	var o portOffloads
+	for i, name := range []string{"cpu0", "disk0"} {
+		n, err := plan.Node(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fabric.Do(plan.FabricNS, func() (err error) {
+			o.bridgeTSO[i], err = ethtool.Get(n.Port, ethtool.TSO)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fabric.Do(n.NS, func() (err error) {
+			o.portGRO[i], err = ethtool.Get(n.IfName, ethtool.GRO)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return o
+}
 
 // TestBenchStacks runs `netstation bench` on the user-level stack, the
 // kernel's at its best and the plain kernel sockets, then all three, and
@@ -13,6 +46,7 @@ import (
 func TestBenchStacks(t *testing.T) {
 	b := newBed(t)
 	b.must("up", "-f", b.topo(b.name, threeNodes))
+	before := offloads(t, b)
 	for _, st := range []string{"user", "kernel", "kernel-plain"} {
 		out := b.must("bench", "-t", b.name, "--from", "cpu0", "--to", "disk0", "--stack", st,
 			"--time", "1s", "--size", "1472", "--rtt", "200", "-b", "max", "-J")
@@ -58,6 +92,22 @@ func TestBenchStacks(t *testing.T) {
 		if same, cross := dig(r, "netstation", "rtt", "pinning"), dig(r, "netstation", "rtt_cross_cpu", "pinning"); same == cross {
 			t.Errorf("pinnings %v and %v", same, cross)
 		}
+		// The kernel at its best for latency: its round trips again on
+		// busy-polling sockets, in both pinnings, through NAPI (the
+		// peripheral refuses the figure otherwise); no other stack has
+		// them.
+		busy := dig(r, "netstation", "rtt_busypoll", "p50_us")
+		busyCross := dig(r, "netstation", "rtt_busypoll_cross_cpu", "pinning")
+		if st == "kernel" {
+			if busy == nil || busyCross == nil {
+				t.Errorf("kernel: no busy-polling round trips (%v)", dig(r, "netstation", "rtt_busypoll_error"))
+			}
+		} else if busy != nil || busyCross != nil {
+			t.Errorf("%s: busy-polling round trips on a stack that has none", st)
+		}
+	}
+	if after := offloads(t, b); after != before {
+		t.Errorf("busy polling left the ports' offloads changed: %+v, were %+v", after, before)
 	}
 	out := b.must("bench", "-t", b.name, "--stack", "all", "--time", "1s", "--size", "64,1472", "--rtt", "100", "-J")
 	type figs struct {

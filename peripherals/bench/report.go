@@ -143,6 +143,14 @@ type Extras struct {
 	// RTTCrossCPU with the ends pinned to different CPUs (see Pinning).
 	RTT         *RTTFigures `json:"rtt,omitempty"`
 	RTTCrossCPU *RTTFigures `json:"rtt_cross_cpu,omitempty"`
+	// RTTBusyPoll and RTTBusyPollCrossCPU are a kernel run's round trips
+	// again on busy-polling sockets (SO_BUSY_POLL with the user-level
+	// readers' poll budget: the kernel at its best for latency), in the
+	// same two pinnings; RTTBusyPollError says why they are missing when
+	// they were asked for.
+	RTTBusyPoll         *RTTFigures `json:"rtt_busypoll,omitempty"`
+	RTTBusyPollCrossCPU *RTTFigures `json:"rtt_busypoll_cross_cpu,omitempty"`
+	RTTBusyPollError    string      `json:"rtt_busypoll_error,omitempty"`
 	// CPU cost: each end's process CPU time during the run (user +
 	// system, getrusage), and both ends' sum per GB of payload received
 	// and per datagram received, so a faster stack cannot hide a second

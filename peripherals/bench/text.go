@@ -152,7 +152,7 @@ func (r *Report) Text(w io.Writer) error {
 			fmt.Fprintf(&b, "WARNING: the receiver dropped %.1f%% of what was sent: the sender outran it; the throughput above is what it kept\n", n.ReceiverOverflowPercent)
 		}
 	}
-	for _, rt := range []*RTTFigures{n.RTT, n.RTTCrossCPU} {
+	for i, rt := range []*RTTFigures{n.RTT, n.RTTCrossCPU, n.RTTBusyPoll, n.RTTBusyPollCrossCPU} {
 		if rt == nil {
 			continue
 		}
@@ -160,8 +160,14 @@ func (r *Report) Text(w io.Writer) error {
 		if rt.Pinning != "" {
 			pin = " (" + rt.Pinning + ")"
 		}
+		if i >= 2 {
+			pin = " busy-polling" + pin
+		}
 		fmt.Fprintf(&b, "rtt %d B%s: %d/%d answered, %d lost, %d retransmits; min %.1f p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f us\n",
 			rt.Size, pin, rt.Answered, rt.Pings, rt.Lost, rt.Retransmits, rt.MinUs, rt.P50Us, rt.P90Us, rt.P99Us, rt.P999Us, rt.MaxUs)
+	}
+	if n.RTTBusyPollError != "" {
+		fmt.Fprintf(&b, "rtt busy-polling: not measured: %s\n", n.RTTBusyPollError)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
