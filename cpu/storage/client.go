@@ -242,6 +242,7 @@ type call struct {
 	sends    [4]transmission // the latest transmissions, for RTT samples
 	nsend    int
 	first    time.Time
+	lastData time.Time     // READ: when a datagram of its reply last arrived fresh
 	timer    *time.Timer   // fires expire; reused across incarnations
 	deadline time.Time     // when the current arming of timer is due; zero when unarmed
 	done     chan struct{} // receives one value when settled
@@ -638,7 +639,7 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	// Reset under mu: an expire of the call's previous incarnation may
 	// still be waiting for mu (it will find no armed deadline and leave).
 	cl.op, cl.off, cl.dst, cl.nsend, cl.err, cl.settled, cl.deadline = op, off, dst, 0, nil, false, time.Time{}
-	cl.acked, cl.expired, cl.silent = cl.acked[:0], 0, 0
+	cl.acked, cl.expired, cl.silent, cl.lastData = cl.acked[:0], 0, 0, time.Time{}
 	cl.reqID = c.next
 	c.next++
 	c.slots[cl.reqID%c.window] = cl
@@ -696,7 +697,11 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	low, epoch := c.low, c.epoch
 	cl.sends[cl.nsend%len(cl.sends)] = transmission{tag, time.Now()}
 	cl.nsend++
-	c.arm(cl)
+	// The timer starts once the burst has left (armSent, below), not
+	// while it waits for the socket behind other requests' bursts or for
+	// the pacer: started here, it fired for about one request in eight at
+	// queue depth 16 on a loaded machine, some still being sent.
+	c.disarm(cl)
 	cl.out = cl.out[:0]
 	if cl.op == diskproto.OpRead {
 		// The request alone, with the bitmap of what arrived if anything did.
@@ -770,19 +775,42 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 				c.mu.Lock()
 				c.settle(cl, fmt.Errorf("%w: %w", ErrDiskGone, err))
 				c.mu.Unlock()
+				return
 			}
 			// Other send errors (ENOBUFS, unreachable) count as lost
 			// datagrams: the retransmission timer is armed.
-			return
+			break
 		}
 		msgs = msgs[k:]
 	}
+	c.mu.Lock()
+	if !cl.settled && cl.reqID == id && cl.deadline.IsZero() {
+		c.arm(cl)
+	}
+	c.mu.Unlock()
+}
+
+// disarm stops cl's retransmission timer. Called with mu held.
+func (c *Client) disarm(cl *call) {
+	cl.deadline = time.Time{}
+	cl.timer.Stop()
 }
 
 // arm (re)arms cl's retransmission timer for its latest transmission.
 // Called with mu held.
 func (c *Client) arm(cl *call) {
 	rto := c.rtt.BackedOff(cl.silent)
+	if probe := c.probeTime(); probe > 0 {
+		rto = min(rto, probe<<min(cl.expired, 16))
+	}
+	cl.deadline = time.Now().Add(rto)
+	cl.timer.Reset(rto)
+}
+
+// probeTime is the time from a transmission (or the latest datagram of a
+// READ's reply) to the first tail-loss probe; 0 before the first RTT
+// sample (the RTO then). Called with mu held.
+func (c *Client) probeTime() time.Duration {
 	if srtt := c.rtt.SRTT(); srtt > 0 {
 		// The first timer is a tail-loss probe (RFC 8985's PTO): two
 		// smoothed RTTs, not the RTO, since losing the last datagram of
@@ -790,12 +818,16 @@ func (c *Client) arm(cl *call) {
 		// (at least MinRTO, 20 ms: 20 times a lossless 256 KiB request
 		// here). What a probe sends is small (a WRITE's header; a READ's
 		// request for what it lacks; a READ that holds nothing yet is
-		// answered "in progress" or "sent", version 5). A READ holding
-		// nothing waits SRTT + 4 RTTVAR (RFC 6298's RTO without its floor) if
-		// longer: RTT samples of READs time the first datagram of the
-		// reply, which varies with the requests queued ahead at the
-		// disk, and two SRTTs alone re-read about one READ in twelve
-		// spuriously on a loaded machine with no loss at all.
+		// answered "in progress" or "sent", version 5). Every request
+		// waits SRTT + 4 RTTVAR (RFC 6298's RTO without its floor) if
+		// longer: an RTT sample here times the requests queued ahead at
+		// the disk and at both sockets as much as the path, and varies
+		// with them; two SRTTs alone re-read about one READ in twelve
+		// spuriously on a loaded machine with no loss at all (when only
+		// a READ holding nothing waited longer), and probed about one
+		// WRITE in six. A READ whose reply is arriving is probed only
+		// that long after its latest datagram (expire), as RFC 8985
+		// re-arms its probe timer on every acknowledgement.
 		// A probe lost as well (one in ten at 10 % loss, counting its
 		// answer) is probed again after twice as long, and so on up to
 		// the timer above, rather than after the RTO: its floor, MinRTO,
@@ -807,14 +839,9 @@ func (c *Client) arm(cl *call) {
 		// disk dropped it, and at queue depth 16 probes of READs queued
 		// behind others doubled up to the 20 ms cap and counted as
 		// losses, with the disk answering all along.
-		probe := max(2*srtt, minProbe)
-		if cl.op == diskproto.OpRead && !cl.track.Any() {
-			probe = max(probe, srtt+4*c.rtt.RTTVar())
-		}
-		rto = min(rto, probe<<min(cl.expired, 16))
+		return max(2*srtt, minProbe, srtt+4*c.rtt.RTTVar())
 	}
-	cl.deadline = time.Now().Add(rto)
-	cl.timer.Reset(rto)
+	return 0
 }
 
 // pacing waits until bytes may leave: the congestion window per minimum
@@ -899,9 +926,9 @@ func (c *Client) acked(n int64) {
 // layOut marshals req into cl.buf: the header alone, or for a WRITE the
 // header's datagram and the data segments (diskproto.Layout), and points
 // cl.msgs at the datagrams. The data is copied once, here, and its
-// checksum taken from each copy while it is in cache (one read of the
-// caller's buffer, not two); every retransmission resends these bytes
-// with a fresh tag in the header.
+// checksum taken from the caller's buffer in runs just copied, while they
+// are in cache; every retransmission resends these bytes with a fresh tag
+// in the header.
 func (c *Client) layOut(cl *call, req *diskproto.Request) {
 	payload := req.Payload
 	req.Payload = nil
@@ -916,14 +943,21 @@ func (c *Client) layOut(cl *call, req *diskproto.Request) {
 	cl.buf = cl.buf[:size]
 	cl.msgs = cl.msgs[:0]
 	var sum uint32
+	summed := 0 // payload[:summed] is in sum
 	for i := range count {
 		a, b := l.Span(i)
 		da, db, off := l.Data(i)
 		if i > 0 {
 			diskproto.PutSegmentHeader(cl.buf[a:], false, uint16(i), uint32(off), req.Session, req.ReqID)
 		}
-		n := copy(cl.buf[da:db], payload[off:])
-		sum = diskproto.UpdateChecksum(sum, cl.buf[da:da+n])
+		end := off + copy(cl.buf[da:db], payload[off:])
+		if end-summed >= diskproto.SumRun || i == count-1 {
+			// Summed from the caller's buffer, contiguous, in runs
+			// just copied (still in cache): CRC-32C over a datagram's
+			// share alone runs at half the speed (RunningChecksum).
+			sum = diskproto.UpdateChecksum(sum, payload[summed:end])
+			summed = end
+		}
 		cl.msgs = append(cl.msgs, dgram.Message{Buf: cl.buf[a:b], Addr: c.server})
 	}
 	req.PayloadCRC = sum // the header goes last: it carries the sum
@@ -935,9 +969,22 @@ func (c *Client) layOut(cl *call, req *diskproto.Request) {
 // incarnation of the pooled call — does nothing.
 func (c *Client) expire(cl *call) {
 	c.mu.Lock()
-	if cl.settled || cl.deadline.IsZero() || time.Now().Before(cl.deadline) {
+	now := time.Now()
+	if cl.settled || cl.deadline.IsZero() || now.Before(cl.deadline) {
 		c.mu.Unlock()
 		return
+	}
+	if !cl.lastData.IsZero() {
+		// A READ's reply is arriving: not lost, only queued behind
+		// others (at the disk's workers, the pacer or our socket). Probe
+		// only once it stopped for a probe time; a lost tail is found then
+		// (or by the reply's LAST datagram, at once).
+		if next := cl.lastData.Add(c.probeTime()); now.Before(next) {
+			cl.deadline = next
+			cl.timer.Reset(next.Sub(now))
+			c.mu.Unlock()
+			return
+		}
 	}
 	heard := cl.nsend > 0 && c.lastReply.After(cl.sends[(cl.nsend-1)%len(cl.sends)].at)
 	if heard {
@@ -1158,6 +1205,7 @@ func (c *Client) segment(b []byte) {
 	}
 	if fresh {
 		cl.placed(int(seg.Offset), copy(cl.dst[seg.Offset:], seg.Data))
+		cl.lastData = c.lastReply
 	}
 	if seg.Flags&diskproto.FlagLast != 0 && !cl.track.Complete() && c.answersRecent(cl, seg.Round) {
 		// The end of the disk's burst and datagrams are missing: ask for
@@ -1410,6 +1458,7 @@ func (c *Client) dispatch(rep *diskproto.Reply) {
 			if fresh {
 				cl.placed(0, copy(cl.dst, rep.Payload))
 				cl.crc = rep.PayloadCRC
+				cl.lastData = now
 			}
 			c.readDone(cl) // unlocks
 			return
