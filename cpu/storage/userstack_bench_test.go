@@ -16,7 +16,26 @@ import (
 	"github.com/netstation/netstation/peripherals/disk"
 	"github.com/netstation/netstation/stack"
 	"github.com/netstation/netstation/stack/link/afpacket"
+	"golang.org/x/sys/unix"
 )
+
+// processCPU is the CPU time of the whole process so far (RUSAGE_SELF,
+// user and system): both stacks, the client and the disk run in it.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time spent since cpu0 per GiB moved: both
+// ends' cost, so that a faster row is not bought with more CPU.
+func reportCPU(b *testing.B, cpu0 time.Duration, bytes float64) {
+	if bytes > 0 {
+		b.ReportMetric((processCPU()-cpu0).Seconds()/(bytes/(1<<30)), "CPU-s/GiB")
+	}
+}
 
 // userPair is two user-level stacks on the ends of a veth pair, each in a
 // namespace of its own: the fabric without the bridge, in one process.
@@ -48,7 +67,8 @@ func userPair(b *testing.B) (client, server *stack.Stack) {
 // raw peer-to-peer UDP throughput of the same two user-level stacks, in the
 // same run: 1472-byte datagrams in batches of 64 (GSO super-frames), then
 // 1 MiB sequential WRITEs and READs at queue depth 16 with no workload
-// work (no data generation, no hashing) around them. Root: namespaces.
+// work (no data generation, no hashing) around them. Each row also reports
+// the process's CPU time (both ends) per GiB. Root: namespaces.
 func BenchmarkUserStackStorage(b *testing.B) {
 	cst, sst := userPair(b)
 	const size = 256 << 20
@@ -101,7 +121,7 @@ func BenchmarkUserStackStorage(b *testing.B) {
 			msgs[i] = stack.Message{Buf: payload, Addr: to}
 		}
 		b.SetBytes(int64(len(msgs) * len(payload)))
-		start := time.Now()
+		start, cpu0 := time.Now(), processCPU()
 		for b.Loop() {
 			if _, err := tx.WriteBatch(msgs); err != nil {
 				b.Fatal(err)
@@ -112,6 +132,7 @@ func BenchmarkUserStackStorage(b *testing.B) {
 		rx.Close()
 		<-done
 		b.ReportMetric(float64(got.Load())/(1<<20)/elapsed.Seconds(), "MiB/s-received")
+		reportCPU(b, cpu0, float64(got.Load())) // per GiB received: what was sent and dropped is paid too
 	})
 
 	pc, err := cst.ListenUDP(netip.AddrPortFrom(cst.Addr(), 0))
@@ -135,6 +156,7 @@ func BenchmarkUserStackStorage(b *testing.B) {
 			var wg sync.WaitGroup
 			ctx := context.Background()
 			b.ResetTimer()
+			cpu0 := processCPU()
 			for q := range qd {
 				wg.Go(func() {
 					for {
@@ -158,6 +180,7 @@ func BenchmarkUserStackStorage(b *testing.B) {
 			}
 			wg.Wait()
 			b.ReportMetric(float64(b.N)*bs/(1<<20)/b.Elapsed().Seconds(), "MiB/s")
+			reportCPU(b, cpu0, float64(b.N)*bs)
 		})
 	}
 	b.Logf("client %+v", c.Stats())
