@@ -160,3 +160,115 @@ func (c *UDPConn) CancelRun() {
 	r.open = false
 	t.mu.Unlock()
 }
+
+// WriteRunGather sends the concatenation of pieces as datagrams of seg
+// bytes each (the last may be shorter) to dst, or to the connected peer,
+// as one UDP_L4 GSO super-frame, and returns how many datagrams it sent.
+// The datagrams may be at most MaxRun(seg), and all of them one IP packet's
+// payload. The pieces stay where the caller has them: a link that gathers
+// (afpacket) copies them into the frame itself, so a sender whose
+// datagrams are its own headers around data it does not own (a storage
+// WRITE: a segment header, then a slice of the caller's buffer) makes no
+// copy of the data in user memory; a link that does not gather gets them
+// assembled in the socket's buffer. pieces is not kept.
+func (c *UDPConn) WriteRunGather(dst netip.AddrPort, seg int, pieces [][]byte) (int, error) {
+	if c.isClosed() {
+		return 0, ErrClosed
+	}
+	if dl := c.writeDeadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+		return 0, os.ErrDeadlineExceeded
+	}
+	if c.raddr.IsValid() {
+		dst = c.raddr
+	}
+	if !dst.Addr().Is4() || dst.Port() == 0 {
+		return 0, fmt.Errorf("%w: destination %v", ErrAddr, dst)
+	}
+	total := 0
+	for _, p := range pieces {
+		total += len(p)
+	}
+	count := 0
+	if seg > 0 {
+		count = (total + seg - 1) / seg
+	}
+	if max := c.MaxRun(seg); count < 1 || count > max || total > header.UDPMaximumPayload {
+		return 0, fmt.Errorf("%w: a run of %d bytes in datagrams of %d (at most %d datagrams, %d bytes)",
+			ErrMessageTooLong, total, seg, max, header.UDPMaximumPayload)
+	}
+	s, t := c.s, &c.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	d4 := dst.Addr().As4()
+	mac, ok, hop, err := s.nextHop(d4, now)
+	if err == nil {
+		err = t.flush() // frames before the run leave before it
+	}
+	if err != nil {
+		return 0, err
+	}
+	if count == 1 || !s.gso || c.noGSO.Load() {
+		// One datagram, or a socket without GSO: each assembled on its own.
+		big, err := t.bigBuf()
+		if err != nil {
+			return 0, err
+		}
+		b := big[:0]
+		for _, p := range pieces {
+			b = append(b, p...)
+		}
+		for off := 0; off < len(b); off += seg {
+			if err := c.sendOne(b[off:min(off+seg, len(b))], dst, now); err != nil {
+				t.flush()
+				return 0, err
+			}
+		}
+		if err := t.flush(); err != nil {
+			return 0, err
+		}
+		c.txDatagrams.Add(uint64(count))
+		c.txBytes.Add(uint64(total))
+		return count, nil
+	}
+	eth, ip, udp := c.udpFields(d4, dst.Port(), total)
+	eth.Dst = mac
+	v := link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(seg), HdrLen: gsoHdrLen(udpFrameHeaders + total)}
+	sent := false
+	if ok && s.gather {
+		h := t.hdr[:]
+		header.Ethernet(h).Encode(&eth)
+		header.IPv4(h[header.EthernetMinimumSize:]).Encode(&ip)
+		header.UDP(h[gsoUDPCsumStart:]).Encode(&udp)
+		engine.SetL4Checksum(h, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
+		all := append(append(t.pieces[:0], h), pieces...)
+		sent, err = s.eng.TransmitGather(v, all, &t.tmpl)
+		clear(all) // do not keep the caller's buffers alive
+		t.pieces = all[:0]
+	}
+	if !sent {
+		// The link does not gather: the frame is assembled here.
+		b, berr := t.bigBuf()
+		if berr != nil {
+			return 0, berr
+		}
+		header.Ethernet(b).Encode(&eth)
+		header.IPv4(b[header.EthernetMinimumSize:]).Encode(&ip)
+		header.UDP(b[gsoUDPCsumStart:]).Encode(&udp)
+		off := udpFrameHeaders
+		for _, p := range pieces {
+			off += copy(b[off:], p)
+		}
+		b = b[:off]
+		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
+		t.push(b, v, ok, hop, now)
+		err = t.flush() // big is reused by the next super-frame
+	}
+	if err != nil {
+		return 0, err
+	}
+	s.st.gsoFramesOut.Add(1)
+	c.txDatagrams.Add(uint64(count))
+	c.txBytes.Add(uint64(total))
+	return count, nil
+}
