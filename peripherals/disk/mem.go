@@ -21,6 +21,9 @@ import (
 // mapping is dirty in the page cache like one written by pwrite (the first
 // write to a clean page faults and marks it), so fdatasync (FLUSH, FUA)
 // writes it back; a killed process leaves its writes in the page cache.
+// WRITE data goes in with non-temporal stores (streamCopy, streamcopy.go),
+// fenced before the copy returns, so before the WRITE is answered or
+// flushed.
 //
 // Holes go through the file, not the mapping. A read fault on a hole of a
 // tmpfs file allocates the page (a testbed's disks live on tmpfs), so
@@ -175,7 +178,7 @@ func (s *Server) writeMapped(p []byte, off int64) (ok bool, err error) {
 	if s.mem.b == nil || !s.allHeld(off, int64(len(p))) {
 		return false, nil
 	}
-	return true, guardFault(func() { copy(s.mem.b[off:], p) })
+	return true, guardFault(func() { streamCopy(s.mem.b[off:], p) })
 }
 
 // guardFault runs fn with memory faults turned into ErrFault.
