@@ -323,6 +323,13 @@ type conn struct {
 	pieceOff int64
 	pieceErr error
 
+	// After a streamed WRITE the next request header is read from the
+	// connection's views (readHeader), not through br: see readHeader.
+	streaming bool
+	hdr       [requestSize]byte
+	hdrGot    int
+	hdrFn     func(a, b []byte) int
+
 	// Streamed READ replies (PieceReader and ViewWriter both present),
 	// one at a time under wmu: the header, then the data read from the
 	// file into the send ring.
@@ -672,26 +679,27 @@ func (cc *conn) transmit() error {
 	cc.vr, _ = cc.c.(ViewReader)
 	if cc.pw != nil && cc.vr != nil {
 		cc.pieceFn = cc.writePiece
+		cc.hdrFn = cc.takeHeader
 	}
 	cc.pr, _ = cc.be.(PieceReader)
 	cc.vw, _ = cc.c.(ViewWriter)
 	if cc.pr != nil && cc.vw != nil {
 		cc.replyFn = cc.fillReply
 	}
-	var hb [requestSize]byte
+	hb := cc.hdr[:]
 	for {
 		if cc.br.Buffered() < requestSize {
 			if err := cc.flush(); err != nil {
 				return err
 			}
 		}
-		if _, err := io.ReadFull(cc.br, hb[:]); err != nil {
+		if err := cc.readHeader(); err != nil {
 			if err == io.EOF {
 				return nil // the client went away between requests
 			}
 			return err
 		}
-		r, err := parseRequest(hb[:])
+		r, err := parseRequest(hb)
 		if err != nil {
 			return err
 		}
@@ -722,6 +730,7 @@ func (cc *conn) transmit() error {
 			cc.queueReply(r.handle, errPerm)
 			continue
 		}
+		cc.streaming = false
 		if r.typ == cmdWrite && (int(r.length) <= cc.br.Buffered() || cc.pieceFn != nil) {
 			if err := cc.writeInline(&r); err != nil {
 				return err
@@ -850,6 +859,7 @@ func (cc *conn) writeInline(r *request) error {
 	}
 	// The reader's buffer is empty now, so reading the connection itself
 	// keeps the stream in order.
+	cc.streaming = true
 	for n > 0 {
 		k, err := cc.vr.ReadFunc(n, cc.pieceFn)
 		if err != nil {
@@ -866,6 +876,45 @@ func (cc *conn) writeInline(r *request) error {
 	}
 	cc.wrote(r, err)
 	return nil
+}
+
+// readHeader reads the next request header into cc.hdr. Through br, as a
+// rule: one Read takes a burst of small requests at once, and a Read that
+// finds nothing drives the network (the connection's poll budget), which
+// is what a client at queue depth 1 waits for. After a streamed WRITE
+// (cc.streaming) with br empty, it takes the header's bytes from the
+// connection's views instead (cc.hdrFn): a Read here would pull the next
+// WRITE's data through br (a copy out of the receive ring and another out
+// of br), and when nothing was queued it would poll the link itself,
+// taking the data in the poller's own buffers, which the stack copies
+// into the ring. Waiting for the header in ReadFunc lets the receive
+// goroutine take the frames in the link's lent buffers, and the payload
+// then goes from them into the disk in one copy. Under fio's 1 MiB WRITEs
+// at queue depth 8 the reader had polled 12-16 % of the frames off the
+// link.
+func (cc *conn) readHeader() error {
+	if !cc.streaming || cc.hdrFn == nil || cc.br.Buffered() > 0 {
+		_, err := io.ReadFull(cc.br, cc.hdr[:])
+		return err
+	}
+	cc.hdrGot = 0
+	for cc.hdrGot < requestSize {
+		if _, err := cc.vr.ReadFunc(requestSize-cc.hdrGot, cc.hdrFn); err != nil {
+			if err == io.EOF && cc.hdrGot > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// takeHeader is cc.hdrFn: it copies what it is lent of the header.
+func (cc *conn) takeHeader(a, b []byte) int {
+	k := copy(cc.hdr[cc.hdrGot:], a)
+	k += copy(cc.hdr[cc.hdrGot+k:], b)
+	cc.hdrGot += k
+	return k
 }
 
 // writePiece is cc.pieceFn: it writes the views it is lent at pieceOff
