@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -92,16 +94,43 @@ var ErrMismatch = errors.New("data read back differs from data written")
 // be reproducible and incompressible, and cheap, since it runs in the
 // write phase's critical path (ChaCha8 cost a fifth of the processor's
 // time there).
+// It yields the processor every yieldEvery bytes.
 func fill(b []byte, seed uint64, i int64) {
 	r := rand.NewPCG(seed, uint64(i)^0x9e3779b97f4a7c15)
 	for len(b) >= 8 {
-		binary.LittleEndian.PutUint64(b, r.Uint64())
-		b = b[8:]
+		n := min(len(b), yieldEvery) &^ 7
+		for k := 0; k < n; k += 8 {
+			binary.LittleEndian.PutUint64(b[k:], r.Uint64())
+		}
+		b = b[n:]
+		runtime.Gosched()
 	}
 	if len(b) > 0 {
 		var t [8]byte
 		binary.LittleEndian.PutUint64(t[:], r.Uint64())
 		copy(b, t[:])
+	}
+}
+
+// yieldEvery is how much data the workload generates or hashes between
+// yields of the processor. A peripheral runs on one P (GOMAXPROCS=1), and
+// a block's generation or SHA-256 (about a millisecond per MiB each) holds
+// it: the storage client's reader and timers wait behind it, a reply
+// sits unread in the socket, the round-trip times it sees swing by
+// milliseconds, and its tail-loss probes fired for about one request in
+// eight on a lossless link (netstation demo storage: 272 retransmissions
+// of 2,049 requests). Yielding every 64 KiB lets them run within tens of
+// microseconds.
+const yieldEvery = 64 << 10
+
+// hashYielding writes b to h, yielding the processor every yieldEvery
+// bytes.
+func hashYielding(h hash.Hash, b []byte) {
+	for len(b) > 0 {
+		n := min(len(b), yieldEvery)
+		h.Write(b[:n])
+		b = b[n:]
+		runtime.Gosched()
 	}
 }
 
@@ -192,7 +221,7 @@ func phase(ctx context.Context, name string, d Device, o StorageOptions) (PhaseS
 			cancel()
 		}
 		if firstErr == nil {
-			h.Write(s.buf)
+			hashYielding(h, s.buf)
 		}
 		if next < n && firstErr == nil {
 			issue(next)
