@@ -88,6 +88,38 @@ func Of(pc net.PacketConn) Conn {
 	return &packetConn{pc}
 }
 
+// RunReader is a socket that lends received datagrams in place, a run of
+// equal-sized datagrams (a GSO or GRO super-frame's) at a time, with the
+// contract of stack.UDPConn.ReadRuns: it blocks like ReadBatch, and the
+// runs stay valid, and other readers wait, until Release, which follows
+// every call that returned no error.
+type RunReader interface {
+	ReadRuns(runs []stack.Run) (n, datagrams int, err error)
+	Release()
+}
+
+var (
+	_ RunReader = (*stack.UDPConn)(nil)
+	_ RunReader = groRuns{}
+)
+
+// Runs returns c's RunReader when c lends what it received in place: a
+// user-level socket (its receive ring), a KernelBest socket (its UDP_GRO
+// buffers). It returns nil for the rest, whose ReadBatch is already the
+// only copy (KernelPlain: the kernel writes into the caller's buffers),
+// so a receiver reads every stack with the fewest copies it allows.
+func Runs(c Conn) RunReader {
+	switch c := c.(type) {
+	case *stack.UDPConn:
+		return c
+	case *kernelConn:
+		if c.gro {
+			return groRuns{c}
+		}
+	}
+	return nil
+}
+
 // User returns the Conn for a user-level stack socket. A *stack.UDPConn
 // already is one; User exists so call sites read the same for both stacks.
 func User(c *stack.UDPConn) Conn { return c }

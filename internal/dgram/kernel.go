@@ -3,6 +3,7 @@ package dgram
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -12,6 +13,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/netstation/netstation/stack"
 )
 
 // KernelMode says how a kernel socket moves a batch.
@@ -264,10 +267,16 @@ func (k *kernelConn) writeOnce(msgs []Message) (sent int, retry bool, err error)
 			}
 		}
 		om := &s.msgs[nm]
-		om.Buffers = s.iov[i:j:j]
+		v := i // s.iov[i:v] are this message's iovecs
 		for x := i; x < j; x++ {
-			s.iov[x] = msgs[x].Buf
+			if b := msgs[x].Buf; v > i && adjacent(s.iov[v-1], b) {
+				s.iov[v-1] = s.iov[v-1][:len(s.iov[v-1])+len(b)]
+			} else {
+				s.iov[v] = b
+				v++
+			}
 		}
+		om.Buffers = s.iov[i:v:v]
 		om.Addr = s.dstUA
 		om.OOB = nil
 		if j-i > 1 {
@@ -311,6 +320,13 @@ func (k *kernelConn) writeOnce(msgs []Message) (sent int, retry bool, err error)
 		s.msgs[i].Buffers, s.msgs[i].OOB = nil, nil
 	}
 	return sent, retry, err
+}
+
+// adjacent reports whether b starts where a ends inside a's backing
+// array, so a[:len(a)+len(b)] is both: one iovec instead of two.
+func adjacent(a, b []byte) bool {
+	return len(a) > 0 && len(b) > 0 && cap(a)-len(a) >= len(b) &&
+		unsafe.Add(unsafe.Pointer(unsafe.SliceData(a)), len(a)) == unsafe.Pointer(unsafe.SliceData(b))
 }
 
 // refuseGSO lowers segMax or gsoMax after the kernel refused a segmented
@@ -503,6 +519,69 @@ func (k *kernelConn) ReadBatch(msgs []Message) (int, error) {
 	k.st.dgramsRecv.Add(uint64(got))
 	return got, nil
 }
+
+// readRuns lends what UDP_GRO received in place, a super-frame (or a
+// lone datagram) per run: the kernel baseline's receiver reads its
+// buffers as the user-level one reads its ring (stack.UDPConn.ReadRuns),
+// with no copy per datagram. It blocks like ReadBatch. Super-frames that
+// ReadBatch left pending come first. The runs stay valid, and other
+// readers wait, until Release; on an error nothing is lent and Release
+// must not be called.
+func (k *kernelConn) readRuns(runs []stack.Run) (n, datagrams int, err error) {
+	if len(runs) == 0 {
+		return 0, 0, nil
+	}
+	k.rmu.Lock()
+	r := k.recvState(len(runs))
+	if r.pi == r.pn {
+		for i := range r.msgs {
+			r.iov[i] = r.bufs[i]
+			r.msgs[i].OOB = r.oob[i*oobSize : (i+1)*oobSize]
+		}
+		got, err := k.pc.ReadBatch(r.msgs[:min(len(runs), len(r.msgs))], 0)
+		got = max(got, 0)
+		if got == 0 {
+			k.rmu.Unlock()
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return 0, 0, err
+		}
+		k.st.recvCalls.Add(1)
+		k.st.recvBufs.Add(uint64(got))
+		r.pi, r.pn, r.poff = 0, got, 0
+		for i := 0; i < got; i++ {
+			m := &r.msgs[i]
+			seg := k.noteDrops(m.OOB[:m.NN])
+			if seg <= 0 || seg >= m.N {
+				seg = m.N
+			} else {
+				k.st.groBufs.Add(1)
+			}
+			r.segs[i] = seg
+		}
+	}
+	for n < len(runs) && r.pi < r.pn {
+		m := &r.msgs[r.pi]
+		run := stack.Run{Payload: r.bufs[r.pi][r.poff:m.N], Seg: r.segs[r.pi], Addr: unmapped(m.Addr)}
+		runs[n] = run
+		datagrams += run.Datagrams()
+		n++
+		r.pi++
+		r.poff = 0
+	}
+	k.st.dgramsRecv.Add(uint64(datagrams))
+	return n, datagrams, nil
+}
+
+// release ends readRuns' loan.
+func (k *kernelConn) release() { k.rmu.Unlock() }
+
+// groRuns is a KernelBest socket's RunReader (see Runs).
+type groRuns struct{ k *kernelConn }
+
+func (g groRuns) ReadRuns(runs []stack.Run) (n, datagrams int, err error) { return g.k.readRuns(runs) }
+func (g groRuns) Release()                                                { g.k.release() }
 
 func (k *kernelConn) SetReadDeadline(t time.Time) error  { return k.c.SetReadDeadline(t) }
 func (k *kernelConn) SetWriteDeadline(t time.Time) error { return k.c.SetWriteDeadline(t) }

@@ -11,6 +11,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/netstation/netstation/internal/dgram"
 	"github.com/netstation/netstation/internal/nstest"
+	"github.com/netstation/netstation/stack"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,7 @@ type pair struct {
 	aAddr, bAddr netip.AddrPort
 }
 
-func newPair(t *testing.T) *pair {
+func newPair(t testing.TB) *pair {
 	p := &pair{a: nstest.New(t, "a"), b: nstest.New(t, "b")}
 	p.la, p.lb = nstest.Veth(t, p.a, "gsoa", p.b, "gsob", 1500)
 	p.a.AddrAdd(t, p.la, "10.77.0.1/24")
@@ -62,6 +63,23 @@ func sendAll(t *testing.T, c dgram.Conn, dst netip.AddrPort, count, size int) {
 	for i := range msgs {
 		msgs[i] = dgram.Message{Buf: make([]byte, size), Addr: dst}
 	}
+	sendMsgs(t, c, msgs, count)
+}
+
+// sendContiguous is sendAll with the batch's datagrams back to back in
+// one array, which a kernel socket sends as one iovec per run.
+func sendContiguous(t *testing.T, c dgram.Conn, dst netip.AddrPort, count, size int) {
+	t.Helper()
+	msgs := make([]dgram.Message, 64)
+	backing := make([]byte, len(msgs)*size)
+	for i := range msgs {
+		msgs[i] = dgram.Message{Buf: backing[i*size : (i+1)*size], Addr: dst}
+	}
+	sendMsgs(t, c, msgs, count)
+}
+
+func sendMsgs(t *testing.T, c dgram.Conn, msgs []dgram.Message, count int) {
+	t.Helper()
 	for seq := 0; seq < count; {
 		n := min(len(msgs), count-seq)
 		for i := range n {
@@ -316,5 +334,69 @@ func TestGSOBatch(t *testing.T) {
 		if got := dgram.GSOBatch(c.size); got != c.want {
 			t.Errorf("GSOBatch(%d) = %d, want %d", c.size, got, c.want)
 		}
+	}
+}
+
+// TestKernelBestLendsRuns: datagrams sent from one array (a run's
+// adjacent buffers merged into one iovec) arrive whole and in order, and a
+// KernelBest socket lends its UDP_GRO
+// super-frames in place (dgram.Runs), as a user-level socket lends its
+// ring, and the runs hold every datagram whole and in order, also after a
+// ReadBatch that left part of a super-frame pending. A KernelPlain socket
+// lends nothing: its ReadBatch is already the one copy.
+func TestKernelBestLendsRuns(t *testing.T) {
+	p := newPair(t)
+	snd, rcv := dgram.Kernel(p.sa), dgram.Kernel(p.sb)
+	defer snd.Close()
+	defer rcv.Close()
+	if dgram.Runs(dgram.KernelPlainConn(p.sa)) != nil {
+		t.Fatal("a KernelPlain socket claims to lend runs")
+	}
+	rr := dgram.Runs(rcv)
+	if rr == nil {
+		t.Fatal("a KernelBest socket lends no runs")
+	}
+	sendAll(t, snd, p.bAddr, 1, 1472) // resolves the neighbour
+	recvAll(t, rcv, p.aAddr, 1, 1472, 8)
+
+	const count, size = 64 * 20, 1472
+	sendContiguous(t, snd, p.bAddr, count, size)
+	// Part of the first super-frame through ReadBatch, the rest as runs.
+	recvAll(t, rcv, p.aAddr, 3, size, 3)
+	got, multi := 3, 0
+	runs := make([]stack.Run, 8)
+	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got < count {
+		n, dgrams, err := rr.ReadRuns(runs)
+		if err != nil {
+			t.Fatalf("ReadRuns after %d of %d: %v", got, count, err)
+		}
+		sum := 0
+		for _, r := range runs[:n] {
+			if r.Addr != p.aAddr || r.Seg != size && r.Datagrams() != 1 {
+				t.Fatalf("run from %v, segment %d", r.Addr, r.Seg)
+			}
+			if r.Datagrams() > 1 {
+				multi++
+			}
+			for off := 0; off < len(r.Payload); off += size {
+				d := r.Payload[off:min(off+size, len(r.Payload))]
+				if len(d) != size || binary.BigEndian.Uint32(d) != uint32(got) {
+					t.Fatalf("datagram %d: %d bytes, seq %d", got, len(d), binary.BigEndian.Uint32(d))
+				}
+				got++
+				sum++
+			}
+		}
+		if sum != dgrams {
+			t.Fatalf("ReadRuns said %d datagrams, its runs hold %d", dgrams, sum)
+		}
+		rr.Release()
+	}
+	if multi == 0 {
+		t.Error("no run held more than one datagram: UDP_GRO did not coalesce")
+	}
+	if rs, _ := dgram.Stats(rcv); rs.DatagramsReceived != count+1 {
+		t.Errorf("stats count %d datagrams received, want %d", rs.DatagramsReceived, count+1)
 	}
 }

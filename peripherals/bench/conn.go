@@ -15,17 +15,6 @@ type Message = dgram.Message
 // engine measures: both the user-level stack and the kernel satisfy it.
 type Conn = dgram.Conn
 
-// runReader is a socket that lends received datagrams in place, a run of
-// them (a GSO super-frame's) at a time (stack.UDPConn's ReadRuns/Release):
-// a receiver reads through it, as the kernel baseline reads UDP_GRO
-// buffers, and skips the copy out of the socket's ring.
-type runReader interface {
-	ReadRuns(runs []stack.Run) (n, datagrams int, err error)
-	Release()
-}
-
-var _ runReader = (*stack.UDPConn)(nil)
-
 // User returns the Conn for a user-level stack socket.
 func User(c *stack.UDPConn) Conn { return c }
 

@@ -215,7 +215,7 @@ type receiver struct {
 	msgs []Message
 	bufs [][]byte
 	// runs, when the socket lends datagrams in place, replaces msgs.
-	runs runReader
+	runs dgram.RunReader
 	lent []stack.Run
 	// credits are the progress reports of one batch (one per stream).
 	credits    []Message
@@ -240,7 +240,7 @@ func newReceiver(conn Conn, opts ReceiverOptions) *receiver {
 	if ua, ok := conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
 		r.res.Local = ua.AddrPort()
 	}
-	if v, ok := conn.(runReader); ok {
+	if v := dgram.Runs(conn); v != nil {
 		r.runs, r.lent = v, make([]stack.Run, opts.Batch)
 	} else {
 		for i := range r.bufs {

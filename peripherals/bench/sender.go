@@ -267,8 +267,14 @@ func newSendStream(res *Result, id int, o SenderOptions, dst netip.AddrPort) *se
 		s.creditReady = make(chan struct{}, 1)
 		s.probe = []Message{{Buf: make([]byte, HeaderLen), Addr: dst}}
 	}
+	// One backing array, the datagrams back to back: a kernel socket
+	// then hands a run of them to UDP_SEGMENT as one iovec, as a program
+	// that builds its super-datagram in one buffer does (dgram merges
+	// adjacent buffers); a 64 B run of 128 separate iovecs costs the
+	// kernel's copy a loop step per datagram.
+	backing := make([]byte, len(s.msgs)*o.Size)
 	for i := range s.msgs {
-		s.msgs[i] = Message{Buf: make([]byte, o.Size), Addr: dst}
+		s.msgs[i] = Message{Buf: backing[i*o.Size : (i+1)*o.Size], Addr: dst}
 	}
 	return s
 }
