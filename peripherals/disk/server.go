@@ -1054,7 +1054,10 @@ func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.
 		have = req.Payload
 	}
 	w.msgs = w.msgs[:0]
-	last := -1
+	last := count - 1 // the last datagram sent: its segment (if one) is marked FlagLast
+	for last > 0 && diskproto.BitmapHas(have, last) {
+		last--
+	}
 	for i := range count {
 		if diskproto.BitmapHas(have, i) {
 			continue
@@ -1062,19 +1065,13 @@ func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.
 		a, b := l.Span(i)
 		if i > 0 {
 			_, _, dataOff := l.Data(i)
-			diskproto.PutSegmentHeader(ob[a:], true, uint16(i), uint32(dataOff), req.Session, req.ReqID)
-			last = i
-		}
-		w.msgs = append(w.msgs, dgram.Message{Buf: ob[a:b], Addr: j.addr})
-	}
-	for k := range w.msgs {
-		if m := w.msgs[k].Buf; diskproto.IsSegment(m) {
 			var f diskproto.SegmentFlags
-			if k == len(w.msgs)-1 && last > 0 {
+			if i == last {
 				f = diskproto.FlagLast
 			}
-			diskproto.SetSegmentRound(m, f, uint8(req.Tag))
+			diskproto.PutSegmentHeaderRound(ob[a:], true, uint16(i), uint32(dataOff), req.Session, req.ReqID, f, uint8(req.Tag))
 		}
+		w.msgs = append(w.msgs, dgram.Message{Buf: ob[a:b], Addr: j.addr})
 	}
 	if have != nil {
 		s.stats.resentReads.Add(1)

@@ -63,6 +63,13 @@ func MaxSegments(length uint32) int { return int(length/MinSegmentData) + 1 }
 // PutSegmentHeader writes a segment header into b[:SegmentHeaderSize]
 // with no flags and round 0 (SetSegmentRound sets them).
 func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session, reqID uint64) {
+	PutSegmentHeaderRound(b, reply, index, offset, session, reqID, 0, 0)
+}
+
+// PutSegmentHeaderRound is PutSegmentHeader with the flags and round of
+// the burst it goes in: one seal, where PutSegmentHeader and then
+// SetSegmentRound seal twice.
+func PutSegmentHeaderRound(b []byte, reply bool, index uint16, offset uint32, session, reqID uint64, flags SegmentFlags, round uint8) {
 	be.PutUint16(b[0:], Magic)
 	b[2] = Version
 	b[3] = segmentBit
@@ -70,7 +77,7 @@ func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session
 		b[3] |= replyBit
 	}
 	be.PutUint16(b[4:], index)
-	be.PutUint16(b[6:], 0)
+	b[6], b[7] = byte(flags), round
 	be.PutUint32(b[8:], offset)
 	be.PutUint64(b[16:], session)
 	be.PutUint64(b[24:], reqID)

@@ -167,3 +167,26 @@ func FuzzParseSegment(f *testing.F) {
 		}
 	})
 }
+
+// TestPutSegmentHeaderRound: one write with the flags and round gives the
+// bytes PutSegmentHeader and then SetSegmentRound give, and parses back.
+func TestPutSegmentHeaderRound(t *testing.T) {
+	for _, c := range []struct {
+		flags diskproto.SegmentFlags
+		round uint8
+		reply bool
+	}{{0, 0, false}, {diskproto.FlagLast, 7, true}, {0, 255, true}, {diskproto.FlagLast, 1, false}} {
+		a := make([]byte, diskproto.SegmentHeaderSize+10)
+		b := make([]byte, diskproto.SegmentHeaderSize+10)
+		diskproto.PutSegmentHeader(a, c.reply, 3, 2888, 11, 12)
+		diskproto.SetSegmentRound(a, c.flags, c.round)
+		diskproto.PutSegmentHeaderRound(b, c.reply, 3, 2888, 11, 12, c.flags, c.round)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%+v: %x, want %x", c, b, a)
+		}
+		seg, err := diskproto.ParseSegment(b)
+		if err != nil || seg.Flags != c.flags || seg.Round != c.round || seg.Reply != c.reply || seg.Index != 3 || seg.Offset != 2888 {
+			t.Fatalf("%+v: parsed %+v, %v", c, seg, err)
+		}
+	}
+}
