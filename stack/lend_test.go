@@ -14,11 +14,14 @@ import (
 // lendingLink is a mem link that lends its receive buffers as afpacket's
 // RxRecvmmsg path does: every frame is copied into a slot of a small pool
 // (standing in for the kernel's write) that no one holds and the current
-// batch does not use; limit bounds the slots out on loan.
+// batch does not use; limit bounds the slots out on loan. With reorder,
+// every batch's frames go up in pairs swapped (the second of each pair
+// first), as a kernel sender transmitting from two CPUs delivers them.
 type lendingLink struct {
 	link.Link
-	limit int32
-	slots [16]struct {
+	limit   int32
+	reorder bool
+	slots   [16]struct {
 		buf   []byte
 		refs  atomic.Int32
 		batch bool // delivered by the last ReadBatch (receive goroutine only)
@@ -61,6 +64,11 @@ func (w *lendingLink) ReadBatch(frames []link.Frame) (int, error) {
 		b := w.slots[slot].buf[:3+len(f.Buf)]
 		copy(b[3:], f.Buf)
 		frames[i] = link.Frame{Buf: b[3:], VNet: f.VNet, Loan: uint32(slot + 1), LoanOff: 3}
+	}
+	if w.reorder {
+		for i := 0; i+1 < n; i += 2 {
+			frames[i], frames[i+1] = frames[i+1], frames[i]
+		}
 	}
 	return n, err
 }

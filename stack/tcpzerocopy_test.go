@@ -19,11 +19,13 @@ import (
 // tcpLent connects a client on a plain mem link to a server on a stack
 // whose link lends its receive buffers (at most limit out at once).
 // The client's frames are lost at lossPPM (once connected), so segments
-// also arrive out of order.
-func tcpLent(t *testing.T, limit int32, lossPPM uint32) (client, server *tcp.Conn, srv *Stack, l *lendingLink) {
+// also arrive out of order; with reorder the server's link delivers its
+// frames in swapped pairs.
+func tcpLent(t *testing.T, limit int32, lossPPM uint32, reorder ...bool) (client, server *tcp.Conn, srv *Stack, l *lendingLink) {
 	t.Helper()
 	la, lb := mem.Pair(macA, macB, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Depth: 4096})
 	l = newLendingLink(la, limit)
+	l.reorder = len(reorder) > 0 && reorder[0]
 	lossy := impair.Wrap(lb)
 	a, b := stacksOn(t, l, lossy)
 	ln, err := a.ListenTCP(netip.AddrPortFrom(ipA, 9000))
@@ -76,15 +78,17 @@ func waitHeld(t *testing.T, l *lendingLink, want int32) {
 // parts of what it is lent, the super-frames' payloads are lent rather
 // than copied, and every buffer goes back to the link once read. With
 // the link's loans capped low, the rest is copied and the stream is the
-// same, and so it is with losses (data held out of order is copied, and
-// loans resume in order after it).
+// same, and so it is with losses and with frames delivered out of order
+// (data held out of order is lent where it overlaps nothing held, else
+// copied; a retransmission may then overlap chunks on loan).
 func TestTCPLent(t *testing.T) {
 	for _, c := range []struct {
-		limit int32
-		loss  uint32
-	}{{7, 0}, {1, 0}, {7, 20000}} {
+		limit   int32
+		loss    uint32
+		reorder bool
+	}{{7, 0, false}, {1, 0, false}, {7, 20000, false}, {7, 0, true}, {7, 20000, true}, {2, 0, true}} {
 		limit := c.limit
-		client, server, st, l := tcpLent(t, limit, c.loss)
+		client, server, st, l := tcpLent(t, limit, c.loss, c.reorder)
 		data := randomBytes(6<<20+1234, uint64(limit))
 		werr := make(chan error, 1)
 		go func() {
@@ -135,6 +139,9 @@ func TestTCPLent(t *testing.T) {
 		}
 		if c.loss > 0 && client.Info().Retransmits == 0 {
 			t.Errorf("loss %d ppm: nothing retransmitted", c.loss)
+		}
+		if ooo := st.Stats().TCP.OutOfOrder; c.reorder && ooo == 0 {
+			t.Errorf("limit %d, reordered: no segment arrived out of order", limit)
 		}
 		waitHeld(t, l, 0)
 	}

@@ -514,12 +514,14 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 		}
 		return
 	}
-	// Out of order: keep it in place, acknowledge at once (a duplicate
-	// ACK carrying SACK blocks).
+	// Out of order: keep it in place (lent when it overlaps nothing held,
+	// lend.go), acknowledge at once (a duplicate ACK carrying SACK blocks).
 	c.p.st.OutOfOrder.Add(1)
-	if !c.addOOOLocked(seq, seq+uint32(len(payload))) {
+	end := seq + uint32(len(payload))
+	fresh := c.oooFreeLocked(seq, end)
+	if !c.addOOOLocked(seq, end) {
 		c.dropLocked(engine.DropTCPOutOfOrderFull)
-	} else {
+	} else if !fresh || !c.lendLocked(seq, payload, in.loan) {
 		c.ringWriteLocked(seq, payload)
 	}
 	c.ackNow = true
@@ -531,6 +533,17 @@ func (c *Conn) ringWriteLocked(seq uint32, payload []byte) {
 		c.rcvBuf = make([]byte, c.rcvCap)
 	}
 	ringWrite(c.rcvBuf, c.irs+1, seq, payload)
+}
+
+// oooFreeLocked reports whether no byte of [start, end) is held out of
+// order yet.
+func (c *Conn) oooFreeLocked(start, end uint32) bool {
+	for _, r := range c.ooo {
+		if seqLT(start, r.end) && seqLT(r.start, end) {
+			return false
+		}
+	}
+	return true
 }
 
 // addOOOLocked records [start, end) as held, merging neighbours.

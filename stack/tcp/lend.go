@@ -9,11 +9,20 @@ package tcp
 // sequence numbers are simply never written nor read; the window counts
 // lent bytes as it counts bytes in the ring, so nothing else changes.
 //
-// Only data at rcvNxt is lent: chunks then lie below rcvNxt in increasing
-// order, and nothing that arrives later (out of order above rcvNxt, or a
-// duplicate trimmed away) touches them. Data held out of order is in the
-// ring; when a lent segment reaches into it, both hold the same bytes and
-// the reader takes the chunk, then the ring from the chunk's end.
+// Chunks are kept in increasing order of seq: data at rcvNxt, and data
+// out of order that overlaps nothing held yet (lendOOOLocked), each
+// inserted at its place. Every byte below rcvNxt is then in a chunk or in
+// the ring (data copied in order, or out of order when it could not be
+// lent), and where both hold a byte they hold the same one: the reader
+// takes a chunk from where it has read to, and the ring up to the next
+// chunk. Chunks may overlap (a segment at rcvNxt reaching into data held
+// out of order): the reader reads each from the point it has read to and
+// gives back every chunk that ends below it. Out-of-order data is lent
+// because a kernel sender on a veth sends from two CPUs at once (from its
+// own sendmsg and from the softirq of the receiver's ACK, which here runs
+// on the receiver's CPU), and its frames then reach the packet socket out
+// of order: under fio's NBD WRITEs 10-13 % of disk0's segments did, and
+// each was copied into the ring.
 
 // maxLent bounds the chunks one connection keeps on loan: 64 super-frames
 // are a 4 MiB window (Config.MaxBuffer's default) of 64 KiB frames. A
@@ -37,8 +46,9 @@ type lentQueue struct {
 
 func (l *lentQueue) at(i int) *lentChunk { return &l.q[(l.head+i)%maxLent] }
 
-// lendLocked keeps payload, in order at seq == rcvNxt, where the network
-// lent it, and reports whether it did; false: the caller copies it.
+// lendLocked keeps payload at seq (in order at rcvNxt, or out of order
+// overlapping nothing held: see the comment above) where the network lent
+// it, and reports whether it did; false: the caller copies it.
 func (c *Conn) lendLocked(seq uint32, payload []byte, loan uint32) bool {
 	l := &c.lent
 	if loan == 0 || len(payload) < lendMin || l.n == maxLent {
@@ -50,7 +60,14 @@ func (c *Conn) lendLocked(seq uint32, payload []byte, loan uint32) bool {
 	if l.q == nil {
 		l.q = new([maxLent]lentChunk)
 	}
-	*l.at(l.n) = lentChunk{seq: seq, loan: loan, buf: payload}
+	// Its place: after every chunk that starts at or before seq. Data
+	// out of order is the tail's, so the walk is short.
+	i := l.n
+	for i > 0 && seqGT(l.at(i-1).seq, seq) {
+		*l.at(i) = *l.at(i - 1)
+		i--
+	}
+	*l.at(i) = lentChunk{seq: seq, loan: loan, buf: payload}
 	l.n++
 	return true
 }
@@ -75,9 +92,14 @@ func (c *Conn) rcvViewsLocked(n int) (a, b []byte) {
 		// The next piece: the following chunk, or the ring up to it.
 		next := c.rcvRead + uint32(len(a))
 		if l.n > 1 {
-			if h2 := l.at(1); h2.seq == next {
+			h2 := l.at(1)
+			gap := int(int32(h2.seq - next))
+			switch {
+			case gap == 0:
 				return a, h2.buf[:min(len(h2.buf), rest)]
-			} else if gap := int(int32(h2.seq - next)); gap < rest {
+			case gap < 0: // overlapping chunks: the reader comes back for it
+				return a, nil
+			case gap < rest:
 				rest = gap
 			}
 		}
