@@ -39,7 +39,7 @@ func reportCPU(b *testing.B, cpu0 time.Duration, bytes float64) {
 
 // userPair is two user-level stacks on the ends of a veth pair, each in a
 // namespace of its own: the fabric without the bridge, in one process.
-func userPair(b *testing.B) (client, server *stack.Stack) {
+func userPair(b testing.TB) (client, server *stack.Stack) {
 	na, nb := nstest.New(b, "sc"), nstest.New(b, "ss")
 	la, lb := nstest.Veth(b, na, "c0", nb, "s0", 1500)
 	open := func(ns *nstest.NS, ifname string, l net.HardwareAddr, addr string) *stack.Stack {
