@@ -356,6 +356,9 @@ type RefResult struct {
 	PacketsPerSecondSent     float64 `json:"packets_per_second_sent"`
 	DatagramsPerSend         float64 `json:"datagrams_per_send"`
 	DatagramsPerReceive      float64 `json:"datagrams_per_receive"`
+	// CPUNanosPerDatagram is both sides' thread CPU time per datagram
+	// received, as bench's cpu_ns_per_datagram counts its processes'.
+	CPUNanosPerDatagram float64 `json:"cpu_ns_per_datagram"`
 }
 
 // BenchReference runs the reference for bench's kernel baseline between
@@ -432,6 +435,9 @@ func BenchReference(ctx context.Context, testbed, fromName, toName string, size 
 	}
 	if got.r.Calls > 0 {
 		res.DatagramsPerReceive = float64(got.r.Datagrams) / float64(got.r.Calls)
+	}
+	if got.r.Datagrams > 0 {
+		res.CPUNanosPerDatagram = float64(sent.CPU+got.r.CPU) / float64(got.r.Datagrams)
 	}
 	if got.r.Datagrams == 0 {
 		return nil, fmt.Errorf("reference pair: %s received nothing", to.Name)

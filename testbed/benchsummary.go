@@ -76,6 +76,7 @@ const RefRounds = 3
 // RefRound is one alternating round of --reference.
 type RefRound struct {
 	Kernel        float64    `json:"kernel_gbit_per_second"` // bench's kernel baseline, unpaced
+	KernelCPUns   float64    `json:"kernel_cpu_ns_per_datagram"`
 	ReferenceGbps float64    `json:"reference_gbit_per_second"`
 	Reference     *RefResult `json:"reference"`
 }
@@ -90,7 +91,10 @@ type RefComparison struct {
 	KernelMedian    float64    `json:"kernel_gbit_per_second_median"`
 	ReferenceMedian float64    `json:"reference_gbit_per_second_median"`
 	ReferenceKpps   float64    `json:"reference_kpps_median"`
-	Ratio           float64    `json:"ratio_kernel_over_reference_median"`
+	// ReferenceCPUns is the pair's median CPU time per datagram (both
+	// sides), beside bench's kernel baseline's in each round.
+	ReferenceCPUns float64 `json:"reference_cpu_ns_per_datagram_median"`
+	Ratio          float64 `json:"ratio_kernel_over_reference_median"`
 }
 
 func median(v []float64) float64 {
@@ -107,15 +111,17 @@ func median(v []float64) float64 {
 
 // Finish computes the medians and the ratio once every round is in.
 func (c *RefComparison) Finish() {
-	var k, r, kpps, ratio []float64
+	var k, r, kpps, cpu, ratio []float64
 	for _, x := range c.Rounds {
 		k, r = append(k, x.Kernel), append(r, x.ReferenceGbps)
 		kpps = append(kpps, x.Reference.PacketsPerSecondReceived/1e3)
+		cpu = append(cpu, x.Reference.CPUNanosPerDatagram)
 		if x.ReferenceGbps > 0 {
 			ratio = append(ratio, x.Kernel/x.ReferenceGbps)
 		}
 	}
 	c.KernelMedian, c.ReferenceMedian, c.ReferenceKpps, c.Ratio = median(k), median(r), median(kpps), median(ratio)
+	c.ReferenceCPUns = median(cpu)
 }
 
 // WithReference adds the reference comparisons to their rows.
@@ -124,7 +130,7 @@ func WithReference(rows []BenchSummaryRow, refs []*RefComparison) []BenchSummary
 		for i := range rows {
 			r := &rows[i]
 			if r.From == c.From && r.To == c.To && r.Size == c.Size {
-				r.Reference = &BenchFigures{Gbps: c.ReferenceMedian, Kpps: c.ReferenceKpps}
+				r.Reference = &BenchFigures{Gbps: c.ReferenceMedian, Kpps: c.ReferenceKpps, CPUnsPerPkt: c.ReferenceCPUns}
 				r.RefRatio = c.Ratio
 			}
 		}

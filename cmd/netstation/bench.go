@@ -221,7 +221,8 @@ one curve per stack.`, bench.DefaultWindow/4, bench.DefaultWindow),
 							if err != nil {
 								return fmt.Errorf("%s -> %s (reference pair, %d B): %w", pr[0], pr[1], size, err)
 							}
-							cmp.Rounds = append(cmp.Rounds, testbed.RefRound{Kernel: bench.PointOf(krep).BitsPerSecond / 1e9, Reference: ref, ReferenceGbps: ref.BitsPerSecondReceived / 1e9})
+							cmp.Rounds = append(cmp.Rounds, testbed.RefRound{Kernel: bench.PointOf(krep).BitsPerSecond / 1e9, KernelCPUns: krep.Netstation.CPUNanosPerDatagram,
+								Reference: ref, ReferenceGbps: ref.BitsPerSecondReceived / 1e9})
 						}
 						cmp.Finish()
 						refs = append(refs, cmp)
@@ -313,7 +314,7 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 		hasRef = hasRef || r.Reference != nil
 	}
 	if hasRef {
-		head += fmt.Sprintf("user/best kernel\treference pair Gbit/s\treference kpps\tkernel/reference (median of %d rounds)\t", testbed.RefRounds)
+		head += fmt.Sprintf("user/best kernel\treference pair Gbit/s\treference kpps\treference cpu ns/dgram\tkernel/reference (median of %d rounds)\t", testbed.RefRounds)
 	} else {
 		head += "user/best kernel\t"
 	}
@@ -341,9 +342,9 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 		line += rs + "\t"
 		if hasRef {
 			if r.Reference != nil {
-				line += fmt.Sprintf("%.3f\t%.1f\t%s\t", r.Reference.Gbps, r.Reference.Kpps, ratioStr(r.RefRatio))
+				line += fmt.Sprintf("%.3f\t%.1f\t%s\t%s\t", r.Reference.Gbps, r.Reference.Kpps, cpuStr(r.Reference.CPUnsPerPkt, "%.0f"), ratioStr(r.RefRatio))
 			} else {
-				line += "-\t-\t-\t"
+				line += "-\t-\t-\t-\t"
 			}
 		}
 		fmt.Fprintln(tw, line)

@@ -104,6 +104,19 @@ type Result struct {
 	Bytes     uint64
 	Calls     uint64 // sendmsg or recvmsg calls that moved data
 	Elapsed   time.Duration
+	// CPU is the side's thread's CPU time (user + system, RUSAGE_THREAD:
+	// each side runs on a locked thread of its own) over the whole call,
+	// so the pair's cost per datagram compares with bench's process CPU.
+	CPU time.Duration
+}
+
+// threadCPU is the calling thread's CPU time so far.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BitsPerSecond is the payload rate.
@@ -130,6 +143,7 @@ func (s *Socket) Send(dst netip.AddrPort, size int, d time.Duration) (Result, er
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU()
 	segs := min(128, maxPayload/size)
 	buf := make([]byte, segs*size)
 	var oob []byte
@@ -164,6 +178,7 @@ func (s *Socket) Send(dst netip.AddrPort, size int, d time.Duration) (Result, er
 		r.Datagrams += uint64((n + size - 1) / size)
 	}
 	r.Elapsed = time.Since(start)
+	r.CPU = threadCPU() - cpu0
 	return r, nil
 }
 
@@ -173,6 +188,7 @@ func (s *Socket) Send(dst netip.AddrPort, size int, d time.Duration) (Result, er
 func (s *Socket) Receive(idle, max time.Duration) (Result, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU()
 	tv := unix.NsecToTimeval(int64(min(idle, 100*time.Millisecond)))
 	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return Result{}, fmt.Errorf("udpref: SO_RCVTIMEO: %w", err)
@@ -210,6 +226,7 @@ func (s *Socket) Receive(idle, max time.Duration) (Result, error) {
 	if !first.IsZero() {
 		r.Elapsed = last.Sub(first)
 	}
+	r.CPU = threadCPU() - cpu0
 	return r, nil
 }
 
