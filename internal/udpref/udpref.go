@@ -146,6 +146,12 @@ func (s *Socket) Send(dst netip.AddrPort, size int, d time.Duration) (Result, er
 	cpu0 := threadCPU()
 	segs := min(128, maxPayload/size)
 	buf := make([]byte, segs*size)
+	// Real bytes, as the kernel's udpgso_bench_tx sends: a buffer never
+	// written would be mapped to the shared zero page, and every copy
+	// would read the same 4 KiB, hot in cache, as no application does.
+	for i := range buf {
+		buf[i] = byte(i)
+	}
 	var oob []byte
 	if segs > 1 {
 		oob = make([]byte, unix.CmsgSpace(2))
