@@ -14,6 +14,12 @@
 // per-session window with a client-advanced low-water mark keeps a stale
 // replayed WRITE from overwriting newer data.
 //
+// The backing file is mapped (MAP_SHARED, mem.go): a WRITE's data is
+// copied into the page cache with no system call, with non-temporal stores
+// (streamcopy.go: the destination lines are not read in first, which made
+// Go's copy cost twice the kernel's copy of the same bytes), and a READ's
+// is copied out of it into the reply; holes go through the file.
+//
 // Every request passes an Authorizer. A testbed's disk runs a
 // CapabilityAuthorizer (NASD capabilities, internal/wire/capability) with the
 // key the testbed made at up; OpenAccess, the explicit "open" mode that

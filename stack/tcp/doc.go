@@ -33,9 +33,10 @@
 //     copied at most once, into ring buffers indexed by sequence number
 //     that grow on demand up to Config.MaxBuffer (4 MiB by default) and
 //     hold out-of-order data in place. When the network lends the buffers
-//     frames arrive in (Lender), an in-order super-frame's payload is not
-//     copied at all: it stays in the link's buffer until the reader has
-//     consumed it (lend.go). Segments are taken in receive batches (Input),
+//     frames arrive in (Lender), a super-frame's payload is not copied at
+//     all, in order or out of order (unless it overlaps data held out of
+//     order): it stays in the link's buffer until the reader has consumed
+//     it (lend.go). Segments are taken in receive batches (Input),
 //     and each connection sends what the batch calls for once, when the
 //     batch ends (Flush): a bulk receiver acknowledges once per batch. The
 //     steady state allocates nothing per segment.
