@@ -472,27 +472,8 @@ func (k *kernelConn) ReadBatch(msgs []Message) (int, error) {
 		return n, err
 	}
 	if r.pi == r.pn {
-		for i := range r.msgs {
-			r.iov[i] = r.bufs[i]
-			r.msgs[i].OOB = r.oob[i*oobSize : (i+1)*oobSize]
-		}
-		n, err := k.pc.ReadBatch(r.msgs, 0)
-		n = max(n, 0)
-		if n == 0 {
+		if err := k.receiveGRO(r, len(r.msgs)); err != nil {
 			return 0, err
-		}
-		k.st.recvCalls.Add(1)
-		k.st.recvBufs.Add(uint64(n))
-		r.pi, r.pn, r.poff = 0, n, 0
-		for i := 0; i < n; i++ {
-			m := &r.msgs[i]
-			seg := k.noteDrops(m.OOB[:m.NN])
-			if seg <= 0 || seg >= m.N {
-				seg = m.N
-			} else {
-				k.st.groBufs.Add(1)
-			}
-			r.segs[i] = seg
 		}
 	}
 	got := 0
@@ -534,31 +515,9 @@ func (k *kernelConn) readRuns(runs []stack.Run) (n, datagrams int, err error) {
 	k.rmu.Lock()
 	r := k.recvState(len(runs))
 	if r.pi == r.pn {
-		for i := range r.msgs {
-			r.iov[i] = r.bufs[i]
-			r.msgs[i].OOB = r.oob[i*oobSize : (i+1)*oobSize]
-		}
-		got, err := k.pc.ReadBatch(r.msgs[:min(len(runs), len(r.msgs))], 0)
-		got = max(got, 0)
-		if got == 0 {
+		if err := k.receiveGRO(r, min(len(runs), len(r.msgs))); err != nil {
 			k.rmu.Unlock()
-			if err == nil {
-				err = io.ErrNoProgress
-			}
 			return 0, 0, err
-		}
-		k.st.recvCalls.Add(1)
-		k.st.recvBufs.Add(uint64(got))
-		r.pi, r.pn, r.poff = 0, got, 0
-		for i := 0; i < got; i++ {
-			m := &r.msgs[i]
-			seg := k.noteDrops(m.OOB[:m.NN])
-			if seg <= 0 || seg >= m.N {
-				seg = m.N
-			} else {
-				k.st.groBufs.Add(1)
-			}
-			r.segs[i] = seg
 		}
 	}
 	for n < len(runs) && r.pi < r.pn {
@@ -572,6 +531,39 @@ func (k *kernelConn) readRuns(runs []stack.Run) (n, datagrams int, err error) {
 	}
 	k.st.dgramsRecv.Add(uint64(datagrams))
 	return n, datagrams, nil
+}
+
+// receiveGRO fills r's super-frame buffers with one recvmmsg of up to
+// limit of them and records each one's segment size (its length for a lone
+// datagram); then r.msgs[:r.pn] are pending from r.pi = 0. It waits like
+// ReadBatch and returns its error when nothing came (io.ErrNoProgress
+// for nothing and no error).
+func (k *kernelConn) receiveGRO(r *recvState, limit int) error {
+	for i := range r.msgs {
+		r.iov[i] = r.bufs[i]
+		r.msgs[i].OOB = r.oob[i*oobSize : (i+1)*oobSize]
+	}
+	n, err := k.pc.ReadBatch(r.msgs[:limit], 0)
+	if n <= 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	k.st.recvCalls.Add(1)
+	k.st.recvBufs.Add(uint64(n))
+	r.pi, r.pn, r.poff = 0, n, 0
+	for i := 0; i < n; i++ {
+		m := &r.msgs[i]
+		seg := k.noteDrops(m.OOB[:m.NN])
+		if seg <= 0 || seg >= m.N {
+			seg = m.N
+		} else {
+			k.st.groBufs.Add(1)
+		}
+		r.segs[i] = seg
+	}
+	return nil
 }
 
 // release ends readRuns' loan.
