@@ -61,14 +61,27 @@
 // 'BenchmarkRR/(tcp|udp)/same-cpu/(user-poll|user-xsk-poll|kernel)$'
 // -benchtime 20000x ./stack/interop, and cross-cpu with kernel-busypoll.
 //
-// That the blocked reader waits in the netpoller has a price: the XSK
-// stays registered with the runtime's epoll instance, so every frame the
-// socket receives, and every completion of one it sent, runs an epoll
-// callback inside the sender's transmit call. A throwaway experiment
-// (raw 60-byte ping-pong between two XSK links, pollers pinned to two
-// CPUs, 3 rounds alternating on a loaded machine) put it at about 0.4 us
-// per send: transmit p50 3.1-3.3 us registered, 2.7-2.8 us not. The
-// AF_PACKET receive socket pays the same.
+// That the blocked reader waits in the netpoller has a price, though not
+// where it first seemed: the XSK stays registered with the runtime's epoll
+// instance, so every frame the socket receives runs sock_def_readable and
+// an epoll callback inside the sender's transmit call (and wakes the
+// receiver's netpoller thread when one sleeps in epoll_wait). In a profile
+// of a BenchmarkRR client (udp/cross-cpu/user-xsk-poll, 2026-12-02) that
+// wake-up was half of the client's sendto samples, and timing kick's
+// sendto gave p50 2.6-2.9 us with the XSK out of every epoll instance
+// against 3.2-3.5 us in it (3 alternating rounds, loaded machine). But the
+// ring is published (xsk_flush) before the wake-up, so the peer's poller
+// already has the frame: those rounds' round trips were no shorter. What
+// the registration costs on the latency path is the receiving process's
+// netpoller thread woken on the poller's CPU and the frames it hands the
+// receive goroutine (see docs/ARCHITECTURE.md, "Request/response latency").
+//
+// kick sends a few frames (a request, a reply) with a raw system call:
+// MSG_DONTWAIT cannot block, and entersyscall/exitsyscall cost 0.1-0.3 us
+// per call here. The poller's sched_yield stays an ordinary system call:
+// raw, it halves a poll round (~0.3 against ~0.6 us) but the runtime cannot
+// hand the processor on while the yielder is off the CPU, and p99 across
+// CPUs rose from 0.06-0.4 ms to 0.7-3 ms (3 alternating rounds).
 //
 // A copy-mode XSK cannot busy-poll. Since Linux 6.13 ("xsk: Bring back
 // busy polling support") an XSK takes its NAPI id at bind time and only in
