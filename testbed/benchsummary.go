@@ -61,6 +61,10 @@ type BenchSummaryRow struct {
 	// BestKernel names the kernel configuration the ratio is against.
 	BestKernel string  `json:"best_kernel,omitempty"`
 	Ratio      float64 `json:"ratio_user_over_best_kernel,omitempty"`
+	// RTTSame and RTTCrossCPU are the user-level round trips over the
+	// best kernel's, per pinning (RTTVersus).
+	RTTSame     *RTTVersus `json:"rtt_same_cpu_user_over_best_kernel,omitempty"`
+	RTTCrossCPU *RTTVersus `json:"rtt_cross_cpu_user_over_best_kernel,omitempty"`
 	// Reference is the standalone UDP_SEGMENT+UDP_GRO pair (--reference,
 	// median of the rounds) and RefRatio the median over alternating
 	// rounds of the kernel baseline's unpaced throughput over the pair's.
@@ -189,6 +193,60 @@ func BenchSummary(runs []*bench.Report, labels []BenchLabel) []BenchSummaryRow {
 		if best > 0 && row.User != nil {
 			row.Ratio = row.User.Gbps / best
 		}
+		row.RTTSame = rttVersus(row, func(f *BenchFigures) []rttCandidate {
+			return []rttCandidate{{"", f.RTTSame}, {peripherals.StackKernelBusyPoll, f.RTTBusyPollSame}}
+		})
+		row.RTTCrossCPU = rttVersus(row, func(f *BenchFigures) []rttCandidate {
+			return []rttCandidate{{"", f.RTTCrossCPU}, {peripherals.StackKernelBusyPoll, f.RTTBusyPollCrossCPU}}
+		})
 	}
 	return rows
+}
+
+// RTTVersus is the user-level stack's round trip in one pinning over the
+// best kernel's in the same pinning: the kernel configuration with the
+// lowest p50 among those measured (plain, busy-polling, kernel-plain).
+type RTTVersus struct {
+	BestKernel string  `json:"best_kernel"`
+	P50Ratio   float64 `json:"p50_ratio"`
+	P99Ratio   float64 `json:"p99_ratio"`
+}
+
+type rttCandidate struct {
+	stack string // "" for the run's own stack
+	rt    *BenchRTT
+}
+
+// rttVersus compares row's user-level round trip (the first candidate
+// pick returns for it) with the kernel candidates; nil without both.
+func rttVersus(row *BenchSummaryRow, pick func(*BenchFigures) []rttCandidate) *RTTVersus {
+	if row.User == nil {
+		return nil
+	}
+	user := pick(row.User)[0].rt
+	if user == nil {
+		return nil
+	}
+	var best *BenchRTT
+	name := ""
+	for _, k := range []struct {
+		name string
+		f    *BenchFigures
+	}{{peripherals.StackKernel, row.KernelBest}, {peripherals.StackKernelPlain, row.KernelPlain}} {
+		if k.f == nil {
+			continue
+		}
+		for _, c := range pick(k.f) {
+			if c.rt != nil && c.rt.P50 > 0 && (best == nil || c.rt.P50 < best.P50) {
+				best, name = c.rt, k.name
+				if c.stack != "" {
+					name = c.stack
+				}
+			}
+		}
+	}
+	if best == nil || best.P99 <= 0 {
+		return nil
+	}
+	return &RTTVersus{BestKernel: name, P50Ratio: user.P50 / best.P50, P99Ratio: user.P99 / best.P99}
 }

@@ -133,7 +133,9 @@ run then takes its round trips again on sockets that do the same
 (SO_BUSY_POLL for --rtt-poll, the ports' GRO on so their packets come
 through NAPI): the kernel-busypoll rows, the kernel at its best for
 latency. A kernel that refuses SO_BUSY_POLL (rootless testbeds) gets a
-note instead.
+note instead. The user stack's rows end with its p50 and p99 over the
+best kernel's in the same pinning (the kernel configuration with the
+lowest p50 there).
 
 Output is shaped like iperf3's. -J prints one JSON object whatever the
 stacks and sizes: {"runs": [...], "summary": [...], "reference": [...]}, where
@@ -366,7 +368,13 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 				f     *testbed.BenchRTT
 			}{{cols[i].name, f.RTTSame}, {cols[i].name, f.RTTCrossCPU}, {"kernel-busypoll", f.RTTBusyPollSame}, {"kernel-busypoll", f.RTTBusyPollCrossCPU}} {
 				if rt.f != nil {
-					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t", r.From, r.To, r.Size, rt.stack, rt.f.Pinning, rt.f.Count, rt.f.P50, rt.f.P99, rt.f.P999))
+					vs := "\t\t"
+					if v := r.RTTSame; cols[i].name == "user" && rt.f == f.RTTSame && v != nil {
+						vs = fmt.Sprintf("%.2fx / %.2fx\t(vs %s)\t", v.P50Ratio, v.P99Ratio, v.BestKernel)
+					} else if v := r.RTTCrossCPU; cols[i].name == "user" && rt.f == f.RTTCrossCPU && v != nil {
+						vs = fmt.Sprintf("%.2fx / %.2fx\t(vs %s)\t", v.P50Ratio, v.P99Ratio, v.BestKernel)
+					}
+					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%s", r.From, r.To, r.Size, rt.stack, rt.f.Pinning, rt.f.Count, rt.f.P50, rt.f.P99, rt.f.P999, vs))
 				}
 			}
 			if f.RTTBusyPollError != "" {
@@ -379,7 +387,7 @@ func printSummary(w io.Writer, rows []testbed.BenchSummaryRow) {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "from\tto\tafter size B\tstack\tpinning\tround trips (64 B)\tRTT p50 us\tp99 us\tp99.9 us\t")
+	fmt.Fprintln(tw, "from\tto\tafter size B\tstack\tpinning\tround trips (64 B)\tRTT p50 us\tp99 us\tp99.9 us\tuser/best kernel p50 / p99\t\t")
 	for _, l := range lines {
 		fmt.Fprintln(tw, l)
 	}
