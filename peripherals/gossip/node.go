@@ -181,8 +181,9 @@ type Node struct {
 //
 // $NETSTATION_GOSSIP overrides the timings for measurements, as
 // comma-separated key=value pairs: probe, probe-timeout, gossip and
-// push-pull (durations), suspicion, nodes (gossip fan-out) and
-// retransmit (integers), tcp-ping (on or off),
+// push-pull (durations), suspicion, nodes (gossip fan-out), retransmit
+// and udp-buffer (integers: bytes of gossip a datagram carries), tcp-ping
+// (on or off),
 // e.g. "probe=1s,gossip=500ms,suspicion=2".
 func MemberlistConfig(name string, n int, quietJoins bool) *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
@@ -246,7 +247,23 @@ const LargeCluster = 256
 // a core idle. The last is what a large cluster gets, with suspicion for
 // 1 x log10(n) probe intervals (15 s at 1,000) so that a frozen member is
 // not left for 30 s, and gossip to 6 members at a time.
+//
+// Full-state push/pull every 30 minutes (x6 at 1,000 by memberlist's
+// scaling: every 3 hours) instead of every minute. memberlist starts each
+// member's push/pull timer at a random point of the first interval, so
+// with a minute every member of 1,000 made a full exchange of its view
+// (about 300 KB each way, 20-40 ms of msgpack a side) during the
+// supervisor's exchange rounds, each at a random moment: as much work
+// again as the rounds' last one. BenchmarkScale1000 back to back
+// (docs/SCALE.md, 2026-12-02): views complete 46.9 s after ready with a
+// minute, 21.8 s with 30 minutes (and the timer slack of peripherals/node),
+// idle 56 -> 31 % of a core. The price is anti-entropy: a member a view
+// lacks after the rounds, the settle exchanges (for 2 minutes while the
+// view is short) and the seeds' re-joins (every 30 s) is found by a
+// push/pull only hours later; suspicions, deaths and refutations still
+// spread by gossip.
 func largeCluster(c *memberlist.Config) {
+	c.PushPullInterval = 30 * time.Minute
 	c.ProbeInterval = 5 * time.Second
 	c.ProbeTimeout = 3 * time.Second
 	c.GossipInterval = 3 * time.Second
@@ -285,6 +302,8 @@ func tune(c *memberlist.Config, spec string) {
 			c.GossipNodes = n
 		case k == "retransmit" && nerr == nil && n > 0:
 			c.RetransmitMult = n
+		case k == "udp-buffer" && nerr == nil && n >= 512:
+			c.UDPBufferSize = n
 		case k == "tcp-ping" && (v == "on" || v == "off"):
 			c.DisableTcpPings = v == "off"
 		}

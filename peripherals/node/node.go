@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/gossip"
 	"github.com/netstation/netstation/stack/link/afpacket"
 )
 
@@ -29,6 +30,11 @@ type Config struct {
 // serves until ctx ends or a shutdown is requested.
 func Run(ctx context.Context, cfg Config) error {
 	pc := cfg.Peripheral
+	if pc.Members > gossip.LargeCluster {
+		if err := setTimerSlack(largeTestbedTimerSlack); err != nil && pc.Logger != nil {
+			pc.Logger.Warn("idle cost not lowered", "err", err)
+		}
+	}
 	l, err := afpacket.Open(pc.IfName, afpacket.Options{NoQdiscBypass: cfg.Shaped, Accept: pc.Addr})
 	if err != nil {
 		return fmt.Errorf("open link %s: %w", pc.IfName, err)
