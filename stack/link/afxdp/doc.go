@@ -71,10 +71,10 @@
 // sendto gave p50 2.6-2.9 us with the XSK out of every epoll instance
 // against 3.2-3.5 us in it (3 alternating rounds, loaded machine). But the
 // ring is published (xsk_flush) before the wake-up, so the peer's poller
-// already has the frame: those rounds' round trips were no shorter. What
-// the registration costs on the latency path is the receiving process's
-// netpoller thread woken on the poller's CPU and the frames it hands the
-// receive goroutine (see docs/ARCHITECTURE.md, "Request/response latency").
+// already has the frame: those rounds' round trips were no shorter. Taking
+// the XSK out of the reader's epoll while pollers run gained 5-9 % of the
+// cross-CPU p50 in 10 later rounds, with a p99 no better; not landed (see
+// docs/ARCHITECTURE.md, "Request/response latency").
 //
 // kick sends a few frames (a request, a reply) with a raw system call:
 // MSG_DONTWAIT cannot block, and entersyscall/exitsyscall cost 0.1-0.3 us
