@@ -74,9 +74,11 @@ reference pair (internal/udpref: blocking sendmsg of up to 128 datagrams with a 
 recvmsg with UDP_GRO, 64 MiB buffers, nothing of netstation's in its data path) runs between the
 same two ports, on the same kernel addresses, right after bench's runs. `kernel/reference` is
 bench's kernel baseline as a fraction of it (the target is at least 0.6 at 1472 B), and `reference
-cpu ns/dgram` the pair's CPU time per datagram (both threads), beside the kernel baseline's: what
-the pair does not pay is bench's own work per datagram (a header stamped and checked on each, for
-loss, order and jitter), which the user-level stack's figure pays as well. RTT: 10,000
+cpu ns/dgram` the pair's CPU time per datagram (both threads), beside the kernel baseline's. Part
+of the difference is bench's own work per datagram, which the pair skips and the user-level stack's
+figure pays as well: a header stamped and checked on each, for loss, order and jitter (about 40 ns
+a datagram at the receiver, docs/ARCHITECTURE.md's table of where each side's nanoseconds go), and the Go
+runtime's sleeps and wake-ups. RTT: 10,000
 round trips of 64 B per stack and pinning; the user stack's readers drive the link themselves for
 up to 200 us before they sleep (`--rtt-poll`, the default: run to completion; its label says so).
 The kernel's round trips are taken twice: on sockets that sleep in recvmsg as usual (`kernel`), and
