@@ -159,11 +159,15 @@ type Client struct {
 	mu        sync.Mutex
 	info      Info
 	epoch     uint64
-	slots     []*call       // indexed by request id modulo window
-	next, low uint64        // next request id; lowest one outstanding (or next)
-	inflight  int64         // READ and WRITE data outstanding
-	changed   chan struct{} // closed and replaced when a slot frees, if waiters > 0
-	waiters   int
+	slots     []*call // indexed by request id modulo window
+	next, low uint64  // next request id; lowest one outstanding (or next)
+	inflight  int64   // READ and WRITE data outstanding
+	// waitq holds the calls waiting for room in the window, first come
+	// first served; the head is woken (its wake channel) when room may
+	// have freed. Waking every waiter at each settle, as a closed
+	// channel did, woke eight or so goroutines per request at queue
+	// depth 16 to let one through (and allocated a channel each time).
+	waitq     []*call
 	tag       uint32
 	lastReply time.Time
 	infoSeen  chan struct{} // closed and replaced on every INFO reply
@@ -255,6 +259,7 @@ type call struct {
 	timer    *time.Timer   // fires expire; reused across incarnations
 	deadline time.Time     // when the current arming of timer is due; zero when unarmed
 	done     chan struct{} // receives one value when settled
+	wake     chan struct{} // 1-buffered: room may have freed in the window (waitq)
 	err      error
 	settled  bool
 }
@@ -306,7 +311,6 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 		opts:       opts,
 		session:    binary.BigEndian.Uint64(r[:]) | 1,
 		tag:        binary.BigEndian.Uint32(r[2:]),
-		changed:    make(chan struct{}),
 		infoSeen:   make(chan struct{}),
 		rtt:        rtt.New(rtt.Config{Initial: opts.InitialRTO, Min: opts.MinRTO, Max: opts.MaxRTO}),
 		readerDone: make(chan struct{}),
@@ -371,7 +375,7 @@ func Dial(pc net.PacketConn, server net.Addr, opts Options) (*Client, error) {
 	c.minCwnd = min(c.winBytes, max(2*int64(c.maxReq), c.winBytes/2))
 	c.mu.Unlock()
 	c.calls.New = func() any {
-		cl := &call{buf: make([]byte, diskproto.RequestHeaderSize), done: make(chan struct{}, 1)}
+		cl := &call{buf: make([]byte, diskproto.RequestHeaderSize), done: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 		cl.timer = time.AfterFunc(time.Hour, func() { c.expire(cl) })
 		cl.timer.Stop()
 		return cl
@@ -620,32 +624,42 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	req := diskproto.Request{Op: op, Flags: flags, Length: length, Session: c.session,
 		ReplyDatagram: uint16(c.opts.Datagram),
 		Offset:        uint64(off), Capability: c.opts.Capability, Payload: payload}
+	queued := false
 	for {
 		c.mu.Lock()
 		if c.closed {
+			c.leaveQueue(cl, queued)
 			c.mu.Unlock()
 			c.calls.Put(cl)
 			return nil, ErrClosed
 		}
-		// One request larger than the byte window still goes, alone.
-		if c.next < c.low+c.window && (c.inflight+int64(length) <= min(c.winBytes, c.cwnd) || c.inflight == 0) {
+		// First come, first served: a request starts only with nobody
+		// queued before it. One request larger than the byte window
+		// still goes, alone.
+		first := len(c.waitq) == 0 || (queued && c.waitq[0] == cl)
+		if first && c.next < c.low+c.window && (c.inflight+int64(length) <= min(c.winBytes, c.cwnd) || c.inflight == 0) {
+			if queued {
+				c.waitq = append(c.waitq[:0], c.waitq[1:]...)
+			}
 			break
 		}
-		ch := c.changed
-		c.waiters++
-		c.mu.Unlock()
-		var err error
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			err = ctx.Err()
+		if !queued {
+			select {
+			case <-cl.wake: // a wake-up left from the call's earlier incarnation
+			default:
+			}
+			c.waitq = append(c.waitq, cl)
+			queued = true
 		}
-		c.mu.Lock()
-		c.waiters--
 		c.mu.Unlock()
-		if err != nil {
+		select {
+		case <-cl.wake:
+		case <-ctx.Done():
+			c.mu.Lock()
+			c.leaveQueue(cl, true)
+			c.mu.Unlock()
 			c.calls.Put(cl)
-			return nil, err
+			return nil, ctx.Err()
 		}
 	}
 	// Reset under mu: an expire of the call's previous incarnation may
@@ -660,6 +674,9 @@ func (c *Client) start(ctx context.Context, op diskproto.Op, off int64, length u
 	if op == diskproto.OpRead || op == diskproto.OpWrite {
 		cl.length = int64(length)
 		c.inflight += cl.length
+	}
+	if c.next < c.low+c.window && c.inflight+int64(length) <= min(c.winBytes, c.cwnd) {
+		c.wakeNext() // room for the next waiter too
 	}
 	if op == diskproto.OpRead {
 		cl.track.Reset(length)
@@ -1151,10 +1168,33 @@ func (c *Client) settle(cl *call, err error) {
 		c.low++
 	}
 	cl.done <- struct{}{}
-	if c.waiters > 0 {
-		close(c.changed)
-		c.changed = make(chan struct{})
+	c.wakeNext()
+}
+
+// wakeNext wakes the first call waiting for room, if any. Called with mu
+// held.
+func (c *Client) wakeNext() {
+	if len(c.waitq) > 0 {
+		select {
+		case c.waitq[0].wake <- struct{}{}:
+		default: // already woken
+		}
 	}
+}
+
+// leaveQueue takes cl out of the queue for room (if queued) and passes
+// on a wake-up it may have taken. Called with mu held.
+func (c *Client) leaveQueue(cl *call, queued bool) {
+	if !queued {
+		return
+	}
+	for i, w := range c.waitq {
+		if w == cl {
+			c.waitq = append(c.waitq[:i], c.waitq[i+1:]...)
+			break
+		}
+	}
+	c.wakeNext()
 }
 
 // wait waits for cl; on ctx's end it abandons cl (the disk may still run it).

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -425,4 +426,47 @@ func TestContextAbandonFreesWindow(t *testing.T) {
 	if _, err := c.WriteAt(ctx, []byte("still works"), 0, false); err != nil {
 		t.Fatalf("write after abandoned reads: %v", err)
 	}
+}
+
+// TestWindowQueue: many more callers than the window holds, some giving
+// up while they wait for room, others closing nothing: every caller that
+// did not give up completes, in any order, and the window ends empty
+// (a later request still goes at once). The callers wait first come,
+// first served, each woken alone when room frees (run by -race).
+func TestWindowQueue(t *testing.T) {
+	_, addr := startServer(t, 1<<20, nil)
+	c := dial(t, addr, nil, storage.Options{Window: 2})
+	var wg sync.WaitGroup
+	var done, gaveUp atomic.Int64
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 20 {
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if (g+i)%5 == 0 {
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(i%3)*100*time.Microsecond)
+				}
+				_, err := c.WriteAt(ctx, []byte("queued"), int64(g*4096+i*8), false)
+				cancel()
+				switch {
+				case err == nil:
+					done.Add(1)
+				case errors.Is(err, context.DeadlineExceeded):
+					gaveUp.Add(1)
+				default:
+					t.Errorf("caller %d, write %d: %v", g, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if done.Load() == 0 || done.Load()+gaveUp.Load() != 32*20 {
+		t.Fatalf("%d writes done, %d given up, of %d", done.Load(), gaveUp.Load(), 32*20)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.WriteAt(ctx, []byte("after"), 0, false); err != nil {
+		t.Fatalf("write after the crowd: %v", err)
+	}
+	t.Logf("%d done, %d gave up; client %+v", done.Load(), gaveUp.Load(), c.Stats())
 }
