@@ -256,12 +256,20 @@ const LargeCluster = 256
 // supervisor's exchange rounds, each at a random moment: as much work
 // again as the rounds' last one. BenchmarkScale1000 back to back
 // (docs/SCALE.md, 2026-12-02): views complete 46.9 s after ready with a
-// minute, 21.8 s with 30 minutes (and the timer slack of peripherals/node),
-// idle 56 -> 31 % of a core. The price is anti-entropy: a member a view
+// minute; 18.5-21.8 s in three runs with 30 minutes (and the timer slack
+// of peripherals/node), idle 31-60 % of a core against 56 %, PSS 8.1-9.1
+// MiB against 9.0. The price is anti-entropy: a member a view
 // lacks after the rounds, the settle exchanges (for 2 minutes while the
 // view is short) and the seeds' re-joins (every 30 s) is found by a
 // push/pull only hours later; suspicions, deaths and refutations still
 // spread by gossip.
+//
+// Measured at 1,000 the same day and not taken: probe 1.5 s / 1 s with
+// gossip every 500 ms (what a frozen member dead in all views within
+// 10 s needs) set the storm off again (load average 1,752: members
+// waiting for a CPU during the rounds suspected, their refutations
+// saturating the machine); gossip every second instead of 3 s left 206
+// views without the frozen member dead after 70 s and cost idle CPU.
 func largeCluster(c *memberlist.Config) {
 	c.PushPullInterval = 30 * time.Minute
 	c.ProbeInterval = 5 * time.Second
