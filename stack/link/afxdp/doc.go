@@ -72,8 +72,9 @@
 // against 3.2-3.5 us in it (3 alternating rounds, loaded machine). But the
 // ring is published (xsk_flush) before the wake-up, so the peer's poller
 // already has the frame: those rounds' round trips were no shorter. Taking
-// the XSK out of the reader's epoll while pollers run gained 5-9 % of the
-// cross-CPU p50 in 10 later rounds, with a p99 no better; not landed (see
+// the XSK out of the reader's epoll while pollers run took 0.5-1 us off
+// the cross-CPU TCP p50 and 0.3 us off UDP's (3 sets of 6-10 alternating
+// rounds), but TCP's p99 rose in every set; not landed (see
 // docs/ARCHITECTURE.md, "Request/response latency").
 //
 // kick sends a few frames (a request, a reply) with a raw system call:
