@@ -5,13 +5,11 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/internal/wire/diskproto"
-	"github.com/netstation/netstation/peripherals/disk"
 )
 
 // TestUserStackGatheredWrites: WRITEs over two user-level stacks on a veth
@@ -24,17 +22,7 @@ import (
 func TestUserStackGatheredWrites(t *testing.T) {
 	cst, sst := userPair(t)
 	const size = 8 << 20
-	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(t.TempDir(), "disk.img"), Size: size,
-		Authorizer: disk.OpenAccess{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spc, err := sst.ListenUDP(netip.AddrPortFrom(sst.Addr(), diskproto.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(spc)
-	t.Cleanup(func() { srv.Close(); spc.Close() })
+	srv := serveDisk(t, sst, size)
 	pc, err := cst.ListenUDP(netip.AddrPortFrom(cst.Addr(), 0))
 	if err != nil {
 		t.Fatal(err)

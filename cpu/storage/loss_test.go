@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -43,17 +42,7 @@ func newLossyBed(t testing.TB, size int64) *lossyBed {
 		WrapB:  func(l link.Link) link.Link { imp = impair.Wrap(l); return imp },
 		Warmup: true})
 	cst, sst := p.A, p.B
-	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(t.TempDir(), "disk.img"), Size: size,
-		Authorizer: disk.OpenAccess{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spc, err := sst.ListenUDP(netip.AddrPortFrom(sst.Addr(), diskproto.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(spc)
-	t.Cleanup(func() { srv.Close(); spc.Close() })
+	srv := serveDisk(t, sst, size)
 	return &lossyBed{cst: cst, sst: sst, imp: imp, srv: srv,
 		addr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(sst.Addr(), diskproto.Port))}
 }

@@ -39,6 +39,24 @@ func reportCPU(b *testing.B, cpu0 time.Duration, bytes float64) {
 
 // userPair is two user-level stacks on the ends of a veth pair, each in a
 // namespace of its own: the fabric without the bridge, in one process.
+// serveDisk serves a disk of size bytes, open to all, on a temporary
+// backing file over st's storage protocol port until the test ends.
+func serveDisk(tb testing.TB, st *stack.Stack, size int64) *disk.Server {
+	tb.Helper()
+	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(tb.TempDir(), "disk.img"), Size: size,
+		Authorizer: disk.OpenAccess{}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	spc, err := st.ListenUDP(netip.AddrPortFrom(st.Addr(), diskproto.Port))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Serve(spc)
+	tb.Cleanup(func() { srv.Close(); spc.Close() })
+	return srv
+}
+
 func userPair(b testing.TB) (client, server *stack.Stack) {
 	na, nb := nstest.New(b, "sc"), nstest.New(b, "ss")
 	la, lb := nstest.Veth(b, na, "c0", nb, "s0", 1500)
@@ -72,17 +90,7 @@ func userPair(b testing.TB) (client, server *stack.Stack) {
 func BenchmarkUserStackStorage(b *testing.B) {
 	cst, sst := userPair(b)
 	const size = 256 << 20
-	srv, err := disk.NewServer(disk.Config{Path: filepath.Join(b.TempDir(), "disk.img"), Size: size,
-		Authorizer: disk.OpenAccess{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	spc, err := sst.ListenUDP(netip.AddrPortFrom(sst.Addr(), diskproto.Port))
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(spc)
-	b.Cleanup(func() { srv.Close(); spc.Close() })
+	srv := serveDisk(b, sst, size)
 	srvAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(sst.Addr(), diskproto.Port))
 
 	b.Run("raw-udp-1472", func(b *testing.B) {

@@ -54,6 +54,15 @@ func serve(t testing.TB, size int64, auth disk.Authorizer, cfg nbd.Config) *serv
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, ns, ds, ln)
+	a := ln.Addr().String()
+	return &served{addr: a, url: "nbd://" + a + "/", disk: ds, nbd: ns, path: path}
+}
+
+// serveOn runs ns on ln until the test ends, then closes ns and ds and
+// reports what either returned.
+func serveOn(t testing.TB, ns *nbd.Server, ds *disk.Server, ln net.Listener) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- ns.Serve(ln) }()
 	t.Cleanup(func() {
@@ -67,8 +76,6 @@ func serve(t testing.TB, size int64, auth disk.Authorizer, cfg nbd.Config) *serv
 			t.Errorf("disk close: %v", err)
 		}
 	})
-	a := ln.Addr().String()
-	return &served{addr: a, url: "nbd://" + a + "/", disk: ds, nbd: ns, path: path}
 }
 
 func run(t testing.TB, timeout time.Duration, name string, args ...string) []byte {

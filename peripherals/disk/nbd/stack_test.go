@@ -50,19 +50,7 @@ func serveStack(t testing.TB, size int64, cfg nbd.Config) *served {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- ns.Serve(ln) }()
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Errorf("nbd close: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		if err := ds.Close(); err != nil {
-			t.Errorf("disk close: %v", err)
-		}
-	})
+	serveOn(t, ns, ds, ln)
 	dial := func(t testing.TB) net.Conn {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

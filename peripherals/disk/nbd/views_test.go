@@ -78,19 +78,7 @@ func TestChoppyViews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- ns.Serve(choppyListener{ln}) }()
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Errorf("nbd close: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		if err := ds.Close(); err != nil {
-			t.Errorf("disk close: %v", err)
-		}
-	})
+	serveOn(t, ns, ds, choppyListener{ln})
 	a := ln.Addr().String()
 	testPipelined(t, &served{addr: a, url: "nbd://" + a + "/", disk: ds, nbd: ns, path: path})
 }
