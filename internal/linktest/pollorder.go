@@ -1,6 +1,7 @@
 package linktest
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,4 +109,19 @@ func SeqLast(b []byte) (uint32, bool) {
 		return 0, false
 	}
 	return uint32(b[len(b)-4])<<24 | uint32(b[len(b)-3])<<16 | uint32(b[len(b)-2])<<8 | uint32(b[len(b)-1]), true
+}
+
+// SendNumbered is a PollOrder.Send: tx sends frame i from the pair's vA
+// to vB, its number in its last 4 bytes (SeqLast), pausing 100 us every
+// 64 frames so the receiver's buffer or ring is not outrun.
+func (p *Pair) SendNumbered(tx link.Link) func(i int) error {
+	return func(i int) error {
+		f := Frame(p.MACB, p.MACA, 60, 0)
+		binary.BigEndian.PutUint32(f[len(f)-4:], uint32(i))
+		if i%64 == 63 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		_, err := tx.WriteBatch([]link.Frame{{Buf: f}})
+		return err
+	}
 }

@@ -1,10 +1,8 @@
 package afpacket
 
 import (
-	"encoding/binary"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/netstation/netstation/internal/linktest"
 	"github.com/netstation/netstation/stack/link"
@@ -16,16 +14,7 @@ func TestPollerOrder(t *testing.T) {
 	w := linktest.NewPair(t, 1500)
 	la := open(t, w.A, "vA", Options{})
 	lb := open(t, w.B, "vB", Options{})
-	linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast,
-		Send: func(i int) error {
-			f := linktest.Frame(w.MACB, w.MACA, 60, 0)
-			binary.BigEndian.PutUint32(f[len(f)-4:], uint32(i))
-			if i%64 == 63 {
-				time.Sleep(100 * time.Microsecond) // stay under the receive buffer
-			}
-			_, err := la.WriteBatch([]link.Frame{{Buf: f}})
-			return err
-		}})
+	linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast, Send: w.SendNumbered(la)})
 }
 
 // TestPollBatchRing: a receive ring cannot be polled beside its reader.

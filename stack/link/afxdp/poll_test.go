@@ -1,12 +1,9 @@
 package afxdp
 
 import (
-	"encoding/binary"
 	"testing"
-	"time"
 
 	"github.com/netstation/netstation/internal/linktest"
-	"github.com/netstation/netstation/stack/link"
 )
 
 // TestPollerOrder: the receive goroutine blocked in ReadBatch and two
@@ -19,16 +16,7 @@ func TestPollerOrder(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
 			la := openPacket(t, w.A, "vA")
 			lb := openXDP(t, w.B, "vB", Options{Rx: rx})
-			polled := linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast,
-				Send: func(i int) error {
-					f := linktest.Frame(w.MACB, w.MACA, 60, 0)
-					binary.BigEndian.PutUint32(f[len(f)-4:], uint32(i))
-					if i%64 == 63 {
-						time.Sleep(100 * time.Microsecond) // stay under the receive ring
-					}
-					_, err := la.WriteBatch([]link.Frame{{Buf: f}})
-					return err
-				}})
+			polled := linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast, Send: w.SendNumbered(la)})
 			if rx == RxXSK && lb.Stats().PolledFrames != uint64(polled) {
 				t.Errorf("PolledFrames %d, pollers counted %d", lb.Stats().PolledFrames, polled)
 			}
