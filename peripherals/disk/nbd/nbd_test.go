@@ -40,6 +40,12 @@ type served struct {
 // an NBD server for it on a kernel TCP listener on 127.0.0.1.
 func serve(t testing.TB, size int64, auth disk.Authorizer, cfg nbd.Config) *served {
 	t.Helper()
+	return serveWrapped(t, size, auth, cfg, nil)
+}
+
+// serveWrapped is serve with the listener wrapped by wrap (nil: as is).
+func serveWrapped(t testing.TB, size int64, auth disk.Authorizer, cfg nbd.Config, wrap func(net.Listener) net.Listener) *served {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
 	ds, err := disk.NewServer(disk.Config{Path: path, Size: size, Authorizer: auth})
 	if err != nil {
@@ -54,7 +60,11 @@ func serve(t testing.TB, size int64, auth disk.Authorizer, cfg nbd.Config) *serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveOn(t, ns, ds, ln)
+	if wrap != nil {
+		serveOn(t, ns, ds, wrap(ln))
+	} else {
+		serveOn(t, ns, ds, ln)
+	}
 	a := ln.Addr().String()
 	return &served{addr: a, url: "nbd://" + a + "/", disk: ds, nbd: ns, path: path}
 }

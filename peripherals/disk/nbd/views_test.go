@@ -2,7 +2,6 @@ package nbd_test
 
 import (
 	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/netstation/netstation/peripherals/disk"
@@ -64,21 +63,5 @@ func (l choppyListener) Accept() (net.Conn, error) {
 // views, and the header after a streamed WRITE is read from them too
 // (readHeader), across views and calls.
 func TestChoppyViews(t *testing.T) {
-	const size = 16 << 20
-	path := filepath.Join(t.TempDir(), "disk.img")
-	ds, err := disk.NewServer(disk.Config{Path: path, Size: size, Authorizer: disk.OpenAccess{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := nbd.NewServer(nbd.Config{Backend: ds})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveOn(t, ns, ds, choppyListener{ln})
-	a := ln.Addr().String()
-	testPipelined(t, &served{addr: a, url: "nbd://" + a + "/", disk: ds, nbd: ns, path: path})
+	testPipelined(t, serveWrapped(t, 16<<20, disk.OpenAccess{}, nbd.Config{}, func(ln net.Listener) net.Listener { return choppyListener{ln} }))
 }
