@@ -1,6 +1,7 @@
 package dgram
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +25,7 @@ import (
 // Go's netpoller reads non-blocking sockets, which busy-poll once at
 // most, so this Conn makes blocking system calls on a thread of its own.
 // It busy-polls only what arrives through NAPI: on a veth that needs GRO
-// on (Linux 5.13 and later). BusyPolled tells whether the last datagram
+// on (Linux 5.13 and later). BusyPolled tells whether the first datagram
 // did; a caller that reports a busy-polling figure checks it.
 //
 // Reads wait in slices of at most busyPollSlice (SO_RCVTIMEO), so a read
@@ -39,6 +41,10 @@ type BusyPollConn struct {
 	readDeadline atomic.Int64 // unix nanoseconds; 0 = none
 	slice        time.Duration
 	napi         atomic.Bool
+	checked      bool                  // napi is known (under rmu)
+	from         unix.RawSockaddrInet4 // recvfrom's sender (under rmu)
+	wmu          sync.Mutex
+	to           unix.SockaddrInet4 // sendto's destination (under wmu)
 }
 
 var _ Conn = (*BusyPollConn)(nil)
@@ -81,7 +87,7 @@ func ListenBusyPoll(local netip.AddrPort, budget time.Duration) (*BusyPollConn, 
 	return c, nil
 }
 
-// BusyPolled reports whether the last datagram read came through NAPI
+// BusyPolled reports whether the first datagram read came through NAPI
 // (SO_INCOMING_NAPI_ID), which the socket's busy polling needs.
 func (c *BusyPollConn) BusyPolled() bool { return c.napi.Load() }
 
@@ -115,21 +121,40 @@ func (c *BusyPollConn) ReadBatch(msgs []Message) (int, error) {
 			}
 			c.slice = wait
 		}
-		n, from, err := unix.Recvfrom(c.fd, msgs[0].Buf, 0)
+		n, from, err := c.recvfrom(msgs[0].Buf)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			continue // a slice ended: look at the deadline and Close again
 		case err != nil:
 			return 0, fmt.Errorf("dgram: recvfrom: %w", err)
 		}
-		msgs[0].N, msgs[0].Addr = n, netip.AddrPort{}
-		if in4, ok := from.(*unix.SockaddrInet4); ok {
-			msgs[0].Addr = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
+		msgs[0].N, msgs[0].Addr = n, from
+		if !c.checked {
+			// The path a socket's datagrams take does not change within
+			// a run: one look, not a system call per datagram.
+			id, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+			c.napi.Store(err == nil && id != 0)
+			c.checked = true
 		}
-		id, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
-		c.napi.Store(err == nil && id != 0)
 		return 1, nil
 	}
+}
+
+// recvfrom is recvfrom(2) into b with the sender's address in a buffer of
+// the Conn's own (unix.Recvfrom allocates one per call).
+func (c *BusyPollConn) recvfrom(b []byte) (int, netip.AddrPort, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	alen := uint32(unix.SizeofSockaddrInet4)
+	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(p), uintptr(len(b)), 0,
+		uintptr(unsafe.Pointer(&c.from)), uintptr(unsafe.Pointer(&alen)))
+	if e != 0 {
+		return 0, netip.AddrPort{}, e
+	}
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&c.from.Port))[:]) // network order
+	return int(n), netip.AddrPortFrom(netip.AddrFrom4(c.from.Addr), port), nil
 }
 
 // WriteBatch sends msgs in order, one sendto each (UDP sends do not
@@ -140,9 +165,11 @@ func (c *BusyPollConn) WriteBatch(msgs []Message) (int, error) {
 	if c.closed.Load() {
 		return 0, net.ErrClosed
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	for i := range msgs {
-		to := &unix.SockaddrInet4{Addr: msgs[i].Addr.Addr().Unmap().As4(), Port: int(msgs[i].Addr.Port())}
-		if err := unix.Sendto(c.fd, msgs[i].Buf, 0, to); err != nil {
+		c.to.Addr, c.to.Port = msgs[i].Addr.Addr().Unmap().As4(), int(msgs[i].Addr.Port())
+		if err := unix.Sendto(c.fd, msgs[i].Buf, 0, &c.to); err != nil {
 			return i, fmt.Errorf("dgram: sendto %v: %w", msgs[i].Addr, err)
 		}
 		msgs[i].N = len(msgs[i].Buf)

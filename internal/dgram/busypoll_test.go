@@ -47,6 +47,20 @@ func TestBusyPollConn(t *testing.T) {
 		t.Fatal("loopback has no NAPI, yet BusyPolled says the datagram came through it")
 	}
 
+	// A round trip's write and read allocate nothing (the kernel
+	// baseline must not pay a garbage collector the user stack does not).
+	out := []Message{{Buf: []byte("ping"), Addr: bAddr}}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, err := a.WriteBatch(out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.ReadBatch(in); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("%v allocations per write and read", allocs)
+	}
+
 	// A deadline already set ends the read; one set from another
 	// goroutine ends a read that is already waiting.
 	b.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
