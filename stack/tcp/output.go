@@ -129,7 +129,10 @@ func (c *Conn) fillLocked() (int, bool) {
 	if sackRecovery {
 		n = c.fillSACKRecoveryLocked(n)
 	}
-	if c.rexmitTail {
+	if c.rexmitTail && n < len(c.txSegs) {
+		// With every slot taken by SACK recovery (the connection entered
+		// it after the probe timer fired) the probe waits for the next
+		// batch, which fillLocked's "more" answer asks for at once.
 		c.rexmitTail = false
 		n = c.fillTailProbeLocked(n)
 	}
