@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/netstation/netstation/cpu/storage"
 	"github.com/netstation/netstation/internal/wire/diskproto"
@@ -68,4 +69,75 @@ func TestUserStackGatheredWrites(t *testing.T) {
 		t.Errorf("the disk refused %d WRITEs for their data CRC", n)
 	}
 	t.Logf("client %+v", c.Stats())
+}
+
+// TestReadRepliesAreSnapshots: READ replies gathered from the disk's
+// mapping (no copy at the disk) are snapshots while WRITEs of the same
+// range run: every READ of a range that concurrent WRITEs fill, each
+// with one byte value, reads one WRITE's bytes whole, and no reply
+// arrives with data its CRC does not vouch for (the disk holds the range
+// against writes from its CRC pass until the reply was handed to the
+// socket; without that hold, a WRITE landing between the two made the
+// client count a bad reply and read again). Two user-level stacks on the
+// in-memory link with GSO, no loss; no root.
+func TestReadRepliesAreSnapshots(t *testing.T) {
+	bed := newLossyBed(t, 4<<20)
+	c := bed.dial(t)
+	const n = 256 << 10 // one request: the disk's max I/O
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 2 {
+		wg.Go(func() {
+			p := make([]byte, n)
+			for v := byte(w + 1); ; v += 2 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for i := range p {
+					p[i] = v
+				}
+				if _, err := c.WriteAt(ctx, p, 0, false); err != nil {
+					t.Errorf("WRITE: %v", err)
+					return
+				}
+			}
+		})
+	}
+	reads := 300
+	if raceEnabled {
+		reads = 60
+	}
+	var rg sync.WaitGroup
+	for range 2 {
+		rg.Go(func() {
+			got := make([]byte, n)
+			for range reads / 2 {
+				if _, err := c.ReadAt(ctx, got, 0); err != nil {
+					t.Errorf("READ: %v", err)
+					return
+				}
+				for i, b := range got {
+					if b != got[0] {
+						t.Errorf("a READ mixed two WRITEs: byte 0 is %d, byte %d is %d", got[0], i, b)
+						return
+					}
+				}
+			}
+		})
+	}
+	rg.Wait()
+	close(stop)
+	wg.Wait()
+	st, ds := c.Stats(), bed.srv.Stats()
+	t.Logf("client %+v; disk: %d READ replies gathered", st, ds.GatheredReads)
+	if ds.GatheredReads == 0 {
+		t.Fatal("no READ reply was gathered from the mapping: the test tested nothing")
+	}
+	if st.BadReplies != 0 {
+		t.Errorf("%d replies arrived with data their CRC did not vouch for", st.BadReplies)
+	}
 }

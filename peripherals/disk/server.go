@@ -127,6 +127,9 @@ type Server struct {
 
 	refusals refusalLog // refusallog.go
 	mem      mapping    // mem.go: the backing file mapped
+	// ranges holds a range still being sent from the mapping (a gathered
+	// READ reply) against writes to it: gather.go.
+	ranges rangeLocks
 
 	// runHook, set by tests, runs on the worker before each request: it
 	// can hold a request "running".
@@ -910,8 +913,9 @@ func (s *Server) worker() {
 
 // workerScratch is a worker's reusable send state.
 type workerScratch struct {
-	msgs []dgram.Message
-	iovs [][]byte
+	msgs   []dgram.Message
+	iovs   [][]byte
+	gather gatherScratch // gather.go
 }
 
 // run executes one request on the backing file and answers it.
@@ -925,8 +929,13 @@ func (s *Server) run(j *job, w *workerScratch) {
 	switch req.Op {
 	case diskproto.OpRead:
 		ob := s.outs.Get().(*[]byte)
-		var kept bool
-		status, kept = s.readReply(j, ob, w) // records the outcome (finish) before it sends
+		var kept, handled bool
+		if g, ok := j.pc.(runGatherer); ok {
+			status, handled, kept = s.readGathered(j, g, ob, w) // gather.go
+		}
+		if !handled {
+			status, kept = s.readReply(j, ob, w) // records the outcome (finish) before it sends
+		}
 		if !kept {
 			s.outs.Put(ob)
 		}
@@ -998,6 +1007,8 @@ func (s *Server) sync() diskproto.Code {
 // trim punches a hole; where the file system cannot, it writes zeros, so
 // a trimmed range always reads back as zeros.
 func (s *Server) trim(off, n int64) diskproto.Code {
+	held := s.ranges.lock(off, n, true) // not under a gathered READ's send
+	defer s.ranges.unlock(held, true)
 	err := unix.Fallocate(s.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	if err == nil {
 		s.clearHeld(off, n)
@@ -1040,7 +1051,10 @@ func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.
 		a, b, _ := l.Data(i)
 		w.iovs = append(w.iovs, ob[a:b])
 	}
+	// A snapshot: no write to the range while it is copied (gather.go).
+	held := s.ranges.lock(int64(req.Offset), int64(req.Length), false)
 	crc, err := s.readInto(w.iovs, int64(req.Offset), int64(req.Length))
+	s.ranges.unlock(held, false)
 	if err != nil {
 		s.log.Warn("disk: read failed", "off", req.Offset, "len", req.Length, "err", err)
 		s.finish(j, diskproto.CodeIO, false)
@@ -1122,6 +1136,8 @@ func (s *Server) readInto(iovs [][]byte, off, n int64) (crc uint32, err error) {
 
 // writeData writes p at off: into the mapping, or the file.
 func (s *Server) writeData(p []byte, off int64) error {
+	held := s.ranges.lock(off, int64(len(p)), true) // not under a gathered READ's send
+	defer s.ranges.unlock(held, true)
 	if ok, err := s.writeMapped(p, off); ok {
 		return err
 	}

@@ -65,6 +65,7 @@ type counters struct {
 	paceWaits    atomic.Uint64 // of those, the replies part of which waited for the pacer
 	paceFloor    atomic.Uint64 // READs asking for a rate below MinPaceRate (raised to it)
 	paceOverflow atomic.Uint64 // replies whose rest left at once: schedule too far ahead or pacer full
+	gathered     atomic.Uint64 // READ replies gathered from the mapping (gather.go)
 }
 
 func (c *counters) drop(reason int) { c.drops[reason].Add(1) }
@@ -99,6 +100,9 @@ type Stats struct {
 	PaceWaits    uint64 `json:"pace_waits"`
 	PaceFloor    uint64 `json:"pace_floor"`
 	PaceOverflow uint64 `json:"pace_overflow"`
+	// GatheredReads are READ replies whose data the socket gathered
+	// straight from the mapped backing file (no copy in the disk's memory).
+	GatheredReads uint64 `json:"gathered_reads"`
 	// Access is "capability" or "open"; Refused counts the requests the
 	// CapabilityAuthorizer refused, by reason (see CapabilityAuthorizer.Stats),
 	// and Version is its current capability version.
@@ -131,6 +135,8 @@ func (s *Server) Stats() Stats {
 		PaceWaits:    s.stats.paceWaits.Load(),
 		PaceFloor:    s.stats.paceFloor.Load(),
 		PaceOverflow: s.stats.paceOverflow.Load(),
+
+		GatheredReads: s.stats.gathered.Load(),
 	}
 	for i := range s.stats.requests {
 		if v := s.stats.requests[i].Load(); v != 0 {
