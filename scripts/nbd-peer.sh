@@ -12,11 +12,16 @@
 # Usage: scripts/nbd-peer.sh [path/to/netstation]   (NBD_PEER_TIME=5 s per job)
 # NBD_PEER_JOBS="randread32 seqwrite" runs only those jobs and
 # NBD_PEER_TARGETS="disk0" only those servers (one line per job, no table);
-# with NETSTATION_CPUPROFILE_DIR set, disk0 writes its profile there at down.
+# with NETSTATION_CPUPROFILE_DIR set, disk0 writes its profile there at down;
+# NBD_PEER_CAPTURE=1 captures 1 s of the write job on fio's interface
+# (dumpcap, tshark) and prints how long each server took to acknowledge the
+# data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "nbd-peer: needs root" >&2; exit 1; }
-for t in nbdkit fio python3 ip; do
+tools="nbdkit fio python3 ip"
+[ -n "${NBD_PEER_CAPTURE:-}" ] && tools="$tools dumpcap tshark"
+for t in $tools; do
   command -v $t >/dev/null || { echo "nbd-peer: needs $t (apt-get install nbdkit fio)" >&2; exit 1; }
 done
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "nbd-peer: this fio has no nbd engine" >&2; exit 1; }
@@ -95,10 +100,25 @@ for target in ${NBD_PEER_TARGETS:-disk0 nbdkit}; do
   for j in "${jobs[@]}"; do
     set -- $j
     [ -n "$sel" ] && [[ " $sel " != *" $1 "* ]] && continue
+    # The kernel sender's view of the connection (ss -ti in fio's
+    # namespace) a second before the job ends: its RTT, congestion window,
+    # spurious retransmissions and window-limited time say whether the
+    # server's ACKs or its window held fio back.
+    (sleep "$((runtime > 1 ? runtime - 1 : 1))"; ip netns exec "$fns" ss -tin "dport = :10809" >"$work/$target-$1.ss" 2>/dev/null) &
+    ss_pid=$!
+    cap_pid=
+    if [ -n "${NBD_PEER_CAPTURE:-}" ] && [ "$1" = seqwrite ]; then
+      # One second from the middle of the job, headers only.
+      (sleep "$((runtime / 2))"; ip netns exec "$fns" dumpcap -q -i eth0 -s 128 -f "tcp port 10809" -a duration:1 \
+        -w "$work/$target-$1.pcap" >/dev/null 2>&1) &
+      cap_pid=$!
+    fi
     ip netns exec "$fns" fio --name="$1" --ioengine=nbd --uri="$uri" --rw="$2" --bs="$3" --iodepth="$4" \
       --size=$region --runtime="$runtime" --time_based --randrepeat=0 --output-format=json \
       >"$work/$target-$1.json" 2>"$work/$target-$1.err" || {
         echo "nbd-peer: fio $1 against $target failed:" >&2; cat "$work/$target-$1.err" >&2; exit 1; }
+    wait "$ss_pid" || true
+    [ -n "$cap_pid" ] && { wait "$cap_pid" || true; }
   done
 done
 
@@ -143,3 +163,76 @@ print()
 print(f"fio {runtime} s per job over a {256} MiB region (written first by the 1 MiB write job), one job at a time,")
 print("nbd engine from a kernel namespace on the fabric bridge; both servers' backing files on tmpfs; processes unpinned.")
 PY
+python3 - "$work" <<'PY'
+import re, sys
+work = sys.argv[1]
+def sender(target):
+    try:
+        text = open(f"{work}/{target}-seqwrite.ss").read()
+    except OSError:
+        return None
+    def field(name, pat=r"[\d.]+"):
+        m = re.search(r"\b" + name + r"[: ](" + pat + ")", text)
+        return m.group(1) if m else None
+    rtt, cwnd = field("rtt"), field("cwnd")
+    if rtt is None:
+        return None
+    retr = field("retrans", r"\d+/\d+")
+    lim = re.search(r"rwnd_limited:\d+ms\(([\d.]+)%\)", text)
+    return (f"srtt {float(rtt) * 1000:.0f} us, cwnd {cwnd} segments, "
+            f"{(retr or '0/0').split('/')[1]} retransmitted ({field('dsack_dups') or 0} of them DSACKed as spurious), "
+            f"reordering {field('reordering') or 3}, receive-window-limited {lim.group(1) if lim else 0} % of the time")
+lines = [(t, sender(t)) for t in ("disk0", "nbdkit")]
+if all(s for _, s in lines):
+    print()
+    print("fio's TCP sender 1 s before the end of the 1 MiB write job (`ss -ti` in its namespace; counts since the job began):")
+    for t, s in lines:
+        print(f"- {t}: {s}")
+PY
+if [ -n "${NBD_PEER_CAPTURE:-}" ]; then
+python3 - "$work" <<'PY'
+import os, subprocess, sys
+work = sys.argv[1]
+def acks(target):
+    """How long after fio sent each data segment the server's first ACK
+    covering its last byte came back, in one second of the write job."""
+    f = f"{work}/{target}-seqwrite.pcap"
+    if not os.path.exists(f):
+        return None
+    out = subprocess.run(["tshark", "-r", f, "-T", "fields", "-e", "frame.time_epoch", "-e", "tcp.srcport",
+                          "-e", "tcp.len", "-e", "tcp.seq_raw", "-e", "tcp.ack_raw"],
+                         capture_output=True, text=True).stdout
+    sent, acked, nbytes = [], [], 0
+    for line in out.splitlines():
+        t, sport, n, seq, ack = line.split("\t")
+        if sport == "10809":
+            acked.append((float(t), int(ack)))
+        elif int(n or 0) > 0:
+            sent.append((float(t), (int(seq) + int(n)) % 2**32))
+            nbytes += int(n)
+    if not sent or not acked:
+        return None
+    lat, j = [], 0
+    for t, end in sent:
+        while j < len(acked) and acked[j][0] < t:
+            j += 1
+        k = j
+        while k < len(acked) and (acked[k][1] - end) % 2**32 >= 2**31:  # ack before end
+            k += 1
+        if k < len(acked):
+            lat.append((acked[k][0] - t) * 1e6)
+    lat.sort()
+    if not lat:
+        return None
+    pct = lambda p: lat[min(len(lat) - 1, len(lat) * p // 100)]
+    span = max(acked[-1][0], sent[-1][0]) - min(acked[0][0], sent[0][0])
+    return (f"{nbytes / 2**20 / span:,.0f} MiB/s in the capture, {len(acked) / (nbytes / 2**20):.1f} ACKs per MiB; "
+            f"segment sent -> ACK covering it: p10 {pct(10):.0f} us, p50 {pct(50):.0f}, p90 {pct(90):.0f}, p99 {pct(99):.0f}")
+lines = [(t, acks(t)) for t in ("disk0", "nbdkit")]
+if all(s for _, s in lines):
+    print()
+    print("One second of the 1 MiB write job captured on fio's interface (NBD_PEER_CAPTURE=1):")
+    for t, s in lines:
+        print(f"- {t}: {s}")
+PY
+fi
