@@ -80,10 +80,10 @@ type BenchReady struct {
 // socket: the CLI cancels a receiver or echo and starts the next run at
 // once, while this side's handler closes its socket only when it sees the
 // cancellation. So an address in use is retried for up to benchBindWait.
-func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool, poll time.Duration) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool, poll time.Duration, bulk bool) (bench.Conn, netip.AddrPort, error) {
 	deadline := time.Now().Add(benchBindWait)
 	for {
-		c, ap, err := p.benchConnOnce(stackName, port, noGSO, poll)
+		c, ap, err := p.benchConnOnce(stackName, port, noGSO, poll, bulk)
 		if err == nil || port == 0 || !(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, engine.ErrInUse)) || time.Now().After(deadline) {
 			return c, ap, err
 		}
@@ -91,17 +91,27 @@ func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool, poll time
 	}
 }
 
+// benchLinkPoll is how long a bench socket's stack keeps polling its link
+// after a batch while traffic flows (stack.UDPOptions.LinkPoll).
+var benchLinkPoll = 50 * time.Microsecond
+
 // benchBindWait bounds how long benchConn waits for a fixed port that the
 // previous run's socket still holds.
 const benchBindWait = 3 * time.Second
 
-func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll time.Duration) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll time.Duration, bulk bool) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
 	case StackUser, "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
 		// The same buffer as the kernel baseline's socket (like with
 		// like): a receiver descheduled for a while rides it out.
-		c, err := p.stack.ListenUDPOptions(ap, stack.UDPOptions{QueueBytes: KernelBenchBuffer, QueueLen: KernelBenchBuffer / 256})
+		o := stack.UDPOptions{QueueBytes: KernelBenchBuffer, QueueLen: KernelBenchBuffer / 256}
+		if bulk {
+			// A bulk run's socket (round trips have a reader's poll budget
+			// instead): the receive goroutine polls while traffic flows.
+			o.LinkPoll = benchLinkPoll
+		}
+		c, err := p.stack.ListenUDPOptions(ap, o)
 		if err != nil {
 			return nil, ap, err
 		}
@@ -268,7 +278,7 @@ func (p *Runtime) registerBench() {
 		if err := req.Decode(&a); err != nil {
 			return nil, err
 		}
-		c, local, err := p.benchConn(a.Stack, BenchPort, a.NoGSO, 0)
+		c, local, err := p.benchConn(a.Stack, BenchPort, a.NoGSO, 0, true)
 		if err != nil {
 			return nil, err
 		}
@@ -297,7 +307,7 @@ func (p *Runtime) registerBench() {
 			}
 		}()
 		for i := 0; i < n; i++ {
-			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, 0)
+			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, 0, true)
 			if err != nil {
 				return nil, err
 			}
@@ -333,7 +343,7 @@ func (p *Runtime) registerBench() {
 			return nil, err
 		}
 		defer restore()
-		c, local, err := p.benchConn(a.Stack, EchoPort, a.NoGSO, a.Poll)
+		c, local, err := p.benchConn(a.Stack, EchoPort, a.NoGSO, a.Poll, false)
 		if err != nil {
 			return nil, err
 		}
@@ -355,7 +365,7 @@ func (p *Runtime) registerBench() {
 			return nil, err
 		}
 		defer restore()
-		c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, a.Poll)
+		c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, a.Poll, false)
 		if err != nil {
 			return nil, err
 		}

@@ -5,9 +5,11 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/netstation/netstation/stack/link"
 	"github.com/netstation/netstation/stack/link/mem"
 	"github.com/netstation/netstation/stack/tcp"
 )
@@ -281,4 +283,56 @@ func TestConnPollBudget(t *testing.T) {
 	// receive goroutine, woken too, often wins: see TestPollBudgetUDP);
 	// TestSocketPollBudget checks a socket's budget deterministically.
 	t.Logf("%d frames taken by the polling reader", a.Stats().PolledFrames-before)
+}
+
+// busyPollLink records the link busy-poll budget the stack sets.
+type busyPollLink struct {
+	*mem.Link
+	budget atomic.Int64
+}
+
+func (l *busyPollLink) SetBusyPoll(d time.Duration) { l.budget.Store(int64(d)) }
+
+var _ link.BusyPoller = (*busyPollLink)(nil)
+
+// TestLinkPollArmedBySockets: the link busy-polls only while a socket
+// that asked for it (UDPOptions.LinkPoll) is open, with the largest
+// budget asked for; other sockets leave it asleep.
+func TestLinkPollArmedBySockets(t *testing.T) {
+	la, lb := mem.Pair(macA, macB, mem.Options{})
+	bl := &busyPollLink{Link: la}
+	s, err := New(bl, Config{Addr: netip.PrefixFrom(ipA, 24)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer lb.Close()
+	want := func(d time.Duration) {
+		t.Helper()
+		if got := time.Duration(bl.budget.Load()); got != d {
+			t.Fatalf("link busy-poll budget %v, want %v", got, d)
+		}
+	}
+	plain, err := s.ListenUDP(netip.AddrPortFrom(ipA, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(0)
+	short, err := s.ListenUDPOptions(netip.AddrPortFrom(ipA, 0), UDPOptions{LinkPoll: 50 * time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(50 * time.Microsecond)
+	long, err := s.ListenUDPOptions(netip.AddrPortFrom(ipA, 0), UDPOptions{LinkPoll: 200 * time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(200 * time.Microsecond)
+	long.Close()
+	long.Close() // a second Close counts nothing out
+	want(50 * time.Microsecond)
+	plain.Close()
+	want(50 * time.Microsecond)
+	short.Close()
+	want(0)
 }

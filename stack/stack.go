@@ -168,6 +168,9 @@ type Stack struct {
 
 	socksMu sync.Mutex
 	socks   map[*UDPConn]struct{}
+	// linkPolls counts the open sockets asking for each link busy-poll
+	// budget (UDPOptions.LinkPoll); under socksMu.
+	linkPolls map[time.Duration]int
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -423,6 +426,30 @@ func (s *Stack) arpRetryInterval() time.Duration {
 		return s.cfg.ARP.RetryInterval
 	}
 	return arp.DefaultRetryInterval
+}
+
+// linkPoll counts a socket's link busy-poll budget in (on) or out and
+// sets the link's budget to the largest one still asked for (0: none).
+func (s *Stack) linkPoll(d time.Duration, on bool) {
+	bp, ok := s.link.(link.BusyPoller)
+	if !ok {
+		return
+	}
+	s.socksMu.Lock()
+	defer s.socksMu.Unlock()
+	if s.linkPolls == nil {
+		s.linkPolls = make(map[time.Duration]int)
+	}
+	if on {
+		s.linkPolls[d]++
+	} else if s.linkPolls[d]--; s.linkPolls[d] <= 0 {
+		delete(s.linkPolls, d)
+	}
+	var budget time.Duration
+	for b := range s.linkPolls {
+		budget = max(budget, b)
+	}
+	bp.SetBusyPoll(budget)
 }
 
 // drive is run to completion for a reader with nothing queued: it polls

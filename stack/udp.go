@@ -50,8 +50,9 @@ type UDPConn struct {
 
 	readDeadline  atomic.Int64 // unix nanoseconds; 0 = none
 	writeDeadline atomic.Int64
-	noGSO         atomic.Bool  // SetGSO(false): one frame per datagram
-	pollBudget    atomic.Int64 // SetPollBudget; starts at Config.PollBudget
+	noGSO         atomic.Bool   // SetGSO(false): one frame per datagram
+	pollBudget    atomic.Int64  // SetPollBudget; starts at Config.PollBudget
+	linkPoll      time.Duration // UDPOptions.LinkPoll, armed from open to Close
 	// reclaim asks whoever next holds rmu to drop what a closed socket
 	// still queues, giving the link's lent buffers back (see reclaimLent).
 	reclaim   atomic.Bool
@@ -89,6 +90,15 @@ type UDPOptions struct {
 	// Pages of the ring a reader that keeps up never needs are never
 	// touched.
 	QueueBytes, QueueLen int
+	// LinkPoll, if positive, makes the stack's receive goroutine, while
+	// this socket is open and frames keep coming, poll the link for up to
+	// LinkPoll after each batch before it sleeps (link.BusyPoller; a link
+	// that cannot ignores it): a bulk receiver, or a sender that waits for
+	// its receiver's credits, then pays no sleep and wake-up per batch.
+	// Adaptive: sparse traffic never makes it spin, and it stops polling
+	// LinkPoll after the last frame. With several such sockets the largest
+	// budget applies.
+	LinkPoll time.Duration
 }
 
 // ListenUDPOptions is ListenUDP with options of the socket's own.
@@ -124,7 +134,7 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, er
 	if raddr.IsValid() {
 		k.RemoteAddr, k.RemotePort = raddr.Addr().As4(), raddr.Port()
 	}
-	c := &UDPConn{s: s, raddr: raddr, done: make(chan struct{})}
+	c := &UDPConn{s: s, raddr: raddr, done: make(chan struct{}), linkPoll: max(o.LinkPoll, 0)}
 	c.readyFn = c.readable
 	c.pollBudget.Store(int64(s.cfg.PollBudget))
 	qlen, qbytes := s.cfg.UDPQueueLen, s.cfg.UDPQueueBytes
@@ -158,6 +168,9 @@ func (s *Stack) openUDP(laddr, raddr netip.AddrPort, o UDPOptions) (*UDPConn, er
 	s.socksMu.Lock()
 	s.socks[c] = struct{}{}
 	s.socksMu.Unlock()
+	if c.linkPoll > 0 {
+		s.linkPoll(c.linkPoll, true)
+	}
 	if s.closed() { // raced with Stack.Close
 		c.Close()
 		return nil, ErrClosed
@@ -196,6 +209,9 @@ func (c *UDPConn) Close() error {
 		c.s.socksMu.Unlock()
 		close(c.done)
 		c.reclaimLent()
+		if c.linkPoll > 0 {
+			c.s.linkPoll(c.linkPoll, false)
+		}
 	})
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is returned by ReadBatch and WriteBatch once the link is closed.
@@ -187,6 +188,20 @@ type Poller interface {
 	// up briefly, so a poller sharing a CPU with its peer lets it run.
 	// frames[i].Buf is valid only inside fn. Safe for concurrent use.
 	PollBatch(frames []Frame, fn func([]Frame)) (int, error)
+}
+
+// BusyPoller is implemented by links whose blocked reader (ReadBatch) can
+// keep polling the medium for a while instead of sleeping as soon as it
+// finds nothing: while traffic flows, the process then pays no sleep and
+// no wake-up per batch (on a VM an idle CPU halts and each wake-up is an
+// inter-processor interrupt, on both sides of it). It is adaptive: a
+// reader polls only after a batch whose frames came within the budget of
+// asking for them, so sparse traffic (gossip, a lone request) never makes
+// it spin, and it stops polling a budget after the last frame.
+type BusyPoller interface {
+	// SetBusyPoll sets that budget; 0 turns polling off. Safe for
+	// concurrent use; it takes effect from the next ReadBatch.
+	SetBusyPoll(d time.Duration)
 }
 
 // RxTurn is the receive turn of a Poller: a lock that the goroutine

@@ -209,6 +209,9 @@ type Stats struct {
 	// but its next block still the kernel's, and skipped ahead to the
 	// first retired block (a lost position; expected to stay 0).
 	RxResyncs uint64
+	// BusyPolls counts the reads that found nothing while ReadBatch was
+	// busy-polling (Options.BusyPoll, SetBusyPoll) instead of sleeping.
+	BusyPolls uint64
 }
 
 // maxFrameGSO is the largest GSO frame: a 64 KiB IP packet plus Ethernet
@@ -229,6 +232,12 @@ type Link struct {
 	ifidx  int
 	opts   Options
 	closed atomic.Bool
+	// busyPoll is SetBusyPoll's budget in nanoseconds (RxRecvmmsg).
+	busyPoll atomic.Int64
+	// lastTx is when a frame last left, as time since epoch (0: never),
+	// kept only while busyPoll is on.
+	lastTx atomic.Int64
+	epoch  time.Time
 
 	rxMu sync.Mutex
 	rx   rxRing
@@ -238,6 +247,7 @@ type Link struct {
 
 	rxFrames, rxBytes, rxTrunc atomic.Uint64
 	rxResync                   atomic.Uint64
+	busyPolls                  atomic.Uint64
 	txFrames, txBytes, txRetry atomic.Uint64
 
 	statMu    sync.Mutex
@@ -259,7 +269,7 @@ func Open(ifname string, opts Options) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("afpacket: %w", err)
 	}
-	l := &Link{fd: -1, sendFd: -1, evfd: -1, rs: rxSock{fd: -1}, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...), ifidx: ifi.Index, opts: opts}
+	l := &Link{fd: -1, sendFd: -1, evfd: -1, rs: rxSock{fd: -1}, mtu: ifi.MTU, mac: append(net.HardwareAddr(nil), ifi.HardwareAddr...), ifidx: ifi.Index, opts: opts, epoch: time.Now()}
 	if err := l.open(); err != nil {
 		l.release()
 		return nil, fmt.Errorf("afpacket: open %s: %w", ifname, err)
@@ -462,7 +472,7 @@ func (l *Link) Stats() Stats {
 		RxFrames: l.rxFrames.Load(), RxBytes: l.rxBytes.Load(),
 		TxFrames: l.txFrames.Load(), TxBytes: l.txBytes.Load(),
 		TxRetries: l.txRetry.Load(), RingDrops: drops, RxTruncated: l.rxTrunc.Load(),
-		RxResyncs: l.rxResync.Load(),
+		RxResyncs: l.rxResync.Load(), BusyPolls: l.busyPolls.Load(),
 	}
 }
 

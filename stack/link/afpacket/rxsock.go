@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 	"time"
 	"unsafe"
@@ -52,8 +53,11 @@ type rxSock struct {
 	// of the last batch.
 	limit int
 	err   syscall.Errno
-	busy  bool               // recv reports EAGAIN as done (busy polling)
-	recv  func(uintptr) bool // r.recvmmsg as a func value, made once
+	busy  bool // recv reports EAGAIN as done (busy polling)
+	// flowing: the last ReadBatch got its frames within the adaptive
+	// busy-poll budget (Link.SetBusyPoll), so the next one polls.
+	flowing bool
+	recv    func(uintptr) bool // r.recvmmsg as a func value, made once
 
 	// turn orders the blocked reader and pollers (link.Poller); holding
 	// says the reader has it, from frames returned until its next call.
@@ -151,7 +155,7 @@ func (r *rxSock) recvmmsg(fd uintptr) bool {
 		r.holding = true
 	}
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.want), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.want), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
@@ -224,23 +228,76 @@ func (l *Link) readSock(frames []link.Frame) (int, error) {
 	r := &l.rs
 	r.giveTurn() // the caller is done with the last batch
 	r.want = min(len(frames), rxSockBatch, max(r.limit, 1))
-	var deadline time.Time
+	adaptive := time.Duration(l.busyPoll.Load())
+	var start, deadline time.Time
+	if l.opts.BusyPoll > 0 || adaptive > 0 {
+		start = time.Now()
+	}
 	if l.opts.BusyPoll > 0 {
-		deadline = time.Now().Add(l.opts.BusyPoll)
+		deadline = start.Add(l.opts.BusyPoll)
+	}
+	if adaptive > 0 && (r.flowing || l.sentWithin(start, adaptive)) {
+		deadline = start.Add(max(adaptive, l.opts.BusyPoll))
 	}
 	r.refill(r.want) // the last batch's buffers on loan are replaced
 	for {
-		busy := !deadline.IsZero() && time.Now().Before(deadline)
+		busy := false
+		if !deadline.IsZero() {
+			busy = time.Now().Before(deadline)
+		}
 		got, err := l.sockRead(busy)
 		if err != nil {
 			return 0, err
 		}
 		if n := l.deliverSock(frames, r.msgs[:got], false); n > 0 {
+			if adaptive > 0 {
+				// Traffic flows when the frames came within the budget
+				// of asking for them (time given to other goroutines
+				// between polls left out): then the next call polls.
+				r.flowing = time.Since(start) <= adaptive
+			}
 			return n, nil
 		}
 		r.giveTurn() // nothing deliverable: read again as if woken
+		if busy && got == 0 {
+			l.busyPolls.Add(1)
+			// Nothing yet: let the process's other goroutines run (with
+			// one P, the reader this loop just woke), and do not count
+			// their time against the budget.
+			t := time.Now()
+			runtime.Gosched()
+			d := time.Since(t)
+			deadline = deadline.Add(d)
+			start = start.Add(d)
+		}
 	}
 }
+
+// sentWithin reports whether the link sent a frame within d before t.
+func (l *Link) sentWithin(t time.Time, d time.Duration) bool {
+	last := l.lastTx.Load()
+	return last != 0 && t.Sub(l.epoch) < time.Duration(last)+d
+}
+
+// noteTx records that a frame left now, for the adaptive busy poll (a
+// sender waiting for its peer's answers keeps polling): only when it is on.
+func (l *Link) noteTx() {
+	if l.busyPoll.Load() > 0 {
+		l.lastTx.Store(int64(max(time.Since(l.epoch), 1)))
+	}
+}
+
+// SetBusyPoll implements link.BusyPoller for RxRecvmmsg (a ring's reader
+// sees only retired blocks and is left as it is): while frames keep
+// coming or leaving, ReadBatch polls the socket for up to d before it
+// waits in the netpoller, yielding the processor between polls.
+func (l *Link) SetBusyPoll(d time.Duration) {
+	if l.opts.Rx == RxRecvmmsg {
+		l.busyPoll.Store(int64(max(d, 0)))
+	}
+}
+
+var _ link.BusyPoller = (*Link)(nil)
 
 // PollBatch implements link.Poller for RxRecvmmsg: a recvmmsg that does
 // not wait, on the receive socket, into buffers of the pollers' own. A

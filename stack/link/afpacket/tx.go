@@ -174,11 +174,12 @@ func (l *Link) sendmmsg(msgs []unix.Mmsghdr) (int, error) {
 	sent := 0
 	b := l.backoff()
 	for sent < len(msgs) {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(l.sendFd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(msgs)-sent), 0, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(l.sendFd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(msgs)-sent), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			sent += int(r)
 			b.Reset()
+			l.noteTx()
 		case unix.EINTR:
 		case unix.ENOBUFS, unix.EAGAIN:
 			if err := b.Wait(); err != nil {
@@ -274,9 +275,10 @@ func (l *Link) writeRing(frames []link.Frame) (int, error) {
 func (l *Link) flushRing() error {
 	b := l.backoff()
 	for {
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(l.fd), 0, 0, 0, 0, 0)
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(l.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
+			l.noteTx()
 			return nil
 		case unix.EINTR:
 		case unix.ENOBUFS, unix.EAGAIN:

@@ -209,7 +209,17 @@ var (
 	_ link.Lender       = (*Link)(nil)
 	_ link.GatherWriter = (*Link)(nil)
 	_ link.Poller       = (*Link)(nil)
+	_ link.BusyPoller   = (*Link)(nil)
 )
+
+// SetBusyPoll implements link.BusyPoller when the wrapped link does (a
+// no-op otherwise): the impairments apply to what its ReadBatch returns,
+// however the frames were waited for.
+func (w *Link) SetBusyPoll(d time.Duration) {
+	if b, ok := w.Link.(link.BusyPoller); ok {
+		b.SetBusyPoll(d)
+	}
+}
 
 // PollBatch implements link.Poller when the wrapped link polls and nothing
 // is impaired on receive; otherwise it returns link.ErrNoPoll, and the
