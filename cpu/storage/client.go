@@ -788,6 +788,7 @@ func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	}
 	c.mu.Unlock()
 	// Every segment carries the round; the last one asks for a report.
+	// This seals each segment header sent (layOut left them unsealed).
 	for i, m := range cl.out {
 		if diskproto.IsSegment(m.Buf) {
 			var f diskproto.SegmentFlags
@@ -1039,7 +1040,7 @@ func (c *Client) layOut(cl *call, req *diskproto.Request) {
 			if i > 0 {
 				a := l.Header + (i-1)*diskproto.SegmentHeaderSize
 				h = cl.buf[a : a+diskproto.SegmentHeaderSize]
-				diskproto.PutSegmentHeader(h, false, uint16(i), uint32(off), req.Session, req.ReqID)
+				diskproto.PutSegmentFields(h, false, uint16(i), uint32(off), req.Session, req.ReqID) // sealed by transmit
 			}
 			cl.msgs = append(cl.msgs, dgram.Message{Buf: h, Addr: c.server})
 			cl.body = append(cl.body, payload[off:off+db-da])
@@ -1059,7 +1060,7 @@ func (c *Client) layOut(cl *call, req *diskproto.Request) {
 		a, b := l.Span(i)
 		da, db, off := l.Data(i)
 		if i > 0 {
-			diskproto.PutSegmentHeader(cl.buf[a:], false, uint16(i), uint32(off), req.Session, req.ReqID)
+			diskproto.PutSegmentFields(cl.buf[a:], false, uint16(i), uint32(off), req.Session, req.ReqID) // sealed by transmit
 		}
 		end := off + copy(cl.buf[da:db], payload[off:])
 		if end-summed >= diskproto.SumRun || i == count-1 {

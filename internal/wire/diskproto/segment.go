@@ -70,6 +70,17 @@ func PutSegmentHeader(b []byte, reply bool, index uint16, offset uint32, session
 // the burst it goes in: one seal, where PutSegmentHeader and then
 // SetSegmentRound seal twice.
 func PutSegmentHeaderRound(b []byte, reply bool, index uint16, offset uint32, session, reqID uint64, flags SegmentFlags, round uint8) {
+	PutSegmentFields(b, reply, index, offset, session, reqID)
+	b[6], b[7] = byte(flags), round
+	crc.Seal(b[:SegmentHeaderSize], segmentCRCField)
+}
+
+// PutSegmentFields writes a segment header's fields but its flags, round
+// and CRC, which SetSegmentRound writes and seals before the segment is
+// sent: a sender that stamps every burst with its round (the storage
+// client) seals each header once per send, not once more when it lays the
+// message out.
+func PutSegmentFields(b []byte, reply bool, index uint16, offset uint32, session, reqID uint64) {
 	be.PutUint16(b[0:], Magic)
 	b[2] = Version
 	b[3] = segmentBit
@@ -77,11 +88,9 @@ func PutSegmentHeaderRound(b []byte, reply bool, index uint16, offset uint32, se
 		b[3] |= replyBit
 	}
 	be.PutUint16(b[4:], index)
-	b[6], b[7] = byte(flags), round
 	be.PutUint32(b[8:], offset)
 	be.PutUint64(b[16:], session)
 	be.PutUint64(b[24:], reqID)
-	crc.Seal(b[:SegmentHeaderSize], segmentCRCField)
 }
 
 // SetSegmentRound sets the flags and round of a segment header written by

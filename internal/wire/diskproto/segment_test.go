@@ -169,7 +169,8 @@ func FuzzParseSegment(f *testing.F) {
 }
 
 // TestPutSegmentHeaderRound: one write with the flags and round gives the
-// bytes PutSegmentHeader and then SetSegmentRound give, and parses back.
+// bytes PutSegmentHeader and then SetSegmentRound give, as do
+// PutSegmentFields and then SetSegmentRound, and parses back.
 func TestPutSegmentHeaderRound(t *testing.T) {
 	for _, c := range []struct {
 		flags diskproto.SegmentFlags
@@ -183,6 +184,17 @@ func TestPutSegmentHeaderRound(t *testing.T) {
 		diskproto.PutSegmentHeaderRound(b, c.reply, 3, 2888, 11, 12, c.flags, c.round)
 		if !bytes.Equal(a, b) {
 			t.Fatalf("%+v: %x, want %x", c, b, a)
+		}
+		// The fields alone, sealed when the round is set: the same bytes,
+		// and nothing sealed before (an unsealed header does not parse).
+		f := make([]byte, diskproto.SegmentHeaderSize+10)
+		diskproto.PutSegmentFields(f, c.reply, 3, 2888, 11, 12)
+		if _, err := diskproto.ParseSegment(f); err == nil {
+			t.Fatalf("%+v: a header with its fields alone parsed", c)
+		}
+		diskproto.SetSegmentRound(f, c.flags, c.round)
+		if !bytes.Equal(f, b) {
+			t.Fatalf("%+v: fields then round %x, want %x", c, f, b)
 		}
 		seg, err := diskproto.ParseSegment(b)
 		if err != nil || seg.Flags != c.flags || seg.Round != c.round || seg.Reply != c.reply || seg.Index != 3 || seg.Offset != 2888 {
