@@ -15,12 +15,14 @@
 # with NETSTATION_CPUPROFILE_DIR set, disk0 writes its profile there at down;
 # NBD_PEER_CAPTURE=1 captures 1 s of the write job on fio's interface
 # (dumpcap, tshark) and prints how long each server took to acknowledge the
-# data.
+# data; NBD_PEER_SCHED=1 records the scheduler for 1 s of it (perf sched) and
+# prints how long fio waited for a CPU and behind whom.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "nbd-peer: needs root" >&2; exit 1; }
 tools="nbdkit fio python3 ip"
 [ -n "${NBD_PEER_CAPTURE:-}" ] && tools="$tools dumpcap tshark"
+[ -n "${NBD_PEER_SCHED:-}" ] && tools="$tools perf"
 for t in $tools; do
   command -v $t >/dev/null || { echo "nbd-peer: needs $t (apt-get install nbdkit fio)" >&2; exit 1; }
 done
@@ -106,12 +108,21 @@ for target in ${NBD_PEER_TARGETS:-disk0 nbdkit}; do
     # server's ACKs or its window held fio back.
     (sleep "$((runtime > 1 ? runtime - 1 : 1))"; ip netns exec "$fns" ss -tin "dport = :10809" >"$work/$target-$1.ss" 2>/dev/null) &
     ss_pid=$!
-    cap_pid=
+    cap_pid= sched_pid=
     if [ -n "${NBD_PEER_CAPTURE:-}" ] && [ "$1" = seqwrite ]; then
       # One second from the middle of the job, headers only.
       (sleep "$((runtime / 2))"; ip netns exec "$fns" dumpcap -q -i eth0 -s 128 -f "tcp port 10809" -a duration:1 \
         -w "$work/$target-$1.pcap" >/dev/null 2>&1) &
       cap_pid=$!
+    fi
+    if [ -n "${NBD_PEER_SCHED:-}" ] && [ "$1" = seqwrite ]; then
+      # One second from the middle of the job, every CPU; then who is who.
+      (sleep "$((runtime / 2))"
+       server=$nbdkit_pid
+       [ "$target" = disk0 ] && server=$(pgrep -f "node run --state $NETSTATION_STATE_DIR/$tb .*--name disk0" | head -1)
+       echo "$server $(pgrep -n -x fio)" >"$work/$target-$1.pids"
+       perf sched record -a -o "$work/$target-$1.sched" -- sleep 1 >/dev/null 2>&1) &
+      sched_pid=$!
     fi
     ip netns exec "$fns" fio --name="$1" --ioengine=nbd --uri="$uri" --rw="$2" --bs="$3" --iodepth="$4" \
       --size=$region --runtime="$runtime" --time_based --randrepeat=0 --output-format=json \
@@ -119,6 +130,7 @@ for target in ${NBD_PEER_TARGETS:-disk0 nbdkit}; do
         echo "nbd-peer: fio $1 against $target failed:" >&2; cat "$work/$target-$1.err" >&2; exit 1; }
     wait "$ss_pid" || true
     [ -n "$cap_pid" ] && { wait "$cap_pid" || true; }
+    [ -n "$sched_pid" ] && { wait "$sched_pid" || true; }
   done
 done
 
@@ -233,6 +245,59 @@ lines = [(t, acks(t)) for t in ("disk0", "nbdkit")]
 if any(s for _, s in lines):
     print()
     print("One second of the 1 MiB write job captured on fio's interface (NBD_PEER_CAPTURE=1):")
+    for t, s in lines:
+        if s:
+            print(f"- {t}: {s}")
+PY
+fi
+if [ -n "${NBD_PEER_SCHED:-}" ]; then
+python3 - "$work" <<'PY'
+import bisect, collections, os, re, subprocess, sys
+work = sys.argv[1]
+def sched(target):
+    """From a second of perf sched of the write job: how long fio waited,
+    runnable, for a CPU, and what ran on that CPU meanwhile."""
+    data, pids = f"{work}/{target}-seqwrite.sched", f"{work}/{target}-seqwrite.pids"
+    if not (os.path.exists(data) and os.path.exists(pids)):
+        return None
+    server, fio = (open(pids).read().split() + ["", ""])[:2]
+    out = subprocess.run(["perf", "sched", "timehist", "-i", data], capture_output=True, text=True).stdout
+    def who(task):
+        if "<idle>" in task:
+            return "idle"
+        m = re.search(r"\[(\d+)(?:/(\d+))?\]", task)
+        pid = m and (m.group(2) or m.group(1))
+        return {server: "server", fio: "fio"}.get(pid, "other") if m else "other"
+    runs = collections.defaultdict(list)  # cpu -> [(start, end, who)]
+    waits = []  # (cpu, from, to): fio runnable, not running
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)\s+\[(\d+)\]\s+(.+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
+        if not m:
+            continue
+        end, cpu, task = float(m[1]), int(m[2]), m[3]
+        delay, run = float(m[5]) / 1e3, float(m[6]) / 1e3
+        g = who(task)
+        runs[cpu].append((end - run, end, g))
+        if g == "fio" and delay > 0:
+            waits.append((cpu, end - run - delay, end - run))
+    if not waits and not runs:
+        return None
+    for r in runs.values():
+        r.sort()
+    behind = collections.Counter()
+    for cpu, a, b in waits:
+        r = runs[cpu]
+        i = max(0, bisect.bisect_right([x[0] for x in r], a) - 1)
+        while i < len(r) and r[i][0] < b:
+            behind[r[i][2]] += max(0.0, min(r[i][1], b) - max(r[i][0], a))
+            i += 1
+    total = sum(b - a for _, a, b in waits)
+    return (f"fio waited {total * 1e3:.0f} ms for a CPU in the second, {behind['server'] * 1e3:.0f} ms of it behind "
+            f"the server's threads, {behind['other'] * 1e3:.0f} behind other tasks")
+lines = [(t, sched(t)) for t in ("disk0", "nbdkit")]
+if any(s for _, s in lines):
+    print()
+    print("One second of the 1 MiB write job under `perf sched record -a` (NBD_PEER_SCHED=1):")
     for t, s in lines:
         if s:
             print(f"- {t}: {s}")
