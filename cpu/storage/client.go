@@ -192,6 +192,13 @@ type Client struct {
 	// runs is pc when it sends gathered GSO runs (the user-level stack):
 	// a WRITE's data then leaves from the caller's buffer, not a copy.
 	runs runGatherer
+	// burst lets one gathered WRITE transmission at a time sum and send
+	// its data: the sum reads the caller's buffer into the cache and the
+	// socket's copy of each run follows at once, where runs of the other
+	// callers' bursts came between (at queue depth 16, megabytes of them:
+	// the data was read from memory twice) and each run's turn at the
+	// socket was a lock handed over.
+	burst sync.Mutex
 
 	readerDone chan struct{}
 	st         struct {
@@ -231,16 +238,19 @@ type call struct {
 	// body is, for a WRITE sent gathered (runGatherer), each datagram's
 	// data: a slice of the caller's buffer, sent after msgs[i].Buf. Empty
 	// when the datagrams lie whole in buf.
-	body    [][]byte
-	dst     []byte // READ destination
-	track   diskproto.Assembly
-	crc     uint32                    // a segmented READ reply's PayloadCRC, from its header
-	sum     diskproto.RunningChecksum // of dst, taken as datagrams are copied in
-	req     diskproto.Request         // the request's header fields (READ: rebuilt with a bitmap on resends)
-	acked   []byte                    // WRITE: the disk's latest SACK bitmap of the datagrams it holds
-	have    []byte                    // READ: the bitmap sent with FlagHave (reused)
-	round   uint8                     // the latest transmission's round: its tag's low byte
-	expired int                       // consecutive timer expiries without feedback
+	body [][]byte
+	// unsummed is a gathered WRITE's data whose CRC the header still
+	// lacks: transmit sums it just before the first transmission.
+	unsummed []byte
+	dst      []byte // READ destination
+	track    diskproto.Assembly
+	crc      uint32                    // a segmented READ reply's PayloadCRC, from its header
+	sum      diskproto.RunningChecksum // of dst, taken as datagrams are copied in
+	req      diskproto.Request         // the request's header fields (READ: rebuilt with a bitmap on resends)
+	acked    []byte                    // WRITE: the disk's latest SACK bitmap of the datagrams it holds
+	have     []byte                    // READ: the bitmap sent with FlagHave (reused)
+	round    uint8                     // the latest transmission's round: its tag's low byte
+	expired  int                       // consecutive timer expiries without feedback
 	// silent counts the consecutive expiries after which nothing at all
 	// had come from the disk since the call's latest transmission: only
 	// those back the timer off. An expiry while the disk answers other
@@ -716,6 +726,14 @@ const (
 func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	cl.sendMu.Lock()
 	defer cl.sendMu.Unlock()
+	if cl.op == diskproto.OpWrite && len(cl.body) > 0 {
+		c.burst.Lock()
+		defer c.burst.Unlock()
+		if cl.unsummed != nil { // the first transmission: sealed below
+			diskproto.SetRequestDataCRC(cl.msgs[0].Buf, diskproto.Checksum(cl.unsummed))
+			cl.unsummed = nil
+		}
+	}
 	c.mu.Lock()
 	if cl.settled || cl.reqID != id {
 		c.mu.Unlock()
@@ -1024,11 +1042,11 @@ func (c *Client) layOut(cl *call, req *diskproto.Request) {
 	count := l.Count()
 	cl.msgs = cl.msgs[:0]
 	cl.body = cl.body[:0]
+	cl.unsummed = nil
 	if c.runs != nil && len(payload) > 0 {
 		// Gathered: buf holds the headers alone (the request's, then
 		// each segment's), the data stays in the caller's buffer, and
-		// the link copies both into the frame. The sum is one pass over
-		// the caller's buffer, contiguous.
+		// the link copies both into the frame.
 		size := l.Header + (count-1)*diskproto.SegmentHeaderSize
 		if cap(cl.buf) < size {
 			cl.buf = make([]byte, size)
@@ -1045,7 +1063,9 @@ func (c *Client) layOut(cl *call, req *diskproto.Request) {
 			cl.msgs = append(cl.msgs, dgram.Message{Buf: h, Addr: c.server})
 			cl.body = append(cl.body, payload[off:off+db-da])
 		}
-		req.PayloadCRC = diskproto.Checksum(payload)
+		// The sum is one pass over the caller's buffer, contiguous, taken
+		// by transmit right before the data leaves (burst).
+		cl.unsummed = payload
 		req.MarshalHeader(cl.buf)
 		return
 	}

@@ -288,6 +288,11 @@ func (r *Request) MarshalHeader(b []byte) {
 	crc.Seal(b[:RequestHeaderSize], requestCRCField)
 }
 
+// SetRequestDataCRC stores the data CRC of a marshalled request, unsealed:
+// RewriteRequest or RewriteRequestFlags re-seals the header before it is
+// sent. For a sender that sums the data only just before sending it.
+func SetRequestDataCRC(b []byte, sum uint32) { be.PutUint32(b[56:], sum) }
+
 // RewriteRequest updates the tag, low-water mark and epoch of a marshalled
 // request in place and re-seals its header: what a retransmission changes.
 func RewriteRequest(b []byte, tag uint32, low, epoch uint64) {
