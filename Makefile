@@ -31,5 +31,9 @@ demo: build
 bench:
 	./scripts/bench.sh
 
+# Every fuzz target for FUZZTIME each (default 10s); `test` runs their seeds.
+fuzz:
+	GO=$(GO) ./scripts/fuzz.sh
+
 clean:
 	rm -rf bin
