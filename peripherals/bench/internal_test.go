@@ -1,9 +1,14 @@
 package bench
 
 import (
+	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netstation/netstation/stack"
 )
 
 func TestStreamReorderAndJitter(t *testing.T) {
@@ -108,5 +113,115 @@ func TestMergeSplitsLoss(t *testing.T) {
 	rcv.Overflow = Overflow{Socket: 500}
 	if n := Merge(snd, rcv).Netstation; n.LinkLost != 0 || n.ReceiverOverflowPercent != 50 {
 		t.Errorf("capped: %+v", n)
+	}
+}
+
+// nullConn is a Conn that never reads and drops what it is given.
+type nullConn struct{}
+
+func (nullConn) ReadBatch([]Message) (int, error)    { return 0, errDeadline }
+func (nullConn) WriteBatch(m []Message) (int, error) { return len(m), nil }
+func (nullConn) SetReadDeadline(time.Time) error     { return nil }
+func (nullConn) SetWriteDeadline(time.Time) error    { return nil }
+func (nullConn) LocalAddr() net.Addr                 { return &net.UDPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 5301} }
+func (nullConn) Close() error                        { return nil }
+
+// testReceiver is a receiver whose datagrams a test hands it directly.
+func testReceiver() *receiver {
+	o := ReceiverOptions{Batch: MaxBatch}
+	if err := o.setDefaults(); err != nil {
+		panic(err)
+	}
+	return newReceiver(nullConn{}, o)
+}
+
+// runOf returns a run of n data datagrams of size bytes for test, stream
+// 0, numbered from seq.
+func runOf(test uint32, n, size int, seq uint64) stack.Run {
+	p := make([]byte, n*size)
+	for i := range n {
+		h := header{Kind: kindData, Streams: 1, Credit: 1024, Test: test, Seq: seq + uint64(i), Sent: int64(i) * 1000}
+		h.encode(p[i*size:])
+	}
+	return stack.Run{Payload: p, Seg: size, Addr: netip.MustParseAddrPort("10.0.0.1:9")}
+}
+
+// BenchmarkReceiveRun: the receiver's own work per datagram of a run
+// (parse, count, jitter), what every stack's receiver pays beside its
+// socket's.
+func BenchmarkReceiveRun(b *testing.B) {
+	for _, size := range []int{64, 1472} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			r := testReceiver()
+			run := runOf(7, 128, size, 0)
+			now := time.Now()
+			r.handleRun(&run, now) // starts the test
+			b.ResetTimer()
+			for range b.N {
+				r.streams[0].next = 0 // the same datagrams again, in order
+				r.handleRun(&run, now)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*128), "ns/datagram")
+		})
+	}
+}
+
+// TestDataRunMatchesHandle: a run's datagrams counted in place (dataRun)
+// give exactly what handling each one does: counts, loss, reordering,
+// jitter, ignored datagrams, size, credit address; with other tests'
+// data, unknown streams, a non-data datagram and a short last datagram
+// in the runs.
+func TestDataRunMatchesHandle(t *testing.T) {
+	const test, size = 7, 100
+	from := netip.MustParseAddrPort("10.0.0.1:9")
+	var runs []stack.Run
+	add := func(seg int, hs ...header) {
+		p := make([]byte, 0, len(hs)*seg)
+		for i, h := range hs {
+			b := make([]byte, seg)
+			if i == len(hs)-1 && seg > HeaderLen+8 {
+				b = b[:seg-8] // a shorter last datagram
+			}
+			h.encode(b)
+			p = append(p, b...)
+		}
+		runs = append(runs, stack.Run{Payload: p, Seg: seg, Addr: from})
+	}
+	d := func(stream uint16, seq uint64, sent int64) header {
+		return header{Kind: kindData, Stream: stream, Streams: 2, Credit: 256, Test: test, Seq: seq, Sent: sent}
+	}
+	add(size, d(0, 0, 0), d(0, 1, 900), d(1, 0, 1000), d(0, 3, 2500))
+	add(size, d(0, 2, 3000), d(1, 1, 3100), header{Kind: kindData, Streams: 2, Test: test + 1, Seq: 9}, d(0, 4, 4000))
+	add(size, d(0, 5, 5000), d(5, 0, 0), d(0, 6, 6100))
+	add(size, d(1, 2, 7000), header{Kind: kindPing, Test: test}, d(1, 3, 7300), d(1, 4, 7400))
+	x := d(0, 7, 8000)
+	x.Credit = 512
+	add(size, d(0, 9, 9000), x, d(1, 6, 9100))
+
+	fast, slow := testReceiver(), testReceiver()
+	at := time.Unix(0, 1e9)
+	for i := range runs {
+		at = at.Add(time.Duration(700+i*37) * time.Nanosecond)
+		p, seg := append([]byte(nil), runs[i].Payload...), runs[i].Seg // a ping is answered in place
+		run := runs[i]
+		fast.handleRun(&run, at)
+		for len(p) > 0 {
+			k := min(seg, len(p))
+			m := Message{Buf: p[:k], N: k, Addr: from}
+			slow.handle(&m, at)
+			p = p[k:]
+		}
+	}
+	if len(fast.streams) != 2 || fast.res.Ignored != slow.res.Ignored || fast.res.Size != slow.res.Size || fast.last != slow.last {
+		t.Fatalf("fast: %d streams, ignored %d, size %d, last %v; per datagram: ignored %d, size %d, last %v",
+			len(fast.streams), fast.res.Ignored, fast.res.Size, fast.last, slow.res.Ignored, slow.res.Size, slow.last)
+	}
+	for i := range fast.streams {
+		if f, s := fast.streams[i], slow.streams[i]; f != s {
+			t.Fatalf("stream %d: in place %+v, per datagram %+v", i, f, s)
+		}
+	}
+	if fast.streams[0].creditEvery != 512 || fast.streams[0].Lost == 0 || fast.streams[0].OutOfOrder == 0 || fast.streams[0].Jitter == 0 {
+		t.Fatalf("the runs did not exercise what they should: %+v", fast.streams[0])
 	}
 }
