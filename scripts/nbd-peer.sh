@@ -16,7 +16,9 @@
 # NBD_PEER_CAPTURE=1 captures 1 s of the write job on fio's interface
 # (dumpcap, tshark) and prints how long each server took to acknowledge the
 # data; NBD_PEER_SCHED=1 records the scheduler for 1 s of it (perf sched) and
-# prints how long fio waited for a CPU and behind whom.
+# prints how long fio waited for a CPU and behind whom; NBD_PEER_PIN=CPU
+# confines each server's threads (disk0's process, nbdkit) to that CPU, fio
+# left free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "nbd-peer: needs root" >&2; exit 1; }
@@ -92,6 +94,14 @@ for _ in $(seq 50); do
   ip netns exec "$fns" nbdinfo --size "nbd://$net.240:10809/" >/dev/null 2>&1 && break
   sleep 0.1
 done
+disk0_pid() { pgrep -f "node run --state $NETSTATION_STATE_DIR/$tb .*--name disk0" | head -1; }
+placement="processes unpinned"
+if [ -n "${NBD_PEER_PIN:-}" ]; then
+  # Threads made later inherit the mask of the thread that makes them.
+  taskset -a -p -c "$NBD_PEER_PIN" "$nbdkit_pid" >/dev/null
+  taskset -a -p -c "$NBD_PEER_PIN" "$(disk0_pid)" >/dev/null
+  placement="each server's threads confined to CPU $NBD_PEER_PIN (NBD_PEER_PIN), fio unpinned"
+fi
 
 # job name, rw, bs, iodepth
 jobs=("seqwrite write 1m 8" "seqread read 1m 8" "randread1 randread 4k 1" "randread32 randread 4k 32")
@@ -119,7 +129,7 @@ for target in ${NBD_PEER_TARGETS:-disk0 nbdkit}; do
       # One second from the middle of the job, every CPU; then who is who.
       (sleep "$((runtime / 2))"
        server=$nbdkit_pid
-       [ "$target" = disk0 ] && server=$(pgrep -f "node run --state $NETSTATION_STATE_DIR/$tb .*--name disk0" | head -1)
+       [ "$target" = disk0 ] && server=$(disk0_pid)
        echo "$server $(pgrep -n -x fio)" >"$work/$target-$1.pids"
        perf sched record -a -o "$work/$target-$1.sched" -- sleep 1 >/dev/null 2>&1) &
       sched_pid=$!
@@ -144,10 +154,11 @@ side = j["write"] if j["write"]["io_bytes"] > 0 else j["read"]
 print(f"{os.path.basename(sys.argv[1])[:-5]}: {side['iops']:,.0f} IOPS, {side['bw']/1024:,.0f} MiB/s")
 PY
   done
+  echo "($placement)"
 else
-python3 - "$work" "$runtime" <<'PY'
+python3 - "$work" "$runtime" "$placement" <<'PY'
 import json, sys
-work, runtime = sys.argv[1], sys.argv[2]
+work, runtime, placement = sys.argv[1], sys.argv[2], sys.argv[3]
 def job(target, name):
     text = open(f"{work}/{target}-{name}.json").read()
     j = json.loads(text[text.index("{"):])["jobs"][0]  # fio may print notes first
@@ -172,7 +183,7 @@ print(f"| disk0 / nbdkit | {r(d['randread1']['p50'], n['randread1']['p50'])} (la
       f"| {r(d['randread32']['p99'], n['randread32']['p99'])} (latency) | {r(d['seqwrite']['mibs'], n['seqwrite']['mibs'])} | {r(d['seqread']['mibs'], n['seqread']['mibs'])} |")
 print()
 print(f"fio {runtime} s per job over a {256} MiB region (written first by the 1 MiB write job), one job at a time,")
-print("nbd engine from a kernel namespace on the fabric bridge; both servers' backing files on tmpfs; processes unpinned.")
+print(f"nbd engine from a kernel namespace on the fabric bridge; both servers' backing files on tmpfs; {placement}.")
 PY
 fi
 python3 - "$work" <<'PY'
