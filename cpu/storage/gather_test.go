@@ -141,3 +141,39 @@ func TestReadRepliesAreSnapshots(t *testing.T) {
 		t.Errorf("%d replies arrived with data their CRC did not vouch for", st.BadReplies)
 	}
 }
+
+// TestFragmentedReadReplies: a client asking for READ replies in 64 KiB
+// datagrams (IP-fragmented: larger than a frame, so not sent as GSO runs)
+// gets them from a disk on the user-level stack, one datagram or many:
+// the disk leaves those to its copying path, which fragments them.
+func TestFragmentedReadReplies(t *testing.T) {
+	bed := newLossyBed(t, 4<<20)
+	pc, err := bed.cst.ListenUDP(netip.AddrPortFrom(bed.cst.Addr(), 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := storage.Dial(pc, bed.addr, storage.Options{Datagram: diskproto.MaxDatagram})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, n := range []int{512, 60 << 10, 256 << 10} {
+		want := randomBytes(uint64(i+40), n)
+		off := int64(i) << 20
+		if _, err := c.WriteAt(ctx, want, off, false); err != nil {
+			t.Fatalf("WRITE of %d bytes: %v", n, err)
+		}
+		got := make([]byte, n)
+		if _, err := c.ReadAt(ctx, got, off); err != nil {
+			t.Fatalf("READ of %d bytes in 64 KiB datagrams: %v", n, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("READ of %d bytes in 64 KiB datagrams read back different", n)
+		}
+	}
+	if st := c.Stats(); st.Retransmits != 0 {
+		t.Errorf("%d retransmissions on a lossless link: %+v", st.Retransmits, st)
+	}
+}

@@ -123,8 +123,10 @@ func (s *Server) readGathered(j *job, g runGatherer, obuf *[]byte, w *workerScra
 	if req.ReplyDatagram != 0 {
 		l.Datagram = int(req.ReplyDatagram)
 	}
-	if l.Count() > 1 && g.MaxRun(l.Datagram) < 2 {
-		return 0, false, false // no GSO runs: datagram by datagram is readReply's
+	if g.MaxRun(l.Datagram) < min(l.Count(), 2) {
+		// No GSO runs, or datagrams larger than a frame (IP fragments):
+		// datagram by datagram is readReply's.
+		return 0, false, false
 	}
 	off, n := int64(req.Offset), int64(req.Length)
 	held := s.ranges.lock(off, n, false)
