@@ -3,6 +3,7 @@ package dgram
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -175,6 +176,10 @@ type kernelConn struct {
 	segMax atomic.Int64
 	pool   sync.Pool // *sendScratch
 
+	// wmu is held from BeginRun to EndRun; run is the run being written.
+	wmu sync.Mutex
+	run runState
+
 	rmu sync.Mutex
 	rd  *recvState
 	st  struct{ sendCalls, sendMsgs, gsoSends, dgramsSent, recvCalls, recvBufs, groBufs, dgramsRecv, rxqDrops atomic.Uint64 }
@@ -187,6 +192,20 @@ type sendScratch struct {
 	counts []int // datagrams in each message
 	dst    netip.AddrPort
 	dstUA  *net.UDPAddr
+}
+
+// runState is a run written in place (BeginRun, EndRun): its datagrams
+// end to end in buf, sent as one UDP_SEGMENT message.
+type runState struct {
+	buf        []byte
+	seg, count int
+	open       bool
+	dst        netip.AddrPort
+	dstUA      *net.UDPAddr
+	msg        [1]ipv4.Message
+	iov        [1][]byte
+	oob        []byte
+	each       []Message // the run's datagrams one by one, if the kernel refuses to segment
 }
 
 // recvState is the reader's scratch: super-frame buffers (GRO) or plain
@@ -564,6 +583,81 @@ func (k *kernelConn) receiveGRO(r *recvState, limit int) error {
 		r.segs[i] = seg
 	}
 	return nil
+}
+
+// MaxRun is the most datagrams of seg bytes a run may hold (BeginRun): a
+// UDP_SEGMENT message's, or 1 when the socket does not segment them (then
+// a caller writes them with WriteBatch). The kernel baseline's sender
+// writes runs as the user-level stack's does (stack.UDPConn.BeginRun),
+// so neither pays work per datagram beside its own headers.
+func (k *kernelConn) MaxRun(seg int) int {
+	if k.mode != KernelBest || seg <= 0 || seg > int(k.gsoMax.Load()) {
+		return 1
+	}
+	return max(1, min(int(k.segMax.Load()), maxGSOBytes/seg))
+}
+
+// BeginRun starts a run of count datagrams of seg bytes to dst and
+// returns where the caller writes them, end to end; EndRun sends them as
+// one message (one copy, the kernel's). Other runs wait until EndRun,
+// which must follow every successful BeginRun.
+func (k *kernelConn) BeginRun(dst netip.AddrPort, seg, count int) ([]byte, error) {
+	if m := k.MaxRun(seg); count < 1 || count > m {
+		return nil, fmt.Errorf("dgram: a run of %d datagrams of %d bytes (at most %d)", count, seg, m)
+	}
+	k.wmu.Lock()
+	r := &k.run
+	if r.buf == nil {
+		r.buf, r.oob = make([]byte, maxGSOBytes), make([]byte, segCmsgSpace)
+	}
+	if dst != r.dst || r.dstUA == nil {
+		r.dst, r.dstUA = dst, net.UDPAddrFromAddrPort(dst)
+	}
+	r.seg, r.count, r.open = seg, count, true
+	return r.buf[:seg*count], nil
+}
+
+// EndRun sends the run BeginRun started and reports how many of its
+// datagrams left. A kernel that refuses to segment them (EMSGSIZE, EIO)
+// gets them one by one, and smaller runs from then on (MaxRun).
+func (k *kernelConn) EndRun() (int, error) {
+	r := &k.run
+	if !r.open {
+		return 0, fmt.Errorf("dgram: EndRun without BeginRun")
+	}
+	defer k.wmu.Unlock()
+	r.open = false
+	r.iov[0] = r.buf[:r.seg*r.count]
+	m := &r.msg[0]
+	m.Buffers, m.Addr, m.OOB = r.iov[:], r.dstUA, nil
+	if r.count > 1 {
+		putSegmentCmsg(r.oob, uint16(r.seg))
+		m.OOB = r.oob
+	}
+	n, err := k.pc.WriteBatch(r.msg[:], 0)
+	k.st.sendCalls.Add(1)
+	if n == 1 {
+		k.st.sendMsgs.Add(1)
+		if r.count > 1 {
+			k.st.gsoSends.Add(1)
+		}
+		k.st.dgramsSent.Add(uint64(r.count))
+		return r.count, nil
+	}
+	if err != nil && r.count > 1 && k.refuseGSO(err, r.seg, r.count) {
+		if cap(r.each) < r.count {
+			r.each = make([]Message, MaxGSOSegments)
+		}
+		each := r.each[:r.count]
+		for i := range each {
+			each[i] = Message{Buf: r.buf[i*r.seg : (i+1)*r.seg], Addr: r.dst}
+		}
+		return k.WriteBatch(each)
+	}
+	if err == nil {
+		err = ErrNoProgress
+	}
+	return 0, err
 }
 
 // release ends readRuns' loan.

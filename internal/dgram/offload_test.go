@@ -400,3 +400,81 @@ func TestKernelBestLendsRuns(t *testing.T) {
 		t.Errorf("stats count %d datagrams received, want %d", rs.DatagramsReceived, count+1)
 	}
 }
+
+// runWriter is the kernel baseline's in-place run API (the bench sender's
+// runWriter; stack.UDPConn has the same).
+type runWriter interface {
+	MaxRun(seg int) int
+	BeginRun(dst netip.AddrPort, seg, count int) ([]byte, error)
+	EndRun() (int, error)
+}
+
+// TestKernelRuns: a run written in place leaves as one UDP_SEGMENT
+// message and arrives whole and in order, with no allocation per run; a
+// socket that does not segment offers runs of one.
+func TestKernelRuns(t *testing.T) {
+	p := newPair(t)
+	snd, rcv := dgram.Kernel(p.sa), dgram.Kernel(p.sb)
+	defer snd.Close()
+	defer rcv.Close()
+	rw, ok := snd.(runWriter)
+	if !ok {
+		t.Fatal("the kernel Conn does not write runs")
+	}
+	if plain, ok := dgram.KernelPlainConn(p.sa).(runWriter); !ok || plain.MaxRun(64) != 1 {
+		t.Fatal("a plain kernel Conn offers runs of more than one datagram")
+	}
+	sendAll(t, snd, p.bAddr, 1, 1472) // resolves the neighbour
+	recvAll(t, rcv, p.aAddr, 1, 1472, 8)
+
+	for _, size := range []int{1472, 64} {
+		runLen := rw.MaxRun(size)
+		if want := min(dgram.MaxGSOSegments, 65507/size); runLen != want {
+			t.Fatalf("MaxRun(%d) = %d, want %d", size, runLen, want)
+		}
+		const runs = 20
+		st0, _ := dgram.Stats(snd)
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			for r := range runs {
+				buf, err := rw.BeginRun(p.bAddr, size, runLen)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for i := range runLen {
+					binary.BigEndian.PutUint32(buf[i*size:], uint32(r*runLen+i))
+				}
+				if n, err := rw.EndRun(); n != runLen || err != nil {
+					t.Errorf("EndRun = %d, %v", n, err)
+					return
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
+		recvAll(t, rcv, p.aAddr, runs*runLen, size, 64)
+		<-sent // its counters move after the kernel took the run
+		st, _ := dgram.Stats(snd)
+		if st.GSOSends-st0.GSOSends != runs || st.DatagramsSent-st0.DatagramsSent != uint64(runs*runLen) {
+			t.Fatalf("%d B: %d segmented sends and %d datagrams for %d runs of %d", size, st.GSOSends-st0.GSOSends, st.DatagramsSent-st0.DatagramsSent, runs, runLen)
+		}
+	}
+	if _, err := rw.BeginRun(p.bAddr, 64, rw.MaxRun(64)+1); err == nil {
+		t.Fatal("a run longer than MaxRun was begun")
+	}
+	if _, err := rw.EndRun(); err == nil {
+		t.Fatal("EndRun without BeginRun succeeded")
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := rw.BeginRun(p.bAddr, 64, 8); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rw.EndRun(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 && !raceEnabled {
+		t.Fatalf("%.1f allocations per run", allocs)
+	}
+}
