@@ -196,8 +196,15 @@ func TestLargeClusterConfig(t *testing.T) {
 	if c.ProbeInterval != time.Second || c.DisableTcpPings || c.RetransmitMult != 1 {
 		t.Errorf("overridden: probe %v, tcp pings off %v, retransmit %d (a bad value keeps the setting)", c.ProbeInterval, c.DisableTcpPings, c.RetransmitMult)
 	}
+	t.Setenv("NETSTATION_GOSSIP", "large=100")
+	if c := gossip.MemberlistConfig("a", 101, false); c.ProbeInterval != 5*time.Second {
+		t.Errorf("large=100, 101 members: probe %v, want the large cluster's 5s", c.ProbeInterval)
+	}
 	t.Setenv("NETSTATION_GOSSIP", "")
-	if q := gossip.MemberlistConfig("a", 200, true); q.RetransmitMult != 4 {
+	if !small.GossipOnlyQueued || small.QuietJoins {
+		t.Errorf("gossip only when queued %v, quiet joins %v (not asked)", small.GossipOnlyQueued, small.QuietJoins)
+	}
+	if q := gossip.MemberlistConfig("a", 200, true); q.RetransmitMult != 4 || !q.QuietJoins {
 		t.Errorf("quiet joins, 200: retransmit %d, want 4", q.RetransmitMult)
 	}
 	if q := gossip.MemberlistConfig("a", 1000, true); q.RetransmitMult != 2 {
@@ -264,4 +271,47 @@ func TestQuietJoins(t *testing.T) {
 	}
 	t.Logf("%d joins kept from gossip; killed: dead in all views after %v, restarted: alive in all after %v",
 		quieted, dead.Round(time.Millisecond), back.Round(time.Millisecond))
+}
+
+// TestFastDetector: a node of a large cluster (made large here by
+// $NETSTATION_GOSSIP's large) probes slowly until its view has been
+// complete for a while, then switches to FastDetector; a member that
+// stops answering is then seen dead by all within the fast detector's
+// bound (probe wait, probe, suspicion, spread), not the slow one's.
+func TestFastDetector(t *testing.T) {
+	const size, base = 8, 300
+	t.Setenv("NETSTATION_GOSSIP", "large=4,fast-after=300ms,fast-probe=200ms,fast-probe-timeout=100ms,fast-gossip=100ms,fast-suspicion-min=500ms")
+	seeds := []netip.AddrPort{netip.AddrPortFrom(addr(base), gossip.Port)}
+	ns := make([]*gossip.Node, size)
+	for i := range ns {
+		n, err := gossip.Start(gossip.Config{Name: fmt.Sprintf("f%d", i), Network: gossip.Kernel(addr(base + i)),
+			Meta: gossip.Meta{Kind: "disk"}, Seeds: seeds, Expect: size, Rejoin: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns[i] = n
+		defer n.Shutdown()
+	}
+	if d := ns[0].Detector(); d.ProbeInterval != 5*time.Second {
+		t.Fatalf("at start: %+v, want the large cluster's 5 s probes", d)
+	}
+	want := gossip.FastDetector
+	want.ProbeInterval, want.ProbeTimeout, want.GossipInterval, want.SuspicionMin = 200*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond, 500*time.Millisecond
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; i < size; i++ {
+		for ns[i].Detector() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("f%d still on %+v (view %d of %d)", i, ns[i].Detector(), len(ns[i].Find("disk")), size)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	ns[size-1].Shutdown()
+	// Slow: 5 s probes and suspicion 1 x 5 s. Fast: 200 ms probes,
+	// suspicion under a second; a generous bound between the two.
+	dead := waitView(t, ns[:size-1], fmt.Sprintf("f%d", size-1), gossip.Dead, 30*time.Second)
+	if dead > 4*time.Second {
+		t.Errorf("dead in all views after %v: the fast detector should take about a second", dead)
+	}
+	t.Logf("switched; a stopped member dead in all views after %v", dead.Round(time.Millisecond))
 }

@@ -197,16 +197,30 @@ func MemberlistConfig(name string, n int, quietJoins bool) *memberlist.Config {
 	c.TCPTimeout = 2 * time.Second
 	c.RetransmitMult = 2
 	c.DeadNodeReclaimTime = time.Second // a restarted peripheral reuses its name at once
-	if n > LargeCluster {
+	// An idle gossip tick sends nothing but wakes the process: at 1,000
+	// peripherals that was every member every GossipInterval (our fork of
+	// memberlist, third_party/memberlist/README.netstation.md; the
+	// delegate queues nothing of its own).
+	c.GossipOnlyQueued = true
+	spec := os.Getenv("NETSTATION_GOSSIP")
+	if n > largeBeyond(spec) {
 		largeCluster(c)
 	}
 	if quietJoins {
+		// Joins are kept out of the broadcast queue by our fork of
+		// memberlist (Config.QuietJoins): until 2026-12-02 the transport
+		// took them out of every datagram, after memberlist had queued
+		// the alive message of each of the n members a push/pull brought
+		// and handed each out RetransmitMult x log10(n) times (at 1,000,
+		// GC and the broadcast queue were a fifth of an idle
+		// peripheral's samples).
+		c.QuietJoins = true
 		c.RetransmitMult = 4
 		if n > LargeCluster {
 			c.RetransmitMult = 2
 		}
 	}
-	tune(c, os.Getenv("NETSTATION_GOSSIP"))
+	tune(c, spec)
 	return c
 }
 
@@ -284,6 +298,112 @@ func largeCluster(c *memberlist.Config) {
 	c.DisableTcpPings = true
 }
 
+// largeBeyond is LargeCluster, or what $NETSTATION_GOSSIP's key large
+// says (to measure the large cluster's settings on a smaller one).
+func largeBeyond(spec string) int {
+	for _, kv := range strings.Split(spec, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k == "large" {
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				return n
+			}
+		}
+	}
+	return LargeCluster
+}
+
+// FastDetector is the failure detector of a large cluster once its
+// members have joined: largeCluster's probes every 5 s and suspicion of
+// 15 s at 1,000 left a frozen member alive in some views for 40-48 s
+// (issue 16 wants 10 s), and faster probing from the start set off a
+// storm of false suspicions while 1,000 members on 2 cores exchanged
+// their views (a member waiting for a CPU missed its probe timeouts).
+// A node of a large cluster switches to it (memberlist's
+// SetFailureDetector, our fork's) once its view has been complete for
+// FastAfter, by when the supervisor's exchange rounds are over, or
+// fastLimit after it started, complete or not. Chosen by measurement at
+// 1,000 (docs/ARCHITECTURE.md, "At scale"): a probe every second, a
+// 500 ms probe timeout, suspicion for 1 x log10(n) probes (3 s at 1,000),
+// gossip every 500 ms (asleep while nothing is queued, so an idle member
+// pays nothing for it).
+var FastDetector = memberlist.FailureDetector{
+	ProbeInterval:  time.Second,
+	ProbeTimeout:   500 * time.Millisecond,
+	GossipInterval: 500 * time.Millisecond,
+	SuspicionMult:  3,
+	SuspicionMin:   2 * time.Second,
+}
+
+// FastAfter: see FastDetector.
+const FastAfter = 30 * time.Second
+
+// fastLimit: see FastDetector.
+const fastLimit = 4 * time.Minute
+
+// fastDetector returns FastDetector and FastAfter as $NETSTATION_GOSSIP
+// overrides them (keys fast-probe, fast-probe-timeout, fast-gossip,
+// fast-suspicion, fast-suspicion-min, fast-after; fast-after=0 keeps the
+// start-up detector).
+func fastDetector(spec string) (memberlist.FailureDetector, time.Duration) {
+	d, after := FastDetector, FastAfter
+	for _, kv := range strings.Split(spec, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			continue
+		}
+		dur, derr := time.ParseDuration(v)
+		n, nerr := strconv.Atoi(v)
+		switch {
+		case k == "fast-probe" && derr == nil && dur > 0:
+			d.ProbeInterval = dur
+		case k == "fast-probe-timeout" && derr == nil && dur > 0:
+			d.ProbeTimeout = dur
+		case k == "fast-gossip" && derr == nil && dur > 0:
+			d.GossipInterval = dur
+		case k == "fast-suspicion" && nerr == nil && n > 0:
+			d.SuspicionMult = n
+		case k == "fast-suspicion-min" && derr == nil && dur > 0:
+			d.SuspicionMin = dur
+		case k == "fast-after" && v == "0":
+			after = 0
+		case k == "fast-after" && derr == nil && dur > 0:
+			after = dur
+		}
+	}
+	return d, after
+}
+
+// speedUp switches the failure detector to fast once the view has held
+// every expected member alive for after, or at limit.
+func (n *Node) speedUp(fast memberlist.FailureDetector, after time.Duration, limit time.Time) {
+	defer n.wg.Done()
+	// A look every few seconds until the switch: each costs a wake-up.
+	t := time.NewTicker(min(max(after/4, 10*time.Millisecond), 5*time.Second))
+	defer t.Stop()
+	var since time.Time
+	for {
+		select {
+		case <-n.done:
+			return
+		case now := <-t.C:
+			alive, _ := n.Count()
+			switch {
+			case alive < n.cfg.Expect:
+				since = time.Time{}
+			case since.IsZero():
+				since = now
+			}
+			if (!since.IsZero() && now.Sub(since) >= after) || now.After(limit) {
+				if err := n.ml.SetFailureDetector(fast); err != nil {
+					n.log.Warn("gossip: failure detector", "err", err)
+				} else {
+					n.log.Info("gossip: fast failure detector", "probe", fast.ProbeInterval, "complete", !since.IsZero())
+				}
+				return
+			}
+		}
+	}
+}
+
 // tune applies $NETSTATION_GOSSIP (see MemberlistConfig); unknown keys and
 // bad values are ignored, so a typo runs the defaults rather than failing
 // every peripheral.
@@ -348,9 +468,6 @@ func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, tr: tr, meta: meta, log: cfg.Logger, view: map[string]Member{}, done: make(chan struct{}),
 		joinNow: make(chan struct{})}
 	mc := MemberlistConfig(cfg.Name, cfg.Expect, cfg.QuietJoins)
-	if cfg.QuietJoins {
-		tr.QuietJoins(cfg.Name)
-	}
 	mc.Transport = tr
 	mc.Delegate = delegate{n}
 	mc.Events = events{n}
@@ -362,6 +479,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	n.ml = ml
+	spec := os.Getenv("NETSTATION_GOSSIP")
+	if fast, after := fastDetector(spec); cfg.Expect > largeBeyond(spec) && after > 0 {
+		n.wg.Add(1)
+		go n.speedUp(fast, after, time.Now().Add(fastLimit))
+	}
 	if !cfg.Deferred {
 		n.start()
 		return n, nil
@@ -686,8 +808,12 @@ type Stats struct {
 func (n *Node) Stats() Stats {
 	return Stats{Members: n.ml.NumMembers(), PacketsIn: n.tr.PacketsIn.Load(), PacketsOut: n.tr.PacketsOut.Load(),
 		StreamsIn: n.tr.StreamsIn.Load(), StreamsOut: n.tr.StreamsOut.Load(), Dropped: n.tr.Dropped.Load(),
-		Quieted: n.tr.Quieted.Load()}
+		Quieted: n.ml.QuietedJoins()}
 }
+
+// Detector returns the failure detector's timings in effect (they change
+// once in a large cluster: FastDetector).
+func (n *Node) Detector() memberlist.FailureDetector { return n.ml.FailureDetector() }
 
 // Leave tells the others this node goes (they drop it at once instead of
 // after failure detection), then shuts it down.

@@ -44,13 +44,8 @@ type Transport struct {
 	down    atomic.Bool
 	wg      sync.WaitGroup
 
-	// quietAs, when set, is the node's name: joins of other members are
-	// taken out of what it sends (quietPacket).
-	quietAs string
-
-	// Counters (packets dropped because memberlist was not reading;
-	// Quieted: alive messages of joins not re-broadcast).
-	PacketsIn, PacketsOut, StreamsIn, StreamsOut, Dropped, Quieted atomic.Uint64
+	// Counters (packets dropped because memberlist was not reading).
+	PacketsIn, PacketsOut, StreamsIn, StreamsOut, Dropped atomic.Uint64
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
@@ -123,12 +118,6 @@ func (t *Transport) accept() {
 	}, accept.Options{Stopped: t.down.Load})
 }
 
-// QuietJoins makes t take out of every datagram it sends the alive
-// messages that announce other members at their first incarnation
-// (quietPacket): self is the node's own name. Call it before memberlist
-// starts.
-func (t *Transport) QuietJoins(self string) { t.quietAs = self }
-
 // FinalAdvertiseAddr implements memberlist.Transport: the stack's address
 // and our port, unless memberlist was told otherwise.
 func (t *Transport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
@@ -159,16 +148,6 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 	ap, err := parseAddr(addr)
 	if err != nil {
 		return time.Time{}, err
-	}
-	if t.quietAs != "" {
-		var q int
-		b, q = quietPacket(b, t.quietAs)
-		if q > 0 {
-			t.Quieted.Add(uint64(q))
-		}
-		if b == nil {
-			return time.Now(), nil
-		}
 	}
 	_, err = t.pc.WriteTo(b, net.UDPAddrFromAddrPort(ap))
 	t.PacketsOut.Add(1)
