@@ -131,6 +131,8 @@ type Node struct {
 	joinOnce sync.Once
 	joinNow  chan struct{} // closed by Exchange
 
+	releaseOnce sync.Once // releaseLater
+
 	metaMu sync.Mutex
 	metas  map[string]Meta // decodeMeta's cache
 }
@@ -311,20 +313,23 @@ func largeBeyond(spec string) int {
 	return LargeCluster
 }
 
-// FastDetector is the failure detector of a large cluster once its
-// members have joined: largeCluster's probes every 5 s and suspicion of
-// 15 s at 1,000 left a frozen member alive in some views for 40-48 s
-// (issue 16 wants 10 s), and faster probing from the start set off a
-// storm of false suspicions while 1,000 members on 2 cores exchanged
-// their views (a member waiting for a CPU missed its probe timeouts).
-// A node of a large cluster switches to it (memberlist's
-// SetFailureDetector, our fork's) once its view has been complete for
-// FastAfter, by when the supervisor's exchange rounds are over, or
-// fastLimit after it started, complete or not. Chosen by measurement at
-// 1,000 (docs/ARCHITECTURE.md, "At scale"): a probe every second, a
-// 500 ms probe timeout, suspicion for 1 x log10(n) probes (3 s at 1,000),
-// gossip every 500 ms (asleep while nothing is queued, so an idle member
-// pays nothing for it).
+// FastDetector is a failure detector a node of a large cluster can switch
+// to once its members have joined (memberlist's SetFailureDetector, our
+// fork's): largeCluster's probes every 5 s leave a frozen member alive in
+// some views for 20-48 s (issue 16 wants 10 s), and faster probing from
+// the start set off a storm of false suspicions while 1,000 members on 2
+// cores exchanged their views (a member waiting for a CPU missed its
+// probe timeouts). A node switches once its view has been complete for
+// FastAfter (by when the supervisor's rounds are over), or fastLimit after
+// it started. Off by default (FastAfter 0): at 1,000 on 2 cores
+// (BenchmarkScale1000, 2026-12-02 04:20, docs/SCALE.md) the switch to
+// these timings (a probe every second, 500 ms probe timeout, Lifeguard
+// suspicion of 2 s once another member confirms it, 12 s without, gossip
+// every 500 ms) set the storm off again 30 s after the views were
+// complete: 240,991 deaths declared of live members, load average 1,650,
+// idle 152 % of a core; 1,000 probes a second through user-level stacks
+// cost more than 2 shared cores give. $NETSTATION_GOSSIP's fast-after
+// turns it on for measurements.
 var FastDetector = memberlist.FailureDetector{
 	ProbeInterval:  time.Second,
 	ProbeTimeout:   500 * time.Millisecond,
@@ -333,8 +338,8 @@ var FastDetector = memberlist.FailureDetector{
 	SuspicionMin:   2 * time.Second,
 }
 
-// FastAfter: see FastDetector.
-const FastAfter = 30 * time.Second
+// FastAfter: see FastDetector (0: never).
+const FastAfter = 0
 
 // fastLimit: see FastDetector.
 const fastLimit = 4 * time.Minute
@@ -342,9 +347,9 @@ const fastLimit = 4 * time.Minute
 // fastDetector returns FastDetector and FastAfter as $NETSTATION_GOSSIP
 // overrides them (keys fast-probe, fast-probe-timeout, fast-gossip,
 // fast-suspicion, fast-suspicion-min, fast-after; fast-after=0 keeps the
-// start-up detector).
+// start-up detector, the default).
 func fastDetector(spec string) (memberlist.FailureDetector, time.Duration) {
-	d, after := FastDetector, FastAfter
+	d, after := FastDetector, time.Duration(FastAfter)
 	for _, kv := range strings.Split(spec, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok {
@@ -591,7 +596,6 @@ func (n *Node) settleLoop(schedule []time.Duration) {
 		at := last + time.Duration(i-len(schedule)+1)*settleEvery
 		return at, n.cfg.Expect > 0 && at <= max(settleFor, last+settleFor/2)
 	}
-	released := false
 	for i := 0; ; i++ {
 		at, ok := next(i)
 		if !ok {
@@ -614,16 +618,6 @@ func (n *Node) settleLoop(schedule []time.Duration) {
 		// A complete view needs no exchange: at 1,000 members each moves
 		// about 300 KB both ways and costs both ends 10 ms and more.
 		if len(peers) == 0 || (n.cfg.Expect > 0 && len(peers)+1 >= n.cfg.Expect) {
-			if len(peers) > 0 && !released && os.Getenv("NETSTATION_NO_RELEASE") == "" {
-				// The exchanges that filled the view left the heap's
-				// high-water mark resident (a view of 1,000 decoded from
-				// 300 KB, several times); give it back once. At 200
-				// peripherals, 75 s after up, back to back: PSS 7.5 ->
-				// 5.7 MiB ($NETSTATION_NO_RELEASE=1 keeps it, for
-				// that comparison).
-				released = true
-				debug.FreeOSMemory()
-			}
 			continue
 		}
 		if _, err := n.ml.Join([]string{peers[rand.IntN(len(peers))]}); err != nil {
@@ -871,7 +865,40 @@ func (e events) record(m *memberlist.Node, leaving bool) {
 		e.n.log.Info("gossip: member "+string(v.State), "name", v.Name)
 	case !had && size == e.n.cfg.Expect:
 		e.n.log.Info("gossip: view complete", "members", size)
+		e.n.releaseLater()
 	}
+}
+
+// releaseAfter is how long after its view first holds every expected
+// member a node returns the heap's high-water mark to the OS
+// (releaseLater).
+const releaseAfter = 20 * time.Second
+
+// releaseLater returns the heap's high-water mark of the exchanges that
+// filled the view to the OS, once, releaseAfter from now (a view of 1,000
+// decoded from 300 KB several times stays resident otherwise; at 200
+// peripherals, 75 s after up, back to back: PSS 7.5 -> 5.7 MiB;
+// $NETSTATION_NO_RELEASE=1 keeps it, for that comparison). Until
+// 2026-12-02 the settle loop did it a minute after the node was told to
+// join: at 1,000 that was 1,000 forced collections within seconds of each
+// other, about a minute after ready, which BenchmarkScale1000 counted as
+// idle CPU (57 % of a core in the window where a profile 30 s earlier saw
+// 15 %); now it follows each view's own completion, spread over the
+// supervisor's last round, and the node is still exchanging then only if
+// it is a seed serving that round.
+func (n *Node) releaseLater() {
+	if os.Getenv("NETSTATION_NO_RELEASE") != "" {
+		return
+	}
+	n.releaseOnce.Do(func() {
+		time.AfterFunc(releaseAfter, func() {
+			select {
+			case <-n.done:
+			default:
+				debug.FreeOSMemory()
+			}
+		})
+	})
 }
 
 // logJoinsUpTo: a node logs each member it learns of while its view is
