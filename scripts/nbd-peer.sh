@@ -25,8 +25,13 @@ cd "$(dirname "$0")/.."
 tools="nbdkit fio python3 ip"
 [ -n "${NBD_PEER_CAPTURE:-}" ] && tools="$tools dumpcap tshark"
 [ -n "${NBD_PEER_SCHED:-}" ] && tools="$tools perf"
+pkg() { # the Debian package that holds tool $1
+  case $1 in
+    ip) echo iproute2 ;; dumpcap) echo wireshark-common ;; perf) echo linux-perf ;; *) echo "$1" ;;
+  esac
+}
 for t in $tools; do
-  command -v $t >/dev/null || { echo "nbd-peer: needs $t (apt-get install nbdkit fio)" >&2; exit 1; }
+  command -v $t >/dev/null || { echo "nbd-peer: needs $t (apt-get install $(pkg $t))" >&2; exit 1; }
 done
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "nbd-peer: this fio has no nbd engine" >&2; exit 1; }
 ns=${1:-}
