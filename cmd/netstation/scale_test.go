@@ -284,12 +284,26 @@ func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus, limit time.
 	for _, nd := range nodes[:len(nodes)-1] {
 		pending[nd.Name] = true
 	}
+	var mu sync.Mutex
+	unanswered := map[string]bool{} // at the last look
 	d, left := untilAll(pending, limit+10*time.Second, 250*time.Millisecond, func(name string) bool {
 		_, dead, err := viewOf(dir, name, gossip.Dead, victim.Name)
+		mu.Lock()
+		unanswered[name] = err != nil
+		mu.Unlock()
 		return err == nil && dead
 	})
 	if left > 0 {
-		t.Errorf("frozen %s: %d views still do not have it dead after %v", victim.Name, left, limit+10*time.Second)
+		// Which: views that hold it alive, or peripherals that did not
+		// answer (a starved machine) at the last look.
+		silent := 0
+		for name := range pending {
+			if unanswered[name] {
+				silent++
+			}
+		}
+		t.Errorf("frozen %s: %d views still do not have it dead after %v (%d of them did not answer at the last look)",
+			victim.Name, left, limit+10*time.Second, silent)
 		return 0
 	}
 	if d > limit {
