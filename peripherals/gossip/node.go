@@ -101,9 +101,10 @@ type Config struct {
 	// 1,000 peripherals never finished starting (issue 16).
 	Deferred bool
 	// QuietJoins: the node does not re-broadcast other members' joins
-	// (their alive messages at the first incarnation; quietPacket), so a
-	// member it does not learn of from a full-state exchange it learns
-	// of from the settle exchanges or the periodic push/pull only. For
+	// (their alive messages at the first incarnation: our memberlist
+	// fork's Config.QuietJoins), so a member it does not learn of from a
+	// full-state exchange it learns of from the settle exchanges or the
+	// periodic push/pull only. For
 	// clusters whose views are completed by Exchange calls (a testbed's
 	// supervisor does). Refutations, suspicions and deaths still spread
 	// by gossip.
