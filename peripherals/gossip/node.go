@@ -314,7 +314,7 @@ func largeBeyond(spec string) int {
 	return LargeCluster
 }
 
-// FastDetector is a failure detector a node of a large cluster can switch
+// FastDetector is the failure detector a node of a large cluster switches
 // to once its members have joined (memberlist's SetFailureDetector, our
 // fork's): largeCluster's probes every 5 s leave a frozen member alive in
 // some views for 20-48 s (issue 16 wants 10 s), and faster probing from
@@ -322,25 +322,35 @@ func largeBeyond(spec string) int {
 // cores exchanged their views (a member waiting for a CPU missed its
 // probe timeouts). A node switches once its view has been complete for
 // FastAfter (by when the supervisor's rounds are over), or fastLimit after
-// it started. Off by default (FastAfter 0): at 1,000 on 2 cores
-// (BenchmarkScale1000, 2026-12-02 04:20, docs/SCALE.md) the switch to
-// these timings (a probe every second, 500 ms probe timeout, Lifeguard
-// suspicion of 2 s once another member confirms it, 12 s without, gossip
-// every 500 ms) set the storm off again 30 s after the views were
-// complete: 240,991 deaths declared of live members, load average 1,650,
-// idle 152 % of a core; 1,000 probes a second through user-level stacks
-// cost more than 2 shared cores give. $NETSTATION_GOSSIP's fast-after
-// turns it on for measurements.
+// it started. Chosen by measurement at 1,000 on 2 cores
+// (BenchmarkScale1000, 2026-12-02, docs/SCALE.md):
+//
+//   - a probe every 2.5 s with a 1.5 s timeout: a probe costs the machine
+//     about 0.5 ms of CPU (prober and target), so 400 a second at 1,000
+//     stay near the idle budget (21, 32 and 25 % of a core in three runs,
+//     a frozen member dead in all views after 9.8, 7.5 and 21 s); a probe every
+//     second (1,000 a second) set the storm off again 30 s after the
+//     switch (240,991 deaths of live members declared, load average
+//     1,650, idle 152 %);
+//   - suspicion 3 s whatever the number of confirmations (SuspicionMult 1,
+//     so Lifeguard expects none; SuspicionMin, our fork's: memberlist's
+//     formula would make it 1 x log10(n) x 2.5 s = 7.5 s at 1,000). The
+//     first failed probe of a frozen member comes after an exponential
+//     wait of one probe interval, its suspicion one interval later, so it
+//     is dead in every view after about 2.5 + 2.5 + 3 s and the spread;
+//   - gossip every 500 ms (asleep while nothing is queued, so an idle
+//     member pays nothing for it) instead of 3 s, so the suspicion and
+//     the death reach every view in a second or two.
 var FastDetector = memberlist.FailureDetector{
-	ProbeInterval:  time.Second,
-	ProbeTimeout:   500 * time.Millisecond,
+	ProbeInterval:  2500 * time.Millisecond,
+	ProbeTimeout:   1500 * time.Millisecond,
 	GossipInterval: 500 * time.Millisecond,
-	SuspicionMult:  3,
-	SuspicionMin:   2 * time.Second,
+	SuspicionMult:  1,
+	SuspicionMin:   3 * time.Second,
 }
 
 // FastAfter: see FastDetector (0: never).
-const FastAfter = 0
+const FastAfter = 20 * time.Second
 
 // fastLimit: see FastDetector.
 const fastLimit = 4 * time.Minute
@@ -348,9 +358,9 @@ const fastLimit = 4 * time.Minute
 // fastDetector returns FastDetector and FastAfter as $NETSTATION_GOSSIP
 // overrides them (keys fast-probe, fast-probe-timeout, fast-gossip,
 // fast-suspicion, fast-suspicion-min, fast-after; fast-after=0 keeps the
-// start-up detector, the default).
+// start-up detector).
 func fastDetector(spec string) (memberlist.FailureDetector, time.Duration) {
-	d, after := FastDetector, time.Duration(FastAfter)
+	d, after := FastDetector, FastAfter
 	for _, kv := range strings.Split(spec, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok {
