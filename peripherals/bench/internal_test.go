@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -223,5 +224,57 @@ func TestDataRunMatchesHandle(t *testing.T) {
 	}
 	if fast.streams[0].creditEvery != 512 || fast.streams[0].Lost == 0 || fast.streams[0].OutOfOrder == 0 || fast.streams[0].Jitter == 0 {
 		t.Fatalf("the runs did not exercise what they should: %+v", fast.streams[0])
+	}
+}
+
+// refusingConn is a run writer whose runs the "kernel" refuses after the
+// first, as a kernel socket's UDP_SEGMENT is for datagrams larger than
+// the path's MTU: that run leaves datagram by datagram and MaxRun drops
+// to 1, below which BeginRun refuses longer runs.
+type refusingConn struct {
+	nullConn
+	maxRun, sent int
+	buf          []byte
+	count        int
+}
+
+func (c *refusingConn) MaxRun(int) int { return c.maxRun }
+func (c *refusingConn) BeginRun(_ netip.AddrPort, seg, count int) ([]byte, error) {
+	if count > c.maxRun {
+		return nil, fmt.Errorf("a run of %d (at most %d)", count, c.maxRun)
+	}
+	c.count = count
+	if len(c.buf) < seg*count {
+		c.buf = make([]byte, seg*count)
+	}
+	return c.buf[:seg*count], nil
+}
+func (c *refusingConn) EndRun() (int, error) {
+	c.maxRun = 1 // refused, sent one by one: single datagrams from now on
+	c.sent += c.count
+	return c.count, nil
+}
+func (c *refusingConn) WriteBatch(m []Message) (int, error) {
+	c.sent += len(m)
+	return len(m), nil
+}
+
+// TestSenderFollowsMaxRun: a socket whose largest run shrinks while the
+// stream sends (the kernel baseline at 8972 B: its first run refused)
+// gets the smaller runs from then on, not a write error per batch (make
+// bench's kernel row at 8972 B received nothing).
+func TestSenderFollowsMaxRun(t *testing.T) {
+	o := SenderOptions{Size: 8972, Count: 1000}
+	if err := o.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort("10.0.0.3:5301")
+	s := newSendStream(&Result{Test: 1}, 0, o, dst)
+	c := &refusingConn{maxRun: 7}
+	if err := s.run(context.Background(), c, time.Now(), time.Time{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s.writeErrors != 0 || c.sent != 1000 {
+		t.Fatalf("%d write errors, %d of 1000 datagrams sent", s.writeErrors, c.sent)
 	}
 }

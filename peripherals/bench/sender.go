@@ -283,10 +283,6 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 	var sent uint64
 	failures := 0
 	rw, _ := c.(runWriter)
-	maxRun := 0
-	if rw != nil {
-		maxRun = rw.MaxRun(len(s.msgs[0].Buf))
-	}
 	for ctx.Err() == nil {
 		now := time.Now()
 		if !deadline.IsZero() && !now.Before(deadline) {
@@ -324,8 +320,15 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 		ts := now.UnixNano()
 		var w int
 		var err error
+		// Asked before every write: a socket lowers it when the kernel
+		// refuses a segmentation (a datagram larger than the path's MTU,
+		// sent in IP fragments, cannot be a UDP_SEGMENT run).
+		maxRun := 0
+		if rw != nil {
+			maxRun = rw.MaxRun(len(s.msgs[0].Buf))
+		}
 		if maxRun > 1 {
-			w, err = s.writeRuns(rw, n, sent, ts, maxRun)
+			w, err = s.writeRuns(rw, n, sent, ts)
 		} else {
 			for i := range n {
 				h := s.hdr
@@ -374,15 +377,15 @@ type runWriter interface {
 var _ runWriter = (*stack.UDPConn)(nil)
 
 // writeRuns sends n datagrams, numbered from sent, as runs of at most
-// maxRun written in place: each datagram's header is written where it
+// MaxRun written in place: each datagram's header is written where it
 // leaves from, and its payload bytes are left as they are (zeros, as in
 // the buffers of the copying path, WriteBatch).
-func (s *sendStream) writeRuns(rw runWriter, n, sent uint64, ts int64, maxRun int) (int, error) {
+func (s *sendStream) writeRuns(rw runWriter, n, sent uint64, ts int64) (int, error) {
 	size := len(s.msgs[0].Buf)
 	dst := s.msgs[0].Addr
 	done := 0
 	for uint64(done) < n {
-		k := min(int(n)-done, maxRun)
+		k := min(int(n)-done, rw.MaxRun(size)) // lowered by a refused run (see run)
 		buf, err := rw.BeginRun(dst, size, k)
 		if err != nil {
 			return done, err
