@@ -208,16 +208,16 @@ func (r *receiver) dataRun(p []byte, seg int, from netip.AddrPort, arrived time.
 	done := 0
 	for len(p) >= seg {
 		b := p[:HeaderLen:len(p)]
-		if binary.BigEndian.Uint32(b[0:]) != headerMagic || kind(b[4]) != kindData || binary.BigEndian.Uint32(b[12:]) != test {
+		if binary.BigEndian.Uint32(b[offMagic:]) != headerMagic || kind(b[offKind]) != kindData || binary.BigEndian.Uint32(b[offTest:]) != test {
 			break
 		}
-		st := int(binary.BigEndian.Uint16(b[6:]))
+		st := int(binary.BigEndian.Uint16(b[offStream:]))
 		if st >= len(r.streams) {
 			break
 		}
 		s := &r.streams[st]
-		s.add(binary.BigEndian.Uint64(b[16:]), seg, int64(binary.BigEndian.Uint64(b[24:])), at)
-		if c := uint64(binary.BigEndian.Uint16(b[10:])); c != 0 && (c != s.creditEvery || s.addr != from) {
+		s.add(binary.BigEndian.Uint64(b[offSeq:]), seg, int64(binary.BigEndian.Uint64(b[offSent:])), at)
+		if c := uint64(binary.BigEndian.Uint16(b[offCredit:])); c != 0 && (c != s.creditEvery || s.addr != from) {
 			s.addr, s.creditEvery = from, c
 		}
 		p = p[seg:]

@@ -68,20 +68,34 @@ type header struct {
 	Sent    int64
 }
 
+// The header's field offsets (above): encode, parseHeader and the
+// receiver's in-place count of a run's data datagrams (dataRun) use them.
+const (
+	offMagic   = 0
+	offKind    = 4
+	offAttempt = 5
+	offStream  = 6
+	offStreams = 8
+	offCredit  = 10
+	offTest    = 12
+	offSeq     = 16
+	offSent    = 24
+)
+
 // errBadHeader is wrapped by parseHeader's errors.
 var errBadHeader = errors.New("bench: not a bench datagram")
 
 func (h *header) encode(b []byte) {
 	_ = b[HeaderLen-1]
-	binary.BigEndian.PutUint32(b[0:], headerMagic)
-	b[4] = byte(h.Kind)
-	b[5] = h.Attempt
-	binary.BigEndian.PutUint16(b[6:], h.Stream)
-	binary.BigEndian.PutUint16(b[8:], h.Streams)
-	binary.BigEndian.PutUint16(b[10:], h.Credit)
-	binary.BigEndian.PutUint32(b[12:], h.Test)
-	binary.BigEndian.PutUint64(b[16:], h.Seq)
-	binary.BigEndian.PutUint64(b[24:], uint64(h.Sent))
+	binary.BigEndian.PutUint32(b[offMagic:], headerMagic)
+	b[offKind] = byte(h.Kind)
+	b[offAttempt] = h.Attempt
+	binary.BigEndian.PutUint16(b[offStream:], h.Stream)
+	binary.BigEndian.PutUint16(b[offStreams:], h.Streams)
+	binary.BigEndian.PutUint16(b[offCredit:], h.Credit)
+	binary.BigEndian.PutUint32(b[offTest:], h.Test)
+	binary.BigEndian.PutUint64(b[offSeq:], h.Seq)
+	binary.BigEndian.PutUint64(b[offSent:], uint64(h.Sent))
 }
 
 // parseHeader decodes b's header. Datagrams that are too short, carry
@@ -90,22 +104,22 @@ func parseHeader(b []byte, h *header) error {
 	if len(b) < HeaderLen {
 		return fmt.Errorf("%w: %d bytes", errBadHeader, len(b))
 	}
-	if binary.BigEndian.Uint32(b[0:]) != headerMagic {
+	if binary.BigEndian.Uint32(b[offMagic:]) != headerMagic {
 		return fmt.Errorf("%w: bad magic", errBadHeader)
 	}
-	k := kind(b[4])
+	k := kind(b[offKind])
 	if k < kindData || k > kindCredit {
 		return fmt.Errorf("%w: kind %d", errBadHeader, k)
 	}
 	*h = header{
 		Kind:    k,
-		Attempt: b[5],
-		Stream:  binary.BigEndian.Uint16(b[6:]),
-		Streams: binary.BigEndian.Uint16(b[8:]),
-		Credit:  binary.BigEndian.Uint16(b[10:]),
-		Test:    binary.BigEndian.Uint32(b[12:]),
-		Seq:     binary.BigEndian.Uint64(b[16:]),
-		Sent:    int64(binary.BigEndian.Uint64(b[24:])),
+		Attempt: b[offAttempt],
+		Stream:  binary.BigEndian.Uint16(b[offStream:]),
+		Streams: binary.BigEndian.Uint16(b[offStreams:]),
+		Credit:  binary.BigEndian.Uint16(b[offCredit:]),
+		Test:    binary.BigEndian.Uint32(b[offTest:]),
+		Seq:     binary.BigEndian.Uint64(b[offSeq:]),
+		Sent:    int64(binary.BigEndian.Uint64(b[offSent:])),
 	}
 	return nil
 }
