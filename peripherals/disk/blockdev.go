@@ -144,18 +144,7 @@ func (s *Server) Trim(off int64, n int, fua bool) error {
 		return err
 	}
 	s.stats.requests[diskproto.OpTrim].Add(1)
-	held := s.ranges.lock(off, int64(n), true) // not under a READ reply's send (gather.go)
-	err := s.control(func(fd int) error {
-		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
-	})
-	if err == nil {
-		s.clearHeld(off, int64(n))
-	}
-	if errors.Is(err, unix.EOPNOTSUPP) {
-		_, err = s.file.WriteAt(make([]byte, n), off)
-	}
-	s.ranges.unlock(held, true)
-	if err != nil {
+	if err := s.punch(off, int64(n)); err != nil {
 		s.stats.errors[diskproto.CodeIO].Add(1)
 		return fmt.Errorf("disk: trim %d at %d: %w", n, off, err)
 	}

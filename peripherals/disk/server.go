@@ -1004,26 +1004,38 @@ func (s *Server) sync() diskproto.Code {
 	return diskproto.CodeOK
 }
 
-// trim punches a hole; where the file system cannot, it writes zeros, so
-// a trimmed range always reads back as zeros.
+// trim is the storage protocol's TRIM (punch).
 func (s *Server) trim(off, n int64) diskproto.Code {
-	held := s.ranges.lock(off, n, true) // not under a gathered READ's send
-	defer s.ranges.unlock(held, true)
-	err := unix.Fallocate(s.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-	if err == nil {
-		s.clearHeld(off, n)
-		return diskproto.CodeOK
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) {
+	if err := s.punch(off, n); err != nil {
 		s.log.Warn("disk: trim failed", "off", off, "len", n, "err", err)
 		return diskproto.CodeIO
 	}
-	zeros := make([]byte, n)
-	if _, err := s.file.WriteAt(zeros, off); err != nil {
-		return diskproto.CodeIO
+	return diskproto.CodeOK
+}
+
+// punch discards [off, off+n) for both front ends' TRIMs (the storage
+// protocol's trim, the NBD front end's Trim): a hole where the file
+// system can punch one, zeros written where it cannot, so the range
+// always reads back as zeros. The range is held against gathered READ
+// replies meanwhile (gather.go), as every write to the device is.
+func (s *Server) punch(off, n int64) error {
+	held := s.ranges.lock(off, n, true)
+	defer s.ranges.unlock(held, true)
+	err := s.control(func(fd int) error {
+		return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	})
+	if err == nil {
+		s.clearHeld(off, n)
+		return nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	if _, err := s.file.WriteAt(make([]byte, n), off); err != nil {
+		return err
 	}
 	s.markHeld(off, n)
-	return diskproto.CodeOK
+	return nil
 }
 
 // readReply reads a READ's data straight into its reply's datagrams (the
