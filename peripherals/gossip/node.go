@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -304,14 +305,25 @@ func largeCluster(c *memberlist.Config) {
 // largeBeyond is LargeCluster, or what $NETSTATION_GOSSIP's key large
 // says (to measure the large cluster's settings on a smaller one).
 func largeBeyond(spec string) int {
-	for _, kv := range strings.Split(spec, ",") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k == "large" {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				return n
-			}
+	for k, v := range specPairs(spec) {
+		if n, err := strconv.Atoi(v); k == "large" && err == nil && n >= 0 {
+			return n
 		}
 	}
 	return LargeCluster
+}
+
+// specPairs yields $NETSTATION_GOSSIP's key=value pairs (comma-separated;
+// an item without "=" is skipped): tune, largeBeyond and fastDetector
+// each read the keys they know.
+func specPairs(spec string) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, kv := range strings.Split(spec, ",") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && !yield(k, v) {
+				return
+			}
+		}
+	}
 }
 
 // FastDetector is the failure detector a node of a large cluster switches
@@ -361,11 +373,7 @@ const fastLimit = 4 * time.Minute
 // start-up detector).
 func fastDetector(spec string) (memberlist.FailureDetector, time.Duration) {
 	d, after := FastDetector, FastAfter
-	for _, kv := range strings.Split(spec, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			continue
-		}
+	for k, v := range specPairs(spec) {
 		dur, derr := time.ParseDuration(v)
 		n, nerr := strconv.Atoi(v)
 		switch {
@@ -424,11 +432,7 @@ func (n *Node) speedUp(fast memberlist.FailureDetector, after time.Duration, lim
 // bad values are ignored, so a typo runs the defaults rather than failing
 // every peripheral.
 func tune(c *memberlist.Config, spec string) {
-	for _, kv := range strings.Split(spec, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			continue
-		}
+	for k, v := range specPairs(spec) {
 		d, derr := time.ParseDuration(v)
 		n, nerr := strconv.Atoi(v)
 		switch {
