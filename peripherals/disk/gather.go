@@ -119,10 +119,7 @@ type gatherScratch struct {
 // not yet due, copied into it).
 func (s *Server) readGathered(j *job, g runGatherer, obuf *[]byte, w *workerScratch) (status diskproto.Code, handled, kept bool) {
 	req := &j.req
-	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: int(req.Length), Datagram: s.cfg.Datagram}
-	if req.ReplyDatagram != 0 {
-		l.Datagram = int(req.ReplyDatagram)
-	}
+	l := s.replyLayout(req)
 	if g.MaxRun(l.Datagram) < min(l.Count(), 2) {
 		// No GSO runs, or datagrams larger than a frame (IP fragments):
 		// datagram by datagram is readReply's.
@@ -150,30 +147,14 @@ func (s *Server) readGathered(j *job, g runGatherer, obuf *[]byte, w *workerScra
 		g2.hdrs = make([]byte, hsize)
 	}
 	hdrs := g2.hdrs[:hsize]
-	rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID,
-		Epoch: s.epoch, Length: req.Length, PayloadCRC: crc}
-	rep.MarshalHeader(hdrs)
-	have := []byte(nil)
-	if req.Flags&diskproto.FlagHave != 0 {
-		have = req.Payload
-	}
-	last := count - 1 // the last datagram sent: its segment (if one) is marked FlagLast
-	for last > 0 && diskproto.BitmapHas(have, last) {
-		last--
-	}
+	have, last := s.replyPlan(req, count, crc, hdrs)
 	send := g2.sizes[:0]
 	for i := range count {
 		if diskproto.BitmapHas(have, i) {
 			continue
 		}
 		if i > 0 {
-			_, _, dataOff := l.Data(i)
-			var f diskproto.SegmentFlags
-			if i == last {
-				f = diskproto.FlagLast
-			}
-			h := hdrs[l.Header+(i-1)*diskproto.SegmentHeaderSize:]
-			diskproto.PutSegmentHeaderRound(h, true, uint16(i), uint32(dataOff), req.Session, req.ReqID, f, uint8(req.Tag))
+			putReadSegment(hdrs[l.Header+(i-1)*diskproto.SegmentHeaderSize:], req, l, i, last)
 		}
 		send = append(send, i)
 	}
@@ -188,12 +169,7 @@ func (s *Server) readGathered(j *job, g runGatherer, obuf *[]byte, w *workerScra
 		}
 		return h, data[dataOff : dataOff+b-a]
 	}
-	if have != nil {
-		s.stats.resentReads.Add(1)
-		s.stats.resentSegments.Add(uint64(len(send)))
-	} else {
-		s.stats.bytesRead.Add(uint64(req.Length))
-	}
+	s.countRead(req, have != nil, len(send))
 	s.stats.gathered.Add(1)
 	s.sending(j)
 	rate := s.paceRate(req.PaceRate)

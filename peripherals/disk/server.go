@@ -1038,6 +1038,56 @@ func (s *Server) punch(off, n int64) error {
 	return nil
 }
 
+// replyLayout is how a READ's reply is cut into datagrams: the size the
+// request asks for, or the server's.
+func (s *Server) replyLayout(req *diskproto.Request) diskproto.Layout {
+	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: int(req.Length), Datagram: s.cfg.Datagram}
+	if req.ReplyDatagram != 0 {
+		l.Datagram = int(req.ReplyDatagram)
+	}
+	return l
+}
+
+// replyPlan marshals a READ's reply header (crc: its data's) into hdr and
+// returns the bitmap of the datagrams the client holds already (FlagHave;
+// nil: none) and the last datagram to send, whose segment is marked
+// FlagLast. readReply and readGathered (gather.go) share it.
+func (s *Server) replyPlan(req *diskproto.Request, count int, crc uint32, hdr []byte) (have []byte, last int) {
+	rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID,
+		Epoch: s.epoch, Length: req.Length, PayloadCRC: crc}
+	rep.MarshalHeader(hdr)
+	if req.Flags&diskproto.FlagHave != 0 {
+		have = req.Payload
+	}
+	last = count - 1
+	for last > 0 && diskproto.BitmapHas(have, last) {
+		last--
+	}
+	return have, last
+}
+
+// putReadSegment writes the segment header of a READ reply's datagram i
+// (i > 0) into h.
+func putReadSegment(h []byte, req *diskproto.Request, l diskproto.Layout, i, last int) {
+	_, _, dataOff := l.Data(i)
+	var f diskproto.SegmentFlags
+	if i == last {
+		f = diskproto.FlagLast
+	}
+	diskproto.PutSegmentHeaderRound(h, true, uint16(i), uint32(dataOff), req.Session, req.ReqID, f, uint8(req.Tag))
+}
+
+// countRead counts a READ reply about to leave: a resend of segments the
+// client lacks, or the read's bytes.
+func (s *Server) countRead(req *diskproto.Request, resend bool, segments int) {
+	if resend {
+		s.stats.resentReads.Add(1)
+		s.stats.resentSegments.Add(uint64(segments))
+	} else {
+		s.stats.bytesRead.Add(uint64(req.Length))
+	}
+}
+
 // readReply reads a READ's data straight into its reply's datagrams (the
 // reply header's and the segments') with preadv, seals them and sends
 // them as one batch, which the user-level stack turns into GSO
@@ -1053,10 +1103,7 @@ func (s *Server) punch(off, n int64) error {
 func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.Code, kept bool) {
 	ob := *obuf
 	req := &j.req
-	l := diskproto.Layout{Header: diskproto.ReplyHeaderSize, Length: int(req.Length), Datagram: s.cfg.Datagram}
-	if req.ReplyDatagram != 0 {
-		l.Datagram = int(req.ReplyDatagram)
-	}
+	l := s.replyLayout(req)
 	count := l.Count()
 	w.iovs = w.iovs[:0]
 	for i := range count {
@@ -1072,39 +1119,19 @@ func (s *Server) readReply(j *job, obuf *[]byte, w *workerScratch) (_ diskproto.
 		s.finish(j, diskproto.CodeIO, false)
 		return diskproto.CodeIO, false
 	}
-	rep := diskproto.Reply{Op: req.Op, Tag: req.Tag, Session: req.Session, ReqID: req.ReqID,
-		Epoch: s.epoch, Length: req.Length, PayloadCRC: crc}
-	rep.MarshalHeader(ob)
-	have := []byte(nil)
-	if req.Flags&diskproto.FlagHave != 0 {
-		have = req.Payload
-	}
+	have, last := s.replyPlan(req, count, crc, ob)
 	w.msgs = w.msgs[:0]
-	last := count - 1 // the last datagram sent: its segment (if one) is marked FlagLast
-	for last > 0 && diskproto.BitmapHas(have, last) {
-		last--
-	}
 	for i := range count {
 		if diskproto.BitmapHas(have, i) {
 			continue
 		}
 		a, b := l.Span(i)
 		if i > 0 {
-			_, _, dataOff := l.Data(i)
-			var f diskproto.SegmentFlags
-			if i == last {
-				f = diskproto.FlagLast
-			}
-			diskproto.PutSegmentHeaderRound(ob[a:], true, uint16(i), uint32(dataOff), req.Session, req.ReqID, f, uint8(req.Tag))
+			putReadSegment(ob[a:], req, l, i, last)
 		}
 		w.msgs = append(w.msgs, dgram.Message{Buf: ob[a:b], Addr: j.addr})
 	}
-	if have != nil {
-		s.stats.resentReads.Add(1)
-		s.stats.resentSegments.Add(uint64(len(w.msgs)))
-	} else {
-		s.stats.bytesRead.Add(uint64(req.Length))
-	}
+	s.countRead(req, have != nil, len(w.msgs))
 	s.sending(j)
 	if rate := s.paceRate(req.PaceRate); rate != 0 {
 		s.stats.pacedReads.Add(1)
