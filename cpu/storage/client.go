@@ -726,12 +726,23 @@ const (
 func (c *Client) transmit(cl *call, id uint64, kind sendKind) {
 	cl.sendMu.Lock()
 	defer cl.sendMu.Unlock()
-	if cl.op == diskproto.OpWrite && len(cl.body) > 0 {
+	// Under mu, before the call's fields are read: a resend goroutine may
+	// come after its call was settled, and wait() clears the call (under
+	// mu, once sendMu is free) for the pool. Past this check, holding
+	// sendMu keeps it from doing so until transmit returns.
+	c.mu.Lock()
+	if cl.settled || cl.reqID != id {
+		c.mu.Unlock()
+		return
+	}
+	gathered, unsummed := cl.op == diskproto.OpWrite && len(cl.body) > 0, cl.unsummed
+	cl.unsummed = nil
+	c.mu.Unlock()
+	if gathered {
 		c.burst.Lock()
 		defer c.burst.Unlock()
-		if cl.unsummed != nil { // the first transmission: sealed below
-			diskproto.SetRequestDataCRC(cl.msgs[0].Buf, diskproto.Checksum(cl.unsummed))
-			cl.unsummed = nil
+		if unsummed != nil { // the first transmission: sealed below
+			diskproto.SetRequestDataCRC(cl.msgs[0].Buf, diskproto.Checksum(unsummed))
 		}
 	}
 	c.mu.Lock()
