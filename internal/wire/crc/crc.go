@@ -11,11 +11,15 @@ const FieldSize = 4
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Sum is the CRC-32C of p.
-func Sum(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
+func Sum(p []byte) uint32 { return update(0, p) }
 
 // Update continues crc (a Sum so far) over p: the checksum of data that
 // lies in pieces.
-func Update(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
+func Update(crc uint32, p []byte) uint32 { return update(crc, p) }
+
+// tableUpdate is hash/crc32's Castagnoli (SSE4.2 or arm64's CRC32C
+// instructions where they exist).
+func tableUpdate(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
 
 // Skipping is the CRC-32C of b with its checksum field, the FieldSize
 // bytes at b[field:], left out: the covered bytes are b[:field] followed
