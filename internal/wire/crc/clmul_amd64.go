@@ -20,20 +20,36 @@ import "golang.org/x/sys/cpu"
 const clmulMin = 128
 
 var (
-	hasCLMUL  = cpu.X86.HasPCLMULQDQ && cpu.X86.HasSSE41
+	hasSSE42  = cpu.X86.HasSSE42
+	hasCLMUL  = hasSSE42 && cpu.X86.HasPCLMULQDQ && cpu.X86.HasSSE41
 	hasAVX512 = hasCLMUL && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VPCLMULQDQ
 )
 
 //go:noescape
 func castagnoliCLMUL(crc uint32, p []byte, avx512 bool) uint32
 
+//go:noescape
+func castagnoliSmall(crc uint32, p []byte) uint32
+
 // update continues crc over p: the bulk of a long p folded, the rest (and
-// a short p) by hash/crc32.
+// a short p: a header, two parts of it when crc.Skipping leaves out its
+// field) by the CRC32 instruction directly: hash/crc32's Update goes
+// through a table check, a sync.Once and a function variable first (CPU
+// time per call here: 16 bytes 4.7 against 10.8 ns, 64 bytes 12 against
+// 18), and every data segment's header is checked and sealed in two
+// calls.
 func update(crc uint32, p []byte) uint32 {
+	if !hasSSE42 {
+		return tableUpdate(crc, p)
+	}
+	crc = ^crc
 	if hasCLMUL && len(p) >= clmulMin {
 		n := len(p) &^ 15
-		crc = ^castagnoliCLMUL(^crc, p[:n], hasAVX512)
+		crc = castagnoliCLMUL(crc, p[:n], hasAVX512)
 		p = p[n:]
 	}
-	return tableUpdate(crc, p)
+	if len(p) > 0 {
+		crc = castagnoliSmall(crc, p)
+	}
+	return ^crc
 }

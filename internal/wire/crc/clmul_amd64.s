@@ -241,3 +241,32 @@ finish:
 	PEXTRD $1, X1, AX
 	MOVL   AX, ret+40(FP)
 	RET
+
+// func castagnoliSmall(crc uint32, p []byte) uint32
+// The CRC32 instruction 8 bytes, then 1 byte, at a time: for headers and
+// tails, where hash/crc32's dispatch costs more than the sum. crc is
+// inverted, and so is the result.
+TEXT ·castagnoliSmall(SB), NOSPLIT, $0
+	MOVL crc+0(FP), AX
+	MOVQ p_base+8(FP), SI
+	MOVQ p_len+16(FP), CX
+
+loop8:
+	CMPQ   CX, $8
+	JB     loop1
+	CRC32Q (SI), AX
+	ADDQ   $8, SI
+	SUBQ   $8, CX
+	JMP    loop8
+
+loop1:
+	TESTQ  CX, CX
+	JZ     done
+	CRC32B (SI), AX
+	INCQ   SI
+	DECQ   CX
+	JMP    loop1
+
+done:
+	MOVL AX, ret+32(FP)
+	RET

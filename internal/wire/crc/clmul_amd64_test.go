@@ -98,3 +98,45 @@ func itoa(n int) string {
 	}
 	return s
 }
+
+// BenchmarkSkipping is a data segment's header check (32 bytes, the field
+// at 12) and a request's (136 bytes, the field at 60).
+func BenchmarkSkipping(b *testing.B) {
+	for _, h := range []struct{ size, field int }{{32, 12}, {136, 60}} {
+		p := make([]byte, h.size)
+		b.Run(itoa(h.size), func(b *testing.B) {
+			var c uint32
+			for b.Loop() {
+				c += Skipping(p, h.field)
+			}
+			_ = c
+		})
+		b.Run("table-"+itoa(h.size), func(b *testing.B) {
+			var c uint32
+			for b.Loop() {
+				c += tableUpdate(tableUpdate(0, p[:h.field]), p[h.field+FieldSize:])
+			}
+			_ = c
+		})
+	}
+}
+
+// TestSmallMatchesTable checks the CRC32-instruction loop for short
+// pieces against hash/crc32 at every length to 300 and every alignment.
+func TestSmallMatchesTable(t *testing.T) {
+	if !hasSSE42 {
+		t.Skip("no SSE4.2 on this CPU: update is hash/crc32's")
+	}
+	buf := make([]byte, 320)
+	for i := range buf {
+		buf[i] = byte(i*37 + 11)
+	}
+	for n := range 300 {
+		for align := range 8 {
+			p := buf[align : align+n]
+			if got, want := ^castagnoliSmall(^uint32(n), p), crc32.Update(uint32(n), castagnoli, p); got != want {
+				t.Fatalf("%d bytes at alignment %d: %#x, want %#x", n, align, got, want)
+			}
+		}
+	}
+}
