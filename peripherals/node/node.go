@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/gossip"
@@ -35,7 +37,12 @@ func Run(ctx context.Context, cfg Config) error {
 			pc.Logger.Warn("idle cost not lowered", "err", err)
 		}
 	}
-	l, err := afpacket.Open(pc.IfName, afpacket.Options{NoQdiscBypass: cfg.Shaped, Accept: pc.Addr})
+	o, err := linkOptions(os.Getenv(LinkRxEnv))
+	if err != nil {
+		return err
+	}
+	o.NoQdiscBypass, o.Accept = cfg.Shaped, pc.Addr
+	l, err := afpacket.Open(pc.IfName, o)
 	if err != nil {
 		return fmt.Errorf("open link %s: %w", pc.IfName, err)
 	}
@@ -48,4 +55,28 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Started(rt)
 	}
 	return rt.Wait(ctx)
+}
+
+// LinkRxEnv names the environment variable that picks how every
+// peripheral started with it receives (the supervisor's environment
+// reaches its nodes): "recvmmsg" (the default, afpacket.RxRecvmmsg: bulk
+// receive, GSO super-frames lent in batches) or "framering"
+// (afpacket.RxFrameRing with sendmmsg: the lowest round-trip latency, for
+// polling readers such as bench's --rtt-poll; a super-frame costs a
+// recvmsg of its own). For example `NETSTATION_LINK_RX=framering
+// netstation up`.
+const LinkRxEnv = "NETSTATION_LINK_RX"
+
+// ErrLinkRx: $NETSTATION_LINK_RX names no receive path.
+var ErrLinkRx = errors.New("node: unknown " + LinkRxEnv)
+
+// linkOptions returns the link options $NETSTATION_LINK_RX (v) asks for.
+func linkOptions(v string) (afpacket.Options, error) {
+	switch v {
+	case "", "recvmmsg":
+		return afpacket.Options{}, nil
+	case "framering":
+		return afpacket.Options{Rx: afpacket.RxFrameRing, Tx: afpacket.TxSendmmsg}, nil
+	}
+	return afpacket.Options{}, fmt.Errorf("%w %q (recvmmsg or framering)", ErrLinkRx, v)
 }

@@ -40,7 +40,7 @@ const rrPollBudget = 200 * time.Microsecond
 // echoConfig tells the echo process what to serve and where.
 type echoConfig struct {
 	Stack  string        // "user" or "kernel"
-	Link   string        // user: "afpacket" (default) or "xsk"
+	Link   string        // user: "afpacket" (default), "xsk" or "framering"
 	Poll   time.Duration // user: stack.Config.PollBudget
 	NS     string        // namespace name
 	IfName string        // user: the veth its stack opens
@@ -164,13 +164,19 @@ func echoMain(js string) error {
 // openRRLink opens the link of a "user" end of BenchmarkRR on ifname, in
 // the calling thread's namespace: kind "afpacket" (or "") is the default
 // afpacket link; "xsk" the full AF_XDP link (XSK transmit, XDP program
-// redirecting every frame to the XSK's receive ring).
+// redirecting every frame to the XSK's receive ring); "framering" afpacket
+// with its TPACKET_V2 receive ring (afpacket.RxFrameRing) and sendmmsg.
 func openRRLink(kind, ifname string) (link.Link, error) {
 	switch kind {
 	case "", "afpacket":
 		return afpacket.Open(ifname, afpacket.Options{})
 	case "xsk":
 		return afxdp.Open(ifname, afxdp.Options{Rx: afxdp.RxXSK})
+	case "framering":
+		// sendmmsg, not the transmit ring: a lone frame by one call to
+		// packet_snd costs less than tpacket_snd's walk of the ring
+		// (docs/ARCHITECTURE.md, "Request/response latency").
+		return afpacket.Open(ifname, afpacket.Options{Rx: afpacket.RxFrameRing, Tx: afpacket.TxSendmmsg})
 	}
 	return nil, fmt.Errorf("unknown link %q", kind)
 }
@@ -218,7 +224,7 @@ type rrPair struct {
 
 // startRR builds the pair for stackName ("user", "user-poll": both ends
 // with rrPollBudget, "user-xsk-poll": the same on the full AF_XDP link,
-// "kernel", or "kernel-busypoll": kernel sockets that busy-poll for
+// "user-ring-poll": the same on afpacket's TPACKET_V2 ring, "kernel", or "kernel-busypoll": kernel sockets that busy-poll for
 // rrPollBudget) with the echo process pinned to echoCPU.
 func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 	var poll time.Duration
@@ -228,6 +234,8 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 		stackName, poll = "user", rrPollBudget
 	case "user-xsk-poll":
 		stackName, poll, linkKind = "user", rrPollBudget, "xsk"
+	case "user-ring-poll":
+		stackName, poll, linkKind = "user", rrPollBudget, "framering"
 	}
 	a, e, la, le := endpoints(b, false, "rr")
 	for _, x := range []*nstest.NS{a, e} {
@@ -330,7 +338,10 @@ func startRR(b *testing.B, stackName string, echoCPU int) *rrPair {
 // the full AF_XDP link (afxdp.RxXSK) at both ends: a poller reads the XSK's
 // receive ring, shared memory, with no system call (the sender's CPU runs
 // the veth's NAPI and XDP program in its transmit call). A copy-mode XSK
-// cannot busy-poll: see package afxdp. B/op and allocs/op are the whole
+// cannot busy-poll: see package afxdp. user-ring-poll is user-poll on
+// afpacket.RxFrameRing: a poller reads a TPACKET_V2 ring, whose slots the
+// sender's own sendto fills (no XDP program, no copy but the ring's), and
+// frames leave by one sendmmsg. B/op and allocs/op are the whole
 // run's (b.N is 1 for at least rrExchanges exchanges): the harness allocates
 // nothing per exchange (the messages live in rrPair; the busy-polling
 // client reads instead of recvfrom, which allocates the sender's address),
@@ -350,7 +361,7 @@ func BenchmarkRR(b *testing.B) {
 	}
 	for _, proto := range []string{"tcp", "udp"} {
 		for _, pin := range pins {
-			for _, st := range []string{"user", "user-poll", "user-xsk-poll", "kernel", "kernel-busypoll"} {
+			for _, st := range []string{"user", "user-poll", "user-xsk-poll", "user-ring-poll", "kernel", "kernel-busypoll"} {
 				b.Run(fmt.Sprintf("%s/%s/%s", proto, pin.name, st), func(b *testing.B) {
 					p := startRR(b, st, pin.server)
 					if err := cpupin.Process([]int{pin.client}); err != nil {

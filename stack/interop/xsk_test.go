@@ -10,7 +10,6 @@ import (
 
 	"github.com/netstation/netstation/internal/nstest"
 	"github.com/netstation/netstation/stack"
-	"github.com/netstation/netstation/stack/link/afxdp"
 )
 
 // TestXSKRunToCompletion: two of our stacks on the full AF_XDP link
@@ -19,7 +18,14 @@ import (
 // frames off the link themselves (PolledFrames), not only the receive
 // goroutines. The budget is far above a round trip, so a poller is there
 // when the answer comes even on a slow, loaded machine.
-func TestXSKRunToCompletion(t *testing.T) {
+func TestXSKRunToCompletion(t *testing.T) { testRunToCompletion(t, "xsk") }
+
+// TestFrameRingRunToCompletion: the same on afpacket's TPACKET_V2 ring
+// (afpacket.RxFrameRing), as BenchmarkRR's user-ring-poll rows run it.
+func TestFrameRingRunToCompletion(t *testing.T) { testRunToCompletion(t, "framering") }
+
+// testRunToCompletion runs the exchange on openRRLink's kind of link.
+func testRunToCompletion(t *testing.T, kind string) {
 	a, b, la, lb := endpoints(t, false, "xk")
 	for _, x := range []*nstest.NS{a, b} {
 		x.Run(t, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
@@ -28,7 +34,7 @@ func TestXSKRunToCompletion(t *testing.T) {
 	open := func(ns *nstest.NS, ifname string, cfg stack.Config) *stack.Stack {
 		var st *stack.Stack
 		if err := ns.Do(func() error {
-			l, err := afxdp.Open(ifname, afxdp.Options{Rx: afxdp.RxXSK})
+			l, err := openRRLink(kind, ifname)
 			if err != nil {
 				return err
 			}
@@ -37,7 +43,7 @@ func TestXSKRunToCompletion(t *testing.T) {
 			}
 			return err
 		}); err != nil {
-			t.Fatalf("stack on XSK link in %s: %v", ns.Name, err)
+			t.Fatalf("stack on %s link in %s: %v", kind, ns.Name, err)
 		}
 		t.Cleanup(func() { st.Close() })
 		return st

@@ -28,6 +28,8 @@ func TestOptionsRejected(t *testing.T) {
 		{Tx: TxMode(7)},
 		{Rx: RxMode(7)},
 		{BlockTimeout: -time.Second},
+		{RingFrames: 48},
+		{RingFrames: 1 << 17},
 	} {
 		if _, err := Open("lo", o); !errors.Is(err, ErrBadOptions) {
 			t.Errorf("Open(%+v) = %v, want ErrBadOptions", o, err)
@@ -49,6 +51,9 @@ func TestFramesCross(t *testing.T) {
 		{"rxring", Options{Rx: RxRing}},
 		{"rxring+sendmmsg", Options{Rx: RxRing, Tx: TxSendmmsg}},
 		{"rxring+busypoll", Options{Rx: RxRing, BusyPoll: 50 * time.Microsecond}},
+		{"framering", Options{Rx: RxFrameRing}},
+		{"framering+sendmmsg", Options{Rx: RxFrameRing, Tx: TxSendmmsg}},
+		{"framering+busypoll", Options{Rx: RxFrameRing, BusyPoll: 50 * time.Microsecond}},
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -111,6 +116,8 @@ func TestManyFrames(t *testing.T) {
 		{Options{TxRingFrames: 64}, Options{}},
 		{Options{Tx: TxSendmmsg}, Options{Rx: RxRing}},
 		{Options{TxRingFrames: 64}, Options{Rx: RxRing}},
+		{Options{Tx: TxSendmmsg}, Options{Rx: RxFrameRing}},
+		{Options{TxRingFrames: 64}, Options{Rx: RxFrameRing}},
 	} {
 		t.Run(c.tx.Tx.String()+"/"+c.rx.Rx.String(), func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
@@ -178,8 +185,14 @@ func TestBadFrames(t *testing.T) {
 // kernel address, receives the frame with a partial checksum (NEEDS_CSUM,
 // as veth hands it over) that completes to a valid one.
 func TestKernelToLink(t *testing.T) {
+	for _, rx := range []RxMode{RxRecvmmsg, RxFrameRing} {
+		t.Run(rx.String(), func(t *testing.T) { testKernelToLink(t, rx) })
+	}
+}
+
+func testKernelToLink(t *testing.T, rx RxMode) {
 	w := linktest.NewPair(t, 1500)
-	lb := open(t, w.B, "vB", Options{})
+	lb := open(t, w.B, "vB", Options{Rx: rx})
 	cb := collect(t, lb)
 	conn := w.KernelUDP(t, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParseAddr("10.77.0.2"), 4000)
 	payload := linktest.Pattern(1000, 0x5a)
@@ -278,7 +291,7 @@ func TestLatencyIndependentOfBlockTimeout(t *testing.T) {
 }
 
 func TestCloseUnblocksRead(t *testing.T) {
-	for _, o := range []Options{{}, {BusyPoll: time.Millisecond}, {Rx: RxRing}} {
+	for _, o := range []Options{{}, {BusyPoll: time.Millisecond}, {Rx: RxRing}, {Rx: RxFrameRing}, {Rx: RxFrameRing, BusyPoll: time.Millisecond}} {
 		t.Run(fmt.Sprint(o.Rx, o.BusyPoll), func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
 			before := runtime.NumGoroutine()
@@ -293,7 +306,7 @@ func TestNoAllocs(t *testing.T) {
 	for _, c := range []struct {
 		tx TxMode
 		rx RxMode
-	}{{TxRing, RxRecvmmsg}, {TxSendmmsg, RxRecvmmsg}, {TxRing, RxRing}} {
+	}{{TxRing, RxRecvmmsg}, {TxSendmmsg, RxRecvmmsg}, {TxRing, RxRing}, {TxSendmmsg, RxFrameRing}} {
 		t.Run(c.tx.String()+"/"+c.rx.String(), func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
 			la := open(t, w.A, "vA", Options{Tx: c.tx})
@@ -337,8 +350,14 @@ func TestKernelRejectsFrame(t *testing.T) {
 // 14000-byte payload; our link receives it whole, as one UDP_L4 GSO
 // super-frame (veth does not segment), and its payload is intact.
 func TestKernelGSOToLink(t *testing.T) {
+	for _, rx := range []RxMode{RxRecvmmsg, RxRing, RxFrameRing} {
+		t.Run(rx.String(), func(t *testing.T) { testKernelGSOToLink(t, rx) })
+	}
+}
+
+func testKernelGSOToLink(t *testing.T, rx RxMode) {
 	w := linktest.NewPair(t, 1500)
-	lb := open(t, w.B, "vB", Options{})
+	lb := open(t, w.B, "vB", Options{Rx: rx})
 	cb := collect(t, lb)
 	conn := w.KernelUDP(t, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParseAddr("10.77.0.2"), 4003)
 	rc, err := conn.SyscallConn()

@@ -13,9 +13,15 @@ import (
 // budget, then it sleeps again (an idle peripheral must not spin); and a
 // link whose polling is turned off again never polls.
 func TestAdaptiveBusyPoll(t *testing.T) {
+	for _, rx := range []RxMode{RxRecvmmsg, RxFrameRing} {
+		t.Run(rx.String(), func(t *testing.T) { testAdaptiveBusyPoll(t, rx) })
+	}
+}
+
+func testAdaptiveBusyPoll(t *testing.T, rx RxMode) {
 	w := linktest.NewPair(t, 1500)
 	la := open(t, w.A, "vA", Options{})
-	lb := open(t, w.B, "vB", Options{})
+	lb := open(t, w.B, "vB", Options{Rx: rx})
 	lb.SetBusyPoll(200 * time.Microsecond)
 	cb := collect(t, lb)
 
@@ -66,8 +72,14 @@ func TestAdaptiveBusyPoll(t *testing.T) {
 // the answer (a sender waiting for its receiver's credits) even though
 // nothing came in yet, and stops a budget later.
 func TestBusyPollAfterSend(t *testing.T) {
+	for _, rx := range []RxMode{RxRecvmmsg, RxFrameRing} {
+		t.Run(rx.String(), func(t *testing.T) { testBusyPollAfterSend(t, rx) })
+	}
+}
+
+func testBusyPollAfterSend(t *testing.T, rx RxMode) {
 	w := linktest.NewPair(t, 1500)
-	la := open(t, w.A, "vA", Options{})
+	la := open(t, w.A, "vA", Options{Rx: rx})
 	lb := open(t, w.B, "vB", Options{})
 	la.SetBusyPoll(200 * time.Microsecond)
 	ca := collect(t, la)

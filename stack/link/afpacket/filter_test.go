@@ -65,7 +65,7 @@ func mustDisassemble(t *testing.T, raw []bpf.RawInstruction) []bpf.Instruction {
 // TestAcceptFilterLive: with Accept set, a link in either receive mode
 // delivers IPv4 to its address and nothing addressed elsewhere.
 func TestAcceptFilterLive(t *testing.T) {
-	for _, rx := range []RxMode{RxRecvmmsg, RxRing} {
+	for _, rx := range []RxMode{RxRecvmmsg, RxRing, RxFrameRing} {
 		t.Run(rx.String(), func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)
 			la := open(t, w.A, "vA", Options{})

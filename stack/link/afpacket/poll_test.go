@@ -9,12 +9,16 @@ import (
 )
 
 // TestPollerOrder: the receive goroutine blocked in ReadBatch and pollers
-// take frames off one socket at once (linktest.CheckPollerOrder).
+// take frames off one socket (or ring) at once (linktest.CheckPollerOrder).
 func TestPollerOrder(t *testing.T) {
-	w := linktest.NewPair(t, 1500)
-	la := open(t, w.A, "vA", Options{})
-	lb := open(t, w.B, "vB", Options{})
-	linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast, Send: w.SendNumbered(la)})
+	for _, rx := range []RxMode{RxRecvmmsg, RxFrameRing} {
+		t.Run(rx.String(), func(t *testing.T) {
+			w := linktest.NewPair(t, 1500)
+			la := open(t, w.A, "vA", Options{})
+			lb := open(t, w.B, "vB", Options{Rx: rx})
+			linktest.CheckPollerOrder(t, lb, linktest.PollOrder{Total: 5000, Pollers: 2, Seq: linktest.SeqLast, Send: w.SendNumbered(la)})
+		})
+	}
 }
 
 // TestPollBatchRing: a receive ring cannot be polled beside its reader.

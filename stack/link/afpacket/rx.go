@@ -193,8 +193,11 @@ func (l *Link) ReadBatch(frames []link.Frame) (int, error) {
 	if l.closed.Load() {
 		return 0, link.ErrClosed
 	}
-	if l.opts.Rx == RxRecvmmsg {
+	switch l.opts.Rx {
+	case RxRecvmmsg:
 		return l.readSock(frames)
+	case RxFrameRing:
+		return l.readFrameRing(frames)
 	}
 	return l.readRing(frames)
 }

@@ -287,25 +287,30 @@ func (l *Link) noteTx() {
 	}
 }
 
-// SetBusyPoll implements link.BusyPoller for RxRecvmmsg (a ring's reader
-// sees only retired blocks and is left as it is): while frames keep
-// coming or leaving, ReadBatch polls the socket for up to d before it
-// waits in the netpoller, yielding the processor between polls.
+// SetBusyPoll implements link.BusyPoller for RxRecvmmsg and RxFrameRing
+// (RxRing's reader sees only retired blocks and is left as it is): while
+// frames keep coming or leaving, ReadBatch polls the socket or the ring for
+// up to d before it waits in the netpoller, yielding the processor between
+// polls.
 func (l *Link) SetBusyPoll(d time.Duration) {
-	if l.opts.Rx == RxRecvmmsg {
+	if l.opts.Rx != RxRing {
 		l.busyPoll.Store(int64(max(d, 0)))
 	}
 }
 
 var _ link.BusyPoller = (*Link)(nil)
 
-// PollBatch implements link.Poller for RxRecvmmsg: a recvmmsg that does
-// not wait, on the receive socket, into buffers of the pollers' own. A
-// link with RxRing returns link.ErrNoPoll: only retired blocks may be
-// read, and a poller cannot retire one.
+// PollBatch implements link.Poller. RxRecvmmsg: a recvmmsg that does not
+// wait, on the receive socket, into buffers of the pollers' own.
+// RxFrameRing: loads from the ring, no system call. A link with RxRing
+// returns link.ErrNoPoll: only retired blocks may be read, and a poller
+// cannot retire one.
 func (l *Link) PollBatch(frames []link.Frame, fn func([]link.Frame)) (int, error) {
-	if l.opts.Rx != RxRecvmmsg {
+	switch l.opts.Rx {
+	case RxRing:
 		return 0, link.ErrNoPoll
+	case RxFrameRing:
+		return l.pollFrameRing(frames, fn)
 	}
 	if l.closed.Load() {
 		return 0, link.ErrClosed

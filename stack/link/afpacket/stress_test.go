@@ -22,6 +22,9 @@ func TestStress(t *testing.T) {
 		{"ring", Options{Rx: RxRing}},
 		{"ring/small", Options{Rx: RxRing, Blocks: 2, BlockSize: 128 << 10}},
 		{"ring/small/busypoll", Options{Rx: RxRing, Blocks: 2, BlockSize: 128 << 10, BusyPoll: 50 * time.Microsecond}},
+		{"framering", Options{Rx: RxFrameRing}},
+		{"framering/small", Options{Rx: RxFrameRing, RingFrames: 32, ReceiveBuffer: 256 << 10}},
+		{"framering/small/busypoll", Options{Rx: RxFrameRing, RingFrames: 32, BusyPoll: 50 * time.Microsecond}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := linktest.NewPair(t, 1500)

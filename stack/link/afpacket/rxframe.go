@@ -1,0 +1,445 @@
+package afpacket
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netstation/netstation/stack/link"
+)
+
+// The RxFrameRing receive path: a TPACKET_V2 receive ring of fixed-size
+// slots, each with a status word of its own. tpacket_rcv copies a frame
+// into its slot, writes the slot's header, then (after smp_mb) stores
+// TP_STATUS_USER into the slot's status: a slot that reads TP_STATUS_USER
+// is complete, whatever other CPUs are filling meanwhile. There is no block
+// and no retire timer, so a frame is readable the moment its sender's
+// transmit call has run the veth's receive path, and reading it is a load
+// from ring memory: a poller (link.Poller) costs no system call per round.
+//
+// A frame longer than a slot (a GSO super-frame) is flagged TP_STATUS_COPY
+// with PACKET_COPY_THRESH set: the kernel queues the whole skb on the
+// socket before it publishes the slot, in slot order, and the reader takes
+// it with recvmsg into a lendable buffer of the pool (lend.go).
+const (
+	// frameSlotSize is a slot: the V2 header, the sockaddr_ll, the
+	// virtio-net header and a 1514-byte frame fit with room to spare.
+	frameSlotSize = 2048
+	// frameBlockSize is the ring's allocation unit (32 slots).
+	frameBlockSize = 64 << 10
+	// DefaultRingFrames is RxFrameRing's default slot count (2 MiB).
+	DefaultRingFrames = 1024
+
+	// struct tpacket2_hdr.
+	v2Status  = 0
+	v2Len     = 4
+	v2Snaplen = 8
+	v2Mac     = 12
+	v2HdrSize = 32
+
+	tpStatusUser = unix.TP_STATUS_USER
+	tpStatusCopy = unix.TP_STATUS_COPY
+)
+
+// frameRing is the RxFrameRing state. The reader's fields are guarded by
+// Link.rxMu, the ring walk by the receive turn; close by Link.statMu.
+type frameRing struct {
+	fd   int // for getsockopt; owned by file
+	file *os.File
+	rc   syscall.RawConn
+	// life keeps the ring mapped while a poller reads it: PollBatch holds
+	// it shared, Close takes it before unmapping.
+	life sync.RWMutex
+
+	mem   []byte
+	slots int
+	cur   int   // next slot to read (turn holder only)
+	held  []int // slots the last ReadBatch delivered, given back at the next
+	// copies lists the pool buffers the last ReadBatch read TP_STATUS_COPY
+	// frames into: assigned until the next ReadBatch.
+	copies []int
+
+	turn    link.RxTurn
+	holding bool // the reader has the turn, from frames returned until its next call
+
+	// ReadBatch's RawConn.Read callback state.
+	rdFrames []link.Frame
+	rdN      int
+	busy     bool
+	flowing  bool // as rxSock.flowing
+	readCb   func(uintptr) bool
+
+	// One-message recvmsg for TP_STATUS_COPY frames.
+	msg unix.Mmsghdr
+	iov unix.Iovec
+	// The pollers' buffers for TP_STATUS_COPY frames (rxPollBatch
+	// slots, made at the first such frame a poller meets) and the slots
+	// of their round.
+	pbufs []byte
+	pheld []int
+}
+
+// openFrameRing opens the RxFrameRing socket with its ring on ifidx.
+func (l *Link) openFrameRing() error {
+	r := &l.fr
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("receive socket: %w", err)
+	}
+	r.fd = fd
+	r.file = os.NewFile(uintptr(fd), "afpacket-v2")
+	set := func(name string, level, opt, v int) error {
+		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+			return fmt.Errorf("setsockopt %s: %w", name, err)
+		}
+		return nil
+	}
+	for _, o := range []struct {
+		name       string
+		level, opt int
+		v          int
+	}{
+		{"PACKET_VERSION", unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2},
+		{"PACKET_VNET_HDR", unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1},
+		{"PACKET_IGNORE_OUTGOING", unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1},
+		// Any non-zero value: frames longer than a slot are queued whole.
+		{"PACKET_COPY_THRESH", unix.SOL_PACKET, unix.PACKET_COPY_THRESH, 1},
+	} {
+		if err := set(o.name, o.level, o.opt, o.v); err != nil {
+			return err
+		}
+	}
+	// The receive buffer bounds only the queued TP_STATUS_COPY frames.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, l.opts.ReceiveBuffer); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, l.opts.ReceiveBuffer); err != nil {
+			return fmt.Errorf("receive SO_RCVBUF: %w", err)
+		}
+	}
+	n := l.opts.RingFrames
+	req := unix.TpacketReq{
+		Block_size: frameBlockSize,
+		Block_nr:   uint32(n * frameSlotSize / frameBlockSize),
+		Frame_size: frameSlotSize,
+		Frame_nr:   uint32(n),
+	}
+	if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return fmt.Errorf("PACKET_RX_RING (V2): %w", err)
+	}
+	m, err := unix.Mmap(fd, 0, n*frameSlotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("mmap %d bytes: %w", n*frameSlotSize, err)
+	}
+	r.mem, r.slots = m, n
+	if l.opts.Accept.IsValid() {
+		if err := attachFilter(fd, acceptFilter(l.opts.Accept, 0x40000)); err != nil {
+			return fmt.Errorf("accept filter: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l.ifidx}); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if r.rc, err = r.file.SyscallConn(); err != nil {
+		return fmt.Errorf("receive socket: %w", err)
+	}
+	r.held = make([]int, 0, rxSockBatch)
+	r.copies = make([]int, 0, rxSockBatch)
+	r.pheld = make([]int, 0, rxPollBatch)
+	r.msg.Hdr.Iov = &r.iov
+	r.msg.Hdr.SetIovlen(1)
+	r.readCb = l.frameReady
+	l.rs.pool.slots = make([]rxSlot, maxRxSlots)
+	return nil
+}
+
+// close closes the socket, waking a reader waiting in the netpoller.
+func (r *frameRing) close() {
+	if r.file != nil {
+		_ = r.file.Close()
+		r.file = nil
+	}
+	r.fd = -1
+}
+
+// unmap unmaps the ring once no poller is reading it.
+func (r *frameRing) unmap() {
+	r.life.Lock()
+	if r.mem != nil {
+		_ = unix.Munmap(r.mem)
+		r.mem = nil
+	}
+	r.life.Unlock()
+}
+
+func (r *frameRing) status(slot int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&r.mem[slot*frameSlotSize+v2Status]))
+}
+
+// parseFrameSlot checks the header of a slot the kernel handed over and
+// returns where its frame lies in the slot, the virtio-net header being
+// the VNetHdrLen bytes before start. ok is false for a slot whose frame
+// was cut short (snaplen below the frame's length: no room and no copy) or
+// whose header points outside the slot.
+func parseFrameSlot(slot []byte) (start, end int, ok bool) {
+	if len(slot) < v2HdrSize {
+		return 0, 0, false
+	}
+	p := unsafe.Pointer(&slot[0])
+	snap := int(*(*uint32)(unsafe.Add(p, v2Snaplen)))
+	length := int(*(*uint32)(unsafe.Add(p, v2Len)))
+	mac := int(*(*uint16)(unsafe.Add(p, v2Mac)))
+	if snap != length || snap < 14 || mac < v2HdrSize+link.VNetHdrLen || mac+snap > len(slot) {
+		return 0, 0, false
+	}
+	return mac, mac + snap, true
+}
+
+// takeFrames walks the slots the kernel has handed over, at most
+// len(frames) of them (so never onto a slot of its own batch), pointing frames at them (or at the pool buffer or poller
+// buffer a TP_STATUS_COPY frame is read into), and appends every slot it
+// walked to held; polled says a poller reads (copies go to its own
+// buffers, never lent). It returns how many frames it filled. The caller
+// holds the receive turn and gives held back when the frames are done.
+func (l *Link) takeFrames(frames []link.Frame, held *[]int, polled bool) int {
+	r := &l.fr
+	n, copies := 0, 0
+	var bytes uint64
+	for range frames {
+		st := atomic.LoadUint32(r.status(r.cur))
+		if st&tpStatusUser == 0 {
+			break
+		}
+		slot := r.cur
+		*held = append(*held, slot)
+		if r.cur++; r.cur == r.slots {
+			r.cur = 0
+		}
+		f := &frames[n]
+		if st&tpStatusCopy != 0 {
+			if !l.readCopy(f, copies, polled) {
+				l.rxTrunc.Add(1)
+				continue
+			}
+			copies++
+		} else {
+			mem := r.mem[slot*frameSlotSize : (slot+1)*frameSlotSize]
+			start, end, ok := parseFrameSlot(mem)
+			if !ok {
+				l.rxTrunc.Add(1)
+				continue
+			}
+			f.VNet.Decode(mem[start-link.VNetHdrLen : start])
+			f.Buf = mem[start:end:end]
+			f.Loan, f.LoanOff = 0, 0
+		}
+		bytes += uint64(len(f.Buf))
+		n++
+	}
+	if n > 0 {
+		l.rxFrames.Add(uint64(n))
+		l.rxBytes.Add(bytes)
+	}
+	return n
+}
+
+// readCopy reads the next queued TP_STATUS_COPY frame (the kernel queued
+// it before it published the slot) into a pool buffer, lent (the reader),
+// or into the i-th of the pollers' buffers, and points f at it.
+func (l *Link) readCopy(f *link.Frame, i int, polled bool) bool {
+	r := &l.fr
+	var buf []byte
+	var loan uint32
+	if polled {
+		if r.pbufs == nil {
+			r.pbufs = make([]byte, rxPollBatch*rxSlotSize)
+		}
+		buf = r.pbufs[i*rxSlotSize : (i+1)*rxSlotSize]
+	} else {
+		k := l.rs.pool.free()
+		r.copies = append(r.copies, k)
+		buf = l.rs.pool.slots[k].buf
+		loan = uint32(k + 1)
+	}
+	r.iov.Base = &buf[0]
+	r.iov.SetLen(len(buf))
+	for {
+		got, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.msg)), 1, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		size := int(r.msg.Len)
+		if e != 0 || got != 1 || r.msg.Hdr.Flags&unix.MSG_TRUNC != 0 || size < link.VNetHdrLen+14 {
+			return false
+		}
+		f.VNet.Decode(buf[:link.VNetHdrLen])
+		f.Buf = buf[link.VNetHdrLen:size:size]
+		f.Loan, f.LoanOff = loan, 0
+		if loan != 0 {
+			f.LoanOff = link.VNetHdrLen
+		}
+		return true
+	}
+}
+
+// giveBackSlots hands the slots in held back to the kernel, in ring order,
+// and empties held.
+func (r *frameRing) giveBackSlots(held *[]int) {
+	for _, s := range *held {
+		atomic.StoreUint32(r.status(s), 0)
+	}
+	*held = (*held)[:0]
+}
+
+// releaseBatch ends the reader's hold on its last batch: slots back to the
+// kernel, copy buffers no longer assigned (those held by the stack stay
+// out until released), then the turn.
+func (l *Link) releaseBatch() {
+	r := &l.fr
+	if !r.holding {
+		return
+	}
+	r.giveBackSlots(&r.held)
+	for _, k := range r.copies {
+		l.rs.pool.slots[k].assigned = false
+	}
+	r.copies = r.copies[:0]
+	r.holding = false
+	r.turn.Give() // a note left meanwhile was the reader's own
+}
+
+// frameReady is ReadBatch's RawConn.Read callback: with the receive turn
+// it takes what the ring holds and keeps the turn if that is anything; it
+// reports false (sleep until the socket is readable) when the ring is
+// empty or a poller holds the turn, unless busy polling.
+func (l *Link) frameReady(uintptr) bool {
+	r := &l.fr
+	r.rdN = 0
+	if l.closed.Load() {
+		return true
+	}
+	if !r.turn.TakeWoken() {
+		return r.busy
+	}
+	r.holding = true
+	for {
+		walked := len(r.held)
+		r.rdN = l.takeFrames(r.rdFrames, &r.held, false)
+		if r.rdN > 0 {
+			return true
+		}
+		if len(r.held) == walked {
+			break // nothing handed over
+		}
+		// Only bad frames: give their slots back and look again.
+		r.giveBackSlots(&r.held)
+	}
+	l.releaseBatch()
+	return r.busy
+}
+
+// readFrameRing is ReadBatch for RxFrameRing; l.rxMu is held.
+func (l *Link) readFrameRing(frames []link.Frame) (int, error) {
+	r := &l.fr
+	l.releaseBatch() // the caller is done with the last batch
+	// Never more than the ring minus one slot: a batch must not wrap onto
+	// its own first slot.
+	r.rdFrames = frames[:min(len(frames), rxSockBatch, r.slots-1)]
+	defer func() { r.rdFrames = nil }()
+	adaptive := time.Duration(l.busyPoll.Load())
+	var start, deadline time.Time
+	if l.opts.BusyPoll > 0 || adaptive > 0 {
+		start = time.Now()
+	}
+	if l.opts.BusyPoll > 0 {
+		deadline = start.Add(l.opts.BusyPoll)
+	}
+	if adaptive > 0 && (r.flowing || l.sentWithin(start, adaptive)) {
+		deadline = start.Add(max(adaptive, l.opts.BusyPoll))
+	}
+	for {
+		r.busy = !deadline.IsZero() && time.Now().Before(deadline)
+		if err := r.rc.Read(r.readCb); err != nil {
+			if l.closed.Load() || errors.Is(err, os.ErrClosed) {
+				return 0, link.ErrClosed
+			}
+			return 0, fmt.Errorf("afpacket: %w", err)
+		}
+		if l.closed.Load() {
+			l.releaseBatch()
+			return 0, link.ErrClosed
+		}
+		if r.rdN > 0 {
+			if adaptive > 0 {
+				r.flowing = time.Since(start) <= adaptive
+			}
+			return r.rdN, nil
+		}
+		if r.busy {
+			l.busyPolls.Add(1)
+			t := time.Now()
+			runtime.Gosched()
+			d := time.Since(t)
+			deadline = deadline.Add(d)
+			start = start.Add(d)
+		}
+	}
+}
+
+// pollFrameRing is PollBatch for RxFrameRing: the ring read with no system
+// call; finding it empty, the poller gives the CPU up once and looks again.
+func (l *Link) pollFrameRing(frames []link.Frame, fn func([]link.Frame)) (int, error) {
+	r := &l.fr
+	if !r.life.TryRLock() {
+		return 0, link.ErrClosed // Close is under way
+	}
+	defer r.life.RUnlock()
+	if l.closed.Load() || r.mem == nil {
+		return 0, link.ErrClosed
+	}
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	frames = frames[:min(len(frames), rxPollBatch)]
+	total := l.pollFrameRound(frames, fn)
+	if total == 0 {
+		// Let a peer on this CPU run (it may be the one that answers),
+		// then look again at once: the ring costs nothing to read. Not
+		// raw: see afxdp's PollBatch.
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		total = l.pollFrameRound(frames, fn)
+	}
+	return total, nil
+}
+
+// pollFrameRound takes what the ring holds, in rounds of len(frames), and
+// runs fn on each, if it gets the receive turn.
+func (l *Link) pollFrameRound(frames []link.Frame, fn func([]link.Frame)) int {
+	r := &l.fr
+	total := 0
+	for r.turn.TryTake() {
+		for {
+			walked := len(r.pheld)
+			n := l.takeFrames(frames, &r.pheld, true)
+			if n > 0 {
+				fn(frames[:n])
+				total += n
+			}
+			more := len(r.pheld)-walked == len(frames)
+			r.giveBackSlots(&r.pheld)
+			if !more {
+				break
+			}
+		}
+		if !r.turn.Give() {
+			break
+		}
+	}
+	return total
+}
