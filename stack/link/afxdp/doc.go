@@ -39,8 +39,12 @@
 //
 // On BenchmarkRR (stack/interop; 64-byte request/response, our stack at
 // both ends, each process pinned, GOMAXPROCS=1), the full XSK link with
-// polling readers ("user-xsk-poll") beats polling AF_PACKET ("user-poll")
-// and, on one CPU, kernel sockets. 5 runs on 2026-12-01, 22:45-22:49 UTC,
+// polling readers ("user-xsk-poll") beats polling AF_PACKET's recvmmsg
+// ("user-poll") and, on one CPU, kernel sockets. afpacket's TPACKET_V2
+// ring (afpacket.RxFrameRing, "user-ring-poll") beats it in turn across
+// CPUs, by 1.5-2.5 us of p50: its transmit call runs no XDP program and
+// makes no copy but the ring's (docs/ARCHITECTURE.md, "Request/response
+// latency"). 5 runs on 2026-12-01, 22:45-22:49 UTC,
 // with other work on the machine (load 6-27), p50 in us, same run:
 //
 //	                  user-xsk-poll  user-poll  kernel (same CPU) / kernel-busypoll (across)
