@@ -83,7 +83,7 @@ func (p *Runtime) joinMembership() error {
 	svc := fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port)
 	p.AddService(svc)
 	n, err := gossip.Start(gossip.Config{Name: p.cfg.Name, Network: stackNetwork{p.Stack()}, Meta: meta,
-		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, QuietJoins: true, Logger: p.log})
+		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, QuietJoins: true, Beat: p.cfg.Beat, Logger: p.log})
 	if err != nil {
 		p.removeService(svc)
 		return err
@@ -94,6 +94,9 @@ func (p *Runtime) joinMembership() error {
 	HandleArgs(p, OpJoin, func(_ context.Context, a JoinArgs, _ *ctl.Stream) (any, error) {
 		got, err := n.Exchange(a.Peers)
 		return JoinResult{Answered: got, Members: n.Stats().Members}, err
+	})
+	HandleArgs(p, OpDeclareDead, func(_ context.Context, a DeclareDeadArgs, _ *ctl.Stream) (any, error) {
+		return nil, n.DeclareDead(a.Name)
 	})
 	p.members.mu.Lock()
 	p.members.node = n
@@ -149,6 +152,14 @@ func (p *Runtime) FindPeer(ctx context.Context, name, kind string, kernel bool) 
 // not re-broadcast each other's joins (gossip.Config.QuietJoins).
 type JoinArgs struct {
 	Peers []netip.AddrPort `json:"peers,omitempty"`
+}
+
+// DeclareDeadArgs of op declare-dead: the member the peripheral declares
+// dead in the membership (gossip.Node.DeclareDead). The testbed's
+// supervisor asks a few live peripherals when one of its own stops
+// beating (its watchdog).
+type DeclareDeadArgs struct {
+	Name string `json:"name"`
 }
 
 // JoinResult: how many of the peers answered, and how many members the

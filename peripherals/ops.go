@@ -13,20 +13,23 @@ type Op string
 
 // The runtime's control ops, served by every peripheral.
 const (
-	OpStatus    Op = "status"   // -> Status
-	OpPing      Op = "ping"     // PingArgs -> PingReply..., PingSummary
-	OpShutdown  Op = "shutdown" // stop the peripheral
-	OpImpair    Op = "impair"   // impair.Params -> impair.Params in force
-	OpKernel    Op = "kernel"   // bool -> the kernel baseline's address
-	OpMembers   Op = "members"  // -> MembersView
-	OpJoin      Op = "join"     // JoinArgs -> JoinResult: full-state exchanges (ends Config.DeferJoin's wait)
-	OpBenchRecv Op = "bench-recv"
-	OpBenchSend Op = "bench-send"
-	OpBenchEcho Op = "bench-echo"
-	OpBenchRTT  Op = "bench-rtt"
-	OpPin       Op = "pin" // PinArgs -> PinResult: every thread of the process on those CPUs
-	OpProbeRecv Op = "probe-recv"
-	OpProbeSend Op = "probe-send"
+	OpStatus   Op = "status"   // -> Status
+	OpPing     Op = "ping"     // PingArgs -> PingReply..., PingSummary
+	OpShutdown Op = "shutdown" // stop the peripheral
+	OpImpair   Op = "impair"   // impair.Params -> impair.Params in force
+	OpKernel   Op = "kernel"   // bool -> the kernel baseline's address
+	OpMembers  Op = "members"  // -> MembersView
+	OpJoin     Op = "join"     // JoinArgs -> JoinResult: full-state exchanges (ends Config.DeferJoin's wait)
+	// OpDeclareDead: DeclareDeadArgs -> nothing: the peripheral declares
+	// a member dead (the testbed supervisor's watchdog).
+	OpDeclareDead Op = "declare-dead"
+	OpBenchRecv   Op = "bench-recv"
+	OpBenchSend   Op = "bench-send"
+	OpBenchEcho   Op = "bench-echo"
+	OpBenchRTT    Op = "bench-rtt"
+	OpPin         Op = "pin" // PinArgs -> PinResult: every thread of the process on those CPUs
+	OpProbeRecv   Op = "probe-recv"
+	OpProbeSend   Op = "probe-send"
 )
 
 // ErrUnknownOp: the peripheral serves no such op.

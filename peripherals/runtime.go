@@ -69,7 +69,11 @@ type Config struct {
 	// when told (op join), as gossip.Config.Deferred; the supervisor
 	// tells every peripheral once all of them answer.
 	DeferJoin bool
-	Logger    *slog.Logger
+	// Beat, if set, is called every gossip.BeatEvery while the
+	// peripheral's membership runs (gossip.Config.Beat): the testbed
+	// supervisor's watchdog reads it.
+	Beat   func()
+	Logger *slog.Logger
 }
 
 // Status is what a peripheral reports on its control socket.

@@ -52,6 +52,12 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 			}
 		}
 	}
+	beat, err := openBeat()
+	if err != nil {
+		// The peripheral runs without; memberlist's probes still find it
+		// if it hangs.
+		log.Warn("no heartbeat for the supervisor's watchdog", "err", err)
+	}
 	var seeds []netip.AddrPort
 	for _, i := range seedsOf(segment, n) {
 		seeds = append(seeds, netip.AddrPortFrom(segment[i].Addr.Addr(), gossip.Port))
@@ -61,7 +67,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 			Name: n.Name, Kind: string(n.Kind), IfName: n.IfName, MAC: mac, Addr: n.Addr,
 			MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
 			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds, Members: len(segment),
-			Neighbors: neighbors, DeferJoin: os.Getenv(deferJoinEnv) == "1",
+			Neighbors: neighbors, DeferJoin: os.Getenv(deferJoinEnv) == "1", Beat: beat,
 		},
 		Shaped:  nl.shaped,
 		Started: nl.apply,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,7 @@ type Status struct {
 
 type nodeProc struct {
 	plan *NodePlan
+	slot int // in the beat table (watchdog.go)
 	// turn is closed when the node may start the first time, holding a
 	// start slot (startInOrder).
 	turn     chan struct{}
@@ -102,6 +104,7 @@ type supervisor struct {
 	fab  *fabric.Session // one set of netlink handles for the whole build
 
 	links linkManager // link.go
+	beats *beatTable  // the peripherals' heartbeats (watchdog.go); nil: none
 
 	built atomic.Int64 // node namespaces built (Progress)
 	// startSlots bounds the process starts in flight (each a thread
@@ -153,7 +156,13 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 		startSlots: make(chan struct{}, startWorkers),
 	}
 	for i := range plan.Nodes {
-		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], state: StateStarting, turn: make(chan struct{})}
+		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], slot: i, state: StateStarting, turn: make(chan struct{})}
+	}
+	if _, _, _, on := watchSettings(); on {
+		if s.beats, err = newBeatTable(len(plan.Nodes)); err != nil {
+			return err
+		}
+		defer s.beats.Close()
 	}
 	// Capability keys: in the state directory (0600) before any
 	// peripheral starts; handed over by path, never over the network.
@@ -365,6 +374,10 @@ func (s *supervisor) superviseNode(n *nodeProc) {
 		if restarts == 0 {
 			// Join the membership when told (joinAll), not at start.
 			cmd.Env = append(cmd.Env, deferJoinEnv+"=1")
+		}
+		if s.beats != nil {
+			cmd.ExtraFiles = []*os.File{s.beats.f} // heartbeatFD
+			cmd.Env = append(cmd.Env, heartbeatEnv+"="+strconv.Itoa(n.slot))
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if restarts == 0 {
@@ -604,6 +617,7 @@ func (s *supervisor) waitReady() {
 		}
 	}()
 	s.joinMembership(jctx)
+	s.watch(jctx)
 }
 
 // deferJoinEnv, set to 1 in a peripheral's first start, makes it join the

@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/gossip"
+	"github.com/netstation/netstation/testbed"
 )
 
 // views returns every listed node's membership view (netstation members).
@@ -134,4 +138,85 @@ func TestGossip(t *testing.T) {
 	t.Logf("disk1 frozen: dead in all 3 other views after %v; kill -9: restarted and alive in all 4 views %v after the kill", dead.Round(100*time.Millisecond), alive.Round(100*time.Millisecond))
 	b.must("down", b.name)
 	b.assertGone(b.name)
+}
+
+// TestWatchdog: the supervisor's watchdog finds a frozen peripheral
+// (SIGSTOP: no heartbeat, no CPU wait) without the membership's probes,
+// which this testbed makes too slow to find it in time (a probe a minute,
+// a 30 s timeout), and has the others declare it dead in every view; the
+// peripheral, resumed, refutes its death and is alive in every view
+// again. No other peripheral is declared dead.
+func TestWatchdog(t *testing.T) {
+	t.Setenv("NETSTATION_GOSSIP", "probe=1m,probe-timeout=30s")
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, `nodes:
+  - {name: cpu0, kind: cpu}
+  - {name: disk0, kind: disk}
+  - {name: disk1, kind: disk}
+  - {name: display0, kind: display}
+`))
+	all := []string{"cpu0", "disk0", "disk1", "display0"}
+	for _, m := range all {
+		b.waitMember(all, m, gossip.Alive, 30*time.Second)
+	}
+	log := filepath.Join(b.state, b.name, "supervisor.log")
+	waitLog(t, log, "watchdog on", 60*time.Second)
+	st := b.status(b.name)
+	var victim testbed.NodeStatus
+	for _, n := range st.Nodes {
+		if n.Name == "disk1" {
+			victim = n
+		}
+	}
+	// Armed by a first beat after the watchdog's first look.
+	time.Sleep(2 * time.Second)
+	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			syscall.Kill(victim.PID, syscall.SIGCONT)
+		}
+	}()
+	others := []string{"cpu0", "disk0", "display0"}
+	// The watchdog: about 4 s of silence, then gossip. The probes: not
+	// before a minute.
+	dead := b.waitMember(others, "disk1", gossip.Dead, 30*time.Second)
+	waitLog(t, log, "watchdog: peripheral hung", 10*time.Second)
+	if err := syscall.Kill(victim.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	cont := time.Now()
+	b.waitMember(all, "disk1", gossip.Alive, 30*time.Second)
+	back := time.Since(cont)
+	waitLog(t, log, "watchdog: peripheral beats again", 10*time.Second)
+	text, _ := os.ReadFile(log)
+	if n := strings.Count(string(text), "watchdog: peripheral hung"); n != 1 {
+		t.Errorf("%d peripherals declared hung, want disk1 alone:\n%s", n, text)
+	}
+	if st := b.status(b.name); st.Nodes[2].PID != victim.PID || st.Nodes[2].Restarts != 0 {
+		t.Errorf("disk1 was restarted (pid %d, was %d): the resumed process should have come back itself", st.Nodes[2].PID, victim.PID)
+	}
+	t.Logf("disk1 frozen: dead in all 3 other views after %v; resumed: alive in all 4 after %v",
+		dead.Round(100*time.Millisecond), back.Round(100*time.Millisecond))
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
+
+// waitLog waits until the file at path contains s.
+func waitLog(t *testing.T, path, s string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not in %s after %v:\n%s", s, path, limit, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

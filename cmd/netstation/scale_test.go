@@ -279,6 +279,9 @@ func freezeOne(t testing.TB, dir string, nodes []testbed.NodeStatus, limit time.
 	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// For the supervisor's log (NETSTATION_SCALE_LOG): when the watchdog
+	// declared it, against when it stopped.
+	t.Logf("froze %s at %s", victim.Name, time.Now().UTC().Format("15:04:05.000"))
 	defer syscall.Kill(victim.PID, syscall.SIGCONT)
 	pending := map[string]bool{}
 	for _, nd := range nodes[:len(nodes)-1] {

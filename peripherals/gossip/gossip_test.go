@@ -1,12 +1,16 @@
 package gossip_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,4 +319,80 @@ func TestFastDetector(t *testing.T) {
 		t.Errorf("dead in all views after %v: the fast detector should take about a second", dead)
 	}
 	t.Logf("switched; a stopped member dead in all views after %v", dead.Round(time.Millisecond))
+}
+
+// TestBeatAndDeclareDead: a node with a Beat beats while it runs; a
+// member declared dead by another (DeclareDead, the supervisor's
+// watchdog's way) is dead in the views the death reaches, and being alive
+// it refutes and is alive in every view again; a node cannot declare
+// itself or a stranger dead.
+func TestBeatAndDeclareDead(t *testing.T) {
+	const size, base = 5, 400
+	seeds := []netip.AddrPort{netip.AddrPortFrom(addr(base), gossip.Port)}
+	var beats [size]atomic.Int64
+	var log0 lockedBuffer // b0's log: its view's changes, synchronously
+	ns := make([]*gossip.Node, size)
+	for i := range ns {
+		logger := slog.New(slog.DiscardHandler)
+		if i == 0 {
+			logger = slog.New(slog.NewTextHandler(&log0, nil))
+		}
+		n, err := gossip.Start(gossip.Config{Name: fmt.Sprintf("b%d", i), Network: gossip.Kernel(addr(base + i)),
+			Meta: gossip.Meta{Kind: "disk"}, Seeds: seeds, Rejoin: 300 * time.Millisecond,
+			Beat: func() { beats[i].Add(1) }, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns[i] = n
+		defer n.Shutdown()
+	}
+	for i := range ns {
+		waitView(t, ns, fmt.Sprintf("b%d", i), gossip.Alive, 20*time.Second)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for i := range beats {
+		for beats[i].Load() < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("b%d beat %d times in 20 s", i, beats[i].Load())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if err := ns[0].DeclareDead("b0"); !errors.Is(err, gossip.ErrDeclare) {
+		t.Errorf("declaring itself dead: %v", err)
+	}
+	if err := ns[0].DeclareDead("nobody"); !errors.Is(err, gossip.ErrDeclare) {
+		t.Errorf("declaring a stranger dead: %v", err)
+	}
+	// b4 is alive: declared dead, it refutes as soon as the death reaches
+	// it, so the dead state is seen where the declaration was made, and
+	// then it is alive everywhere.
+	if err := ns[0].DeclareDead("b4"); err != nil {
+		t.Fatal(err)
+	}
+	// b0's view held it dead before DeclareDead returned (its refutation
+	// may have come back since).
+	if !strings.Contains(log0.String(), `msg="gossip: member dead" name=b4`) {
+		t.Errorf("b0 declared b4 dead but its view never held it dead:\n%s", log0.String())
+	}
+	back := waitView(t, ns, "b4", gossip.Alive, 30*time.Second)
+	t.Logf("declared dead while alive: refuted, alive in every view after %v", back.Round(time.Millisecond))
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

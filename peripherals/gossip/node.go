@@ -110,7 +110,10 @@ type Config struct {
 	// supervisor does). Refutations, suspicions and deaths still spread
 	// by gossip.
 	QuietJoins bool
-	Logger     *slog.Logger
+	// Beat, if set, is called every BeatEvery while the node's membership
+	// is not stuck (beatLoop): a testbed supervisor's watchdog.
+	Beat   func()
+	Logger *slog.Logger
 }
 
 // DeferredJoinLimit is how long a deferred node waits for Join before it
@@ -328,37 +331,36 @@ func specPairs(spec string) iter.Seq2[string, string] {
 
 // FastDetector is the failure detector a node of a large cluster switches
 // to once its members have joined (memberlist's SetFailureDetector, our
-// fork's): largeCluster's probes every 5 s leave a frozen member alive in
-// some views for 20-48 s (issue 16 wants 10 s), and faster probing from
-// the start set off a storm of false suspicions while 1,000 members on 2
-// cores exchanged their views (a member waiting for a CPU missed its
-// probe timeouts). A node switches once its view has been complete for
-// FastAfter (by when the supervisor's rounds are over), or fastLimit after
-// it started. Chosen by measurement at 1,000 on 2 cores
-// (BenchmarkScale1000, 2026-12-02, docs/SCALE.md):
+// fork's): a node switches once its view has been complete for FastAfter
+// (by when the supervisor's rounds are over), or fastLimit after it
+// started. Chosen by measurement at 1,000 on 2 cores (BenchmarkScale1000,
+// docs/ARCHITECTURE.md "At scale"):
 //
-//   - a probe every 2.5 s with a 1.5 s timeout: a probe costs the machine
-//     about 0.5 ms of CPU (prober and target), so 400 a second at 1,000
-//     stay near the idle budget (21, 32 and 25 % of a core in three runs,
-//     a frozen member dead in all views after 9.8, 7.5 and 21 s); a probe every
-//     second (1,000 a second) set the storm off again 30 s after the
-//     switch (240,991 deaths of live members declared, load average
-//     1,650, idle 152 %);
-//   - suspicion 3 s whatever the number of confirmations (SuspicionMult 1,
+//   - probes stay at the start-up detector's 5 s with a 3 s timeout. A
+//     probe costs the machine about 0.5 ms of CPU (prober and target): at
+//     1,000 members a probe every 2.5 s (this detector until 2026-12-02,
+//     session 9) was 400 a second and most of an idle testbed's 21-33 % of
+//     a core, and a probe every second set off a storm of false
+//     suspicions (240,991 deaths of live members declared, load average
+//     1,650). A frozen or hung peripheral is found instead by its
+//     supervisor's watchdog (testbed/watchdog.go: the peripheral stops
+//     beating, Config.Beat) and declared dead through DeclareDead; what
+//     the probes alone must find (a link down, a member whose host is
+//     gone) takes them longer: a first failed probe after up to a few
+//     probe intervals, its timeout, the suspicion;
+//   - suspicion 5 s whatever the number of confirmations (SuspicionMult 1,
 //     so Lifeguard expects none; SuspicionMin, our fork's: memberlist's
-//     formula would make it 1 x log10(n) x 2.5 s = 7.5 s at 1,000). The
-//     first failed probe of a frozen member comes after an exponential
-//     wait of one probe interval, its suspicion one interval later, so it
-//     is dead in every view after about 2.5 + 2.5 + 3 s and the spread;
+//     formula would make it 1 x log10(n) x 5 s = 15 s at 1,000);
 //   - gossip every 500 ms (asleep while nothing is queued, so an idle
-//     member pays nothing for it) instead of 3 s, so the suspicion and
-//     the death reach every view in a second or two.
+//     member pays nothing for it) instead of 3 s, so a death, declared by
+//     the watchdog or found by a probe, reaches every view in a second or
+//     two.
 var FastDetector = memberlist.FailureDetector{
-	ProbeInterval:  2500 * time.Millisecond,
-	ProbeTimeout:   1500 * time.Millisecond,
+	ProbeInterval:  5 * time.Second,
+	ProbeTimeout:   3 * time.Second,
 	GossipInterval: 500 * time.Millisecond,
 	SuspicionMult:  1,
-	SuspicionMin:   3 * time.Second,
+	SuspicionMin:   5 * time.Second,
 }
 
 // FastAfter: see FastDetector (0: never).
@@ -499,6 +501,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	n.ml = ml
+	if cfg.Beat != nil {
+		n.wg.Add(1)
+		go n.beatLoop()
+	}
 	spec := os.Getenv("NETSTATION_GOSSIP")
 	if fast, after := fastDetector(spec); cfg.Expect > largeBeyond(spec) && after > 0 {
 		n.wg.Add(1)

@@ -6,6 +6,7 @@
 package memberlist
 
 import (
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,6 +138,54 @@ func TestNetstationSetFailureDetector(t *testing.T) {
 	}
 	if n := m.sequenceNumSnapshot(); n < 3 {
 		t.Errorf("%d probes in 10 s at a 30 ms interval", n)
+	}
+}
+
+// TestNetstationDeclareDead: a member declared dead is dead here at the
+// incarnation it was known by, and the death is queued for gossip; this
+// node itself and unknown members are refused; the declared member,
+// learning of it, refutes with a higher incarnation that brings it back.
+func TestNetstationDeclareDead(t *testing.T) {
+	m := GetMemberlist(t, nil)
+	defer m.Shutdown()
+	if err := m.setAlive(); err != nil {
+		t.Fatal(err)
+	}
+	a := alive{Node: "other", Addr: []byte{127, 0, 0, 1}, Port: 1, Incarnation: 5, Vsn: m.config.BuildVsnArray()}
+	m.aliveNode(&a, nil, false)
+	m.broadcasts.Reset()
+	if err := m.DeclareDead(m.config.Name); !errors.Is(err, ErrDeclare) {
+		t.Errorf("declaring itself dead: %v", err)
+	}
+	if err := m.DeclareDead("nobody"); !errors.Is(err, ErrDeclare) {
+		t.Errorf("declaring an unknown member dead: %v", err)
+	}
+	if err := m.DeclareDead("other"); err != nil {
+		t.Fatal(err)
+	}
+	st := m.nodeMap["other"]
+	if st.State != StateDead || st.Incarnation != 5 {
+		t.Fatalf("declared: state %v incarnation %d, want dead at 5", st.State, st.Incarnation)
+	}
+	if got := m.broadcasts.GetBroadcasts(0, 65000); len(got) != 1 || messageType(got[0][0]) != deadMsg {
+		t.Errorf("queued after the declaration: %d messages, want the dead message", len(got))
+	}
+	// Declared again: nothing more (already dead).
+	m.broadcasts.Reset()
+	if err := m.DeclareDead("other"); err != nil || m.broadcasts.NumQueued() != 0 {
+		t.Errorf("a second declaration: %v, %d queued", err, m.broadcasts.NumQueued())
+	}
+	// The member's refutation (a higher incarnation) brings it back.
+	a.Incarnation = 6
+	m.aliveNode(&a, nil, false)
+	if st := m.nodeMap["other"]; st.State != StateAlive || st.Incarnation != 6 {
+		t.Errorf("refuted: state %v incarnation %d, want alive at 6", st.State, st.Incarnation)
+	}
+	// And a member that learns it was declared dead refutes.
+	inc := m.nodeMap[m.config.Name].Incarnation
+	m.deadNode(&dead{Node: m.config.Name, Incarnation: inc, From: "other"})
+	if st := m.nodeMap[m.config.Name]; st.State != StateAlive || st.Incarnation <= inc {
+		t.Errorf("declared dead itself: state %v incarnation %d (was %d), want a refutation", st.State, st.Incarnation, inc)
 	}
 }
 

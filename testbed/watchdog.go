@@ -1,0 +1,454 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/netstation/netstation/internal/ctl"
+	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/gossip"
+	"golang.org/x/sys/unix"
+)
+
+// The supervisor's watchdog is a failure detector of its own peripherals
+// that does not probe over the network (issue 16). Every peripheral's
+// membership beats once a second (gossip.Config.Beat) by writing the
+// monotonic clock into its slot of a table of memory shared with the
+// supervisor (a memfd handed over as the child's fd 3); the supervisor
+// reads the whole table every watchScan. A peripheral whose beats stop
+// (stopped, deadlocked, stuck on its membership's locks: the cause does
+// not matter) for watchMiss of time it was not waiting for a CPU is hung:
+// the supervisor asks a few of its live peripherals (op declare-dead) to
+// declare it dead in the membership, which gossips the death to every
+// member, those on other hosts too. When it beats again, the supervisor
+// has it exchange state with a few others (op join): it learns of its
+// death, refutes, and is alive in every view again.
+//
+// memberlist's probing still finds what the watchdog cannot see (a link
+// down, a member of another host whose own supervisor is gone), at the
+// slower pace a large cluster can afford: at 1,000 members on 2 cores a
+// probe costs the machine about 0.5 ms, and probing fast enough to find a
+// frozen member in 10 s cost a fifth of a core idle.
+
+// heartbeatFD is the peripheral's descriptor of the beat table (its
+// first ExtraFiles entry).
+const heartbeatFD = 3
+
+// heartbeatEnv gives a peripheral its slot in the beat table.
+const heartbeatEnv = "NETSTATION_HEARTBEAT_SLOT"
+
+// beatTable is the beat table as the supervisor holds it: one uint64 per
+// node of its plan (the monotonic clock's nanoseconds at the node's last
+// beat; 0: never beaten).
+type beatTable struct {
+	f     *os.File
+	mem   []byte
+	slots []atomic.Uint64
+}
+
+// newBeatTable makes the table for n nodes.
+func newBeatTable(n int) (*beatTable, error) {
+	fd, err := unix.MemfdCreate("netstation-heartbeat", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat table: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "heartbeat")
+	size := max(8*n, 8)
+	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("heartbeat table: %w", err)
+	}
+	slots, mem, err := mapBeats(f, size)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &beatTable{f: f, mem: mem, slots: slots[:n]}, nil
+}
+
+func mapBeats(f *os.File, size int) ([]atomic.Uint64, []byte, error) {
+	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("heartbeat table: map: %w", err)
+	}
+	// Page-aligned, so every slot is 8-byte aligned for atomic access.
+	return unsafe.Slice((*atomic.Uint64)(unsafe.Pointer(&mem[0])), size/8), mem, nil
+}
+
+func (t *beatTable) Close() error {
+	err := unix.Munmap(t.mem)
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// monotonic is the clock the beats carry (system-wide, so the supervisor
+// and its peripherals read the same one; it advances while a process is
+// stopped).
+func monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// openBeat returns the beat of a peripheral the supervisor started with a
+// slot in its table ($NETSTATION_HEARTBEAT_SLOT and fd 3), or nil.
+func openBeat() (func(), error) {
+	v := os.Getenv(heartbeatEnv)
+	if v == "" {
+		return nil, nil
+	}
+	return mapBeat(os.NewFile(heartbeatFD, "heartbeat"), v)
+}
+
+// mapBeat maps the table f and returns the beat of slot; f is closed (the
+// mapping stays).
+func mapBeat(f *os.File, slot string) (func(), error) {
+	defer f.Close()
+	i, err := strconv.Atoi(slot)
+	if err != nil || i < 0 {
+		return nil, fmt.Errorf("heartbeat: bad slot %q", slot)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	if int64(i+1)*8 > st.Size() {
+		return nil, fmt.Errorf("heartbeat: slot %d outside a table of %d bytes", i, st.Size())
+	}
+	slots, _, err := mapBeats(f, int(st.Size()))
+	if err != nil {
+		return nil, err
+	}
+	mine := &slots[i]
+	return func() { mine.Store(uint64(monotonic())) }, nil
+}
+
+// Watchdog timings (docs/ARCHITECTURE.md, "At scale"; $NETSTATION_WATCHDOG
+// overrides them: suspect, miss, scan as durations, or "off").
+const (
+	// watchSuspect: a beat this old (two missed) makes the watchdog track
+	// how long the peripheral waits for a CPU (its threads' run delay).
+	watchSuspect = 2 * time.Second
+	// watchMiss: a peripheral silent this long, not counting its time
+	// waiting for a CPU after watchSuspect, is hung.
+	watchMiss = 4 * time.Second
+	// watchScan: how often the table is read.
+	watchScan = 500 * time.Millisecond
+	// watchDeclarers: how many live peripherals declare a hung one dead
+	// (each gossips the death; more start the spread in more places).
+	watchDeclarers = 3
+)
+
+// watchSlot is the watchdog's record of one node.
+type watchSlot struct {
+	seen bool // by a check
+	pid  int
+	// floor: the slot's value when pid was first seen (an earlier
+	// process's last beat); the slot is armed by a beat above it.
+	floor uint64
+	last  uint64 // the last beat seen; 0: not armed
+	// A suspect (beat older than suspect): its silence so far (not
+	// counting time spent waiting for a CPU or the kernel), and the time
+	// and run delay at the last look.
+	suspect  bool
+	silent   time.Duration
+	lookAt   int64
+	delay    time.Duration
+	declared bool
+}
+
+// watchdog decides, from the beats and the processes' run delays, which
+// peripherals are hung. It holds no clock: check is given the time, so
+// tests drive it.
+type watchdog struct {
+	suspect, miss time.Duration
+	// waiting returns the time pid's threads have waited for a CPU since
+	// they started, and whether one is waiting now (runnable, or in an
+	// uninterruptible sleep); ok false: unknown (the process is gone).
+	waiting func(pid int) (delay time.Duration, now, ok bool)
+	slots   []watchSlot
+
+	// Figures for the log: the oldest beat seen since the last report,
+	// and suspects whose run delay excused them.
+	maxAge  time.Duration
+	excused int
+}
+
+// watchVerdict is what one check found.
+type watchVerdict struct {
+	hung    []int // slots to declare dead (now recorded as declared)
+	resumed []int // slots declared before that beat again
+	fresh   []int // slots beating on time (candidates to declare others)
+	held    int   // hung slots not declared: too many at once (watchHold)
+}
+
+// watchHold: when more than this share of the armed slots look hung in
+// one check, none is declared: a whole machine stalled (or the
+// supervisor was not run), not that many peripherals hung at once.
+const watchHold = 4
+
+// check reads the table once at now (monotonic nanoseconds) for the
+// processes pids (0: none running in that slot).
+func (w *watchdog) check(now int64, beats []atomic.Uint64, pids []int) watchVerdict {
+	var v watchVerdict
+	armed := 0
+	for i := range w.slots {
+		s := &w.slots[i]
+		b := beats[i].Load()
+		if pids[i] != s.pid || !s.seen {
+			// A new process in the slot (a restart): its predecessor's
+			// beats do not arm it. At the first look, the beats are those
+			// of the process running.
+			floor := b
+			if !s.seen {
+				floor = 0
+			}
+			*s = watchSlot{pid: pids[i], floor: floor, seen: true}
+		}
+		if s.pid == 0 {
+			continue
+		}
+		if b > s.floor && b > s.last {
+			if s.declared {
+				v.resumed = append(v.resumed, i)
+			}
+			s.last, s.suspect, s.declared = b, false, false
+		}
+		if s.last == 0 {
+			continue
+		}
+		armed++
+		age := time.Duration(now - int64(s.last))
+		if age > w.maxAge {
+			w.maxAge = age
+		}
+		if age < w.suspect {
+			if !s.declared {
+				v.fresh = append(v.fresh, i)
+			}
+			continue
+		}
+		if s.declared {
+			continue
+		}
+		d, waitingNow, ok := w.waiting(s.pid)
+		if !ok {
+			continue
+		}
+		if !s.suspect {
+			// Silent up to suspect before the watchdog looked at the
+			// process: what came before is not known to be its own.
+			s.suspect, s.silent, s.lookAt, s.delay = true, min(age, w.suspect), now, d
+			continue
+		}
+		// Since the last look: the time not spent waiting. The kernel
+		// adds a thread's wait to its run delay only when it gets the
+		// CPU, so a process waiting now is excused the whole interval
+		// (the wait then counted again later makes the watchdog more
+		// patient, never less).
+		elapsed := time.Duration(now - s.lookAt)
+		waited := d - s.delay
+		if waitingNow {
+			waited = elapsed
+		}
+		s.silent += elapsed - min(max(waited, 0), elapsed)
+		s.lookAt, s.delay = now, d
+		if s.silent >= w.miss {
+			v.hung = append(v.hung, i)
+		} else if age >= w.miss {
+			w.excused++
+		}
+	}
+	if len(v.hung) > 1 && len(v.hung)*watchHold > armed {
+		v.held, v.hung = len(v.hung), nil
+		return v
+	}
+	for _, i := range v.hung {
+		w.slots[i].declared = true
+	}
+	return v
+}
+
+// procWaiting sums the run delay of every thread of pid
+// (/proc/PID/task/*/schedstat, second field: nanoseconds runnable but
+// not running), and reports whether a thread is waiting now: runnable (R)
+// or in an uninterruptible sleep (D: the kernel's I/O, e.g. a log write
+// throttled behind other processes' dirty pages). A stopped (T) or
+// blocked (S) process waits for nothing: that is the hang. A process
+// starved of a CPU on a saturated machine waits nearly all its wall time
+// (a few threads waiting at once count more: the watchdog then errs on
+// the side of patience).
+func procWaiting(pid int) (delay time.Duration, now, ok bool) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false, false
+	}
+	var sum int64
+	for _, e := range ents {
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat")); err == nil {
+			if f := strings.Fields(string(b)); len(f) >= 2 {
+				if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+					sum += ns
+				}
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat")); err == nil {
+			// "pid (comm) S ...": the state follows the last ')'.
+			if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && (b[i+2] == 'R' || b[i+2] == 'D') {
+				now = true
+			}
+		}
+	}
+	return time.Duration(sum), now, true
+}
+
+// watchSettings are the watchdog's timings: the constants, or
+// $NETSTATION_WATCHDOG's (off: no watchdog).
+func watchSettings() (suspect, miss, scan time.Duration, on bool) {
+	suspect, miss, scan, on = watchSuspect, watchMiss, watchScan, true
+	for _, kv := range strings.Split(os.Getenv("NETSTATION_WATCHDOG"), ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		d, err := time.ParseDuration(v)
+		switch {
+		case k == "off":
+			on = false
+		case k == "suspect" && err == nil && d > 0:
+			suspect = d
+		case k == "miss" && err == nil && d > 0:
+			miss = d
+		case k == "scan" && err == nil && d > 0:
+			scan = d
+		}
+	}
+	return suspect, max(miss, suspect), scan, on
+}
+
+// watchReport is how often the watchdog logs its figures.
+const watchReport = time.Minute
+
+// watch runs the watchdog over the supervisor's peripherals until ctx
+// ends. It starts once the membership's rounds are over: a peripheral
+// declared dead before its view is complete gains nothing, and the
+// machine is busiest then.
+func (s *supervisor) watch(ctx context.Context) {
+	suspect, miss, scan, on := watchSettings()
+	if !on || s.beats == nil {
+		return
+	}
+	names := make([]string, len(s.plan.Nodes))
+	for i := range names {
+		names[i] = s.plan.Nodes[i].Name
+	}
+	w := &watchdog{suspect: suspect, miss: miss, waiting: procWaiting, slots: make([]watchSlot, len(names))}
+	pids := make([]int, len(names))
+	s.log.Info("watchdog on", "nodes", len(names), "suspect", suspect, "miss", miss, "scan", scan)
+	t := time.NewTicker(scan)
+	defer t.Stop()
+	report := time.Now()
+	declared, resumed := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		for i, name := range names {
+			n := s.nodes[name]
+			pids[i] = 0
+			if n.state == StateRunning {
+				pids[i] = n.pid
+			}
+		}
+		s.mu.Unlock()
+		v := w.check(monotonic(), s.beats.slots, pids)
+		if v.held > 0 {
+			s.log.Warn("watchdog: too many peripherals silent at once; declaring none", "silent", v.held)
+		}
+		for _, i := range v.hung {
+			declared++
+			s.log.Warn("watchdog: peripheral hung; declaring it dead", "node", names[i], "pid", pids[i])
+			s.nodeNote(names[i], slog.LevelWarn, "watchdog: no heartbeat; declared dead in the membership", "miss", miss)
+			go s.declareDead(ctx, names, v.fresh, names[i])
+		}
+		for _, i := range v.resumed {
+			resumed++
+			s.log.Info("watchdog: peripheral beats again; it exchanges state to refute its death", "node", names[i])
+			s.nodeNote(names[i], slog.LevelInfo, "watchdog: heartbeat again")
+			go s.refute(ctx, v.fresh, i)
+		}
+		if time.Since(report) >= watchReport {
+			s.log.Info("watchdog", "oldest_beat", w.maxAge.Round(time.Millisecond), "excused_by_cpu_wait", w.excused,
+				"declared", declared, "resumed", resumed)
+			w.maxAge, w.excused, report = 0, 0, time.Now()
+		}
+	}
+}
+
+// refute has the peripheral of slot i, declared dead and beating again,
+// exchange its state with up to watchDeclarers beating peripherals (op
+// join): it learns of its death and refutes it (memberlist refutes any
+// death of itself it receives), and its new incarnation spreads by
+// gossip. Nothing else would tell it soon: memberlist gossips to the dead
+// only for a while, and the periodic full-state exchange of a large
+// cluster comes hours apart.
+func (s *supervisor) refute(ctx context.Context, fresh []int, i int) {
+	var peers []netip.AddrPort
+	for _, k := range rand.Perm(len(fresh)) {
+		if len(peers) == watchDeclarers {
+			break
+		}
+		if fresh[k] != i {
+			peers = append(peers, netip.AddrPortFrom(s.plan.Nodes[fresh[k]].Addr.Addr(), gossip.Port))
+		}
+	}
+	if len(peers) == 0 {
+		return
+	}
+	name := s.plan.Nodes[i].Name
+	cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
+	defer cancel()
+	if err := ctl.Call(cctx, NodeSock(s.dir, name), string(peripherals.OpJoin), peripherals.JoinArgs{Peers: peers}, nil, nil); err != nil {
+		s.log.Warn("watchdog: exchange of a resumed peripheral", "node", name, "err", err)
+	}
+}
+
+// declareDead asks up to watchDeclarers of the fresh (beating) slots'
+// peripherals to declare node dead in the membership.
+func (s *supervisor) declareDead(ctx context.Context, names []string, fresh []int, node string) {
+	fresh = append([]int(nil), fresh...)
+	rand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
+	asked := 0
+	for _, i := range fresh {
+		if asked == watchDeclarers {
+			break
+		}
+		if names[i] == node {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := ctl.Call(cctx, NodeSock(s.dir, names[i]), string(peripherals.OpDeclareDead), peripherals.DeclareDeadArgs{Name: node}, nil, nil)
+		cancel()
+		if err != nil {
+			s.log.Debug("watchdog: declare-dead", "by", names[i], "node", node, "err", err)
+			continue
+		}
+		asked++
+	}
+	if asked == 0 {
+		s.log.Warn("watchdog: no live peripheral here to declare it dead; the membership's probes will", "node", node)
+	}
+}
