@@ -257,7 +257,8 @@ func (s *Session) reconcileVeth(v VethSpec, ea, eb *nsEntry, la netlink.Link, ma
 }
 
 // CreateBridge creates a bridge in ns ("" = host): STP off, forward delay
-// 0, default ageing, IPv6 off, up. An existing bridge of that name is
+// 0, default ageing, IPv6 off, up; in a namespace (not the host) bridged
+// frames also skip netfilter (see bridgeSkipNetfilter). An existing bridge of that name is
 // reconciled (MTU, STP, forward delay, IPv6, up); another kind of link of
 // that name gives ErrExists. mtu 0 keeps the kernel's default.
 func (s *Session) CreateBridge(ns, name string, mtu int) error {
@@ -304,6 +305,13 @@ func (s *Session) createBridge(ns, name string, mtu int) error {
 	}
 	if err := runIn(e.fd, func() error { return disableIPv6(name) }); err != nil {
 		return err
+	}
+	if ns != "" {
+		// A namespace of the fabric's own: its bridged frames need no
+		// netfilter hooks (the host's are left as they are).
+		if err := runIn(e.fd, bridgeSkipNetfilter); err != nil {
+			return err
+		}
 	}
 	if err := setBridgeTimers(e, l.Attrs().Index); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -153,6 +154,15 @@ func TestVethBridgeTraffic(t *testing.T) {
 	for _, port := range []string{"br", "p0", "p1"} {
 		if v := readIn(t, brNS, "/proc/sys/net/ipv6/conf/"+port+"/disable_ipv6"); v != "1" {
 			t.Errorf("%s disable_ipv6 = %s", port, v)
+		}
+	}
+	// Bridged frames skip netfilter in the fabric's namespace (where the
+	// kernel has br_netfilter at all).
+	if _, err := os.Stat("/proc/sys/net/bridge"); err == nil {
+		for _, key := range bridgeNetfilterKeys {
+			if v := readIn(t, brNS, "/proc/sys/"+key); v != "0" {
+				t.Errorf("%s = %s in the bridge's namespace, want 0", key, v)
+			}
 		}
 	}
 	// Ports are enslaved to the bridge; STP off, forward delay 0.
