@@ -76,7 +76,7 @@ same two ports, on the same kernel addresses, right after bench's runs. `kernel/
 bench's kernel baseline as a fraction of it (the target is at least 0.6 at 1472 B), and `reference
 cpu ns/dgram` the pair's CPU time per datagram (both threads), beside the kernel baseline's. Part
 of the difference is bench's own work per datagram, which the pair skips and the user-level stack's
-figure pays as well: a header stamped and checked on each, for loss, order and jitter (about 40 ns
+figure pays as well: a header stamped and checked on each, for loss, order and jitter (10-17 ns
 a datagram at the receiver, docs/ARCHITECTURE.md's table of where each side's nanoseconds go), and the Go
 runtime's sleeps and wake-ups. RTT: 10,000
 round trips of 64 B per stack and pinning; the user stack's readers drive the link themselves for
