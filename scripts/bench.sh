@@ -168,6 +168,19 @@ for st in user kernel; do
 done
 $ns down default >/dev/null
 
+section "Request/response on the peripherals' latency path (NETSTATION_LINK_RX=framering)"
+cat >>"$out" <<'TXT'
+The same RTT as in the first table, on a default testbed brought up with
+`NETSTATION_LINK_RX=framering`: every peripheral reads its port from afpacket's TPACKET_V2 ring
+(RxFrameRing), which a polling reader reads with no system call, and transmits with sendmmsg
+(docs/ARCHITECTURE.md, "Request/response latency"). The kernel rows are taken again in the same
+run; the 1 s of 64 B bulk before it shows that path's throughput beside them.
+TXT
+NETSTATION_LINK_RX=framering $ns up -q
+measure "peripherals up with NETSTATION_LINK_RX=framering; throughput unpinned; RTT: both pinnings as labelled" \
+  $ns bench --from cpu0 --to disk0 --stack all --size 64 --time 1s --rtt 10000
+$ns down default >/dev/null
+
 section "Third-party transfer: disk0 -> display0 (netstation demo transfer) beside cpu0 -> display0"
 cat >>"$out" <<'TXT'
 1280x720 RGBA, 20x18 tiles (one 1472 B datagram each). The transfer: cpu0 stores the image on
@@ -196,7 +209,10 @@ client to one CPU and the echo to another; each process runs GOMAXPROCS=1. `user
 stack with run to completion (stack.Config.PollBudget 200 us: a reader with nothing queued polls
 the link itself and processes its reply on its own goroutine); `user-xsk-poll` is `user-poll` on
 the full AF_XDP link at both ends (stack/link/afxdp RxXSK: an XDP program redirects every frame to
-the XSK, whose receive ring the poller reads with no system call); `user` is the default (the
+the XSK, whose receive ring the poller reads with no system call); `user-ring-poll` is `user-poll`
+on afpacket's TPACKET_V2 ring at both ends (stack/link/afpacket RxFrameRing: the sender's one
+sendmmsg puts the frame in the peer's ring, with no XDP program and no copy but the ring's, and the
+poller reads the ring with no system call); `user` is the default (the
 receive goroutine takes every frame and wakes the reader). `kernel` is kernel sockets read as Go
 reads them (they sleep in the netpoller); `kernel-busypoll` is the kernel's counterpart of
 `user-poll`, its best for latency: blocking sockets with SO_BUSY_POLL 200 us, on veths with GRO on
