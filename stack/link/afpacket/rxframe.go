@@ -77,9 +77,11 @@ type frameRing struct {
 	flowing  bool // as rxSock.flowing
 	readCb   func(uintptr) bool
 
-	// One-message recvmsg for TP_STATUS_COPY frames.
-	msg unix.Mmsghdr
-	iov unix.Iovec
+	// recvmmsg's messages for runs of TP_STATUS_COPY frames, and the
+	// loan of each one's buffer (made at the first such frame).
+	cmsgs  []unix.Mmsghdr
+	ciovs  []unix.Iovec
+	cloans []uint32
 	// The pollers' buffers for TP_STATUS_COPY frames (rxPollBatch
 	// slots, made at the first such frame a poller meets) and the slots
 	// of their round.
@@ -152,8 +154,6 @@ func (l *Link) openFrameRing() error {
 	r.held = make([]int, 0, rxSockBatch)
 	r.copies = make([]int, 0, rxSockBatch)
 	r.pheld = make([]int, 0, rxPollBatch)
-	r.msg.Hdr.Iov = &r.iov
-	r.msg.Hdr.SetIovlen(1)
 	r.readCb = l.frameReady
 	l.rs.pool.slots = make([]rxSlot, maxRxSlots)
 	return nil
@@ -209,36 +209,60 @@ func parseFrameSlot(slot []byte) (start, end int, ok bool) {
 // holds the receive turn and gives held back when the frames are done.
 func (l *Link) takeFrames(frames []link.Frame, held *[]int, polled bool) int {
 	r := &l.fr
-	n, copies := 0, 0
+	n, copies, walked := 0, 0, 0
 	var bytes uint64
-	for range frames {
+	for walked < len(frames) {
 		st := atomic.LoadUint32(r.status(r.cur))
 		if st&tpStatusUser == 0 {
 			break
+		}
+		if st&tpStatusCopy != 0 {
+			// This slot and the TP_STATUS_COPY slots handed over right
+			// after it: their frames are queued in the same order, and
+			// one recvmmsg takes them all (a bulk sender's super-frames
+			// come in runs).
+			k := 1
+			for walked+k < len(frames) {
+				s := r.cur + k
+				if s >= r.slots {
+					s -= r.slots
+				}
+				if st := atomic.LoadUint32(r.status(s)); st&tpStatusUser == 0 || st&tpStatusCopy == 0 {
+					break
+				}
+				k++
+			}
+			for range k {
+				*held = append(*held, r.cur)
+				if r.cur++; r.cur == r.slots {
+					r.cur = 0
+				}
+			}
+			walked += k
+			got := l.readCopies(frames[n:n+k], copies, polled)
+			for _, f := range frames[n : n+got] {
+				bytes += uint64(len(f.Buf))
+			}
+			n += got
+			copies += k
+			continue
 		}
 		slot := r.cur
 		*held = append(*held, slot)
 		if r.cur++; r.cur == r.slots {
 			r.cur = 0
 		}
-		f := &frames[n]
-		if st&tpStatusCopy != 0 {
-			if !l.readCopy(f, copies, polled) {
-				l.rxTrunc.Add(1)
-				continue
-			}
-			copies++
-		} else {
-			mem := r.mem[slot*frameSlotSize : (slot+1)*frameSlotSize]
-			start, end, ok := parseFrameSlot(mem)
-			if !ok {
-				l.rxTrunc.Add(1)
-				continue
-			}
-			f.VNet.Decode(mem[start-link.VNetHdrLen : start])
-			f.Buf = mem[start:end:end]
-			f.Loan, f.LoanOff = 0, 0
+		walked++
+		mem := r.mem[slot*frameSlotSize : (slot+1)*frameSlotSize]
+		start, end, ok := parseFrameSlot(mem)
+		if !ok {
+			l.rxTrunc.Add(1)
+			continue
 		}
+		f := &frames[n]
+		f.VNet.Decode(mem[start-link.VNetHdrLen : start])
+		f.Buf = mem[start:end:end]
+		f.Loan, f.LoanOff = 0, 0
 		bytes += uint64(len(f.Buf))
 		n++
 	}
@@ -249,43 +273,75 @@ func (l *Link) takeFrames(frames []link.Frame, held *[]int, polled bool) int {
 	return n
 }
 
-// readCopy reads the next queued TP_STATUS_COPY frame (the kernel queued
-// it before it published the slot) into a pool buffer, lent (the reader),
-// or into the i-th of the pollers' buffers, and points f at it.
-func (l *Link) readCopy(f *link.Frame, i int, polled bool) bool {
+// readCopies reads the next len(frames) queued TP_STATUS_COPY frames (the
+// kernel queued each before it published its slot) with one recvmmsg, into
+// pool buffers, lent (the reader), or into the pollers' buffers from the
+// first-th on, and points the front of frames at those that arrived whole.
+// It returns how many it filled; the others are counted as cut.
+func (l *Link) readCopies(frames []link.Frame, first int, polled bool) int {
 	r := &l.fr
-	var buf []byte
-	var loan uint32
-	if polled {
-		if r.pbufs == nil {
-			r.pbufs = make([]byte, rxPollBatch*rxSlotSize)
+	k := len(frames)
+	if r.cmsgs == nil {
+		r.cmsgs = make([]unix.Mmsghdr, rxSockBatch)
+		r.ciovs = make([]unix.Iovec, rxSockBatch)
+		r.cloans = make([]uint32, rxSockBatch)
+		for i := range r.cmsgs {
+			r.cmsgs[i].Hdr.Iov = &r.ciovs[i]
+			r.cmsgs[i].Hdr.SetIovlen(1)
 		}
-		buf = r.pbufs[i*rxSlotSize : (i+1)*rxSlotSize]
-	} else {
-		k := l.rs.pool.free()
-		r.copies = append(r.copies, k)
-		buf = l.rs.pool.slots[k].buf
-		loan = uint32(k + 1)
 	}
-	r.iov.Base = &buf[0]
-	r.iov.SetLen(len(buf))
+	if polled && r.pbufs == nil {
+		r.pbufs = make([]byte, rxPollBatch*rxSlotSize)
+	}
+	for i := range k {
+		var buf []byte
+		r.cloans[i] = 0
+		if polled {
+			buf = r.pbufs[(first+i)*rxSlotSize : (first+i+1)*rxSlotSize]
+		} else {
+			j := l.rs.pool.free()
+			r.copies = append(r.copies, j)
+			buf = l.rs.pool.slots[j].buf
+			r.cloans[i] = uint32(j + 1)
+		}
+		r.ciovs[i].Base = &buf[0]
+		r.ciovs[i].SetLen(len(buf))
+	}
+	got := 0
 	for {
-		got, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.msg)), 1, unix.MSG_DONTWAIT, 0, 0)
+		m, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.cmsgs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
-		size := int(r.msg.Len)
-		if e != 0 || got != 1 || r.msg.Hdr.Flags&unix.MSG_TRUNC != 0 || size < link.VNetHdrLen+14 {
-			return false
+		if e == 0 {
+			got = int(m)
 		}
+		break
+	}
+	n := 0
+	for i := range got {
+		msg := &r.cmsgs[i]
+		size := int(msg.Len)
+		if msg.Hdr.Flags&unix.MSG_TRUNC != 0 || size < link.VNetHdrLen+14 {
+			continue
+		}
+		buf := unsafe.Slice(r.ciovs[i].Base, rxSlotSize)
+		f := &frames[n]
 		f.VNet.Decode(buf[:link.VNetHdrLen])
 		f.Buf = buf[link.VNetHdrLen:size:size]
-		f.Loan, f.LoanOff = loan, 0
-		if loan != 0 {
+		f.Loan, f.LoanOff = r.cloans[i], 0
+		if f.Loan != 0 {
 			f.LoanOff = link.VNetHdrLen
 		}
-		return true
+		n++
 	}
+	for i := range k {
+		r.ciovs[i].Base = nil // the pool's buffers, not kept alive twice
+	}
+	if n < k {
+		l.rxTrunc.Add(uint64(k - n))
+	}
+	return n
 }
 
 // giveBackSlots hands the slots in held back to the kernel, in ring order,
