@@ -54,17 +54,9 @@ func (c *UDPConn) MaxRun(seg int) int {
 // CancelRun, which must follow every successful BeginRun on the same
 // goroutine.
 func (c *UDPConn) BeginRun(dst netip.AddrPort, seg, count int) ([]byte, error) {
-	if c.isClosed() {
-		return nil, ErrClosed
-	}
-	if dl := c.writeDeadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
-		return nil, os.ErrDeadlineExceeded
-	}
-	if c.raddr.IsValid() {
-		dst = c.raddr
-	}
-	if !dst.Addr().Is4() || dst.Port() == 0 {
-		return nil, fmt.Errorf("%w: destination %v", ErrAddr, dst)
+	dst, err := c.runDest(dst)
+	if err != nil {
+		return nil, err
 	}
 	if max := c.MaxRun(seg); count < 1 || count > max {
 		return nil, fmt.Errorf("%w: a run of %d datagrams of %d bytes (at most %d)", ErrMessageTooLong, count, seg, max)
@@ -74,7 +66,6 @@ func (c *UDPConn) BeginRun(dst netip.AddrPort, seg, count int) ([]byte, error) {
 	r := &t.run
 	r.now = time.Now()
 	d4 := dst.Addr().As4()
-	var err error
 	r.mac, r.ok, r.hop, err = s.nextHop(d4, r.now)
 	if err == nil {
 		err = t.flush() // frames before the run leave before it
@@ -122,21 +113,17 @@ func (c *UDPConn) EndRun() (int, error) {
 		return r.count, nil
 	}
 	d4 := r.dst.Addr().As4()
-	eth, ip, udp := c.udpFields(d4, r.dst.Port(), total)
-	eth.Dst = r.mac
 	b := r.frame
-	header.Ethernet(b).Encode(&eth)
-	header.IPv4(b[header.EthernetMinimumSize:]).Encode(&ip)
-	header.UDP(b[gsoUDPCsumStart:]).Encode(&udp)
+	udpLen := c.putRunHeaders(b, r.mac, d4, r.dst.Port(), total)
 	var v link.VNetHdr
 	if r.count > 1 {
 		// The kernel segments the super-frame and fixes each segment's
 		// UDP length and checksum from the pseudo-header sum over the
 		// total length.
 		v = link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(r.seg), HdrLen: gsoHdrLen(len(b))}
-		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
+		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udpLen), true, &v)
 	} else {
-		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), s.offload, &v)
+		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udpLen), s.offload, &v)
 	}
 	t.push(b, v, r.ok, r.hop, r.now)
 	if err := t.flush(); err != nil { // big is reused by the next run
@@ -172,17 +159,9 @@ func (c *UDPConn) CancelRun() {
 // copy of the data in user memory; a link that does not gather gets them
 // assembled in the socket's buffer. pieces is not kept.
 func (c *UDPConn) WriteRunGather(dst netip.AddrPort, seg int, pieces [][]byte) (int, error) {
-	if c.isClosed() {
-		return 0, ErrClosed
-	}
-	if dl := c.writeDeadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
-		return 0, os.ErrDeadlineExceeded
-	}
-	if c.raddr.IsValid() {
-		dst = c.raddr
-	}
-	if !dst.Addr().Is4() || dst.Port() == 0 {
-		return 0, fmt.Errorf("%w: destination %v", ErrAddr, dst)
+	dst, err := c.runDest(dst)
+	if err != nil {
+		return 0, err
 	}
 	total := 0
 	for _, p := range pieces {
@@ -231,16 +210,12 @@ func (c *UDPConn) WriteRunGather(dst netip.AddrPort, seg int, pieces [][]byte) (
 		c.txBytes.Add(uint64(total))
 		return count, nil
 	}
-	eth, ip, udp := c.udpFields(d4, dst.Port(), total)
-	eth.Dst = mac
 	v := link.VNetHdr{GSOType: link.GSOUDPL4, GSOSize: uint16(seg), HdrLen: gsoHdrLen(udpFrameHeaders + total)}
 	sent := false
 	if ok && s.gather {
 		h := t.hdr[:]
-		header.Ethernet(h).Encode(&eth)
-		header.IPv4(h[header.EthernetMinimumSize:]).Encode(&ip)
-		header.UDP(h[gsoUDPCsumStart:]).Encode(&udp)
-		engine.SetL4Checksum(h, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
+		udpLen := c.putRunHeaders(h, mac, d4, dst.Port(), total)
+		engine.SetL4Checksum(h, gsoUDPCsumStart, 6, s.pseudo(d4, udpLen), true, &v)
 		all := append(append(t.pieces[:0], h), pieces...)
 		sent, err = s.eng.TransmitGather(v, all, &t.tmpl)
 		clear(all) // do not keep the caller's buffers alive
@@ -252,15 +227,13 @@ func (c *UDPConn) WriteRunGather(dst netip.AddrPort, seg int, pieces [][]byte) (
 		if berr != nil {
 			return 0, berr
 		}
-		header.Ethernet(b).Encode(&eth)
-		header.IPv4(b[header.EthernetMinimumSize:]).Encode(&ip)
-		header.UDP(b[gsoUDPCsumStart:]).Encode(&udp)
+		udpLen := c.putRunHeaders(b, mac, d4, dst.Port(), total)
 		off := udpFrameHeaders
 		for _, p := range pieces {
 			off += copy(b[off:], p)
 		}
 		b = b[:off]
-		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udp.Length), true, &v)
+		engine.SetL4Checksum(b, gsoUDPCsumStart, 6, s.pseudo(d4, udpLen), true, &v)
 		t.push(b, v, ok, hop, now)
 		err = t.flush() // big is reused by the next super-frame
 	}
@@ -271,4 +244,37 @@ func (c *UDPConn) WriteRunGather(dst netip.AddrPort, seg int, pieces [][]byte) (
 	c.txDatagrams.Add(uint64(count))
 	c.txBytes.Add(uint64(total))
 	return count, nil
+}
+
+// runDest is the destination BeginRun and WriteRunGather send to, after
+// the checks they share: the socket open, its write deadline not passed,
+// the connected peer (if any) over dst, an IPv4 address and a port.
+func (c *UDPConn) runDest(dst netip.AddrPort) (netip.AddrPort, error) {
+	if c.isClosed() {
+		return dst, ErrClosed
+	}
+	if dl := c.writeDeadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+		return dst, os.ErrDeadlineExceeded
+	}
+	if c.raddr.IsValid() {
+		dst = c.raddr
+	}
+	if !dst.Addr().Is4() || dst.Port() == 0 {
+		return dst, fmt.Errorf("%w: destination %v", ErrAddr, dst)
+	}
+	return dst, nil
+}
+
+// putRunHeaders writes, at the start of b, the Ethernet, IPv4 and UDP
+// headers of a run's super-frame carrying total payload bytes to d4:dport
+// by way of mac (EndRun's frame, WriteRunGather's gathered headers or its
+// assembled frame), and returns the UDP length the checksum's
+// pseudo-header covers.
+func (c *UDPConn) putRunHeaders(b []byte, mac [6]byte, d4 [4]byte, dport uint16, total int) uint16 {
+	eth, ip, udp := c.udpFields(d4, dport, total)
+	eth.Dst = mac
+	header.Ethernet(b).Encode(&eth)
+	header.IPv4(b[header.EthernetMinimumSize:]).Encode(&ip)
+	header.UDP(b[gsoUDPCsumStart:]).Encode(&udp)
+	return udp.Length
 }
