@@ -62,9 +62,9 @@ func Run(ctx context.Context, cfg Config) error {
 // reaches its nodes): "recvmmsg" (the default, afpacket.RxRecvmmsg: bulk
 // receive, GSO super-frames lent in batches) or "framering"
 // (afpacket.RxFrameRing with sendmmsg: the lowest round-trip latency, for
-// polling readers such as bench's --rtt-poll; a super-frame costs a
-// recvmsg of its own). For example `NETSTATION_LINK_RX=framering
-// netstation up`.
+// polling readers such as bench's --rtt-poll; super-frames cost the
+// kernel a clone and a partial copy more, and come a run per recvmmsg).
+// For example `NETSTATION_LINK_RX=framering netstation up`.
 const LinkRxEnv = "NETSTATION_LINK_RX"
 
 // ErrLinkRx: $NETSTATION_LINK_RX names no receive path.

@@ -45,8 +45,8 @@
 // UMEM). Frames longer than a slot (GSO super-frames) are not cut:
 // with PACKET_COPY_THRESH the kernel queues the whole skb on the socket
 // before it publishes the slot (TP_STATUS_COPY), in slot order, and the
-// reader takes it with recvmsg into a lendable buffer, so order holds
-// across both kinds. Small frames are views of their slot until the next
+// reader takes a run of them with one recvmmsg into lendable buffers, so
+// order holds across both kinds. Small frames are views of their slot until the next
 // ReadBatch; a slot is given back then, in ring order, and a batch never
 // walks more slots than it may deliver, so it cannot wrap onto its own.
 //

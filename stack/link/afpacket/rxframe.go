@@ -28,7 +28,8 @@ import (
 // A frame longer than a slot (a GSO super-frame) is flagged TP_STATUS_COPY
 // with PACKET_COPY_THRESH set: the kernel queues the whole skb on the
 // socket before it publishes the slot, in slot order, and the reader takes
-// it with recvmsg into a lendable buffer of the pool (lend.go).
+// a run of them with one recvmmsg into lendable buffers of the pool
+// (lend.go).
 const (
 	// frameSlotSize is a slot: the V2 header, the sockaddr_ll, the
 	// virtio-net header and a 1514-byte frame fit with room to spare.
