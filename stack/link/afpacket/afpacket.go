@@ -537,6 +537,10 @@ func (l *Link) Close() error {
 		var one = [8]byte{1}
 		_, _ = unix.Write(l.evfd, one[:])
 	}
+	// The frame ring's pollers read its memory and its descriptor: they
+	// finish first, and none starts after (TryRLock fails). Not under
+	// txMu: a poller's fn may be transmitting.
+	l.fr.life.Lock()
 	// Closing the receive socket's os.File wakes a ReadBatch waiting in
 	// the netpoller (and waits for it to leave the socket).
 	l.statMu.Lock()
@@ -545,9 +549,8 @@ func (l *Link) Close() error {
 	l.fr.close()
 	l.statMu.Unlock()
 	l.rxMu.Lock()
-	// The ring goes once its pollers are out, before txMu: a poller's
-	// fn may be transmitting.
-	l.fr.unmap()
+	l.fr.unmapLocked()
+	l.fr.life.Unlock()
 	l.txMu.Lock()
 	l.statMu.Lock()
 	l.pollDrops()

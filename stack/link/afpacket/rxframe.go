@@ -172,11 +172,16 @@ func (r *frameRing) close() {
 // unmap unmaps the ring once no poller is reading it.
 func (r *frameRing) unmap() {
 	r.life.Lock()
+	r.unmapLocked()
+	r.life.Unlock()
+}
+
+// unmapLocked is unmap with r.life held.
+func (r *frameRing) unmapLocked() {
 	if r.mem != nil {
 		_ = unix.Munmap(r.mem)
 		r.mem = nil
 	}
-	r.life.Unlock()
 }
 
 func (r *frameRing) status(slot int) *uint32 {

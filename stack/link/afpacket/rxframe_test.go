@@ -3,6 +3,7 @@ package afpacket
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 	"time"
 	"unsafe"
@@ -228,4 +229,63 @@ func FuzzFrameRing(f *testing.F) {
 			l.fr.giveBackSlots(&held)
 		}
 	})
+}
+
+// TestFrameRingCloseWhilePolling: Close while pollers and the reader take
+// small frames and super-frames (whose recvmmsg uses the socket) off the
+// ring: Close waits for the pollers, which then get ErrClosed, and nothing
+// reads the ring or the descriptor after (run with -race).
+func TestFrameRingCloseWhilePolling(t *testing.T) {
+	w, la, lb := frameRingPair(t, Options{ReceiveBuffer: 64 << 20})
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() { // sender until told to stop
+		defer close(sent)
+		for i := uint32(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			la.WriteBatch([]link.Frame{{Buf: linktest.Frame(w.MACB, w.MACA, 60, i)}, gsoFrame(w, i, 9000)})
+		}
+	}()
+	done := make(chan error, 3)
+	for range 2 {
+		go func() {
+			frames := make([]link.Frame, 8)
+			for {
+				if _, err := lb.PollBatch(frames, func([]link.Frame) {}); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		frames := make([]link.Frame, 64)
+		for {
+			if _, err := lb.ReadBatch(frames); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if st := lb.Stats(); st.RxFrames == 0 {
+		t.Fatal("nothing received before Close")
+	}
+	lb.Close()
+	for range 3 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, link.ErrClosed) {
+				t.Fatalf("after Close: %v, want link.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a poller or the reader did not stop after Close")
+		}
+	}
+	close(stop)
+	<-sent
 }
