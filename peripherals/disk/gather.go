@@ -20,8 +20,8 @@ import (
 // into a laid-out buffer first (18 % of the CPU samples of a READ run in
 // BenchmarkUserStackStorage, with the kernel's own copy beside it). The
 // data CRC is one pass over the range in the mapping, not a datagram's
-// share at a time (CRC-32C over 1,440 bytes runs at about half its speed
-// over long runs), and it leaves the range in cache for the kernel's copy.
+// share at a time (CRC-32C over 1,440 bytes runs at a quarter to a half of
+// its speed over long runs), and it leaves the range in cache for the kernel's copy.
 //
 // The CRC must vouch for the bytes the kernel copies: between the pass
 // and the send a WRITE (or an NBD write, or a TRIM) to the same range
