@@ -185,7 +185,8 @@ type Poller interface {
 	// batches keep coming, and returns how many frames fn saw. It returns
 	// 0, nil at once when nothing is waiting or another goroutine holds
 	// the turn (that goroutine takes the frames), and then gives the CPU
-	// up briefly, so a poller sharing a CPU with its peer lets it run.
+	// up briefly (on every such call, or every few where a poll costs no
+	// system call), so a poller sharing a CPU with its peer lets it run.
 	// frames[i].Buf is valid only inside fn. Safe for concurrent use.
 	PollBatch(frames []Frame, fn func([]Frame)) (int, error)
 }
