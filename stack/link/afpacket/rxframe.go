@@ -56,8 +56,9 @@ type frameRing struct {
 	fd   int // for getsockopt; owned by file
 	file *os.File
 	rc   syscall.RawConn
-	// life keeps the ring mapped while a poller reads it: PollBatch holds
-	// it shared, Close takes it before unmapping.
+	// life keeps the ring mapped and the socket open while a poller uses
+	// them: PollBatch holds it shared, Close takes it before it closes the
+	// socket and unmaps the ring.
 	life sync.RWMutex
 
 	mem   []byte
@@ -92,7 +93,7 @@ type frameRing struct {
 	empty atomic.Uint32 // empty polls, for yieldEvery
 }
 
-// openFrameRing opens the RxFrameRing socket with its ring on ifidx.
+// openFrameRing opens the RxFrameRing socket with its ring on l.ifidx.
 func (l *Link) openFrameRing() error {
 	r := &l.fr
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
