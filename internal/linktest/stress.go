@@ -101,6 +101,7 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 		lastSeq [256]int64
 		arrived = make(chan uint32, 1) // lone frames' sequence numbers
 		stopRx  atomic.Bool
+		reads   atomic.Uint64 // frames read so far, for the drain wait
 	)
 	for i := range lastSeq {
 		lastSeq[i] = -1
@@ -125,6 +126,7 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 				}
 				return
 			}
+			reads.Add(uint64(n))
 			for _, f := range frames[:n] {
 				p := stressPayload(f.Buf)
 				if p == nil {
@@ -201,7 +203,18 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 	stop.Store(true)
 	wg.Wait()
 	res.Sent = sent.Load()
-	time.Sleep(100 * time.Millisecond)
+	// The lone frames come only after the receiver has drained the blast:
+	// one sent while its socket is still full would be dropped by the
+	// kernel, and the check is for frames held back, not for drops (under
+	// the race detector on a loaded machine draining took over 100 ms).
+	for deadline, last := time.Now().Add(30*time.Second), reads.Load(); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		now := reads.Load()
+		if now == last {
+			break
+		}
+		last = now
+	}
 
 	for i := uint32(0); i < 50; i++ {
 		f := []link.Frame{{Buf: Frame(dst, src, 60+int(i)*29, 0)}}
