@@ -83,7 +83,7 @@ func (p *Runtime) joinMembership() error {
 	svc := fmt.Sprintf("gossip/udp+tcp:%d", gossip.Port)
 	p.AddService(svc)
 	n, err := gossip.Start(gossip.Config{Name: p.cfg.Name, Network: stackNetwork{p.Stack()}, Meta: meta,
-		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, QuietJoins: true, Beat: p.cfg.Beat, Logger: p.log})
+		Seeds: p.cfg.Seeds, Expect: p.cfg.Members, Deferred: p.cfg.DeferJoin, QuietJoins: true, Beat: p.cfg.Beat, BeatEvery: p.cfg.BeatEvery, Logger: p.log})
 	if err != nil {
 		p.removeService(svc)
 		return err

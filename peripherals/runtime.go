@@ -72,8 +72,9 @@ type Config struct {
 	// Beat, if set, is called every gossip.BeatEvery while the
 	// peripheral's membership runs (gossip.Config.Beat): the testbed
 	// supervisor's watchdog reads it.
-	Beat   func()
-	Logger *slog.Logger
+	Beat      func()
+	BeatEvery time.Duration // 0: gossip.BeatEvery
+	Logger    *slog.Logger
 }
 
 // Status is what a peripheral reports on its control socket.

@@ -68,6 +68,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 			MTU: plan.MTU, ControlPath: NodeSock(dir, n.Name), Impair: nl.impair, Logger: log,
 			Params: n.KindParams(), StateDir: dir, Testbed: plan.Peers(), Seeds: seeds, Members: len(segment),
 			Neighbors: neighbors, DeferJoin: os.Getenv(deferJoinEnv) == "1", Beat: beat,
+			BeatEvery: watchSettings().beat,
 		},
 		Shaped:  nl.shaped,
 		Started: nl.apply,

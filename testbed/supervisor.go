@@ -158,7 +158,7 @@ func RunSupervisor(ctx context.Context, dir string, log *slog.Logger) error {
 	for i := range plan.Nodes {
 		s.nodes[plan.Nodes[i].Name] = &nodeProc{plan: &plan.Nodes[i], slot: i, state: StateStarting, turn: make(chan struct{})}
 	}
-	if _, _, _, on := watchSettings(); on {
+	if watchSettings().on {
 		if s.beats, err = newBeatTable(len(plan.Nodes)); err != nil {
 			return err
 		}

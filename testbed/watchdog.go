@@ -315,25 +315,34 @@ func procWaiting(pid int) (delay time.Duration, now, ok bool) {
 	return time.Duration(sum), now, true
 }
 
-// watchSettings are the watchdog's timings: the constants, or
-// $NETSTATION_WATCHDOG's (off: no watchdog).
-func watchSettings() (suspect, miss, scan time.Duration, on bool) {
-	suspect, miss, scan, on = watchSuspect, watchMiss, watchScan, true
+// watchConfig are the watchdog's timings and the peripherals' beat.
+type watchConfig struct {
+	beat, suspect, miss, scan time.Duration
+	on                        bool
+}
+
+// watchSettings are the constants, or $NETSTATION_WATCHDOG's (keys beat,
+// suspect, miss, scan as durations; off: no watchdog).
+func watchSettings() watchConfig {
+	c := watchConfig{beat: gossip.BeatEvery, suspect: watchSuspect, miss: watchMiss, scan: watchScan, on: true}
 	for _, kv := range strings.Split(os.Getenv("NETSTATION_WATCHDOG"), ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
 		d, err := time.ParseDuration(v)
 		switch {
 		case k == "off":
-			on = false
+			c.on = false
+		case k == "beat" && err == nil && d > 0:
+			c.beat = d
 		case k == "suspect" && err == nil && d > 0:
-			suspect = d
+			c.suspect = d
 		case k == "miss" && err == nil && d > 0:
-			miss = d
+			c.miss = d
 		case k == "scan" && err == nil && d > 0:
-			scan = d
+			c.scan = d
 		}
 	}
-	return suspect, max(miss, suspect), scan, on
+	c.miss = max(c.miss, c.suspect)
+	return c
 }
 
 // watchReport is how often the watchdog logs its figures.
@@ -344,8 +353,9 @@ const watchReport = time.Minute
 // declared dead before its view is complete gains nothing, and the
 // machine is busiest then.
 func (s *supervisor) watch(ctx context.Context) {
-	suspect, miss, scan, on := watchSettings()
-	if !on || s.beats == nil {
+	c := watchSettings()
+	suspect, miss, scan := c.suspect, c.miss, c.scan
+	if !c.on || s.beats == nil {
 		return
 	}
 	names := make([]string, len(s.plan.Nodes))
@@ -354,7 +364,7 @@ func (s *supervisor) watch(ctx context.Context) {
 	}
 	w := &watchdog{suspect: suspect, miss: miss, waiting: procWaiting, slots: make([]watchSlot, len(names))}
 	pids := make([]int, len(names))
-	s.log.Info("watchdog on", "nodes", len(names), "suspect", suspect, "miss", miss, "scan", scan)
+	s.log.Info("watchdog on", "nodes", len(names), "beat", c.beat, "suspect", suspect, "miss", miss, "scan", scan)
 	t := time.NewTicker(scan)
 	defer t.Stop()
 	report := time.Now()

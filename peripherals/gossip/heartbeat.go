@@ -8,7 +8,8 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// BeatEvery is how often a node with Config.Beat beats (see beatLoop).
+// BeatEvery is how often a node with Config.Beat beats unless
+// Config.BeatEvery says (see beatLoop).
 const BeatEvery = time.Second
 
 // beatLoop calls Config.Beat every BeatEvery for as long as the node
@@ -28,7 +29,11 @@ const BeatEvery = time.Second
 // and a load average of 290 while 200 peripherals exchanged their views).
 func (n *Node) beatLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(BeatEvery)
+	every := n.cfg.BeatEvery
+	if every <= 0 {
+		every = BeatEvery
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -112,8 +112,9 @@ type Config struct {
 	QuietJoins bool
 	// Beat, if set, is called every BeatEvery while the node's membership
 	// is not stuck (beatLoop): a testbed supervisor's watchdog.
-	Beat   func()
-	Logger *slog.Logger
+	Beat      func()
+	BeatEvery time.Duration
+	Logger    *slog.Logger
 }
 
 // DeferredJoinLimit is how long a deferred node waits for Join before it
