@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -22,7 +23,7 @@ import (
 
 // The supervisor's watchdog is a failure detector of its own peripherals
 // that does not probe over the network (issue 16). Every peripheral's
-// membership beats once a second (gossip.Config.Beat) by writing the
+// membership beats every gossip.BeatEvery (2 s; gossip.Config.Beat) by writing the
 // monotonic clock into its slot of a table of memory shared with the
 // supervisor (a memfd handed over as the child's fd 3); the supervisor
 // reads the whole table every watchScan. A peripheral whose beats stop
@@ -138,17 +139,23 @@ func mapBeat(f *os.File, slot string) (func(), error) {
 // Watchdog timings (docs/ARCHITECTURE.md, "At scale"; $NETSTATION_WATCHDOG
 // overrides them: suspect, miss, scan as durations, or "off").
 const (
-	// watchSuspect: a beat this old (two missed) makes the watchdog track
-	// how long the peripheral waits for a CPU (its threads' run delay).
-	watchSuspect = 2 * time.Second
+	// watchSuspect: a beat this old (gossip.BeatEvery, 2 s, and one more
+	// second) makes the watchdog track how long the peripheral waits for
+	// a CPU or the kernel.
+	watchSuspect = 3 * time.Second
 	// watchMiss: a peripheral silent this long, not counting its time
-	// waiting for a CPU after watchSuspect, is hung.
-	watchMiss = 4 * time.Second
+	// waiting for a CPU or the kernel after watchSuspect, is hung.
+	watchMiss = 5 * time.Second
 	// watchScan: how often the table is read.
 	watchScan = 500 * time.Millisecond
-	// watchDeclarers: how many live peripherals declare a hung one dead
-	// (each gossips the death; more start the spread in more places).
-	watchDeclarers = 3
+	// watchDeclarers: how many live peripherals declare a hung one dead,
+	// at least (each gossips the death, so more start the spread in more
+	// places): n/32 of n (31 at 1,000), so that two gossip rounds (fan-out
+	// 6, every 500 ms) reach nearly every member; with 3, at 1,000 on 2
+	// cores, the death took 3.7-4.6 s from the declaration to the last
+	// view. Asked watchDeclareCalls at a time.
+	watchDeclarers    = 3
+	watchDeclareCalls = 8
 )
 
 // watchSlot is the watchdog's record of one node.
@@ -436,29 +443,40 @@ func (s *supervisor) refute(ctx context.Context, fresh []int, i int) {
 	}
 }
 
-// declareDead asks up to watchDeclarers of the fresh (beating) slots'
-// peripherals to declare node dead in the membership.
+// declareDead asks max(watchDeclarers, n/32) of the fresh (beating)
+// slots' peripherals to declare node dead in the membership.
 func (s *supervisor) declareDead(ctx context.Context, names []string, fresh []int, node string) {
-	fresh = append([]int(nil), fresh...)
-	rand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
-	asked := 0
-	for _, i := range fresh {
-		if asked == watchDeclarers {
+	want := max(watchDeclarers, len(names)/32)
+	var by []string
+	for _, k := range rand.Perm(len(fresh)) {
+		if len(by) == want {
 			break
 		}
-		if names[i] == node {
-			continue
+		if names[fresh[k]] != node {
+			by = append(by, names[fresh[k]])
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := ctl.Call(cctx, NodeSock(s.dir, names[i]), string(peripherals.OpDeclareDead), peripherals.DeclareDeadArgs{Name: node}, nil, nil)
-		cancel()
-		if err != nil {
-			s.log.Debug("watchdog: declare-dead", "by", names[i], "node", node, "err", err)
-			continue
-		}
-		asked++
 	}
-	if asked == 0 {
+	var asked atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, watchDeclareCalls)
+	for _, name := range by {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			err := ctl.Call(cctx, NodeSock(s.dir, name), string(peripherals.OpDeclareDead), peripherals.DeclareDeadArgs{Name: node}, nil, nil)
+			if err != nil {
+				s.log.Debug("watchdog: declare-dead", "by", name, "node", node, "err", err)
+				return
+			}
+			asked.Add(1)
+		}()
+	}
+	wg.Wait()
+	if asked.Load() == 0 {
 		s.log.Warn("watchdog: no live peripheral here to declare it dead; the membership's probes will", "node", node)
 	}
 }

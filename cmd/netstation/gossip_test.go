@@ -169,7 +169,7 @@ func TestWatchdog(t *testing.T) {
 		}
 	}
 	// Armed by a first beat after the watchdog's first look.
-	time.Sleep(2 * time.Second)
+	time.Sleep(gossip.BeatEvery + time.Second)
 	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestWatchdog(t *testing.T) {
 		}
 	}()
 	others := []string{"cpu0", "disk0", "display0"}
-	// The watchdog: about 4 s of silence, then gossip. The probes: not
+	// The watchdog: about 5 s of silence, then gossip. The probes: not
 	// before a minute.
 	dead := b.waitMember(others, "disk1", gossip.Dead, 30*time.Second)
 	waitLog(t, log, "watchdog: peripheral hung", 10*time.Second)
