@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -417,19 +415,9 @@ func (l *Link) readFrameRing(frames []link.Frame) (int, error) {
 	// its own first slot.
 	r.rdFrames = frames[:min(len(frames), rxSockBatch, r.slots-1)]
 	defer func() { r.rdFrames = nil }()
-	adaptive := time.Duration(l.busyPoll.Load())
-	var start, deadline time.Time
-	if l.opts.BusyPoll > 0 || adaptive > 0 {
-		start = time.Now()
-	}
-	if l.opts.BusyPoll > 0 {
-		deadline = start.Add(l.opts.BusyPoll)
-	}
-	if adaptive > 0 && (r.flowing || l.sentWithin(start, adaptive)) {
-		deadline = start.Add(max(adaptive, l.opts.BusyPoll))
-	}
+	w := l.pollWindow(r.flowing)
 	for {
-		r.busy = !deadline.IsZero() && time.Now().Before(deadline)
+		r.busy = w.busy()
 		if err := r.rc.Read(r.readCb); err != nil {
 			if l.closed.Load() || errors.Is(err, os.ErrClosed) {
 				return 0, link.ErrClosed
@@ -441,18 +429,12 @@ func (l *Link) readFrameRing(frames []link.Frame) (int, error) {
 			return 0, link.ErrClosed
 		}
 		if r.rdN > 0 {
-			if adaptive > 0 {
-				r.flowing = time.Since(start) <= adaptive
-			}
+			r.flowing = w.flowing(r.flowing)
 			return r.rdN, nil
 		}
 		if r.busy {
 			l.busyPolls.Add(1)
-			t := time.Now()
-			runtime.Gosched()
-			d := time.Since(t)
-			deadline = deadline.Add(d)
-			start = start.Add(d)
+			w.yield()
 		}
 	}
 }

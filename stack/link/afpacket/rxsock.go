@@ -228,49 +228,76 @@ func (l *Link) readSock(frames []link.Frame) (int, error) {
 	r := &l.rs
 	r.giveTurn() // the caller is done with the last batch
 	r.want = min(len(frames), rxSockBatch, max(r.limit, 1))
-	adaptive := time.Duration(l.busyPoll.Load())
-	var start, deadline time.Time
-	if l.opts.BusyPoll > 0 || adaptive > 0 {
-		start = time.Now()
-	}
-	if l.opts.BusyPoll > 0 {
-		deadline = start.Add(l.opts.BusyPoll)
-	}
-	if adaptive > 0 && (r.flowing || l.sentWithin(start, adaptive)) {
-		deadline = start.Add(max(adaptive, l.opts.BusyPoll))
-	}
+	w := l.pollWindow(r.flowing)
 	r.refill(r.want) // the last batch's buffers on loan are replaced
 	for {
-		busy := false
-		if !deadline.IsZero() {
-			busy = time.Now().Before(deadline)
-		}
+		busy := w.busy()
 		got, err := l.sockRead(busy)
 		if err != nil {
 			return 0, err
 		}
 		if n := l.deliverSock(frames, r.msgs[:got], false); n > 0 {
-			if adaptive > 0 {
-				// Traffic flows when the frames came within the budget
-				// of asking for them (time given to other goroutines
-				// between polls left out): then the next call polls.
-				r.flowing = time.Since(start) <= adaptive
-			}
+			r.flowing = w.flowing(r.flowing)
 			return n, nil
 		}
 		r.giveTurn() // nothing deliverable: read again as if woken
 		if busy && got == 0 {
 			l.busyPolls.Add(1)
-			// Nothing yet: let the process's other goroutines run (with
-			// one P, the reader this loop just woke), and do not count
-			// their time against the budget.
-			t := time.Now()
-			runtime.Gosched()
-			d := time.Since(t)
-			deadline = deadline.Add(d)
-			start = start.Add(d)
+			w.yield()
 		}
 	}
+}
+
+// busyWindow is how long one ReadBatch polls before it sleeps:
+// Options.BusyPoll always, and the adaptive budget (SetBusyPoll) while
+// traffic flows (the last batch came within it, or the link sent within
+// it).
+type busyWindow struct {
+	adaptive        time.Duration
+	start, deadline time.Time // zero deadline: no polling
+}
+
+// pollWindow opens the window of a ReadBatch; flowing is what the last
+// batch found.
+func (l *Link) pollWindow(flowing bool) busyWindow {
+	w := busyWindow{adaptive: time.Duration(l.busyPoll.Load())}
+	if l.opts.BusyPoll > 0 || w.adaptive > 0 {
+		w.start = time.Now()
+	}
+	if l.opts.BusyPoll > 0 {
+		w.deadline = w.start.Add(l.opts.BusyPoll)
+	}
+	if w.adaptive > 0 && (flowing || l.sentWithin(w.start, w.adaptive)) {
+		w.deadline = w.start.Add(max(w.adaptive, l.opts.BusyPoll))
+	}
+	return w
+}
+
+// busy reports whether the window is still open.
+func (w *busyWindow) busy() bool {
+	return !w.deadline.IsZero() && time.Now().Before(w.deadline)
+}
+
+// flowing is what a batch that just came says of the traffic for the
+// next ReadBatch: it flows when the frames came within the adaptive
+// budget of asking for them (time given to other goroutines between
+// polls left out); was is kept when there is no adaptive budget.
+func (w *busyWindow) flowing(was bool) bool {
+	if w.adaptive <= 0 {
+		return was
+	}
+	return time.Since(w.start) <= w.adaptive
+}
+
+// yield lets the process's other goroutines run when a poll found
+// nothing (with one P, the reader the loop just woke), and does not count
+// their time against the window.
+func (w *busyWindow) yield() {
+	t := time.Now()
+	runtime.Gosched()
+	d := time.Since(t)
+	w.deadline = w.deadline.Add(d)
+	w.start = w.start.Add(d)
 }
 
 // sentWithin reports whether the link sent a frame within d before t.
