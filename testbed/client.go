@@ -57,8 +57,9 @@ type UpOptions struct {
 	Timeout  time.Duration  // for the whole bring-up; default 90 s, more for large testbeds
 	Progress func(Progress) // called as the supervisor reports progress
 	// Notice, if set, is told of each host-wide change Up makes for the
-	// testbed (a host limit raised: see limits.go); they are also written
-	// to the supervisor's log.
+	// testbed (a host limit raised: see limits.go; they are also written
+	// to the supervisor's log), and that a testbed asked for was already
+	// up, its processes left as they were.
 	Notice func(string)
 
 	// Host, for a topology with a hosts list, is the host whose part to
@@ -195,6 +196,12 @@ func Up(ctx context.Context, t *spec.Topology, opt UpOptions) (*Plan, error) {
 			plan.Source = old.Source
 			if !reflect.DeepEqual(plan, old) {
 				return nil, fmt.Errorf("%w: %s (run `netstation down %s` first)", ErrRunning, t.Name, t.Name)
+			}
+			if opt.Notice != nil {
+				// Its processes keep the binary and environment they
+				// were started with: say so, or a rebuilt binary or a
+				// changed setting seems to take effect and does not.
+				opt.Notice(fmt.Sprintf("%s is already up: its peripherals keep the binary and environment they started with (`netstation down %s` first to restart them)", t.Name, t.Name))
 			}
 			return old, waitReady(ctx, dir, opt)
 		}

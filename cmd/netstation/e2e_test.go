@@ -221,8 +221,10 @@ func TestUpPingDown(t *testing.T) {
 		}
 	}
 	pingAll(t, b, b.name, names)
-	// A second up is a no-op.
-	b.must("up", "-f", f)
+	// A second up is a no-op, and says that the running processes stay.
+	if out := b.must("up", "-f", f); !strings.Contains(out, "is already up") {
+		t.Errorf("second up did not say the testbed was already up:\n%s", out)
+	}
 	st2 := b.status(b.name)
 	for i := range st.Nodes {
 		if st.Nodes[i].PID != st2.Nodes[i].PID {
