@@ -38,16 +38,7 @@ func (n *Node) beatLoop() {
 	}
 	if err := n.timerfdBeats(every); err != nil {
 		n.log.Debug("gossip: beats on a Go ticker", "err", err)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-n.done:
-				return
-			case <-t.C:
-				n.beat()
-			}
-		}
+		n.tick(every, n.beat)
 	}
 }
 

@@ -700,14 +700,19 @@ func (n *Node) join() int {
 
 func (n *Node) rejoinLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.Rejoin)
+	n.tick(n.cfg.Rejoin, func() { n.join() })
+}
+
+// tick runs fn every d until the node shuts down.
+func (n *Node) tick(d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.done:
 			return
 		case <-t.C:
-			n.join()
+			fn()
 		}
 	}
 }
