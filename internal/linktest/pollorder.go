@@ -16,6 +16,10 @@ type PollLink interface {
 	link.Poller
 }
 
+// pollWindow is how many frames CheckPollerOrder has outstanding at most:
+// a quarter of afpacket's smallest receive ring.
+const pollWindow = 256
+
 // PollOrder is what CheckPollerOrder needs of a link under test.
 type PollOrder struct {
 	Total   int                           // frames to send
@@ -72,7 +76,15 @@ func CheckPollerOrder(t testing.TB, rx PollLink, o PollOrder) int {
 			}
 		})
 	}
+	deadline := time.Now().Add(10 * time.Second)
 	for i := range o.Total {
+		// At most pollWindow frames outstanding: a reader slowed down
+		// (the race detector, a loaded machine) must not have its ring
+		// or socket buffer overrun, or a lost frame would look like a
+		// frame the link lost. One the link did lose still fails below.
+		for int64(i)-count.Load() > pollWindow && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Microsecond)
+		}
 		if err := o.Send(i); err != nil {
 			close(stop)
 			rx.Close()

@@ -540,7 +540,9 @@ func Start(cfg Config) (*Node, error) {
 // three rounds of these: every node with its seeds, then every seed with
 // all the others, then every other node with one seed; that is about 2n
 // exchanges of (at most) the whole view instead of the dissemination of n
-// joins to n members (QuietJoins).
+// joins to n members (QuietJoins). This node has merged each answer when
+// Exchange returns; a peer merges what it was sent after it has answered,
+// so an exchange right after with that peer may not find it there yet.
 func (n *Node) Exchange(peers []netip.AddrPort) (int, error) {
 	n.joinOnce.Do(func() { close(n.joinNow) })
 	if len(peers) == 0 {
