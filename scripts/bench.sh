@@ -141,7 +141,11 @@ cat >>"$out" <<'TXT'
 Two user-level stacks on a veth pair in one process (no bridge, no supervisor), storage server and
 client with no workload around them: the protocol's goodput beside the raw UDP throughput the same
 receiver takes in (1472 B datagrams, batches of 64 as GSO super-frames; the sender offers more than
-the receiver keeps, so compare with MiB/s-received).
+the receiver keeps, so compare with MiB/s-received). `raw-udp-1472` repeats one hot datagram (issue 14's
+baseline: the storage rows' `of-raw-udp-1472` is the ratio its 0.8 target is judged by);
+`raw-udp-1472-newdata` sends successive slices of a 256 MiB buffer and copies each datagram into
+successive places of a 16 MiB one, the memory traffic storage's bytes have at both ends, shown
+beside it (`of-raw-udp-1472-newdata`), not instead of it.
 TXT
 measure_go "unpinned (one process)" ./cpu/storage 'UserStackStorage' '-benchtime 2s'
 
