@@ -701,28 +701,20 @@ type joinCall struct {
 // how many failed.
 func (s *supervisor) joinRound(ctx context.Context, calls []joinCall) int {
 	var failed atomic.Int64
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, readyProbes)
-	for _, c := range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			var err error
-			for try := 0; try < 3 && ctx.Err() == nil; try++ {
-				cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
-				err = ctl.Call(cctx, NodeSock(s.dir, c.name), string(peripherals.OpJoin), peripherals.JoinArgs{Peers: c.peers}, nil, nil)
-				cancel()
-				if err == nil {
-					return
-				}
+	fanOut(len(calls), readyProbes, func(i int) {
+		c := calls[i]
+		var err error
+		for try := 0; try < 3 && ctx.Err() == nil; try++ {
+			cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
+			err = ctl.Call(cctx, NodeSock(s.dir, c.name), string(peripherals.OpJoin), peripherals.JoinArgs{Peers: c.peers}, nil, nil)
+			cancel()
+			if err == nil {
+				return
 			}
-			failed.Add(1)
-			s.log.Debug("op join", "node", c.name, "err", err)
-		}()
-	}
-	wg.Wait()
+		}
+		failed.Add(1)
+		s.log.Debug("op join", "node", c.name, "err", err)
+	})
 	return int(failed.Load())
 }
 
@@ -805,29 +797,21 @@ func (s *supervisor) status(ctx context.Context) Status {
 	// node each calling twice (status, then again for the link) timed
 	// the CLI out at 100 nodes on a loaded machine.
 	st.Templates = s.links.templates()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, statusCalls)
-	for i := range st.Nodes {
-		wg.Add(1)
-		go func(ns *NodeStatus, np *NodePlan) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			ls := s.linkStatusOf(np)
-			ns.Link = &ls
-			if ns.PID == 0 {
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			defer cancel()
-			var ps peripherals.Status
-			if err := ctl.Call(cctx, NodeSock(s.dir, ns.Name), "status", nil, &ps, nil); err == nil {
-				ns.RX, ns.TX, ns.Drops, ns.Services, ns.DropReasons = ps.RX, ps.TX, ps.Drops, ps.Services, ps.DropReasons
-				ls.LinkLayer = &ps.ImpairCounters
-			}
-		}(&st.Nodes[i], &s.plan.Nodes[i])
-	}
-	wg.Wait()
+	fanOut(len(st.Nodes), statusCalls, func(i int) {
+		ns := &st.Nodes[i]
+		ls := s.linkStatusOf(&s.plan.Nodes[i])
+		ns.Link = &ls
+		if ns.PID == 0 {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		var ps peripherals.Status
+		if err := ctl.Call(cctx, NodeSock(s.dir, ns.Name), "status", nil, &ps, nil); err == nil {
+			ns.RX, ns.TX, ns.Drops, ns.Services, ns.DropReasons = ps.RX, ps.TX, ps.Drops, ps.Services, ps.DropReasons
+			ls.LinkLayer = &ps.ImpairCounters
+		}
+	})
 	return st
 }
 

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -494,24 +493,15 @@ const (
 // returns how many answered.
 func (s *supervisor) askDeclare(ctx context.Context, by []string, node string, calls int) int {
 	var asked atomic.Int64
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, calls)
-	for _, name := range by {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			err := ctl.Call(cctx, NodeSock(s.dir, name), string(peripherals.OpDeclareDead), peripherals.DeclareDeadArgs{Name: node}, nil, nil)
-			if err != nil {
-				s.log.Debug("watchdog: declare-dead", "by", name, "node", node, "err", err)
-				return
-			}
-			asked.Add(1)
-		}()
-	}
-	wg.Wait()
+	fanOut(len(by), calls, func(i int) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		err := ctl.Call(cctx, NodeSock(s.dir, by[i]), string(peripherals.OpDeclareDead), peripherals.DeclareDeadArgs{Name: node}, nil, nil)
+		if err != nil {
+			s.log.Debug("watchdog: declare-dead", "by", by[i], "node", node, "err", err)
+			return
+		}
+		asked.Add(1)
+	})
 	return int(asked.Load())
 }
