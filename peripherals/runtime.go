@@ -93,7 +93,10 @@ type Status struct {
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
 	Stack       stack.Stats       `json:"stack"`
 	// Impair is the link-layer impairment in force and what it did.
-	Link           afpacket.Stats  `json:"link"` // the AF_PACKET rings, when the link is one: ring drops show here
+	Link afpacket.Stats `json:"link"` // the AF_PACKET rings, when the link is one: ring drops show here
+	// LinkRx is the AF_PACKET link's receive path ("recvmmsg",
+	// "framering"), when the link is one.
+	LinkRx         string          `json:"link_rx,omitempty"`
 	Impair         impair.Params   `json:"impair"`
 	ImpairCounters impair.Counters `json:"impair_counters"`
 	// Counters are the kind's own counters (Runtime.Counter).
@@ -338,8 +341,8 @@ func (p *Runtime) Status() Status {
 		Impair:         p.impair.Params(),
 		ImpairCounters: p.impair.Counters(),
 	}
-	if l, ok := p.raw.(interface{ Stats() afpacket.Stats }); ok {
-		st.Link = l.Stats()
+	if l, ok := p.raw.(*afpacket.Link); ok {
+		st.Link, st.LinkRx = l.Stats(), l.Options().Rx.String()
 	}
 	p.opsMu.Lock()
 	st.Services = append([]string{"ping"}, p.services...)

@@ -19,6 +19,7 @@ import (
 	"github.com/netstation/netstation/fabric/tcbpf"
 	"github.com/netstation/netstation/internal/ctl"
 	"github.com/netstation/netstation/peripherals"
+	"github.com/netstation/netstation/peripherals/node"
 	"github.com/netstation/netstation/stack/link/impair"
 )
 
@@ -81,6 +82,10 @@ type LinkStatus struct {
 	// Shaped: the peripheral's link keeps the qdisc, so a rate applies to
 	// what it sends.
 	Shaped bool `json:"shaped"`
+	// Rx is the peripheral's receive path (link.rx, else the
+	// supervisor's $NETSTATION_LINK_RX, else "recvmmsg"); in Status, the
+	// one the running peripheral reports.
+	Rx string `json:"rx"`
 	// Template: a kernel-enforced transmit template guards the port.
 	Template         bool                    `json:"template"`
 	TemplateDrops    uint64                  `json:"template_drops"`
@@ -458,7 +463,7 @@ func (s *supervisor) linkStatus(ctx context.Context, n *NodePlan) LinkStatus {
 // linkStatusOf is linkStatus without the peripheral's own counters (the
 // caller has its status already).
 func (s *supervisor) linkStatusOf(n *NodePlan) LinkStatus {
-	ls := LinkStatus{Node: n.Name, LossEnforcedBy: EnforcedLinkLayer}
+	ls := LinkStatus{Node: n.Name, LossEnforcedBy: EnforcedLinkLayer, Rx: node.LinkRx(n.LinkRx)}
 	f, err := readLinkFile(s.dir, n.Name)
 	if err == nil {
 		ls.Params, ls.Shaped = f.LinkParams, f.Shaped

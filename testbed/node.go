@@ -71,6 +71,7 @@ func NodeConfig(dir, name string, log *slog.Logger) (node.Config, error) {
 			BeatEvery: watchSettings().beat,
 		},
 		Shaped:  nl.shaped,
+		LinkRx:  n.LinkRx,
 		Started: nl.apply,
 	}, nil
 }

@@ -145,11 +145,14 @@ type NodePlan struct {
 	CorruptPPM uint32        `json:"corrupt_ppm,omitempty"`
 	Delay      time.Duration `json:"delay,omitempty"`
 	Seed       uint64        `json:"seed,omitempty"`
-	DiskSize   int64         `json:"disk_size,omitempty"`
-	DiskOpen   bool          `json:"disk_open,omitempty"` // disk.access: open (no capabilities)
-	Width      int           `json:"width,omitempty"`
-	Height     int           `json:"height,omitempty"`
-	Format     string        `json:"format,omitempty"`
+	// LinkRx is the topology's link.rx: how the peripheral receives
+	// ("" for its default; spec.LinkRxModes).
+	LinkRx   string `json:"link_rx,omitempty"`
+	DiskSize int64  `json:"disk_size,omitempty"`
+	DiskOpen bool   `json:"disk_open,omitempty"` // disk.access: open (no capabilities)
+	Width    int    `json:"width,omitempty"`
+	Height   int    `json:"height,omitempty"`
+	Format   string `json:"format,omitempty"`
 	// Params are the topology's params block, for kinds other than the
 	// built-in three (see KindParams).
 	Params map[string]string `json:"params,omitempty"`
@@ -209,6 +212,7 @@ func NewPlan(t *spec.Topology) (*Plan, error) {
 			CorruptPPM: n.Link.CorruptPPM,
 			Delay:      n.Link.Delay,
 			Seed:       n.Link.Seed,
+			LinkRx:     n.Link.Rx,
 		}
 		if n.Disk != nil {
 			np.DiskSize = n.Disk.SizeBytes

@@ -810,6 +810,9 @@ func (s *supervisor) status(ctx context.Context) Status {
 		if err := ctl.Call(cctx, NodeSock(s.dir, ns.Name), "status", nil, &ps, nil); err == nil {
 			ns.RX, ns.TX, ns.Drops, ns.Services, ns.DropReasons = ps.RX, ps.TX, ps.Drops, ps.Services, ps.DropReasons
 			ls.LinkLayer = &ps.ImpairCounters
+			if ps.LinkRx != "" {
+				ls.Rx = ps.LinkRx // what it runs, not only what it was asked
+			}
 		}
 	})
 	return st

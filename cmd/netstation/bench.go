@@ -135,12 +135,13 @@ through NAPI): the kernel-busypoll rows, the kernel at its best for
 latency. A kernel that refuses SO_BUSY_POLL (rootless testbeds) gets a
 note instead. The user stack's rows end with its p50 and p99 over the
 best kernel's in the same pinning (the kernel configuration with the
-lowest p50 there). The peripherals' own receive path counts: a testbed
-brought up with NETSTATION_LINK_RX=framering in the environment has its
-peripherals read their ports from a TPACKET_V2 ring that polling readers
-read with no system call, the lowest-latency path (the default,
-recvmmsg, suits bulk receive); see docs/ARCHITECTURE.md, "Request/response
-latency".
+lowest p50 there). The peripherals' own receive path counts: a node
+whose topology says link: {rx: framering} (or every node of a testbed
+brought up with NETSTATION_LINK_RX=framering in the environment) reads
+its port from a TPACKET_V2 ring that polling readers read with no system
+call, the lowest-latency path (the default, recvmmsg, suits bulk
+receive); "link show" names each node's. See docs/ARCHITECTURE.md,
+"Request/response latency".
 
 Output is shaped like iperf3's. -J prints one JSON object whatever the
 stacks and sizes: {"runs": [...], "summary": [...], "reference": [...]}, where

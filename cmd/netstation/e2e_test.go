@@ -17,6 +17,7 @@ import (
 
 	"github.com/netstation/netstation/internal/privtest"
 	"github.com/netstation/netstation/testbed"
+	"github.com/netstation/netstation/testbed/spec"
 )
 
 // The end-to-end tests drive the real binary, as a user would: build it
@@ -230,6 +231,29 @@ func TestUpPingDown(t *testing.T) {
 		if st.Nodes[i].PID != st2.Nodes[i].PID {
 			t.Errorf("second up restarted %s", st.Nodes[i].Name)
 		}
+	}
+	b.must("down", b.name)
+	b.assertGone(b.name)
+}
+
+// TestLinkRx: a node whose topology asks for link.rx framering runs its
+// port on the frame ring (as its peripheral reports it), the others on
+// the default, and they reach each other.
+func TestLinkRx(t *testing.T) {
+	b := newBed(t)
+	b.must("up", "-f", b.topo(b.name, `nodes:
+  - {name: cpu0, kind: cpu, link: {rx: framering}}
+  - {name: disk0, kind: disk}
+`))
+	want := map[string]string{"cpu0": spec.LinkRxFrameRing, "disk0": spec.LinkRxBatch}
+	for _, n := range b.status(b.name).Nodes {
+		if n.Link == nil || n.Link.Rx != want[n.Name] {
+			t.Errorf("%s: link %+v, want rx %s", n.Name, n.Link, want[n.Name])
+		}
+	}
+	pingAll(t, b, b.name, []string{"cpu0", "disk0"})
+	if out := b.must("link", "show", "-t", b.name); !strings.Contains(out, "framering") {
+		t.Errorf("link show does not name the frame ring:\n%s", out)
 	}
 	b.must("down", b.name)
 	b.assertGone(b.name)

@@ -195,7 +195,7 @@ func formatLink(p testbed.LinkParams) string {
 
 func printLinks(w io.Writer, links []testbed.LinkStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tLINK\tLOSS BY\tTEMPLATE\tSPOOF DROPS\tLOST\tCORRUPTED\tBLOCKED\tDELAYED")
+	fmt.Fprintln(tw, "NODE\tLINK\tRX\tLOSS BY\tTEMPLATE\tSPOOF DROPS\tLOST\tCORRUPTED\tBLOCKED\tDELAYED")
 	for _, l := range links {
 		tpl := "off"
 		if l.Template {
@@ -212,7 +212,7 @@ func printLinks(w io.Writer, links []testbed.LinkStatus) {
 			corrupted += ll.Corrupted
 			delayed += ll.Delayed
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", l.Node, formatLink(l.Params), l.LossEnforcedBy, tpl,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", l.Node, formatLink(l.Params), l.Rx, l.LossEnforcedBy, tpl,
 			l.TemplateDrops, lost, corrupted, blocked, delayed)
 	}
 	tw.Flush()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/netstation/netstation/peripherals"
 	"github.com/netstation/netstation/peripherals/gossip"
@@ -20,6 +21,10 @@ type Config struct {
 	// Shaped: a rate limit sits on the port's egress qdisc, so the socket
 	// must not bypass the qdisc (PACKET_QDISC_BYPASS stays off).
 	Shaped bool
+	// LinkRx picks how the port receives: LinkRxModes' "recvmmsg" or
+	// "framering" (a topology's link.rx); "" leaves it to $NETSTATION_LINK_RX,
+	// then the default.
+	LinkRx string
 	// Started, when set, runs once the peripheral is up, before it serves
 	// to the end (a testbed hooks its kernel-baseline handling here).
 	Started func(*peripherals.Runtime)
@@ -37,7 +42,7 @@ func Run(ctx context.Context, cfg Config) error {
 			pc.Logger.Warn("idle cost not lowered", "err", err)
 		}
 	}
-	o, err := linkOptions(os.Getenv(LinkRxEnv))
+	o, err := linkOptions(LinkRx(cfg.LinkRx))
 	if err != nil {
 		return err
 	}
@@ -58,8 +63,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // LinkRxEnv names the environment variable that picks how every
-// peripheral started with it receives (the supervisor's environment
-// reaches its nodes): "recvmmsg" (the default, afpacket.RxRecvmmsg: bulk
+// peripheral started with it receives, unless its topology says
+// (Config.LinkRx; the supervisor's environment reaches its nodes):
+// "recvmmsg" (the default, afpacket.RxRecvmmsg: bulk
 // receive, GSO super-frames lent in batches) or "framering"
 // (afpacket.RxFrameRing with sendmmsg: the lowest round-trip latency, for
 // polling readers such as bench's --rtt-poll; super-frames cost the
@@ -67,16 +73,33 @@ func Run(ctx context.Context, cfg Config) error {
 // For example `NETSTATION_LINK_RX=framering netstation up`.
 const LinkRxEnv = "NETSTATION_LINK_RX"
 
-// ErrLinkRx: $NETSTATION_LINK_RX names no receive path.
-var ErrLinkRx = errors.New("node: unknown " + LinkRxEnv)
+// ErrLinkRx: $NETSTATION_LINK_RX or Config.LinkRx names no receive path.
+var ErrLinkRx = errors.New("node: unknown receive path")
 
-// linkOptions returns the link options $NETSTATION_LINK_RX (v) asks for.
+// LinkRxModes are the receive paths Config.LinkRx and $NETSTATION_LINK_RX
+// name, the default first.
+var LinkRxModes = []string{"recvmmsg", "framering"}
+
+// LinkRx is the receive path a node runs with when its configuration
+// asks for v (Config.LinkRx): v, else $NETSTATION_LINK_RX, else the
+// default.
+func LinkRx(v string) string {
+	if v == "" {
+		v = os.Getenv(LinkRxEnv)
+	}
+	if v == "" {
+		v = LinkRxModes[0]
+	}
+	return v
+}
+
+// linkOptions returns the link options receive path v asks for.
 func linkOptions(v string) (afpacket.Options, error) {
 	switch v {
-	case "", "recvmmsg":
+	case "", LinkRxModes[0]:
 		return afpacket.Options{}, nil
-	case "framering":
+	case LinkRxModes[1]:
 		return afpacket.Options{Rx: afpacket.RxFrameRing, Tx: afpacket.TxSendmmsg}, nil
 	}
-	return afpacket.Options{}, fmt.Errorf("%w %q (recvmmsg or framering)", ErrLinkRx, v)
+	return afpacket.Options{}, fmt.Errorf("%w %q (%s: link.rx or $%s)", ErrLinkRx, v, strings.Join(LinkRxModes, " or "), LinkRxEnv)
 }

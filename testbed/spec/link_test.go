@@ -54,12 +54,12 @@ func TestParseDelay(t *testing.T) {
 }
 
 func TestParseLinkImpairments(t *testing.T) {
-	top, err := Parse("lab.yaml", []byte(header+"  - name: a\n    kind: cpu\n    link: {rate: 1gbit, loss: 1%, corrupt: 0.1%, delay: 5ms, seed: 7}\n"))
+	top, err := Parse("lab.yaml", []byte(header+"  - name: a\n    kind: cpu\n    link: {rate: 1gbit, loss: 1%, corrupt: 0.1%, delay: 5ms, seed: 7, rx: framering}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := top.Nodes[0].Link
-	want := LinkParams{RateBits: 1e9, LossPPM: 10_000, CorruptPPM: 1_000, Delay: 5 * time.Millisecond, Seed: 7}
+	want := LinkParams{RateBits: 1e9, LossPPM: 10_000, CorruptPPM: 1_000, Delay: 5 * time.Millisecond, Seed: 7, Rx: LinkRxFrameRing}
 	if got != want {
 		t.Errorf("link = %+v, want %+v", got, want)
 	}

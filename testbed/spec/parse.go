@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -367,7 +368,7 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 		n.Segment, _ = d.scalar(v, path+".segment")
 	}
 	if v := f["link"]; v != nil {
-		lf := d.fields(v, path+".link", []string{"rate", "loss", "corrupt", "delay", "seed"}, reservedLinkKeys)
+		lf := d.fields(v, path+".link", []string{"rate", "loss", "corrupt", "delay", "seed", "rx"}, reservedLinkKeys)
 		if v := lf["rate"]; v != nil {
 			field := path + ".link.rate"
 			if s, ok := d.scalar(v, field); ok {
@@ -411,6 +412,15 @@ func (d *decoder) node(nn *yaml.Node, i int) Node {
 					d.fail(v, field, badValue(ErrInvalid, "seed %q: want a whole number from 0 to %d", s, uint64(1<<64-1)))
 				}
 				n.Link.Seed = r
+			}
+		}
+		if v := lf["rx"]; v != nil {
+			field := path + ".link.rx"
+			if s, ok := d.scalar(v, field); ok {
+				if !slices.Contains(LinkRxModes, s) {
+					d.fail(v, field, badValue(ErrInvalid, "rx %q: want one of %s", s, strings.Join(LinkRxModes, ", ")))
+				}
+				n.Link.Rx = s
 			}
 		}
 	}

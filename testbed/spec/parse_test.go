@@ -110,6 +110,7 @@ func TestParseBroken(t *testing.T) {
 		{"corrupt too fine", header + "  - name: a\n    kind: cpu\n    link:\n      corrupt: 0.00001%\n", 7, "nodes[0].link.corrupt", ErrInvalid, "whole number"},
 		{"bad delay", header + "  - name: a\n    kind: cpu\n    link:\n      delay: 5\n", 7, "nodes[0].link.delay", ErrInvalid, "duration"},
 		{"negative delay", header + "  - name: a\n    kind: cpu\n    link:\n      delay: -5ms\n", 7, "nodes[0].link.delay", ErrInvalid, "from 0"},
+		{"bad rx", header + "  - name: a\n    kind: cpu\n    link:\n      rx: xdp\n", 7, "nodes[0].link.rx", ErrInvalid, "want one of recvmmsg, framering"},
 		{"bad seed", header + "  - name: a\n    kind: cpu\n    link:\n      seed: -1\n", 7, "nodes[0].link.seed", ErrInvalid, "whole number"},
 		{"reserved node key", header + "  - name: a\n    kind: cpu\n    capabilities: x\n", 6, "nodes[0].capabilities", ErrNotSupported, "later version"},
 		{"repeated key", header + "  - name: a\n    kind: cpu\n    kind: disk\n", 6, "nodes[0].kind", ErrDuplicate, "first at line 5"},

@@ -119,7 +119,27 @@ type LinkParams struct {
 	// Down is live state, never read from a file: the link is cut (`link
 	// down`). Set in topologies drawn from a running testbed.
 	Down bool
+	// Rx is how the node's peripheral takes frames off its port: "" (the
+	// peripheral's default, $NETSTATION_LINK_RX or else LinkRxBatch) or
+	// one of LinkRxModes.
+	Rx string
 }
+
+// The receive paths a node's link may ask for (link.rx). They are the
+// values of peripherals/node's $NETSTATION_LINK_RX: a test in testbed
+// keeps the two lists equal.
+const (
+	// LinkRxBatch: a ring-less packet socket read with recvmmsg, GSO
+	// super-frames lent in batches; the best for bulk receive.
+	LinkRxBatch = "recvmmsg"
+	// LinkRxFrameRing: a TPACKET_V2 ring of 2 KiB slots that a polling
+	// reader reads with no system call; the lowest round-trip latency,
+	// costlier for bulk.
+	LinkRxFrameRing = "framering"
+)
+
+// LinkRxModes lists the values link.rx takes.
+var LinkRxModes = []string{LinkRxBatch, LinkRxFrameRing}
 
 // DiskParams configures a disk node.
 type DiskParams struct {
