@@ -201,7 +201,8 @@ func bpfReason(err error) string {
 }
 
 // setupLink is buildNode's link step: it guards the node's fabric-side port
-// with a transmit template (when BPF works), applies the topology's loss
+// with a transmit template and the node's own port with a stack drop (when
+// BPF works), applies the topology's loss
 // and corruption there, and records the link state for the peripheral.
 // Rates are applied by buildNode itself. Only a failure to record state
 // fails the build: without BPF the testbed comes up without templates and
@@ -231,10 +232,17 @@ func (s *supervisor) setupLink(n *NodePlan) error {
 	m.mu.Unlock()
 	attach := func() error {
 		t, err := tcbpf.AttachTemplate(s.plan.FabricNS, n.Port, mac, n.Addr.Addr())
-		if err == nil {
-			t.Close()
+		if err != nil {
+			return err
 		}
-		return err
+		t.Close()
+		// The node's own port: its kernel is spared the frames of the
+		// user-level stack, which it could only route and drop
+		// (tcbpf.AttachStackDrop). Only a cost if it fails.
+		if err := tcbpf.AttachStackDrop(n.NS, n.IfName, n.Addr.Addr()); err != nil {
+			s.log.Warn("kernel stack drop off", "node", n.Name, "err", err)
+		}
+		return nil
 	}
 	switch {
 	case first:

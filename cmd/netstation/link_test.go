@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -286,6 +287,7 @@ func TestSpoofBlocked(t *testing.T) {
 	defer cancel()
 	wait := b.startProbeRecv(ctx, "b", time.Second)
 	before := b.links("a").TemplateDrops
+	addrErrors := inAddrErrors(t, bb.NS)
 	err := fabric.Do(a.NS, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -313,6 +315,13 @@ func TestSpoofBlocked(t *testing.T) {
 	if recv.Distinct != each {
 		t.Errorf("b received %d distinct datagrams, want exactly the %d genuine ones", recv.Distinct, each)
 	}
+	// The genuine frames reached b's user-level stack through its packet
+	// socket and went no further: b's port drops them before its kernel's
+	// IP receive (tcbpf.AttachStackDrop), which would count each in
+	// InAddrErrors (b's kernel has no address).
+	if got := inAddrErrors(t, bb.NS) - addrErrors; got != 0 {
+		t.Errorf("b's kernel counted %d InAddrErrors: the stack drop let b's frames through to it", got)
+	}
 	ls := b.links("a")
 	if got := ls.TemplateDrops - before; got != 3*each {
 		t.Errorf("a's template counted %d drops, want %d: %+v", got, 3*each, ls.TemplateCounters)
@@ -327,6 +336,41 @@ func TestSpoofBlocked(t *testing.T) {
 	if out := b.must("link", "show", "-t", b.name, "a"); !strings.Contains(out, fmt.Sprint(ls.TemplateDrops)) {
 		t.Errorf("link show does not show %d spoof drops:\n%s", ls.TemplateDrops, out)
 	}
+}
+
+// inAddrErrors reads the IP InAddrErrors counter of namespace ns.
+func inAddrErrors(t *testing.T, ns string) uint64 {
+	t.Helper()
+	var b []byte
+	err := fabric.Do(ns, func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/snmp") // not /proc/net: that is the main thread's namespace
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, v := range f[1:] {
+			if names[i] == "InAddrErrors" {
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+	}
+	t.Fatal("no Ip InAddrErrors in /proc/net/snmp")
+	return 0
 }
 
 // udpFrame builds an Ethernet/IPv4/UDP frame with valid checksums whose

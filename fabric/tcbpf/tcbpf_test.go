@@ -111,7 +111,11 @@ func fabricOf(t *testing.T, staticARP bool) (a, b peer, br *nstest.NS) {
 }
 
 // udpSnmp reads the Udp counters of /proc/net/snmp inside ns.
-func udpSnmp(t *testing.T, ns *nstest.NS) map[string]uint64 {
+func udpSnmp(t *testing.T, ns *nstest.NS) map[string]uint64 { return snmp(t, ns, "Udp:") }
+
+// snmp reads the counters of one protocol's lines ("Ip:", "Udp:") of
+// /proc/net/snmp inside ns.
+func snmp(t *testing.T, ns *nstest.NS, proto string) map[string]uint64 {
 	t.Helper()
 	out, err := ns.Run(t, 5*time.Second, "cat", "/proc/net/snmp")
 	if err != nil {
@@ -121,7 +125,7 @@ func udpSnmp(t *testing.T, ns *nstest.NS) map[string]uint64 {
 	res := map[string]uint64{}
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Udp:" {
+		if len(f) == 0 || f[0] != proto {
 			continue
 		}
 		if names == nil {
