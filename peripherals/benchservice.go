@@ -80,10 +80,10 @@ type BenchReady struct {
 // socket: the CLI cancels a receiver or echo and starts the next run at
 // once, while this side's handler closes its socket only when it sees the
 // cancellation. So an address in use is retried for up to benchBindWait.
-func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool, poll time.Duration, bulk bool) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConn(stackName string, port uint16, noGSO bool, poll time.Duration, linkPoll bool) (bench.Conn, netip.AddrPort, error) {
 	deadline := time.Now().Add(benchBindWait)
 	for {
-		c, ap, err := p.benchConnOnce(stackName, port, noGSO, poll, bulk)
+		c, ap, err := p.benchConnOnce(stackName, port, noGSO, poll, linkPoll)
 		if err == nil || port == 0 || !(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, engine.ErrInUse)) || time.Now().After(deadline) {
 			return c, ap, err
 		}
@@ -99,16 +99,17 @@ var benchLinkPoll = 50 * time.Microsecond
 // previous run's socket still holds.
 const benchBindWait = 3 * time.Second
 
-func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll time.Duration, bulk bool) (bench.Conn, netip.AddrPort, error) {
+func (p *Runtime) benchConnOnce(stackName string, port uint16, noGSO bool, poll time.Duration, linkPoll bool) (bench.Conn, netip.AddrPort, error) {
 	switch stackName {
 	case StackUser, "":
 		ap := netip.AddrPortFrom(p.cfg.Addr.Addr(), port)
 		// The same buffer as the kernel baseline's socket (like with
 		// like): a receiver descheduled for a while rides it out.
 		o := stack.UDPOptions{QueueBytes: KernelBenchBuffer, QueueLen: KernelBenchBuffer / 256}
-		if bulk {
-			// A bulk run's socket (round trips have a reader's poll budget
-			// instead): the receive goroutine polls while traffic flows.
+		if linkPoll {
+			// A bulk receiver's socket (round trips have a reader's poll
+			// budget instead): the receive goroutine polls while traffic
+			// flows.
 			o.LinkPoll = benchLinkPoll
 		}
 		c, err := p.stack.ListenUDPOptions(ap, o)
@@ -307,7 +308,14 @@ func (p *Runtime) registerBench() {
 			}
 		}()
 		for i := 0; i < n; i++ {
-			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, 0, true)
+			// No link poll on a sender's socket: it reads only credits
+			// (one datagram per 1,024 sent), which wait in the socket until
+			// the window runs out and the stream blocks, and the Go
+			// scheduler looks at the netpoller. Polling for them cost the
+			// sender's process a fifth of its samples at 64 B (perf: the
+			// receive goroutine's recvmmsg, clock reads and yields, on a
+			// second CPU when sysmon hands it the P during a long sendmsg).
+			c, _, err := p.benchConn(a.Stack, 0, a.NoGSO, 0, false)
 			if err != nil {
 				return nil, err
 			}
