@@ -13,7 +13,10 @@ import (
 // at the latest when its receive batch ends).
 func (c *Conn) input(in *inSeg) bool {
 	c.mu.Lock()
+	c.beginClockLocked(time.Time{})
 	reuse := c.inputLocked(in)
+	c.endClockLocked()
+	owe := c.mayOweLocked()
 	c.mu.Unlock()
 	if reuse {
 		// A new SYN for the 4-tuple of a connection in TIME-WAIT: the old
@@ -26,7 +29,17 @@ func (c *Conn) input(in *inSeg) bool {
 		}
 		return false
 	}
-	return true
+	return owe
+}
+
+// mayOweLocked reports whether output could send anything now: false
+// only when fillLocked certainly builds nothing (an established
+// connection with no ACK, probe or retransmission due, nothing unsent
+// and no FIN queued), as after a request whose ACK waits for the reply.
+// Flush then skips the connection instead of taking its locks for nothing.
+func (c *Conn) mayOweLocked() bool {
+	return c.state != stateEstablished || c.ackNow || c.probe || c.rexmitOne || c.rexmitTail ||
+		c.inRecovery || c.finQueued || c.sndNxt != c.sndEnd
 }
 
 func (c *Conn) dropLocked(r engine.DropReason) { c.p.net.Drop(r) }
@@ -41,7 +54,7 @@ func (c *Conn) inputLocked(in *inSeg) (reuse bool) {
 		c.synSentLocked(in)
 		return false
 	}
-	c.lastRecv = time.Now()
+	c.lastRecv = c.nowLocked()
 	c.kaProbes = 0
 
 	// A new SYN above the old sequence space ends a TIME-WAIT at once
@@ -262,9 +275,9 @@ func (c *Conn) synSentLocked(in *inSeg) {
 		c.maxSndWnd = c.sndWnd
 		c.sndWl1, c.sndWl2 = in.seq, in.ack
 		if c.tsOK && in.opts.TSEcr != 0 {
-			c.rtt.Sample(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
+			c.rtt.Sample(time.Duration(c.p.tsAt(c.nowLocked())-in.opts.TSEcr) * time.Millisecond)
 		} else if c.rttTiming {
-			c.rtt.Sample(time.Since(c.rttTime))
+			c.rtt.Sample(c.nowLocked().Sub(c.rttTime))
 		}
 		c.rttTiming = false
 		c.retries = 0
@@ -316,7 +329,7 @@ func (c *Conn) establishedLocked() {
 	c.cwnd = 10 * mss // RFC 6928
 	c.ssthresh = 1 << 30
 	c.recover = c.iss
-	c.lastRecv = time.Now()
+	c.lastRecv = c.nowLocked()
 	if c.listener != nil {
 		c.queued = true
 		c.listener.established(c)
@@ -360,9 +373,9 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		}
 		c.bytesAcked += uint64(data)
 		if c.tsOK && in.opts.TSEcr != 0 {
-			c.rtt.Sample(time.Duration(c.p.tsNow()-in.opts.TSEcr) * time.Millisecond)
+			c.rtt.Sample(time.Duration(c.p.tsAt(c.nowLocked())-in.opts.TSEcr) * time.Millisecond)
 		} else if c.rttTiming && seqGT(ack, c.rttSeq) {
-			c.rtt.Sample(time.Since(c.rttTime))
+			c.rtt.Sample(c.nowLocked().Sub(c.rttTime))
 			c.rttTiming = false
 		}
 		c.sndUna = ack
@@ -407,7 +420,10 @@ func (c *Conn) ackLocked(in *inSeg) bool {
 		} else {
 			c.armRTO()
 		}
-		wake(c.wrWake)
+		if c.wrSleep {
+			c.wrSleep = false
+			wake(c.wrWake)
+		}
 		finAcked := c.finQueued && c.sndUna == c.sndEnd+1
 		switch c.state {
 		case stateFinWait1:
@@ -498,7 +514,9 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 			c.oooFin = false
 			c.finLocked()
 		}
-		if c.readableLocked() >= c.rdLowat {
+		c.rdNews.Store(true)
+		if c.rdSleep && c.readableLocked() >= c.rdLowat {
+			c.rdSleep = false
 			wake(c.rdWake)
 		}
 		// Linux's rule (__tcp_ack_snd_check): acknowledge at once when
@@ -607,6 +625,7 @@ func (c *Conn) finLocked() {
 	c.finRcvd = true
 	c.rcvNxt++
 	c.ackNow = true
+	c.rdNews.Store(true)
 	wake(c.rdWake)
 	switch c.state {
 	case stateSynRcvd, stateEstablished:

@@ -63,7 +63,7 @@ func (c *Conn) optsLocked(o *header.TCPOptions, sizeOnly bool) {
 	if c.tsOK {
 		o.HasTS = true
 		if !sizeOnly {
-			o.TSVal = c.p.tsNow()
+			o.TSVal = c.p.tsAt(c.nowLocked())
 		}
 		o.TSEcr = c.tsRecent
 	}
@@ -117,6 +117,8 @@ func (c *Conn) windowFieldLocked(syn bool) uint16 {
 // loss probe, then new data within the windows; a pure ACK or probe only
 // if nothing else left.
 func (c *Conn) fillLocked() (int, bool) {
+	c.beginClockLocked(time.Time{})
+	defer c.endClockLocked()
 	if n, done := c.fillHandshakeLocked(); done {
 		return n, false
 	}
@@ -190,7 +192,7 @@ func (c *Conn) fillHandshakeLocked() (n int, done bool) {
 			c.sndMax = c.sndNxt
 		}
 		if !c.rttTiming && c.retries == 0 {
-			c.rttTiming, c.rttSeq, c.rttTime = true, c.iss, time.Now()
+			c.rttTiming, c.rttSeq, c.rttTime = true, c.iss, c.nowLocked()
 		}
 		c.sentAckLocked()
 		return 1, true
@@ -237,7 +239,7 @@ func (c *Conn) fillHeadRexmitLocked(n int) int {
 	if end := c.sndUna + uint32(size); c.inRecovery && seqGT(end, c.rexmitHigh) {
 		c.rexmitHigh = end
 	}
-	c.headRexmitAt = time.Now()
+	c.headRexmitAt = c.nowLocked()
 	return n + 1
 }
 
@@ -267,7 +269,7 @@ func (c *Conn) fillSACKRecoveryLocked(n int) int {
 		c.buildDataLocked(n, seq, size, false)
 		c.rexmitHigh = seq + uint32(size)
 		if seq == c.sndUna {
-			c.headRexmitAt = time.Now()
+			c.headRexmitAt = c.nowLocked()
 		}
 		c.retransmitted()
 		if c.timerKind != timerRTO && c.timerKind != timerTLP {
@@ -362,7 +364,7 @@ func (c *Conn) fillNewDataLocked(n int, sackRecovery bool) int {
 		if seqLT(seq, c.sndMax) {
 			c.retransmitted()
 		} else if !c.rttTiming && !c.tsOK {
-			c.rttTiming, c.rttSeq, c.rttTime = true, seq, time.Now()
+			c.rttTiming, c.rttSeq, c.rttTime = true, seq, c.nowLocked()
 		}
 		c.sndNxt = seq + uint32(size)
 		if fin {
@@ -415,7 +417,7 @@ func (c *Conn) buildSynLocked(i int) {
 	}
 	if (active && !c.p.cfg.NoTimestamps) || c.tsOK {
 		o.HasTS = true
-		o.TSVal = c.p.tsNow()
+		o.TSVal = c.p.tsAt(c.nowLocked())
 		o.TSEcr = c.tsRecent
 	}
 	if c.state == stateSynRcvd {
@@ -478,7 +480,7 @@ func (c *Conn) rstFields() *header.TCPFields {
 
 func (c *Conn) setTimer(kind uint8, d time.Duration) {
 	c.timerKind = kind
-	c.timerDue = time.Now().Add(d)
+	c.timerDue = c.nowLocked().Add(d)
 	if !c.timerAt.IsZero() && !c.timerAt.After(c.timerDue) {
 		return // it fires first and arms itself again for timerDue
 	}

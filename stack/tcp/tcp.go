@@ -292,7 +292,17 @@ func (p *Protocol) NumConns() int {
 }
 
 // tsNow is our timestamp clock: milliseconds since the protocol started.
-func (p *Protocol) tsNow() uint32 { return uint32(time.Since(p.epoch) / time.Millisecond) }
+func (p *Protocol) tsNow() uint32 { return p.tsAt(p.now()) }
+
+// now is the time from the monotonic clock alone (one vDSO call where
+// time.Now makes two): epoch plus the monotonic time elapsed since. Its
+// wall reading does not follow clock steps, which the protocol never
+// reads: it only compares its times with each other and with time.Now
+// (time.Until, time.Since), which use the monotonic readings.
+func (p *Protocol) now() time.Time { return p.epoch.Add(time.Since(p.epoch)) }
+
+// tsAt is our timestamp clock at t.
+func (p *Protocol) tsAt(t time.Time) uint32 { return uint32(t.Sub(p.epoch) / time.Millisecond) }
 
 // Listen opens a listener on laddr (our address or the unspecified
 // address; port 0 picks an ephemeral port).
