@@ -115,13 +115,7 @@ func rawUDP(b *testing.B, cst, sst *stack.Stack, src, dst []byte) (mibs, cpuGiB 
 		at := 0 // where in dst the next datagram goes
 		for {
 			if dst != nil {
-				for i := range msgs {
-					if at+seg > len(dst) {
-						at = 0
-					}
-					msgs[i].Buf = dst[at : at+seg]
-					at += seg
-				}
+				at = successive(msgs, dst, at, seg)
 			}
 			n, err := rx.ReadBatch(msgs)
 			for _, m := range msgs[:n] {
@@ -149,13 +143,7 @@ func rawUDP(b *testing.B, cst, sst *stack.Stack, src, dst []byte) (mibs, cpuGiB 
 	start, cpu0 := time.Now(), processCPU()
 	for b.Loop() {
 		if src != nil {
-			for i := range msgs {
-				if off+seg > len(src) {
-					off = 0
-				}
-				msgs[i].Buf = src[off : off+seg]
-				off += seg
-			}
+			off = successive(msgs, src, off, seg)
 		}
 		if _, err := tx.WriteBatch(msgs); err != nil {
 			b.Fatal(err)
@@ -168,6 +156,20 @@ func rawUDP(b *testing.B, cst, sst *stack.Stack, src, dst []byte) (mibs, cpuGiB 
 	mibs = float64(got.Load()) / (1 << 20) / elapsed.Seconds()
 	b.ReportMetric(mibs, "MiB/s-received")
 	return mibs, reportCPU(b, cpu0, float64(got.Load())) // per GiB received: what was sent and dropped is paid too
+}
+
+// successive points each message at the next seg bytes of buf from at,
+// starting over at its beginning where seg bytes no longer fit, and
+// returns where the next message would start.
+func successive(msgs []stack.Message, buf []byte, at, seg int) int {
+	for i := range msgs {
+		if at+seg > len(buf) {
+			at = 0
+		}
+		msgs[i].Buf = buf[at : at+seg]
+		at += seg
+	}
+	return at
 }
 
 // BenchmarkUserStackStorage puts the storage protocol's goodput beside the
