@@ -246,6 +246,7 @@ func BenchmarkUserStackStorage(b *testing.B) {
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			ctx := context.Background()
+			s0 := c.Stats()
 			b.ResetTimer()
 			cpu0 := processCPU()
 			for q := range qd {
@@ -273,6 +274,13 @@ func BenchmarkUserStackStorage(b *testing.B) {
 			if mode[0] == 'w' && int64(b.N)*bs >= size {
 				written = true
 			}
+			// Timer expiries are stalls on a path that loses nothing
+			// (docs/ARCHITECTURE.md, storage beside raw UDP): shown
+			// with every run, so that make bench's quiet-machine run
+			// says whether it had them.
+			s1 := c.Stats()
+			b.Logf("%d requests, %d probes (retransmission timer expiries), %d datagrams resent, %d late replies",
+				s1.Requests-s0.Requests, s1.Probes-s0.Probes, s1.ResentDgrams-s0.ResentDgrams, s1.LateReplies-s0.LateReplies)
 			rate[b.Name()] = float64(b.N) * bs / (1 << 20) / b.Elapsed().Seconds()
 			b.ReportMetric(rate[b.Name()], "MiB/s")
 			cpu[b.Name()] = reportCPU(b, cpu0, float64(b.N)*bs)
