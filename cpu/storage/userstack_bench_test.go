@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -278,26 +279,28 @@ func BenchmarkUserStackStorage(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			// Timer expiries are stalls on a path that loses nothing
-			// (docs/ARCHITECTURE.md, storage beside raw UDP): shown
-			// with every run, so that make bench's quiet-machine run
-			// says whether it had them.
-			s1 := c.Stats()
-			b.Logf("%d requests, %d probes (retransmission timer expiries), %d datagrams resent, %d late replies",
-				s1.Requests-s0.Requests, s1.Probes-s0.Probes, s1.ResentDgrams-s0.ResentDgrams, s1.LateReplies-s0.LateReplies)
 			rate[b.Name()] = float64(b.N) * bs / (1 << 20) / b.Elapsed().Seconds()
 			b.ReportMetric(rate[b.Name()], "MiB/s")
 			cpu[b.Name()] = reportCPU(b, cpu0, float64(b.N)*bs)
-			// Issue 14's ratio, against both raw rows of this run (when
-			// they ran): goodput, and in the log the CPU per byte the
-			// rows are bound by (raw's CPU-s/GiB over this row's).
+			// One line per run of the row (go test keeps the first ten
+			// lines of a benchmark's log): timer expiries, which on a
+			// path that loses nothing are stalls (docs/ARCHITECTURE.md,
+			// storage beside raw UDP), so that make bench's quiet-machine
+			// run says whether it had them; and issue 14's ratio against
+			// both raw rows of this run (when they ran), the goodput (also
+			// a metric) and the CPU per byte the rows are bound by (raw's
+			// CPU-s/GiB over this row's).
+			s1 := c.Stats()
+			line := fmt.Sprintf("%d requests, %d probes (retransmission timer expiries), %d datagrams resent, %d late replies",
+				s1.Requests-s0.Requests, s1.Probes-s0.Probes, s1.ResentDgrams-s0.ResentDgrams, s1.LateReplies-s0.LateReplies)
 			for _, raw := range []string{"raw-udp-1472", "raw-udp-1472-newdata"} {
 				r := parent + "/" + raw
 				if rate[r] > 0 && cpu[b.Name()] > 0 {
 					b.ReportMetric(rate[b.Name()]/rate[r], "of-"+raw)
-					b.Logf("%s / %s: goodput %.2f, CPU per byte %.2f", mode, raw, rate[b.Name()]/rate[r], cpu[r]/cpu[b.Name()])
+					line += fmt.Sprintf("; of %s: goodput %.2f, CPU per byte %.2f", raw, rate[b.Name()]/rate[r], cpu[r]/cpu[b.Name()])
 				}
 			}
+			b.Log(line)
 		})
 	}
 	b.Logf("client %+v", c.Stats())
