@@ -75,7 +75,7 @@ type Conn struct {
 	estab    chan struct{}
 	estabSig bool
 
-	// Send sequence space. Data byte seq s lives at sndBuf[(s-iss-1)&mask].
+	// Send sequence space. Data byte seq s lives at sndBuf[(s-sndBase)&mask].
 	iss, sndUna, sndNxt, sndMax uint32
 	sndEnd                      uint32 // seq after the last byte written
 	sndWnd, maxSndWnd           uint32
@@ -140,13 +140,20 @@ type Conn struct {
 	kaProbes int
 	lastRecv time.Time
 
-	// Receive sequence space. Byte seq s lives at rcvBuf[(s-irs-1)&mask].
+	// Receive sequence space. Byte seq s lives at rcvBuf[(s-rcvBase)&mask].
 	irs, rcvNxt, rcvRead uint32
-	rcvBuf               []byte // allocated at the first data copied; rcvCap long
-	rcvCap               int
-	lent                 lentQueue // in-order data left in the network's buffers
-	viewsOut             bool      // a reader's fn holds views of the receive buffer
-	ooo                  []seqRange
+	// rcvBase and sndBase are the sequence numbers at each ring's start:
+	// the first data byte's, moved up to the next byte whenever a ring
+	// holds nothing (rebaseRecvLocked, rebaseSendLocked), so that
+	// request/response traffic keeps writing and reading the same warm
+	// first lines of each ring instead of walking all of it (a cold line
+	// or two per message each way: the UDP socket rings restart so too).
+	rcvBase, sndBase uint32
+	rcvBuf           []byte // allocated at the first data copied; rcvCap long
+	rcvCap           int
+	lent             lentQueue // in-order data left in the network's buffers
+	viewsOut         bool      // a reader's fn holds views of the receive buffer
+	ooo              []seqRange
 	// dsack is a duplicate just received, reported once as the first
 	// SACK block of the next segment (D-SACK, RFC 2883): a sender that
 	// retransmitted for nothing (reordering on the path) learns so and
@@ -619,6 +626,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if c.sndBuf == nil { // a connection that never writes never pays for a ring
 			c.sndBuf = make([]byte, c.p.cfg.InitialBuffer)
 		}
+		c.rebaseSendLocked()
 		queued := int(c.sndEnd - c.sndUnaData())
 		free := len(c.sndBuf) - queued
 		if free < len(b)-n && len(c.sndBuf) < c.maxSnd {
@@ -626,7 +634,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			free = len(c.sndBuf) - queued
 		}
 		if free > 0 {
-			k := ringWrite(c.sndBuf, c.iss+1, c.sndEnd, b[n:n+min(free, len(b)-n)])
+			k := ringWrite(c.sndBuf, c.sndBase, c.sndEnd, b[n:n+min(free, len(b)-n)])
 			c.sndEnd += uint32(k)
 			n += k
 			c.mu.Unlock()
@@ -679,7 +687,7 @@ func (c *Conn) WriteFunc(max int, fn func(a, b []byte) int) (int, error) {
 		}
 		free := len(c.sndBuf) - queued
 		if free > 0 && free >= min(max, len(c.sndBuf)/4) {
-			a, b := ringViews(c.sndBuf, c.iss+1, c.sndEnd, min(free, max))
+			a, b := ringViews(c.sndBuf, c.sndBase, c.sndEnd, min(free, max))
 			c.mu.Unlock()
 			n := fn(a, b)
 			if n < 0 || n > len(a)+len(b) {
@@ -729,6 +737,19 @@ func (c *Conn) sndUnaData() uint32 {
 	return c.sndUna
 }
 
+// rebaseSendLocked starts the send ring over at sndEnd when it holds
+// nothing the peer has not acknowledged. Write calls it (under wrMu, so
+// no WriteFunc views are out), WriteFunc does not: its callers fill large
+// views, for which the ring's warm first lines buy nothing. A segment
+// still on its way to the link with views of the ring (Gatherer) carries
+// acknowledged bytes only, which the peer drops as duplicates, as it
+// does when a writer reuses their place without a rebase.
+func (c *Conn) rebaseSendLocked() {
+	if c.sndUnaData() == c.sndEnd && c.sndBase != c.sndEnd && c.state.synchronized() {
+		c.sndBase = c.sndEnd
+	}
+}
+
 func (c *Conn) growSendLocked(want int) {
 	size := min(pow2(max(want, 2*len(c.sndBuf))), c.maxSnd)
 	if size <= len(c.sndBuf) {
@@ -736,7 +757,7 @@ func (c *Conn) growSendLocked(want int) {
 	}
 	nb := make([]byte, size)
 	from := c.sndUnaData()
-	ringCopy(nb, c.sndBuf, c.iss+1, from, int(c.sndEnd-from))
+	ringCopy(nb, c.sndBuf, c.sndBase, from, int(c.sndEnd-from))
 	c.sndBuf = nb
 }
 
@@ -753,7 +774,7 @@ func (c *Conn) growRecvLocked() {
 		return
 	}
 	nb := make([]byte, size)
-	ringCopy(nb, c.rcvBuf, c.irs+1, c.rcvRead, len(c.rcvBuf))
+	ringCopy(nb, c.rcvBuf, c.rcvBase, c.rcvRead, len(c.rcvBuf))
 	c.rcvBuf = nb
 }
 

@@ -298,6 +298,7 @@ func (c *Conn) synSentLocked(in *inSeg) {
 func (c *Conn) acceptSyn(in *inSeg) {
 	c.irs = in.seq
 	c.rcvNxt = in.seq + 1
+	c.rcvBase = c.rcvNxt
 	c.rcvRead = c.rcvNxt
 	o := &in.opts
 	peerMSS := 536 // RFC 9293 default
@@ -502,6 +503,7 @@ func (c *Conn) dataLocked(seq uint32, payload []byte, in *inSeg) {
 		}
 	}
 	if seq == c.rcvNxt {
+		c.rebaseRecvLocked()
 		if !c.lendLocked(seq, payload, in.loan) {
 			c.ringWriteLocked(seq, payload)
 		}
@@ -550,7 +552,15 @@ func (c *Conn) ringWriteLocked(seq uint32, payload []byte) {
 	if c.rcvBuf == nil { // a connection that never receives never pays for a ring
 		c.rcvBuf = make([]byte, c.rcvCap)
 	}
-	ringWrite(c.rcvBuf, c.irs+1, seq, payload)
+	ringWrite(c.rcvBuf, c.rcvBase, seq, payload)
+}
+
+// rebaseRecvLocked starts the receive ring over at rcvNxt when it holds
+// nothing: all read, nothing out of order, no chunk lent, no views out.
+func (c *Conn) rebaseRecvLocked() {
+	if c.rcvRead == c.rcvNxt && len(c.ooo) == 0 && c.lent.n == 0 && !c.viewsOut {
+		c.rcvBase = c.rcvNxt
+	}
 }
 
 // oooFreeLocked reports whether no byte of [start, end) is held out of

@@ -79,12 +79,12 @@ func (c *Conn) lendLocked(seq uint32, payload []byte, loan uint32) bool {
 func (c *Conn) rcvViewsLocked(n int) (a, b []byte) {
 	l := &c.lent
 	if l.n == 0 {
-		return ringViews(c.rcvBuf, c.irs+1, c.rcvRead, n)
+		return ringViews(c.rcvBuf, c.rcvBase, c.rcvRead, n)
 	}
 	h := l.at(0)
 	if gap := int(int32(h.seq - c.rcvRead)); gap > 0 {
 		// Ring data first, up to the chunk.
-		return ringViews(c.rcvBuf, c.irs+1, c.rcvRead, min(n, gap))
+		return ringViews(c.rcvBuf, c.rcvBase, c.rcvRead, min(n, gap))
 	}
 	off := int(c.rcvRead - h.seq)
 	a = h.buf[off:min(len(h.buf), off+n)]
@@ -103,7 +103,7 @@ func (c *Conn) rcvViewsLocked(n int) (a, b []byte) {
 				rest = gap
 			}
 		}
-		b, _ = ringViews(c.rcvBuf, c.irs+1, next, rest)
+		b, _ = ringViews(c.rcvBuf, c.rcvBase, next, rest)
 	}
 	return a, b
 }

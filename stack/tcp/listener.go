@@ -178,6 +178,7 @@ func (l *Listener) input(in *inSeg) {
 	c.state = stateSynRcvd
 	c.iss = rand.Uint32()
 	c.sndUna, c.sndNxt, c.sndMax, c.sndEnd = c.iss, c.iss, c.iss, c.iss+1
+	c.sndBase = c.iss + 1
 	c.acceptSyn(in)
 	c.armRTO()
 	c.mu.Unlock()

@@ -460,9 +460,9 @@ func (c *Conn) buildDataLocked(i int, seq uint32, size int, fin bool) {
 		// writer may reuse meanwhile are only those the peer acknowledged,
 		// which it drops as duplicates if this is a retransmission of them.
 		s.Buf = b[:Headroom+hl]
-		s.Payload[0], s.Payload[1] = ringViews(c.sndBuf, c.iss+1, seq, size)
+		s.Payload[0], s.Payload[1] = ringViews(c.sndBuf, c.sndBase, seq, size)
 	} else if size > 0 {
-		ringRead(c.sndBuf, c.iss+1, seq, b[Headroom+hl:])
+		ringRead(c.sndBuf, c.sndBase, seq, b[Headroom+hl:])
 	}
 	if mss := c.mssForHdrLocked(hl); size > mss {
 		s.GSOSize = mss

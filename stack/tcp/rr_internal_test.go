@@ -143,6 +143,46 @@ func TestRequestAckRidesOnReply(t *testing.T) {
 	}
 }
 
+// TestRingsStartOver: a ring that holds nothing starts over at its
+// beginning, so each message of a request/response exchange is written
+// and read at the start of the sender's and the receiver's rings (warm
+// lines) instead of walking all of them; the bytes still arrive intact.
+func TestRingsStartOver(t *testing.T) {
+	c, s := newPair(t)
+	req, resp := make([]byte, 64), make([]byte, 64)
+	for i := range 300 { // 300 x 64 B: past the end of a 16 KiB ring, were it walked
+		for j := range req {
+			req[j] = byte(i + j)
+		}
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		sndOff := c.sndEnd - c.sndBase
+		c.mu.Unlock()
+		s.mu.Lock()
+		rcvOff := s.rcvNxt - s.rcvBase
+		s.mu.Unlock()
+		if sndOff != 64 || rcvOff != 64 {
+			t.Fatalf("exchange %d: the request ends %d bytes into the client's send ring and %d into the server's receive ring; want 64 and 64", i, sndOff, rcvOff)
+		}
+		if _, err := io.ReadFull(s, resp); err != nil {
+			t.Fatal(err)
+		}
+		for j := range resp {
+			if resp[j] != byte(i+j) {
+				t.Fatalf("exchange %d: byte %d is %d, want %d", i, j, resp[j], byte(i+j))
+			}
+		}
+		if _, err := s.Write(resp); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestPollingReaderSeesNews: a reader driving the network (run to
 // completion) returns as soon as what it waits for happens, data or the
 // peer's FIN or a local Close, not when its poll budget ends: each sets

@@ -403,6 +403,7 @@ func (p *Protocol) Dial(ctx context.Context, laddr, raddr netip.AddrPort) (*Conn
 	c.rcvCap = p.cfg.InitialBuffer // the SYN offers a real window
 	c.iss = rand.Uint32()
 	c.sndUna, c.sndNxt, c.sndMax, c.sndEnd = c.iss, c.iss, c.iss, c.iss+1
+	c.sndBase = c.iss + 1
 	c.armRTO()
 	c.mu.Unlock()
 	c.output()
