@@ -45,12 +45,9 @@ type Server struct {
 	MaxDuration time.Duration
 	Logger      *slog.Logger
 
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	cur    *test
-	closed bool
-	wg     sync.WaitGroup
+	conns accept.Group
+	mu    sync.Mutex // guards cur
+	cur   *test
 
 	tests  atomic.Uint64
 	failed atomic.Uint64
@@ -92,47 +89,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	err = s.conns.Serve(ln, func(c net.Conn, seq uint64) { s.handle(c, seq, port) }, accept.Options{})
+	switch {
+	case errors.Is(err, accept.ErrClosed):
 		return ErrClosed
-	}
-	if s.lns == nil {
-		s.lns = make(map[net.Listener]struct{})
-		s.conns = make(map[net.Conn]struct{})
-	}
-	s.lns[ln] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.lns, ln)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
-	var seq uint64
-	err = accept.Loop(ln, func(c net.Conn) {
-		if !s.track(c) {
-			c.Close() // closing: the next Accept fails and Stopped ends the loop
-			return
-		}
-		s.wg.Add(1)
-		go func(seq uint64) {
-			defer s.wg.Done()
-			s.handle(c, seq, port)
-		}(seq)
-		seq++
-	}, accept.Options{Stopped: s.isClosed})
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("iperf3: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
 }
 
 func portOf(a net.Addr) (int, error) {
@@ -146,23 +110,9 @@ func portOf(a net.Addr) (int, error) {
 	return int(ap.Port()), nil
 }
 
-// track registers c for Close; false when the Server is closed.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	c.Close()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
+// untrack closes c, a connection of s.conns that its handler or its test
+// is done with.
+func (s *Server) untrack(c net.Conn) { s.conns.Release(c) }
 
 // handle reads a new connection's cookie and makes it the control
 // connection of a new test, a stream of the test in progress, or turns it
@@ -251,7 +201,9 @@ func (s *Server) run(ctl net.Conn, t *test, port int) error {
 		udp = &udpTest{conn: uc, p: &p}
 		s.mu.Lock()
 		t.udp = uc
-		closed := s.closed
+		// Close shuts the connections before it looks at cur.udp under
+		// mu: either it finds this socket there, or it was shut before.
+		closed := s.conns.Closed()
 		s.mu.Unlock()
 		if closed {
 			return ErrClosed
@@ -598,22 +550,14 @@ func (c cpuSample) sub(c0 cpuSample, wall time.Duration) cpuUtil {
 // Close stops every Serve, ends the test in progress and waits for the
 // Server's goroutines.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.conns.Shut() {
 		return ErrClosed
 	}
-	s.closed = true
-	for ln := range s.lns {
-		ln.Close()
-	}
-	for c := range s.conns {
-		c.Close()
-	}
+	s.mu.Lock()
 	if s.cur != nil && s.cur.udp != nil {
 		s.cur.udp.Close()
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
+	s.conns.Wait()
 	return nil
 }

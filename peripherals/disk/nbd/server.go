@@ -133,11 +133,7 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	conns accept.Group
 
 	stats Stats
 }
@@ -168,8 +164,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, lns: make(map[net.Listener]struct{}),
-		conns: make(map[net.Conn]struct{})}, nil
+	return &Server{cfg: cfg, log: cfg.Logger}, nil
 }
 
 // Stats returns the Server's counters.
@@ -179,75 +174,36 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // returns nil) or until Accept fails. It does not close ln except from
 // Close.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
-	}
-	s.lns[ln] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.lns, ln)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
-	err := accept.Loop(ln, func(c net.Conn) {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
+	err := s.conns.Serve(ln, func(c net.Conn, _ uint64) {
+		if err := s.serveConn(c); err != nil {
+			s.log.Debug("nbd: connection ended", "remote", c.RemoteAddr(), "err", err)
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			if err := s.serveConn(c); err != nil {
-				s.log.Debug("nbd: connection ended", "remote", c.RemoteAddr(), "err", err)
-			}
-		}()
-	}, accept.Options{Stopped: s.isClosed, OnRetry: func(err error, wait time.Duration) {
+	}, accept.Options{OnRetry: func(err error, wait time.Duration) {
 		s.log.Warn("nbd: accept failed, backing off", "err", err, "wait", wait)
 	}})
-	if err != nil {
+	switch {
+	case errors.Is(err, accept.ErrClosed):
+		return ErrClosed
+	case err != nil:
 		return fmt.Errorf("nbd: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
 }
 
 // ServeConn serves one connection until the client disconnects, breaks
 // the protocol or the Server closes, and closes c. It returns nil after a
 // clean end (ABORT, DISC, EOF between requests).
 func (s *Server) ServeConn(c net.Conn) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		c.Close()
+	var err error
+	if rerr := s.conns.Run(c, func(c net.Conn) { err = s.serveConn(c) }); rerr != nil {
 		return ErrClosed
 	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	return s.serveConn(c)
+	return err
 }
 
+// serveConn serves c, a connection of s.conns, and releases it.
 func (s *Server) serveConn(c net.Conn) error {
-	defer func() {
-		c.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	defer s.conns.Release(c)
 	s.stats.Conns.Add(1)
 	if p, ok := c.(interface{ SetPollBudget(time.Duration) }); ok && s.cfg.PollBudget > 0 {
 		p.SetPollBudget(s.cfg.PollBudget)
@@ -276,20 +232,9 @@ func (s *Server) serveConn(c net.Conn) error {
 // Close stops every Serve, closes every connection and waits for their
 // requests in progress to finish.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if s.conns.Close() != nil {
 		return ErrClosed
 	}
-	s.closed = true
-	for ln := range s.lns {
-		ln.Close()
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
 	return nil
 }
 
