@@ -509,9 +509,9 @@ func (c *UDPConn) WriteBatch(msgs []Message) (int, error) {
 		}
 		j := i + 1
 		if c.s.gso && !c.noGSO.Load() && seg > 0 && seg+header.IPv4MinimumSize+header.UDPMinimumSize <= c.s.mtu {
-			limit := int(c.s.gsoSegs.Load())
+			limit := c.s.gsoRun(seg)
 			for j < len(msgs) && j-i < limit && len(msgs[j].Buf) == seg &&
-				(j-i+1)*seg <= header.UDPMaximumPayload && (connected || msgs[j].Addr == dst) {
+				(connected || msgs[j].Addr == dst) {
 				j++
 			}
 		}
@@ -626,6 +626,26 @@ const gsoLinearMax = 65024
 // cheaper too). The kernel uses hdr_len for nothing else on transmit,
 // and a receiver's header carries its own.
 func gsoHdrLen(n int) uint16 { return uint16(min(n, gsoLinearMax)) }
+
+// gsoSlabMax is the largest super-frame whose skb head the kernel takes
+// from the kmalloc-8k slab: 8 KiB less the head's shared info (320 B) and
+// the veth's 16 B of headroom. A head just above it is a page-allocator
+// allocation (order 2), freed on the receiver's CPU and so cold when the
+// sender's copy fills it.
+const gsoSlabMax = 8192 - 320 - 16
+
+// gsoRun is the most datagrams of seg bytes (seg > 0) one UDP super-frame
+// carries: the kernel's limit (Stack.gsoSegs) within one IP packet, less
+// a few when that frame would just miss the slab (gsoSlabMax): 122 rather
+// than 128 at 64 B, whose 8,234 B frame took an order-2 page (the
+// bench at 64 B, docs/ARCHITECTURE.md).
+func (s *Stack) gsoRun(seg int) int {
+	n := min(int(s.gsoSegs.Load()), header.UDPMaximumPayload/seg)
+	if f := udpFrameHeaders + n*seg; f > gsoSlabMax && f-gsoSlabMax <= gsoSlabMax/16 && (gsoSlabMax-udpFrameHeaders)/seg >= 2 {
+		n = (gsoSlabMax - udpFrameHeaders) / seg
+	}
+	return n
+}
 
 // gatherMinSegment is the smallest datagram a super-frame is gathered
 // for rather than assembled: below it, the kernel's walk of one iovec per

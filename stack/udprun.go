@@ -28,8 +28,10 @@ type txRun struct {
 
 // MaxRun is the most datagrams of seg bytes one BeginRun may send: a GSO
 // super-frame's worth (128, the kernel's UDP_MAX_SEGMENTS, within one IP
-// packet), 1 when the socket sends without GSO, and 0 when a datagram of
-// seg bytes does not fit a frame of the MTU (WriteBatch fragments those).
+// packet, a few less where that keeps the kernel's copy of the frame in
+// a slab: 122 at 64 B, see gsoRun), 1 when the socket sends without GSO,
+// and 0 when a datagram of seg bytes does not fit a frame of the MTU
+// (WriteBatch fragments those).
 func (c *UDPConn) MaxRun(seg int) int {
 	if seg <= 0 || seg+header.IPv4MinimumSize+header.UDPMinimumSize > c.s.mtu {
 		return 0
@@ -37,7 +39,7 @@ func (c *UDPConn) MaxRun(seg int) int {
 	if !c.s.gso || c.noGSO.Load() {
 		return 1
 	}
-	return min(int(c.s.gsoSegs.Load()), header.UDPMaximumPayload/seg)
+	return c.s.gsoRun(seg)
 }
 
 // BeginRun starts sending count datagrams of seg bytes each (count at

@@ -167,7 +167,8 @@ func (l *legacyLink) WriteBatch(frames []link.Frame) (int, error) {
 }
 
 // TestGSOSegments sends runs of small datagrams: they leave as
-// super-frames of up to 128 (UDP_MAX_SEGMENTS of current kernels), and a
+// super-frames of up to 128 (UDP_MAX_SEGMENTS of current kernels; 60 B,
+// whose 128 fit the slab, see TestGSORunKeepsSlab), and a
 // link that refuses more than 64 with EINVAL (older kernels) gets every
 // datagram in super-frames of 64 from then on, nothing lost or doubled.
 func TestGSOSegments(t *testing.T) {
@@ -187,7 +188,7 @@ func TestGSOSegments(t *testing.T) {
 			}
 			cb, _ := b.ListenUDP(netip.AddrPortFrom(ipB, 6000))
 			ca, _ := a.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipB, 6000))
-			const n, size = 300, 64
+			const n, size = 300, 60
 			msgs := patterns(n, size)
 			rec.take()
 			for round := 0; round < 2; round++ {
@@ -200,12 +201,7 @@ func TestGSOSegments(t *testing.T) {
 			if legacy {
 				want = []int{64, 64, 64, 64, 44}
 			}
-			var segs []int
-			for _, f := range rec.take() {
-				if f.VNet.GSOType == link.GSOUDPL4 {
-					segs = append(segs, (len(f.Buf)-42+size-1)/size)
-				}
-			}
+			segs := gsoSegs(rec.take(), size)
 			if fmt.Sprint(segs) != fmt.Sprint(append(want, want...)) {
 				t.Errorf("super-frames of %v datagrams, want %v twice", segs, want)
 			}
@@ -216,5 +212,52 @@ func TestGSOSegments(t *testing.T) {
 				t.Errorf("receiver drops: %v", b.Stats().Drops)
 			}
 		})
+	}
+}
+
+// gsoSegs is how many datagrams of size bytes each UDP_L4 super-frame
+// among frames carries.
+func gsoSegs(frames []link.Frame, size int) []int {
+	var segs []int
+	for _, f := range frames {
+		if f.VNet.GSOType == link.GSOUDPL4 {
+			segs = append(segs, (len(f.Buf)-42+size-1)/size)
+		}
+	}
+	return segs
+}
+
+// TestGSORunKeepsSlab: where a full super-frame would just miss the
+// kernel's kmalloc-8k slab (62-64 B datagrams: 128 of 64 B make 8,234 B),
+// runs are cut to what fits it (122 at 64 B), in WriteBatch and MaxRun
+// alike; other sizes keep the kernel's limit.
+func TestGSORunKeepsSlab(t *testing.T) {
+	rec := new(recorder)
+	ma, mb := mem.Pair(macA, macB, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Drop: rec.hook})
+	a, b := stacksOn(t, ma, mb)
+	if _, err := a.Ping(ctxT(t), ipB, 1); err != nil {
+		t.Fatal(err)
+	}
+	cb, _ := b.ListenUDP(netip.AddrPortFrom(ipB, 6000))
+	ca, _ := a.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipB, 6000))
+	for _, c := range []struct {
+		seg, run int
+		cut      bool
+	}{{61, 128, false}, {62, 126, true}, {64, 122, true}, {65, 128, false}, {1472, 44, false}} {
+		if m := ca.MaxRun(c.seg); m != c.run {
+			t.Errorf("MaxRun(%d) = %d, want %d", c.seg, m, c.run)
+		}
+		if f := udpFrameHeaders + c.run*c.seg; c.cut && (f > gsoSlabMax || f+c.seg <= gsoSlabMax) {
+			t.Errorf("%d x %d B: a %d B frame, not the most that fits the slab's %d", c.run, c.seg, f, gsoSlabMax)
+		}
+	}
+	msgs := patterns(128, 64)
+	rec.take()
+	if k, err := ca.WriteBatch(msgs); err != nil || k != len(msgs) {
+		t.Fatalf("WriteBatch: %d, %v", k, err)
+	}
+	expectBatch(t, cb, msgs)
+	if segs := gsoSegs(rec.take(), 64); fmt.Sprint(segs) != "[122 6]" {
+		t.Errorf("128 x 64 B left as super-frames of %v datagrams, want [122 6]", segs)
 	}
 }

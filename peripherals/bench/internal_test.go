@@ -278,3 +278,49 @@ func TestSenderFollowsMaxRun(t *testing.T) {
 		t.Fatalf("%d write errors, %d of 1000 datagrams sent", s.writeErrors, c.sent)
 	}
 }
+
+// runCounter is a run writer that records the length of every run.
+type runCounter struct {
+	nullConn
+	maxRun int
+	buf    []byte
+	runs   []int
+}
+
+func (c *runCounter) MaxRun(int) int { return c.maxRun }
+func (c *runCounter) BeginRun(_ netip.AddrPort, seg, count int) ([]byte, error) {
+	if count > c.maxRun {
+		return nil, fmt.Errorf("a run of %d (at most %d)", count, c.maxRun)
+	}
+	c.runs = append(c.runs, count)
+	if len(c.buf) < seg*count {
+		c.buf = make([]byte, seg*count)
+	}
+	return c.buf[:seg*count], nil
+}
+func (c *runCounter) EndRun() (int, error) { return c.runs[len(c.runs)-1], nil }
+
+// TestSenderWritesWholeRuns: with batches of 128 and runs of at most 122
+// (the user-level stack at 64 B), every run but the stream's last is a
+// whole one, not 122 and then 6 per batch.
+func TestSenderWritesWholeRuns(t *testing.T) {
+	o := SenderOptions{Size: 64, Count: 10000, Batch: 128}
+	if err := o.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	s := newSendStream(&Result{Test: 1}, 0, o, netip.MustParseAddrPort("10.0.0.3:5301"))
+	c := &runCounter{maxRun: 122}
+	if err := s.run(context.Background(), c, time.Now(), time.Time{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	sum := 0
+	for i, r := range c.runs {
+		sum += r
+		if r != 122 && i != len(c.runs)-1 {
+			t.Fatalf("run %d of %d has %d datagrams, want 122: %v", i, len(c.runs), r, c.runs)
+		}
+	}
+	if sum != 10000 {
+		t.Fatalf("%d of 10000 datagrams sent", sum)
+	}
+}

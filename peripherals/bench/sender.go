@@ -327,6 +327,12 @@ func (s *sendStream) run(ctx context.Context, c Conn, start, deadline time.Time,
 		if rw != nil {
 			maxRun = rw.MaxRun(len(s.msgs[0].Buf))
 		}
+		if mr := uint64(maxRun); mr > 1 && n > mr {
+			// Whole runs, the rest in the next write: a batch of 128
+			// where a run holds 122 (stack.UDPConn.MaxRun at 64 B) would
+			// otherwise leave a super-frame of 6 each time.
+			n -= n % mr
+		}
 		if maxRun > 1 {
 			w, err = s.writeRuns(rw, n, sent, ts)
 		} else {
