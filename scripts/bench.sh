@@ -98,7 +98,8 @@ Default testbed, cpu0 -> disk0, 5 s per point, the default rate (`-b auto`: rece
 receiver reports every 1,024 datagrams its application read and the sender stays at most 4,096
 ahead — so the figure is what the receiver sustains, with no overflow).
 Throughput is what the receiver got. Both stacks' senders write batches of whole super-datagrams
-(2 x 44 of 1472 B, 128 of 64 B: the kernel's UDP_MAX_SEGMENTS) and their receivers read up to 128
+(2 x 44 of 1472 B, 128 of 64 B: the kernel's UDP_MAX_SEGMENTS; the user-level stack's runs of 64 B
+hold 122, which keeps its super-frame in the kernel's 8 KiB slab) and their receivers read up to 128
 datagrams per call. With GSO (the default where the link offers it) a batch of
 equal-sized datagrams leaves the user-level stack as one UDP_L4 super-frame, as the kernel's
 UDP_SEGMENT does; on receive, a super-frame of datagrams of 512 B and more stays in the buffer the
