@@ -80,13 +80,21 @@ func newPair(tb testing.TB) (c, s *Conn) {
 	return c, sc.(*Conn)
 }
 
-// exchange is one 64-byte request from c and its reply from s.
-func exchange(tb testing.TB, c, s *Conn, req, resp []byte) {
+// exchange is one request from c and its reply from s; sent, if not nil,
+// runs when the request is on its way and again when the server has read
+// it (read true).
+func exchange(tb testing.TB, c, s *Conn, req, resp []byte, sent func(read bool)) {
 	if _, err := c.Write(req); err != nil {
 		tb.Fatal(err)
 	}
+	if sent != nil {
+		sent(false)
+	}
 	if _, err := io.ReadFull(s, resp); err != nil {
 		tb.Fatal(err)
+	}
+	if sent != nil {
+		sent(true)
 	}
 	if _, err := s.Write(resp); err != nil {
 		tb.Fatal(err)
@@ -103,29 +111,22 @@ func TestRequestAckRidesOnReply(t *testing.T) {
 	c, s := newPair(t)
 	req, resp := make([]byte, 64), make([]byte, 64)
 	for range 10 {
-		exchange(t, c, s, req, resp)
+		exchange(t, c, s, req, resp, nil)
 	}
 	outC, outS := c.p.st.SegsOut.Load(), s.p.st.SegsOut.Load()
 	const n = 100
 	for range n {
-		if _, err := c.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		s.mu.Lock()
-		owe, dack := s.mayOweLocked(), s.dackArmed
-		s.mu.Unlock()
-		if owe || !dack {
-			t.Fatalf("after a request: server may owe a segment %v (want false), delayed ACK armed %v (want true)", owe, dack)
-		}
-		if _, err := io.ReadFull(s, resp); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Write(resp); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, req); err != nil {
-			t.Fatal(err)
-		}
+		exchange(t, c, s, req, resp, func(read bool) {
+			if read {
+				return
+			}
+			s.mu.Lock()
+			owe, dack := s.mayOweLocked(), s.dackArmed
+			s.mu.Unlock()
+			if owe || !dack {
+				t.Fatalf("after a request: server may owe a segment %v (want false), delayed ACK armed %v (want true)", owe, dack)
+			}
+		})
 	}
 	if dc, ds := c.p.st.SegsOut.Load()-outC, s.p.st.SegsOut.Load()-outS; dc != n || ds != n {
 		t.Errorf("%d exchanges: client sent %d segments, server %d; want %d each", n, dc, ds, n)
@@ -154,32 +155,25 @@ func TestRingsStartOver(t *testing.T) {
 		for j := range req {
 			req[j] = byte(i + j)
 		}
-		if _, err := c.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		c.mu.Lock()
-		sndOff := c.sndEnd - c.sndBase
-		c.mu.Unlock()
-		s.mu.Lock()
-		rcvOff := s.rcvNxt - s.rcvBase
-		s.mu.Unlock()
-		if sndOff != 64 || rcvOff != 64 {
-			t.Fatalf("exchange %d: the request ends %d bytes into the client's send ring and %d into the server's receive ring; want 64 and 64", i, sndOff, rcvOff)
-		}
-		if _, err := io.ReadFull(s, resp); err != nil {
-			t.Fatal(err)
-		}
-		for j := range resp {
-			if resp[j] != byte(i+j) {
-				t.Fatalf("exchange %d: byte %d is %d, want %d", i, j, resp[j], byte(i+j))
+		exchange(t, c, s, req, resp, func(read bool) {
+			if read {
+				for j := range resp {
+					if resp[j] != byte(i+j) {
+						t.Fatalf("exchange %d: byte %d is %d, want %d", i, j, resp[j], byte(i+j))
+					}
+				}
+				return
 			}
-		}
-		if _, err := s.Write(resp); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, req); err != nil {
-			t.Fatal(err)
-		}
+			c.mu.Lock()
+			sndOff := c.sndEnd - c.sndBase
+			c.mu.Unlock()
+			s.mu.Lock()
+			rcvOff := s.rcvNxt - s.rcvBase
+			s.mu.Unlock()
+			if sndOff != 64 || rcvOff != 64 {
+				t.Fatalf("exchange %d: the request ends %d bytes into the client's send ring and %d into the server's receive ring; want 64 and 64", i, sndOff, rcvOff)
+			}
+		})
 	}
 }
 
@@ -239,11 +233,11 @@ func BenchmarkRRPair(b *testing.B) {
 	c, s := newPair(b)
 	req, resp := make([]byte, 64), make([]byte, 64)
 	for range 100 {
-		exchange(b, c, s, req, resp)
+		exchange(b, c, s, req, resp, nil)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		exchange(b, c, s, req, resp)
+		exchange(b, c, s, req, resp, nil)
 	}
 }
