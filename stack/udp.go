@@ -637,12 +637,17 @@ const gsoSlabMax = 8192 - 320 - 16
 // gsoRun is the most datagrams of seg bytes (seg > 0) one UDP super-frame
 // carries: the kernel's limit (Stack.gsoSegs) within one IP packet, less
 // a few when that frame would just miss the slab (gsoSlabMax): 122 rather
-// than 128 at 64 B, whose 8,234 B frame took an order-2 page (the
-// bench at 64 B, docs/ARCHITECTURE.md).
+// than 128 at 64 B, whose 8,234 B frame took an order-2 page; and no more
+// than the linear head holds (gsoLinearMax): 126 rather than 127 at 512 B,
+// whose last 42 B took a page fragment of their own (the bench at 64 and
+// 512 B, docs/ARCHITECTURE.md).
 func (s *Stack) gsoRun(seg int) int {
 	n := min(int(s.gsoSegs.Load()), header.UDPMaximumPayload/seg)
-	if f := udpFrameHeaders + n*seg; f > gsoSlabMax && f-gsoSlabMax <= gsoSlabMax/16 && (gsoSlabMax-udpFrameHeaders)/seg >= 2 {
-		n = (gsoSlabMax - udpFrameHeaders) / seg
+	for _, limit := range [...]int{gsoSlabMax, gsoLinearMax} {
+		f := udpFrameHeaders + n*seg
+		if f > limit && (limit != gsoSlabMax || f-limit <= limit/16) && (limit-udpFrameHeaders)/seg >= 2 {
+			n = (limit - udpFrameHeaders) / seg
+		}
 	}
 	return n
 }

@@ -229,8 +229,9 @@ func gsoSegs(frames []link.Frame, size int) []int {
 
 // TestGSORunKeepsSlab: where a full super-frame would just miss the
 // kernel's kmalloc-8k slab (62-64 B datagrams: 128 of 64 B make 8,234 B),
-// runs are cut to what fits it (122 at 64 B), in WriteBatch and MaxRun
-// alike; other sizes keep the kernel's limit.
+// runs are cut to what fits it (122 at 64 B), and where it would not fit
+// the linear head (gsoLinearMax: 127 of 512 B) to what does, in
+// WriteBatch and MaxRun alike; other sizes keep the kernel's limit.
 func TestGSORunKeepsSlab(t *testing.T) {
 	rec := new(recorder)
 	ma, mb := mem.Pair(macA, macB, mem.Options{Caps: link.CapVNetHdr | link.CapGSO, Drop: rec.hook})
@@ -240,15 +241,15 @@ func TestGSORunKeepsSlab(t *testing.T) {
 	}
 	cb, _ := b.ListenUDP(netip.AddrPortFrom(ipB, 6000))
 	ca, _ := a.DialUDP(netip.AddrPort{}, netip.AddrPortFrom(ipB, 6000))
-	for _, c := range []struct {
-		seg, run int
-		cut      bool
-	}{{61, 128, false}, {62, 126, true}, {64, 122, true}, {65, 128, false}, {1472, 44, false}} {
+	for _, c := range []struct{ seg, run, cutTo int }{
+		{61, 128, 0}, {62, 126, gsoSlabMax}, {64, 122, gsoSlabMax}, {65, 128, 0},
+		{500, 128, 0}, {511, 127, gsoLinearMax}, {512, 126, gsoLinearMax}, {1472, 44, 0},
+	} {
 		if m := ca.MaxRun(c.seg); m != c.run {
 			t.Errorf("MaxRun(%d) = %d, want %d", c.seg, m, c.run)
 		}
-		if f := udpFrameHeaders + c.run*c.seg; c.cut && (f > gsoSlabMax || f+c.seg <= gsoSlabMax) {
-			t.Errorf("%d x %d B: a %d B frame, not the most that fits the slab's %d", c.run, c.seg, f, gsoSlabMax)
+		if f := udpFrameHeaders + c.run*c.seg; c.cutTo > 0 && (f > c.cutTo || f+c.seg <= c.cutTo) {
+			t.Errorf("%d x %d B: a %d B frame, not the most that fits %d", c.run, c.seg, f, c.cutTo)
 		}
 	}
 	msgs := patterns(128, 64)
