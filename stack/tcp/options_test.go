@@ -152,7 +152,18 @@ func TestFastRetransmitWithinSent(t *testing.T) {
 	// Shrink the window to 500 bytes, then give the stack 5000 to send.
 	r.window = 500
 	a.r.send(a.rport, a.lport, a.rnxt, a.iss+1, flagACK, nil, header.TCPOptions{})
-	time.Sleep(10 * time.Millisecond)
+	// The stack takes the ACK in on its receive goroutine: a write
+	// before it has (-race on a loaded machine) sends a full segment in
+	// the old window.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		in := a.c.Info()
+		if in.SendWindow == 500<<in.SendWS {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("send window %d 10 s after the peer shrank it to 500 (scale %d)", in.SendWindow, in.SendWS)
+		}
+	}
 	a.c.Write(pattern(5000, 3))
 	s := r.expectData()
 	if len(s.Payload) != 500 {
