@@ -62,8 +62,7 @@ func TestARPGratuitousAndReply(t *testing.T) {
 	}
 	// A request for someone else is not answered.
 	arp.EncodeRequest(req, [6]byte(macB), ipB.As4(), [4]byte{10, 9, 0, 77})
-	raw.WriteBatch([]link.Frame{{Buf: req}})
-	time.Sleep(20 * time.Millisecond)
+	inject(t, s, raw, req) // waits until the stack has taken it in (a fixed 20 ms was short under -race and load)
 	if st := s.Stats(); st.ARPRepliesOut != 1 || st.ARPRequestsIn != 2 {
 		t.Fatalf("replies %d requests in %d", st.ARPRepliesOut, st.ARPRequestsIn)
 	}
