@@ -271,9 +271,13 @@ func TestFrameRingCloseWhilePolling(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond)
-	if st := lb.Stats(); st.RxFrames == 0 {
-		t.Fatal("nothing received before Close")
+	// Close with the pollers and the reader at work: wait until they
+	// have received something (a fixed 200 ms could pass on a loaded
+	// machine before the sender had sent a frame).
+	for deadline := time.Now().Add(10 * time.Second); lb.Stats().RxFrames == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing received in 10 s before Close")
+		}
 	}
 	lb.Close()
 	for range 3 {
