@@ -256,6 +256,15 @@ func TestQuietJoins(t *testing.T) {
 	for _, n := range ns {
 		exchange(n, nil)
 	}
+	// Every node has sent its state to q0, which merges each after it
+	// answered (Exchange): wait until it has, or the next rounds could
+	// copy a view still short of the last few. What the rounds then
+	// complete, they complete before Exchange returns.
+	for deadline := time.Now().Add(10 * time.Second); len(ns[0].Find("disk")) != size; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("q0 lists %d alive 10 s after every node's exchange with it, want %d", len(ns[0].Find("disk")), size)
+		}
+	}
 	seeds := []netip.AddrPort{seedAddr(0), seedAddr(1), seedAddr(2)}
 	for _, n := range ns[:3] {
 		exchange(n, seeds)
