@@ -99,9 +99,10 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 		mu      sync.Mutex
 		errs    []error
 		lastSeq [256]int64
-		arrived = make(chan uint32, 1) // lone frames' sequence numbers
+		arrived = make(chan uint32, 1)   // lone frames' sequence numbers
+		flushed = make(chan struct{}, 1) // a drain marker came through
 		stopRx  atomic.Bool
-		reads   atomic.Uint64 // frames read so far, for the drain wait
+		reads   atomic.Uint64 // frames read so far, for a failed drain's message
 	)
 	for i := range lastSeq {
 		lastSeq[i] = -1
@@ -113,7 +114,8 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 		}
 		mu.Unlock()
 	}
-	const lone = 200 // sender id of the lone frames
+	const lone = 200   // sender id of the lone frames
+	const marker = 201 // sender id of the drain markers
 	rdone := make(chan struct{})
 	go func() {
 		defer close(rdone)
@@ -145,9 +147,15 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 					fail(fmt.Errorf("sender %d: seq %d after %d (duplicate or from the past)", sender, seq, lastSeq[sender]))
 				}
 				lastSeq[sender] = int64(seq)
-				if sender == lone {
+				switch sender {
+				case lone:
 					select {
 					case arrived <- seq:
+					default:
+					}
+				case marker:
+					select {
+					case flushed <- struct{}{}:
 					default:
 					}
 				}
@@ -205,15 +213,28 @@ func Stress(t testing.TB, tx, rx link.Link, dst, src net.HardwareAddr, d, bound 
 	res.Sent = sent.Load()
 	// The lone frames come only after the receiver has drained the blast:
 	// one sent while its socket is still full would be dropped by the
-	// kernel, and the check is for frames held back, not for drops (under
-	// the race detector on a loaded machine draining took over 100 ms).
-	for deadline, last := time.Now().Add(30*time.Second), reads.Load(); time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		now := reads.Load()
-		if now == last {
+	// kernel, and the check is for frames held back, not for drops. A
+	// marker frame read means everything sent before it was (the queue is
+	// in order); markers sent into a full queue are lost, so one goes
+	// every 100 ms until one arrives. (Waiting until reads stopped for
+	// 100 ms took a reader the scheduler held back for that long as
+	// drained: "lone frame 0 did not arrive within 5s" under -race.)
+	drained := false
+	for i, deadline := uint32(0), time.Now().Add(30*time.Second); !drained && time.Now().Before(deadline); i++ {
+		f := []link.Frame{{Buf: Frame(dst, src, 60, 0)}}
+		FillStress(f[0].Buf[etherTestPl:], marker, i)
+		if _, err := tx.WriteBatch(f); err != nil {
+			fail(fmt.Errorf("drain marker %d: %w", i, err))
 			break
 		}
-		last = now
+		select {
+		case <-flushed:
+			drained = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !drained {
+		fail(fmt.Errorf("no drain marker arrived in 30 s after the blast (%d frames read)", reads.Load()))
 	}
 
 	for i := uint32(0); i < 50; i++ {
