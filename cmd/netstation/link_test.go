@@ -472,11 +472,28 @@ func TestRootlessLink(t *testing.T) {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // no ready signal on this path; ping keeps sending meanwhile
-	b.pingOK("a", "b")
-	b.pingOK("a", "b")
-	if err := c.Wait(); err != nil {
-		t.Fatalf("rootless capture: %v", err)
+	// No ready signal on this path: ping until the capture has its 4
+	// frames and exits (two rounds after a fixed 500 ms could all go by
+	// before a capture slow to start on a loaded machine, which then
+	// waited for ever).
+	waited := make(chan error, 1)
+	go func() { waited <- c.Wait() }()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		b.pingOK("a", "b")
+		select {
+		case err := <-waited:
+			if err != nil {
+				t.Fatalf("rootless capture: %v", err)
+			}
+		default:
+			if time.Now().After(deadline) {
+				c.Process.Kill()
+				<-waited
+				t.Fatal("rootless capture -c 4 still running after 60 s of pings")
+			}
+			continue
+		}
+		break
 	}
 	f, err := os.Open(pcap)
 	if err != nil {
