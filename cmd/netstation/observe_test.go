@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,18 +188,23 @@ func TestMetricsAndWatch(t *testing.T) {
 	}
 
 	w := b.cmd("status", "-t", b.name, "-w", "--interval", "200ms")
-	var wout bytes.Buffer
+	var wout lockedBuffer // written by exec's copying goroutine, read here meanwhile
 	w.Stdout = &wout
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Ctrl-C once it has redrawn (3 tables): after a fixed 1.5 s a
+	// status slow to start on a loaded machine had drawn fewer, or had
+	// not yet taken over SIGINT.
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(wout.String(), "RX PPS") < 3 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	w.Process.Signal(os.Interrupt)
 	if err := w.Wait(); err != nil {
 		t.Errorf("status -w after Ctrl-C: %v", err)
 	}
 	if n := strings.Count(wout.String(), "RX PPS"); n < 3 {
-		t.Errorf("status -w drew %d tables in 1.5 s at 200ms:\n%s", n, wout.String())
+		t.Errorf("status -w drew %d tables in 30 s at 200ms:\n%s", n, wout.String())
 	}
 	if !strings.Contains(wout.String(), "loss 1% delay 1ms") {
 		t.Errorf("status -w does not show the link:\n%s", wout.String())
@@ -215,4 +221,23 @@ func metricValue(m *dto.Metric) float64 {
 		return m.Untyped.GetValue()
 	}
 	return 0
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
