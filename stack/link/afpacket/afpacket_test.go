@@ -124,6 +124,13 @@ func TestManyFrames(t *testing.T) {
 			la := open(t, w.A, "vA", c.tx)
 			lb := open(t, w.B, "vB", c.rx)
 			cb := collect(t, lb)
+			// A frame that does not come (next's timeout) may have been
+			// dropped or held back: the counters tell which.
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("receiver stats %+v", lb.Stats())
+				}
+			})
 			const total = 20000 // about 16 MB: the 1 MiB ring wraps many times
 			const window = 500  // frames in flight: the ring (~1200 frames) never overflows
 			batch := make([]link.Frame, 50)
