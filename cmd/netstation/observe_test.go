@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -188,8 +187,16 @@ func TestMetricsAndWatch(t *testing.T) {
 	}
 
 	w := b.cmd("status", "-t", b.name, "-w", "--interval", "200ms")
-	var wout lockedBuffer // written by exec's copying goroutine, read here meanwhile
-	w.Stdout = &wout
+	// A file, not a buffer: the command writes it itself, and the test
+	// reads it meanwhile.
+	wpath := filepath.Join(t.TempDir(), "status-w.out")
+	wf, err := os.Create(wpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+	w.Stdout = wf
+	wout := watchOutput(wpath)
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -223,21 +230,10 @@ func metricValue(m *dto.Metric) float64 {
 	return 0
 }
 
-// lockedBuffer is a bytes.Buffer that a command writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// watchOutput reads what a command has written to the file at path so far.
+type watchOutput string
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+func (p watchOutput) String() string {
+	b, _ := os.ReadFile(string(p))
+	return string(b)
 }
