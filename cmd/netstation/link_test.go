@@ -238,9 +238,28 @@ func TestLinkRate(t *testing.T) {
 		// machine's receivers and softirqs (measured: an unpaced GSO
 		// sender offers 20-28 Gbit/s here).
 		const offered = 1.5 * 500e6 / ((size + 42) * 8)
-		sent, recv := b.probe(dir[0], dir[1], peripherals.ProbeSendArgs{Size: size, Duration: 3 * time.Second, Rate: offered})
-		t.Logf("%s -> %s: offered %.1f Mbit/s (%d datagrams in %.2f s, %d write errors)", dir[0], dir[1],
-			float64(sent.Sent)*(size+42)*8/sent.Seconds/1e6, sent.Sent, sent.Seconds, sent.Errors)
+		// A sender that could not offer the rate (a machine loaded by
+		// other tests: 427 Mbit/s once, b -> a) cannot show the shaper at
+		// work: such a round is run again, and a third one that still
+		// cannot fails as unable to judge. (On a quiet machine the probe's
+		// sender reaches the rate, not 1.5 times it, in both directions:
+		// 502 Mbit/s, 2026-12-02; why the fabric-side shaper paces b is
+		// not settled.)
+		const need = 0.9 * 500e6
+		var sent peripherals.ProbeSendResult
+		var recv peripherals.ProbeRecvResult
+		for round := 1; ; round++ {
+			sent, recv = b.probe(dir[0], dir[1], peripherals.ProbeSendArgs{Size: size, Duration: 3 * time.Second, Rate: offered})
+			offeredBits := float64(sent.Sent) * (size + 42) * 8 / sent.Seconds
+			t.Logf("%s -> %s: offered %.1f Mbit/s (%d datagrams in %.2f s, %d write errors)", dir[0], dir[1],
+				offeredBits/1e6, sent.Sent, sent.Seconds, sent.Errors)
+			if offeredBits >= need {
+				break
+			}
+			if round == 3 {
+				t.Fatalf("%s -> %s: the sender offered only %.1f Mbit/s (%.0f wanted) in each of 3 rounds: the 500mbit shaper cannot be judged", dir[0], dir[1], offeredBits/1e6, need/1e6)
+			}
+		}
 		if recv.Seconds < 1 {
 			t.Fatalf("%s -> %s: only %.2f s of traffic (%d datagrams)", dir[0], dir[1], recv.Seconds, recv.Datagrams)
 		}
