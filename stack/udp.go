@@ -643,13 +643,11 @@ const gsoSlabMax = 8192 - 320 - 16
 // 512 B, docs/ARCHITECTURE.md).
 func (s *Stack) gsoRun(seg int) int {
 	n := min(int(s.gsoSegs.Load()), header.UDPMaximumPayload/seg)
-	for _, limit := range [...]int{gsoSlabMax, gsoLinearMax} {
-		f := udpFrameHeaders + n*seg
-		if f > limit && (limit != gsoSlabMax || f-limit <= limit/16) && (limit-udpFrameHeaders)/seg >= 2 {
-			n = (limit - udpFrameHeaders) / seg
-		}
+	fit := func(limit int) int { return (limit - udpFrameHeaders) / seg }
+	if f := udpFrameHeaders + n*seg; f > gsoSlabMax && f-gsoSlabMax <= gsoSlabMax/16 && fit(gsoSlabMax) >= 2 {
+		n = fit(gsoSlabMax) // just over the slab: a few fewer keep it there
 	}
-	return n
+	return min(n, fit(gsoLinearMax))
 }
 
 // gatherMinSegment is the smallest datagram a super-frame is gathered
